@@ -1,0 +1,190 @@
+"""Coordinate reference systems: read them from what the data says, compute in east/north order and float64.
+
+Every transformation in the project goes through `transformer()` (always_xy, cached) so that no axis-order trap
+(EPSG:4490 and EPSG:4547 are declared north/east) can slip in. A CRS given as WKT is built from its parameters: when
+the WKT also carries an authority code that the parameters contradict (a ContextCapture `metadata.xml` labelled
+EPSG:4547 whose central meridian is 113.37), the code is dropped and the parameters win.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyproj
+from pyproj import CRS, Transformer
+from pyproj.exceptions import CRSError as _PyprojCRSError
+
+from cim.errors import CimWarning, CRSError
+
+CGCS2000 = "EPSG:4490"
+ECEF = "EPSG:4978"  # WGS 84 geocentric, the frame of 3D Tiles
+WGS84_3D = "EPSG:4979"
+
+CRSLike = CRS | str | int
+
+
+class CRSLabelWarning(CimWarning):
+    """A WKT's authority code disagrees with its own parameters; the parameters were used."""
+
+
+_WKT_START = re.compile(r"^\s*(PROJCS|GEOGCS|GEOCCS|COMPD_CS|VERT_CS|LOCAL_CS|PROJCRS|GEOGCRS|GEODCRS|COMPOUNDCRS|"
+                        r"VERTCRS|BOUNDCRS|ENGCRS|PROJECTEDCRS|GEODETICCRS)\s*\[", re.I)
+
+
+def parse_crs(value: CRSLike | os.PathLike[str], *, what: str = "CRS") -> CRS:
+    """Build a CRS from an EPSG code, `EPSG:n`, WKT 1/2, PROJJSON, a PROJ string or a `.prj`/`.wkt` file.
+
+    Args:
+        value: the CRS as given by the data or the user.
+        what: how to name the value in an error message (e.g. "--crs" or the file it came from).
+
+    Returns:
+        The CRS; for WKT whose authority code contradicts its parameters, the CRS without that code.
+
+    Raises:
+        CRSError: the value is not a CRS pyproj can build.
+    """
+    if isinstance(value, CRS):
+        return value
+    if isinstance(value, os.PathLike) or (isinstance(value, str) and value.lower().endswith((".prj", ".wkt"))):
+        path = Path(value)
+        if not path.is_file():
+            raise CRSError(f"{what}: CRS file {path} does not exist")
+        value = path.read_text(encoding="utf-8", errors="replace")
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+        value = f"EPSG:{int(value)}"
+    text = str(value).strip()
+    if not text:
+        raise CRSError(f"{what}: empty CRS; pass an EPSG code (e.g. EPSG:4547) or WKT")
+    try:
+        crs = CRS.from_user_input(text)
+    except _PyprojCRSError as exc:
+        raise CRSError(f"{what}: cannot build a CRS from {text[:80]!r}: {exc}; pass EPSG:n or WKT") from exc
+    if _WKT_START.match(text):
+        crs = _trust_parameters(crs, what)
+    return crs
+
+
+def _trust_parameters(crs: CRS, what: str) -> CRS:
+    """Drop the root authority code of a WKT CRS when the code's own definition differs from the parameters."""
+    auth = _root_id(crs)
+    if auth is None:
+        return crs
+    try:
+        labelled = CRS.from_authority(*auth)
+    except _PyprojCRSError:
+        labelled = None
+    if labelled is not None and _same_definition(crs, labelled):
+        return labelled
+    stripped = _strip_root_id(crs)
+    warnings.warn(
+        f"{what}: the WKT says {auth[0]}:{auth[1]} but its parameters define another CRS "
+        f"({stripped.name!r}); using the parameters",
+        CRSLabelWarning,
+        stacklevel=3,
+    )
+    return stripped
+
+
+def _root_id(crs: CRS) -> tuple[str, str] | None:
+    ids = crs.to_json_dict().get("id")
+    if isinstance(ids, dict) and "authority" in ids:
+        return str(ids["authority"]), str(ids["code"])
+    return None
+
+
+def _strip_root_id(crs: CRS) -> CRS:
+    data: dict[str, Any] = crs.to_json_dict()
+    data.pop("id", None)
+    data.pop("ids", None)
+    return CRS.from_json_dict(data)
+
+
+def _same_definition(a: CRS, b: CRS) -> bool:
+    """True when two CRSs define the same coordinates (ignoring names and authority codes)."""
+    if a.is_exact_same(b):
+        return True
+    try:
+        return bool(_strip_root_id(a).equals(_strip_root_id(b), ignore_axis_order=True))
+    except _PyprojCRSError:
+        return False
+
+
+def crs_from_file(path: str | os.PathLike[str]) -> CRS | None:
+    """The CRS a raster or vector file declares, or None when it declares none."""
+    import pyogrio
+    import rasterio
+
+    p = str(path)
+    try:
+        with rasterio.open(p) as src:
+            return parse_crs(src.crs.to_wkt(), what=p) if src.crs else None
+    except rasterio.errors.RasterioIOError:
+        pass
+    info = pyogrio.read_info(p)
+    return parse_crs(info["crs"], what=p) if info.get("crs") else None
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_transformer(src_wkt: str, dst_wkt: str) -> Transformer:
+    return Transformer.from_crs(CRS.from_wkt(src_wkt), CRS.from_wkt(dst_wkt), always_xy=True)
+
+
+def transformer(src: CRSLike, dst: CRSLike) -> Transformer:
+    """A cached transformer from `src` to `dst` with x/y = east/north (lon/lat) order on both sides."""
+    return _cached_transformer(parse_crs(src).to_wkt(), parse_crs(dst).to_wkt())
+
+
+def to_3d(crs: CRSLike) -> CRS:
+    """The 3D form of a CRS (a projected CRS with an ellipsoidal height axis) so z passes through transforms."""
+    crs = parse_crs(crs)
+    return crs if len(crs.axis_info) >= 3 or crs.is_geocentric else crs.to_3d()
+
+
+def to_ecef(crs: CRSLike, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Transform source coordinates to Earth-centred Earth-fixed metres (EPSG:4978), float64.
+
+    Heights are taken as heights above the ellipsoid of the source datum (no geoid model is applied).
+
+    Returns:
+        (n, 3) float64 ECEF coordinates.
+    """
+    t = transformer(to_3d(crs), ECEF)
+    ex, ey, ez = t.transform(np.asarray(x, np.float64), np.asarray(y, np.float64), np.asarray(z, np.float64))
+    return np.column_stack([ex, ey, ez])
+
+
+def from_ecef(crs: CRSLike, xyz: np.ndarray) -> np.ndarray:
+    """Inverse of `to_ecef`: (n, 3) ECEF metres to (n, 3) source coordinates, float64."""
+    t = transformer(ECEF, to_3d(crs))
+    xyz = np.asarray(xyz, np.float64)
+    x, y, z = t.transform(xyz[:, 0], xyz[:, 1], xyz[:, 2])
+    return np.column_stack([x, y, z])
+
+
+def lonlat(crs: CRSLike, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Source coordinates to longitude/latitude degrees in the source's own geographic CRS (east/north)."""
+    crs = parse_crs(crs)
+    geo = crs.geodetic_crs or CRS.from_user_input(CGCS2000)
+    return transformer(crs, geo).transform(np.asarray(x, np.float64), np.asarray(y, np.float64))
+
+
+__all__ = [
+    "CGCS2000",
+    "CRSLabelWarning",
+    "ECEF",
+    "crs_from_file",
+    "from_ecef",
+    "lonlat",
+    "parse_crs",
+    "to_3d",
+    "to_ecef",
+    "transformer",
+    "pyproj",
+]

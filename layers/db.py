@@ -1,0 +1,68 @@
+"""The one place that opens DuckDB with its spatial extension.
+
+DuckDB cannot download extensions on this project's machines (no internet), so the spatial extension comes from the
+`duckdb-ext-spatial` wheel, pinned next to `duckdb==1.4.4` in pyproject.toml, and is loaded from the file that
+wheel ships. Autoloading and autoinstalling are switched off so nothing ever reaches for the network.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import duckdb
+
+from layers.errors import StoreError
+
+_EXT_RELATIVE = Path("duckdb_ext", "extensions", f"v{duckdb.__version__}", "linux_amd64", "spatial.duckdb_extension")
+
+
+def spatial_extension_path() -> Path:
+    """Path of the spatial extension file shipped by the `duckdb-ext-spatial` wheel.
+
+    Raises:
+        StoreError: the wheel is not installed or does not match the installed DuckDB.
+    """
+    override = os.environ.get("CIM_DUCKDB_SPATIAL")
+    if override:
+        path = Path(override)
+    else:
+        spec = importlib.util.find_spec("duckdb_ext")
+        roots = list(spec.submodule_search_locations or []) if spec else []
+        candidates = [Path(r).parent / _EXT_RELATIVE for r in roots]
+        path = next((c for c in candidates if c.is_file()), candidates[0] if candidates else _EXT_RELATIVE)
+    if not path.is_file():
+        raise StoreError(
+            f"DuckDB spatial extension not found at {path} (duckdb {duckdb.__version__}); "
+            f"install the pinned wheel: pip install 'duckdb=={duckdb.__version__}' "
+            f"'duckdb-ext-spatial=={duckdb.__version__}.20260205'"
+        )
+    return path
+
+
+def connect(path: str | os.PathLike[str] | None = None, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open a DuckDB database (a file, or in memory when `path` is None) with spatial loaded.
+
+    Args:
+        path: database file; None for an in-memory database.
+        read_only: open the file read-only (many read-only processes may share a file no writer holds).
+
+    Returns:
+        A connection on which `ST_*` functions work.
+
+    Raises:
+        StoreError: the file cannot be opened (locked by a writer, not a DuckDB file) or spatial cannot load.
+    """
+    config = {"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
+    target = ":memory:" if path is None else str(path)
+    try:
+        con = duckdb.connect(target, read_only=read_only, config=config)
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot open DuckDB store {target!r}: {exc}") from exc
+    try:
+        con.execute(f"LOAD '{spatial_extension_path().as_posix()}'")
+    except duckdb.Error as exc:
+        con.close()
+        raise StoreError(f"cannot load the DuckDB spatial extension into {target!r}: {exc}") from exc
+    return con

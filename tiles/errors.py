@@ -1,0 +1,21 @@
+"""Errors of the tile writers and the tile server."""
+
+from __future__ import annotations
+
+from cim.errors import CimError, InputError
+
+
+class TilesError(CimError):
+    """Root of the errors raised by `tiles`."""
+
+
+class TilesetCheckError(TilesError):
+    """A tileset breaks a structural rule of 3D Tiles (bounds, geometric error, URIs)."""
+
+
+class TileNotFoundError(TilesError, LookupError):
+    """A requested model, layer or tile does not exist (or is not visible to the caller)."""
+
+
+class TileRequestError(TilesError, InputError):
+    """A tile request is malformed or out of range."""
