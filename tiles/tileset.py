@@ -1,0 +1,98 @@
+"""3D Tiles 1.1 tileset documents: pydantic models with the spec's field names on the wire.
+
+Python code uses snake_case (`geometric_error`); `to_json()` writes the spec's names (`geometricError`) and drops
+unset fields. Bounding volumes are `region`s (EPSG:4979 radians and ellipsoidal metres), which do not depend on any
+tile transform, so containment between parents, children and content is checked in one frame.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class BoundingVolume(_Model):
+    """`region`: [west, south, east, north, minimum height, maximum height] (radians, metres); or box/sphere."""
+
+    region: list[float] | None = None
+    box: list[float] | None = None
+    sphere: list[float] | None = None
+
+
+class Content(_Model):
+    uri: str
+    bounding_volume: BoundingVolume | None = None
+
+
+class Tile(_Model):
+    bounding_volume: BoundingVolume
+    geometric_error: float = Field(ge=0)
+    refine: Literal["ADD", "REPLACE"] | None = None
+    content: Content | None = None
+    children: list[Tile] | None = None
+    transform: list[float] | None = None
+
+    def walk(self, depth: int = 0) -> Iterator[tuple[Tile, int]]:
+        """Every tile below and including this one, with its depth (0 for self)."""
+        yield self, depth
+        for child in self.children or []:
+            yield from child.walk(depth + 1)
+
+
+class Asset(_Model):
+    version: str = "1.1"
+    generator: str | None = "cim-engine"
+    tileset_version: str | None = None
+
+
+class Tileset(_Model):
+    asset: Asset = Field(default_factory=Asset)
+    geometric_error: float = Field(ge=0)
+    root: Tile
+    properties: dict[str, Any] | None = None
+    extras: dict[str, Any] | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write tileset.json atomically (temp file + rename)."""
+        return write_atomic(Path(path), self.to_json().encode("utf-8"))
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> Tileset:
+        return cls.model_validate_json(Path(path).read_bytes())
+
+    def tiles(self) -> Iterator[tuple[Tile, int]]:
+        return self.root.walk()
+
+
+def write_atomic(path: Path, data: bytes) -> Path:
+    """Write bytes to `path` through a temp file in the same folder and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+Tile.model_rebuild()
