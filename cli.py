@@ -6,13 +6,16 @@ terminal, one JSON document with `--json`. Library errors become exit codes in `
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 import cim
 from cim.errors import (
@@ -72,6 +75,63 @@ def root(
     ] = False,
 ) -> None:
     """City digital twin engine."""
+
+
+@contextlib.contextmanager
+def progress_bar(as_json: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A progress callback drawing a rich bar on a terminal; None (silent) with --json or when not a TTY."""
+    if as_json or not sys.stderr.isatty():
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, transient=False,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+@app.command("build")
+def build_cmd(
+    out: Annotated[Path, typer.Argument(help="Output folder for the tileset.")],
+    level: Annotated[int, typer.Option("--level", help="CIM level (2: terrain + LOD1 buildings).")] = 2,
+    dem: Annotated[Optional[Path], typer.Option("--dem", help="DEM GeoTIFF (default: the sample city).")] = None,
+    ortho: Annotated[Optional[Path], typer.Option("--ortho", help="Orthophoto draped on the terrain.")] = None,
+    buildings: Annotated[Optional[Path], typer.Option("--buildings", help="Building footprints file.")] = None,
+    dsm: Annotated[Optional[Path], typer.Option("--dsm", help="DSM for heights missing from attributes.")] = None,
+    height_field: Annotated[Optional[str], typer.Option("--height-field", help="Attribute with heights (m).")] = None,
+    floors_field: Annotated[Optional[str], typer.Option("--floors-field", help="Attribute with floor counts.")] = None,
+    storey_height: Annotated[float, typer.Option("--storey-height", help="Metres per floor.")] = 3.0,
+    default_height: Annotated[float, typer.Option("--default-height", help="Height when nothing else gives one.")] = 10.0,
+    id_field: Annotated[Optional[str], typer.Option("--id-field", help="Attribute with stable building IDs.")] = None,
+    max_error: Annotated[float, typer.Option("--max-error", help="Terrain TIN tolerance in metres.")] = 0.5,
+    crs: Annotated[Optional[str], typer.Option("--crs", help="CRS of inputs that declare none (EPSG:n or WKT).")] = None,
+    overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build a CIM city model (3D Tiles 1.1) from DEM, orthophoto and footprints."""
+    from cim.build import build_city
+    from cim.buildings import BuildingOptions
+    from cim.terrain import TerrainOptions
+
+    bopts = BuildingOptions(height_field=height_field, floors_field=floors_field, storey_height=storey_height,
+                            default_height=default_height, id_field=id_field)
+    with progress_bar(as_json) as cb:
+        report = build_city(out, level=level, dem=dem, ortho=ortho, buildings=buildings, dsm=dsm, crs=crs,
+                            building_options=bopts, terrain_options=TerrainOptions(max_error=max_error, crs=crs),
+                            overwrite=overwrite, progress=cb)
+    b = report.buildings or {}
+    lines = [f"[green]built[/] {report.tileset}  ({report.seconds:.1f} s)"]
+    if b:
+        lines.append(f"buildings: {b['buildings']} in {b['tiles']} tiles; heights from {b['height_sources']}")
+    lines.extend(f"[yellow]warning:[/] {w}" for w in report.warnings)
+    emit(report, as_json, "\n".join(lines))
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -268,9 +268,7 @@ def _encode_column(raw: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
     if pd.api.types.is_bool_dtype(dtype):
         bits = np.packbits(values.fillna(False).to_numpy(bool), bitorder="little")
         return {"type": "BOOLEAN"}, {"values": bits.tobytes()}
-    if pd.api.types.is_integer_dtype(dtype) or (
-        pd.api.types.is_float_dtype(dtype) and _all_integral(values) and not pd.api.types.is_float_dtype(raw)
-    ):
+    if pd.api.types.is_integer_dtype(dtype):
         ints = values.to_numpy(dtype="float64", na_value=np.nan)
         finite = ints[~np.isnan(ints)]
         if finite.size == 0 or (finite.min() > NODATA_INT and finite.max() < 2**31):
@@ -296,11 +294,6 @@ def _encode_column(raw: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
     if missing.any():
         prop["noData"] = NODATA_STRING
     return prop, {"values": b"".join(encoded), "stringOffsets": offsets.tobytes()}
-
-
-def _all_integral(values: pd.Series) -> bool:
-    v = values.dropna().to_numpy(dtype="float64")
-    return bool(v.size) and bool(np.all(np.floor(v) == v))
 
 
 def read_glb(data: bytes) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
@@ -79,6 +80,32 @@ class Tileset(_Model):
 
     def tiles(self) -> Iterator[tuple[Tile, int]]:
         return self.root.walk()
+
+
+def relative_transforms(tile: Tile, parent: np.ndarray | None = None) -> Tile:
+    """Turn absolute tile transforms (local frame -> ECEF) into the spec's parent-relative ones, in place.
+
+    Builders give each tile the absolute transform of its own local frame; 3D Tiles multiplies transforms down the
+    tree, so each stored transform must be inverse(parent's absolute) @ own absolute, computed in float64.
+    """
+    parent = np.eye(4) if parent is None else parent
+    absolute = parent
+    if tile.transform is not None:
+        absolute = np.asarray(tile.transform, np.float64).reshape(4, 4).T
+        rel = np.linalg.solve(parent, absolute)
+        rel[3] = (0.0, 0.0, 0.0, 1.0)
+        tile.transform = None if np.allclose(rel, np.eye(4), rtol=0, atol=1e-12) else [float(v) for v in rel.T.ravel()]
+    for child in tile.children or []:
+        relative_transforms(child, absolute)
+    return tile
+
+
+def rebase_uris(tile: Tile, prefix: str) -> Tile:
+    """Strip a folder prefix from every content URI of a subtree, in place (for a tileset written in that folder)."""
+    for t, _ in tile.walk():
+        if t.content is not None and t.content.uri.startswith(prefix):
+            t.content.uri = t.content.uri[len(prefix):]
+    return tile
 
 
 def write_atomic(path: Path, data: bytes) -> Path:

@@ -1,0 +1,567 @@
+"""LOD1 buildings: footprints extruded from the terrain to their height, tiled as 3D Tiles with per-building metadata.
+
+Data flow: footprints (any projected CRS) -> cleaned (Multi)Polygons -> base and height per building (DEM, attribute,
+floors, DSM, default) -> quadtree of tiles (ADD refinement: the most prominent buildings in the coarse tiles) -> one
+glb per tile: roof, walls and floor as triangles in a local east-north-up frame, a `_FEATURE_ID_0` per vertex and the
+building's attributes as an EXT_structural_metadata property table.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mapbox_earcut
+import numpy as np
+import pandas as pd
+import rasterio
+import rasterio.features
+import rasterio.windows
+import shapely
+from pyproj import CRS
+from rasterio.vrt import WarpedVRT
+from scipy import ndimage
+
+from cim import crs as crsmod
+from cim.errors import BuildError, InputError, InputNotFoundError
+from cim.footprints import Skipped, building_ids, clean_footprints, numeric_field, read_footprints
+from cim.geodesy import LocalFrame, enu_frame, region_of, union_regions
+from tiles.gltf import Material, MeshContent, Primitive, PropertyTable
+from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
+
+Progress = Callable[[str, int, int], None]
+
+HEIGHT_SOURCES = ("attribute", "floors", "dsm", "default")
+
+
+@dataclass
+class BuildingOptions:
+    """How footprints become LOD1 buildings.
+
+    Attributes:
+        height_field: attribute holding the height in metres; None -> "height" when that column exists.
+        floors_field: attribute holding the number of floors; None -> "floors" when that column exists.
+        storey_height: metres per floor when the height comes from floors.
+        default_height: metres when nothing else gives a height (reported).
+        min_dsm_height: DSM - DEM medians below this are not taken as a building height.
+        id_field: attribute holding a stable building ID; None -> the first unique known ID column, else row number.
+        sink: metres the walls reach below the base so no building floats over a simplified terrain.
+        tile_capacity: buildings per tile content.
+        color: RGBA of the buildings.
+    """
+
+    height_field: str | None = None
+    floors_field: str | None = None
+    storey_height: float = 3.0
+    default_height: float = 10.0
+    min_dsm_height: float = 2.0
+    id_field: str | None = None
+    sink: float = 0.0
+    tile_capacity: int = 1000
+    color: tuple[float, float, float, float] = (0.92, 0.90, 0.86, 1.0)
+
+
+@dataclass
+class BuildingsResult:
+    """What the buildings step produced."""
+
+    root: Tile
+    buildings: int
+    skipped: Skipped
+    height_sources: dict[str, int]
+    default_height_ids: list[str]
+    tiles: int
+    triangles: int
+    crs: CRS
+    bounds: tuple[float, float, float, float]
+    seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "buildings": self.buildings,
+            "skipped": {"count": self.skipped.count, "reasons": self.skipped.to_dict()},
+            "height_sources": self.height_sources,
+            "default_height_ids": self.default_height_ids[:20],
+            "tiles": self.tiles,
+            "triangles": self.triangles,
+            "crs": self.crs.name,
+            "bounds": list(self.bounds),
+            "seconds": round(self.seconds, 3),
+            "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+        }
+
+
+# --------------------------------------------------------------------------------------------------------- heights
+def _open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:
+    p = Path(path)
+    if not p.exists():
+        raise InputNotFoundError(f"raster {p} does not exist")
+    try:
+        src = rasterio.open(p)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(f"cannot read raster {p}: {exc}") from exc
+    if src.crs is None:
+        src.close()
+        raise InputError(f"raster {p} declares no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:4547 {p})")
+    return src
+
+
+def _window_over(src: rasterio.io.DatasetReader, src_crs: CRS, crs: CRS,
+                 bounds: tuple[float, float, float, float]) -> rasterio.windows.Window | None:
+    """The raster window (one cell of margin) covering `bounds` given in `crs`; None when they do not meet."""
+    if not src_crs.equals(crs):
+        t = crsmod.transformer(crs, src_crs)
+        gx, gy = np.meshgrid(np.linspace(bounds[0], bounds[2], 21), np.linspace(bounds[1], bounds[3], 21))
+        tx, ty = t.transform(gx.ravel(), gy.ravel())
+        bounds = (float(np.min(tx)), float(np.min(ty)), float(np.max(tx)), float(np.max(ty)))
+    win = rasterio.windows.from_bounds(*bounds, transform=src.transform)
+    col0, row0 = max(int(np.floor(win.col_off)) - 1, 0), max(int(np.floor(win.row_off)) - 1, 0)
+    col1 = min(int(np.ceil(win.col_off + win.width)) + 1, src.width)
+    row1 = min(int(np.ceil(win.row_off + win.height)) + 1, src.height)
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return rasterio.windows.Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def _read_on_grid(path: str | os.PathLike[str], like: rasterio.io.DatasetReader,
+                  window: rasterio.windows.Window) -> np.ndarray:
+    """A raster read on `like`'s grid over `window` (resampled when its grid differs), float64 with NaN nodata."""
+    with _open_raster(path) as src:
+        if src.crs == like.crs and src.transform == like.transform and src.shape == like.shape:
+            data = src.read(1, window=window, masked=True)
+        else:
+            with WarpedVRT(src, crs=like.crs, transform=like.transform, width=like.width, height=like.height,
+                           resampling=rasterio.enums.Resampling.bilinear) as vrt:
+                data = vrt.read(1, window=window, masked=True)
+    return np.ma.filled(data.astype(np.float64), np.nan)
+
+
+def bilinear(arr: np.ndarray, transform: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear interpolation of a grid (cell centres) at points; NaN outside or next to nodata."""
+    c, r = (~transform) @ (np.asarray(x, np.float64), np.asarray(y, np.float64))
+    c, r = c - 0.5, r - 0.5
+    out = np.full(len(c), np.nan)
+    if arr.size == 0:
+        return out
+    h, w = arr.shape
+    outside = (c < -0.5) | (c > w - 0.5) | (r < -0.5) | (r > h - 0.5)
+    c = np.clip(c, 0, w - 1)
+    r = np.clip(r, 0, h - 1)
+    c0 = np.minimum(np.floor(c).astype(np.int64), max(w - 2, 0))
+    r0 = np.minimum(np.floor(r).astype(np.int64), max(h - 2, 0))
+    c1, r1 = np.minimum(c0 + 1, w - 1), np.minimum(r0 + 1, h - 1)
+    fc, fr = c - c0, r - r0
+    out = (arr[r0, c0] * (1 - fc) * (1 - fr) + arr[r0, c1] * fc * (1 - fr)
+           + arr[r1, c0] * (1 - fc) * fr + arr[r1, c1] * fc * fr)
+    out[outside] = np.nan
+    return out
+
+
+def footprint_heights(
+    geoms: np.ndarray, crs: CRS, dem: str | os.PathLike[str], dsm: str | os.PathLike[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per footprint: the lowest DEM value under it and the median DSM - DEM inside it.
+
+    Args:
+        geoms: (k,) (Multi)Polygons in `crs`.
+        crs: the footprints' CRS.
+        dem: terrain raster path.
+        dsm: surface raster path, or None.
+
+    Returns:
+        (base, dsm_height): (k,) float64 each; NaN where the footprint misses the raster (or no DSM).
+    """
+    k = len(geoms)
+    base = np.full(k, np.nan)
+    dsm_h = np.full(k, np.nan)
+    bounds = tuple(shapely.total_bounds(geoms))
+    with _open_raster(dem) as src:
+        dem_crs = crsmod.parse_crs(src.crs.to_wkt(), what=str(dem))
+        window = _window_over(src, dem_crs, crs, bounds)
+        if window is None:
+            return base, dsm_h
+        dem_arr = _read_on_grid(dem, src, window)
+        dem_tf = rasterio.windows.transform(window, src.transform)
+        dsm_arr = _read_on_grid(dsm, src, window) if dsm is not None else None
+    g = geoms
+    if not dem_crs.equals(crs):
+        t = crsmod.transformer(crs, dem_crs)
+        g = shapely.transform(geoms, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
+    shape = dem_arr.shape
+    labels = rasterio.features.rasterize(
+        zip(g, range(1, k + 1)), out_shape=shape, transform=dem_tf, all_touched=True, fill=0, dtype="int32"
+    )
+    index = np.arange(1, k + 1)
+    filled = np.where(np.isnan(dem_arr), np.inf, dem_arr)
+    pix_min = np.asarray(ndimage.minimum(filled, labels, index), dtype=np.float64)
+    pix_min[np.bincount(labels.ravel(), minlength=k + 1)[1:] == 0] = np.inf  # scipy gives 0 for absent labels
+    coords, cidx = shapely.get_coordinates(g, return_index=True)
+    vert = bilinear(dem_arr, dem_tf, coords[:, 0], coords[:, 1])
+    vert_min = np.full(k, np.inf)
+    np.minimum.at(vert_min, cidx, np.where(np.isnan(vert), np.inf, vert))
+    base = np.minimum(pix_min, vert_min)
+    base[~np.isfinite(base)] = np.nan
+    if dsm_arr is not None:
+        inside = rasterio.features.rasterize(
+            zip(g, range(1, k + 1)), out_shape=shape, transform=dem_tf, all_touched=False, fill=0, dtype="int32"
+        )
+        diff = dsm_arr - dem_arr
+        valid = np.isfinite(diff) & (inside > 0)
+        if valid.any():
+            dsm_h = np.asarray(ndimage.median(diff[valid], inside[valid], index), dtype=np.float64)
+    return base, dsm_h
+
+
+def resolve_heights(
+    frame: pd.DataFrame, dsm_height: np.ndarray, options: BuildingOptions, has_dsm: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Height and its source per building: attribute, else floors x storey height, else DSM, else default.
+
+    Returns:
+        (height (k,) float64, source (k,) object array of HEIGHT_SOURCES).
+    """
+    hfield = options.height_field
+    if hfield is not None and hfield not in frame.columns:
+        raise InputError(f"height field {hfield!r} is not a column of the footprints; columns: {list(frame.columns)}")
+    hfield = hfield or ("height" if "height" in frame.columns else None)
+    ffield = options.floors_field or ("floors" if "floors" in frame.columns else None)
+    attr = numeric_field(frame, hfield)
+    floors = numeric_field(frame, ffield) * options.storey_height
+    dsm_ok = np.where(dsm_height >= options.min_dsm_height, dsm_height, np.nan) if has_dsm else dsm_height * np.nan
+    height = np.full(len(frame), options.default_height)
+    source = np.full(len(frame), "default", dtype=object)
+    for values, name in ((dsm_ok, "dsm"), (floors, "floors"), (attr, "attribute")):
+        ok = np.isfinite(values)
+        height[ok] = values[ok]
+        source[ok] = name
+    return height, source
+
+
+# ----------------------------------------------------------------------------------------------------------- meshes
+@dataclass
+class _Rings:
+    """Footprint vertices of a batch of buildings, ring by ring, without the closing vertex.
+
+    xy: (v, 2) float64; bld: (v,) building index; nxt: (v,) index of the next vertex of the same ring;
+    part_ranges: (p, 2) vertex range of each polygon part; part_rings: per part, ring end offsets (earcut's format).
+    """
+
+    xy: np.ndarray
+    bld: np.ndarray
+    nxt: np.ndarray
+    part_start: np.ndarray
+    part_end: np.ndarray
+    ring_end: np.ndarray
+    ring_part: np.ndarray
+
+
+def _rings(geoms: np.ndarray) -> _Rings:
+    parts, part_bld = shapely.get_parts(geoms, return_index=True)
+    rings, ring_part = shapely.get_rings(parts, return_index=True)
+    coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
+    n_rings = len(rings)
+    counts = np.bincount(coord_ring, minlength=n_rings)
+    ends = np.cumsum(counts)
+    open_mask = np.ones(len(coords), bool)
+    open_mask[ends[counts > 0] - 1] = False  # drop each ring's closing vertex
+    xy = coords[open_mask]
+    ring_of = coord_ring[open_mask]
+    open_counts = np.bincount(ring_of, minlength=n_rings)
+    open_ends = np.cumsum(open_counts)
+    open_starts = open_ends - open_counts
+    nxt = np.arange(len(xy)) + 1
+    last = open_ends[open_counts > 0] - 1
+    nxt[last] = open_starts[open_counts > 0]
+    part_counts = np.bincount(ring_part, weights=open_counts, minlength=len(parts)).astype(np.int64)
+    part_end = np.cumsum(part_counts)
+    part_start = part_end - part_counts
+    return _Rings(xy=xy, bld=part_bld[ring_part[ring_of]], nxt=nxt, part_start=part_start, part_end=part_end,
+                  ring_end=open_ends, ring_part=ring_part)
+
+
+def _roof_triangles(r: _Rings) -> np.ndarray:
+    """(t, 3) vertex indices of each footprint's triangulation, counter-clockwise seen from above."""
+    tris = []
+    ring_ptr = 0
+    n_rings = len(r.ring_end)
+    for s, e in zip(r.part_start.tolist(), r.part_end.tolist()):
+        if e - s < 3:
+            while ring_ptr < n_rings and r.ring_end[ring_ptr] <= e:
+                ring_ptr += 1
+            continue
+        j = ring_ptr
+        while j < n_rings and r.ring_end[j] <= e:
+            j += 1
+        ends = (r.ring_end[ring_ptr:j] - s).astype(np.uint32)
+        ring_ptr = j
+        t = mapbox_earcut.triangulate_float64(r.xy[s:e] - r.xy[s], ends)
+        if len(t):
+            tris.append(t.astype(np.int64) + s)
+    if not tris:
+        return np.zeros((0, 3), np.int64)
+    tri = np.concatenate(tris).reshape(-1, 3)
+    a, b, c = r.xy[tri[:, 0]], r.xy[tri[:, 1]], r.xy[tri[:, 2]]
+    area2 = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    tri = tri[area2 != 0]
+    flip = area2[area2 != 0] < 0
+    tri[flip] = tri[flip][:, [0, 2, 1]]
+    return tri
+
+
+def lod1_primitive(
+    geoms: np.ndarray, bottom: np.ndarray, top: np.ndarray, crs: CRS, frame: LocalFrame | None = None,
+    color: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
+) -> tuple[Primitive, LocalFrame, np.ndarray]:
+    """Closed LOD1 prisms (roof, walls, floor) of a batch of footprints.
+
+    Args:
+        geoms: (k,) oriented (Multi)Polygons in `crs` (exterior counter-clockwise, holes clockwise).
+        bottom, top: (k,) float64 heights of floor and roof in the CRS's vertical sense (ellipsoidal metres).
+        crs: the footprints' projected CRS.
+        frame: the local frame; by default an east-north-up frame at the batch's centre.
+        color: the material's base colour.
+
+    Returns:
+        (primitive with positions in the frame and feature IDs 0..k-1, the frame, (v, 3) float64 ECEF of the
+        distinct footprint vertices at bottom and top stacked, for bounding volumes).
+    """
+    r = _rings(geoms)
+    v = len(r.xy)
+    # One exact transform of the footprint vertices; heights then move along the ellipsoid normal, which is
+    # exact for ellipsoidal heights (ECEF(lon, lat, h) = ECEF(lon, lat, 0) + h * normal).
+    t = crsmod.transformer(crsmod.to_3d(crs), crsmod.WGS84_3D)
+    lon, lat, h0 = t.transform(r.xy[:, 0], r.xy[:, 1], np.zeros(v))
+    lam, phi = np.radians(lon), np.radians(lat)
+    normal = np.column_stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)])
+    a, e2 = 6378137.0, 6.69437999014e-3
+    n_rad = a / np.sqrt(1 - e2 * np.sin(phi) ** 2)
+    ground = np.column_stack([n_rad * np.cos(phi) * np.cos(lam), n_rad * np.cos(phi) * np.sin(lam),
+                              n_rad * (1 - e2) * np.sin(phi)])
+    ecef_bottom = ground + normal * (h0 + bottom[r.bld])[:, None]
+    ecef_top = ground + normal * (h0 + top[r.bld])[:, None]
+    ecef = np.vstack([ecef_bottom, ecef_top])
+    if frame is None:
+        centre = ecef.mean(axis=0)
+        frame = enu_frame(centre)
+    local = frame.to_local(ecef)
+    lb, lt = local[:v], local[v:]
+
+    roof = _roof_triangles(r)
+    # walls: one quad per ring edge (i -> next), outward because rings are oriented.
+    i = np.arange(v)
+    j = r.nxt
+    edge = lb[j] - lb[i]
+    keep = np.linalg.norm(edge[:, :2], axis=1) > 1e-6
+    i, j = i[keep], j[keep]
+    e = len(i)
+    wall_pos = np.empty((4 * e, 3))
+    wall_pos[0::4], wall_pos[1::4], wall_pos[2::4], wall_pos[3::4] = lb[i], lb[j], lt[j], lt[i]
+    wn = np.cross(lb[j] - lb[i], lt[i] - lb[i])
+    wn /= np.maximum(np.linalg.norm(wn, axis=1, keepdims=True), 1e-12)
+    wall_nrm = np.repeat(wn, 4, axis=0)
+    q = np.arange(e)[:, None] * 4
+    wall_tri = np.concatenate([q + [0, 1, 2], q + [0, 2, 3]], axis=1).reshape(-1, 3)
+
+    positions = np.vstack([lt, lb, wall_pos])
+    up = np.array([0.0, 0.0, 1.0])
+    normals = np.vstack([np.broadcast_to(up, (v, 3)), np.broadcast_to(-up, (v, 3)), wall_nrm])
+    indices = np.vstack([roof, roof[:, [0, 2, 1]] + v, wall_tri + 2 * v])
+    fids = np.concatenate([r.bld, r.bld, np.repeat(r.bld[i], 4)])
+    prim = Primitive(
+        positions=positions.astype(np.float32),
+        indices=indices.astype(np.uint32),
+        normals=normals.astype(np.float32),
+        feature_ids=fids,
+        material=Material(base_color=color),
+    )
+    return prim, frame, ecef
+
+
+# ------------------------------------------------------------------------------------------------------------ tiling
+@dataclass
+class _Node:
+    bounds: tuple[float, float, float, float]
+    content: np.ndarray  # building indices shown by this tile
+    children: list[_Node]
+    error: float  # size of the largest building left to descendants
+
+
+def _quadtree(cx: np.ndarray, cy: np.ndarray, size: np.ndarray, idx: np.ndarray,
+              bounds: tuple[float, float, float, float], capacity: int, depth: int = 0) -> _Node:
+    """ADD-refinement quadtree: each node shows its `capacity` largest buildings, children the rest."""
+    order = idx[np.argsort(-size[idx], kind="stable")]
+    content, rest = order[:capacity], order[capacity:]
+    node = _Node(bounds, content, [], float(size[rest].max()) if len(rest) else 0.0)
+    if len(rest) == 0:
+        return node
+    if depth >= 24:  # all centroids coincide: keep the rest here
+        node.content, node.error = order, 0.0
+        return node
+    x0, y0, x1, y1 = bounds
+    mx, my = (x0 + x1) / 2, (y0 + y1) / 2
+    east = cx[rest] >= mx
+    north = cy[rest] >= my
+    for qe, qn, qb in ((False, False, (x0, y0, mx, my)), (True, False, (mx, y0, x1, my)),
+                       (False, True, (x0, my, mx, y1)), (True, True, (mx, my, x1, y1))):
+        sel = rest[(east == qe) & (north == qn)]
+        if len(sel):
+            node.children.append(_quadtree(cx, cy, size, sel, qb, capacity, depth + 1))
+    return node
+
+
+def _walk(node: _Node, path: str = "0"):
+    yield node, path
+    for k, child in enumerate(node.children):
+        yield from _walk(child, f"{path}{k}")
+
+
+_INTERNAL_COLUMNS = ("base_height", "height", "height_source")
+
+
+def build_buildings(
+    footprints: str | os.PathLike[str],
+    dem: str | os.PathLike[str] | None,
+    out_dir: str | os.PathLike[str],
+    *,
+    dsm: str | os.PathLike[str] | None = None,
+    options: BuildingOptions | None = None,
+    crs: crsmod.CRSLike | None = None,
+    progress: Progress | None = None,
+) -> BuildingsResult:
+    """Build LOD1 buildings as 3D Tiles content under `out_dir/buildings/`.
+
+    Args:
+        footprints: footprints file (any GDAL vector format or GeoParquet), projected CRS.
+        dem: terrain raster for the buildings' bases; None puts every base at height 0.
+        out_dir: the tileset folder; glb files go to `out_dir/buildings/`.
+        dsm: surface raster for heights of buildings with no height or floors attribute.
+        options: see BuildingOptions.
+        crs: the footprints' CRS when the file declares none.
+        progress: called as progress(stage, done, total).
+
+    Returns:
+        BuildingsResult with the subtree root (absolute tile transforms) and the report.
+    """
+    options = options or BuildingOptions()
+    t0 = time.perf_counter()
+    stages: dict[str, float] = {}
+    tick = time.perf_counter()
+
+    def stage(name: str) -> None:
+        nonlocal tick
+        now = time.perf_counter()
+        stages[name] = stages.get(name, 0.0) + now - tick
+        tick = now
+
+    gdf = read_footprints(footprints, crs=crs)
+    src_crs = gdf.crs
+    ids = building_ids(gdf, options.id_field)
+    skipped = Skipped()
+    keep, geoms = clean_footprints(gdf, ids, skipped)
+    attrs = gdf.drop(columns=gdf.geometry.name)
+    attrs = attrs.loc[keep].reset_index(drop=True)
+    ids = ids[keep]
+    stage("read")
+    if progress:
+        progress("heights", 0, 1)
+
+    if dem is not None:
+        base, dsm_h = footprint_heights(geoms, src_crs, dem, dsm)
+        outside = np.isnan(base)
+        skipped.add("outside the DEM (no terrain height under the footprint)", ids[outside])
+    else:
+        base = np.zeros(len(geoms))
+        dsm_h = np.full(len(geoms), np.nan)
+        outside = np.zeros(len(geoms), bool)
+    height, source = resolve_heights(attrs, dsm_h, options, dsm is not None)
+    ok = ~outside
+    geoms, ids, base, height, source = geoms[ok], ids[ok], base[ok], height[ok], source[ok]
+    attrs = attrs.loc[ok].reset_index(drop=True)
+    if len(geoms) == 0:
+        raise BuildError(f"no building of {footprints} could be built: {skipped.to_dict(5)}")
+    stage("heights")
+
+    table = _attribute_table(attrs, ids, base, height, source)
+    area = shapely.area(geoms)
+    size = np.maximum(height, np.sqrt(area))
+    cent = shapely.centroid(geoms)
+    cx, cy = shapely.get_x(cent), shapely.get_y(cent)
+    b = shapely.total_bounds(geoms)
+    side = max(b[2] - b[0], b[3] - b[1]) or 1.0
+    root = _quadtree(cx, cy, size, np.arange(len(geoms)), (b[0], b[1], b[0] + side, b[1] + side),
+                     max(1, options.tile_capacity))
+    stage("tiling")
+
+    out = Path(out_dir)
+    (out / "buildings").mkdir(parents=True, exist_ok=True)
+    nodes = list(_walk(root))
+    tiles: dict[str, Tile] = {}
+    triangles = 0
+    for n_done, (node, path) in enumerate(nodes):
+        sel = node.content
+        prim, frame, ecef = lod1_primitive(geoms[sel], base[sel] - options.sink, base[sel] + height[sel], src_crs,
+                                           color=options.color)
+        stage("mesh")
+        props = PropertyTable("building", {c: table[c].to_numpy()[sel] for c in table.columns})
+        glb = MeshContent([prim], props).to_glb()
+        uri = f"buildings/{path}.glb"
+        write_atomic(out / uri, glb)
+        stage("encode")
+        triangles += len(prim.indices)
+        region = region_of(ecef, pad_m=0.01)
+        tiles[path] = Tile(
+            bounding_volume=BoundingVolume(region=region),
+            geometric_error=node.error,
+            refine="ADD",
+            content=Content(uri=uri, bounding_volume=BoundingVolume(region=region)),
+            transform=frame.column_major(),
+        )
+        if progress:
+            progress("tiles", n_done + 1, len(nodes))
+    for node, path in reversed(nodes):  # children before parents: grow bounding volumes upward
+        tile = tiles[path]
+        kids = [tiles[f"{path}{k}"] for k in range(len(node.children))]
+        if kids:
+            tile.children = kids
+            tile.bounding_volume = BoundingVolume(
+                region=union_regions([tile.bounding_volume.region] + [k.bounding_volume.region for k in kids])
+            )
+    stage("tileset")
+    counts = {s: int(np.sum(source == s)) for s in HEIGHT_SOURCES}
+    return BuildingsResult(
+        root=tiles["0"],
+        buildings=len(geoms),
+        skipped=skipped,
+        height_sources=counts,
+        default_height_ids=[str(i) for i in ids[source == "default"]],
+        tiles=len(nodes),
+        triangles=triangles,
+        crs=src_crs,
+        bounds=tuple(float(v) for v in b),
+        seconds=time.perf_counter() - t0,
+        stage_seconds=stages,
+    )
+
+
+def _attribute_table(attrs: pd.DataFrame, ids: np.ndarray, base: np.ndarray, height: np.ndarray,
+                     source: np.ndarray) -> pd.DataFrame:
+    """The per-building metadata: stable `id`, every source attribute, and the model's own heights."""
+    table = pd.DataFrame({"id": ids})
+    for col in attrs.columns:
+        if col in ("id", *_INTERNAL_COLUMNS):
+            continue
+        values = attrs[col]
+        if pd.api.types.is_datetime64_any_dtype(values.dtype):
+            values = values.dt.strftime("%Y-%m-%dT%H:%M:%S")
+        elif values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
+            values = values.astype(object).where(values.notna(), None)
+        table[col] = values.to_numpy()
+    table["height"] = np.round(height, 3)
+    table["base_height"] = np.round(base, 3)
+    table["height_source"] = source
+    return table

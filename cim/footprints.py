@@ -1,0 +1,158 @@
+"""Building footprints in: read a vector file, keep what can be built, and say why the rest was skipped.
+
+`read_footprints` returns a GeoDataFrame in the file's own CRS (or `crs` when the file declares none), with every
+attribute; `clean_footprints` repairs invalid polygons, drops what has no area and returns the reasons.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyogrio
+import shapely
+
+from cim.crs import CRSLike, parse_crs
+from cim.errors import CRSError, InputError, InputNotFoundError
+
+MIN_AREA_M2 = 1.0
+ID_FIELDS = ("code", "id", "building_id", "identificatie", "identificatiebagpnd", "gml_id", "fid")
+
+
+@dataclass
+class Skipped:
+    """Buildings left out of a model, by reason: reason -> list of building IDs."""
+
+    reasons: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, reason: str, ids: list[str] | np.ndarray) -> None:
+        ids = [str(i) for i in ids]
+        if ids:
+            self.reasons.setdefault(reason, []).extend(ids)
+
+    @property
+    def count(self) -> int:
+        return sum(len(v) for v in self.reasons.values())
+
+    def to_dict(self, max_ids: int = 20) -> dict[str, dict[str, object]]:
+        return {r: {"count": len(ids), "ids": ids[:max_ids]} for r, ids in self.reasons.items()}
+
+
+def read_footprints(
+    path: str | os.PathLike[str], *, crs: CRSLike | None = None, layer: str | int | None = None
+) -> gpd.GeoDataFrame:
+    """Read building footprints from any vector format GDAL reads, or GeoParquet.
+
+    Args:
+        path: the file (GeoPackage, GeoJSON, Shapefile, FlatGeobuf, GeoParquet, ...).
+        crs: the CRS to assume when the file declares none (or to override a wrong declaration).
+        layer: the layer of a multi-layer file; the first one by default.
+
+    Returns:
+        The footprints with all their attributes, in the file's CRS.
+
+    Raises:
+        InputNotFoundError: no such file.
+        InputError: the file cannot be read or holds no polygons.
+        CRSError: neither the file nor `crs` gives a CRS.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputNotFoundError(f"footprints file {p} does not exist")
+    try:
+        if p.suffix.lower() in (".parquet", ".geoparquet"):
+            gdf = gpd.read_parquet(p)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                gdf = pyogrio.read_dataframe(p, layer=layer, use_arrow=True)
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError, ValueError) as exc:
+        raise InputError(f"cannot read footprints from {p}: {exc}") from exc
+    if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry.name not in gdf:
+        raise InputError(f"footprints file {p} has no geometry column")
+    if len(gdf) == 0:
+        raise InputError(f"footprints file {p} holds no features")
+    if crs is not None:
+        gdf = gdf.set_crs(parse_crs(crs, what="--crs"), allow_override=True)
+    elif gdf.crs is None:
+        raise CRSError(f"footprints file {p} declares no CRS; pass its CRS (e.g. --crs EPSG:4547)")
+    else:
+        gdf = gdf.set_crs(parse_crs(gdf.crs.to_wkt(), what=str(p)), allow_override=True)
+    if gdf.crs.is_geographic:
+        raise CRSError(
+            f"footprints file {p} is in a geographic CRS ({gdf.crs.name}); reproject it to a projected CRS in "
+            f"metres (e.g. a Gauss-Krüger zone such as EPSG:4547) before building"
+        )
+    return gdf
+
+
+def building_ids(gdf: pd.DataFrame, id_field: str | None = None) -> np.ndarray:
+    """Stable building IDs: `id_field`, else the first known ID column with unique values, else the row number."""
+    if id_field is not None:
+        if id_field not in gdf.columns:
+            raise InputError(f"ID field {id_field!r} is not a column of the footprints; columns: {list(gdf.columns)}")
+        candidates = [id_field]
+    else:
+        candidates = [c for c in ID_FIELDS if c in gdf.columns]
+    for col in candidates:
+        values = gdf[col]
+        if values.notna().all() and values.is_unique:
+            return values.astype(str).to_numpy()
+        if id_field is not None:
+            raise InputError(f"ID field {id_field!r} has missing or repeated values; pick a unique column")
+    return np.array([f"b{i}" for i in range(len(gdf))], dtype=object)
+
+
+def clean_footprints(gdf: gpd.GeoDataFrame, ids: np.ndarray, skipped: Skipped) -> tuple[np.ndarray, np.ndarray]:
+    """Polygonal, valid footprints with area; the others are recorded in `skipped`.
+
+    Returns:
+        (keep, geoms): keep (n,) bool over the input rows, geoms (k,) the repaired (Multi)Polygons of the kept rows.
+    """
+    geoms = gdf.geometry.to_numpy()
+    missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    skipped.add("no geometry", ids[missing])
+    keep = ~missing
+    invalid = keep & ~shapely.is_valid(geoms)
+    if invalid.any():
+        geoms = geoms.copy()
+        fixed = shapely.make_valid(geoms[invalid])
+        # make_valid can return a collection of polygons and slivers: keep only the polygonal parts.
+        geoms[invalid] = _polygonal_part(fixed)
+    types = shapely.get_type_id(geoms)
+    polygonal = (types == 3) | (types == 6)
+    not_poly = keep & ~polygonal
+    skipped.add("not a polygon", ids[not_poly])
+    keep &= polygonal
+    area = np.zeros(len(geoms))
+    area[keep] = shapely.area(geoms[keep])
+    tiny = keep & (area < MIN_AREA_M2)
+    skipped.add(f"footprint smaller than {MIN_AREA_M2:g} m²", ids[tiny])
+    keep &= ~tiny
+    kept = shapely.orient_polygons(geoms[keep])  # exterior counter-clockwise, holes clockwise
+    return keep, kept
+
+
+def _polygonal_part(geoms: np.ndarray) -> np.ndarray:
+    out = np.empty(len(geoms), dtype=object)
+    for i, g in enumerate(geoms):
+        if g.geom_type in ("Polygon", "MultiPolygon"):
+            out[i] = g
+            continue
+        parts = [p for p in shapely.get_parts(g) if p.geom_type in ("Polygon", "MultiPolygon")]
+        out[i] = shapely.union_all(parts) if parts else shapely.Point()
+    return out
+
+
+def numeric_field(gdf: pd.DataFrame, name: str | None) -> np.ndarray:
+    """A column as float64 with NaN for missing, non-numeric or non-positive values; all NaN when absent."""
+    if name is None or name not in gdf.columns:
+        return np.full(len(gdf), np.nan)
+    values = pd.to_numeric(gdf[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan).copy()
+    values[~np.isfinite(values) | (values <= 0)] = np.nan
+    return values
