@@ -8,6 +8,8 @@ building's attributes as an EXT_structural_metadata property table.
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
 import os
 import time
 from collections.abc import Callable
@@ -52,6 +54,7 @@ class BuildingOptions:
         sink: metres the walls reach below the base so no building floats over a simplified terrain.
         tile_capacity: buildings per tile content.
         color: RGBA of the buildings.
+        workers: processes meshing and encoding tiles; None -> one per CPU core.
     """
 
     height_field: str | None = None
@@ -63,6 +66,7 @@ class BuildingOptions:
     sink: float = 0.0
     tile_capacity: int = 1000
     color: tuple[float, float, float, float] = (0.92, 0.90, 0.86, 1.0)
+    workers: int | None = None
 
 
 @dataclass
@@ -97,6 +101,21 @@ class BuildingsResult:
 
 
 # --------------------------------------------------------------------------------------------------------- heights
+def _geojson(geoms: np.ndarray) -> list[dict[str, Any]]:
+    """GeoJSON-like dicts of (Multi)Polygons, built in bulk (shapely's per-object __geo_interface__ is slow)."""
+    parts, part_geom = shapely.get_parts(geoms, return_index=True)
+    rings, ring_part = shapely.get_rings(parts, return_index=True)
+    coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
+    ring_coords = np.split(coords, np.cumsum(np.bincount(coord_ring, minlength=len(rings)))[:-1])
+    polys: list[list[Any]] = [[] for _ in range(len(parts))]
+    for r, c in zip(ring_part.tolist(), ring_coords):
+        polys[r].append(c.tolist())
+    out: list[list[Any]] = [[] for _ in range(len(geoms))]
+    for p, g in zip(polys, part_geom.tolist()):
+        out[g].append(p)
+    return [{"type": "MultiPolygon", "coordinates": o} for o in out]
+
+
 def _open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:
     p = Path(path)
     if not p.exists():
@@ -193,9 +212,9 @@ def footprint_heights(
         t = crsmod.transformer(crs, dem_crs)
         g = shapely.transform(geoms, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
     shape = dem_arr.shape
-    labels = rasterio.features.rasterize(
-        zip(g, range(1, k + 1)), out_shape=shape, transform=dem_tf, all_touched=True, fill=0, dtype="int32"
-    )
+    shapes = list(zip(_geojson(g), range(1, k + 1)))
+    labels = rasterio.features.rasterize(shapes, out_shape=shape, transform=dem_tf, all_touched=True, fill=0,
+                                         dtype="int32")
     index = np.arange(1, k + 1)
     filled = np.where(np.isnan(dem_arr), np.inf, dem_arr)
     pix_min = np.asarray(ndimage.minimum(filled, labels, index), dtype=np.float64)
@@ -207,9 +226,8 @@ def footprint_heights(
     base = np.minimum(pix_min, vert_min)
     base[~np.isfinite(base)] = np.nan
     if dsm_arr is not None:
-        inside = rasterio.features.rasterize(
-            zip(g, range(1, k + 1)), out_shape=shape, transform=dem_tf, all_touched=False, fill=0, dtype="int32"
-        )
+        inside = rasterio.features.rasterize(shapes, out_shape=shape, transform=dem_tf, all_touched=False, fill=0,
+                                             dtype="int32")
         diff = dsm_arr - dem_arr
         valid = np.isfinite(diff) & (inside > 0)
         if valid.any():
@@ -277,6 +295,17 @@ def _rings(geoms: np.ndarray) -> _Rings:
     nxt = np.arange(len(xy)) + 1
     last = open_ends[open_counts > 0] - 1
     nxt[last] = open_starts[open_counts > 0]
+    # Walls face outward when exteriors run counter-clockwise and holes clockwise: where a ring runs the other
+    # way, walk its edges backwards (cheaper than re-orienting the polygons).
+    prv = np.empty_like(nxt)
+    prv[nxt] = np.arange(len(xy))
+    x, y = xy[:, 0] - xy[open_starts[ring_of], 0], xy[:, 1] - xy[open_starts[ring_of], 1]
+    cross = x * y[nxt] - x[nxt] * y
+    signed = np.bincount(ring_of, weights=cross, minlength=n_rings)
+    first_of_part = np.r_[True, ring_part[1:] != ring_part[:-1]]
+    wrong = np.where(first_of_part, signed < 0, signed > 0)
+    flip = wrong[ring_of]
+    nxt = np.where(flip, prv, nxt)
     part_counts = np.bincount(ring_part, weights=open_counts, minlength=len(parts)).astype(np.int64)
     part_end = np.cumsum(part_counts)
     part_start = part_end - part_counts
@@ -313,6 +342,11 @@ def _roof_triangles(r: _Rings) -> np.ndarray:
     return tri
 
 
+@functools.lru_cache(maxsize=8)
+def _geodetic_transformer(crs: CRS) -> Any:
+    return crsmod.transformer(crsmod.to_3d(crs), crsmod.WGS84_3D)
+
+
 def lod1_primitive(
     geoms: np.ndarray, bottom: np.ndarray, top: np.ndarray, crs: CRS, frame: LocalFrame | None = None,
     color: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
@@ -320,7 +354,7 @@ def lod1_primitive(
     """Closed LOD1 prisms (roof, walls, floor) of a batch of footprints.
 
     Args:
-        geoms: (k,) oriented (Multi)Polygons in `crs` (exterior counter-clockwise, holes clockwise).
+        geoms: (k,) (Multi)Polygons in `crs`, rings in any orientation.
         bottom, top: (k,) float64 heights of floor and roof in the CRS's vertical sense (ellipsoidal metres).
         crs: the footprints' projected CRS.
         frame: the local frame; by default an east-north-up frame at the batch's centre.
@@ -334,7 +368,7 @@ def lod1_primitive(
     v = len(r.xy)
     # One exact transform of the footprint vertices; heights then move along the ellipsoid normal, which is
     # exact for ellipsoidal heights (ECEF(lon, lat, h) = ECEF(lon, lat, 0) + h * normal).
-    t = crsmod.transformer(crsmod.to_3d(crs), crsmod.WGS84_3D)
+    t = _geodetic_transformer(crs)
     lon, lat, h0 = t.transform(r.xy[:, 0], r.xy[:, 1], np.zeros(v))
     lam, phi = np.radians(lon), np.radians(lat)
     normal = np.column_stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)])
@@ -352,7 +386,7 @@ def lod1_primitive(
     lb, lt = local[:v], local[v:]
 
     roof = _roof_triangles(r)
-    # walls: one quad per ring edge (i -> next), outward because rings are oriented.
+    # walls: one quad per ring edge (i -> next); _rings orders edges so that quads face outward.
     i = np.arange(v)
     j = r.nxt
     edge = lb[j] - lb[i]
@@ -421,6 +455,26 @@ def _walk(node: _Node, path: str = "0"):
 
 
 _INTERNAL_COLUMNS = ("base_height", "height", "height_source")
+_JOB: dict[str, Any] = {}  # the build's arrays, shared with forked tile workers
+
+
+def _write_tile(job: tuple[str, np.ndarray, float]) -> tuple[str, Tile, int]:
+    """Mesh, encode and write one tile's buildings; returns its Tile (absolute transform) and triangle count."""
+    path, sel, error = job
+    j = _JOB
+    prim, frame, ecef = lod1_primitive(j["geoms"][sel], j["bottom"][sel], j["top"][sel], j["crs"], color=j["color"])
+    props = PropertyTable("building", {c: v[sel] for c, v in j["columns"].items()})
+    uri = f"buildings/{path}.glb"
+    write_atomic(j["out"] / uri, MeshContent([prim], props).to_glb())
+    region = region_of(ecef, pad_m=0.01)
+    tile = Tile(
+        bounding_volume=BoundingVolume(region=region),
+        geometric_error=error,
+        refine="ADD",
+        content=Content(uri=uri, bounding_volume=BoundingVolume(region=region)),
+        transform=frame.column_major(),
+    )
+    return path, tile, len(prim.indices)
 
 
 def build_buildings(
@@ -500,29 +554,33 @@ def build_buildings(
     out = Path(out_dir)
     (out / "buildings").mkdir(parents=True, exist_ok=True)
     nodes = list(_walk(root))
+    columns = {c: table[c].to_numpy() for c in table.columns}
+    jobs = [(path, node.content, node.error) for node, path in nodes]
+    _JOB.update(geoms=geoms, bottom=base - options.sink, top=base + height, crs=src_crs, color=options.color,
+                columns={c: table[c].to_numpy() for c in table.columns}, out=out)
+    workers = max(1, min(options.workers or os.cpu_count() or 1, len(jobs)))
     tiles: dict[str, Tile] = {}
     triangles = 0
-    for n_done, (node, path) in enumerate(nodes):
-        sel = node.content
-        prim, frame, ecef = lod1_primitive(geoms[sel], base[sel] - options.sink, base[sel] + height[sel], src_crs,
-                                           color=options.color)
-        stage("mesh")
-        props = PropertyTable("building", {c: table[c].to_numpy()[sel] for c in table.columns})
-        glb = MeshContent([prim], props).to_glb()
-        uri = f"buildings/{path}.glb"
-        write_atomic(out / uri, glb)
-        stage("encode")
-        triangles += len(prim.indices)
-        region = region_of(ecef, pad_m=0.01)
-        tiles[path] = Tile(
-            bounding_volume=BoundingVolume(region=region),
-            geometric_error=node.error,
-            refine="ADD",
-            content=Content(uri=uri, bounding_volume=BoundingVolume(region=region)),
-            transform=frame.column_major(),
-        )
-        if progress:
-            progress("tiles", n_done + 1, len(nodes))
+    try:
+        if workers > 1:
+            # fork: the workers inherit the footprints and attributes instead of receiving them pickled
+            ctx = multiprocessing.get_context("fork")
+            with ctx.Pool(workers) as pool:
+                for n_done, (path, tile, n_tri) in enumerate(pool.imap_unordered(_write_tile, jobs)):
+                    tiles[path] = tile
+                    triangles += n_tri
+                    if progress:
+                        progress("tiles", n_done + 1, len(jobs))
+        else:
+            for n_done, job in enumerate(jobs):
+                path, tile, n_tri = _write_tile(job)
+                tiles[path] = tile
+                triangles += n_tri
+                if progress:
+                    progress("tiles", n_done + 1, len(jobs))
+    finally:
+        _JOB.clear()
+    stage("tiles")
     for node, path in reversed(nodes):  # children before parents: grow bounding volumes upward
         tile = tiles[path]
         kids = [tiles[f"{path}{k}"] for k in range(len(node.children))]

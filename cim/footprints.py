@@ -112,7 +112,7 @@ def clean_footprints(gdf: gpd.GeoDataFrame, ids: np.ndarray, skipped: Skipped) -
     """Polygonal, valid footprints with area; the others are recorded in `skipped`.
 
     Returns:
-        (keep, geoms): keep (n,) bool over the input rows, geoms (k,) the repaired (Multi)Polygons of the kept rows.
+        (keep, geoms): keep (n,) bool over the input rows, geoms (k,) the repaired (Multi)Polygons of the kept rows (any ring orientation).
     """
     geoms = gdf.geometry.to_numpy()
     missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
@@ -134,8 +134,7 @@ def clean_footprints(gdf: gpd.GeoDataFrame, ids: np.ndarray, skipped: Skipped) -
     tiny = keep & (area < MIN_AREA_M2)
     skipped.add(f"footprint smaller than {MIN_AREA_M2:g} m²", ids[tiny])
     keep &= ~tiny
-    kept = shapely.orient_polygons(geoms[keep])  # exterior counter-clockwise, holes clockwise
-    return keep, kept
+    return keep, geoms[keep]
 
 
 def _polygonal_part(geoms: np.ndarray) -> np.ndarray:
