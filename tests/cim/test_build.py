@@ -1,0 +1,154 @@
+"""The level-2 build end to end: sample city in, a valid 3D Tiles 1.1 tileset out, loaded and picked in CesiumJS."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+from typer.testing import CliRunner
+
+from cim.build import build_city
+from cim.crs import from_ecef, transformer
+from cim.errors import InputError, OutputExistsError
+from tiles.check import check_tileset
+from tiles.gltf import read_glb
+
+
+@pytest.fixture(scope="module")
+def small_city(tmp_path_factory):
+    from cim.sample import generate
+
+    return generate(tmp_path_factory.mktemp("sample") / "city", buildings=300, seed=3)
+
+
+@pytest.fixture(scope="module")
+def built(small_city, tmp_path_factory):
+    out = tmp_path_factory.mktemp("build") / "model"
+    report = build_city(out, dem=small_city.dem, ortho=small_city.ortho, buildings=small_city.buildings,
+                        dsm=small_city.dsm)
+    return out, report
+
+
+def _contents(tileset: Path, parent: np.ndarray | None = None) -> list[tuple[Path, np.ndarray]]:
+    """Every glb of a tileset (following external tilesets) with its absolute transform."""
+    out: list[tuple[Path, np.ndarray]] = []
+
+    def walk(tile: dict, base: Path, m: np.ndarray) -> None:
+        if "transform" in tile:
+            m = m @ np.asarray(tile["transform"], np.float64).reshape(4, 4).T
+        uri = (tile.get("content") or {}).get("uri")
+        if uri and uri.endswith(".json"):
+            walk(json.loads((base / uri).read_text())["root"], (base / uri).parent, m)
+        elif uri:
+            out.append((base / uri, m))
+        for child in tile.get("children") or []:
+            walk(child, base, m)
+
+    walk(json.loads(tileset.read_text())["root"], tileset.parent, np.eye(4) if parent is None else parent)
+    return out
+
+
+def test_report_counts_and_location(built, small_city):
+    out, report = built
+    assert report.tileset == out / "tileset.json" and report.tileset.is_file()
+    b = report.buildings
+    footprints = gpd.read_file(small_city.buildings)
+    assert b["buildings"] + b["skipped"]["count"] == len(footprints)
+    assert b["buildings"] >= 0.95 * len(footprints)
+    assert b["height_sources"]["attribute"] > 0 and b["height_sources"]["floors"] > 0
+    assert report.terrain["tiles"] > 1
+    west, south, east, north = report.lonlat_bounds
+    assert 113.2 < west < east < 113.45 and 40.0 < south < north < 40.2
+    assert json.loads((out / "build.json").read_text())["buildings"]["buildings"] == b["buildings"]
+
+
+def test_tileset_structure_passes_our_checks(built):
+    out, _ = built
+    report = check_tileset(out / "tileset.json")
+    assert report.ok, report.to_dict()["problems"][:10]
+    assert report.contents > 5 and report.vertices_checked > 10_000
+    doc = json.loads((out / "tileset.json").read_text())
+    assert doc["asset"]["version"] == "1.1"
+    assert {c["content"]["uri"] for c in doc["root"]["children"]} == {"terrain/tileset.json", "buildings/tileset.json"}
+
+
+def test_every_glb_passes_the_khronos_validator(built):
+    from tests.support.gltf_validator import validate
+
+    out, _ = built
+    glbs = sorted(out.rglob("*.glb"))
+    reports = validate(glbs)
+    assert len(reports) == len(glbs) > 5
+    bad = [r.describe() for r in reports if not r.ok]
+    assert not bad, "\n".join(bad[:5])
+
+
+def test_building_vertices_within_1cm_of_the_footprints(built, small_city):
+    out, _ = built
+    footprints = gpd.read_file(small_city.buildings)
+    xy = shapely.get_coordinates(footprints.geometry.to_numpy())
+    tree = shapely.STRtree(shapely.points(xy))
+    rng = np.random.default_rng(0)
+    checked = 0
+    for glb_path, m in _contents(out / "buildings" / "tileset.json"):
+        pos = read_glb(glb_path.read_bytes())["primitives"][0]["positions"]
+        sample = pos[rng.choice(len(pos), size=min(len(pos), 300), replace=False)]
+        src = from_ecef("EPSG:4547", sample @ m[:3, :3].T + m[:3, 3])
+        _, dist = tree.query_nearest(shapely.points(src[:, :2]), return_distance=True)
+        assert dist.max() < 0.01, f"{glb_path.name}: {dist.max():.4f} m"
+        checked += len(sample)
+    assert checked > 1000
+
+
+@pytest.mark.browser
+def test_cesium_loads_the_city_and_picks_a_building(built, small_city):
+    from tests.support.browser import CesiumClient
+
+    out, _ = built
+    footprints = gpd.read_file(small_city.buildings)
+    tallest = footprints.loc[footprints["height"].idxmax()]
+    c = tallest.geometry.representative_point()
+    lon, lat = transformer("EPSG:4547", "EPSG:4326").transform(c.x, c.y)
+    root_glb = out / "buildings" / "0.glb"
+    props = read_glb(root_glb.read_bytes())["properties"]
+    k = props["code"].index(tallest["code"])  # the tallest building is in the root tile (ADD refinement)
+    roof = props["base_height"][k] + props["height"][k]
+    with CesiumClient({"/city": out}) as client:
+        info = client.load_tileset("/city/tileset.json")
+        assert info.failures == [] and info.errors == []
+        picked = client.pick_at(lon, lat, roof, range_m=250)
+        assert client.off_host_requests() == []
+        assert not client.log.console_errors and not client.log.page_errors
+    assert picked is not None, "no building feature under the tallest roof"
+    assert picked["code"] == tallest["code"]
+    assert picked["height"] == pytest.approx(tallest["height"], abs=0.01)
+    assert picked["name"] == tallest["name"]
+
+
+def test_cli_build_json_and_refuses_to_overwrite(small_city, tmp_path, capsys):
+    from cli import app, main
+
+    out = tmp_path / "cli-model"
+    args = ["build", str(out), "--dem", str(small_city.dem), "--buildings", str(small_city.buildings), "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["buildings"]["buildings"] > 250 and doc["tileset"].endswith("tileset.json")
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code != 0 and isinstance(res.exception, OutputExistsError)
+    assert "--overwrite" in str(res.exception)
+    with pytest.raises(SystemExit) as exit_info:  # the console script maps the error to its exit code
+        main(args)
+    assert exit_info.value.code == 5
+    assert "pass --overwrite" in capsys.readouterr().err
+
+
+def test_failed_build_leaves_nothing_behind(small_city, tmp_path):
+    out = tmp_path / "model"
+    with pytest.raises(InputError, match="--ortho .*no such file"):
+        build_city(out, dem=small_city.dem, ortho=tmp_path / "missing.tif", buildings=small_city.buildings)
+    assert list(tmp_path.iterdir()) == []
