@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cim.errors import CimError, InputError
+from cim.errors import CimError, InputError, InputNotFoundError
 
 
 class LayerError(CimError):
@@ -23,3 +23,27 @@ class LayerExistsError(LayerError):
 
 class LayerInputError(LayerError, InputError):
     """An import file, a name or a query parameter is unusable."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the store file (DuckDB allows one read-write process or many read-only ones)."""
+
+
+class VersionNotFoundError(LayerNotFoundError):
+    """A layer has no such version."""
+
+
+class ThemeNotFoundError(LayerInputError, LookupError):
+    """A theme path is not in the theme tree."""
+
+
+class FilterSyntaxError(LayerInputError):
+    """A `--where` filter does not parse, or names a field the layer does not have."""
+
+
+class GeometryRejectedError(LayerInputError):
+    """No feature of an import survived geometry validation (the report lists why)."""
+
+
+class StoreNotFoundError(StoreError, InputNotFoundError):
+    """The store file does not exist (reading commands never create one)."""

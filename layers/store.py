@@ -1,0 +1,988 @@
+"""`LayerStore`: a city's themed business layers, with versions, in one DuckDB spatial file.
+
+Layout of the file:
+
+- `catalogue.layers`: one row per layer (title, theme, department, security level, current version, dropped flag);
+- `catalogue.versions`: one row per version (source file and CRS, geometry type, count, extent, field schema,
+  repair counts) naming the table that holds its features;
+- `catalogue.themes`: the users' sub-themes (the standard tree ships with the package, `layers.themes`);
+- `data."<layer>__v<n>"`: the features of one version: `fid BIGINT`, attribute columns, `geom GEOMETRY` in
+  EPSG:4490 lon/lat, rows in Hilbert order, with an R-tree index on `geom`. A rollback adds a version row that
+  points at an older table, so versions never copy features.
+
+Concurrency follows DuckDB's rule: one read-write process (any number of threads, a cursor each) or any number of
+read-only processes, never both. Imports stage everything (reading, repair, reprojection) in private memory and hold
+the store only for the commit: one transaction, so a failed import leaves the store exactly as it was, and readers
+of the same process see the old version until the commit. See docs/layers.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import shapely
+
+from cim.crs import parse_crs, transformer
+from cim.errors import OutputExistsError
+from layers import themes as theme_registry
+from layers.db import connect
+from layers.errors import (
+    LayerExistsError,
+    LayerInputError,
+    LayerNotFoundError,
+    StoreError,
+    StoreLockedError,
+    StoreNotFoundError,
+    VersionNotFoundError,
+)
+from layers.filters import compile_filter
+from layers.ingest import FID, Staged, crs_label, is_store_crs, stage
+from layers.models import (
+    DiffResult,
+    DropResult,
+    ExportResult,
+    FeaturePage,
+    FieldInfo,
+    ImportReport,
+    LayerInfo,
+    StatsResult,
+    StatsRow,
+    VersionInfo,
+)
+from layers.sources import GEOM, read_source
+from layers.themes import Theme, ThemeRegistry
+from layers.types import (
+    LIBRARY_LEVELS,
+    SECURITY_LEVELS,
+    STORE_CRS,
+    BBox,
+    LonLat,
+    security_rank,
+)
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+SCHEMA_VERSION = "1"
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_LOCK_WORDS = ("lock", "conflicting")
+_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
+            "FLOAT", "DOUBLE", "REAL")
+
+_DDL = """
+CREATE SCHEMA IF NOT EXISTS catalogue;
+CREATE SCHEMA IF NOT EXISTS data;
+CREATE TABLE IF NOT EXISTS catalogue.meta (key VARCHAR, value VARCHAR);
+CREATE TABLE IF NOT EXISTS catalogue.layers (
+    name VARCHAR NOT NULL, title VARCHAR, theme VARCHAR, level VARCHAR, department VARCHAR, security VARCHAR,
+    key_field VARCHAR, current_version INTEGER, created_at TIMESTAMP, updated_at TIMESTAMP, dropped_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS catalogue.versions (
+    layer VARCHAR NOT NULL, version INTEGER NOT NULL, table_name VARCHAR NOT NULL, operation VARCHAR, note VARCHAR,
+    created_at TIMESTAMP, source VARCHAR, source_format VARCHAR, source_crs VARCHAR, source_crs_wkt VARCHAR,
+    geometry_type VARCHAR, feature_count BIGINT, xmin DOUBLE, ymin DOUBLE, xmax DOUBLE, ymax DOUBLE,
+    fields VARCHAR, key_field VARCHAR, repaired BIGINT, rejected BIGINT);
+CREATE TABLE IF NOT EXISTS catalogue.themes (
+    path VARCHAR NOT NULL, zh VARCHAR, en VARCHAR, level VARCHAR, created_at TIMESTAMP);
+"""
+
+
+def default_store_path() -> Path:
+    """`$CIM_STORE`, else `./cim.duckdb`."""
+    return Path(os.environ.get("CIM_STORE") or "cim.duckdb")
+
+
+def check_name(name: str) -> str:
+    """Return `name` if it is a safe layer identifier.
+
+    Raises:
+        LayerInputError: not lower-case letters, digits and _ starting with a letter, at most 63 characters.
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise LayerInputError(
+            f"layer name {name!r} is not a safe identifier; use lower-case letters, digits and _, starting with "
+            f"a letter, at most 63 characters (e.g. shelters_2024)"
+        )
+    return name
+
+
+def quote(identifier: str) -> str:
+    """A SQL quoted identifier."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    return any(w in str(exc).lower() for w in _LOCK_WORDS)
+
+
+class LayerStore:
+    """The layer store in one DuckDB file.
+
+    Cheap to construct; `open()` (or `with`) opens the file. Read verbs respect `clearance`: layers above it are
+    invisible, as if they did not exist.
+
+    Args:
+        path: the DuckDB file; default `$CIM_STORE`, else `./cim.duckdb`.
+        read_only: open read-only (many read-only processes may share the file while no process writes).
+        clearance: the highest security level the caller may see.
+        lock_timeout: seconds to wait, retrying, while another process holds the file.
+
+    Example:
+        >>> with LayerStore("city.duckdb") as store:  # doctest: +SKIP
+        ...     store.import_file("shelters.gpkg", "shelters", theme="public_topics/society")
+        ...     gdf = store.query("shelters", bbox=(116.3, 39.9, 116.4, 40.0))
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        read_only: bool = False,
+        clearance: str = "confidential",
+        lock_timeout: float = 10.0,
+    ) -> None:
+        if clearance not in SECURITY_LEVELS:
+            raise LayerInputError(f"clearance {clearance!r} is not one of {', '.join(SECURITY_LEVELS)}")
+        self.path = Path(path) if path is not None else default_store_path()
+        self.read_only = read_only
+        self.clearance = clearance
+        self.lock_timeout = lock_timeout
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._empty = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self) -> LayerStore:
+        """Open the file (creating it and its catalogue when writable).
+
+        Raises:
+            StoreNotFoundError: read-only and the file does not exist.
+            StoreLockedError: another process held the file for longer than `lock_timeout`.
+        """
+        if self._con is not None:
+            return self
+        if self.read_only and not self.path.is_file():
+            raise StoreNotFoundError(f"store {self.path} does not exist; import a layer first "
+                                     f"(cim layers import FILE --name N --theme T --store {self.path})")
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.02
+        while True:
+            try:
+                self._con = connect(self.path, read_only=self.read_only)
+                break
+            except StoreError as exc:
+                if not _is_lock_error(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    mode = "read" if self.read_only else "write"
+                    raise StoreLockedError(
+                        f"store {self.path} is held by another process, so this one cannot {mode} it "
+                        f"(DuckDB allows one read-write process or many read-only ones); waited "
+                        f"{self.lock_timeout:g} s. Retry when the other import/server is done, or send writes "
+                        f"through the process that holds the store"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        if self.read_only:
+            self._empty = not self._con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'catalogue' AND table_name = 'layers'"
+            ).fetchone()[0]
+        else:
+            self._con.execute(_DDL)
+            if not self._con.execute("SELECT count(*) FROM catalogue.meta").fetchone()[0]:
+                self._con.execute("INSERT INTO catalogue.meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+        return self
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> LayerStore:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The open connection (for SQL of your own, e.g. `ST_AsMVT` over `table_name()`).
+
+        Raises:
+            StoreError: the store is not open.
+        """
+        if self._con is None:
+            raise StoreError(f"store {self.path} is not open; use `with LayerStore(...)` or call open()")
+        return self._con
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A new cursor on the open database: one per thread (a transaction of its own)."""
+        return self.connection.cursor()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        if self.read_only:
+            raise StoreError(f"store {self.path} is open read-only; open it with read_only=False to change it")
+        cur = self.cursor()
+        cur.begin()
+        try:
+            yield cur
+            cur.commit()
+        except BaseException:
+            cur.rollback()
+            raise
+        finally:
+            cur.close()
+
+    # ------------------------------------------------------------------ themes
+    def themes(self) -> ThemeRegistry:
+        """The standard theme tree plus this store's sub-themes."""
+        if self._empty:
+            return theme_registry.builtin()
+        rows = self.cursor().execute("SELECT path, zh, en, level FROM catalogue.themes").fetchall()
+        extra = [Theme(path=p, zh=z, en=e, level=lv, builtin=False) for p, z, e, lv in rows]
+        return theme_registry.builtin().with_themes(extra)
+
+    def add_theme(self, parent: str, theme_id: str, zh: str, en: str, level: str | None = None) -> Theme:
+        """Add a sub-theme under `parent` (a path of ids or titles).
+
+        Returns:
+            The new theme.
+        """
+        theme = self.themes().new_child(parent, theme_id, zh, en, level)
+        with self._transaction() as cur:
+            cur.execute("INSERT INTO catalogue.themes VALUES (?, ?, ?, ?, ?)",
+                        [theme.path, theme.zh, theme.en, theme.level, _now()])
+        return theme
+
+    # ------------------------------------------------------------------ import
+    def import_file(
+        self,
+        path: str | os.PathLike[str],
+        name: str,
+        theme: str | None = None,
+        *,
+        title: str | None = None,
+        department: str | None = None,
+        security: str | None = None,
+        level: str | None = None,
+        crs: str | None = None,
+        encoding: str | None = None,
+        source_layer: str | None = None,
+        key: str | None = None,
+        new_version: bool = False,
+    ) -> ImportReport:
+        """Import a vector file as a new layer, or as a new version of a layer with `new_version=True`.
+
+        Args:
+            path: GeoJSON, GeoPackage, Shapefile (or .zip), FlatGeobuf, SQLite, GeoParquet, CSV or CityJSON.
+            name: layer name, a safe identifier.
+            theme: theme path (ids or titles); required for a new layer.
+            title: display title (default: the name).
+            department: owning department.
+            security: public, internal or confidential (default internal for a new layer).
+            level: library level base/theme/topic (default: the theme's).
+            crs: CRS of the coordinates when the file declares none.
+            encoding: attribute text encoding (Shapefile without .cpg, CSV).
+            source_layer: the layer to read from a multi-layer file.
+            key: attribute identifying features across versions (default: the source feature id).
+            new_version: add a version to an existing layer instead of failing.
+
+        Returns:
+            The import report (counts, repairs, rejected features with reasons).
+
+        Raises:
+            LayerExistsError: the layer exists and `new_version` is False.
+            LayerInputError: bad name, theme, security, level or file (nothing is stored).
+        """
+        self.connection  # fail fast when not open
+        self._check_import_args(name, theme, security, level, new_version)
+        t0 = time.perf_counter()
+        staged = stage(read_source(path, crs=crs, encoding=encoding, layer=source_layer), key_field=key)
+        return self.commit(staged, name, theme, title=title, department=department, security=security,
+                           level=level, new_version=new_version, started=t0)
+
+    def _check_import_args(self, name: str, theme: str | None, security: str | None, level: str | None,
+                           new_version: bool) -> None:
+        check_name(name)
+        if security is not None and security not in SECURITY_LEVELS:
+            raise LayerInputError(f"--security {security!r} is not one of {', '.join(SECURITY_LEVELS)}")
+        if level is not None and level not in LIBRARY_LEVELS:
+            raise LayerInputError(f"--level {level!r} is not one of {', '.join(LIBRARY_LEVELS)}")
+        if theme is not None:
+            self.themes().get(theme)
+        row = self._layer_row(name) if not self._empty else None
+        if row is not None and not new_version:
+            state = "was dropped (its history is kept)" if row["dropped_at"] else f"exists (version {row['current_version']})"
+            raise LayerExistsError(f"layer {name!r} {state}; pass --new-version to add a version, "
+                                   f"or choose another --name")
+        if row is None and theme is None:
+            raise LayerInputError(f"layer {name!r} is new: pass --theme (see `cim layers themes`)")
+
+    def commit(
+        self,
+        staged: Staged,
+        name: str,
+        theme: str | None = None,
+        *,
+        title: str | None = None,
+        department: str | None = None,
+        security: str | None = None,
+        level: str | None = None,
+        new_version: bool = False,
+        started: float | None = None,
+    ) -> ImportReport:
+        """Write a staged import in one transaction (the only part of an import that holds the store).
+
+        Arguments as for `import_file`. Returns the import report.
+        """
+        self._check_import_args(name, theme, security, level, new_version)
+        t0 = started if started is not None else time.perf_counter()
+        src = staged.source
+        theme_obj = self.themes().get(theme) if theme is not None else None
+        now = _now()
+        with self._transaction() as cur:
+            prev = cur.execute("SELECT * FROM catalogue.layers WHERE name = ?", [name]).fetchdf()
+            version = int(cur.execute("SELECT coalesce(max(version), 0) + 1 FROM catalogue.versions WHERE layer = ?",
+                                      [name]).fetchone()[0])
+            table = f"{name}__v{version}"
+            cur.register("staged_import", staged.table)
+            ext = cur.execute("SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+                              "(SELECT ST_Extent_Agg(ST_GeomFromWKB(geom)) AS e FROM staged_import)").fetchone()
+            cols = ", ".join(quote(c) for c in staged.table.column_names if c != GEOM)
+            # Hilbert order keeps features that are close on the map close in the file: bbox reads touch few blocks.
+            cur.execute(
+                f"CREATE TABLE data.{quote(table)} AS SELECT {cols}, ST_GeomFromWKB(geom) AS geom "
+                f"FROM staged_import ORDER BY ST_Hilbert(ST_GeomFromWKB(geom), "
+                f"ST_Extent(ST_MakeEnvelope(?, ?, ?, ?)))", list(ext))
+            cur.unregister("staged_import")
+            cur.execute(f"CREATE INDEX {quote(table + '_rtree')} ON data.{quote(table)} USING RTREE (geom)")
+            fields = [FieldInfo(name=c, type=t) for c, t, *_ in
+                      cur.execute(f"DESCRIBE data.{quote(table)}").fetchall() if c not in (FID, GEOM)]
+            types = [r[0] for r in cur.execute(
+                f"SELECT DISTINCT ST_GeometryType(geom)::VARCHAR FROM data.{quote(table)}").fetchall()]
+            has_z = bool(cur.execute(f"SELECT bool_or(ST_HasZ(geom)) FROM data.{quote(table)}").fetchone()[0])
+            count = staged.table.num_rows
+            gtype = _geometry_type(types, has_z)
+            cur.execute(
+                "INSERT INTO catalogue.versions VALUES (?, ?, ?, 'import', '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [name, version, table, now, str(src.path), src.format, crs_label(staged.source_crs),
+                 staged.source_crs.to_wkt(), gtype, count, *ext,
+                 json.dumps([f.to_dict() for f in fields], ensure_ascii=False), staged.key_field,
+                 staged.repaired, len(staged.rejected)])
+            if prev.empty:
+                assert theme_obj is not None
+                cur.execute(
+                    "INSERT INTO catalogue.layers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                    [name, title or name, theme_obj.path, level or theme_obj.level, department or "",
+                     security or "internal", staged.key_field, version, now, now])
+            else:
+                p = prev.iloc[0]
+                cur.execute(
+                    "UPDATE catalogue.layers SET title = ?, theme = ?, level = ?, department = ?, security = ?, "
+                    "key_field = ?, current_version = ?, updated_at = ?, dropped_at = NULL WHERE name = ?",
+                    [title or p["title"], theme_obj.path if theme_obj else p["theme"], level or p["level"],
+                     department if department is not None else p["department"], security or p["security"],
+                     staged.key_field, version, now, name])
+        return ImportReport(
+            layer=name, version=version, source=str(src.path), source_format=src.format,
+            source_crs=crs_label(staged.source_crs), geometry_type=gtype, feature_count=count, read=staged.read,
+            repaired=staged.repaired, rejected=staged.rejected, extent=tuple(ext) if ext[0] is not None else None,
+            seconds=round(time.perf_counter() - t0, 3))
+
+    # ------------------------------------------------------------------ catalogue reads
+    def _layer_row(self, name: str, cur: duckdb.DuckDBPyConnection | None = None) -> dict[str, Any] | None:
+        cur = cur or self.cursor()
+        res = cur.execute("SELECT * FROM catalogue.layers WHERE name = ?", [name])
+        row = res.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in res.description], row, strict=True))
+
+    def _version_rows(self, name: str, version: int | None = None) -> list[dict[str, Any]]:
+        res = self.cursor().execute(
+            "SELECT * FROM catalogue.versions WHERE layer = ? AND (? IS NULL OR version = ?) ORDER BY version",
+            [name, version, version])
+        cols = [d[0] for d in res.description]
+        return [dict(zip(cols, r, strict=True)) for r in res.fetchall()]
+
+    def _visible_row(self, name: str, *, allow_dropped: bool = False) -> dict[str, Any]:
+        row = None if self._empty else self._layer_row(name)
+        if row is None or security_rank(row["security"]) > security_rank(self.clearance):
+            raise LayerNotFoundError(f"no layer {name!r} in {self.path}; see `cim layers list`")
+        if row["dropped_at"] is not None and not allow_dropped:
+            raise LayerNotFoundError(
+                f"layer {name!r} was dropped; its history is kept: `cim layers history {name}`, restore it with "
+                f"`cim layers rollback {name} --to N`, or remove it with `cim layers drop {name} --purge`")
+        return row
+
+    def _version_row(self, name: str, version: int | None, row: dict[str, Any]) -> dict[str, Any]:
+        v = row["current_version"] if version is None else version
+        rows = self._version_rows(name, v)
+        if not rows:
+            known = [r["version"] for r in self._version_rows(name)]
+            raise VersionNotFoundError(f"layer {name!r} has no version {v}; versions: {known}")
+        return rows[0]
+
+    def _info(self, row: dict[str, Any], vrow: dict[str, Any]) -> LayerInfo:
+        reg = self.themes()
+        theme = reg.get(row["theme"]) if row["theme"] in reg else None
+        return LayerInfo(
+            name=row["name"], title=row["title"], theme=row["theme"],
+            theme_title=f"{theme.zh} / {theme.en}" if theme else row["theme"], level=row["level"],
+            department=row["department"], security=row["security"], version=vrow["version"],
+            source=vrow["source"], source_format=vrow["source_format"], source_crs=vrow["source_crs"],
+            geometry_type=vrow["geometry_type"], feature_count=vrow["feature_count"], extent=_extent(vrow),
+            fields=[FieldInfo(**f) for f in json.loads(vrow["fields"])], key_field=vrow["key_field"],
+            created_at=row["created_at"], updated_at=row["updated_at"], dropped=row["dropped_at"] is not None)
+
+    def list(self, theme: str | None = None, *, security: str | None = None) -> list[LayerInfo]:
+        """Layers visible at this store's clearance, by name.
+
+        Args:
+            theme: only layers in this theme or below it.
+            security: only layers visible at this level (at most the store's clearance).
+        """
+        if self._empty:
+            return []
+        limit = min(security_rank(security or self.clearance), security_rank(self.clearance))
+        prefix = self.themes().get(theme).path if theme else None
+        out = []
+        cur = self.cursor()
+        res = cur.execute("SELECT * FROM catalogue.layers WHERE dropped_at IS NULL ORDER BY name")
+        cols = [d[0] for d in res.description]
+        for r in res.fetchall():
+            row = dict(zip(cols, r, strict=True))
+            if security_rank(row["security"]) > limit:
+                continue
+            if prefix and not (row["theme"] == prefix or row["theme"].startswith(prefix + "/")):
+                continue
+            out.append(self._info(row, self._version_row(row["name"], None, row)))
+        return out
+
+    def info(self, name: str, version: int | None = None) -> LayerInfo:
+        """Catalogue record of a layer (schema, extent, source, CRS...), of its current version by default."""
+        row = self._visible_row(name)
+        return self._info(row, self._version_row(name, version, row))
+
+    def table_name(self, name: str, version: int | None = None) -> str:
+        """The quoted SQL name (`data."name__vN"`) of a layer version's feature table, for SQL of your own."""
+        row = self._visible_row(name)
+        return "data." + quote(self._version_row(name, version, row)["table_name"])
+
+    def history(self, name: str) -> list[VersionInfo]:
+        """Every version of a layer, oldest first (also for a dropped layer)."""
+        row = self._visible_row(name, allow_dropped=True)
+        return [VersionInfo(
+            version=v["version"], operation=v["operation"], note=v["note"] or "", created_at=v["created_at"],
+            source=v["source"], source_format=v["source_format"], source_crs=v["source_crs"],
+            geometry_type=v["geometry_type"], feature_count=v["feature_count"], extent=_extent(v),
+            fields=[FieldInfo(**f) for f in json.loads(v["fields"])], repaired=v["repaired"],
+            rejected=v["rejected"], current=v["version"] == row["current_version"] and row["dropped_at"] is None,
+        ) for v in self._version_rows(name)]
+
+    # ------------------------------------------------------------------ versions
+    def diff(self, name: str, from_version: int, to_version: int | None = None) -> DiffResult:
+        """Features added, removed and changed (attributes or geometry) between two versions.
+
+        Features are matched by the layer's key field (the source feature id unless `--key` was given at import).
+        """
+        row = self._visible_row(name, allow_dropped=True)
+        a = self._version_row(name, from_version, row)
+        b = self._version_row(name, to_version, row)
+        key = b["key_field"]
+        fa = {f["name"]: f["type"] for f in json.loads(a["fields"])}
+        fb = {f["name"]: f["type"] for f in json.loads(b["fields"])}
+        if key != FID and (key not in fa or key not in fb):
+            raise LayerInputError(f"layer {name!r}: key field {key!r} is not in both versions; cannot match features")
+        ta, tb = "data." + quote(a["table_name"]), "data." + quote(b["table_name"])
+        k = quote(key)
+        cur = self.cursor()
+        for t in (ta, tb):
+            n, d = cur.execute(f"SELECT count(*), count(DISTINCT {k}) FROM {t}").fetchone()
+            if n != d:
+                raise LayerInputError(f"layer {name!r}: key field {key!r} is not unique; diff needs a unique key "
+                                      f"(re-import with --key FIELD)")
+        common = [c for c in fa if c in fb and c != key]
+        changed_expr = " OR ".join(
+            [f"ST_AsWKB(a.geom) IS DISTINCT FROM ST_AsWKB(b.geom)"]
+            + [f"a.{quote(c)}::VARCHAR IS DISTINCT FROM b.{quote(c)}::VARCHAR" for c in common])
+        added = [r[0] for r in cur.execute(
+            f"SELECT b.{k} FROM {tb} b WHERE NOT EXISTS (SELECT 1 FROM {ta} a WHERE a.{k} = b.{k}) ORDER BY 1"
+        ).fetchall()]
+        removed = [r[0] for r in cur.execute(
+            f"SELECT a.{k} FROM {ta} a WHERE NOT EXISTS (SELECT 1 FROM {tb} b WHERE a.{k} = b.{k}) ORDER BY 1"
+        ).fetchall()]
+        changed = [r[0] for r in cur.execute(
+            f"SELECT a.{k} FROM {ta} a JOIN {tb} b ON a.{k} = b.{k} WHERE {changed_expr} ORDER BY 1").fetchall()]
+        return DiffResult(layer=name, from_version=a["version"], to_version=b["version"], key=key, added=added,
+                          removed=removed, changed=changed, fields_added=[c for c in fb if c not in fa],
+                          fields_removed=[c for c in fa if c not in fb])
+
+    def rollback(self, name: str, version: int) -> VersionInfo:
+        """Make an old version current again, as a new version (history is never rewritten).
+
+        Also restores a dropped layer. Returns the new version.
+        """
+        row = self._visible_row(name, allow_dropped=True)
+        old = self._version_row(name, version, row)
+        now = _now()
+        with self._transaction() as cur:
+            new = int(cur.execute("SELECT max(version) + 1 FROM catalogue.versions WHERE layer = ?",
+                                  [name]).fetchone()[0])
+            cur.execute(
+                "INSERT INTO catalogue.versions SELECT layer, ?, table_name, 'rollback', ?, ?, source, source_format,"
+                " source_crs, source_crs_wkt, geometry_type, feature_count, xmin, ymin, xmax, ymax, fields, key_field,"
+                " repaired, rejected FROM catalogue.versions WHERE layer = ? AND version = ?",
+                [new, f"rollback to version {old['version']}", now, name, old["version"]])
+            cur.execute("UPDATE catalogue.layers SET current_version = ?, key_field = ?, updated_at = ?, "
+                        "dropped_at = NULL WHERE name = ?", [new, old["key_field"], now, name])
+        return self.history(name)[-1]
+
+    def drop(self, name: str, *, purge: bool = False) -> DropResult:
+        """Drop a layer: hide it but keep its history, or with `purge` delete it and every version's features."""
+        row = self._visible_row(name, allow_dropped=purge)
+        versions = self._version_rows(name)
+        tables = sorted({v["table_name"] for v in versions})
+        with self._transaction() as cur:
+            if purge:
+                for t in tables:
+                    cur.execute(f"DROP TABLE IF EXISTS data.{quote(t)}")
+                cur.execute("DELETE FROM catalogue.versions WHERE layer = ?", [name])
+                cur.execute("DELETE FROM catalogue.layers WHERE name = ?", [name])
+            else:
+                cur.execute("UPDATE catalogue.layers SET dropped_at = ? WHERE name = ?", [_now(), row["name"]])
+        return DropResult(layer=name, purged=purge, versions=len(versions), tables_dropped=len(tables) if purge else 0)
+
+    # ------------------------------------------------------------------ queries
+    def _selection(
+        self,
+        name: str,
+        *,
+        bbox: Sequence[float] | None,
+        intersects: Any,
+        where: str | None,
+        fields: Sequence[str] | None,
+        version: int | None,
+    ) -> tuple[LayerInfo, str, list[str], list[str], list[Any]]:
+        info = self.info(name, version)
+        table = self.table_name(name, version)
+        by_fold = {f.casefold(): f for f in info.field_names()}
+        if fields is None:
+            cols = info.field_names()
+        else:
+            cols = []
+            for f in fields:
+                if f.casefold() == FID:
+                    continue
+                if f.casefold() not in by_fold:
+                    raise LayerInputError(f"--fields: {f!r} is not a field of {name!r}; fields: "
+                                          f"{', '.join(info.field_names())}")
+                cols.append(by_fold[f.casefold()])
+        clauses: list[str] = []
+        params: list[Any] = []
+        if bbox is not None:
+            b = _check_bbox(bbox)
+            clauses.append("ST_Intersects(geom, ST_MakeEnvelope(?, ?, ?, ?))")
+            params.extend(b)
+        if intersects is not None:
+            clauses.append("ST_Intersects(geom, ST_GeomFromWKB(?))")
+            params.append(shapely.to_wkb(selection_geometry(intersects)))
+        if where:
+            flt = compile_filter(where, [FID, *info.field_names()])
+            clauses.append(flt.sql)
+            params.extend(flt.params)
+        return info, table, cols, clauses, params
+
+    def query_arrow(
+        self,
+        name: str,
+        *,
+        bbox: Sequence[float] | None = None,
+        intersects: Any = None,
+        where: str | None = None,
+        fields: Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        version: int | None = None,
+    ) -> pa.Table:
+        """Features as an Arrow table: `fid`, the fields, `geom` as WKB (EPSG:4490 lon/lat), ordered by fid.
+
+        Args:
+            name: the layer.
+            bbox: (xmin, ymin, xmax, ymax) lon/lat; features intersecting it (uses the R-tree index).
+            intersects: a shapely geometry in lon/lat; features intersecting it (uses the R-tree index).
+            where: a CQL2-text attribute filter (see `layers.filters`).
+            fields: attributes to return (default all).
+            limit, offset: paging.
+            version: an older version (default current).
+        """
+        info, table, cols, clauses, params = self._selection(name, bbox=bbox, intersects=intersects, where=where,
+                                                             fields=fields, version=version)
+        sql = (f"SELECT fid, {''.join(quote(c) + ', ' for c in cols)}ST_AsWKB(geom) AS geom FROM {table}"
+               + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY fid")
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        if offset:
+            sql += " OFFSET ?"
+            params.append(int(offset))
+        return self._run(sql, params, where)
+
+    def _run(self, sql: str, params: list[Any], where: str | None) -> pa.Table:
+        try:
+            return self.cursor().execute(sql, params).fetch_arrow_table()
+        except (duckdb.ConversionException, duckdb.BinderException, duckdb.InvalidInputException) as exc:
+            raise LayerInputError(f"--where {where!r}: {str(exc).splitlines()[0]}") from exc
+
+    def count(self, name: str, *, bbox: Sequence[float] | None = None, intersects: Any = None,
+              where: str | None = None, version: int | None = None) -> int:
+        """Number of features matching the same selection as `query`."""
+        _, table, _, clauses, params = self._selection(name, bbox=bbox, intersects=intersects, where=where,
+                                                       fields=[], version=version)
+        sql = f"SELECT count(*) AS n FROM {table}" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        return int(self._run(sql, params, where).column(0)[0].as_py())
+
+    def explain(self, name: str, *, bbox: Sequence[float] | None = None, intersects: Any = None,
+                where: str | None = None) -> str:
+        """DuckDB's physical plan of a selection (look for RTREE_INDEX_SCAN)."""
+        _, table, _, clauses, params = self._selection(name, bbox=bbox, intersects=intersects, where=where,
+                                                       fields=[], version=None)
+        sql = f"EXPLAIN SELECT fid FROM {table}" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        return "\n".join(str(r[1]) for r in self.cursor().execute(sql, params).fetchall())
+
+    def query(
+        self,
+        name: str,
+        *,
+        bbox: Sequence[float] | None = None,
+        intersects: Any = None,
+        where: str | None = None,
+        near: Sequence[float] | None = None,
+        k: int = 10,
+        fields: Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        version: int | None = None,
+    ) -> gpd.GeoDataFrame:
+        """Features as a GeoDataFrame in EPSG:4490 (arguments as `query_arrow`).
+
+        Args:
+            near: (lon, lat): return the `k` features nearest to this point, nearest first, with a `distance_m`
+                column (metres, on the ellipsoid's local azimuthal-equidistant plane). Combines with the filters.
+            k: how many neighbours for `near`.
+        """
+        if near is not None:
+            return self._nearest(name, LonLat(*map(float, near)), k, bbox=bbox, intersects=intersects,
+                                 where=where, fields=fields, version=version)
+        return to_geodataframe(self.query_arrow(name, bbox=bbox, intersects=intersects, where=where, fields=fields,
+                                                limit=limit, offset=offset, version=version))
+
+    def _nearest(self, name: str, point: LonLat, k: int, **kw: Any) -> gpd.GeoDataFrame:
+        if k < 1:
+            raise LayerInputError(f"--k must be at least 1, not {k}")
+        if not (-180 <= point.lon <= 180 and -90 <= point.lat <= 90):
+            raise LayerInputError(f"--near {point.lon},{point.lat} is not a lon,lat in degrees")
+        bbox = kw.pop("bbox")
+        total = self.count(name, bbox=bbox, intersects=kw["intersects"], where=kw["where"], version=kw["version"])
+        k = min(k, total)
+        aeqd = f"+proj=aeqd +lat_0={point.lat} +lon_0={point.lon} +ellps=GRS80 +units=m"
+        to_local = transformer(STORE_CRS, aeqd)
+        radius = 0.002  # degrees of latitude; grows until the k nearest are certainly inside the window
+        while True:
+            dx = radius / max(math.cos(math.radians(point.lat)), 1e-6)
+            window = (point.lon - dx, point.lat - radius, point.lon + dx, point.lat + radius)
+            window = _clip_bbox(window, bbox)
+            table = self.query_arrow(name, bbox=window, **kw)
+            covers_all = radius >= 180
+            if table.num_rows >= k or covers_all:
+                geoms = shapely.from_wkb(table.column(GEOM).to_numpy(zero_copy_only=False))
+                local = shapely.transform(geoms, lambda c: np.column_stack(to_local.transform(c[:, 0], c[:, 1])))
+                dist = shapely.distance(shapely.Point(0, 0), local)
+                order = np.argsort(dist, kind="stable")[:k]
+                needed = (dist[order[-1]] if k else 0.0) / 110_574.0 * 1.01  # metres -> degrees of latitude
+                if covers_all or needed <= radius:
+                    out = table.take(pa.array(order)).append_column("distance_m", pa.array(dist[order]))
+                    return to_geodataframe(out)
+                radius = needed
+            else:
+                radius *= 4
+
+    def features(
+        self,
+        name: str,
+        *,
+        bbox: Sequence[float] | None = None,
+        where: str | None = None,
+        fields: Sequence[str] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> FeaturePage:
+        """A page of GeoJSON-ready features with `numberMatched` (for OGC API Features)."""
+        table = self.query_arrow(name, bbox=bbox, where=where, fields=fields, limit=limit, offset=offset)
+        matched = self.count(name, bbox=bbox, where=where)
+        return FeaturePage(layer=name, number_matched=matched, number_returned=table.num_rows,
+                           features=list(geojson_features(table)))
+
+    def stats(
+        self,
+        name: str,
+        by: str,
+        *,
+        field: str | None = None,
+        agg: str = "count",
+        label: str | None = None,
+    ) -> StatsResult:
+        """Statistics of a layer per division of another layer (e.g. population per community).
+
+        Each feature is assigned to every division that contains its representative point (the point itself, or a
+        point on the surface of a line or polygon), so a polygon straddling a border is counted once.
+
+        Args:
+            name: the layer to summarise.
+            by: the division layer (polygons).
+            field: numeric field to aggregate (required unless agg is count).
+            agg: count, sum, mean, min or max.
+            label: division field to name rows by (default: the first text field of the division layer).
+        """
+        aggs = {"count": None, "sum": "sum", "mean": "avg", "min": "min", "max": "max"}
+        if agg not in aggs:
+            raise LayerInputError(f"--agg {agg!r} is not one of {', '.join(aggs)}")
+        info = self.info(name)
+        div = self.info(by)
+        if "POLYGON" not in div.geometry_type.upper():
+            raise LayerInputError(f"--by {by!r} has {div.geometry_type} geometries; divisions must be polygons")
+        value_sql = "NULL"
+        if field is not None:
+            types = {f.name.casefold(): f for f in info.fields}
+            f = types.get(field.casefold())
+            if f is None:
+                raise LayerInputError(f"--field {field!r} is not a field of {name!r}; fields: "
+                                      f"{', '.join(info.field_names())}")
+            if agg != "count" and not f.type.upper().startswith(_NUMERIC):
+                raise LayerInputError(f"--field {f.name!r} is {f.type}, not numeric; --agg {agg} needs numbers")
+            field = f.name
+            value_sql = quote(f.name)
+        elif agg != "count":
+            raise LayerInputError(f"--agg {agg} needs --field")
+        if label is None:
+            label = next((f.name for f in div.fields if f.type.upper() == "VARCHAR"), None)
+        elif label.casefold() not in {f.name.casefold() for f in div.fields}:
+            raise LayerInputError(f"--label {label!r} is not a field of {by!r}; fields: {', '.join(div.field_names())}")
+        else:
+            label = next(f.name for f in div.fields if f.name.casefold() == label.casefold())
+        label_sql = f"d.{quote(label)}::VARCHAR" if label else "NULL"
+        agg_sql = f"{aggs[agg]}(p.v)" if aggs[agg] else "NULL"
+        sql = f"""
+            WITH p AS (SELECT ST_PointOnSurface(geom) AS pt, {value_sql} AS v FROM {self.table_name(name)})
+            SELECT d.fid, {label_sql} AS label, count(p.pt) AS n, {agg_sql} AS value
+            FROM {self.table_name(by)} d LEFT JOIN p ON ST_Contains(d.geom, p.pt)
+            GROUP BY d.fid, label ORDER BY d.fid"""
+        rows = self.cursor().execute(sql).fetchall()
+        return StatsResult(
+            layer=name, divisions=by, label_field=label, field=field, agg=agg,
+            rows=[StatsRow(division_fid=r[0], division=r[1], count=r[2],
+                           value=float(r[2]) if agg == "count" else (None if r[3] is None else float(r[3])))
+                  for r in rows])
+
+    # ------------------------------------------------------------------ export
+    def export(
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        *,
+        format: str | None = None,
+        crs: str | None = None,
+        version: int | None = None,
+        overwrite: bool = False,
+    ) -> ExportResult:
+        """Write a layer to GeoJSON, GeoPackage, GeoParquet (CRS in the `geo` metadata) or CSV (WKT column).
+
+        Args:
+            name: the layer.
+            path: output file.
+            format: geojson, gpkg, parquet or csv (default: from the extension).
+            crs: reproject to this CRS (default EPSG:4490).
+            version: an older version (default current).
+            overwrite: replace an existing file.
+        """
+        from layers.writers import write_table
+
+        out = Path(path)
+        fmt = format or _format_from_suffix(out)
+        if out.exists() and not overwrite:
+            raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+        info = self.info(name, version)
+        table = self.query_arrow(name, version=version)
+        target = parse_crs(crs, what="--crs") if crs else parse_crs(STORE_CRS)
+        if crs and not is_store_crs(target):
+            t = transformer(STORE_CRS, target)
+
+            def move(c: np.ndarray) -> np.ndarray:
+                o = c.copy()
+                o[:, 0], o[:, 1] = t.transform(c[:, 0], c[:, 1])
+                return o
+
+            geoms = shapely.transform(shapely.from_wkb(table.column(GEOM).to_numpy(zero_copy_only=False)), move,
+                                      include_z=None)
+            table = table.set_column(table.column_names.index(GEOM), GEOM, pa.array(shapely.to_wkb(geoms)))
+        write_table(table, out, fmt, target, info.geometry_type, layer=name, overwrite=overwrite)
+        return ExportResult(layer=name, version=info.version, path=str(out), format=fmt, crs=crs_label(target),
+                            feature_count=table.num_rows)
+
+
+# ---------------------------------------------------------------------- helpers and module-level API
+def _geometry_type(types: list[str], has_z: bool) -> str:
+    names = {"POINT": "Point", "LINESTRING": "LineString", "POLYGON": "Polygon", "MULTIPOINT": "MultiPoint",
+             "MULTILINESTRING": "MultiLineString", "MULTIPOLYGON": "MultiPolygon",
+             "GEOMETRYCOLLECTION": "GeometryCollection"}
+    found = {names.get(t.upper(), "Geometry") for t in types}
+    if len(found) == 1:
+        gtype = found.pop()
+    elif len(found) == 2 and any(f"Multi{t}" in found for t in ("Point", "LineString", "Polygon")):
+        gtype = next(t for t in found if t.startswith("Multi"))
+    else:
+        gtype = "Geometry"
+    return gtype + (" Z" if has_z else "")
+
+
+def _extent(v: dict[str, Any]) -> tuple[float, float, float, float] | None:
+    return None if v["xmin"] is None else (v["xmin"], v["ymin"], v["xmax"], v["ymax"])
+
+
+def _check_bbox(bbox: Sequence[float]) -> BBox:
+    try:
+        b = BBox(*(float(x) for x in bbox))
+    except (TypeError, ValueError) as exc:
+        raise LayerInputError(f"--bbox {bbox!r}: expected four numbers xmin,ymin,xmax,ymax") from exc
+    if not all(math.isfinite(x) for x in b) or b.xmin > b.xmax or b.ymin > b.ymax:
+        raise LayerInputError(f"--bbox {','.join(map(str, b))}: expected xmin<=xmax and ymin<=ymax in lon/lat")
+    return b
+
+
+def _clip_bbox(window: tuple[float, float, float, float], bbox: Sequence[float] | None) -> BBox:
+    if bbox is None:
+        return BBox(*window)
+    b = _check_bbox(bbox)
+    return BBox(max(window[0], b.xmin), max(window[1], b.ymin), min(window[2], b.xmax), min(window[3], b.ymax)) \
+        if window[0] <= b.xmax and window[2] >= b.xmin and window[1] <= b.ymax and window[3] >= b.ymin \
+        else BBox(b.xmin, b.ymin, b.xmin, b.ymin)
+
+
+def selection_geometry(value: Any) -> Any:
+    """A shapely geometry in lon/lat from a geometry, or from a file (all its features, reprojected, unioned).
+
+    Raises:
+        LayerInputError: the file has no usable geometry.
+    """
+    if isinstance(value, shapely.Geometry):
+        return value
+    staged = stage(read_source(value))
+    geoms = shapely.from_wkb(staged.table.column(GEOM).to_numpy(zero_copy_only=False))
+    return shapely.union_all(geoms)
+
+
+def _format_from_suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    fmt = {".geojson": "geojson", ".json": "geojson", ".gpkg": "gpkg", ".parquet": "parquet",
+           ".geoparquet": "parquet", ".csv": "csv"}.get(suffix)
+    if fmt is None:
+        raise LayerInputError(f"{path}: cannot tell the export format from {suffix or 'no extension'!r}; "
+                              f"use .geojson, .gpkg, .parquet or .csv, or pass --format")
+    return fmt
+
+
+def to_geodataframe(table: pa.Table) -> gpd.GeoDataFrame:
+    """An Arrow table with a WKB `geom` column (as `query_arrow` returns) as a GeoDataFrame in EPSG:4490."""
+    import geopandas as gpd
+
+    geoms = shapely.from_wkb(table.column(GEOM).to_numpy(zero_copy_only=False))
+    df = table.drop_columns([GEOM]).to_pandas()
+    return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms, index=df.index, crs=STORE_CRS), crs=STORE_CRS)
+
+
+def geojson_features(table: pa.Table) -> Iterator[dict[str, Any]]:
+    """GeoJSON Feature dicts (`id` = fid) from an Arrow table with a WKB `geom` column."""
+    geoms = shapely.to_geojson(shapely.from_wkb(table.column(GEOM).to_numpy(zero_copy_only=False)))
+    props = table.drop_columns([FID, GEOM]).to_pylist()
+    fids = table.column(FID).to_pylist()
+    for fid, p, g in zip(fids, props, geoms, strict=True):
+        yield {"type": "Feature", "id": fid, "geometry": None if g is None else json.loads(g),
+               "properties": {k: _jsonable(v) for k, v in p.items()}}
+
+
+def _jsonable(v: Any) -> Any:
+    if v is None or isinstance(v, (str, int, bool)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, bytes):
+        return v.hex()
+    return v.isoformat() if hasattr(v, "isoformat") else str(v)
+
+
+def open_read_only(path: str | os.PathLike[str] | None = None, *, clearance: str = "public",
+                   lock_timeout: float = 10.0) -> LayerStore:
+    """An open read-only store (for servers and notebooks); close it, or use it in `with`."""
+    return LayerStore(path, read_only=True, clearance=clearance, lock_timeout=lock_timeout).open()
+
+
+def import_layer(
+    store: str | os.PathLike[str] | None,
+    path: str | os.PathLike[str],
+    name: str,
+    theme: str | None = None,
+    *,
+    crs: str | None = None,
+    encoding: str | None = None,
+    source_layer: str | None = None,
+    key: str | None = None,
+    lock_timeout: float = 30.0,
+    **meta: Any,
+) -> ImportReport:
+    """Import a file into a store file, holding the store only for the commit (the CLI's import).
+
+    The file is read, repaired and reprojected before the store is opened, so other processes (read-only
+    servers) keep the store during that time; the commit then waits up to `lock_timeout` for them.
+    Keyword arguments as `LayerStore.import_file`.
+    """
+    check_name(name)
+    target = Path(store) if store is not None else default_store_path()
+    if target.is_file():  # fail before the (long) read when the arguments cannot be committed
+        try:
+            with LayerStore(target, read_only=True, lock_timeout=0) as s:
+                s._check_import_args(name, theme, meta.get("security"), meta.get("level"),
+                                     meta.get("new_version", False))
+        except StoreLockedError:
+            pass
+    t0 = time.perf_counter()
+    staged = stage(read_source(path, crs=crs, encoding=encoding, layer=source_layer), key_field=key)
+    with LayerStore(store, lock_timeout=lock_timeout) as s:
+        return s.commit(staged, name, theme, started=t0, **meta)
+
+
+__all__ = [
+    "LayerStore",
+    "check_name",
+    "default_store_path",
+    "geojson_features",
+    "import_layer",
+    "open_read_only",
+    "quote",
+    "to_geodataframe",
+]
