@@ -1,0 +1,273 @@
+"""Oblique photography to 3D Tiles: the real ContextCapture production, metadata forms, singulation, the CLI."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cim.contextcapture import parse_srs, read_metadata
+from cim.crs import CRSLabelWarning
+from cim.errors import CRSError, InputNotFoundError, MissingToolError
+from cim.osgb import has_osgconv, parse_osg, read_osgb
+from tiles.check import check_tileset
+from tiles.gltf import read_glb
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+ZHONGSHAN = SHARED / "oblique_osgb" / "zhongshan"
+
+needs_osgconv = pytest.mark.skipif(not has_osgconv(), reason="osgconv missing: apt-get install -y openscenegraph")
+
+
+def _require_production() -> Path:
+    if not (ZHONGSHAN / "metadata.xml").is_file():
+        pytest.skip(f"{ZHONGSHAN} is absent (real test data lives in ../shared/data)")
+    return ZHONGSHAN
+
+
+def _walk(tile: dict, m: np.ndarray, depth: int = 0):
+    if "transform" in tile:
+        m = m @ np.asarray(tile["transform"], np.float64).reshape(4, 4).T
+    yield tile, m, depth
+    for child in tile.get("children") or []:
+        yield from _walk(child, m, depth + 1)
+
+
+# ------------------------------------------------------------------------------------------------ metadata.xml forms
+def _metadata(tmp_path: Path, srs: str, origin: str | None) -> Path:
+    body = f"<SRS>{srs}</SRS>" + (f"<SRSOrigin>{origin}</SRSOrigin>" if origin is not None else "")
+    p = tmp_path / "metadata.xml"
+    p.write_text(f'<?xml version="1.0" encoding="utf-8"?><ModelMetadata version="1">{body}</ModelMetadata>')
+    return p
+
+
+def test_metadata_epsg_code_with_origin(tmp_path):
+    geo = read_metadata(_metadata(tmp_path, "EPSG:4547", "500000, 2490000, 10"))
+    assert geo.crs.to_epsg() == 4547 and geo.enu is None
+    ecef = geo.to_ecef(np.array([[0.0, 0.0, 0.0], [10.0, -5.0, 2.0]]))
+    back = geo.from_ecef(ecef)
+    np.testing.assert_allclose(back, [[0, 0, 0], [10, -5, 2]], atol=1e-6)
+
+
+def test_metadata_enu_frame_is_rigid_and_exact(tmp_path):
+    geo = read_metadata(_metadata(tmp_path, "ENU:22.5,113.38", "10,20,5"))
+    assert geo.enu == (22.5, 113.38) and geo.is_rigid
+    from cim.geodesy import ecef_to_geodetic
+
+    llh = ecef_to_geodetic(geo.to_ecef(np.array([[-10.0, -20.0, -5.0]])))[0]
+    np.testing.assert_allclose(llh, [113.38, 22.5, 0.0], atol=1e-9)
+    up = geo.to_ecef(np.array([[-10.0, -20.0, 95.0]])) - geo.to_ecef(np.array([[-10.0, -20.0, -5.0]]))
+    assert np.linalg.norm(up) == pytest.approx(100.0)
+
+
+def test_metadata_without_origin_and_bad_srs(tmp_path):
+    geo = read_metadata(_metadata(tmp_path, "EPSG:32650", None))
+    assert list(geo.origin) == [0, 0, 0]
+    with pytest.raises(CRSError):
+        parse_srs("ENU:200,10")
+    with pytest.raises(CRSError):
+        parse_srs("not a crs at all")
+    with pytest.raises(InputNotFoundError, match="metadata.xml"):
+        read_metadata(tmp_path / "nowhere")
+
+
+def test_misleading_epsg_label_is_dropped_for_the_wkt_parameters():
+    prod = _require_production()
+    with pytest.warns(CRSLabelWarning, match="EPSG:4547"):
+        geo = read_metadata(prod / "metadata.xml")
+    params = {p.name: p.value for p in geo.crs.coordinate_operation.params}
+    assert params["Longitude of natural origin"] == pytest.approx(113.37)
+    assert params["False northing"] == pytest.approx(90.0)
+    assert geo.crs.to_epsg() is None
+
+
+# ------------------------------------------------------------------------------------------------------ .osg parser
+OSG_TEXT = """Group {
+  num_children 1
+  PagedLOD {
+    Center 1 2 3
+    Radius 10
+    RangeMode PIXEL_SIZE_ON_SCREEN
+    RangeList 2 {
+      0 20
+      20 1e+30
+    }
+    FileNameList 2 {
+      ""
+      child.osgb
+    }
+    num_children 1
+    Geode {
+      Geometry {
+        StateSet {
+          textureUnit 0 {
+            Texture2D {
+              file "a.jpg"
+            }
+          }
+        }
+        PrimitiveSets 1
+        {
+          DrawElementsUInt TRIANGLE_STRIP 4
+          {
+            0 1 2 3
+          }
+        }
+        VertexArray Vec3Array 4
+        {
+          0 0 0
+          1 0 0
+          0 1 0
+          1 1 0
+        }
+        TexCoordArray 0 Vec2Array 4
+        {
+          0 0
+          1 0
+          0 1
+          1 1
+        }
+      }
+    }
+  }
+}
+"""
+
+
+def test_parse_osg_paged_lod_strip_and_error():
+    from cim.oblique import geometric_error
+
+    nodes = parse_osg(OSG_TEXT)
+    assert len(nodes) == 1
+    n = nodes[0]
+    assert n.child_files == ["child.osgb"] and n.radius == 10 and n.switch_range() == 20
+    g = n.geometries[0]
+    assert g.texture_name == "a.jpg" and g.positions.shape == (4, 3) and g.texcoords.shape == (4, 2)
+    # strip 0 1 2 3 -> (0 1 2), (2 1 3): both counter-clockwise seen from +z
+    assert g.indices.tolist() == [[0, 1, 2], [2, 1, 3]]
+    assert geometric_error(n) == pytest.approx(16 * 2 * 10 / 20)
+
+
+def test_missing_osgconv_names_the_debian_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("CIM_OSGCONV", raising=False)
+    f = tmp_path / "x.osgb"
+    f.write_bytes(b"\0" * 16)
+    with pytest.raises(MissingToolError, match="openscenegraph"):
+        read_osgb(f)
+
+
+# ------------------------------------------------------------------------------------------ the real production
+@pytest.fixture(scope="module")
+def zhongshan(tmp_path_factory):
+    from cim.oblique import ObliqueOptions, convert_production
+
+    prod = _require_production()
+    if not has_osgconv():
+        pytest.skip("osgconv missing: apt-get install -y openscenegraph")
+    out = tmp_path_factory.mktemp("oblique") / "zhongshan"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CRSLabelWarning)
+        res = convert_production(prod, out, options=ObliqueOptions(workers=2))
+    return out, res
+
+
+@needs_osgconv
+def test_real_production_lands_in_zhongshan(zhongshan):
+    out, res = zhongshan
+    west, south, east, north = res.lonlat_bounds
+    assert 113.379 < west < east < 113.382, res.lonlat_bounds
+    assert 22.505 < south < north < 22.512, res.lonlat_bounds
+    assert 113.380 <= (west + east) / 2 <= 113.381 and 22.506 <= (south + north) / 2 <= 22.511
+    report = check_tileset(out / "tileset.json")
+    assert report.ok, report.to_dict()["problems"][:5]
+    assert report.contents == res.contents + res.merged_contents and report.vertices_checked > 300_000
+
+
+@needs_osgconv
+def test_levels_errors_and_textures_match_the_source(zhongshan):
+    out, res = zhongshan
+    prod = ZHONGSHAN / "Data"
+    doc = json.loads((out / "tileset.json").read_text())
+    assert doc["asset"]["version"] == "1.1"
+    assert res.levels == [15, 16, 17, 18, 19]
+    for folder in sorted(prod.iterdir()):
+        # root file (its own level) + one level per _L<n>_ in the file names
+        src_levels = 1 + len({f.stem.split("_L")[1][:2] for f in folder.glob("*_L*.osgb")})
+        tile_uris = [(t, d) for t, _, d in _walk(doc["root"], np.eye(4))
+                     if folder.name in (t.get("content") or {}).get("uri", "")]
+        depths = sorted({d for _, d in tile_uris})
+        assert len(depths) == src_levels == 6, (folder.name, depths)
+        leaves = [t for t, _ in tile_uris if not t.get("children")]
+        assert leaves and all(t["geometricError"] == 0 for t in leaves)
+        errors = [max(t["geometricError"] for t, d in tile_uris if d == depth) for depth in depths[:-1]]
+        assert errors == sorted(errors, reverse=True) and errors[0] > 10 * errors[-1] > 0
+    # the merged level on top draws everything from afar
+    assert doc["root"]["content"]["uri"].startswith("oblique/merged/")
+    # every source texture is kept, byte for byte
+    from cim.osgb import embedded_images
+
+    src_jpegs = {b for f in prod.rglob("*.osgb") for b, _ in embedded_images(f.read_bytes())}
+    out_jpegs = set()
+    for glb in (out / "oblique" / "Data").rglob("*.glb"):
+        g = read_glb(glb.read_bytes())
+        blob = __import__("pygltflib").GLTF2.load_from_bytes(glb.read_bytes()).binary_blob()
+        for img in g["json"]["images"]:
+            v = g["json"]["bufferViews"][img["bufferView"]]
+            out_jpegs.add(blob[v.get("byteOffset", 0):v.get("byteOffset", 0) + v["byteLength"]])
+    assert len(src_jpegs) == res.textures == 122 and out_jpegs == src_jpegs
+
+
+@needs_osgconv
+def test_vertices_georeferenced_to_the_centimetre(zhongshan):
+    out, _ = zhongshan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CRSLabelWarning)
+        geo = read_metadata(ZHONGSHAN)
+    doc = json.loads((out / "tileset.json").read_text())
+    checked = 0
+    for tile, m, _ in _walk(doc["root"], np.eye(4)):
+        uri = (tile.get("content") or {}).get("uri", "")
+        if "L17" not in uri and "L19_0uuuu1_3" not in uri:
+            continue
+        src_name = Path(uri).stem.rsplit("_", 1)[0] if "L19" in uri else Path(uri).stem
+        src = read_osgb(ZHONGSHAN / "Data" / Path(uri).parent.name / f"{src_name}.osgb")
+        k = int(Path(uri).stem.rsplit("_", 1)[1]) if "L19" in uri else 0
+        expected = src.nodes[k].geometries[0].positions
+        pos = read_glb((out / uri).read_bytes())["primitives"][0]["positions"]
+        back = geo.from_ecef(pos @ m[:3, :3].T + m[:3, 3])
+        assert back.shape == expected.shape
+        err = np.linalg.norm(back - expected, axis=1)
+        assert err.max() < 0.01, f"{uri}: {err.max():.4f} m"
+        checked += len(err)
+    assert checked > 10_000
+
+
+@needs_osgconv
+def test_every_glb_passes_the_khronos_validator(zhongshan):
+    from tests.support.gltf_validator import validate
+
+    out, _ = zhongshan
+    glbs = sorted(out.rglob("*.glb"))
+    reports = validate(glbs)
+    assert len(reports) == len(glbs) > 100
+    bad = [r.describe() for r in reports if r.num_errors]
+    assert not bad, "\n".join(bad[:5])
+
+
+@needs_osgconv
+@pytest.mark.browser
+def test_cesium_loads_the_production(zhongshan):
+    from tests.support.browser import CesiumClient
+
+    out, _ = zhongshan
+    with CesiumClient({"/oblique": out}) as client:
+        info = client.load_tileset("/oblique/tileset.json")
+        assert client.off_host_requests() == []
+        assert not client.log.page_errors
+    assert info.failures == [] and info.errors == [] and info.tiles_loaded >= 1
+    lon, lat, _ = info.bounding_sphere.lon_lat_height
+    assert 113.379 < lon < 113.382 and 22.505 < lat < 22.512
