@@ -1,0 +1,622 @@
+"""Terrain: a DEM as a quadtree of adaptive TIN tiles (glb, 3D Tiles REPLACE refinement), orthophoto-textured.
+
+Data flow: `read_dem` -> small nodata holes filled -> a pyramid of the DEM (level `l` of `L` has a sample
+every `2**(L-l)` DEM samples, a masked [1/4, 1/2, 1/4] average of the level below) -> per tile, a TIN of its
+`(tile_px + 1)**2` samples from pydelatin at the level's tolerance -> neighbours' border vertices merged (no
+cracks) -> triangles touching nodata removed -> the deviation from the full-resolution DEM measured -> glb
+with skirts, smooth normals and the orthophoto as texture, placed by a per-tile ENU transform.
+
+Rules (see docs/architecture.md, "Terrain"):
+- A vertex is a DEM sample (pixel centre) of its level; leaf vertices carry the DEM height itself. Heights are
+  used as ellipsoidal heights (no geoid); a compound CRS contributes its horizontal part only.
+- Same-level neighbours share every border vertex: the border vertex set of an edge is the union of the border
+  vertices pydelatin chose on that edge in the two tiles, inserted into both TINs by splitting the boundary
+  triangle. Both tiles then carry the same 3D polyline, built from the same samples.
+- Between levels, every tile side hangs a vertical skirt of depth `own deviation + largest deviation of the
+  tileset + max_error`, which covers the largest possible step to any neighbour at any level.
+- A tile's geometric error is the measured maximum vertical distance between its mesh and the full-resolution
+  DEM over its area, made non-increasing downward; leaves declare 0 (their tolerance is `max_error`).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from affine import Affine
+from PIL import Image
+from pydelatin import Delatin
+from pyproj import CRS
+
+from cim.crs import ECEF, to_3d, transformer
+from cim.errors import InputError
+from cim.geodesy import LocalFrame, enu_frame, region_of, union_regions
+from cim.raster import NEUTRAL_RGB, DemGrid, DemSampler, OrthoReader, fill_small_holes, read_dem
+from tiles.gltf import Material, MeshContent, Primitive
+from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class TerrainOptions:
+    """Parameters of the terrain build.
+
+    Attributes:
+        max_error: metres, the leaf-level TIN tolerance against the DEM (coarser levels double it per level).
+        tile_px: DEM samples per tile side at every level (leaves at full DEM resolution).
+        texture_px: orthophoto texture size per tile (pixels per side).
+        jpeg_quality: JPEG quality of the textures (1-100).
+        crs: the DEM's CRS when the file declares none (overrides the file's otherwise).
+        fill_holes_px: nodata holes up to this many DEM cells (not touching the edge) are interpolated.
+    """
+
+    max_error: float = 0.5
+    tile_px: int = 256
+    texture_px: int = 512
+    jpeg_quality: int = 85
+    crs: str | None = None
+    fill_holes_px: int = 16
+
+    def check(self) -> None:
+        """Raise InputError for a value the build cannot use."""
+        if not (self.max_error > 0 and math.isfinite(self.max_error)):
+            raise InputError(f"max_error={self.max_error} must be a positive number of metres")
+        if self.tile_px < 2:
+            raise InputError(f"tile_px={self.tile_px} must be at least 2 DEM samples")
+        if self.texture_px < 8:
+            raise InputError(f"texture_px={self.texture_px} must be at least 8 pixels")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise InputError(f"jpeg_quality={self.jpeg_quality} must be between 1 and 100")
+
+
+@dataclass
+class TerrainResult:
+    """What `build_terrain` made.
+
+    Attributes:
+        root: the terrain subtree (REPLACE refinement, region bounding volumes, content URIs relative to the
+            tileset folder such as "terrain/3/5/2.glb"). Each tile with content carries the absolute transform
+            of its own ENU frame (local -> ECEF); turn them into the spec's parent-relative transforms with
+            `tiles.tileset.relative_transforms` before writing the tileset.
+        tiles: glb files written.
+        triangles: triangles written (surface and skirts).
+        levels: quadtree levels (root = level 0).
+        seconds: wall time of the build.
+        crs: the DEM's CRS.
+        bounds: (left, bottom, right, top) of the DEM in its CRS.
+        max_error: the leaf tolerance (metres).
+        leaf_deviation: the largest measured vertical deviation of a leaf from the DEM (metres).
+        level_triangles: surface triangles per level, root first.
+    """
+
+    root: Tile
+    tiles: int
+    triangles: int
+    levels: int
+    seconds: float
+    crs: CRS
+    bounds: tuple[float, float, float, float]
+    max_error: float = 0.0
+    leaf_deviation: float = 0.0
+    level_triangles: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (the tile tree itself is left out; it goes into the tileset)."""
+        return {
+            "tiles": self.tiles,
+            "triangles": self.triangles,
+            "levels": self.levels,
+            "seconds": round(self.seconds, 3),
+            "crs": self.crs.to_string(),
+            "bounds": list(self.bounds),
+            "terrainMaxError": self.max_error,
+            "leafDeviation": round(self.leaf_deviation, 4),
+            "levelTriangles": list(self.level_triangles),
+            "geometricError": self.root.geometric_error,
+        }
+
+
+@dataclass
+class _Tin:
+    """A tile's TIN on its level grid: `verts` (k, 2) int64 (col, row) from its corner, `tris` (m, 3)."""
+
+    verts: np.ndarray
+    tris: np.ndarray
+    deviation: float = 0.0
+
+
+@dataclass
+class _Tiling:
+    """The quadtree: `pyramid[m]` is the padded grid with a sample every 2**m DEM samples (NaN = nodata)."""
+
+    grid: DemGrid
+    horizontal: CRS
+    tile_px: int
+    depth: int  # index of the leaf level
+    pyramid: list[np.ndarray]
+    _to_ecef: Any = None
+
+    def to_ecef(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """(n, 3) float64 ECEF of source coordinates, heights as ellipsoidal (cim.crs.to_ecef, cached)."""
+        if self._to_ecef is None:
+            self._to_ecef = transformer(to_3d(self.horizontal), ECEF)
+        ex, ey, ez = self._to_ecef.transform(
+            np.asarray(x, np.float64), np.asarray(y, np.float64), np.asarray(z, np.float64)
+        )
+        return np.column_stack([ex, ey, ez])
+
+    def step(self, level: int) -> int:
+        return 2 ** (self.depth - level)
+
+    def heights(self, level: int) -> np.ndarray:
+        return self.pyramid[self.depth - level]
+
+    def tile_block(self, level: int, tx: int, ty: int) -> np.ndarray:
+        n = self.tile_px
+        return self.heights(level)[ty * n : (ty + 1) * n + 1, tx * n : (tx + 1) * n + 1]
+
+
+def build_terrain(
+    dem: str | Path,
+    ortho: str | Path | None,
+    out_dir: str | Path,
+    options: TerrainOptions | None = None,
+    progress: Progress | None = None,
+) -> TerrainResult:
+    """Build the terrain tiles of a DEM, textured with an orthophoto.
+
+    Args:
+        dem: the DEM raster (band 1, heights in metres, used as ellipsoidal heights).
+        ortho: the orthophoto raster, or None for an untextured terrain in a neutral colour.
+        out_dir: the tileset folder; glbs go to `out_dir/terrain/<level>/<x>/<y>.glb` (replacing old ones).
+        options: build parameters.
+        progress: called as `progress("terrain", done, total)` after each glb is written.
+
+    Returns:
+        The subtree and statistics.
+
+    Raises:
+        InputNotFoundError: a raster does not exist.
+        InputError: a raster cannot be read, the DEM has no valid height, or an option is out of range.
+        CRSError: the DEM has no CRS and none was given.
+    """
+    started = time.perf_counter()
+    options = options or TerrainOptions()
+    options.check()
+    out = Path(out_dir)
+    grid = read_dem(dem, options.crs)
+    grid.heights = fill_small_holes(grid.heights, options.fill_holes_px)
+    tiling = _tiling(grid, options.tile_px)
+
+    tins: dict[tuple[int, int, int], _Tin] = {}
+    for level in range(tiling.depth, -1, -1):
+        tins.update(_level_tins(tiling, level, options.max_error * tiling.step(level)))
+    if not tins:
+        raise InputError(f"DEM {grid.path} has no three adjacent valid samples to triangulate")
+    largest = max(t.deviation for t in tins.values())
+
+    written: dict[tuple[int, int, int], _Written] = {}
+    level_triangles = [0] * (tiling.depth + 1)
+    reader = OrthoReader(ortho) if ortho is not None else None
+    with reader if reader is not None else nullcontext():
+        for i, (key, tin) in enumerate(sorted(tins.items())):
+            skirt = tin.deviation + largest + options.max_error
+            written[key] = _write_tile(tiling, key, tin, skirt, reader, options, out)
+            level_triangles[key[0]] += len(tin.tris)
+            if progress is not None:
+                progress("terrain", i + 1, len(tins))
+
+    root = _node((0, 0, 0), tiling.depth, tins, written)
+    if root is None:  # unreachable: a tile with content always has the root as ancestor
+        raise InputError(f"DEM {grid.path}: no terrain tile")
+    leaf_dev = max((t.deviation for k, t in tins.items() if k[0] == tiling.depth), default=0.0)
+    root.extras = {
+        **(getattr(root, "extras", None) or {}),
+        "terrainMaxError": options.max_error,
+        "terrainLeafDeviation": round(leaf_dev, 4),
+    }
+    return TerrainResult(
+        root=root,
+        tiles=len(written),
+        triangles=sum(w.triangles for w in written.values()),
+        levels=tiling.depth + 1,
+        seconds=time.perf_counter() - started,
+        crs=grid.crs,
+        bounds=grid.bounds,
+        max_error=options.max_error,
+        leaf_deviation=leaf_dev,
+        level_triangles=level_triangles,
+    )
+
+
+def _tiling(grid: DemGrid, tile_px: int) -> _Tiling:
+    rows, cols = grid.heights.shape
+    leaves = max(math.ceil((cols - 1) / tile_px), math.ceil((rows - 1) / tile_px), 1)
+    depth = (leaves - 1).bit_length()
+    size = tile_px * 2**depth + 1
+    padded = np.full((size, size), np.nan)
+    padded[:rows, :cols] = grid.heights
+    pyramid = [padded]
+    for _ in range(depth):
+        pyramid.append(_halve(pyramid[-1]))
+    crs = grid.crs
+    horizontal = crs.sub_crs_list[0] if crs.is_compound else crs
+    return _Tiling(grid, horizontal, tile_px, depth, pyramid)
+
+
+def _halve(heights: np.ndarray) -> np.ndarray:
+    """(2k+1, 2k+1) -> (k+1, k+1): masked [1/4, 1/2, 1/4] average; valid iff the centre sample is."""
+    valid = np.isfinite(heights)
+    num = _smooth_half(_smooth_half(np.where(valid, heights, 0.0), 0), 1)
+    den = _smooth_half(_smooth_half(valid.astype(np.float64), 0), 1)
+    keep = valid[::2, ::2]
+    out = np.full(keep.shape, np.nan)
+    out[keep] = num[keep] / den[keep]
+    return out
+
+
+def _smooth_half(a: np.ndarray, axis: int) -> np.ndarray:
+    a = np.moveaxis(a, axis, 0)
+    out = 0.5 * a[0::2]
+    side = 0.25 * a[1::2]
+    out[1:] += side
+    out[:-1] += side
+    return np.moveaxis(out, 0, axis)
+
+
+def _level_tins(tiling: _Tiling, level: int, tolerance: float) -> dict[tuple[int, int, int], _Tin]:
+    """The stitched, nodata-free TINs of one level, keyed (level, x, y); tiles without triangles left out."""
+    tins: dict[tuple[int, int], _Tin] = {}
+    count = 2**level
+    for ty in range(count):
+        for tx in range(count):
+            tin = _delatin(tiling.tile_block(level, tx, ty), tolerance)
+            if tin is not None:
+                tins[(tx, ty)] = tin
+    _stitch(tins, tiling.tile_px)
+    out = {}
+    for (tx, ty), tin in tins.items():
+        _drop_nodata_and_measure(tiling, level, tx, ty, tin)
+        if len(tin.tris):
+            out[(level, tx, ty)] = tin
+    return out
+
+
+def _delatin(block: np.ndarray, tolerance: float) -> _Tin | None:
+    """pydelatin on one tile; nodata samples become a cliff below the valid ones, so that no triangle with
+    valid corners can span nodata (its error there would exceed the tolerance)."""
+    valid = np.isfinite(block)
+    if valid.sum() < 3:
+        return None
+    base = float(np.min(block[valid]))
+    surface = np.where(valid, block - base, -(10.0 * tolerance + 1.0)).astype(np.float32)
+    tri = Delatin(surface, max_error=tolerance)
+    v = tri.vertices
+    n = block.shape[0] - 1
+    # pydelatin's y axis points up: row = n - y
+    verts = np.column_stack([np.rint(v[:, 0]), n - np.rint(v[:, 1])]).astype(np.int64)
+    return _Tin(verts, tri.triangles.astype(np.int64))
+
+
+def _sides(tx: int, ty: int, n: int) -> Iterator[tuple[tuple[str, int, int], int, int]]:
+    """(edge key, fixed axis of `verts` (0 col, 1 row), its value) for the four sides of tile (tx, ty)."""
+    yield ("h", tx, ty), 1, 0
+    yield ("h", tx, ty + 1), 1, n
+    yield ("v", tx, ty), 0, 0
+    yield ("v", tx + 1, ty), 0, n
+
+
+def _stitch(tins: dict[tuple[int, int], _Tin], n: int) -> None:
+    """Give both tiles of every shared edge the same border vertices: the union of what each one has there."""
+    edges: dict[tuple[str, int, int], set[int]] = defaultdict(set)
+    for (tx, ty), tin in tins.items():
+        for key, axis, value in _sides(tx, ty, n):
+            edges[key].update(tin.verts[tin.verts[:, axis] == value, 1 - axis].tolist())
+    for (tx, ty), tin in tins.items():
+        for key, axis, value in _sides(tx, ty, n):
+            _insert_on_side(tin, axis, value, edges[key])
+
+
+def _insert_on_side(tin: _Tin, axis: int, value: int, params: set[int]) -> None:
+    """Add border vertices on one side, splitting each boundary triangle into a fan from its far corner."""
+    along = 1 - axis
+    on = tin.verts[:, axis] == value
+    new = np.array(sorted(params - set(tin.verts[on, along].tolist())), np.int64)
+    if not new.size:
+        return
+    added = np.zeros((new.size, 2), np.int64)
+    added[:, axis] = value
+    added[:, along] = new
+    first = len(tin.verts)
+    verts = np.vstack([tin.verts, added])
+    new_ids = np.arange(first, first + new.size)
+    on = verts[:, axis] == value
+    tris = tin.tris.copy()
+    extra: list[tuple[int, int, int]] = []
+    for i in range(3):
+        hits = np.nonzero(on[tris[:, i]] & on[tris[:, (i + 1) % 3]])[0]
+        for t in hits:
+            a, b, c = int(tris[t, i]), int(tris[t, (i + 1) % 3]), int(tris[t, (i + 2) % 3])
+            pa, pb = verts[a, along], verts[b, along]
+            inside = (new > min(pa, pb)) & (new < max(pa, pb))
+            if not inside.any():
+                continue
+            mids = new_ids[inside] if pa < pb else new_ids[inside][::-1]
+            chain = [a, *mids.tolist(), b]
+            tris[t] = (chain[0], chain[1], c)
+            extra.extend((chain[j], chain[j + 1], c) for j in range(1, len(chain) - 1))
+    tin.verts = verts
+    tin.tris = np.vstack([tris, np.array(extra, np.int64).reshape(-1, 3)])
+
+
+def _drop_nodata_and_measure(tiling: _Tiling, level: int, tx: int, ty: int, tin: _Tin) -> None:
+    """Remove triangles touching nodata samples of the level; measure the deviation from the full-res DEM."""
+    n, step = tiling.tile_px, tiling.step(level)
+    z = tiling.tile_block(level, tx, ty)[tin.verts[:, 1], tin.verts[:, 0]]
+    tris = tin.tris[np.isfinite(z[tin.tris]).all(axis=1)]
+    deviation = 0.0
+    if len(tris):
+        full = tiling.pyramid[0]
+        col, row, tri, zi = _rasterize(tin.verts * step, z, tris)
+        dem = full[ty * n * step + row, tx * n * step + col]
+        gap = ~np.isfinite(dem)
+        bad = np.zeros(len(tris), bool)
+        bad[tri[gap & (col % step == 0) & (row % step == 0)]] = True
+        ok = ~gap & ~bad[tri]
+        if ok.any():
+            deviation = float(np.max(np.abs(zi[ok] - dem[ok])))
+        tris = tris[~bad]
+    used = np.unique(tris)
+    remap = np.full(len(tin.verts), -1, np.int64)
+    remap[used] = np.arange(used.size)
+    tin.verts = tin.verts[used]
+    tin.tris = remap[tris]
+    tin.deviation = deviation
+
+
+def _rasterize(xy: np.ndarray, z: np.ndarray, tris: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The integer grid points inside (or on the border of) each triangle, with the TIN's height there.
+
+    Args:
+        xy: (k, 2) int64 vertex (col, row) grid coordinates.
+        z: (k,) float64 vertex heights.
+        tris: (m, 3) int64 triangles.
+
+    Returns:
+        col, row: (p,) int64 grid points (points on shared edges appear once per triangle);
+        tri: (p,) int64 index of the triangle; z: (p,) float64 linear interpolation.
+    """
+    p = xy[tris].astype(np.float64)
+    x, y, h = p[..., 0], p[..., 1], z[tris]
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    dz1, dz2 = h[:, 1] - h[:, 0], h[:, 2] - h[:, 0]
+    area2 = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    live = np.nonzero(area2 != 0)[0]
+    x, y, h, area2 = x[live], y[live], h[live], area2[live]
+    # plane z = ga * x + gb * y + gc through the three corners
+    ga = (dz1[live] * e2[live, 1] - dz2[live] * e1[live, 1]) / area2
+    gb = (dz2[live] * e1[live, 0] - dz1[live] * e2[live, 0]) / area2
+    gc = h[:, 0] - ga * x[:, 0] - gb * y[:, 0]
+    ymin = y.min(axis=1).astype(np.int64)
+    rows_per = y.max(axis=1).astype(np.int64) - ymin + 1
+    t = np.repeat(np.arange(live.size), rows_per)
+    yy = (ymin[t] + np.arange(t.size) - np.repeat(np.cumsum(rows_per) - rows_per, rows_per)).astype(
+        np.float64
+    )
+    xl = np.full(t.size, np.inf)
+    xr = np.full(t.size, -np.inf)
+    for i, j in ((0, 1), (1, 2), (2, 0)):
+        xa, ya, xb, yb = x[t, i], y[t, i], x[t, j], y[t, j]
+        flat = ya == yb
+        crosses = ~flat & (yy >= np.minimum(ya, yb)) & (yy <= np.maximum(ya, yb))
+        xi = xa + (yy - ya) * (xb - xa) / np.where(flat, 1.0, yb - ya)
+        on_flat = flat & (yy == ya)
+        lo = np.where(on_flat, np.minimum(xa, xb), xi)
+        hi = np.where(on_flat, np.maximum(xa, xb), xi)
+        use = crosses | on_flat
+        xl = np.where(use, np.minimum(xl, lo), xl)
+        xr = np.where(use, np.maximum(xr, hi), xr)
+    c0 = np.ceil(xl - 1e-9).astype(np.int64)
+    cols_per = np.maximum(np.floor(xr + 1e-9).astype(np.int64) - c0 + 1, 0)
+    s = np.repeat(np.arange(t.size), cols_per)
+    col = c0[s] + np.arange(s.size) - np.repeat(np.cumsum(cols_per) - cols_per, cols_per)
+    row = yy[s].astype(np.int64)
+    tri = t[s]
+    zi = ga[tri] * col + gb[tri] * row + gc[tri]
+    return col, row, live[tri], zi
+
+
+@dataclass
+class _Written:
+    uri: str
+    world: np.ndarray  # (4, 4) float64 local -> ECEF
+    region: list[float]
+    skirt_depth: float
+    triangles: int
+
+
+def _write_tile(
+    tiling: _Tiling,
+    key: tuple[int, int, int],
+    tin: _Tin,
+    skirt_depth: float,
+    reader: OrthoReader | None,
+    options: TerrainOptions,
+    out: Path,
+) -> _Written:
+    level, tx, ty = key
+    n, step, grid = tiling.tile_px, tiling.step(level), tiling.grid
+    gcol, grow = tx * n + tin.verts[:, 0], ty * n + tin.verts[:, 1]
+    z = tiling.heights(level)[grow, gcol]
+    x, y = grid.sample_xy(gcol * step, grow * step)
+
+    cx, cy = grid.sample_xy(np.array([(tx + 0.5) * n * step]), np.array([(ty + 0.5) * n * step]))
+    centre = np.array([cx[0], cy[0], 0.5 * (z.min() + z.max())])
+    frame = enu_frame(tiling.to_ecef(*centre[:, None])[0])
+    jac = _jacobian(tiling, frame, centre, step)
+
+    surface = tiling.to_ecef(x, y, z)
+    up = _cross_z(frame.to_local(surface)[tin.tris])
+    tris = np.where((up < 0)[:, None], tin.tris[:, ::-1], tin.tris)
+    top, skirt_tris = _skirts(tin.verts, tris, n)
+    ecef = np.vstack([surface, tiling.to_ecef(x[top], y[top], z[top] - skirt_depth)])
+    local = frame.to_local(ecef)
+    index = np.concatenate([np.arange(len(z)), top])
+    normals = _normals(tiling, level, grow, gcol, jac)[index]
+    uv = np.column_stack([tin.verts[:, 0] / n, tin.verts[:, 1] / n])[index].astype(np.float32)
+    all_tris = np.vstack([tris, skirt_tris])
+
+    if reader is not None:
+        size = options.texture_px
+        tex_t = (
+            grid.transform
+            @ Affine.translation(tx * n * step + 0.5, ty * n * step + 0.5)
+            @ Affine.scale(n * step / size)
+        )
+        rgb = reader.texture(tex_t, grid.crs if not grid.crs.is_compound else tiling.horizontal, size, size)
+        buf = io.BytesIO()
+        Image.fromarray(rgb, "RGB").save(buf, "JPEG", quality=options.jpeg_quality)
+        material = Material(texture=buf.getvalue())
+    else:
+        material = Material(base_color=(*(c / 255.0 for c in NEUTRAL_RGB), 1.0))
+    prim = Primitive(
+        positions=local.astype(np.float32),
+        indices=all_tris.astype(np.uint32),
+        normals=normals,
+        texcoords=uv if reader is not None else None,
+        material=material,
+    )
+    uri = f"terrain/{level}/{tx}/{ty}.glb"
+    write_atomic(out / uri, MeshContent([prim]).to_glb())
+    return _Written(uri, frame.matrix, region_of(ecef, pad_m=0.01), skirt_depth, len(all_tris))
+
+
+def _cross_z(p: np.ndarray) -> np.ndarray:
+    """(m,) z component of (p1 - p0) x (p2 - p0) for (m, 3, 3) triangle corners."""
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    return e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+
+
+def _skirts(verts: np.ndarray, tris: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Curtain triangles below every triangle edge that lies on a side of the tile.
+
+    Args:
+        verts: (k, 2) int64 (col, row) in the tile.
+        tris: (m, 3) triangles, counter-clockwise seen from above.
+        n: samples per tile side minus one.
+
+    Returns:
+        top: (s,) surface vertices that get a copy at the skirt's foot (copy i becomes vertex k + i);
+        tris: (t, 3) skirt triangles over the surface vertices and the foot copies, facing outward.
+    """
+    a = tris.reshape(-1)
+    b = tris[:, [1, 2, 0]].reshape(-1)
+    va, vb = verts[a], verts[b]
+    side = np.zeros(a.size, bool)
+    for axis in (0, 1):
+        for value in (0, n):
+            side |= (va[:, axis] == value) & (vb[:, axis] == value)
+    a, b = a[side], b[side]
+    top = np.unique(np.concatenate([a, b]))
+    foot = np.full(len(verts), -1, np.int64)
+    foot[top] = len(verts) + np.arange(top.size)
+    # the interior is on the left of a->b, so (a, a', b) and (b, a', b') face outward
+    skirt = np.concatenate([np.column_stack([a, foot[a], b]), np.column_stack([b, foot[a], foot[b]])])
+    return top, skirt.reshape(-1, 3)
+
+
+def _jacobian(tiling: _Tiling, frame: LocalFrame, centre: np.ndarray, step: int) -> np.ndarray:
+    """(3, 3) d(local ENU)/d(source x, y, z) at the tile centre, by central differences."""
+    t = tiling.grid.transform
+    deltas = (float(np.hypot(t.a, t.d)) * step, float(np.hypot(t.b, t.e)) * step, 1.0)
+    pts = []
+    for i, d in enumerate(deltas):
+        for sign in (1.0, -1.0):
+            p = centre.copy()
+            p[i] += sign * d
+            pts.append(p)
+    pts_a = np.array(pts)
+    local = frame.to_local(tiling.to_ecef(pts_a[:, 0], pts_a[:, 1], pts_a[:, 2]))
+    return np.column_stack([(local[2 * i] - local[2 * i + 1]) / (2 * d) for i, d in enumerate(deltas)])
+
+
+def _normals(tiling: _Tiling, level: int, row: np.ndarray, col: np.ndarray, jac: np.ndarray) -> np.ndarray:
+    """(k, 3) float32 unit normals from the level's height gradient, so neighbouring tiles shade alike."""
+    h = tiling.heights(level)
+    size = h.shape[0]
+    z = h[row, col]
+
+    def slope(dr: int, dc: int) -> np.ndarray:
+        r1, c1 = np.clip(row + dr, 0, size - 1), np.clip(col + dc, 0, size - 1)
+        r0, c0 = np.clip(row - dr, 0, size - 1), np.clip(col - dc, 0, size - 1)
+        ahead = np.where((r1 != row) | (c1 != col), h[r1, c1], np.nan)
+        behind = np.where((r0 != row) | (c0 != col), h[r0, c0], np.nan)
+        both = (ahead - behind) / 2.0
+        return np.where(
+            np.isfinite(both),
+            both,
+            np.where(np.isfinite(ahead), ahead - z, np.where(np.isfinite(behind), z - behind, 0.0)),
+        )
+
+    step = tiling.step(level)
+    t = tiling.grid.transform
+    tan_c = np.column_stack([np.full(z.size, t.a * step), np.full(z.size, t.d * step), slope(0, 1)]) @ jac.T
+    tan_r = np.column_stack([np.full(z.size, t.b * step), np.full(z.size, t.e * step), slope(1, 0)]) @ jac.T
+    nrm = np.cross(tan_c, tan_r)
+    nrm *= np.where(nrm[:, 2] < 0, -1.0, 1.0)[:, None]
+    nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
+    return nrm.astype(np.float32)
+
+
+def _node(
+    key: tuple[int, int, int],
+    depth: int,
+    tins: dict[tuple[int, int, int], _Tin],
+    written: dict[tuple[int, int, int], _Written],
+) -> Tile | None:
+    """The subtree at `key`, with absolute transforms."""
+    level, tx, ty = key
+    mine = written.get(key)
+    children: list[Tile] = []
+    if level < depth:
+        for dy in (0, 1):
+            for dx in (0, 1):
+                child = _node((level + 1, 2 * tx + dx, 2 * ty + dy), depth, tins, written)
+                if child is not None:
+                    children.append(child)
+    if mine is None and not children:
+        return None
+    regions = [c.bounding_volume.region for c in children if c.bounding_volume.region is not None]
+    if mine is not None:
+        regions.append(mine.region)
+    error = 0.0
+    if children:
+        error = max(
+            [c.geometric_error for c in children] + ([tins[key].deviation] if mine is not None else [])
+        )
+    extra: dict[str, Any] = {}
+    if mine is not None:
+        extra = {
+            "transform": LocalFrame(mine.world).column_major(),
+            "content": Content(uri=mine.uri, bounding_volume=BoundingVolume(region=mine.region)),
+            "extras": {"terrainDeviation": round(tins[key].deviation, 4), "skirtDepth": mine.skirt_depth},
+        }
+    return Tile(
+        bounding_volume=BoundingVolume(region=union_regions(regions)),
+        geometric_error=error,
+        refine="REPLACE",
+        children=children or None,
+        **extra,
+    )
+
+
+__all__ = ["DemSampler", "TerrainOptions", "TerrainResult", "build_terrain"]
