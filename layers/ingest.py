@@ -80,11 +80,15 @@ def stage(source: SourceData, *, key_field: str | None = None) -> Staged:
     assert source.crs is not None
     n = source.table.num_rows
     fids = source.feature_ids
-    if fids is None or len(np.unique(fids)) != n:
+    if fids is None or not (n < 2 or bool(np.all(np.diff(fids) > 0)) or len(np.unique(fids)) == n):
         fids = np.arange(1, n + 1, dtype=np.int64)
-    labels = (fids.astype(str) if source.feature_ids is not None else
-              source.table.column(source.key_field).to_numpy(zero_copy_only=False).astype(str)
-              if source.key_field else np.arange(1, n + 1).astype(str))
+
+    def label(row: int) -> str:
+        if source.feature_ids is not None:
+            return str(source.feature_ids[row])
+        if source.key_field:
+            return str(source.table.column(source.key_field)[row].as_py())
+        return str(row + 1)
     wkb = source.table.column(GEOM).combine_chunks()
     problems = _find_problems(wkb, geographic=source.crs.is_geographic and is_store_crs(source.crs))
     problems.update({row: reason for row, reason in source.row_errors.items()})
@@ -100,7 +104,7 @@ def stage(source: SourceData, *, key_field: str | None = None) -> Staged:
                 continue
             reason = why
         keep[row] = False
-        rejected.append(Rejection(feature=str(labels[row]), reason=reason))
+        rejected.append(Rejection(feature=label(row), reason=reason))
 
     geoms_wkb = wkb.to_numpy(zero_copy_only=False)
     if replacement:
@@ -111,7 +115,7 @@ def stage(source: SourceData, *, key_field: str | None = None) -> Staged:
         geoms_wkb, bad = _reproject(geoms_wkb, keep, source.crs)
         for row in bad:
             keep[row] = False
-            rejected.append(Rejection(feature=str(labels[row]),
+            rejected.append(Rejection(feature=label(row),
                                       reason=f"coordinates cannot be transformed from {crs_label(source.crs)} "
                                              f"to {STORE_CRS} (outside the CRS's area of use?)"))
     if not keep.any():

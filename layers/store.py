@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -164,6 +165,12 @@ class LayerStore:
         self.lock_timeout = lock_timeout
         self._con: duckdb.DuckDBPyConnection | None = None
         self._empty = False
+        self._local = threading.local()
+        self._readers: list[duckdb.DuckDBPyConnection] = []
+        self._readers_lock = threading.Lock()
+        # (name, version) -> (info, table): the catalogue of a layer is read once per store and forgotten on every
+        # write through this store; DuckDB lets no other process write while this one holds the file.
+        self._meta: dict[tuple[str, int | None], tuple[LayerInfo, str]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> LayerStore:
@@ -210,8 +217,14 @@ class LayerStore:
     def close(self) -> None:
         """Close the file (idempotent)."""
         if self._con is not None:
+            with self._readers_lock:
+                for cur in self._readers:
+                    cur.close()
+                self._readers.clear()
             self._con.close()
             self._con = None
+            self._local = threading.local()
+            self._meta.clear()
 
     def __enter__(self) -> LayerStore:
         return self.open()
@@ -234,6 +247,17 @@ class LayerStore:
         """A new cursor on the open database: one per thread (a transaction of its own)."""
         return self.connection.cursor()
 
+    def _reader(self) -> duckdb.DuckDBPyConnection:
+        """This thread's reading cursor (autocommit: every statement sees the latest commit)."""
+        con = self.connection
+        cur = getattr(self._local, "cursor", None)
+        if cur is None or getattr(self._local, "owner", None) is not con:
+            cur = self._local.cursor = con.cursor()
+            self._local.owner = con
+            with self._readers_lock:
+                self._readers.append(cur)
+        return cur
+
     @contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         if self.read_only:
@@ -248,13 +272,14 @@ class LayerStore:
             raise
         finally:
             cur.close()
+            self._meta.clear()
 
     # ------------------------------------------------------------------ themes
     def themes(self) -> ThemeRegistry:
         """The standard theme tree plus this store's sub-themes."""
         if self._empty:
             return theme_registry.builtin()
-        rows = self.cursor().execute("SELECT path, zh, en, level FROM catalogue.themes").fetchall()
+        rows = self._reader().execute("SELECT path, zh, en, level FROM catalogue.themes").fetchall()
         extra = [Theme(path=p, zh=z, en=e, level=lv, builtin=False) for p, z, e, lv in rows]
         return theme_registry.builtin().with_themes(extra)
 
@@ -407,7 +432,7 @@ class LayerStore:
 
     # ------------------------------------------------------------------ catalogue reads
     def _layer_row(self, name: str, cur: duckdb.DuckDBPyConnection | None = None) -> dict[str, Any] | None:
-        cur = cur or self.cursor()
+        cur = cur or self._reader()
         res = cur.execute("SELECT * FROM catalogue.layers WHERE name = ?", [name])
         row = res.fetchone()
         if row is None:
@@ -415,7 +440,7 @@ class LayerStore:
         return dict(zip([d[0] for d in res.description], row, strict=True))
 
     def _version_rows(self, name: str, version: int | None = None) -> list[dict[str, Any]]:
-        res = self.cursor().execute(
+        res = self._reader().execute(
             "SELECT * FROM catalogue.versions WHERE layer = ? AND (? IS NULL OR version = ?) ORDER BY version",
             [name, version, version])
         cols = [d[0] for d in res.description]
@@ -463,7 +488,7 @@ class LayerStore:
         limit = min(security_rank(security or self.clearance), security_rank(self.clearance))
         prefix = self.themes().get(theme).path if theme else None
         out = []
-        cur = self.cursor()
+        cur = self._reader()
         res = cur.execute("SELECT * FROM catalogue.layers WHERE dropped_at IS NULL ORDER BY name")
         cols = [d[0] for d in res.description]
         for r in res.fetchall():
@@ -475,15 +500,21 @@ class LayerStore:
             out.append(self._info(row, self._version_row(row["name"], None, row)))
         return out
 
+    def _layer_meta(self, name: str, version: int | None) -> tuple[LayerInfo, str]:
+        key = (name, version)
+        if key not in self._meta:
+            row = self._visible_row(name)
+            vrow = self._version_row(name, version, row)
+            self._meta[key] = (self._info(row, vrow), "data." + quote(vrow["table_name"]))
+        return self._meta[key]
+
     def info(self, name: str, version: int | None = None) -> LayerInfo:
         """Catalogue record of a layer (schema, extent, source, CRS...), of its current version by default."""
-        row = self._visible_row(name)
-        return self._info(row, self._version_row(name, version, row))
+        return self._layer_meta(name, version)[0].model_copy()
 
     def table_name(self, name: str, version: int | None = None) -> str:
         """The quoted SQL name (`data."name__vN"`) of a layer version's feature table, for SQL of your own."""
-        row = self._visible_row(name)
-        return "data." + quote(self._version_row(name, version, row)["table_name"])
+        return self._layer_meta(name, version)[1]
 
     def history(self, name: str) -> list[VersionInfo]:
         """Every version of a layer, oldest first (also for a dropped layer)."""
@@ -512,7 +543,7 @@ class LayerStore:
             raise LayerInputError(f"layer {name!r}: key field {key!r} is not in both versions; cannot match features")
         ta, tb = "data." + quote(a["table_name"]), "data." + quote(b["table_name"])
         k = quote(key)
-        cur = self.cursor()
+        cur = self._reader()
         for t in (ta, tb):
             n, d = cur.execute(f"SELECT count(*), count(DISTINCT {k}) FROM {t}").fetchone()
             if n != d:
@@ -580,8 +611,7 @@ class LayerStore:
         fields: Sequence[str] | None,
         version: int | None,
     ) -> tuple[LayerInfo, str, list[str], list[str], list[Any]]:
-        info = self.info(name, version)
-        table = self.table_name(name, version)
+        info, table = self._layer_meta(name, version)
         by_fold = {f.casefold(): f for f in info.field_names()}
         if fields is None:
             cols = info.field_names()
@@ -646,7 +676,7 @@ class LayerStore:
 
     def _run(self, sql: str, params: list[Any], where: str | None) -> pa.Table:
         try:
-            return self.cursor().execute(sql, params).fetch_arrow_table()
+            return self._reader().execute(sql, params).fetch_arrow_table()
         except (duckdb.ConversionException, duckdb.BinderException, duckdb.InvalidInputException) as exc:
             raise LayerInputError(f"--where {where!r}: {str(exc).splitlines()[0]}") from exc
 
@@ -664,7 +694,7 @@ class LayerStore:
         _, table, _, clauses, params = self._selection(name, bbox=bbox, intersects=intersects, where=where,
                                                        fields=[], version=None)
         sql = f"EXPLAIN SELECT fid FROM {table}" + (" WHERE " + " AND ".join(clauses) if clauses else "")
-        return "\n".join(str(r[1]) for r in self.cursor().execute(sql, params).fetchall())
+        return "\n".join(str(r[1]) for r in self._reader().execute(sql, params).fetchall())
 
     def query(
         self,
@@ -793,7 +823,7 @@ class LayerStore:
             SELECT d.fid, {label_sql} AS label, count(p.pt) AS n, {agg_sql} AS value
             FROM {self.table_name(by)} d LEFT JOIN p ON ST_Contains(d.geom, p.pt)
             GROUP BY d.fid, label ORDER BY d.fid"""
-        rows = self.cursor().execute(sql).fetchall()
+        rows = self._reader().execute(sql).fetchall()
         return StatsResult(
             layer=name, divisions=by, label_field=label, field=field, agg=agg,
             rows=[StatsRow(division_fid=r[0], division=r[1], count=r[2],

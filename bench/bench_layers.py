@@ -1,0 +1,167 @@
+"""Benchmark of the layer store against GeoPandas on the same generated data, in the same run.
+
+    .venv/bin/python bench/bench_layers.py              # 1M polygons + 1M points (a few minutes)
+    .venv/bin/python bench/bench_layers.py --scale 0.05 # quick run
+
+Measures, for our store and for GeoPandas (pyogrio engine):
+- import rate (features/s) of the polygon layer from GeoParquet and from GeoPackage: `LayerStore.import_file`
+  (read, validate/repair, reproject check, write, Hilbert sort, R-tree) vs `geopandas.read_parquet` /
+  `geopandas.read_file` (read only);
+- small-window bbox queries (about 300 m x 300 m) on the polygon layer: `LayerStore.query_arrow` and
+  `LayerStore.query` (GeoDataFrame) vs `GeoDataFrame.sindex.query` + `.iloc` (index built beforehand, not timed);
+- points per division: `LayerStore.stats` vs `geopandas.sjoin(..., predicate="within")` + groupby.
+Prints a table with ratios (GeoPandas time / ours: > 1 means we are faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import shapely
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from layers import LayerStore  # noqa: E402
+
+EXTENT = (113.20, 40.00, 113.40, 40.20)  # about 17 x 22 km near Datong, CGCS2000 lon/lat
+
+
+def generate(n_polys: int, n_points: int, n_divisions: int, seed: int = 0) -> tuple[gpd.GeoDataFrame, ...]:
+    """Building-like squares (5-25 m), points, and Voronoi divisions, all in EPSG:4490."""
+    rng = np.random.default_rng(seed)
+    x0, y0, x1, y1 = EXTENT
+    cx, cy = rng.uniform(x0, x1, n_polys), rng.uniform(y0, y1, n_polys)
+    half = rng.uniform(2.5e-5, 1.5e-4, n_polys)
+    polys = gpd.GeoDataFrame({
+        "code": np.char.add("B", np.arange(n_polys).astype(str)),
+        "floors": rng.integers(1, 30, n_polys),
+        "area": rng.uniform(20, 600, n_polys),
+        "use": rng.choice(np.array(["住宅", "商业", "办公", "教育"]), n_polys),
+    }, geometry=shapely.box(cx - half, cy - half, cx + half, cy + half), crs="EPSG:4490")
+    points = gpd.GeoDataFrame({
+        "pop": rng.integers(0, 50, n_points),
+    }, geometry=shapely.points(rng.uniform(x0, x1, n_points), rng.uniform(y0, y1, n_points)), crs="EPSG:4490")
+    seeds = shapely.multipoints(np.column_stack([rng.uniform(x0, x1, n_divisions), rng.uniform(y0, y1, n_divisions)]))
+    cells = shapely.get_parts(shapely.voronoi_polygons(seeds, extend_to=shapely.box(*EXTENT)))
+    cells = shapely.intersection(cells, shapely.box(*EXTENT))
+    divisions = gpd.GeoDataFrame({"name": [f"社区{i:03d}" for i in range(len(cells))]}, geometry=cells,
+                                 crs="EPSG:4490")
+    return polys, points, divisions
+
+
+def timed(fn, repeat: int = 1) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    s = sorted(samples)
+    return statistics.median(s) * 1e3, s[min(len(s) - 1, int(round(0.95 * (len(s) - 1))))] * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=float, default=1.0, help="1.0 = 1M polygons and 1M points")
+    ap.add_argument("--queries", type=int, default=500, help="bbox queries per method")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep generated files here")
+    args = ap.parse_args()
+    n = max(1000, int(1_000_000 * args.scale))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_layers_"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    t, (polys, points, divisions) = timed(lambda: generate(n, n, 200))
+    print(f"generated {n:,} polygons, {n:,} points, {len(divisions)} divisions in {t:.1f} s ({work})")
+    pq_path, gpkg_path = work / "polys.parquet", work / "polys.gpkg"
+    polys.to_parquet(pq_path)
+    pyogrio.write_dataframe(polys, gpkg_path, layer="polys", use_arrow=True)
+    points.to_parquet(work / "points.parquet")
+    divisions.to_parquet(work / "divisions.parquet")
+    rows: list[tuple[str, str, str, float]] = []
+
+    # -- import rate
+    for label, path in (("GeoParquet", pq_path), ("GeoPackage", gpkg_path)):
+        store_path = work / f"store_{label}.duckdb"
+        store_path.unlink(missing_ok=True)
+        with LayerStore(store_path) as store:
+            ours, report = timed(lambda: store.import_file(path, "polys", "spatiotemporal_base/model_3d"))
+        assert report.feature_count == n
+        reader = (lambda: gpd.read_parquet(path)) if label == "GeoParquet" else (lambda: gpd.read_file(path))
+        peer, _ = timed(reader)
+        rows.append((f"import polygons from {label}", f"{n / ours:,.0f} feat/s", f"{n / peer:,.0f} feat/s",
+                     peer / ours))
+        if label == "GeoPackage":
+            arrow, _ = timed(lambda: gpd.read_file(path, use_arrow=True))
+            rows.append(("  (peer: read_file use_arrow=True)", f"{n / ours:,.0f} feat/s", f"{n / arrow:,.0f} feat/s",
+                         arrow / ours))
+
+    store_path = work / "store_GeoParquet.duckdb"
+    with LayerStore(store_path) as store:
+        store.import_file(work / "points.parquet", "points", "public_topics/population")
+        store.import_file(work / "divisions.parquet", "divisions", "spatiotemporal_base/admin_division")
+
+        # -- bbox queries: ~300 m windows
+        rng = np.random.default_rng(1)
+        size = 0.0035
+        wx = rng.uniform(EXTENT[0], EXTENT[2] - size, args.queries)
+        wy = rng.uniform(EXTENT[1], EXTENT[3] - size, args.queries)
+        windows = [(float(x), float(y), float(x) + size, float(y) + size) for x, y in zip(wx, wy, strict=True)]
+        for w in windows[:20]:  # warm-up
+            store.query_arrow("polys", bbox=w)
+        arrow_t, gdf_t, counts = [], [], []
+        for w in windows:
+            t0 = time.perf_counter()
+            res = store.query_arrow("polys", bbox=w)
+            arrow_t.append(time.perf_counter() - t0)
+            counts.append(res.num_rows)
+            t0 = time.perf_counter()
+            store.query("polys", bbox=w)
+            gdf_t.append(time.perf_counter() - t0)
+        sindex_build, _ = timed(lambda: polys.sindex)
+        peer_t = []
+        for w in windows:
+            t0 = time.perf_counter()
+            idx = polys.sindex.query(shapely.box(*w), predicate="intersects")
+            sub = polys.iloc[np.sort(idx)]
+            peer_t.append(time.perf_counter() - t0)
+            assert len(sub) == counts[len(peer_t) - 1]
+        p50, p95 = percentiles(arrow_t)
+        g50, g95 = percentiles(gdf_t)
+        s50, s95 = percentiles(peer_t)
+        mean_hits = np.mean(counts)
+        rows.append((f"bbox p50 ({mean_hits:.0f} hits avg), Arrow", f"{p50:.2f} ms", f"{s50:.2f} ms", s50 / p50))
+        rows.append(("bbox p95, Arrow", f"{p95:.2f} ms", f"{s95:.2f} ms", s95 / p95))
+        rows.append(("bbox p50, GeoDataFrame", f"{g50:.2f} ms", f"{s50:.2f} ms", s50 / g50))
+        rows.append(("bbox p95, GeoDataFrame", f"{g95:.2f} ms", f"{s95:.2f} ms", s95 / g95))
+        rows.append(("  (peer: sindex build, not in the times above)", "", f"{sindex_build * 1e3:.0f} ms", 0.0))
+
+        # -- points per division
+        ours, stats = timed(lambda: store.stats("points", "divisions", field="pop", agg="sum"), repeat=2)
+
+        def peer_join():
+            j = gpd.sjoin(points, divisions, predicate="within", how="inner")
+            return j.groupby("index_right")["pop"].agg(["count", "sum"])
+
+        peer, joined = timed(peer_join, repeat=2)
+        assert sum(r.count for r in stats.rows) == int(joined["count"].sum())
+        rows.append((f"points per division ({n:,} pts, {len(divisions)} div)", f"{ours:.2f} s", f"{peer:.2f} s",
+                     peer / ours))
+
+    print(f"\n{'operation':<48} {'ours':>16} {'GeoPandas':>16} {'ratio':>7}")
+    for op, a, b, r in rows:
+        print(f"{op:<48} {a:>16} {b:>16} {('%.1fx' % r) if r else '':>7}")
+
+
+if __name__ == "__main__":
+    main()
