@@ -271,3 +271,118 @@ def test_cesium_loads_the_production(zhongshan):
     assert info.failures == [] and info.errors == [] and info.tiles_loaded >= 1
     lon, lat, _ = info.bounding_sphere.lon_lat_height
     assert 113.379 < lon < 113.382 and 22.505 < lat < 22.512
+
+
+# ------------------------------------------------------------------------------------ singulation on the sample city
+@pytest.fixture(scope="module")
+def sample_production(tmp_path_factory):
+    """A 400 m x 400 m synthetic production (DSM mesh, orthophoto texture) in the middle of a small sample city."""
+    import geopandas as gpd
+    import shapely
+
+    from cim.contextcapture import write_dsm_production
+    from cim.sample import generate
+
+    city = generate(tmp_path_factory.mktemp("sample") / "city", buildings=300, seed=3)
+    footprints = gpd.read_file(city.buildings)
+    c = shapely.centroid(shapely.union_all(footprints.geometry.to_numpy()))
+    bounds = (c.x - 200, c.y - 200, c.x + 200, c.y + 200)
+    fmt = "osgb" if has_osgconv() else "obj"
+    prod = write_dsm_production(tmp_path_factory.mktemp("prod") / "production", city.dsm, city.ortho,
+                                bounds=bounds, tile_size=200, fmt=fmt)
+    return city, footprints, bounds, prod
+
+
+@pytest.fixture(scope="module")
+def singulated(sample_production, tmp_path_factory):
+    from cim.oblique import convert_production
+
+    city, _, _, prod = sample_production
+    out = tmp_path_factory.mktemp("singulated") / "model"
+    return out, convert_production(prod, out, buildings=city.buildings)
+
+
+def _inner_building(footprints, bounds, margin=30.0):
+    import shapely
+
+    box = shapely.box(bounds[0] + margin, bounds[1] + margin, bounds[2] - margin, bounds[3] - margin)
+    inside = footprints[footprints.geometry.within(box)]
+    return inside.loc[inside.geometry.area.idxmax()]
+
+
+def test_singulated_triangles_carry_their_footprint_building(singulated, sample_production):
+    import shapely
+
+    from cim.crs import from_ecef
+
+    out, res = singulated
+    _, footprints, bounds, _ = sample_production
+    assert res.buildings == len(footprints) and res.singulated_triangles > 1000
+    report = check_tileset(out / "tileset.json")
+    assert report.ok, report.to_dict()["problems"][:5]
+    by_code = dict(zip(footprints["code"], footprints.geometry))
+    doc = json.loads((out / "tileset.json").read_text())
+    seen_codes: set[str] = set()
+    for tile, m, _ in _walk(doc["root"], np.eye(4)):
+        uri = (tile.get("content") or {}).get("uri", "")
+        if "merged" in uri or not uri:
+            continue
+        glb = read_glb((out / uri).read_bytes())
+        for prim in glb["primitives"]:
+            if prim["feature_ids"] is None:
+                continue
+            tris = prim["indices"]
+            cent = prim["positions"][tris].mean(axis=1)
+            xy = from_ecef("EPSG:4547", cent @ m[:3, :3].T + m[:3, 3])[:, :2]
+            fid = prim["feature_ids"][tris[:, 0]].astype(int)
+            assert (prim["feature_ids"][tris] == fid[:, None]).all(), "a triangle mixes two features"
+            codes = np.asarray(glb["properties"]["code"], dtype=object)[fid]
+            polys = np.array([by_code[c] for c in codes])
+            assert shapely.contains_xy(polys, xy[:, 0], xy[:, 1]).all() or \
+                shapely.distance(polys, shapely.points(xy)).max() < 1e-6
+            seen_codes.update(codes)
+    target = _inner_building(footprints, bounds)
+    assert target["code"] in seen_codes and len(seen_codes) > 20
+    from tests.support.gltf_validator import validate
+
+    bad = [r.describe() for r in validate(sorted(out.rglob("*.glb"))) if not r.ok]
+    assert not bad, "\n".join(bad[:3])
+
+
+@pytest.mark.browser
+def test_picking_the_oblique_mesh_returns_the_building(singulated, sample_production):
+    import rasterio
+
+    from cim.crs import transformer
+    from tests.support.browser import CesiumClient
+
+    out, _ = singulated
+    city, footprints, bounds, _ = sample_production
+    target = _inner_building(footprints, bounds)
+    p = target.geometry.representative_point()
+    with rasterio.open(city.dsm) as dsm:
+        z = float(next(dsm.sample([(p.x, p.y)]))[0])
+    lon, lat = transformer("EPSG:4547", "EPSG:4326").transform(p.x, p.y)
+    with CesiumClient({"/m": out}) as client:
+        info = client.load_tileset("/m/tileset.json")
+        assert info.failures == [] and info.errors == []
+        picked = client.pick_at(lon, lat, z, range_m=120, pitch_deg=-89)
+        assert client.off_host_requests() == []
+    assert picked is not None, "nothing picked on the roof of the building"
+    assert picked["code"] == target["code"] and picked["name"] == target["name"]
+
+
+def test_obj_production_converts_like_osgb(sample_production, tmp_path):
+    from cim.contextcapture import write_dsm_production
+    from cim.oblique import convert_production
+
+    city, _, bounds, _ = sample_production
+    small = (bounds[0], bounds[1], bounds[0] + 200, bounds[1] + 200)
+    prod = write_dsm_production(tmp_path / "obj", city.dsm, city.ortho, bounds=small, tile_size=200, fmt="obj",
+                                texture_px=256)
+    assert sorted(f.name for f in (prod / "Data" / "Tile_+000_+000").glob("*.obj"))[0].endswith("_L16_0.obj")
+    res = convert_production(prod, tmp_path / "out")
+    assert res.levels == [16, 17] and res.contents == 5 and res.textures == 5
+    assert check_tileset(tmp_path / "out" / "tileset.json").ok
+    doc = json.loads((tmp_path / "out" / "tileset.json").read_text())
+    assert max(d for _, _, d in _walk(doc["root"], np.eye(4))) == 2  # merged root, L16 root, L17 quadrants
