@@ -96,7 +96,7 @@ def test_building_vertices_within_1cm_of_the_footprints(built, small_city):
     checked = 0
     for glb_path, m in _contents(out / "buildings" / "tileset.json"):
         pos = read_glb(glb_path.read_bytes())["primitives"][0]["positions"]
-        sample = pos[rng.choice(len(pos), size=min(len(pos), 300), replace=False)]
+        sample = pos[rng.choice(len(pos), size=min(len(pos), 2000), replace=False)]
         src = from_ecef("EPSG:4547", sample @ m[:3, :3].T + m[:3, 3])
         _, dist = tree.query_nearest(shapely.points(src[:, :2]), return_distance=True)
         assert dist.max() < 0.01, f"{glb_path.name}: {dist.max():.4f} m"
