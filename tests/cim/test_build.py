@@ -9,6 +9,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import shapely
+from PIL import Image
 from typer.testing import CliRunner
 
 from cim.build import build_city
@@ -105,7 +106,7 @@ def test_building_vertices_within_1cm_of_the_footprints(built, small_city):
 
 
 @pytest.mark.browser
-def test_cesium_loads_the_city_and_picks_a_building(built, small_city):
+def test_cesium_loads_the_city_and_picks_a_building(built, small_city, tmp_path):
     from tests.support.browser import CesiumClient
 
     out, _ = built
@@ -120,6 +121,14 @@ def test_cesium_loads_the_city_and_picks_a_building(built, small_city):
     with CesiumClient({"/city": out}) as client:
         info = client.load_tileset("/city/tileset.json")
         assert info.failures == [] and info.errors == []
+        shot = client.screenshot(tmp_path / "city.png")
+        rgb = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int16)
+        h, w, _ = rgb.shape
+        centre = rgb[h // 3: 2 * h // 3, w // 3: 2 * w // 3].reshape(-1, 3)
+        globe = np.array([47, 79, 79])  # the harness's empty-globe colour (DARKSLATEGRAY)
+        # the textured terrain covers the centre of the view: almost no pixel shows the bare globe
+        assert np.mean(np.abs(centre - globe).sum(axis=1) > 12) > 0.95
+        assert centre.std(axis=0).mean() > 15  # orthophoto and buildings, not a flat fill
         picked = client.pick_at(lon, lat, roof, range_m=250)
         assert client.off_host_requests() == []
         assert not client.log.console_errors and not client.log.page_errors
