@@ -1,0 +1,336 @@
+"""LOD2 buildings: footprints with roof shapes (cim.roofs), walls from the terrain up, roofs textured with the
+orthophoto, tiled as 3D Tiles with per-building metadata (the same tiling and attributes as LOD1).
+
+Heights per building: base = lowest terrain under the footprint; eave and ridge from the `eave_height` and
+`ridge_height` attributes (metres above the base); when they are missing, the LOD1 height (attribute, floors x
+storey height, DSM - DEM median, default; see cim.buildings) is taken as the roof's median height and a pitched
+roof spans 1.5 m either side of it. Roof type from the `roof_type` attribute (flat/shed/gabled/hipped/pyramidal),
+flat when absent or unknown. Rectangles are meshed in bulk per roof type; other shapes one by one (straight
+skeleton); MultiPolygons get one solid per part under one feature ID.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import shapely
+
+from cim import crs as crsmod
+from cim.buildings import (BuildingOptions, _attribute_table, _quadtree, _walk, footprint_heights,
+                           resolve_heights)
+from cim.errors import BuildError
+from cim.footprints import Skipped, building_ids, clean_footprints, numeric_field, read_footprints
+from cim.geodesy import enu_frame, region_of, union_regions
+from cim.roofs import ROOF_TYPES, as_rectangle, building_solid, rectangle_solids
+from tiles.gltf import Material, MeshContent, Primitive, PropertyTable
+from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
+
+Progress = Callable[[str, int, int], None]
+
+DEFAULT_HALF_PITCH = 1.5
+
+
+@dataclass
+class Lod2Result:
+    """What the LOD2 step produced (the root tile carries absolute transforms)."""
+
+    root: Tile
+    buildings: int
+    skipped: Skipped
+    roof_types: dict[str, int]
+    fallbacks: dict[str, int]
+    fallback_ids: list[str]
+    height_sources: dict[str, int]
+    tiles: int
+    triangles: int
+    textured: bool
+    seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lod": 2,
+            "buildings": self.buildings,
+            "skipped": {"count": self.skipped.count, "reasons": self.skipped.to_dict()},
+            "roof_types": self.roof_types,
+            "fallbacks": self.fallbacks,
+            "fallback_ids": self.fallback_ids[:20],
+            "height_sources": self.height_sources,
+            "tiles": self.tiles,
+            "triangles": self.triangles,
+            "textured": self.textured,
+            "seconds": round(self.seconds, 3),
+            "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+        }
+
+
+def roof_heights(attrs: pd.DataFrame, lod1_height: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per building: roof type (object array of ROOF_TYPES), eave and ridge heights above the base (float64)."""
+    n = len(attrs)
+    kinds = np.full(n, "flat", dtype=object)
+    if "roof_type" in attrs.columns:
+        raw = attrs["roof_type"].astype(object).where(attrs["roof_type"].notna(), "flat").to_numpy()
+        raw = np.array([str(r).strip().lower() for r in raw], dtype=object)
+        kinds = np.where(np.isin(raw, ROOF_TYPES), raw, "flat")
+    eave = numeric_field(attrs, "eave_height")
+    ridge = numeric_field(attrs, "ridge_height")
+    pitched = kinds != "flat"
+    half = np.where(pitched, DEFAULT_HALF_PITCH, 0.0)
+    eave_missing = ~np.isfinite(eave)
+    ridge_missing = ~np.isfinite(ridge)
+    both = eave_missing & ridge_missing
+    eave = np.where(both, np.maximum(lod1_height - half, 0.5 * lod1_height), eave)
+    ridge = np.where(both, lod1_height + half, ridge)
+    eave = np.where(eave_missing & ~both, np.maximum(2 * lod1_height - ridge, 0.5 * ridge), eave)
+    ridge = np.where(ridge_missing & ~both, np.maximum(2 * lod1_height - eave, eave), ridge)
+    ridge = np.maximum(ridge, eave)
+    ridge = np.where(pitched, ridge, eave)
+    return kinds, eave, ridge
+
+
+_JOB: dict[str, Any] = {}
+
+
+def _mesh_tile(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
+    """Solids of the buildings `sel`: absolute positions (v, 3), roof and wall triangles (into positions), building
+    of each vertex, the roof type built per building and fallback reasons (one per fallback)."""
+    j = _JOB
+    pos_parts, roof_parts, wall_parts, owner_parts = [], [], [], []
+    n = 0
+    built = ["flat"] * len(sel)
+    reasons: list[str] = []
+    rect_groups: dict[str, list[tuple[int, np.ndarray]]] = {}
+    others: list[tuple[int, Any]] = []
+    for local, b in enumerate(sel.tolist()):
+        for part in shapely.get_parts(j["geoms"][b]):
+            corners = as_rectangle(part)
+            kind = j["kinds"][b]
+            if corners is not None:
+                lengths = np.linalg.norm(corners[[1, 2]] - corners[[0, 1]], axis=1)
+                if kind == "hipped" and lengths[0] - lengths[1] < 1e-3:
+                    kind = "pyramidal"
+                rect_groups.setdefault(kind, []).append((local, corners))
+            else:
+                others.append((local, part))
+    for kind, items in rect_groups.items():
+        locs = np.array([i for i, _ in items])
+        b = sel[locs]
+        corners = np.stack([c for _, c in items])
+        base = j["base"][b]
+        pos, roof, walls, floor = rectangle_solids(corners, base, base + j["eave"][b], base + j["ridge"][b],
+                                                   kind)
+        k, nv = pos.shape[:2]
+        offs = (n + np.arange(k) * nv)[:, None, None]
+        pos_parts.append(pos.reshape(-1, 3))
+        roof_parts.append((roof[None] + offs).reshape(-1, 3))
+        wall_parts.append((np.vstack([walls, floor])[None] + offs).reshape(-1, 3))
+        owner_parts.append(np.repeat(locs, nv))
+        n += k * nv
+        for i in locs.tolist():
+            built[i] = "flat" if j["ridge"][sel[i]] <= j["eave"][sel[i]] else j["kinds"][sel[i]]
+    for local, part in others:
+        b = sel[local]
+        base = float(j["base"][b])
+        s = building_solid(part, base, base + float(j["eave"][b]), base + float(j["ridge"][b]), j["kinds"][b])
+        pos_parts.append(s.positions)
+        roof_parts.append(s.roof + n)
+        wall_parts.append(np.vstack([s.walls, s.floor]) + n)
+        owner_parts.append(np.full(len(s.positions), local))
+        n += len(s.positions)
+        built[local] = s.roof_type
+        if s.fallback:
+            reasons.append(s.fallback.split(";")[0].split(" (")[0])
+    return (np.vstack(pos_parts), np.vstack(roof_parts), np.vstack(wall_parts), np.concatenate(owner_parts),
+            built, reasons)
+
+
+def _unindexed(pos: np.ndarray, tris: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                                np.ndarray]:
+    """Flat-shaded triangles: three own vertices each, face normals, feature IDs."""
+    corners = pos[tris.reshape(-1)]
+    tri = corners.reshape(-1, 3, 3)
+    nrm = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
+    return corners, np.repeat(nrm, 3, axis=0), owner[tris.reshape(-1)], np.arange(len(corners)).reshape(-1, 3)
+
+
+def _ortho_texture(bounds: tuple[float, float, float, float]) -> bytes | None:
+    path = _JOB.get("ortho")
+    if path is None:
+        return None
+    import rasterio
+    import rasterio.windows
+    from PIL import Image
+
+    with rasterio.open(path) as src:
+        if src.crs is None or not crsmod.parse_crs(src.crs.to_wkt()).equals(_JOB["crs"]):
+            return None
+        win = rasterio.windows.from_bounds(*bounds, transform=src.transform)
+        res = abs(src.transform.a)
+        w = int(min(_JOB["texture_px"], max(8, (bounds[2] - bounds[0]) / res)))
+        h = int(min(_JOB["texture_px"], max(8, (bounds[3] - bounds[1]) / res)))
+        img = src.read([1, 2, 3], window=win, out_shape=(3, h, w), boundless=True, fill_value=160)
+    buf = io.BytesIO()
+    Image.fromarray(np.moveaxis(img, 0, -1).astype(np.uint8)).save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def _write_tile(job: tuple[str, np.ndarray, float]) -> tuple[str, Tile, int, list[str], list[str]]:
+    path, sel, error = job
+    j = _JOB
+    pos, roof, walls, owner, built, reasons = _mesh_tile(sel)
+    ecef = crsmod.to_ecef(j["crs"], pos[:, 0], pos[:, 1], pos[:, 2])
+    frame = enu_frame((ecef.min(axis=0) + ecef.max(axis=0)) / 2)
+    local = frame.to_local(ecef)
+    prims = []
+    rp, rn, rf, rt = _unindexed(local, roof, owner)
+    x0, y0, x1, y1 = (float(pos[:, 0].min()), float(pos[:, 1].min()), float(pos[:, 0].max()),
+                      float(pos[:, 1].max()))
+    tex = _ortho_texture((x0, y0, x1, y1))
+    uv = None
+    if tex is not None:
+        src_xy = pos[roof.reshape(-1), :2]
+        uv = np.column_stack([(src_xy[:, 0] - x0) / max(x1 - x0, 1e-9), (y1 - src_xy[:, 1]) / max(y1 - y0, 1e-9)])
+    prims.append(Primitive(positions=rp.astype(np.float32), indices=rt.astype(np.uint32), normals=rn,
+                           texcoords=uv, feature_ids=rf,
+                           material=Material(texture=tex, base_color=(1, 1, 1, 1) if tex else j["roof_color"])))
+    wp, wn, wf, wt = _unindexed(local, walls, owner)
+    prims.append(Primitive(positions=wp.astype(np.float32), indices=wt.astype(np.uint32), normals=wn,
+                           feature_ids=wf, material=Material(base_color=j["color"])))
+    cols = {c: v[sel] for c, v in j["columns"].items()}
+    cols["roof_type_built"] = np.asarray(built, dtype=object)
+    uri = f"buildings/{path}.glb"
+    write_atomic(j["out"] / uri, MeshContent(prims, PropertyTable("building", cols)).to_glb())
+    region = region_of(ecef, pad_m=0.01)
+    tile = Tile(bounding_volume=BoundingVolume(region=region), geometric_error=error, refine="ADD",
+                content=Content(uri=uri, bounding_volume=BoundingVolume(region=region)),
+                transform=frame.column_major())
+    fallback_ids = [str(j["ids"][sel[i]]) for i, b in enumerate(built) if b != j["kinds"][sel[i]]]
+    return path, tile, len(rt) + len(wt), reasons, fallback_ids
+
+
+def build_lod2_buildings(
+    footprints: str | os.PathLike[str],
+    dem: str | os.PathLike[str] | None,
+    out_dir: str | os.PathLike[str],
+    *,
+    ortho: str | os.PathLike[str] | None = None,
+    dsm: str | os.PathLike[str] | None = None,
+    options: BuildingOptions | None = None,
+    crs: crsmod.CRSLike | None = None,
+    texture_px: int = 1024,
+    progress: Progress | None = None,
+) -> Lod2Result:
+    """Build LOD2 buildings as 3D Tiles content under `out_dir/buildings/` (see the module docstring).
+
+    Args:
+        footprints: footprints file with optional `roof_type`, `eave_height`, `ridge_height` attributes.
+        dem: terrain raster for the buildings' bases; None puts every base at height 0.
+        out_dir: the tileset folder.
+        ortho: orthophoto for the roof textures (same CRS as the footprints), or None for plain roofs.
+        dsm: surface raster for LOD1 heights of buildings without height attributes.
+        options: see cim.buildings.BuildingOptions (heights, tile capacity, colours, workers).
+        crs: the footprints' CRS when the file declares none.
+        texture_px: largest side of a tile's roof texture.
+        progress: called as progress(stage, done, total).
+    """
+    options = options or BuildingOptions()
+    t0 = time.perf_counter()
+    stages: dict[str, float] = {}
+    gdf = read_footprints(footprints, crs=crs)
+    src_crs = gdf.crs
+    ids = building_ids(gdf, options.id_field)
+    skipped = Skipped()
+    keep, geoms = clean_footprints(gdf, ids, skipped)
+    attrs = gdf.drop(columns=gdf.geometry.name).loc[keep].reset_index(drop=True)
+    ids = ids[keep]
+    stages["read"] = time.perf_counter() - t0
+    if dem is not None:
+        base, dsm_h = footprint_heights(geoms, src_crs, dem, dsm)
+        outside = np.isnan(base)
+        skipped.add("outside the DEM (no terrain height under the footprint)", ids[outside])
+    else:
+        base = np.zeros(len(geoms))
+        dsm_h = np.full(len(geoms), np.nan)
+        outside = np.zeros(len(geoms), bool)
+    height, source = resolve_heights(attrs, dsm_h, options, dsm is not None)
+    ok = ~outside
+    geoms, ids, base, height, source = geoms[ok], ids[ok], base[ok], height[ok], source[ok]
+    attrs = attrs.loc[ok].reset_index(drop=True)
+    if len(geoms) == 0:
+        raise BuildError(f"no building of {footprints} could be built: {skipped.to_dict(5)}")
+    kinds, eave, ridge = roof_heights(attrs, height)
+    stages["heights"] = time.perf_counter() - t0 - sum(stages.values())
+
+    table = _attribute_table(attrs, ids, base, height, source)
+    area = shapely.area(geoms)
+    cent = shapely.centroid(geoms)
+    cx, cy = shapely.get_x(cent), shapely.get_y(cent)
+    b = shapely.total_bounds(geoms)
+    side = max(b[2] - b[0], b[3] - b[1]) or 1.0
+    root = _quadtree(cx, cy, np.maximum(ridge, np.sqrt(area)), np.arange(len(geoms)),
+                     (b[0], b[1], b[0] + side, b[1] + side), max(1, options.tile_capacity))
+    nodes = list(_walk(root))
+    out = Path(out_dir)
+    (out / "buildings").mkdir(parents=True, exist_ok=True)
+    _JOB.update(geoms=geoms, kinds=kinds, base=base, eave=eave, ridge=ridge, crs=src_crs, ids=ids,
+                columns={c: table[c].to_numpy() for c in table.columns}, out=out, ortho=ortho,
+                texture_px=texture_px, color=options.color, roof_color=(0.62, 0.36, 0.30, 1.0))
+    crsmod.to_ecef(src_crs, np.zeros(1), np.zeros(1), np.zeros(1))  # build the transformer before forking
+    jobs = [(path, node.content, node.error) for node, path in nodes]
+    workers = max(1, min(options.workers or os.cpu_count() or 1, len(jobs)))
+    tiles: dict[str, Tile] = {}
+    triangles = 0
+    reasons: Counter[str] = Counter()
+    fallback_ids: list[str] = []
+    stages["tiling"] = time.perf_counter() - t0 - sum(stages.values())
+    try:
+        if workers > 1:
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                results = pool.imap_unordered(_write_tile, jobs)
+                for k, (path, tile, n_tri, why, fb) in enumerate(results):
+                    tiles[path] = tile
+                    triangles += n_tri
+                    reasons.update(why)
+                    fallback_ids += fb
+                    if progress:
+                        progress("lod2", k + 1, len(jobs))
+        else:
+            for k, job in enumerate(jobs):
+                path, tile, n_tri, why, fb = _write_tile(job)
+                tiles[path] = tile
+                triangles += n_tri
+                reasons.update(why)
+                fallback_ids += fb
+                if progress:
+                    progress("lod2", k + 1, len(jobs))
+    finally:
+        _JOB.clear()
+    stages["tiles"] = time.perf_counter() - t0 - sum(stages.values())
+    for node, path in reversed(nodes):
+        tile = tiles[path]
+        kids = [tiles[f"{path}{k}"] for k in range(len(node.children))]
+        if kids:
+            tile.children = kids
+            tile.bounding_volume = BoundingVolume(
+                region=union_regions([tile.bounding_volume.region] + [k.bounding_volume.region for k in kids]))
+    return Lod2Result(
+        root=tiles["0"], buildings=len(geoms), skipped=skipped,
+        roof_types={k: int(v) for k, v in Counter(kinds.tolist()).items()},
+        fallbacks=dict(reasons), fallback_ids=fallback_ids,
+        height_sources={s: int(np.sum(source == s)) for s in ("attribute", "floors", "dsm", "default")},
+        tiles=len(nodes), triangles=triangles, textured=ortho is not None,
+        seconds=time.perf_counter() - t0, stage_seconds=stages)
+
+
+__all__ = ["Lod2Result", "build_lod2_buildings", "roof_heights"]

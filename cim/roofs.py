@@ -1,0 +1,332 @@
+"""LOD2 roof shapes: closed building solids (floor, walls, roof faces) from a footprint, a roof type and heights.
+
+Roof types: flat, shed, gabled, hipped, pyramidal.
+- Rectangles (after dropping collinear vertices; right angles within 3 degrees) get exact analytic roofs in the
+  rectangle's frame: gabled and shed along the main (long) axis, hipped with its ridge along the main axis,
+  pyramidal with its apex over the centre.
+- Any other shape (L-shapes, courtyards with holes, polygons) gets a hipped roof from the polygon's straight
+  skeleton (every face rises from one footprint edge at one slope; `py-straight-skeleton`); a gabled, shed or
+  pyramidal type on such a shape falls back to that hipped roof, and a shape the skeleton cannot handle falls back
+  to a flat roof at the mean of eave and ridge. Every fallback is reported with its reason.
+
+Every roof face is a planar polygon whose vertices are shared exactly with its neighbours and with the walls'
+top edges, so floor + walls + roof form a closed, consistently oriented (outward) surface.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import mapbox_earcut
+import numpy as np
+import shapely
+
+RoofType = Literal["flat", "shed", "gabled", "hipped", "pyramidal"]
+ROOF_TYPES: tuple[str, ...] = ("flat", "shed", "gabled", "hipped", "pyramidal")
+_RIGHT_ANGLE_TOL = np.sin(np.radians(3.0))
+
+
+@dataclass
+class BuildingSolid:
+    """One building as triangles over shared vertices.
+
+    Attributes:
+        positions: (n, 3) float64 x, y in the footprint's CRS and absolute z.
+        roof: (r, 3) int64 roof triangles (counter-clockwise seen from above).
+        walls: (w, 3) int64 wall triangles (counter-clockwise seen from outside).
+        floor: (f, 3) int64 floor triangles (facing down).
+        roof_type: the roof built (may differ from the one asked for; see `fallback`).
+        fallback: why the asked roof type was not built, or None.
+    """
+
+    positions: np.ndarray
+    roof: np.ndarray
+    walls: np.ndarray
+    floor: np.ndarray
+    roof_type: str
+    fallback: str | None = None
+
+    def triangles(self) -> np.ndarray:
+        """(t, 3) all triangles."""
+        return np.vstack([self.roof, self.walls, self.floor])
+
+
+@dataclass
+class _Builder:
+    """Vertices by exact coordinates (so faces share them) and faces as vertex-index lists."""
+
+    pos: list[tuple[float, float, float]] = field(default_factory=list)
+    index: dict[tuple[float, float, float], int] = field(default_factory=dict)
+    roof: list[list[int]] = field(default_factory=list)
+
+    def v(self, x: float, y: float, z: float) -> int:
+        key = (float(x), float(y), float(z))
+        k = self.index.get(key)
+        if k is None:
+            k = self.index[key] = len(self.pos)
+            self.pos.append(key)
+        return k
+
+
+def _ring(coords: np.ndarray, ccw: bool) -> np.ndarray:
+    """(k, 2) open ring without repeated or collinear vertices, in the asked orientation."""
+    xy = np.asarray(coords, np.float64)[:, :2]
+    if len(xy) > 1 and np.allclose(xy[0], xy[-1]):
+        xy = xy[:-1]
+    keep = np.ones(len(xy), bool)
+    d = np.linalg.norm(np.roll(xy, -1, axis=0) - xy, axis=1)
+    keep &= d > 1e-7
+    xy = xy[keep]
+    changed = True
+    while changed and len(xy) > 3:
+        a, b, c = np.roll(xy, 1, axis=0), xy, np.roll(xy, -1, axis=0)
+        cross = (b[:, 0] - a[:, 0]) * (c[:, 1] - b[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - b[:, 0])
+        scale = np.linalg.norm(b - a, axis=1) * np.linalg.norm(c - b, axis=1)
+        collinear = np.abs(cross) <= 1e-9 * np.maximum(scale, 1e-12)
+        changed = bool(collinear.any())
+        if changed:
+            xy = xy[~collinear] if (~collinear).sum() >= 3 else xy
+            changed = changed and (~collinear).sum() >= 3
+    x, y = xy[:, 0], xy[:, 1]
+    area2 = float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
+    if (area2 > 0) != ccw:
+        xy = xy[::-1]
+    return xy
+
+
+def _rectangle(ext: np.ndarray) -> np.ndarray | None:
+    """The ring reordered so that corner 0 -> 1 is a long side, when it is a rectangle; else None."""
+    if len(ext) != 4:
+        return None
+    e = np.roll(ext, -1, axis=0) - ext
+    n = np.linalg.norm(e, axis=1)
+    u = e / n[:, None]
+    dots = np.abs(np.sum(u * np.roll(u, -1, axis=0), axis=1))
+    if dots.max() > _RIGHT_ANGLE_TOL:
+        return None
+    start = 0 if n[0] >= n[1] else 1
+    return np.roll(ext, -start, axis=0)
+
+
+def _triangulate(poly_xy: np.ndarray, holes: list[np.ndarray] | None = None) -> np.ndarray:
+    """(t, 3) earcut triangles over the stacked rings (outer first), counter-clockwise seen from above."""
+    rings = [poly_xy] + list(holes or [])
+    xy = np.vstack(rings)
+    ends = np.cumsum([len(r) for r in rings]).astype(np.uint32)
+    tri = mapbox_earcut.triangulate_float64(xy - xy[0], ends).astype(np.int64).reshape(-1, 3)
+    a, b, c = xy[tri[:, 0]], xy[tri[:, 1]], xy[tri[:, 2]]
+    area2 = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    tri = tri[np.abs(area2) > 1e-12]
+    flip = area2[np.abs(area2) > 1e-12] < 0
+    tri[flip] = tri[flip][:, [0, 2, 1]]
+    return tri
+
+
+def _rect_roof(b: _Builder, r: np.ndarray, roof_type: str, eave: float, ridge: float) -> None:
+    p0, p1, p2, p3 = r
+    long_len = float(np.linalg.norm(p1 - p0))
+    width = float(np.linalg.norm(p2 - p1))
+    u = (p1 - p0) / long_len
+    v = (p2 - p1) / width
+    corner = [b.v(*p, eave) for p in r]
+    if roof_type == "gabled":
+        r0, r1 = p0 + v * width / 2, p1 + v * width / 2
+        k0, k1 = b.v(*r0, ridge), b.v(*r1, ridge)
+        b.roof += [[corner[0], corner[1], k1, k0], [corner[2], corner[3], k0, k1]]
+    elif roof_type == "shed":
+        h2, h3 = b.v(*p2, ridge), b.v(*p3, ridge)
+        b.roof += [[corner[0], corner[1], h2, h3]]
+    elif roof_type == "pyramidal" or (roof_type == "hipped" and long_len - width < 1e-3):
+        c = b.v(*((p0 + p2) / 2), ridge)
+        b.roof += [[corner[i], corner[(i + 1) % 4], c] for i in range(4)]
+    else:  # hipped
+        h0 = b.v(*(p0 + u * width / 2 + v * width / 2), ridge)
+        h1 = b.v(*(p1 - u * width / 2 + v * width / 2), ridge)
+        b.roof += [[corner[0], corner[1], h1, h0], [corner[1], corner[2], h1], [corner[2], corner[3], h0, h1],
+                   [corner[3], corner[0], h0]]
+
+
+def _skeleton_roof(b: _Builder, ext: np.ndarray, holes: list[np.ndarray], eave: float, ridge: float,
+                   area: float) -> None:
+    """Hipped roof from the straight skeleton; raises ValueError when the faces do not tile the footprint."""
+    from py_straight_skeleton import compute_skeleton
+
+    o = ext[0]
+    sk = compute_skeleton(exterior=(ext - o).tolist(), holes=[(h - o).tolist() for h in holes])
+    nodes = sk.nodes
+    times = np.array([n.time for n in nodes], np.float64)
+    tmax = float(times.max())
+    if not np.isfinite(tmax) or tmax <= 0:
+        raise ValueError("straight skeleton has no interior node")
+    slope = (ridge - eave) / tmax
+    # boundary nodes must be exactly the footprint's vertices so walls and roof share them
+    xy = np.array([[n.position.x + o[0], n.position.y + o[1]] for n in nodes])
+    rings = np.vstack([ext] + holes)
+    d = np.linalg.norm(xy[:, None, :] - rings[None, :, :], axis=2)
+    nearest = d.argmin(axis=1)
+    on_ring = times <= 1e-9
+    xy[on_ring] = rings[nearest[on_ring]]
+    ids = [b.v(x, y, eave + t * slope) for (x, y), t in zip(xy, times)]
+    total = 0.0
+    faces = []
+    for face in sk.get_faces():
+        f = list(face)
+        if len(f) > 1 and f[0] == f[-1]:
+            f = f[:-1]
+        if len(f) < 3:
+            continue
+        fxy = xy[f] - o  # areas from small coordinates: absolute ones lose digits
+        x, y = fxy[:, 0], fxy[:, 1]
+        a2 = float(np.sum(x * np.roll(y, -1) - np.roll(x, -1) * y))
+        total += abs(a2) / 2
+        faces.append([ids[i] for i in f])
+    if abs(total - area) > 1e-5 * max(area, 1.0):
+        raise ValueError(f"straight-skeleton faces cover {total:.3f} m², the footprint {area:.3f} m²")
+    b.roof += faces
+
+
+def building_solid(polygon: shapely.Polygon, base: float, eave: float, ridge: float,
+                   roof_type: str = "flat") -> BuildingSolid:
+    """A closed LOD2 building: floor at `base`, walls up to the roof's edges, roof between `eave` and `ridge`.
+
+    Args:
+        polygon: the footprint (one Polygon, holes allowed) in a projected CRS.
+        base: absolute height of the floor (the lowest terrain under the footprint).
+        eave: absolute height where the roof meets the walls.
+        ridge: absolute height of the roof's top (>= eave; equal gives a flat roof).
+        roof_type: one of ROOF_TYPES.
+    """
+    if roof_type not in ROOF_TYPES:
+        raise ValueError(f"roof type {roof_type!r} is not one of {ROOF_TYPES}")
+    ext = _ring(shapely.get_coordinates(polygon.exterior), ccw=True)
+    holes = [_ring(shapely.get_coordinates(h), ccw=False) for h in polygon.interiors]
+    holes = [h for h in holes if len(h) >= 3]
+    ridge = max(ridge, eave)
+    fallback = None
+    built = roof_type
+    b = _Builder()
+    if roof_type == "flat" or ridge - eave < 0.05:
+        built = "flat"
+    else:
+        rect = _rectangle(ext) if not holes else None
+        if rect is not None:
+            _rect_roof(b, rect, roof_type, eave, ridge)
+        else:
+            if roof_type != "hipped":
+                fallback = f"{roof_type} roof on a non-rectangular footprint: hipped (straight skeleton)"
+                built = "hipped"
+            try:
+                _skeleton_roof(b, ext, holes, eave, ridge, float(polygon.area))
+            except Exception as exc:  # noqa: BLE001 - any skeleton failure falls back to a flat roof
+                b = _Builder()
+                eave = ridge = (eave + ridge) / 2
+                built = "flat"
+                fallback = f"{roof_type} roof: straight skeleton failed ({exc}); flat roof at mid height"
+    if built == "flat":
+        flat_ids = [[b.v(x, y, eave) for x, y in r] for r in [ext] + holes]
+        tri = _triangulate(ext, holes)
+        roof_tris = np.asarray([i for r in flat_ids for i in r], np.int64)[tri]
+    else:
+        pos = np.asarray(b.pos)
+        roof_tris = np.vstack([np.asarray(face, np.int64)[_triangulate(pos[face, :2])] for face in b.roof])
+    roof_ids = np.unique(roof_tris)
+    roof_pos = np.asarray(b.pos, np.float64)[roof_ids]
+    walls: list[list[int]] = []
+    for ring in [ext] + holes:
+        for k in range(len(ring)):
+            a, c = ring[k], ring[(k + 1) % len(ring)]
+            walls.extend(_wall(b, roof_ids, roof_pos, a, c, base))
+    floor_ids = np.asarray([b.v(x, y, base) for r in [ext] + holes for x, y in r], np.int64)
+    floor = floor_ids[_triangulate(ext, holes)][:, [0, 2, 1]]
+    return BuildingSolid(positions=np.asarray(b.pos, np.float64), roof=roof_tris,
+                         walls=np.asarray(walls, np.int64).reshape(-1, 3), floor=floor, roof_type=built,
+                         fallback=fallback)
+
+
+def _wall(b: _Builder, ids: np.ndarray, pos: np.ndarray, a: np.ndarray, c: np.ndarray,
+          base: float) -> list[list[int]]:
+    """Triangles of the wall under footprint edge a -> c, up to the roof vertices (`ids`, at `pos`) on that edge."""
+    d = c - a
+    length2 = float(d @ d)
+    rel = pos[:, :2] - a
+    t = rel @ d / length2
+    off = np.abs(rel[:, 0] * d[1] - rel[:, 1] * d[0]) / np.sqrt(length2)
+    on = np.nonzero((off < 1e-6) & (t > -1e-9) & (t < 1 + 1e-9) & (pos[:, 2] > base + 1e-9))[0]
+    top = ids[on[np.argsort(-t[on], kind="stable")]]  # from c back to a
+    a0, c0 = b.v(*a, base), b.v(*c, base)
+    tris = [[a0, c0, int(top[0])]]
+    tris += [[a0, int(p), int(q)] for p, q in zip(top[:-1], top[1:])]
+    return tris
+
+
+
+
+# --------------------------------------------------------------------------------------- rectangles, vectorised
+# Vertex layout of a rectangle building: 0-3 floor corners, 4-7 eave corners (corner 0 -> 1 a long side),
+# 8-9 the extra roof vertices of the type. Faces are the same as `_rect_roof` builds one building at a time.
+_FLOOR = [[0, 2, 1], [0, 3, 2]]
+_BOX_WALLS = [[i, (i + 1) % 4, 4 + (i + 1) % 4] for i in range(4)] + [[i, 4 + (i + 1) % 4, 4 + i] for i in range(4)]
+_TEMPLATES: dict[str, tuple[list[list[int]], list[list[int]]]] = {
+    "flat": ([[4, 5, 6], [4, 6, 7]], _BOX_WALLS),
+    "shed": ([[4, 5, 6], [4, 6, 7]], _BOX_WALLS),
+    "gabled": ([[4, 5, 9], [4, 9, 8], [6, 7, 8], [6, 8, 9]],
+               [[0, 1, 5], [0, 5, 4], [2, 3, 7], [2, 7, 6],
+                [1, 2, 6], [1, 6, 9], [1, 9, 5], [3, 0, 4], [3, 4, 8], [3, 8, 7]]),
+    "hipped": ([[4, 5, 9], [4, 9, 8], [5, 6, 9], [6, 7, 8], [6, 8, 9], [7, 4, 8]], _BOX_WALLS),
+    "pyramidal": ([[4, 5, 8], [5, 6, 8], [6, 7, 8], [7, 4, 8]], _BOX_WALLS),
+}
+
+
+def rectangle_solids(corners: np.ndarray, base: np.ndarray, eave: np.ndarray, ridge: np.ndarray,
+                     roof_type: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Closed buildings of one roof type on k rectangles at once.
+
+    Args:
+        corners: (k, 4, 2) float64 counter-clockwise corners, corner 0 -> 1 along a long side.
+        base, eave, ridge: (k,) float64 absolute heights.
+        roof_type: one of ROOF_TYPES (hipped on a square is built as pyramidal).
+
+    Returns:
+        (positions (k, nv, 3) float64, roof (r, 3), walls (w, 3), floor (2, 3)) with the same triangles for every
+        building (indices into its own nv vertices).
+    """
+    k = len(corners)
+    p0, p1, p2, p3 = (corners[:, i] for i in range(4))
+    length = np.linalg.norm(p1 - p0, axis=1)[:, None]
+    width = np.linalg.norm(p2 - p1, axis=1)[:, None]
+    u = (p1 - p0) / length
+    v = (p2 - p1) / width
+    roof, walls = _TEMPLATES[roof_type]
+    nv = 8 if roof_type in ("flat", "shed") else (9 if roof_type == "pyramidal" else 10)
+    pos = np.empty((k, nv, 3))
+    pos[:, :4, :2] = corners
+    pos[:, 4:8, :2] = corners
+    pos[:, :4, 2] = base[:, None]
+    pos[:, 4:8, 2] = eave[:, None]
+    if roof_type == "shed":
+        pos[:, 6:8, 2] = ridge[:, None]
+    elif roof_type == "gabled":
+        pos[:, 8, :2] = p0 + v * width / 2
+        pos[:, 9, :2] = p1 + v * width / 2
+        pos[:, 8:10, 2] = ridge[:, None]
+    elif roof_type == "pyramidal":
+        pos[:, 8, :2] = (p0 + p2) / 2
+        pos[:, 8, 2] = ridge
+    elif roof_type == "hipped":
+        half = np.minimum(width / 2, length / 2)
+        pos[:, 8, :2] = p0 + u * half + v * width / 2
+        pos[:, 9, :2] = p1 - u * half + v * width / 2
+        pos[:, 8:10, 2] = ridge[:, None]
+    return pos, np.asarray(roof), np.asarray(walls), np.asarray(_FLOOR)
+
+
+def as_rectangle(polygon: shapely.Polygon) -> np.ndarray | None:
+    """(4, 2) counter-clockwise corners (0 -> 1 along a long side) of a rectangular footprint without holes."""
+    if len(polygon.interiors):
+        return None
+    ext = _ring(shapely.get_coordinates(polygon.exterior), ccw=True)
+    return _rectangle(ext)
+
+
+__all__ = ["BuildingSolid", "ROOF_TYPES", "as_rectangle", "building_solid", "rectangle_solids"]
