@@ -31,11 +31,12 @@ def _peak_rss(proc: psutil.Process, stop: threading.Event, out: list[int]) -> No
     peak = 0
     while not stop.is_set():
         try:
-            total = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+            # PSS shares copy-on-write pages of forked workers fairly, so the sum over the tree is not inflated
+            total = sum(p.memory_full_info().pss for p in [proc, *proc.children(recursive=True)])
         except psutil.Error:
             total = 0
         peak = max(peak, total)
-        time.sleep(0.02)
+        time.sleep(0.05)
     out.append(peak)
 
 
@@ -92,7 +93,7 @@ def one(n: int, work: Path, what: str) -> dict:
 
     city_dir = work / f"city-{n}"
     city = load(city_dir) if (city_dir / "sample.json").exists() else generate(
-        city_dir, buildings=n, seed=1, footprint_format="parquet", ortho=False)
+        city_dir, buildings=n, seed=1, footprint_format="parquet", ortho=False, layers=("buildings",))
     if what == "gen":
         return {"buildings": city.n_buildings}
     if what == "floor":

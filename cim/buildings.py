@@ -216,9 +216,10 @@ def footprint_heights(
     labels = rasterio.features.rasterize(shapes, out_shape=shape, transform=dem_tf, all_touched=True, fill=0,
                                          dtype="int32")
     index = np.arange(1, k + 1)
-    filled = np.where(np.isnan(dem_arr), np.inf, dem_arr)
-    pix_min = np.asarray(ndimage.minimum(filled, labels, index), dtype=np.float64)
-    pix_min[np.bincount(labels.ravel(), minlength=k + 1)[1:] == 0] = np.inf  # scipy gives 0 for absent labels
+    covered = labels > 0
+    pix_min = np.full(k, np.inf)
+    values = dem_arr[covered]
+    np.minimum.at(pix_min, labels[covered] - 1, np.where(np.isnan(values), np.inf, values))
     coords, cidx = shapely.get_coordinates(g, return_index=True)
     vert = bilinear(dem_arr, dem_tf, coords[:, 0], coords[:, 1])
     vert_min = np.full(k, np.inf)
