@@ -19,3 +19,11 @@ class TileNotFoundError(TilesError, LookupError):
 
 class TileRequestError(TilesError, InputError):
     """A tile request is malformed or out of range."""
+
+
+class InvalidKeyError(TilesError, PermissionError):
+    """An API key was presented but is malformed, unknown or revoked."""
+
+
+class ServerConfigError(TilesError, InputError):
+    """`cim serve` was given a model folder, map file or setting it cannot use."""
