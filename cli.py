@@ -28,6 +28,7 @@ from cim.errors import (
     OutputExistsError,
 )
 from layers.errors import LayerExistsError, LayerNotFoundError, StoreLockedError
+from tiles.errors import ServerConfigError, TileRequestError
 
 app = typer.Typer(
     name="cim",
@@ -48,6 +49,8 @@ EXIT_CODES: list[tuple[type[BaseException], int]] = [
     (LayerExistsError, 5),
     (LayerNotFoundError, 8),
     (StoreLockedError, 9),
+    (ServerConfigError, 2),
+    (TileRequestError, 2),
     (CimError, 1),
 ]
 
@@ -104,11 +107,14 @@ def progress_bar(as_json: bool) -> Iterator[Callable[[str, int, int], None] | No
 @app.command("build")
 def build_cmd(
     out: Annotated[Path, typer.Argument(help="Output folder for the tileset.")],
-    level: Annotated[int, typer.Option("--level", help="CIM level (2: terrain + LOD1 buildings).")] = 2,
+    level: Annotated[int, typer.Option("--level", help="CIM level (2: terrain + LOD1 buildings; 3: oblique "
+                                                       "photography, or LOD2 buildings without --oblique).")] = 2,
     dem: Annotated[Optional[Path], typer.Option("--dem", help="DEM GeoTIFF (default: the sample city).")] = None,
     ortho: Annotated[Optional[Path], typer.Option("--ortho", help="Orthophoto draped on the terrain.")] = None,
     buildings: Annotated[Optional[Path], typer.Option("--buildings", help="Building footprints file.")] = None,
     dsm: Annotated[Optional[Path], typer.Option("--dsm", help="DSM for heights missing from attributes.")] = None,
+    oblique: Annotated[Optional[Path], typer.Option(
+        "--oblique", help="ContextCapture production folder (metadata.xml + Data/), level 3.")] = None,
     height_field: Annotated[Optional[str], typer.Option("--height-field", help="Attribute with heights (m).")] = None,
     floors_field: Annotated[Optional[str], typer.Option("--floors-field", help="Attribute with floor counts.")] = None,
     storey_height: Annotated[float, typer.Option("--storey-height", help="Metres per floor.")] = 3.0,
@@ -127,13 +133,18 @@ def build_cmd(
     bopts = BuildingOptions(height_field=height_field, floors_field=floors_field, storey_height=storey_height,
                             default_height=default_height, id_field=id_field)
     with progress_bar(as_json) as cb:
-        report = build_city(out, level=level, dem=dem, ortho=ortho, buildings=buildings, dsm=dsm, crs=crs,
+        report = build_city(out, level=level, dem=dem, ortho=ortho, buildings=buildings, dsm=dsm, oblique=oblique,
+                            crs=crs,
                             building_options=bopts, terrain_options=TerrainOptions(max_error=max_error, crs=crs),
                             overwrite=overwrite, progress=cb)
     b = report.buildings or {}
     lines = [f"[green]built[/] {report.tileset}  ({report.seconds:.1f} s)"]
     if b:
         lines.append(f"buildings: {b['buildings']} in {b['tiles']} tiles; heights from {b['height_sources']}")
+    if report.oblique:
+        o = report.oblique
+        lines.append(f"oblique: {o['files']} files, {o['contents']} tiles, {o['triangles']} triangles, "
+                     f"{o['textures']} textures, {o['singulated_triangles']} triangles singulated")
     lines.extend(f"[yellow]warning:[/] {w}" for w in report.warnings)
     emit(report, as_json, "\n".join(lines))
 
@@ -437,6 +448,102 @@ def layers_add_theme_cmd(
 
 
 app.add_typer(layers_app, name="layers")
+
+
+# ---------------------------------------------------------------------- cim serve / cim keys: tile services (tiles/server)
+@app.command("serve")
+def serve_cmd(
+    store: StoreOpt = None,
+    models: Annotated[Optional[list[str]], typer.Option(
+        "--models", help="A `cim build` output to publish as 3D Tiles: DIR or NAME=DIR (repeatable).")] = None,
+    maps: Annotated[Optional[list[str]], typer.Option(
+        "--map", help="A COG to publish as raster tiles (ortho or DEM): FILE or NAME=FILE (repeatable).")] = None,
+    restrict: Annotated[Optional[list[str]], typer.Option(
+        "--restrict", help="NAME=LEVEL: security level of a model or map (default public; repeatable).")] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    public_url: Annotated[Optional[str], typer.Option("--public-url", help="Base URL clients see (behind a proxy).")
+                          ] = None,
+) -> None:
+    """Serve the models, maps and layers over HTTP: 3D Tiles, XYZ/WMTS, MVT, OGC API - Features (docs/http-api.md)."""
+    from tiles.server import ServerSettings, serve
+    from tiles.server.settings import named_paths
+
+    base = ServerSettings()
+    settings = base.model_copy(update={
+        "store": store if store is not None else base.store, "host": host, "port": port,
+        "public_url": public_url or base.public_url,
+        "models": {**base.models, **named_paths(models or [], "--models")},
+        "maps": {**base.maps, **named_paths(maps or [], "--map")},
+        "security": {**base.security, **{k: str(v) for k, v in named_paths(restrict or [], "--restrict").items()}},
+    })
+    serve(settings)  # uvicorn logs the address once the catalogue is open and the port bound
+
+
+keys_app = typer.Typer(help="API keys of `cim serve` (stored hashed beside the store) and its audit log.",
+                       no_args_is_help=True)
+
+
+def _access(store: Optional[Path]) -> Any:
+    from layers import default_store_path
+    from tiles.server.auth import AccessStore, access_path
+
+    return AccessStore(access_path(store or default_store_path()))
+
+
+@keys_app.command("create")
+def keys_create_cmd(
+    scope: Annotated[str, typer.Option("--scope", help="internal, confidential, layer:NAME, theme:PATH; "
+                                                       "comma-separated.")],
+    label: Annotated[str, typer.Option("--label", help="Who or what the key is for.")] = "",
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API key; its secret is printed once and only its hash is kept."""
+    with _access(store) as acc:
+        k = acc.create(scope, label)
+    emit(k, as_json, f"key {k.id} ({','.join(k.scope)}): {k.key}\nsend it as X-API-Key; it is not shown again")
+
+
+@keys_app.command("revoke")
+def keys_revoke_cmd(
+    key_id: Annotated[str, typer.Argument(help="The key's id (or the whole key).")],
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke an API key (a running server refuses it from the next request)."""
+    with _access(store) as acc:
+        k = acc.revoke(key_id)
+    emit(k, as_json, f"revoked key {k.id} ({','.join(k.scope)})")
+
+
+@keys_app.command("list")
+def keys_list_cmd(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """List API keys (never their secrets)."""
+    with _access(store) as acc:
+        keys = acc.list()
+    emit([k.to_dict() for k in keys], as_json, "\n".join(
+        f"{k.id}  {','.join(k.scope):<30} {k.created_at:%Y-%m-%d %H:%M}  "
+        f"{'revoked ' + format(k.revoked_at, '%Y-%m-%d %H:%M') if k.revoked_at else 'active'}  {k.label}"
+        for k in keys) or "no keys")
+
+
+@keys_app.command("audit")
+def keys_audit_cmd(
+    layer: Annotated[Optional[str], typer.Option("--layer", help="Only accesses to this layer.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many records, newest first.")] = 50,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the audit log of accesses to confidential layers."""
+    with _access(store) as acc:
+        log = acc.audit_log(layer, limit)
+    emit([r.to_dict() for r in log], as_json, "\n".join(
+        f"{r.at:%Y-%m-%d %H:%M:%S}  {r.key_id or '-':<8} {r.layer:<20} {r.action:<10} {r.client or '-':<15} {r.path}"
+        for r in log) or "no accesses recorded")
+
+
+app.add_typer(keys_app, name="keys")
 
 
 if __name__ == "__main__":

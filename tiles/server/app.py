@@ -1,0 +1,210 @@
+"""The FastAPI application of `cim serve`: routers, middleware, and the one table from errors to HTTP statuses.
+
+    >>> from tiles.server import ServerSettings, create_app
+    >>> app = create_app(ServerSettings(store="city.duckdb", models={"city": "out/city"}))  # doctest: +SKIP
+    >>> serve(ServerSettings(...))  # doctest: +SKIP  (uvicorn on 127.0.0.1:8000)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import cim
+from cim.errors import CimError, InputError, InputNotFoundError
+from layers.errors import LayerInputError, LayerNotFoundError, StoreError, StoreLockedError
+from tiles.errors import InvalidKeyError, TileNotFoundError, TileRequestError
+from tiles.server import ogc
+from tiles.server.catalog import ServiceCatalog
+from tiles.server.deps import KEY_PARAM
+from tiles.server.responses import json_response
+from tiles.server.routes import core, features, maps, tiles3d, vector
+from tiles.server.settings import ServerSettings
+
+log = logging.getLogger("cim.server")
+
+# One table from error class to HTTP status; the first matching class (most specific first) wins.
+STATUS_CODES: list[tuple[type[BaseException], int]] = [
+    (InvalidKeyError, 401),
+    (TileNotFoundError, 404),
+    (LayerNotFoundError, 404),
+    (InputNotFoundError, 404),
+    (TileRequestError, 400),
+    (LayerInputError, 400),
+    (InputError, 400),
+    (StoreLockedError, 503),
+    (StoreError, 503),
+    (CimError, 500),
+]
+_CODES = {400: "InvalidParameterValue", 401: "InvalidApiKey", 404: "NotFound", 405: "MethodNotAllowed",
+          500: "ServerError", 503: "ServiceUnavailable"}
+
+
+def status_for(exc: BaseException) -> int:
+    """The HTTP status of a library error (see STATUS_CODES)."""
+    return next((code for cls, code in STATUS_CODES if isinstance(exc, cls)), 500)
+
+
+def error_body(status: int, description: str) -> dict[str, Any]:
+    """The JSON body of every error (the OGC API exception schema: code, description)."""
+    return {"code": _CODES.get(status, "Error"), "status": status, "description": description}
+
+
+async def _cim_error(request: Request, exc: Exception) -> Response:
+    status = status_for(exc)
+    if status >= 500:
+        log.error("%s %s: %s", request.method, request.url.path, exc, exc_info=exc)
+    headers = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'} if status == 401 else None
+    return json_response(error_body(status, str(exc)), status=status, headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    parts = [f"{'.'.join(str(p) for p in e.get('loc', ()) if p not in ('path', 'query'))}: {e.get('msg', '')}"
+             for e in errors]
+    return json_response(error_body(400, "; ".join(parts) or str(exc)), status=400)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    text = exc.detail if exc.status_code != 404 else f"no such resource {request.url.path!r}; see / and /catalog"
+    return json_response(error_body(exc.status_code, str(text)), status=exc.status_code,
+                         headers=getattr(exc, "headers", None))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return json_response(error_body(500, "internal error; the server log has the details"), status=500)
+
+
+class RequestLog:
+    """ASGI middleware: one log line per request (method, path without api_key, status, bytes, ms), and
+    `Vary` on the key headers, since what a response holds depends on the caller."""
+
+    def __init__(self, app: ASGIApp, enabled: bool = True) -> None:
+        self.app = app
+        self.enabled = enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        state = {"status": 0, "bytes": 0}
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                headers = list(message.get("headers", []))
+                vary = [v for k, v in headers if k.lower() == b"vary"]
+                headers = [(k, v) for k, v in headers if k.lower() != b"vary"]
+                headers.append((b"vary", b", ".join([*vary, b"X-API-Key, Authorization"])))
+                message["headers"] = headers
+            elif message["type"] == "http.response.body":
+                state["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, wrapped)
+        finally:
+            if self.enabled:
+                query = scope.get("query_string", b"").decode("latin-1")
+                if KEY_PARAM in query:
+                    query = "&".join(p if not p.startswith(KEY_PARAM + "=") else KEY_PARAM + "=***"
+                                     for p in query.split("&"))
+                client = scope.get("client") or ("-", 0)
+                log.info("%s %s %s%s %d %dB %.1fms", client[0], scope["method"], scope["path"],
+                         "?" + query if query else "", state["status"], state["bytes"],
+                         (time.perf_counter() - t0) * 1000)
+
+
+def _openapi_30(doc: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI writes OpenAPI 3.1; OGC API asks for 3.0: `anyOf [X, null]` becomes `X` + `nullable`."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            any_of = node.get("anyOf")
+            if isinstance(any_of, list) and {"type": "null"} in any_of:
+                rest = [walk(s) for s in any_of if s != {"type": "null"}]
+                node = {k: walk(v) for k, v in node.items() if k != "anyOf"}
+                node.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+                node["nullable"] = True
+                return node
+            return {k: walk(v) for k, v in node.items() if k != "examples" or not isinstance(v, list)}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    out = walk(doc)
+    out["openapi"] = "3.0.3"
+    return out
+
+
+def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog | None = None) -> FastAPI:
+    """The application: opens the catalogue now (configuration errors raise here, before any port is bound) and
+    closes it on shutdown.
+
+    Args:
+        settings: server settings (default: from `CIM_*` environment variables).
+        catalog: an open catalogue to serve instead (tests, notebooks).
+
+    Raises:
+        ServerConfigError: a model, map or setting is unusable.
+        StoreError: the store cannot be opened read-only.
+    """
+    settings = settings or (catalog.settings if catalog else ServerSettings())
+    catalog = catalog or ServiceCatalog(settings).open()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        catalog.close()
+
+    app = FastAPI(title=settings.title, version=cim.__version__, openapi_url=None, docs_url=None, redoc_url=None,
+                  lifespan=lifespan,
+                  description="3D Tiles, raster and vector tiles and OGC API - Features of a city digital twin. "
+                              "Send an API key as X-API-Key, Authorization: Bearer, or api_key=.")
+    app.state.catalog = catalog
+    app.add_exception_handler(CimError, _cim_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+    for module in (core, tiles3d, maps, vector, features):
+        app.include_router(module.router)
+
+    @app.get("/api", summary="This API's OpenAPI 3.0 document", tags=["core"])
+    def api() -> Response:
+        return json_response(_openapi_30(app.openapi()), media_type=ogc.OPENAPI)
+
+    # gzip everything compressible that a route did not compress itself; glb textures do not gain from it
+    app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_size, compresslevel=settings.gzip_level,
+                       exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES, "model/gltf-binary"))
+    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "HEAD", "OPTIONS"],
+                       allow_headers=["X-API-Key", "Authorization", "If-None-Match", "Range"],
+                       expose_headers=["ETag", "Content-Range", "Content-Length"], max_age=3600)
+    app.add_middleware(RequestLog, enabled=settings.log_requests)
+    return app
+
+
+def serve(settings: ServerSettings) -> None:
+    """Run the server with uvicorn until interrupted (the library function behind `cim serve`)."""
+    import uvicorn
+
+    app = create_app(settings)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level="info",
+                server_header=False)
+
+
+__all__ = ["STATUS_CODES", "create_app", "error_body", "serve", "status_for"]

@@ -1,0 +1,233 @@
+"""The service catalogue: every model, map and layer the server publishes, resolved by name, filtered by caller.
+
+Names resolve through this catalogue only: a model name picks a folder the operator configured (and a file from
+that folder's index, `tiles.server.files`), a map name picks a configured COG, a layer name picks a store layer.
+Something the caller may not see answers exactly like something that does not exist (404, never 403), and every
+access to a confidential layer is written to the audit log (`tiles.server.auth`).
+
+The store is opened read-only for the server's life, so its catalogue cannot change underneath: layer records and
+vector tile sources are read once at start.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from layers.errors import LayerNotFoundError
+from layers.models import LayerInfo
+from layers.store import LayerStore, default_store_path
+from layers.types import SECURITY_LEVELS
+from tiles.errors import ServerConfigError, TileNotFoundError
+from tiles.mvt import MvtOptions, VectorTileLayer
+from tiles.raster import RasterMap, guess_kind
+from tiles.server.auth import AccessStore, Principal, access_path
+from tiles.server.files import FileCache, FileEntry, index_folder
+from tiles.server.settings import ServerSettings, check_name
+
+
+@dataclass
+class Model:
+    """A built 3D Tiles model published under `name`."""
+
+    name: str
+    root: Path
+    security: str
+    files: dict[str, Path]
+    bounds: tuple[float, float, float, float] | None = None  # lon/lat
+    title: str = ""
+
+
+@dataclass
+class ServiceCatalog:
+    """Models, maps and layers of one server.
+
+    Cheap to construct; `open()` indexes the model folders, opens the store read-only and the key file.
+
+    Args:
+        settings: the server settings.
+    """
+
+    settings: ServerSettings
+    models: dict[str, Model] = field(default_factory=dict)
+    maps: dict[str, RasterMap] = field(default_factory=dict)
+    map_security: dict[str, str] = field(default_factory=dict)
+    layers: dict[str, LayerInfo] = field(default_factory=dict)
+    store: LayerStore | None = None
+    access: AccessStore | None = None
+    _vector: dict[str, VectorTileLayer] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.files = FileCache(self.settings.file_cache_mb * 1024 * 1024, self.settings.gzip_level)
+        self.mvt_options = MvtOptions(max_features=self.settings.mvt_max_features,
+                                      simplify_below_zoom=self.settings.mvt_simplify_below_zoom,
+                                      maxzoom=self.settings.mvt_maxzoom)
+
+    # ------------------------------------------------------------------ lifecycle
+    def _security(self, name: str) -> str:
+        level = self.settings.security.get(name, "public")
+        if level not in SECURITY_LEVELS:
+            raise ServerConfigError(f"security of {name!r} is {level!r}, not one of {', '.join(SECURITY_LEVELS)}")
+        return level
+
+    def open(self) -> ServiceCatalog:
+        """Index models, find maps, read the store's catalogue, open the key file.
+
+        Raises:
+            ServerConfigError: a model folder without tileset.json, a map file that does not exist.
+            StoreError: the store cannot be opened read-only (another process writes it).
+        """
+        s = self.settings
+        for name, root in s.models.items():
+            check_name(name, "model")
+            if not (root / "tileset.json").is_file():
+                raise ServerConfigError(f"model {name!r}: {root / 'tileset.json'} does not exist; pass a folder "
+                                        f"written by `cim build`")
+            report = _read_json(root / "build.json")
+            bounds = tuple(report["lonlat_bounds"]) if isinstance(report.get("lonlat_bounds"), list) \
+                else _region_bounds(_read_json(root / "tileset.json"))
+            self.models[name] = Model(name, root.resolve(), self._security(name), index_folder(root),
+                                      bounds, title=name)  # type: ignore[arg-type]
+            for kind, key in (("image", "ortho"), ("dem", "dem")):
+                src = (report.get("inputs") or {}).get(key)
+                if src and Path(src).is_file() and f"{name}_{key}" not in s.maps:
+                    self._add_map(f"{name}_{key}", Path(src), kind, self.models[name].security)
+        for name, path in s.maps.items():
+            check_name(name, "map")
+            if not path.is_file():
+                raise ServerConfigError(f"map {name!r}: {path} does not exist")
+            self._add_map(name, path, guess_kind(path), self._security(name))
+        unknown = sorted(set(s.security) - set(self.models) - set(self.maps))
+        if unknown:
+            raise ServerConfigError(f"security given for {unknown}, which are not served models or maps "
+                                    f"(models: {sorted(self.models)}, maps: {sorted(self.maps)})")
+        store_path = s.store if s.store is not None else default_store_path()
+        if s.store is not None or store_path.is_file():
+            self.store = LayerStore(store_path, read_only=True, clearance="confidential").open()
+            for info in self.store.list():
+                self.layers[info.name] = info
+                self._vector[info.name] = VectorTileLayer(self.store, info, self.store.table_name(info.name),
+                                                          self.mvt_options)
+        self.access = AccessStore(s.access_file or access_path(store_path)).open()
+        return self
+
+    def _add_map(self, name: str, path: Path, kind: str, security: str) -> None:
+        self.maps[name] = RasterMap(name, path.resolve(), kind, title=name)  # type: ignore[arg-type]
+        self.map_security[name] = security
+
+    def close(self) -> None:
+        """Close the store and the key file."""
+        if self.store is not None:
+            self.store.close()
+        if self.access is not None:
+            self.access.close()
+
+    def __enter__(self) -> ServiceCatalog:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ resolution
+    def authenticate(self, key: str | None) -> Principal:
+        """The caller of a request that presented `key` (None: anonymous). Raises `InvalidKeyError`."""
+        assert self.access is not None
+        return self.access.authenticate(key)
+
+    def model(self, name: str, who: Principal) -> Model:
+        """A model the caller may see. Raises `TileNotFoundError`."""
+        m = self.models.get(name)
+        if m is None or not who.can_see(name, m.security):
+            raise TileNotFoundError(f"no model {name!r} on this server; see /catalog")
+        return m
+
+    def model_file(self, name: str, path: str, who: Principal) -> FileEntry:
+        """A file of a model by its URL path inside the model (`tileset.json`, `terrain/0/0_0.glb`)."""
+        m = self.model(name, who)
+        p = m.files.get(path)
+        if p is None:
+            raise TileNotFoundError(f"model {name!r} has no file {path!r}")
+        return self.files.get(p)
+
+    def raster_map(self, name: str, who: Principal) -> RasterMap:
+        """A map the caller may see. Raises `TileNotFoundError`."""
+        m = self.maps.get(name)
+        if m is None or not who.can_see(name, self.map_security[name]):
+            raise TileNotFoundError(f"no map {name!r} on this server; see /catalog")
+        return m
+
+    def layer(self, name: str, who: Principal, action: str = "read", path: str = "", client: str | None = None
+              ) -> LayerInfo:
+        """A layer the caller may see; an access to a confidential layer is audited.
+
+        Raises:
+            LayerNotFoundError: no such layer, or hidden from this caller.
+        """
+        info = self.layers.get(name)
+        if info is None or not who.can_see(name, info.security, info.theme):
+            raise LayerNotFoundError(f"no collection {name!r} on this server; see /collections")
+        if info.security == "confidential" and self.access is not None:
+            self.access.audit(who, name, info.security, action, path, client)
+        return info
+
+    def vector_layer(self, name: str, who: Principal, path: str = "", client: str | None = None) -> VectorTileLayer:
+        """The vector tile source of a layer the caller may see (audited like `layer`)."""
+        self.layer(name, who, "tile", path, client)
+        return self._vector[name]
+
+    def visible_layers(self, who: Principal) -> list[LayerInfo]:
+        return [i for i in self.layers.values() if who.can_see(i.name, i.security, i.theme)]
+
+    def visible_models(self, who: Principal) -> list[Model]:
+        return [m for m in self.models.values() if who.can_see(m.name, m.security)]
+
+    def visible_maps(self, who: Principal) -> list[RasterMap]:
+        return [m for n, m in self.maps.items() if who.can_see(n, self.map_security[n])]
+
+    def describe(self, who: Principal, base: str) -> dict[str, Any]:
+        """The `/catalog` document: every model, map and layer the caller may see, with URLs."""
+        models = [{"name": m.name, "kind": "3dtiles", "title": m.title, "security": m.security,
+                   "extent": list(m.bounds) if m.bounds else None,
+                   "urls": {"tileset": f"{base}/3dtiles/{m.name}/tileset.json"}} for m in self.visible_models(who)]
+        maps = []
+        for m in self.visible_maps(who):
+            info = m.info
+            maps.append({
+                "name": m.name, "kind": m.kind, "title": m.title, "security": self.map_security[m.name],
+                "extent": list(info.bounds), "formats": list(m.formats),
+                "encoding": "terrain-rgb" if m.kind == "dem" else None,
+                "urls": {"xyz": f"{base}/maps/{m.name}/{{z}}/{{x}}/{{y}}.{m.formats[0]}",
+                         "tilejson": f"{base}/maps/{m.name}/tilejson.json",
+                         "wmts": f"{base}/wmts/1.0.0/WMTSCapabilities.xml"}})
+        layers = [{"name": i.name, "kind": "vector", "title": i.title, "theme": i.theme,
+                   "theme_title": i.theme_title, "security": i.security, "department": i.department,
+                   "geometry_type": i.geometry_type, "feature_count": i.feature_count, "version": i.version,
+                   "extent": list(i.extent) if i.extent else None,
+                   "urls": {"collection": f"{base}/collections/{i.name}",
+                            "items": f"{base}/collections/{i.name}/items",
+                            "tiles": f"{base}/tiles/{i.name}/{{z}}/{{x}}/{{y}}.mvt",
+                            "tilejson": f"{base}/tiles/{i.name}/tilejson.json"}}
+                  for i in self.visible_layers(who)]
+        return {"title": self.settings.title, "models": models, "maps": maps, "layers": layers}
+
+
+def _region_bounds(tileset: dict[str, Any]) -> tuple[float, float, float, float] | None:
+    """Lon/lat degrees of a tileset root's bounding region, if it has one."""
+    region = ((tileset.get("root") or {}).get("boundingVolume") or {}).get("region")
+    if not isinstance(region, list) or len(region) < 4:
+        return None
+    return tuple(math.degrees(v) for v in region[:4])  # type: ignore[return-value]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+__all__ = ["Model", "ServiceCatalog"]

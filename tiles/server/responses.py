@@ -1,0 +1,94 @@
+"""HTTP responses with validators: strong ETags and 304, gzip forms, byte ranges, cache control."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def json_response(doc: Any, media_type: str = "application/json", status: int = 200,
+                  headers: dict[str, str] | None = None) -> Response:
+    """A JSON response (UTF-8, non-ASCII kept)."""
+    body = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return Response(body, status, headers=headers, media_type=media_type)
+
+
+def cache_control(public: bool, max_age: int) -> str:
+    """`public, max-age=N` for what anyone may see, `private, max-age=N` for what a key unlocked."""
+    return f"{'public' if public else 'private'}, max-age={max_age}"
+
+
+def etag_matches(request: Request, etag: str) -> bool:
+    """True when the request's If-None-Match names `etag` (weak comparison, as RFC 9110 asks for it)."""
+    inm = request.headers.get("if-none-match")
+    if not inm:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
+    bare = etag.removeprefix("W/")
+    return "*" in tags or bare in tags or bare.removesuffix('"') + '-gzip"' in tags
+
+
+def _accepts_gzip(request: Request) -> bool:
+    return "gzip" in request.headers.get("accept-encoding", "")
+
+
+def tile_response(
+    request: Request,
+    content: bytes,
+    media_type: str,
+    etag: str,
+    cache: str,
+    *,
+    gzipped: bytes | None = None,
+    compress: bool = False,
+    ranges: bool = False,
+) -> Response:
+    """A response for cacheable content: 304 when If-None-Match matches, the gzip form when accepted, a 206 for a
+    single satisfiable byte range (416 for an unsatisfiable one), else 200.
+
+    Args:
+        request: the request.
+        content: the identity bytes.
+        media_type: Content-Type.
+        etag: the strong ETag of the identity bytes (quoted); the gzip form gets `-gzip` appended.
+        cache: Cache-Control value.
+        gzipped: a precomputed gzip form.
+        compress: gzip now when the client accepts it (for small computed content such as MVT).
+        ranges: honour Range requests (static files).
+    """
+    headers = {"ETag": etag, "Cache-Control": cache, "Vary": "Accept-Encoding"}
+    if ranges:
+        headers["Accept-Ranges"] = "bytes"
+    if etag_matches(request, etag):
+        return Response(status_code=304, headers=headers)
+    rng = request.headers.get("range") if ranges else None
+    if rng and request.headers.get("if-range", etag) == etag:
+        m = _RANGE.match(rng.strip())
+        size = len(content)
+        if m and (m.group(1) or m.group(2)):
+            if m.group(1):
+                start = int(m.group(1))
+                end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+            else:
+                start, end = max(0, size - int(m.group(2))), size - 1
+            if start >= size or start > end:
+                return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            return Response(content[start:end + 1], 206, headers=headers, media_type=media_type)
+        # several ranges, or a syntax we do not serve: the whole representation is a valid answer (RFC 9110 14.2)
+    if _accepts_gzip(request) and (gzipped is not None or (compress and len(content) > 512)):
+        body = gzipped if gzipped is not None else gzip.compress(content, 5, mtime=0)
+        headers["Content-Encoding"] = "gzip"
+        headers["ETag"] = etag.removesuffix('"') + '-gzip"'
+        return Response(body, 200, headers=headers, media_type=media_type)
+    return Response(content, 200, headers=headers, media_type=media_type)
+
+
+__all__ = ["cache_control", "etag_matches", "json_response", "tile_response"]

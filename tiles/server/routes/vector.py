@@ -1,0 +1,67 @@
+"""Vector tiles (MVT) of store layers: OGC API Tiles and an XYZ alias, with TileJSON 3.0."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from tiles.errors import TileRequestError
+from tiles.mvt import MVT_MEDIA_TYPE, VectorTileLayer
+from tiles.server import ogc
+from tiles.server.deps import Ctx, context
+from tiles.server.responses import cache_control, etag_matches, json_response, tile_response
+
+router = APIRouter(tags=["Vector tiles"])
+CtxDep = Annotated[Ctx, Depends(context)]
+
+
+def _etag(layer: VectorTileLayer, z: int, x: int, y: int) -> str:
+    # A version's feature table is written once and never changed, so table + cutting options name the bytes.
+    key = f"{layer.table}|{layer.info.updated_at.isoformat()}|{layer.options}|{z}/{x}/{y}"
+    return '"' + hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + '"'
+
+
+def _tile(request: Request, ctx: Ctx, name: str, z: int, x: int, y: int) -> Response:
+    layer = ctx.catalog.vector_layer(name, ctx.who, ctx.path, ctx.client)
+    etag = _etag(layer, z, x, y)
+    cache = cache_control(layer.info.security == "public", ctx.catalog.settings.cache_max_age)
+    if etag_matches(request, etag):
+        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": cache})
+    tile = layer.tile(z, x, y)
+    if not tile.features:
+        return Response(status_code=204, headers={"ETag": etag, "Cache-Control": cache})
+    return tile_response(request, tile.content, MVT_MEDIA_TYPE, etag, cache, compress=True)
+
+
+@router.get("/collections/{collection_id}/tiles/WebMercatorQuad/{z}/{y}/{x}",
+            summary="OGC API Tiles: a vector tile (tileMatrix/tileRow/tileCol); 204 when empty")
+def ogc_tile(collection_id: str, z: int, y: int, x: int, request: Request, ctx: CtxDep) -> Response:
+    return _tile(request, ctx, collection_id, z, x, y)
+
+
+@router.get("/tiles/{layer}/{z}/{x}/{y}.mvt", summary="XYZ vector tile of a layer; 204 when empty")
+def xyz_tile(layer: str, z: int, x: int, y: int, request: Request, ctx: CtxDep) -> Response:
+    return _tile(request, ctx, layer, z, x, y)
+
+
+@router.get("/tiles/{layer}/tilejson.json", summary="TileJSON 3.0 of a layer's vector tiles")
+def tilejson(layer: str, ctx: CtxDep) -> Response:
+    info = ctx.catalog.layer(layer, ctx.who, "tilejson", ctx.path, ctx.client)
+    return json_response(ogc.vector_tilejson([info], ctx.base, ctx.catalog.mvt_options, ctx.query))
+
+
+@router.get("/collections/{collection_id}/tiles", summary="OGC API Tiles: a collection's vector tilesets")
+def tilesets(collection_id: str, ctx: CtxDep) -> Response:
+    info = ctx.catalog.layer(collection_id, ctx.who, "tilesets", ctx.path, ctx.client)
+    return json_response(ogc.vector_tilesets(info, ctx.base, ctx.query))
+
+
+@router.get("/collections/{collection_id}/tiles/{tms_id}", summary="OGC API Tiles: a vector tileset")
+def tileset(collection_id: str, tms_id: str, ctx: CtxDep) -> Response:
+    info = ctx.catalog.layer(collection_id, ctx.who, "tileset", ctx.path, ctx.client)
+    if tms_id != "WebMercatorQuad":
+        raise TileRequestError(f"vector tiles are served on WebMercatorQuad only, not {tms_id!r}")
+    return json_response(ogc.vector_tileset(info, ctx.base, ctx.query))

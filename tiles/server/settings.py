@@ -1,0 +1,86 @@
+"""Settings of `cim serve`: pydantic-settings read from `CIM_*` environment variables, overridden by the CLI.
+
+    CIM_STORE=city.duckdb CIM_MODELS='{"city": "out/city"}' CIM_PORT=8080 cim serve
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tiles.errors import ServerConfigError
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class ServerSettings(BaseSettings):
+    """Everything `cim serve` can be told.
+
+    Attributes:
+        store: the layer store file (default `$CIM_STORE`, else `./cim.duckdb` when it exists; no layers otherwise).
+        models: 3D Tiles build outputs by public name (`cim build` folders holding tileset.json).
+        maps: COGs by public name (orthophotos, DEMs); a model's DEM and orthophoto are added as
+            `<model>_dem` / `<model>_ortho` when its build.json names them.
+        security: security level of models and maps by name (default public); layers keep the store's levels.
+        access_file: key and audit file (default beside the store, see `tiles.server.auth`).
+        public_url: base URL clients see, when behind a proxy (default: from each request).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CIM_", extra="ignore")
+
+    store: Path | None = None
+    models: dict[str, Path] = Field(default_factory=dict)
+    maps: dict[str, Path] = Field(default_factory=dict)
+    security: dict[str, str] = Field(default_factory=dict)
+    access_file: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = None
+    title: str = "cim city services"
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    items_limit: int = 20
+    items_max_limit: int = 10_000
+    mvt_max_features: int = 20_000
+    mvt_simplify_below_zoom: int = 16
+    mvt_maxzoom: int = 22
+    cache_max_age: int = 3600
+    file_cache_mb: int = 256
+    gzip_min_size: int = 1024
+    gzip_level: int = 6
+    log_requests: bool = True
+
+
+def named_paths(values: Iterable[str], what: str) -> dict[str, Path]:
+    """`["city=out/city", "out/other"]` -> `{"city": Path("out/city"), "other": Path("out/other")}`.
+
+    A bare path is named after its file or folder stem, lower-cased.
+
+    Raises:
+        ServerConfigError: a name that is not lower-case letters, digits, `_` or `-`, or a name given twice.
+    """
+    out: dict[str, Path] = {}
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep:
+            path, name = v, Path(v).stem.lower()
+        if not _NAME.match(name):
+            raise ServerConfigError(f"{what} {v!r}: the name {name!r} is not lower-case letters, digits, _ or - "
+                                    f"(at most 63); give one as NAME={path}")
+        if name in out:
+            raise ServerConfigError(f"{what} name {name!r} is given twice; name them NAME=PATH")
+        out[name] = Path(path)
+    return out
+
+
+def check_name(name: str, what: str) -> str:
+    """`name` if it is a valid model or map name."""
+    if not _NAME.match(name):
+        raise ServerConfigError(f"{what} name {name!r} is not lower-case letters, digits, _ or - (at most 63)")
+    return name
+
+
+__all__ = ["ServerSettings", "check_name", "named_paths"]
