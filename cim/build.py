@@ -1,11 +1,14 @@
 """Build a CIM city model as a 3D Tiles 1.1 tileset: the library function behind `cim build`.
 
 Level 2 (framework model, CJJ/T 315-2022) = terrain from the DEM, textured with the orthophoto, plus LOD1 buildings
-from the footprints. The output folder holds:
+from the footprints. Level 3 = an oblique-photography production (cim.oblique; singulated by the footprints when
+given) over the terrain when a DEM is given; without a production, LOD2 buildings (cim.lod2) on the level-2
+terrain. The output folder holds:
 
-    tileset.json             root: terrain and buildings as two external tilesets (ADD)
+    tileset.json             root: terrain, buildings and oblique layers as external tilesets (ADD)
     terrain/tileset.json     quadtree of TIN tiles (REPLACE), glb with the orthophoto as texture
-    buildings/tileset.json   quadtree of LOD1 tiles (ADD: the most prominent buildings first)
+    buildings/tileset.json   quadtree of LOD1 or LOD2 tiles (ADD: the most prominent buildings first)
+    oblique/tileset.json     the oblique pyramid (REPLACE) under merged coarse levels
     build.json               the build report (counts, skipped buildings and why, bounds, seconds)
 
 Everything is written into a temporary folder beside the output and renamed into place at the end.
@@ -51,6 +54,7 @@ class BuildReport:
     buildings: dict[str, Any] | None
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    oblique: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +67,7 @@ class BuildReport:
             "lonlat_bounds": list(self.lonlat_bounds),
             "terrain": self.terrain,
             "buildings": self.buildings,
+            "oblique": self.oblique,
             "seconds": round(self.seconds, 3),
             "warnings": self.warnings,
         }
@@ -76,9 +81,11 @@ def build_city(
     ortho: str | os.PathLike[str] | None = None,
     buildings: str | os.PathLike[str] | None = None,
     dsm: str | os.PathLike[str] | None = None,
+    oblique: str | os.PathLike[str] | None = None,
     crs: crsmod.CRSLike | None = None,
     building_options: BuildingOptions | None = None,
     terrain_options: Any = None,
+    oblique_options: Any = None,
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> BuildReport:
@@ -88,14 +95,16 @@ def build_city(
 
     Args:
         out: output folder (must not exist or be empty unless `overwrite`).
-        level: CIM level; 2 builds terrain + LOD1 buildings.
-        dem: terrain model raster (required when any input is given).
+        level: CIM level; 2 builds terrain + LOD1 buildings, 3 an oblique production (or LOD2 buildings).
+        dem: terrain model raster (required for level 2 and for level 3 without `oblique`).
         ortho: orthophoto raster textured onto the terrain (optional).
         buildings: building footprints (optional: without them the model is terrain only).
         dsm: surface model, for heights of buildings without height attributes (optional).
+        oblique: ContextCapture production folder (level 3; its footprints singulate it).
         crs: CRS of inputs that declare none.
         building_options: see `cim.buildings.BuildingOptions` (height field, storey height, ...).
         terrain_options: see `cim.terrain.TerrainOptions` (max error, tile size, ...).
+        oblique_options: see `cim.oblique.ObliqueOptions` (workers, atlas size, ...).
         overwrite: replace an existing output folder.
         progress: called as progress(stage, done, total).
 
@@ -106,19 +115,24 @@ def build_city(
     from cim.terrain import TerrainOptions, build_terrain
 
     t0 = time.perf_counter()
-    if level != 2:
-        raise InputError(f"--level {level} is not available yet; this build makes CIM level 2 (terrain + LOD1)")
+    if level not in (2, 3):
+        raise InputError(f"--level {level}: choose 2 (terrain + LOD1) or 3 (oblique photography or LOD2)")
+    if oblique is not None and level != 3:
+        raise InputError("--oblique builds a level-3 model; pass --level 3")
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputExistsError(f"output folder {out} exists and is not empty; pass --overwrite to replace it")
-    if dem is None and ortho is None and buildings is None and dsm is None:
+    if dem is None and ortho is None and buildings is None and dsm is None and oblique is None:
         from cim.sample import default_sample
 
         city = default_sample()
         dem, ortho, buildings, dsm = city.dem, city.ortho, city.buildings, city.dsm
-    if dem is None:
-        raise InputError("a DEM is required for a level-2 model; pass --dem PATH (GeoTIFF)")
-    inputs = {"dem": str(dem), "ortho": _opt(ortho), "buildings": _opt(buildings), "dsm": _opt(dsm)}
+        if level == 3 and (city.root / "oblique" / "metadata.xml").is_file():
+            oblique = city.root / "oblique"
+    if dem is None and oblique is None:
+        raise InputError(f"a DEM is required for a level-{level} model without --oblique; pass --dem PATH (GeoTIFF)")
+    inputs = {"dem": _opt(dem), "ortho": _opt(ortho), "buildings": _opt(buildings), "dsm": _opt(dsm),
+              "oblique": _opt(oblique)}
     for name, value in inputs.items():
         if value is not None and not Path(value).exists():
             raise InputError(f"--{name} {value}: no such file")
@@ -126,48 +140,79 @@ def build_city(
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
-        topts = terrain_options or TerrainOptions(crs=None if crs is None else str(crs))
-        terrain = build_terrain(dem, ortho, work, topts, progress=progress)
-        terrain_root = relative_transforms(rebase_uris(terrain.root, "terrain/"))
         children: list[Tile] = []
-        regions = [terrain_root.bounding_volume.region]
+        regions: list[list[float]] = []
+        layers: list[tuple[str, Tile, dict[str, Any]]] = []
+        terrain = None
+        if dem is not None:
+            topts = terrain_options or TerrainOptions(crs=None if crs is None else str(crs))
+            terrain = build_terrain(dem, ortho, work, topts, progress=progress)
+            terrain_root = relative_transforms(rebase_uris(terrain.root, "terrain/"))
+            layers.append(("terrain", terrain_root,
+                           {"layer": "terrain", "maxError": getattr(topts, "max_error", None)}))
         bres: BuildingsResult | None = None
-        if buildings is not None:
+        lod2 = None
+        ores = None
+        if oblique is not None:
+            from cim.oblique import build_oblique
+
+            ores = build_oblique(oblique, work, buildings=buildings, options=oblique_options, progress=progress)
+            oroot = relative_transforms(rebase_uris(ores.root, "oblique/"))
+            layers.append(("oblique", oroot, {"layer": "oblique", "georeference": ores.georeference,
+                                              "singulated": buildings is not None}))
+        elif buildings is not None and level == 3:
+            from cim.lod2 import build_lod2_buildings
+
+            lod2 = build_lod2_buildings(buildings, dem, work, ortho=ortho, dsm=dsm, options=building_options,
+                                        crs=crs, progress=progress)
+            layers.append(("buildings", relative_transforms(rebase_uris(lod2.root, "buildings/")),
+                           {"layer": "buildings", "lod": 2}))
+        elif buildings is not None:
             bres = build_buildings(buildings, dem, work, dsm=dsm, options=building_options, crs=crs,
                                    progress=progress)
-            broot = relative_transforms(rebase_uris(bres.root, "buildings/"))
-            regions.append(broot.bounding_volume.region)
+            layers.append(("buildings", relative_transforms(rebase_uris(bres.root, "buildings/")),
+                           {"layer": "buildings", "lod": 1}))
+        regions = [r.bounding_volume.region for _, r, _ in layers]
         region = union_regions(regions)
         diag = _diagonal(region)
-        Tileset(geometric_error=diag, root=terrain_root,
-                extras={"cim": {"layer": "terrain", "maxError": getattr(topts, "max_error", None)}}
-                ).write(work / "terrain" / "tileset.json")
-        children.append(_external("terrain/tileset.json", terrain_root, diag))
-        if bres is not None:
-            Tileset(geometric_error=diag, root=broot, extras={"cim": {"layer": "buildings", "lod": 1}}
-                    ).write(work / "buildings" / "tileset.json")
-            children.append(_external("buildings/tileset.json", broot, diag))
+        for name, layer_root, extras in layers:
+            Tileset(geometric_error=diag, root=layer_root, extras={"cim": extras}).write(work / name / "tileset.json")
+            children.append(_external(f"{name}/tileset.json", layer_root, diag))
         root = Tile(bounding_volume=BoundingVolume(region=region), geometric_error=diag, refine="ADD",
                     children=children)
         Tileset(geometric_error=diag, root=root, extras={"cim": {"level": level}}).write(work / "tileset.json")
 
-        bounds = terrain.bounds
-        src_crs = terrain.crs
-        lon, lat = crsmod.transformer(src_crs, "EPSG:4326").transform(
-            np.array([bounds[0], bounds[2], bounds[0], bounds[2]]), np.array([bounds[1], bounds[1], bounds[3], bounds[3]])
-        )
+        if terrain is not None:
+            bounds = terrain.bounds
+            src_crs = terrain.crs
+            lon, lat = crsmod.transformer(src_crs, "EPSG:4326").transform(
+                np.array([bounds[0], bounds[2], bounds[0], bounds[2]]),
+                np.array([bounds[1], bounds[1], bounds[3], bounds[3]]))
+            lonlat_bounds = (float(min(lon)), float(min(lat)), float(max(lon)), float(max(lat)))
+            crs_name = src_crs.name
+        else:
+            assert ores is not None
+            lonlat_bounds = ores.lonlat_bounds
+            bounds = lonlat_bounds
+            crs_name = "EPSG:4326"  # no terrain: bounds of the oblique production in lon/lat
         report = BuildReport(
             out=out,
             tileset=out / "tileset.json",
             level=level,
             inputs=inputs,
-            crs=src_crs.name,
+            crs=crs_name,
             bounds=tuple(float(v) for v in bounds),
-            lonlat_bounds=(float(min(lon)), float(min(lat)), float(max(lon)), float(max(lat))),
-            terrain=terrain.to_dict(),
-            buildings=bres.to_dict() if bres else None,
+            lonlat_bounds=lonlat_bounds,
+            terrain=terrain.to_dict() if terrain is not None else None,
+            buildings=bres.to_dict() if bres else (lod2.to_dict() if lod2 else None),
             seconds=time.perf_counter() - t0,
+            oblique=ores.to_dict() if ores else None,
         )
+        if lod2 is not None and lod2.fallbacks:
+            report.warnings.append(f"{len(lod2.fallback_ids)} LOD2 roof(s) built with another shape: "
+                                   + "; ".join(f"{k}: {v}" for k, v in lod2.fallbacks.items()))
+        if ores is not None:
+            report.warnings.extend(ores.warnings)
         if bres is not None and bres.height_sources.get("default"):
             report.warnings.append(
                 f"{bres.height_sources['default']} building(s) got the default height "

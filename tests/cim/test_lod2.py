@@ -117,3 +117,17 @@ def test_lod2_build_on_the_sample_city(lod2_city):
     doc = glb["json"]
     assert doc["images"] and doc["materials"][0]["pbrMetallicRoughness"]["baseColorTexture"]
     assert json.loads((out / "tileset.json").read_text())["asset"]["version"] == "1.1"
+
+
+def test_level3_without_oblique_builds_lod2_on_terrain(lod2_city, tmp_path):
+    from cim.build import build_city
+    from tiles.check import check_tileset
+
+    city, _, _ = lod2_city
+    report = build_city(tmp_path / "l3", level=3, dem=city.dem, ortho=city.ortho, buildings=city.buildings,
+                        dsm=city.dsm)
+    assert report.buildings["lod"] == 2 and report.terrain["tiles"] >= 1 and report.oblique is None
+    assert any("LOD2 roof" in w for w in report.warnings)
+    doc = json.loads((tmp_path / "l3" / "buildings" / "tileset.json").read_text())
+    assert doc["extras"]["cim"]["lod"] == 2
+    assert check_tileset(tmp_path / "l3" / "tileset.json").ok

@@ -386,3 +386,36 @@ def test_obj_production_converts_like_osgb(sample_production, tmp_path):
     assert check_tileset(tmp_path / "out" / "tileset.json").ok
     doc = json.loads((tmp_path / "out" / "tileset.json").read_text())
     assert max(d for _, _, d in _walk(doc["root"], np.eye(4))) == 2  # merged root, L16 root, L17 quadrants
+
+
+def test_cli_level3_builds_terrain_and_singulated_oblique(sample_production, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    city, _, _, prod = sample_production
+    out = tmp_path / "l3"
+    args = ["build", str(out), "--level", "3", "--oblique", str(prod), "--buildings", str(city.buildings),
+            "--dem", str(city.dem), "--ortho", str(city.ortho), "--json"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["level"] == 3 and doc["oblique"]["singulated_triangles"] > 1000 and doc["terrain"]["tiles"] >= 1
+    root = json.loads((out / "tileset.json").read_text())["root"]
+    assert {c["content"]["uri"] for c in root["children"]} == {"terrain/tileset.json", "oblique/tileset.json"}
+    assert check_tileset(out / "tileset.json").ok
+    res = CliRunner().invoke(app, ["build", str(tmp_path / "l2"), "--oblique", str(prod)])
+    assert res.exit_code != 0 and "--level 3" in str(res.exception)
+
+
+@needs_osgconv
+def test_build_city_oblique_only_real_production(tmp_path):
+    from cim.build import build_city
+
+    prod = _require_production()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CRSLabelWarning)
+        report = build_city(tmp_path / "m", level=3, oblique=prod)
+    assert report.terrain is None and report.oblique["files"] == 35
+    assert 113.379 < report.lonlat_bounds[0] < report.lonlat_bounds[2] < 113.382
+    assert check_tileset(tmp_path / "m" / "tileset.json").ok
