@@ -650,8 +650,9 @@ class LayerStore:
         limit: int | None = None,
         offset: int = 0,
         version: int | None = None,
+        order: bool | None = None,
     ) -> pa.Table:
-        """Features as an Arrow table: `fid`, the fields, `geom` as WKB (EPSG:4490 lon/lat), ordered by fid.
+        """Features as an Arrow table: `fid`, the fields, `geom` as WKB (EPSG:4490 lon/lat).
 
         Args:
             name: the layer.
@@ -661,11 +662,14 @@ class LayerStore:
             fields: attributes to return (default all).
             limit, offset: paging.
             version: an older version (default current).
+            order: sort by fid; by default only when paging (otherwise rows come in the store's Hilbert order).
         """
         info, table, cols, clauses, params = self._selection(name, bbox=bbox, intersects=intersects, where=where,
                                                              fields=fields, version=version)
         sql = (f"SELECT fid, {''.join(quote(c) + ', ' for c in cols)}ST_AsWKB(geom) AS geom FROM {table}"
-               + (" WHERE " + " AND ".join(clauses) if clauses else "") + " ORDER BY fid")
+               + (" WHERE " + " AND ".join(clauses) if clauses else ""))
+        if order or (order is None and (limit is not None or offset)):
+            sql += " ORDER BY fid"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
@@ -709,6 +713,7 @@ class LayerStore:
         limit: int | None = None,
         offset: int = 0,
         version: int | None = None,
+        order: bool | None = None,
     ) -> gpd.GeoDataFrame:
         """Features as a GeoDataFrame in EPSG:4490 (arguments as `query_arrow`).
 
@@ -716,12 +721,13 @@ class LayerStore:
             near: (lon, lat): return the `k` features nearest to this point, nearest first, with a `distance_m`
                 column (metres, on the ellipsoid's local azimuthal-equidistant plane). Combines with the filters.
             k: how many neighbours for `near`.
+            order: sort by fid (default: only when paging).
         """
         if near is not None:
             return self._nearest(name, LonLat(*map(float, near)), k, bbox=bbox, intersects=intersects,
                                  where=where, fields=fields, version=version)
         return to_geodataframe(self.query_arrow(name, bbox=bbox, intersects=intersects, where=where, fields=fields,
-                                                limit=limit, offset=offset, version=version))
+                                                limit=limit, offset=offset, version=version, order=order))
 
     def _nearest(self, name: str, point: LonLat, k: int, **kw: Any) -> gpd.GeoDataFrame:
         if k < 1:
@@ -858,7 +864,7 @@ class LayerStore:
         if out.exists() and not overwrite:
             raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
         info = self.info(name, version)
-        table = self.query_arrow(name, version=version)
+        table = self.query_arrow(name, version=version, order=True)
         target = parse_crs(crs, what="--crs") if crs else parse_crs(STORE_CRS)
         if crs and not is_store_crs(target):
             t = transformer(STORE_CRS, target)

@@ -34,7 +34,7 @@ def test_projected_gpkg_is_stored_in_cgcs2000_lonlat(store, shelters_gpkg_projec
                                department="应急管理局", security="public")
     assert (report.feature_count, report.repaired, report.rejected) == (60, 0, [])
     assert report.source_crs == "EPSG:4547" and report.geometry_type == "Point"
-    gdf = store.query("shelters")
+    gdf = store.query("shelters", order=True)  # fid order = source order (default: the store's Hilbert order)
     assert gdf.crs == CRS.from_epsg(4490)
     expected = shelters_4490.geometry.get_coordinates().to_numpy()
     assert np.allclose(gdf.geometry.get_coordinates().to_numpy(), expected, atol=1e-8)
@@ -76,7 +76,7 @@ def test_invalid_geometries_are_repaired_or_rejected_with_reasons(store, geojson
     reasons = {r.feature: r.reason for r in report.rejected}
     assert set(reasons) == {"3", "4"}
     assert "cannot be repaired" in reasons["3"] and reasons["4"] == "no geometry"
-    gdf = store.query("parcels")
+    gdf = store.query("parcels", order=True)
     assert gdf.is_valid.all() and list(gdf["n"]) == ["ok", "bowtie"]
     assert gdf.geometry.iloc[1].geom_type == "MultiPolygon"
 
