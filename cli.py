@@ -149,6 +149,34 @@ def build_cmd(
     emit(report, as_json, "\n".join(lines))
 
 
+@app.command("sample")
+def sample_cmd(
+    out: Annotated[Path, typer.Argument(help="Output folder for the sample city.")],
+    buildings: Annotated[int, typer.Option("--buildings", min=1, help="Number of building footprints.")] = 2500,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed and size: same city).")] = 7,
+    no_rasters: Annotated[bool, typer.Option("--no-rasters", help="Vectors only: no DEM, DSM or orthophoto.")] = False,
+    no_ortho: Annotated[bool, typer.Option("--no-ortho", help="Leave out the orthophoto (the slowest raster).")] = False,
+    footprints_only: Annotated[
+        bool, typer.Option("--footprints-only", help="Of the vector layers, write only the buildings.")
+    ] = False,
+    footprint_format: Annotated[
+        str, typer.Option("--footprint-format", help="Footprints as gpkg (GeoPackage) or parquet (GeoParquet).")
+    ] = "gpkg",
+    overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate the embedded sample city (Datong, EPSG:4547): DEM, DSM, orthophoto, footprints, layers, manifest."""
+    from cim.sample import generate
+
+    with progress_bar(as_json) as cb:
+        city = generate(out, buildings=buildings, seed=seed, overwrite=overwrite, rasters=not no_rasters,
+                        ortho=not no_ortho, layers=("buildings",) if footprints_only else None,
+                        footprint_format=footprint_format,  # type: ignore[arg-type]
+                        progress=None if cb is None else (lambda stage, f: cb("sample", round(f * 100), 100)))
+    emit(city, as_json, f"[green]sample city[/] {city.root}: {city.n_buildings} buildings, "
+                        f"{len(city.layers)} vector layers, manifest {city.manifest}")
+
+
 def exit_code_for(exc: BaseException) -> int:
     """The exit code of a library error (see EXIT_CODES)."""
     for cls, code in EXIT_CODES:
