@@ -540,6 +540,8 @@ def build_buildings(
     if len(geoms) == 0:
         raise BuildError(f"no building of {footprints} could be built: {skipped.to_dict(5)}")
     stage("heights")
+    if progress:
+        progress("heights", 1, 1)
 
     table = _attribute_table(attrs, ids, base, height, source)
     area = shapely.area(geoms)
