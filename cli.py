@@ -140,7 +140,8 @@ def build_cmd(
     b = report.buildings or {}
     lines = [f"[green]built[/] {report.tileset}  ({report.seconds:.1f} s)"]
     if b:
-        lines.append(f"buildings: {b['buildings']} in {b['tiles']} tiles; heights from {b['height_sources']}")
+        sources = ", ".join(f"{k} {v}" for k, v in b["height_sources"].items())
+        lines.append(f"buildings: {b['buildings']} in {b['tiles']} tiles; heights from {sources}")
     if report.oblique:
         o = report.oblique
         lines.append(f"oblique: {o['files']} files, {o['contents']} tiles, {o['triangles']} triangles, "
