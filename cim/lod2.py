@@ -31,7 +31,7 @@ from cim.buildings import (BuildingOptions, _attribute_table, _quadtree, _walk, 
 from cim.errors import BuildError
 from cim.footprints import Skipped, building_ids, clean_footprints, numeric_field, read_footprints
 from cim.geodesy import enu_frame, region_of, union_regions
-from cim.roofs import ROOF_TYPES, as_rectangle, building_solid, rectangle_solids
+from cim.roofs import ROOF_TYPES, as_rectangle, building_solid, flat_solids, rectangle_solids
 from tiles.gltf import Material, MeshContent, Primitive, PropertyTable
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 
@@ -111,7 +111,18 @@ def _mesh_tile(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     reasons: list[str] = []
     rect_groups: dict[str, list[tuple[int, np.ndarray]]] = {}
     others: list[tuple[int, Any]] = []
+    flat = (j["kinds"][sel] == "flat") | (j["ridge"][sel] <= j["eave"][sel])
+    if flat.any():
+        fb = sel[flat]
+        pos, roof, walls, owner = flat_solids(j["geoms"][fb], j["base"][fb], j["base"][fb] + j["eave"][fb])
+        pos_parts.append(pos)
+        roof_parts.append(roof)
+        wall_parts.append(walls)
+        owner_parts.append(np.flatnonzero(flat)[owner])
+        n += len(pos)
     for local, b in enumerate(sel.tolist()):
+        if flat[local]:
+            continue
         for part in shapely.get_parts(j["geoms"][b]):
             corners = as_rectangle(part)
             kind = j["kinds"][b]

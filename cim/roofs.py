@@ -329,4 +329,32 @@ def as_rectangle(polygon: shapely.Polygon) -> np.ndarray | None:
     return _rectangle(ext)
 
 
-__all__ = ["BuildingSolid", "ROOF_TYPES", "as_rectangle", "building_solid", "rectangle_solids"]
+
+
+def flat_solids(geoms: np.ndarray, base: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                                np.ndarray, np.ndarray]:
+    """Closed flat-roofed buildings for k footprints of any shape at once (the LOD1 prism, in bulk).
+
+    Args:
+        geoms: (k,) (Multi)Polygons; base, top: (k,) float64 absolute heights of floor and roof.
+
+    Returns:
+        (positions (v, 3) float64, roof (r, 3), walls and floor (w, 3), building index (v,) of each vertex).
+    """
+    from cim.buildings import _rings, _roof_triangles
+
+    r = _rings(geoms)
+    v = len(r.xy)
+    top_pos = np.column_stack([r.xy, top[r.bld]])
+    bottom_pos = np.column_stack([r.xy, base[r.bld]])
+    roof = _roof_triangles(r)
+    i = np.arange(v)
+    j = r.nxt
+    keep = np.linalg.norm(r.xy[j] - r.xy[i], axis=1) > 1e-9
+    i, j = i[keep], j[keep]
+    walls = np.vstack([np.column_stack([i + v, j + v, j]), np.column_stack([i + v, j, i])])
+    floor = roof[:, [0, 2, 1]] + v
+    return (np.vstack([top_pos, bottom_pos]), roof, np.vstack([walls, floor]), np.concatenate([r.bld, r.bld]))
+
+
+__all__ = ["BuildingSolid", "ROOF_TYPES", "as_rectangle", "building_solid", "flat_solids", "rectangle_solids"]

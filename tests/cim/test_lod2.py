@@ -131,3 +131,17 @@ def test_level3_without_oblique_builds_lod2_on_terrain(lod2_city, tmp_path):
     doc = json.loads((tmp_path / "l3" / "buildings" / "tileset.json").read_text())
     assert doc["extras"]["cim"]["lod"] == 2
     assert check_tileset(tmp_path / "l3" / "tileset.json").ok
+
+
+def test_bulk_flat_solids_are_closed_for_any_shape():
+    from cim.roofs import flat_solids
+
+    geoms = np.array([RECTANGLE, L_SHAPE, COURTYARD, shapely.MultiPolygon([L_SHAPE, affinity.translate(
+        RECTANGLE, 100, 0)])], dtype=object)
+    pos, roof, walls, owner = flat_solids(geoms, np.zeros(4), np.full(4, 7.0))
+    tris = np.vstack([roof, walls])
+    for b in range(4):
+        mine = owner[tris[:, 0]] == b
+        assert (owner[tris[mine]] == b).all()
+        closed, volume = _closed_and_volume(pos, tris[mine])
+        assert closed and volume == pytest.approx(shapely.area(geoms[b]) * 7.0)
