@@ -16,6 +16,7 @@ Prints a table with ratios (GeoPandas time / ours: > 1 means we are faster).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -119,12 +120,15 @@ def main() -> None:
         windows = [(float(x), float(y), float(x) + size, float(y) + size) for x, y in zip(wx, wy, strict=True)]
         for w in windows[:20]:  # warm-up
             store.query_arrow("polys", bbox=w)
-        arrow_t, gdf_t, counts = [], [], []
+        arrow_t, gdf_t, geom_t, counts = [], [], [], []
         for w in windows:
             t0 = time.perf_counter()
             res = store.query_arrow("polys", bbox=w)
             arrow_t.append(time.perf_counter() - t0)
             counts.append(res.num_rows)
+            t0 = time.perf_counter()
+            store.query_arrow("polys", bbox=w, fields=[])
+            geom_t.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             store.query("polys", bbox=w)
             gdf_t.append(time.perf_counter() - t0)
@@ -142,6 +146,9 @@ def main() -> None:
         mean_hits = np.mean(counts)
         rows.append((f"bbox p50 ({mean_hits:.0f} hits avg), Arrow", f"{p50:.2f} ms", f"{s50:.2f} ms", s50 / p50))
         rows.append(("bbox p95, Arrow", f"{p95:.2f} ms", f"{s95:.2f} ms", s95 / p95))
+        f50, f95 = percentiles(geom_t)
+        rows.append(("bbox p50, Arrow, fid + geometry only", f"{f50:.2f} ms", f"{s50:.2f} ms", s50 / f50))
+        rows.append(("bbox p95, Arrow, fid + geometry only", f"{f95:.2f} ms", f"{s95:.2f} ms", s95 / f95))
         rows.append(("bbox p50, GeoDataFrame", f"{g50:.2f} ms", f"{s50:.2f} ms", s50 / g50))
         rows.append(("bbox p95, GeoDataFrame", f"{g95:.2f} ms", f"{s95:.2f} ms", s95 / g95))
         rows.append(("  (peer: sindex build, not in the times above)", "", f"{sindex_build * 1e3:.0f} ms", 0.0))
@@ -158,6 +165,7 @@ def main() -> None:
         rows.append((f"points per division ({n:,} pts, {len(divisions)} div)", f"{ours:.2f} s", f"{peer:.2f} s",
                      peer / ours))
 
+    print(f"\nload average during the run: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} CPUs")
     print(f"\n{'operation':<48} {'ours':>16} {'GeoPandas':>16} {'ratio':>7}")
     for op, a, b, r in rows:
         print(f"{op:<48} {a:>16} {b:>16} {('%.1fx' % r) if r else '':>7}")
