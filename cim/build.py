@@ -127,8 +127,13 @@ def build_city(
 
         city = default_sample()
         dem, ortho, buildings, dsm = city.dem, city.ortho, city.buildings, city.dsm
-        if level == 3 and (city.root / "oblique" / "metadata.xml").is_file():
-            oblique = city.root / "oblique"
+        if level == 3 and city.ortho is not None:
+            from cim.sample import cache_dir, write_oblique
+
+            # the synthetic production lives beside the cached city, never in the repository's copy
+            oblique = cache_dir().with_name(cache_dir().name + "-oblique")
+            if not (oblique / "metadata.xml").is_file():
+                write_oblique(city, oblique, overwrite=True)
     if dem is None and oblique is None:
         raise InputError(f"a DEM is required for a level-{level} model without --oblique; pass --dem PATH (GeoTIFF)")
     inputs = {"dem": _opt(dem), "ortho": _opt(ortho), "buildings": _opt(buildings), "dsm": _opt(dsm),

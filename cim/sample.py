@@ -301,6 +301,41 @@ def default_sample() -> SampleCity:
         raise
 
 
+def write_oblique(city: SampleCity, out: str | Path, *, tile_size: float = 250.0,
+                  fmt: Literal["osgb", "obj"] | None = None, overwrite: bool = False) -> Path:
+    """A synthetic oblique-photography production of a sample city (for the level-3 build and its tests).
+
+    The city's DSM (buildings with their roof shapes) becomes a textured mesh in the ContextCapture layout
+    (`metadata.xml` + `Data/Tile_+xxx_+yyy/`, two pyramid levels, the orthophoto as texture): `.osgb` when osgconv
+    is installed, else OBJ (see `cim.contextcapture.write_dsm_production`). Written beside the city, not into it,
+    so the city's manifest and digest do not change.
+
+    Raises:
+        InputError: the city has no DSM or no orthophoto.
+        OutputExistsError: `out` exists and is not empty, without `overwrite`.
+    """
+    from cim.contextcapture import write_dsm_production
+    from cim.osgb import has_osgconv
+
+    if city.dsm is None or city.ortho is None:
+        raise InputError(f"sample city {city.root} has no DSM or orthophoto; generate it with rasters and ortho")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise OutputExistsError(f"output {out} exists and is not empty; pass overwrite=True to replace it")
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        write_dsm_production(work, city.dsm, city.ortho, bounds=city.bounds, tile_size=tile_size,
+                             fmt=fmt or ("osgb" if has_osgconv() else "obj"))
+        _replace_dir(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return out
+
+
 def content_digest(root: str | Path, *, missing_ok: bool = False) -> dict[str, str]:
     """SHA-256 of the content of every file of a city: vector attributes and geometries, raster pixels and grids.
 

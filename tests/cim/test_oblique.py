@@ -419,3 +419,19 @@ def test_build_city_oblique_only_real_production(tmp_path):
     assert report.terrain is None and report.oblique["files"] == 35
     assert 113.379 < report.lonlat_bounds[0] < report.lonlat_bounds[2] < 113.382
     assert check_tileset(tmp_path / "m" / "tileset.json").ok
+
+
+def test_sample_city_oblique_production_runs_level3(tmp_path, monkeypatch):
+    from cim import sample
+    from cim.build import build_city
+
+    small = sample.generate(tmp_path / "tiny", buildings=20, seed=5)
+    prod = sample.write_oblique(small, tmp_path / "tiny-oblique", tile_size=500, fmt="obj")
+    assert (prod / "metadata.xml").is_file() and len(list((prod / "Data").iterdir())) >= 1
+    # the default input: the sample city plus its production, singulated by its footprints
+    monkeypatch.setattr(sample, "default_sample", lambda: small)
+    monkeypatch.setattr(sample, "cache_dir", lambda seed=sample.DEFAULT_SEED: tmp_path / "cache" / "city")
+    report = build_city(tmp_path / "l3", level=3)
+    assert report.oblique is not None and report.oblique["buildings"] == small.n_buildings
+    assert report.terrain is not None
+    assert check_tileset(tmp_path / "l3" / "tileset.json").ok
