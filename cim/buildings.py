@@ -32,7 +32,7 @@ from cim import crs as crsmod
 from cim.errors import BuildError, InputError, InputNotFoundError
 from cim.footprints import Skipped, building_ids, clean_footprints, numeric_field, read_footprints
 from cim.geodesy import LocalFrame, enu_frame, region_of, union_regions
-from tiles.gltf import Material, MeshContent, Primitive, PropertyTable
+from tiles.gltf import Material, MeshContent, Primitive, PropertyTable, StringColumn
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 
 Progress = Callable[[str, int, int], None]
@@ -182,18 +182,24 @@ def bilinear(arr: np.ndarray, transform: Any, x: np.ndarray, y: np.ndarray) -> n
 
 
 def footprint_heights(
-    geoms: np.ndarray, crs: CRS, dem: str | os.PathLike[str], dsm: str | os.PathLike[str] | None = None
+    geoms: np.ndarray, crs: CRS, dem: str | os.PathLike[str], dsm: str | os.PathLike[str] | None = None,
+    need_dsm: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per footprint: the lowest DEM value under it and the median DSM - DEM inside it.
+    """Per footprint: the lowest terrain height under it and the median DSM - DEM inside it.
+
+    The terrain is the DEM's bilinear surface; its minimum over a footprint is taken over the footprint's vertices,
+    points along its edges at most half a cell apart, and every DEM cell centre inside it (all in bulk, no
+    per-building Python).
 
     Args:
         geoms: (k,) (Multi)Polygons in `crs`.
         crs: the footprints' CRS.
         dem: terrain raster path.
         dsm: surface raster path, or None.
+        need_dsm: (k,) bool, the footprints whose DSM height is wanted (default: all, when `dsm` is given).
 
     Returns:
-        (base, dsm_height): (k,) float64 each; NaN where the footprint misses the raster (or no DSM).
+        (base, dsm_height): (k,) float64 each; NaN where the footprint misses the raster (or no DSM value).
     """
     k = len(geoms)
     base = np.full(k, np.nan)
@@ -211,29 +217,63 @@ def footprint_heights(
     if not dem_crs.equals(crs):
         t = crsmod.transformer(crs, dem_crs)
         g = shapely.transform(geoms, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
-    shape = dem_arr.shape
-    shapes = list(zip(_geojson(g), range(1, k + 1)))
-    labels = rasterio.features.rasterize(shapes, out_shape=shape, transform=dem_tf, all_touched=True, fill=0,
-                                         dtype="int32")
-    index = np.arange(1, k + 1)
-    covered = labels > 0
-    pix_min = np.full(k, np.inf)
-    values = dem_arr[covered]
-    np.minimum.at(pix_min, labels[covered] - 1, np.where(np.isnan(values), np.inf, values))
-    coords, cidx = shapely.get_coordinates(g, return_index=True)
-    vert = bilinear(dem_arr, dem_tf, coords[:, 0], coords[:, 1])
-    vert_min = np.full(k, np.inf)
-    np.minimum.at(vert_min, cidx, np.where(np.isnan(vert), np.inf, vert))
-    base = np.minimum(pix_min, vert_min)
+    cell = min(abs(dem_tf.a), abs(dem_tf.e))
+    # vertices and edges
+    edge_xy, edge_idx = shapely.get_coordinates(shapely.segmentize(g, cell / 2), return_index=True)
+    z = bilinear(dem_arr, dem_tf, edge_xy[:, 0], edge_xy[:, 1])
+    base = np.full(k, np.inf)
+    np.minimum.at(base, edge_idx, np.where(np.isnan(z), np.inf, z))
+    # cell centres inside each footprint: candidates from each bounding box, kept if inside
+    inv = ~dem_tf
+    x0, y0, x1, y1 = shapely.bounds(g).T
+    ca, ra = inv * (x0, y1)
+    cb, rb = inv * (x1, y0)
+    c0 = np.ceil(np.minimum(ca, cb) - 0.5).astype(np.int64)
+    c1 = np.floor(np.maximum(ca, cb) - 0.5).astype(np.int64)
+    r0 = np.ceil(np.minimum(ra, rb) - 0.5).astype(np.int64)
+    r1 = np.floor(np.maximum(ra, rb) - 0.5).astype(np.int64)
+    h, w = dem_arr.shape
+    c0, r0 = np.maximum(c0, 0), np.maximum(r0, 0)
+    c1, r1 = np.minimum(c1, w - 1), np.minimum(r1, h - 1)
+    nc, nr = np.maximum(c1 - c0 + 1, 0), np.maximum(r1 - r0 + 1, 0)
+    counts = nc * nr
+    if counts.sum():
+        owner = np.repeat(np.arange(k), counts)
+        offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        col = c0[owner] + offset % nc[owner]
+        row = r0[owner] + offset // nc[owner]
+        cx, cy = dem_tf * (col + 0.5, row + 0.5)
+        inside = shapely.contains_xy(g[owner], cx, cy)
+        values = dem_arr[row[inside], col[inside]]
+        np.minimum.at(base, owner[inside], np.where(np.isnan(values), np.inf, values))
     base[~np.isfinite(base)] = np.nan
     if dsm_arr is not None:
-        inside = rasterio.features.rasterize(shapes, out_shape=shape, transform=dem_tf, all_touched=False, fill=0,
-                                             dtype="int32")
-        diff = dsm_arr - dem_arr
-        valid = np.isfinite(diff) & (inside > 0)
-        if valid.any():
-            dsm_h = np.asarray(ndimage.median(diff[valid], inside[valid], index), dtype=np.float64)
+        want = np.ones(k, bool) if need_dsm is None else np.asarray(need_dsm, bool)
+        idx = np.flatnonzero(want)
+        if len(idx):
+            labels = rasterio.features.rasterize(
+                list(zip(_geojson(g[idx]), range(1, len(idx) + 1))), out_shape=dem_arr.shape, transform=dem_tf,
+                all_touched=False, fill=0, dtype="int32")
+            diff = dsm_arr - dem_arr
+            valid = np.isfinite(diff) & (labels > 0)
+            if valid.any():
+                med = np.asarray(ndimage.median(diff[valid], labels[valid], np.arange(1, len(idx) + 1)), np.float64)
+                present = np.bincount(labels[valid], minlength=len(idx) + 1)[1:] > 0
+                dsm_h[idx[present]] = med[present]
     return base, dsm_h
+
+
+def attribute_heights(frame: pd.DataFrame, options: BuildingOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Heights from the height attribute and from floors x storey height: (k,) float64 each, NaN where absent."""
+    hfield = options.height_field
+    if hfield is not None and hfield not in frame.columns:
+        raise InputError(f"height field {hfield!r} is not a column of the footprints; columns: {list(frame.columns)}")
+    ffield = options.floors_field
+    if ffield is not None and ffield not in frame.columns:
+        raise InputError(f"floors field {ffield!r} is not a column of the footprints; columns: {list(frame.columns)}")
+    hfield = hfield or ("height" if "height" in frame.columns else None)
+    ffield = ffield or ("floors" if "floors" in frame.columns else None)
+    return numeric_field(frame, hfield), numeric_field(frame, ffield) * options.storey_height
 
 
 def resolve_heights(
@@ -244,13 +284,7 @@ def resolve_heights(
     Returns:
         (height (k,) float64, source (k,) object array of HEIGHT_SOURCES).
     """
-    hfield = options.height_field
-    if hfield is not None and hfield not in frame.columns:
-        raise InputError(f"height field {hfield!r} is not a column of the footprints; columns: {list(frame.columns)}")
-    hfield = hfield or ("height" if "height" in frame.columns else None)
-    ffield = options.floors_field or ("floors" if "floors" in frame.columns else None)
-    attr = numeric_field(frame, hfield)
-    floors = numeric_field(frame, ffield) * options.storey_height
+    attr, floors = attribute_heights(frame, options)
     dsm_ok = np.where(dsm_height >= options.min_dsm_height, dsm_height, np.nan) if has_dsm else dsm_height * np.nan
     height = np.full(len(frame), options.default_height)
     source = np.full(len(frame), "default", dtype=object)
@@ -437,6 +471,9 @@ def _quadtree(cx: np.ndarray, cy: np.ndarray, size: np.ndarray, idx: np.ndarray,
     if depth >= 24:  # all centroids coincide: keep the rest here
         node.content, node.error = order, 0.0
         return node
+    if len(rest) <= capacity // 2:  # four thin tiles would cost more than they save
+        node.children.append(_quadtree(cx, cy, size, rest, bounds, capacity, depth + 1))
+        return node
     x0, y0, x1, y1 = bounds
     mx, my = (x0 + x1) / 2, (y0 + y1) / 2
     east = cx[rest] >= mx
@@ -459,12 +496,16 @@ _INTERNAL_COLUMNS = ("base_height", "height", "height_source")
 _JOB: dict[str, Any] = {}  # the build's arrays, shared with forked tile workers
 
 
+def _take(column: Any, index: np.ndarray) -> Any:
+    return column.take(index) if isinstance(column, StringColumn) else column[index]
+
+
 def _write_tile(job: tuple[str, np.ndarray, float]) -> tuple[str, Tile, int]:
     """Mesh, encode and write one tile's buildings; returns its Tile (absolute transform) and triangle count."""
     path, sel, error = job
     j = _JOB
     prim, frame, ecef = lod1_primitive(j["geoms"][sel], j["bottom"][sel], j["top"][sel], j["crs"], color=j["color"])
-    props = PropertyTable("building", {c: v[sel] for c, v in j["columns"].items()})
+    props = PropertyTable("building", {c: _take(v, sel) for c, v in j["columns"].items()})
     uri = f"buildings/{path}.glb"
     write_atomic(j["out"] / uri, MeshContent([prim], props).to_glb())
     region = region_of(ecef, pad_m=0.01)
@@ -476,6 +517,130 @@ def _write_tile(job: tuple[str, np.ndarray, float]) -> tuple[str, Tile, int]:
         transform=frame.column_major(),
     )
     return path, tile, len(prim.indices)
+
+
+@dataclass
+class PreparedFootprints:
+    """Footprints ready to model: cleaned geometry, stable IDs, attributes, base and height per building.
+
+    Attributes:
+        geoms: (k,) (Multi)Polygons in `crs`.
+        ids: (k,) stable building IDs (str).
+        attrs: the source attributes of the kept buildings.
+        base: (k,) float64 lowest terrain height under each footprint (0 without a DEM).
+        height: (k,) float64 building height in metres.
+        source: (k,) where each height came from (HEIGHT_SOURCES).
+        skipped: the buildings left out and why.
+        crs: the footprints' CRS.
+        seconds: time spent per stage.
+    """
+
+    geoms: np.ndarray
+    ids: np.ndarray
+    attrs: pd.DataFrame
+    base: np.ndarray
+    height: np.ndarray
+    source: np.ndarray
+    skipped: Skipped
+    crs: CRS
+    seconds: dict[str, float]
+
+    def columns(self) -> dict[str, Any]:
+        """The per-building metadata columns (see `attribute_columns`)."""
+        return attribute_columns(self.attrs, self.ids, self.base, self.height, self.source)
+
+    def quadtree(self, size: np.ndarray, capacity: int) -> list[tuple[_Node, str]]:
+        """ADD-refinement tiles over the footprints' centroids, largest `size` first; (node, path) root first."""
+        cent = shapely.centroid(self.geoms)
+        b = shapely.total_bounds(self.geoms)
+        side = max(b[2] - b[0], b[3] - b[1]) or 1.0
+        root = _quadtree(shapely.get_x(cent), shapely.get_y(cent), size, np.arange(len(self.geoms)),
+                         (b[0], b[1], b[0] + side, b[1] + side), max(1, capacity))
+        return list(_walk(root))
+
+
+def prepare_footprints(
+    footprints: str | os.PathLike[str],
+    dem: str | os.PathLike[str] | None,
+    *,
+    dsm: str | os.PathLike[str] | None = None,
+    options: BuildingOptions | None = None,
+    crs: crsmod.CRSLike | None = None,
+) -> PreparedFootprints:
+    """Read, clean and give a base and a height to every footprint (the common first half of LOD1 and LOD2).
+
+    Raises:
+        BuildError: no footprint can be built.
+    """
+    options = options or BuildingOptions()
+    t0 = time.perf_counter()
+    gdf = read_footprints(footprints, crs=crs)
+    src_crs = gdf.crs
+    ids = building_ids(gdf, options.id_field)
+    skipped = Skipped()
+    keep, geoms = clean_footprints(gdf, ids, skipped)
+    attrs = gdf.drop(columns=gdf.geometry.name).loc[keep].reset_index(drop=True)
+    del gdf
+    ids = ids[keep]
+    t1 = time.perf_counter()
+    attr_h, floors_h = attribute_heights(attrs, options)
+    if dem is not None:
+        need_dsm = ~(np.isfinite(attr_h) | np.isfinite(floors_h))
+        base, dsm_h = footprint_heights(geoms, src_crs, dem, dsm, need_dsm=need_dsm)
+        outside = np.isnan(base)
+        skipped.add("outside the DEM (no terrain height under the footprint)", ids[outside])
+    else:
+        base = np.zeros(len(geoms))
+        dsm_h = np.full(len(geoms), np.nan)
+        outside = np.zeros(len(geoms), bool)
+    height, source = resolve_heights(attrs, dsm_h, options, dsm is not None)
+    ok = ~outside
+    if not ok.all():
+        geoms, ids, base, height, source = geoms[ok], ids[ok], base[ok], height[ok], source[ok]
+        attrs = attrs.loc[ok].reset_index(drop=True)
+    if len(geoms) == 0:
+        raise BuildError(f"no building of {footprints} could be built: {skipped.to_dict(5)}")
+    return PreparedFootprints(geoms, ids, attrs, base, height, source, skipped, src_crs,
+                              {"read": t1 - t0, "heights": time.perf_counter() - t1})
+
+
+def run_tile_jobs(fn: Callable[[Any], Any], jobs: list[Any], state: dict[str, Any], *, workers: int | None = None,
+                  progress: Progress | None = None, stage: str = "tiles") -> list[Any]:
+    """Run `fn` over `jobs` in forked worker processes (one per core by default) that inherit `state`.
+
+    `fn` reads the build's arrays from `state` (a module-level dict it knows); forking shares them instead of
+    pickling them per job. Results come back in completion order.
+    """
+    n = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    results: list[Any] = []
+    try:
+        if n > 1:
+            with multiprocessing.get_context("fork").Pool(n) as pool:
+                for done, res in enumerate(pool.imap_unordered(fn, jobs)):
+                    results.append(res)
+                    if progress:
+                        progress(stage, done + 1, len(jobs))
+        else:
+            for done, job in enumerate(jobs):
+                results.append(fn(job))
+                if progress:
+                    progress(stage, done + 1, len(jobs))
+    finally:
+        state.clear()
+    return results
+
+
+def nest_tiles(nodes: list[tuple[_Node, str]], tiles: dict[str, Tile]) -> Tile:
+    """Attach each tile to its parent (paths are quadtree paths) and grow bounding volumes upward; the root."""
+    for node, path in reversed(nodes):  # children before parents
+        tile = tiles[path]
+        kids = [tiles[f"{path}{k}"] for k in range(len(node.children))]
+        if kids:
+            tile.children = kids
+            tile.bounding_volume = BoundingVolume(
+                region=union_regions([tile.bounding_volume.region] + [k.bounding_volume.region for k in kids])
+            )
+    return tiles[nodes[0][1]]
 
 
 def build_buildings(
@@ -504,125 +669,68 @@ def build_buildings(
     """
     options = options or BuildingOptions()
     t0 = time.perf_counter()
-    stages: dict[str, float] = {}
-    tick = time.perf_counter()
-
-    def stage(name: str) -> None:
-        nonlocal tick
-        now = time.perf_counter()
-        stages[name] = stages.get(name, 0.0) + now - tick
-        tick = now
-
-    gdf = read_footprints(footprints, crs=crs)
-    src_crs = gdf.crs
-    ids = building_ids(gdf, options.id_field)
-    skipped = Skipped()
-    keep, geoms = clean_footprints(gdf, ids, skipped)
-    attrs = gdf.drop(columns=gdf.geometry.name)
-    attrs = attrs.loc[keep].reset_index(drop=True)
-    ids = ids[keep]
-    stage("read")
     if progress:
         progress("heights", 0, 1)
-
-    if dem is not None:
-        base, dsm_h = footprint_heights(geoms, src_crs, dem, dsm)
-        outside = np.isnan(base)
-        skipped.add("outside the DEM (no terrain height under the footprint)", ids[outside])
-    else:
-        base = np.zeros(len(geoms))
-        dsm_h = np.full(len(geoms), np.nan)
-        outside = np.zeros(len(geoms), bool)
-    height, source = resolve_heights(attrs, dsm_h, options, dsm is not None)
-    ok = ~outside
-    geoms, ids, base, height, source = geoms[ok], ids[ok], base[ok], height[ok], source[ok]
-    attrs = attrs.loc[ok].reset_index(drop=True)
-    if len(geoms) == 0:
-        raise BuildError(f"no building of {footprints} could be built: {skipped.to_dict(5)}")
-    stage("heights")
+    fp = prepare_footprints(footprints, dem, dsm=dsm, options=options, crs=crs)
     if progress:
         progress("heights", 1, 1)
-
-    table = _attribute_table(attrs, ids, base, height, source)
-    area = shapely.area(geoms)
-    size = np.maximum(height, np.sqrt(area))
-    cent = shapely.centroid(geoms)
-    cx, cy = shapely.get_x(cent), shapely.get_y(cent)
-    b = shapely.total_bounds(geoms)
-    side = max(b[2] - b[0], b[3] - b[1]) or 1.0
-    root = _quadtree(cx, cy, size, np.arange(len(geoms)), (b[0], b[1], b[0] + side, b[1] + side),
-                     max(1, options.tile_capacity))
-    stage("tiling")
+    stages = dict(fp.seconds)
+    tick = time.perf_counter()
+    nodes = fp.quadtree(np.maximum(fp.height, np.sqrt(shapely.area(fp.geoms))), options.tile_capacity)
+    columns = fp.columns()
+    stages["tiling"] = time.perf_counter() - tick
+    tick = time.perf_counter()
 
     out = Path(out_dir)
     (out / "buildings").mkdir(parents=True, exist_ok=True)
-    nodes = list(_walk(root))
-    columns = {c: table[c].to_numpy() for c in table.columns}
+    _JOB.update(geoms=fp.geoms, bottom=fp.base - options.sink, top=fp.base + fp.height, crs=fp.crs,
+                color=options.color, columns=columns, out=out)
+    _geodetic_transformer(fp.crs)  # build it once, before forking
     jobs = [(path, node.content, node.error) for node, path in nodes]
-    _JOB.update(geoms=geoms, bottom=base - options.sink, top=base + height, crs=src_crs, color=options.color,
-                columns={c: table[c].to_numpy() for c in table.columns}, out=out)
-    workers = max(1, min(options.workers or os.cpu_count() or 1, len(jobs)))
-    tiles: dict[str, Tile] = {}
-    triangles = 0
-    try:
-        if workers > 1:
-            # fork: the workers inherit the footprints and attributes instead of receiving them pickled
-            ctx = multiprocessing.get_context("fork")
-            with ctx.Pool(workers) as pool:
-                for n_done, (path, tile, n_tri) in enumerate(pool.imap_unordered(_write_tile, jobs)):
-                    tiles[path] = tile
-                    triangles += n_tri
-                    if progress:
-                        progress("tiles", n_done + 1, len(jobs))
-        else:
-            for n_done, job in enumerate(jobs):
-                path, tile, n_tri = _write_tile(job)
-                tiles[path] = tile
-                triangles += n_tri
-                if progress:
-                    progress("tiles", n_done + 1, len(jobs))
-    finally:
-        _JOB.clear()
-    stage("tiles")
-    for node, path in reversed(nodes):  # children before parents: grow bounding volumes upward
-        tile = tiles[path]
-        kids = [tiles[f"{path}{k}"] for k in range(len(node.children))]
-        if kids:
-            tile.children = kids
-            tile.bounding_volume = BoundingVolume(
-                region=union_regions([tile.bounding_volume.region] + [k.bounding_volume.region for k in kids])
-            )
-    stage("tileset")
-    counts = {s: int(np.sum(source == s)) for s in HEIGHT_SOURCES}
+    results = run_tile_jobs(_write_tile, jobs, _JOB, workers=options.workers, progress=progress)
+    tiles = {path: tile for path, tile, _ in results}
+    triangles = sum(n for _, _, n in results)
+    stages["tiles"] = time.perf_counter() - tick
+    root = nest_tiles(nodes, tiles)
+    b = shapely.total_bounds(fp.geoms)
     return BuildingsResult(
-        root=tiles["0"],
-        buildings=len(geoms),
-        skipped=skipped,
-        height_sources=counts,
-        default_height_ids=[str(i) for i in ids[source == "default"]],
+        root=root,
+        buildings=len(fp.geoms),
+        skipped=fp.skipped,
+        height_sources={s: int(np.sum(fp.source == s)) for s in HEIGHT_SOURCES},
+        default_height_ids=[str(i) for i in fp.ids[fp.source == "default"]],
         tiles=len(nodes),
         triangles=triangles,
-        crs=src_crs,
+        crs=fp.crs,
         bounds=tuple(float(v) for v in b),
         seconds=time.perf_counter() - t0,
         stage_seconds=stages,
     )
 
 
-def _attribute_table(attrs: pd.DataFrame, ids: np.ndarray, base: np.ndarray, height: np.ndarray,
-                     source: np.ndarray) -> pd.DataFrame:
-    """The per-building metadata: stable `id`, every source attribute, and the model's own heights."""
-    table = pd.DataFrame({"id": ids})
+def attribute_columns(attrs: pd.DataFrame, ids: np.ndarray, base: np.ndarray, height: np.ndarray,
+                      source: np.ndarray) -> dict[str, Any]:
+    """The per-building metadata: stable `id`, every source attribute, and the model's own heights.
+
+    Numbers stay numpy arrays (NaN for missing); text becomes `StringColumn`s, so slicing per tile and sharing with
+    forked workers touches no Python object per value.
+    """
+    columns: dict[str, Any] = {"id": StringColumn.from_values(np.asarray(ids, dtype=object))}
     for col in attrs.columns:
         if col in ("id", *_INTERNAL_COLUMNS):
             continue
         values = attrs[col]
         if pd.api.types.is_datetime64_any_dtype(values.dtype):
-            values = values.dt.strftime("%Y-%m-%dT%H:%M:%S")
-        elif values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
-            values = values.astype(object).where(values.notna(), None)
-        table[col] = values.to_numpy()
-    table["height"] = np.round(height, 3)
-    table["base_height"] = np.round(base, 3)
-    table["height_source"] = source
-    return table
+            columns[col] = StringColumn.from_values(values.dt.strftime("%Y-%m-%dT%H:%M:%S"))
+        elif pd.api.types.is_bool_dtype(values.dtype):
+            columns[col] = values.to_numpy(dtype=bool, na_value=False)
+        elif pd.api.types.is_integer_dtype(values.dtype):
+            columns[col] = values.astype("Int64").array if values.isna().any() else values.to_numpy(np.int64)
+        elif pd.api.types.is_numeric_dtype(values.dtype):
+            columns[col] = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            columns[col] = StringColumn.from_values(values.astype(object).where(values.notna(), None).to_numpy())
+    columns["height"] = np.round(height, 3)
+    columns["base_height"] = np.round(base, 3)
+    columns["height_source"] = StringColumn.from_values(np.asarray(source, dtype=object))
+    return columns

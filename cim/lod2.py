@@ -12,7 +12,6 @@ skeleton); MultiPolygons get one solid per part under one feature ID.
 from __future__ import annotations
 
 import io
-import multiprocessing
 import os
 import time
 from collections import Counter
@@ -26,11 +25,9 @@ import pandas as pd
 import shapely
 
 from cim import crs as crsmod
-from cim.buildings import (BuildingOptions, _attribute_table, _quadtree, _walk, footprint_heights,
-                           resolve_heights)
-from cim.errors import BuildError
-from cim.footprints import Skipped, building_ids, clean_footprints, numeric_field, read_footprints
-from cim.geodesy import enu_frame, region_of, union_regions
+from cim.buildings import BuildingOptions, _take, nest_tiles, prepare_footprints, run_tile_jobs
+from cim.footprints import Skipped, numeric_field
+from cim.geodesy import enu_frame, region_of
 from cim.roofs import ROOF_TYPES, as_rectangle, building_solid, flat_solids, rectangle_solids
 from tiles.gltf import Material, MeshContent, Primitive, PropertyTable
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
@@ -218,7 +215,7 @@ def _write_tile(job: tuple[str, np.ndarray, float]) -> tuple[str, Tile, int, lis
     wp, wn, wf, wt = _unindexed(local, walls, owner)
     prims.append(Primitive(positions=wp.astype(np.float32), indices=wt.astype(np.uint32), normals=wn,
                            feature_ids=wf, material=Material(base_color=j["color"])))
-    cols = {c: v[sel] for c, v in j["columns"].items()}
+    cols = {c: _take(v, sel) for c, v in j["columns"].items()}
     cols["roof_type_built"] = np.asarray(built, dtype=object)
     uri = f"buildings/{path}.glb"
     write_atomic(j["out"] / uri, MeshContent(prims, PropertyTable("building", cols)).to_glb())
@@ -257,86 +254,34 @@ def build_lod2_buildings(
     """
     options = options or BuildingOptions()
     t0 = time.perf_counter()
-    stages: dict[str, float] = {}
-    gdf = read_footprints(footprints, crs=crs)
-    src_crs = gdf.crs
-    ids = building_ids(gdf, options.id_field)
-    skipped = Skipped()
-    keep, geoms = clean_footprints(gdf, ids, skipped)
-    attrs = gdf.drop(columns=gdf.geometry.name).loc[keep].reset_index(drop=True)
-    ids = ids[keep]
-    stages["read"] = time.perf_counter() - t0
-    if dem is not None:
-        base, dsm_h = footprint_heights(geoms, src_crs, dem, dsm)
-        outside = np.isnan(base)
-        skipped.add("outside the DEM (no terrain height under the footprint)", ids[outside])
-    else:
-        base = np.zeros(len(geoms))
-        dsm_h = np.full(len(geoms), np.nan)
-        outside = np.zeros(len(geoms), bool)
-    height, source = resolve_heights(attrs, dsm_h, options, dsm is not None)
-    ok = ~outside
-    geoms, ids, base, height, source = geoms[ok], ids[ok], base[ok], height[ok], source[ok]
-    attrs = attrs.loc[ok].reset_index(drop=True)
-    if len(geoms) == 0:
-        raise BuildError(f"no building of {footprints} could be built: {skipped.to_dict(5)}")
-    kinds, eave, ridge = roof_heights(attrs, height)
-    stages["heights"] = time.perf_counter() - t0 - sum(stages.values())
-
-    table = _attribute_table(attrs, ids, base, height, source)
-    area = shapely.area(geoms)
-    cent = shapely.centroid(geoms)
-    cx, cy = shapely.get_x(cent), shapely.get_y(cent)
-    b = shapely.total_bounds(geoms)
-    side = max(b[2] - b[0], b[3] - b[1]) or 1.0
-    root = _quadtree(cx, cy, np.maximum(ridge, np.sqrt(area)), np.arange(len(geoms)),
-                     (b[0], b[1], b[0] + side, b[1] + side), max(1, options.tile_capacity))
-    nodes = list(_walk(root))
+    fp = prepare_footprints(footprints, dem, dsm=dsm, options=options, crs=crs)
+    stages = dict(fp.seconds)
+    geoms, ids, base, height, source = fp.geoms, fp.ids, fp.base, fp.height, fp.source
+    kinds, eave, ridge = roof_heights(fp.attrs, height)
+    tick = time.perf_counter()
+    nodes = fp.quadtree(np.maximum(ridge, np.sqrt(shapely.area(geoms))), options.tile_capacity)
     out = Path(out_dir)
     (out / "buildings").mkdir(parents=True, exist_ok=True)
-    _JOB.update(geoms=geoms, kinds=kinds, base=base, eave=eave, ridge=ridge, crs=src_crs, ids=ids,
-                columns={c: table[c].to_numpy() for c in table.columns}, out=out, ortho=ortho,
+    _JOB.update(geoms=geoms, kinds=kinds, base=base, eave=eave, ridge=ridge, crs=fp.crs, ids=ids,
+                columns=fp.columns(), out=out, ortho=ortho,
                 texture_px=texture_px, color=options.color, roof_color=(0.62, 0.36, 0.30, 1.0))
-    crsmod.to_ecef(src_crs, np.zeros(1), np.zeros(1), np.zeros(1))  # build the transformer before forking
+    crsmod.to_ecef(fp.crs, np.zeros(1), np.zeros(1), np.zeros(1))  # build the transformer before forking
     jobs = [(path, node.content, node.error) for node, path in nodes]
-    workers = max(1, min(options.workers or os.cpu_count() or 1, len(jobs)))
-    tiles: dict[str, Tile] = {}
-    triangles = 0
+    stages["tiling"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    results = run_tile_jobs(_write_tile, jobs, _JOB, workers=options.workers, progress=progress, stage="lod2")
+    tiles = {path: tile for path, tile, _, _, _ in results}
+    triangles = sum(r[2] for r in results)
     reasons: Counter[str] = Counter()
     fallback_ids: list[str] = []
-    stages["tiling"] = time.perf_counter() - t0 - sum(stages.values())
-    try:
-        if workers > 1:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                results = pool.imap_unordered(_write_tile, jobs)
-                for k, (path, tile, n_tri, why, fb) in enumerate(results):
-                    tiles[path] = tile
-                    triangles += n_tri
-                    reasons.update(why)
-                    fallback_ids += fb
-                    if progress:
-                        progress("lod2", k + 1, len(jobs))
-        else:
-            for k, job in enumerate(jobs):
-                path, tile, n_tri, why, fb = _write_tile(job)
-                tiles[path] = tile
-                triangles += n_tri
-                reasons.update(why)
-                fallback_ids += fb
-                if progress:
-                    progress("lod2", k + 1, len(jobs))
-    finally:
-        _JOB.clear()
-    stages["tiles"] = time.perf_counter() - t0 - sum(stages.values())
-    for node, path in reversed(nodes):
-        tile = tiles[path]
-        kids = [tiles[f"{path}{k}"] for k in range(len(node.children))]
-        if kids:
-            tile.children = kids
-            tile.bounding_volume = BoundingVolume(
-                region=union_regions([tile.bounding_volume.region] + [k.bounding_volume.region for k in kids]))
+    for r in results:
+        reasons.update(r[3])
+        fallback_ids += r[4]
+    stages["tiles"] = time.perf_counter() - tick
+    root = nest_tiles(nodes, tiles)
+    skipped = fp.skipped
     return Lod2Result(
-        root=tiles["0"], buildings=len(geoms), skipped=skipped,
+        root=root, buildings=len(geoms), skipped=skipped,
         roof_types={k: int(v) for k, v in Counter(kinds.tolist()).items()},
         fallbacks=dict(reasons), fallback_ids=fallback_ids,
         height_sources={s: int(np.sum(source == s)) for s in ("attribute", "floors", "dsm", "default")},

@@ -26,6 +26,59 @@ NODATA_FLOAT = -3.4028234663852886e38
 NODATA_STRING = ""
 
 
+@dataclass(frozen=True)
+class StringColumn:
+    """Strings as one UTF-8 buffer plus offsets (the layout EXT_structural_metadata and Arrow share).
+
+    Cheap to slice with `take` (no Python object per value) and to share with forked worker processes.
+
+    Attributes:
+        data: (b,) uint8 concatenated UTF-8 bytes.
+        offsets: (n + 1,) int64 start of each string in `data`; string i is data[offsets[i]:offsets[i + 1]].
+        missing: (n,) bool, True where the value is null (stored as an empty string and declared noData).
+    """
+
+    data: np.ndarray
+    offsets: np.ndarray
+    missing: np.ndarray
+
+    @classmethod
+    def from_values(cls, values: Any) -> StringColumn:
+        """From any sequence of str/None (or a pandas/Arrow string column), converted in bulk by Arrow."""
+        import pyarrow as pa
+
+        arr = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(
+            pd.Series(values, dtype=object).where(pd.notna(values), None), type=pa.large_string(), from_pandas=True)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        arr = arr.cast(pa.large_string())
+        missing = arr.is_null().to_numpy(zero_copy_only=False)
+        arr = arr.fill_null("")
+        _, offs, data = arr.buffers()
+        offsets = np.frombuffer(offs, np.int64)[arr.offset:arr.offset + len(arr) + 1].copy()
+        buf = np.frombuffer(data, np.uint8) if data is not None else np.zeros(0, np.uint8)
+        buf = buf[offsets[0]:offsets[-1]].copy()
+        return cls(buf, offsets - offsets[0], np.asarray(missing, bool))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def take(self, index: np.ndarray) -> StringColumn:
+        """The strings at `index` (a gather over bytes, vectorised)."""
+        index = np.asarray(index, np.int64)
+        starts, ends = self.offsets[index], self.offsets[index + 1]
+        lengths = ends - starts
+        new = np.zeros(len(index) + 1, np.int64)
+        np.cumsum(lengths, out=new[1:])
+        gather = np.repeat(starts - new[:-1], lengths) + np.arange(new[-1], dtype=np.int64)
+        return StringColumn(self.data[gather], new, self.missing[index])
+
+    def to_list(self) -> list[str | None]:
+        raw = self.data.tobytes()
+        o = self.offsets
+        return [None if m else raw[o[i]:o[i + 1]].decode("utf-8") for i, m in enumerate(self.missing)]
+
+
 @dataclass
 class Material:
     """A PBR metallic-roughness material: a base colour, optionally multiplied by a texture."""
@@ -184,7 +237,7 @@ class _Encoder:
         self.gltf.materials.append(mat)
         return len(self.gltf.materials) - 1
 
-    def _primitive(self, p: Primitive, feature_count: int) -> gl.Primitive:
+    def _primitive(self, p: Primitive) -> gl.Primitive:
         n = len(p.positions)
         if n == 0 or len(p.indices) == 0:
             raise TilesError("cannot encode an empty primitive (no vertices or no triangles)")
@@ -202,7 +255,8 @@ class _Encoder:
             # float32 keeps every vertex attribute 4-byte aligned (glTF core) and is exact up to 2^24 features.
             fid = np.asarray(p.feature_ids).astype(np.float32)
             setattr(attrs, "_FEATURE_ID_0", self._accessor(fid, gl.SCALAR, gl.ARRAY_BUFFER))
-            fid_info: dict[str, Any] = {"featureCount": int(feature_count), "attribute": 0}
+            # featureCount is the number of distinct features in this primitive (EXT_mesh_features)
+            fid_info: dict[str, Any] = {"featureCount": int(len(np.unique(fid))), "attribute": 0}
             if self.content.properties is not None:
                 fid_info["propertyTable"] = 0
             extensions["EXT_mesh_features"] = {"featureIds": [fid_info]}
@@ -240,12 +294,7 @@ class _Encoder:
 
     def encode(self) -> bytes:
         content = self.content
-        feature_count = content.properties.count if content.properties is not None else 0
-        if feature_count == 0:
-            feature_count = max(
-                (int(np.max(p.feature_ids)) + 1 for p in content.primitives if p.feature_ids is not None), default=0
-            )
-        prims = [self._primitive(p, feature_count) for p in content.primitives]
+        prims = [self._primitive(p) for p in content.primitives]
         self.gltf.meshes.append(gl.Mesh(primitives=prims))
         if content.properties is not None and content.properties.columns:
             self.gltf.extensions = {"EXT_structural_metadata": self._metadata(content.properties)}
@@ -262,6 +311,13 @@ class _Encoder:
 
 def _encode_column(raw: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Schema property and binary views of one column (EXT_structural_metadata, little-endian)."""
+    if isinstance(raw, StringColumn):
+        prop = {"type": "STRING"}
+        if raw.missing.any():
+            prop["noData"] = NODATA_STRING
+        if len(raw.data) >= 2**32:
+            raise TilesError("a string column of over 4 GiB does not fit UINT32 string offsets")
+        return prop, {"values": raw.data.tobytes(), "stringOffsets": raw.offsets.astype("<u4").tobytes()}
     values = pd.Series(raw)
     missing = values.isna().to_numpy()
     dtype = values.dtype
@@ -286,14 +342,8 @@ def _encode_column(raw: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
         return prop, {"values": arr.astype("<f8").tobytes()}
     if pd.api.types.is_datetime64_any_dtype(dtype):
         values = values.dt.strftime("%Y-%m-%dT%H:%M:%S")
-    strings = [NODATA_STRING if m else str(v) for v, m in zip(values.tolist(), missing)]
-    encoded = [s.encode("utf-8") for s in strings]
-    offsets = np.zeros(len(encoded) + 1, dtype="<u4")
-    np.cumsum([len(b) for b in encoded], out=offsets[1:])
-    prop = {"type": "STRING"}
-    if missing.any():
-        prop["noData"] = NODATA_STRING
-    return prop, {"values": b"".join(encoded), "stringOffsets": offsets.tobytes()}
+    strings = [None if m else str(v) for v, m in zip(values.tolist(), missing)]
+    return _encode_column(StringColumn.from_values(strings))
 
 
 def read_glb(data: bytes) -> dict[str, Any]:
@@ -370,4 +420,4 @@ def vertex_normals(positions: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-__all__ = ["Material", "MeshContent", "Primitive", "PropertyTable", "read_glb", "vertex_normals"]
+__all__ = ["Material", "MeshContent", "Primitive", "PropertyTable", "StringColumn", "read_glb", "vertex_normals"]

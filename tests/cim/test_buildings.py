@@ -14,6 +14,8 @@ import trimesh
 from rasterio.transform import from_origin
 from shapely.geometry import MultiPolygon, Point, Polygon, box
 
+from pyproj import CRS
+
 from cim.buildings import BuildingOptions, build_buildings
 from cim.crs import from_ecef
 from cim.errors import CRSError, InputError, InputNotFoundError
@@ -102,16 +104,29 @@ def test_heights_come_from_attribute_floors_dsm_and_default(city):
     assert dict(zip(props["code"], props["name"]))["A"] == "一号楼"
 
 
-def test_base_is_lowest_dem_value_under_the_footprint(city):
-    build_buildings(city["fp"], city["dem"], city["out"])
-    props = read_glb(_tiles(city["out"])[0].read_bytes())["properties"]
-    base = dict(zip(props["code"], props["base_height"]))
-    with rasterio.open(city["dem"]) as src:
-        z = src.read(1)
-        for code, geom in zip(city["gdf"]["code"], city["gdf"].geometry):
-            mask = rasterio.features.geometry_mask([geom], z.shape, src.transform, all_touched=True, invert=True)
-            assert base[code] <= z[mask].min() + 1e-3
-            assert base[code] >= z[mask].min() - 0.2  # vertex interpolation may go slightly below a touched cell
+def test_base_is_lowest_terrain_under_the_footprint(tmp_path):
+    """On a bumpy DEM, the base equals a brute-force minimum of the bilinear surface over each footprint."""
+    from cim.buildings import bilinear, footprint_heights
+
+    rows = cols = 120
+    r, c = np.mgrid[0:rows, 0:cols]
+    z = (1000 + 3 * np.sin(c / 3.0) * np.cos(r / 4.0) + 0.05 * c).astype("float32")
+    dem = tmp_path / "bumpy.tif"
+    tf = from_origin(X0 - 20, Y0 + 200, 2, 2)
+    with rasterio.open(dem, "w", driver="GTiff", width=cols, height=rows, count=1, dtype="float32",
+                       crs="EPSG:4547", transform=tf, nodata=-9999) as dst:
+        dst.write(z, 1)
+    geoms = np.array([CLOCKWISE_BOX, FOOTPRINT_WITH_HOLE, TWO_PART_BUILDING, L_SHAPE], dtype=object)
+    base, _ = footprint_heights(geoms, CRS.from_epsg(4547), dem)
+    for g, b in zip(geoms, base):
+        x0, y0, x1, y1 = g.bounds
+        gx, gy = np.meshgrid(np.arange(x0, x1 + 1e-9, 0.1), np.arange(y0, y1 + 1e-9, 0.1))
+        inside = shapely.covers(g, shapely.points(gx.ravel(), gy.ravel()))
+        edge = shapely.get_coordinates(shapely.segmentize(g.boundary, 0.05))
+        px = np.concatenate([gx.ravel()[inside], edge[:, 0]])
+        py = np.concatenate([gy.ravel()[inside], edge[:, 1]])
+        brute = np.nanmin(bilinear(z.astype(np.float64), tf, px, py))
+        assert b == pytest.approx(brute, abs=0.01)
 
 
 def test_prisms_are_closed_with_the_footprint_volume(city):
