@@ -350,25 +350,30 @@ def _rings(geoms: np.ndarray) -> _Rings:
 
 def _roof_triangles(r: _Rings) -> np.ndarray:
     """(t, 3) vertex indices of each footprint's triangulation, counter-clockwise seen from above."""
+    n_parts = len(r.part_start)
+    if n_parts == 0:
+        return np.zeros((0, 3), np.int64)
+    # everything earcut needs, prepared in bulk: coordinates relative to each part's first vertex (precision),
+    # and each part's ring ends relative to its start
+    part_of_ring = r.ring_part
+    rel_ends = (r.ring_end - r.part_start[part_of_ring]).astype(np.uint32)
+    ring_lo = np.searchsorted(part_of_ring, np.arange(n_parts), side="left").tolist()
+    ring_hi = np.searchsorted(part_of_ring, np.arange(n_parts), side="right").tolist()
+    part_of_vertex = np.repeat(np.arange(n_parts), r.part_end - r.part_start)
+    rel_xy = r.xy - r.xy[r.part_start[part_of_vertex]]
+    starts, ends = r.part_start.tolist(), r.part_end.tolist()
+    earcut = mapbox_earcut.triangulate_float64
     tris = []
-    ring_ptr = 0
-    n_rings = len(r.ring_end)
-    for s, e in zip(r.part_start.tolist(), r.part_end.tolist()):
-        if e - s < 3:
-            while ring_ptr < n_rings and r.ring_end[ring_ptr] <= e:
-                ring_ptr += 1
-            continue
-        j = ring_ptr
-        while j < n_rings and r.ring_end[j] <= e:
-            j += 1
-        ends = (r.ring_end[ring_ptr:j] - s).astype(np.uint32)
-        ring_ptr = j
-        t = mapbox_earcut.triangulate_float64(r.xy[s:e] - r.xy[s], ends)
-        if len(t):
-            tris.append(t.astype(np.int64) + s)
+    counts = [0] * n_parts
+    for k in range(n_parts):
+        s, e = starts[k], ends[k]
+        if e - s >= 3:
+            t = earcut(rel_xy[s:e], rel_ends[ring_lo[k]:ring_hi[k]])
+            tris.append(t)
+            counts[k] = len(t)
     if not tris:
         return np.zeros((0, 3), np.int64)
-    tri = np.concatenate(tris).reshape(-1, 3)
+    tri = (np.concatenate(tris).astype(np.int64) + np.repeat(r.part_start, counts)).reshape(-1, 3)
     a, b, c = r.xy[tri[:, 0]], r.xy[tri[:, 1]], r.xy[tri[:, 2]]
     area2 = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
     tri = tri[area2 != 0]
