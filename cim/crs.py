@@ -108,12 +108,18 @@ def _strip_root_id(crs: CRS) -> CRS:
 
 def _same_definition(a: CRS, b: CRS) -> bool:
     """True when two CRSs define the same coordinates (ignoring names and authority codes)."""
-    if a.is_exact_same(b):
+    if a.is_exact_same(b) or a.equals(b, ignore_axis_order=True):
         return True
-    try:
-        return bool(_strip_root_id(a).equals(_strip_root_id(b), ignore_axis_order=True))
-    except _PyprojCRSError:
-        return False
+    # WKT1 spells names differently ("China_2000") and has no axis order, so compare what defines the
+    # coordinates: the projection and ellipsoid parameters of the PROJ form.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            pa, pb = a.to_proj4(), b.to_proj4()
+        except _PyprojCRSError:
+            return False
+    return bool(pa) and pa == pb and a.datum is not None and b.datum is not None and (
+        a.ellipsoid == b.ellipsoid if a.ellipsoid is not None and b.ellipsoid is not None else True)
 
 
 def crs_from_file(path: str | os.PathLike[str]) -> CRS | None:
