@@ -183,6 +183,8 @@ class _Encoder:
         self.extensions_used: set[str] = set()
 
     def _view(self, data: bytes, target: int | None = None, stride: int | None = None) -> int:
+        if not data:
+            data = b"\0"  # glTF forbids empty buffer views (e.g. a text column whose values are all empty)
         pad = (-self.offset) % 8  # 8-byte alignment satisfies both glTF accessors and EXT_structural_metadata
         if pad:
             self.chunks.append(b"\0" * pad)

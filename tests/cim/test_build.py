@@ -161,3 +161,23 @@ def test_failed_build_leaves_nothing_behind(small_city, tmp_path):
     with pytest.raises(InputError, match="--ortho .*no such file"):
         build_city(out, dem=small_city.dem, ortho=tmp_path / "missing.tif", buildings=small_city.buildings)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.realdata
+def test_delft_real_data_builds_end_to_end(tmp_path):
+    from tests.support.gltf_validator import validate
+
+    shared = Path(__file__).resolve().parents[3] / "shared" / "data"
+    if not shared.is_dir():
+        pytest.skip(f"real test data not found at {shared}")
+    report = build_city(tmp_path / "delft", dem=shared / "dem/delft_ahn3_dtm_0.5m.tif",
+                        dsm=shared / "dem/delft_ahn3_dsm_0.5m.tif",
+                        buildings=shared / "buildings/delft_bgt/bgt_pand.sqlite")
+    assert report.crs == "Amersfoort / RD New"
+    assert report.buildings["buildings"] == 160 and report.buildings["height_sources"]["dsm"] >= 150
+    west, south, east, north = report.lonlat_bounds
+    assert 4.35 < west < east < 4.37 and 52.00 < south < north < 52.02
+    check = check_tileset(tmp_path / "delft" / "tileset.json")
+    assert check.ok, check.to_dict()["problems"][:5]
+    reports = validate(sorted((tmp_path / "delft").rglob("*.glb")))
+    assert reports and all(r.ok for r in reports), "\n".join(r.describe() for r in reports if not r.ok)
