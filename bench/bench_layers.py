@@ -4,9 +4,11 @@
     .venv/bin/python bench/bench_layers.py --scale 0.05 # quick run
 
 Measures, for our store and for GeoPandas (pyogrio engine):
-- import rate (features/s) of the polygon layer from GeoParquet and from GeoPackage: `LayerStore.import_file`
-  (read, validate/repair, reproject check, write, Hilbert sort, R-tree) vs `geopandas.read_parquet` /
-  `geopandas.read_file` (read only);
+- import rate (features/s) of the polygon layer from GeoParquet and from GeoPackage: opening a new store,
+  `LayerStore.import_file` (read, validate/repair, reproject check, Hilbert sort, write, R-tree, catalogue) and
+  closing it, vs `geopandas.read_parquet` / `geopandas.read_file` (read only); plus the GeoPackage import with
+  the GEOS-free validity check of points and convex rings switched off, i.e. GEOS checking every geometry, as it
+  does for concave or holed polygons and lines;
 - small-window bbox queries (about 300 m x 300 m) on the polygon layer: `LayerStore.query_arrow` and
   `LayerStore.query` (GeoDataFrame) vs `GeoDataFrame.sindex.query` + `.iloc` (index built beforehand, not timed);
 - points per division: `LayerStore.stats` vs `geopandas.sjoin(..., predicate="within")` + groupby.
@@ -30,7 +32,7 @@ import shapely
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from layers import LayerStore  # noqa: E402
+from layers import LayerStore, ingest  # noqa: E402
 
 EXTENT = (113.20, 40.00, 113.40, 40.20)  # about 17 x 22 km near Datong, CGCS2000 lon/lat
 
@@ -90,13 +92,17 @@ def main() -> None:
     points.to_parquet(work / "points.parquet")
     divisions.to_parquet(work / "divisions.parquet")
     rows: list[tuple[str, str, str, float]] = []
+    loads = [os.getloadavg()[0]]
 
     # -- import rate
-    for label, path in (("GeoParquet", pq_path), ("GeoPackage", gpkg_path)):
-        store_path = work / f"store_{label}.duckdb"
+    def import_into(path: Path, store_path: Path):
         store_path.unlink(missing_ok=True)
         with LayerStore(store_path) as store:
-            ours, report = timed(lambda: store.import_file(path, "polys", "spatiotemporal_base/model_3d"))
+            return store.import_file(path, path.stem, "spatiotemporal_base/model_3d")
+
+    for label, path in (("GeoParquet", pq_path), ("GeoPackage", gpkg_path)):
+        store_path = work / f"store_{label}.duckdb"
+        ours, report = timed(lambda: import_into(path, store_path))
         assert report.feature_count == n
         reader = (lambda: gpd.read_parquet(path)) if label == "GeoParquet" else (lambda: gpd.read_file(path))
         peer, _ = timed(reader)
@@ -106,6 +112,20 @@ def main() -> None:
             arrow, _ = timed(lambda: gpd.read_file(path, use_arrow=True))
             rows.append(("  (peer: read_file use_arrow=True)", f"{n / ours:,.0f} feat/s", f"{n / arrow:,.0f} feat/s",
                          arrow / ours))
+            fast_path = ingest.simply_valid
+            ingest.simply_valid = lambda wkb: (np.zeros(len(wkb), bool), np.full((len(wkb), 4), np.nan))
+            try:
+                geos, _ = timed(lambda: import_into(path, work / "store_geos.duckdb"))
+            finally:
+                ingest.simply_valid = fast_path
+            rows.append(("  (ours: GEOS validity for every geometry)", f"{n / geos:,.0f} feat/s",
+                         f"{n / peer:,.0f} feat/s", peer / geos))
+    rows.append((f"  (store file: {store_path.stat().st_size / 1e6:.0f} MB)", "", "", 0.0))
+    points_path = work / "points.parquet"
+    ours, _ = timed(lambda: import_into(points_path, work / "store_points.duckdb"))
+    peer, _ = timed(lambda: gpd.read_parquet(points_path))
+    rows.append(("import points from GeoParquet", f"{n / ours:,.0f} feat/s", f"{n / peer:,.0f} feat/s", peer / ours))
+    loads.append(os.getloadavg()[0])
 
     store_path = work / "store_GeoParquet.duckdb"
     with LayerStore(store_path) as store:
@@ -152,6 +172,7 @@ def main() -> None:
         rows.append(("bbox p50, GeoDataFrame", f"{g50:.2f} ms", f"{s50:.2f} ms", s50 / g50))
         rows.append(("bbox p95, GeoDataFrame", f"{g95:.2f} ms", f"{s95:.2f} ms", s95 / g95))
         rows.append(("  (peer: sindex build, not in the times above)", "", f"{sindex_build * 1e3:.0f} ms", 0.0))
+        loads.append(os.getloadavg()[0])
 
         # -- points per division
         ours, stats = timed(lambda: store.stats("points", "divisions", field="pop", agg="sum"), repeat=2)
@@ -165,7 +186,10 @@ def main() -> None:
         rows.append((f"points per division ({n:,} pts, {len(divisions)} div)", f"{ours:.2f} s", f"{peer:.2f} s",
                      peer / ours))
 
-    print(f"\nload average during the run: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} CPUs")
+        loads.append(os.getloadavg()[0])
+
+    print(f"\nload average (1 min) at start, after imports, after queries, after stats: "
+          f"{', '.join(f'{x:.1f}' for x in loads)} on {os.cpu_count()} CPUs")
     print(f"\n{'operation':<48} {'ours':>16} {'GeoPandas':>16} {'ratio':>7}")
     for op, a, b, r in rows:
         print(f"{op:<48} {a:>16} {b:>16} {('%.1fx' % r) if r else '':>7}")

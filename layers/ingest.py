@@ -164,7 +164,8 @@ def _find_problems(wkb: pa.Array, *, geographic: bool) -> tuple[dict[int, str], 
         return problems, bounds
     con = connect(None)
     try:
-        con.register("src", pa.table({"row": pa.array(rest, pa.int64()), "wkb": wkb.take(pa.array(rest))}))
+        src = pa.table({"row": pa.array(rest, pa.int64()), "wkb": wkb.take(pa.array(rest))})
+        con.register("src", pa.Table.from_batches(src.to_batches(max_chunksize=_CHUNK)))  # DuckDB scans by batch
         out_of_range = ("WHEN ST_XMin(g) < -180 OR ST_XMax(g) > 180 OR ST_YMin(g) < -90 OR ST_YMax(g) > 90 "
                         f"THEN '{_OUT_OF_RANGE}' " if geographic else "")
         found = con.execute(f"""

@@ -11,9 +11,10 @@ Layout of the file:
   points at an older table, so versions never copy features.
 
 Concurrency follows DuckDB's rule: one read-write process (any number of threads, a cursor each) or any number of
-read-only processes, never both. Imports stage everything (reading, repair, reprojection) in private memory and hold
-the store only for the commit: one transaction, so a failed import leaves the store exactly as it was, and readers
-of the same process see the old version until the commit. See docs/layers.md.
+read-only processes, never both. Imports stage everything (reading, repair, reprojection, Hilbert sort) in private
+memory and hold the store only for the commit: the feature table and its R-tree, then the catalogue rows in one
+transaction. A failed import drops the table again and leaves the store exactly as it was, and readers of the same
+process see the old version until the catalogue commit. See docs/layers.md.
 """
 
 from __future__ import annotations

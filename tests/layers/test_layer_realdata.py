@@ -9,7 +9,8 @@ import pyogrio
 import pytest
 
 from layers import LayerStore
-from layers.errors import LayerInputError, ThemeNotFoundError
+from layers.errors import LayerInputError
+from layers.themes import builtin
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 BGT = SHARED / "buildings" / "delft_bgt"
@@ -63,18 +64,6 @@ def test_bgt_buildings_reproject_like_pyproj_and_query_by_bbox(bgt_store):
         assert store.count("bgt_pand", bbox=window) == len(inside)
 
 
-def ensure_theme(store: LayerStore, path: str) -> None:
-    """Add the manifest's sub-themes the standard tree lacks, as a user would (`cim layers add-theme`)."""
-    parts = path.split("/")
-    for depth in range(1, len(parts) + 1):
-        try:
-            store.themes().get("/".join(parts[:depth]))
-        except ThemeNotFoundError:
-            parent = store.themes().get("/".join(parts[: depth - 1])).path
-            theme_id = f"sub_{len(list(store.themes()))}"
-            store.add_theme(parent, theme_id, parts[depth - 1], parts[depth - 1])
-
-
 def test_sample_city_layers_from_manifest(tmp_path):
     sample = pytest.importorskip("cim.sample")
     city = sample.generate(tmp_path / "city", buildings=150, rasters=False)
@@ -82,14 +71,16 @@ def test_sample_city_layers_from_manifest(tmp_path):
     vectors = [e for e in manifest["files"] if e["kind"] == "vector"]
     assert vectors
     with LayerStore(tmp_path / "city.duckdb") as store:
-        for e in vectors:
-            ensure_theme(store, e["theme"])
+        for e in vectors:  # every manifest theme is a standard one: no sub-theme needs adding
             r = store.import_file(city.root / e["path"], e["layer"], e["theme"], title=e["title_zh"],
                                   department=e["department"], security=e["security"])
             assert r.source_crs == "EPSG:4547"
             if e.get("feature_count") is not None:
                 assert r.feature_count + len(r.rejected) == e["feature_count"], e["layer"]
         assert sorted(i.name for i in store.list()) == sorted(e["layer"] for e in vectors)
+        assert {i.name: i.theme for i in store.list()} == {e["layer"]: builtin().get(e["theme"]).path
+                                                           for e in vectors}
+        assert not store.cursor().execute("SELECT count(*) FROM catalogue.themes").fetchone()[0]
         if {"shelters", "communities"} <= {e["layer"] for e in vectors}:
             stats = store.stats("shelters", "communities", field="capacity", agg="sum")
             assert sum(r.count for r in stats.rows) == store.info("shelters").feature_count

@@ -15,6 +15,7 @@ from pyproj import CRS
 
 from cim.errors import CRSError, InputNotFoundError, OutputExistsError
 from layers import LayerStore
+from layers.ingest import hilbert_keys
 from layers.errors import (
     GeometryRejectedError,
     LayerExistsError,
@@ -122,6 +123,25 @@ def test_rtree_index_is_used_by_bbox_and_intersects_queries(store, communities_g
     assert "RTREE_INDEX_SCAN" in store.explain("communities", intersects=shapely.Point(116.301, 39.901),
                                                where="code = 'C00'")
     assert "RTREE_INDEX_SCAN" not in store.explain("communities", where="code = 'C00'")
+
+
+def test_layer_tables_keep_hilbert_order_and_no_compression_that_slows_row_fetches(store, tmp_path):
+    rng = np.random.default_rng(3)
+    n = 20_000
+    gdf = gpd.GeoDataFrame(
+        {"name": [f"场所{i:05d}" for i in range(n)], "kind": rng.choice(["school", "park", "hospital"], n),
+         "area": rng.uniform(0, 1000, n).round(2)},
+        geometry=shapely.points(rng.uniform(116.3, 116.4, n), rng.uniform(39.9, 40.0, n)), crs="EPSG:4490")
+    gdf.to_parquet(tmp_path / "p.parquet")
+    store.import_file(tmp_path / "p.parquet", "places", SOCIETY)
+    table = store.table_name("places")
+    cur = store.cursor()
+    cur.execute("CHECKPOINT")  # compression is chosen when the data is written to the file
+    used = {r[0] for r in cur.execute(f"SELECT DISTINCT compression FROM pragma_storage_info('{table}')").fetchall()}
+    assert used and not used & {"FSST", "DICT_FSST", "Dictionary", "ALP", "ALPRD"}, used
+    xy = shapely.get_coordinates(store.query("places", order=False).geometry.array)
+    keys = hilbert_keys(xy[:, 0], xy[:, 1], store.info("places").extent)
+    assert (np.diff(keys.astype(np.int64)) >= 0).all()
 
 
 def test_stats_per_division_match_geopandas_sjoin(store, communities_geojson, shelters_4490, tmp_path):

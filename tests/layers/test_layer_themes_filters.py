@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from pathlib import Path
 
 import pytest
 
 from layers.errors import FilterSyntaxError, LayerInputError, ThemeNotFoundError
 from layers.filters import compile_filter
 from layers.themes import builtin
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_builtin_tree_has_the_six_catalogue_themes_with_levels():
@@ -29,6 +33,15 @@ def test_theme_lookup_by_ids_or_titles(path):
 def test_unknown_theme_names_the_known_siblings():
     with pytest.raises(ThemeNotFoundError, match=r"no theme 'roads' under 'planning_control'.*control_lines"):
         builtin().get("planning_control/roads")
+
+
+def test_sample_city_manifest_themes_are_standard_themes():
+    manifest = json.loads((ROOT / "data" / "sample_city" / "sample.json").read_text(encoding="utf-8"))
+    # builtin().get raises ThemeNotFoundError for a theme the standard tree lacks
+    themes = {e["theme"]: builtin().get(e["theme"]).path for e in manifest["files"] if e["kind"] == "vector"}
+    assert themes["公共专题/应急避难"] == "public_topics/emergency_shelters"
+    assert themes["物联感知/水位监测"] == "iot_sensing/water_level"
+    assert themes["时空基础/三维模型/建筑"] == "spatiotemporal_base/model_3d/buildings"
 
 
 def test_new_child_inherits_level_and_validates_id():
