@@ -22,9 +22,10 @@ from layers.models import LayerInfo
 from layers.store import LayerStore, default_store_path
 from layers.types import SECURITY_LEVELS
 from tiles.errors import ServerConfigError, TileNotFoundError
-from tiles.mvt import MvtOptions, VectorTileLayer
+from tiles.mvt import MercatorWorkspace, MvtOptions, VectorTileLayer
 from tiles.raster import RasterMap, guess_kind
 from tiles.server.auth import AccessStore, Principal, access_path
+from tiles.server.cache import TileCache
 from tiles.server.files import FileCache, FileEntry, index_folder
 from tiles.server.settings import ServerSettings, check_name
 
@@ -62,6 +63,8 @@ class ServiceCatalog:
 
     def __post_init__(self) -> None:
         self.files = FileCache(self.settings.file_cache_mb * 1024 * 1024, self.settings.gzip_level)
+        self.tiles = TileCache(self.settings.tile_cache_mb * 1024 * 1024)
+        self.workspace = MercatorWorkspace()
         self.mvt_options = MvtOptions(max_features=self.settings.mvt_max_features,
                                       simplify_below_zoom=self.settings.mvt_simplify_below_zoom,
                                       maxzoom=self.settings.mvt_maxzoom)
@@ -110,7 +113,7 @@ class ServiceCatalog:
             for info in self.store.list():
                 self.layers[info.name] = info
                 self._vector[info.name] = VectorTileLayer(self.store, info, self.store.table_name(info.name),
-                                                          self.mvt_options)
+                                                          self.mvt_options, self.workspace)
         self.access = AccessStore(s.access_file or access_path(store_path)).open()
         return self
 
@@ -119,7 +122,8 @@ class ServiceCatalog:
         self.map_security[name] = security
 
     def close(self) -> None:
-        """Close the store and the key file."""
+        """Close the store, the projected layers and the key file."""
+        self.workspace.close()
         if self.store is not None:
             self.store.close()
         if self.access is not None:

@@ -83,6 +83,19 @@ class FileCache:
         self._size = 0
         self._lock = threading.Lock()
 
+    def cached(self, path: Path) -> FileEntry | None:
+        """The entry of a file if it is in the cache and unchanged on disk, else None (no reading, no hashing)."""
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+            return hit
+
     def get(self, path: Path) -> FileEntry:
         """The entry of a file (read, hashed and compressed on a miss, or when the file changed on disk).
 

@@ -28,6 +28,8 @@ class ServerSettings(BaseSettings):
         security: security level of models and maps by name (default public); layers keep the store's levels.
         access_file: key and audit file (default beside the store, see `tiles.server.auth`).
         public_url: base URL clients see, when behind a proxy (default: from each request).
+        workers: uvicorn worker processes (each opens the store read-only and keeps its own caches).
+        tile_cache_mb: rendered vector and raster tiles kept in memory (0: none).
     """
 
     model_config = SettingsConfigDict(env_prefix="CIM_", extra="ignore")
@@ -44,14 +46,16 @@ class ServerSettings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
     items_limit: int = 20
     items_max_limit: int = 10_000
-    mvt_max_features: int = 20_000
+    mvt_max_features: int = 5_000
     mvt_simplify_below_zoom: int = 16
     mvt_maxzoom: int = 22
     cache_max_age: int = 3600
     file_cache_mb: int = 256
+    tile_cache_mb: int = 256
     gzip_min_size: int = 1024
     gzip_level: int = 6
     log_requests: bool = True
+    workers: int = 1
 
 
 def named_paths(values: Iterable[str], what: str) -> dict[str, Path]:

@@ -19,21 +19,23 @@ CtxDep = Annotated[Ctx, Depends(context)]
 _FORMATS = {v: k for k, v in MEDIA_TYPES.items()}
 
 
-def _etag(m: RasterMap, tms_id: str, z: int, x: int, y: int, fmt: str) -> str:
+def _key(m: RasterMap, tms_id: str, z: int, x: int, y: int, fmt: str) -> str:
     st = m.path.stat()
-    key = f"{m.path}|{st.st_mtime_ns}|{st.st_size}|{m.kind}|{tms_id}/{z}/{x}/{y}.{fmt}"
-    return '"' + hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + '"'
+    return f"{m.path}|{st.st_mtime_ns}|{st.st_size}|{m.kind}|{tms_id}/{z}/{x}/{y}.{fmt}"
 
 
 def _tile(request: Request, ctx: Ctx, name: str, tms_id: str, z: int, x: int, y: int, fmt: str) -> Response:
     m = ctx.catalog.raster_map(name, ctx.who)
-    etag = _etag(m, tms_id, z, x, y, fmt)
+    key = _key(m, tms_id, z, x, y, fmt)
+    etag = '"' + hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + '"'
     cache = cache_control(ctx.catalog.map_security[name] == "public", ctx.catalog.settings.cache_max_age)
     headers = {"ETag": etag, "Cache-Control": cache}
     if etag_matches(request, etag):
         return Response(status_code=304, headers=headers)
-    tile = m.tile(tms_id, z, x, y, fmt)
-    return Response(tile.content, headers=headers, media_type=tile.media_type)
+    content = ctx.catalog.tiles.get(key)
+    if content is None:
+        content = ctx.catalog.tiles.put(key, m.tile(tms_id, z, x, y, fmt).content)
+    return Response(content, headers=headers, media_type=MEDIA_TYPES[fmt])
 
 
 @router.get("/maps/{name}/{z}/{x}/{y}.{fmt}", summary="XYZ raster tile (WebMercatorQuad); DEMs as Terrain-RGB")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from typing import Annotated
 
@@ -18,22 +19,28 @@ router = APIRouter(tags=["Vector tiles"])
 CtxDep = Annotated[Ctx, Depends(context)]
 
 
-def _etag(layer: VectorTileLayer, z: int, x: int, y: int) -> str:
+def _key(layer: VectorTileLayer, z: int, x: int, y: int) -> str:
     # A version's feature table is written once and never changed, so table + cutting options name the bytes.
-    key = f"{layer.table}|{layer.info.updated_at.isoformat()}|{layer.options}|{z}/{x}/{y}"
-    return '"' + hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + '"'
+    return f"mvt|{layer.table}|{layer.info.updated_at.isoformat()}|{layer.options}|{z}/{x}/{y}"
 
 
 def _tile(request: Request, ctx: Ctx, name: str, z: int, x: int, y: int) -> Response:
     layer = ctx.catalog.vector_layer(name, ctx.who, ctx.path, ctx.client)
-    etag = _etag(layer, z, x, y)
+    key = _key(layer, z, x, y)
+    etag = '"' + hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + '"'
     cache = cache_control(layer.info.security == "public", ctx.catalog.settings.cache_max_age)
     if etag_matches(request, etag):
         return Response(status_code=304, headers={"ETag": etag, "Cache-Control": cache})
-    tile = layer.tile(z, x, y)
-    if not tile.features:
+    tiles = ctx.catalog.tiles
+    content = tiles.get(key)
+    if content is None:
+        content = tiles.put(key, layer.tile(z, x, y).content)
+    if not content:
         return Response(status_code=204, headers={"ETag": etag, "Cache-Control": cache})
-    return tile_response(request, tile.content, MVT_MEDIA_TYPE, etag, cache, compress=True)
+    gzipped = None
+    if len(content) > 512 and "gzip" in request.headers.get("accept-encoding", ""):
+        gzipped = tiles.get(key + "|gzip") or tiles.put(key + "|gzip", gzip.compress(content, 5, mtime=0))
+    return tile_response(request, content, MVT_MEDIA_TYPE, etag, cache, gzipped=gzipped)
 
 
 @router.get("/collections/{collection_id}/tiles/WebMercatorQuad/{z}/{y}/{x}",
