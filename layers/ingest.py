@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 from pyproj import CRS
 
@@ -182,9 +183,8 @@ def _find_problems(wkb: pa.Array, *, geographic: bool) -> tuple[dict[int, str], 
     rows = found.column("row").to_numpy()
     bounds[rows] = np.column_stack([found.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
                                     for c in ("x0", "y0", "x1", "y1")])
-    for r, p in zip(rows.tolist(), found.column("problem").to_pylist(), strict=True):
-        if p is not None:
-            problems[r] = p
+    bad = found.filter(pc.is_valid(found.column("problem")))
+    problems.update(zip(bad.column("row").to_pylist(), bad.column("problem").to_pylist(), strict=True))
     return problems, bounds
 
 
