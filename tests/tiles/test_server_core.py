@@ -19,11 +19,11 @@ def test_health_and_landing_page(served: Served) -> None:
         assert rels["service-desc"] == f"{served.base}/api"
 
 
-def test_root_for_a_browser_is_a_clean_404_until_the_viewer_exists(served: Served) -> None:
+def test_root_for_a_browser_is_the_viewer(served: Served) -> None:
     with served.client() as c:
         r = c.get("/", headers={"Accept": "text/html,application/xhtml+xml"})
-    assert r.status_code == 404
-    assert r.json()["code"] == "NotFound" and "/catalog" in r.json()["description"]
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert f"{served.base}/viewer/deck.js" in r.text  # tests/tiles/test_viewer.py drives it in a browser
 
 
 def test_catalog_lists_models_maps_and_public_layers_with_urls(served: Served) -> None:

@@ -1,0 +1,289 @@
+"""`cim demo`: the whole twin in one command (sample city -> models -> layer store -> server -> viewer).
+
+`prepare_demo(root)` makes everything the demo serves, in one predictable folder, and reuses what an earlier run made:
+
+    cim-demo/
+      city/              the sample city (only with `buildings=`; the default city lives in $CIM_CACHE)
+      l2/                level-2 model: terrain + LOD1 blocks (cim build --level 2)
+      l3/                level-3 model: LOD2 buildings with roofs on the terrain (cim build --level 3)
+      oblique/           with `oblique=True`: the synthetic oblique production as a model (and oblique-src/)
+      city.duckdb        every vector layer of the city's manifest, with its theme, title and security level
+      city.access.sqlite API keys of the server; the demo's own key (scope confidential) is in demo-key.txt
+
+`run_demo()` then serves it with `cim serve` (tiles.server) and prints the viewer's URL.
+
+    >>> site = prepare_demo("cim-demo")          # doctest: +SKIP
+    >>> site.viewer_url(port=8000)                # doctest: +SKIP
+    'http://127.0.0.1:8000/?api_key=cim_...'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import threading
+import webbrowser
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cim.errors import InputError
+from cim.sample import SampleCity, default_sample, generate, is_complete, load
+
+if TYPE_CHECKING:
+    from tiles.server.settings import ServerSettings
+
+DEFAULT_DEMO_DIR = Path("cim-demo")
+KEY_FILE = "demo-key.txt"
+STORE_FILE = "city.duckdb"
+
+Echo = Callable[[str], None]
+
+# Sub-themes the sample manifest uses that the standard CIM tree lacks: title -> (id, English title).
+_SUB_THEMES: dict[str, tuple[str, str]] = {
+    "建筑": ("buildings", "Buildings"),
+    "道路": ("roads", "Roads"),
+    "水系": ("water", "Water"),
+    "历史文化保护": ("heritage", "Historic and cultural protection"),
+    "行政区划": ("admin_divisions", "Administrative divisions"),
+    "应急避难": ("emergency_shelters", "Emergency shelters"),
+    "危险源": ("hazard_sources", "Hazard sources"),
+    "水位监测": ("water_level", "Water-level monitoring"),
+    "控高分区": ("height_control", "Height control"),
+    "园林绿化": ("greening", "Parks and greening"),
+}
+
+
+@dataclass(frozen=True)
+class DemoSite:
+    """What `prepare_demo` made.
+
+    Attributes:
+        root: the demo folder.
+        city: the sample city served.
+        models: built models by the name they are served under (`city` = level 2, `lod2` = level 3, `oblique`).
+        store: the layer store.
+        key: an API key that sees everything (scope `confidential`), for the local user.
+        security: security levels of the models and maps, from the city's manifest.
+        maps: the orthophoto and DEM by served name.
+    """
+
+    root: Path
+    city: SampleCity
+    models: dict[str, Path]
+    store: Path
+    key: str
+    security: dict[str, str] = field(default_factory=dict)
+    maps: dict[str, Path] = field(default_factory=dict)
+
+    def settings(self, host: str = "127.0.0.1", port: int = 8000, **kw: Any) -> ServerSettings:
+        """Server settings that publish the site (extra keyword arguments go to `ServerSettings`)."""
+        from tiles.server.settings import ServerSettings
+
+        return ServerSettings(store=self.store, models=self.models, maps=self.maps, security=self.security,
+                              host=host, port=port, title="cim demo: 大同市平城区", **kw)
+
+    def viewer_url(self, host: str = "127.0.0.1", port: int = 8000, *, with_key: bool = True) -> str:
+        """The viewer's URL; with the demo key, the page shows every layer."""
+        url = f"http://{host}:{port}/"
+        return f"{url}?api_key={self.key}" if with_key else url
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"root": str(self.root), "city": str(self.city.root), "store": str(self.store),
+                "models": {k: str(v) for k, v in self.models.items()},
+                "maps": {k: str(v) for k, v in self.maps.items()}, "security": self.security}
+
+
+def _manifest(city: SampleCity) -> dict[str, Any]:
+    return json.loads(city.manifest.read_text(encoding="utf-8"))
+
+
+def ensure_theme(store: Any, path: str) -> str:
+    """Add the sub-themes of `path` (a path of titles) the store lacks; return the theme's id path."""
+    from layers.errors import ThemeNotFoundError
+
+    parts = path.split("/")
+    for depth in range(1, len(parts) + 1):
+        try:
+            store.themes().get("/".join(parts[:depth]))
+        except ThemeNotFoundError:
+            title = parts[depth - 1]
+            theme_id, en = _SUB_THEMES.get(title, ("t_" + hashlib.sha1(title.encode()).hexdigest()[:8], title))
+            store.add_theme(store.themes().get("/".join(parts[: depth - 1])).path, theme_id, title, en)
+    return store.themes().get(path).path
+
+
+def load_sample_layers(city: SampleCity, store_path: str | os.PathLike[str], *, replace: bool = False,
+                       echo: Echo | None = None) -> list[str]:
+    """Import every vector layer of a sample city's manifest into a store, with its theme, title, department and
+    security level. Layers the store already holds are kept unless `replace`.
+
+    Returns:
+        The names of the layers imported now.
+    """
+    from layers import LayerStore
+
+    done: list[str] = []
+    with LayerStore(store_path) as store:
+        have = {i.name for i in store.list()}
+        for e in _manifest(city)["files"]:
+            if e["kind"] != "vector" or (e["layer"] in have and not replace):
+                continue
+            theme = ensure_theme(store, e["theme"])
+            if echo:
+                echo(f"importing {e['layer']} ({e['title_zh']}, {e['security']})")
+            store.import_file(city.root / e["path"], e["layer"], theme, title=e["title_zh"],
+                              department=e.get("department"), security=e["security"],
+                              new_version=e["layer"] in have)
+            done.append(e["layer"])
+    return done
+
+
+def _built_from(model: Path, city: SampleCity) -> bool:
+    """True when `model` is a finished build of this city's inputs."""
+    try:
+        report = json.loads((model / "build.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (model / "tileset.json").is_file() and report.get("inputs", {}).get("buildings") == str(city.buildings)
+
+
+def _demo_key(root: Path, store: Path) -> str:
+    from tiles.errors import InvalidKeyError
+    from tiles.server.auth import AccessStore, access_path
+
+    path = root / KEY_FILE
+    with AccessStore(access_path(store)) as access:
+        if path.is_file():
+            key = path.read_text(encoding="utf-8").strip()
+            try:
+                access.authenticate(key)
+                return key
+            except InvalidKeyError:
+                pass
+        key = access.create("confidential", "cim demo").key
+    path.write_text(key + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return key
+
+
+def prepare_demo(
+    root: str | os.PathLike[str] = DEFAULT_DEMO_DIR,
+    *,
+    buildings: int | None = None,
+    seed: int = 7,
+    levels: Sequence[int] = (2, 3),
+    oblique: bool = False,
+    echo: Echo | None = None,
+) -> DemoSite:
+    """Make (or reuse) everything the demo serves: the sample city, its models, its layer store and a key.
+
+    Args:
+        root: the demo folder (created when missing).
+        buildings: build a city of this many buildings into `root/city` (default: the default sample city, cached
+            under $CIM_CACHE).
+        seed: seed of a generated city.
+        levels: CIM levels to build: 2 (terrain + LOD1), 3 (LOD2 roofs on the terrain).
+        oblique: also build the synthetic oblique production as a model (slower; uses osgconv when installed).
+        echo: called with one line per step.
+
+    Returns:
+        The site; `site.settings()` serves it.
+
+    Raises:
+        InputError: a level other than 2 or 3.
+    """
+    from cim.build import build_city
+
+    say = echo or (lambda line: None)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if not set(levels) <= {2, 3}:
+        raise InputError(f"levels={list(levels)}: the demo builds level 2 and/or 3")
+    if buildings is None:
+        say("sample city: the default city (generated once into $CIM_CACHE when missing)")
+        city = default_sample()
+    else:
+        target = root / "city"
+        if is_complete(target) and load(target).n_buildings == buildings:
+            city = load(target)
+        else:
+            say(f"sample city: generating {buildings} buildings into {target}")
+            city = generate(target, buildings=buildings, seed=seed, overwrite=True)
+    if city.dem is None:
+        raise InputError(f"sample city {city.root} has no DEM; regenerate it with rasters")
+    manifest = {e.get("layer") or e["kind"]: e for e in _manifest(city)["files"]}
+    building_security = manifest["buildings"]["security"]
+    models: dict[str, Path] = {}
+    security: dict[str, str] = {}
+    for level, name in ((2, "city"), (3, "lod2")):
+        if level not in levels:
+            continue
+        out = root / f"l{level}"
+        if not _built_from(out, city):
+            say(f"building the level-{level} model into {out}")
+            build_city(out, level=level, dem=city.dem, ortho=city.ortho, buildings=city.buildings, dsm=city.dsm,
+                       overwrite=True)
+        models[name] = out
+        security[name] = building_security
+    if oblique:
+        from cim.sample import write_oblique
+
+        src, out = root / "oblique-src", root / "oblique"
+        if not _built_from(out, city):
+            if not (src / "metadata.xml").is_file():
+                say(f"writing the synthetic oblique production into {src}")
+                write_oblique(city, src, overwrite=True)
+            say(f"building the oblique model into {out}")
+            build_city(out, level=3, dem=city.dem, ortho=city.ortho, buildings=city.buildings, oblique=src,
+                       overwrite=True)
+        models["oblique"] = out
+        security["oblique"] = building_security
+    maps: dict[str, Path] = {}
+    for kind in ("ortho", "dem"):
+        path = getattr(city, kind)
+        if path is not None and models:
+            # named like the maps `cim serve` derives from the first model, so they are not published twice
+            name = f"{next(iter(models))}_{kind}"
+            maps[name] = path
+            security[name] = manifest[kind]["security"]
+    store = root / STORE_FILE
+    imported = load_sample_layers(city, store, echo=say)
+    if imported:
+        say(f"layer store {store}: imported {len(imported)} layer(s)")
+    return DemoSite(root=root, city=city, models=models, store=store, key=_demo_key(root, store),
+                    security=security, maps=maps)
+
+
+def _has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or os.name == "nt" \
+        or shutil.which("open") is not None and os.uname().sysname == "Darwin"
+
+
+def run_demo(
+    root: str | os.PathLike[str] = DEFAULT_DEMO_DIR,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    open_browser: bool = True,
+    buildings: int | None = None,
+    oblique: bool = False,
+    echo: Echo = print,
+) -> None:
+    """Prepare the demo, print the viewer's URL, open a browser when there is a display, and serve until
+    interrupted (the library function behind `cim demo`)."""
+    from tiles.server import serve
+
+    site = prepare_demo(root, buildings=buildings, oblique=oblique, echo=echo)
+    url = site.viewer_url(host, port)
+    echo(f"viewer (every layer, with the demo's key): {url}")
+    echo(f"viewer (anonymous, public layers only):    {site.viewer_url(host, port, with_key=False)}")
+    if open_browser and _has_display():
+        threading.Timer(2.0, webbrowser.open, args=(url,)).start()
+    serve(site.settings(host, port))
+
+
+__all__ = ["DEFAULT_DEMO_DIR", "DemoSite", "ensure_theme", "load_sample_layers", "prepare_demo", "run_demo"]

@@ -1,0 +1,233 @@
+"""The "one map" viewer served at `/`: real headless Chromium on the demo site (sample city, level-2 model, every
+manifest layer in the store), plus the identify/search library functions and routes it is built on."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.tiles.server_support import running_server
+
+REPO = Path(__file__).resolve().parents[2]
+IMG = REPO / "docs" / "img"
+BACKGROUND = (0x2B, 0x30, 0x38)  # #map background in viewer.css
+VIEWPORT = (900, 600)
+
+
+@dataclass
+class Site:
+    base: str
+    key: str
+    site: Any
+    catalog: Any
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    from cim.demo import prepare_demo
+    from tiles.server import create_app
+
+    demo = prepare_demo(tmp_path_factory.mktemp("viewer") / "demo", levels=(2,))
+    app = create_app(demo.settings(log_requests=False))
+    with running_server(app) as base:
+        yield Site(base, demo.key, demo, app.state.catalog)
+
+
+@pytest.fixture(scope="module")
+def building(site: Site) -> dict[str, Any]:
+    """A building near the middle of the city (lon/lat of a point inside it)."""
+    gdf = site.catalog.store.query("buildings")
+    centre = gdf.geometry.union_all().centroid
+    pts = gdf.geometry.representative_point()
+    row = gdf.iloc[int(np.argmin(pts.distance(centre).to_numpy()))]
+    p = row.geometry.representative_point()
+    return {"code": row["code"], "height": float(row["height"]), "lon": p.x, "lat": p.y}
+
+
+# ------------------------------------------------------------------------------------------------ library and routes
+def test_identify_lists_the_building_its_community_zone_and_nearest_shelter(site: Site, building: dict) -> None:
+    from tiles.viewer import identify
+
+    store = site.catalog.store
+    result = identify(store, store.list(), building["lon"], building["lat"])
+    by_layer = {r["layer"]: r for r in result["results"]}
+    assert result["results"][0]["layer"] == "buildings"  # the smallest containing polygon first
+    assert by_layer["buildings"]["properties"]["code"] == building["code"]
+    assert by_layer["communities"]["relation"] == "contains"
+    assert by_layer["height_zones"]["relation"] == "contains"
+    shelter = by_layer["shelters"]
+    assert shelter["relation"] == "nearest" and shelter["distance_m"] > 0
+    nearest = store.query("shelters", near=(building["lon"], building["lat"]), k=1).iloc[0]
+    assert shelter["properties"]["name"] == nearest["name"]
+
+
+def test_identify_route_shows_only_what_the_key_may_see(site: Site, building: dict) -> None:
+    params = {"lon": building["lon"], "lat": building["lat"]}
+    with httpx.Client(base_url=site.base, timeout=30) as c:
+        anon = {r["layer"] for r in c.get("/identify", params=params).json()["results"]}
+        full = {r["layer"] for r in c.get("/identify", params={**params, "api_key": site.key}).json()["results"]}
+        assert c.get("/identify", params={"lon": 200, "lat": 0}).status_code == 400
+    assert "communities" in anon and "buildings" not in anon and "hazards" not in anon
+    assert {"buildings", "hazards", "height_zones", "communities"} <= full
+
+
+def test_search_finds_a_standard_address_and_a_name(site: Site) -> None:
+    gdf = site.catalog.store.query("buildings", limit=1, order=True)
+    address = gdf.iloc[0]["address"]
+    with httpx.Client(base_url=site.base, timeout=30, headers={"X-API-Key": site.key}) as c:
+        hits = c.get("/search", params={"q": address}).json()["results"]
+        assert hits[0]["layer"] == "buildings" and hits[0]["value"] == address
+        assert hits[0]["fid"] == int(gdf.iloc[0]["fid"])
+        shelter = site.catalog.store.query("shelters", limit=1, order=True).iloc[0]["name"]
+        hit = c.get("/search", params={"q": shelter[:4]}).json()["results"]
+        assert any(h["layer"] == "shelters" and h["label"] == shelter for h in hit)
+        assert c.get("/search", params={"q": ""}).status_code == 400
+    with httpx.Client(base_url=site.base, timeout=30) as c:  # anonymous: buildings are internal
+        assert all(h["layer"] != "buildings" for h in c.get("/search", params={"q": address}).json()["results"])
+
+
+def test_root_gives_browsers_the_page_and_machines_the_landing_page(site: Site) -> None:
+    with httpx.Client(base_url=site.base, timeout=30) as c:
+        page = c.get("/", headers={"Accept": "text/html"})
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert c.get("/", headers={"Accept": "application/json"}).json()["links"]
+        bundle = c.get("/viewer/deck.js")
+        assert bundle.status_code == 200 and b"createDeck" in bundle.content
+        assert c.get("/viewer/nope.js").status_code == 404
+    srcs = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert srcs and all(s.startswith(site.base) or s.startswith("data:") for s in srcs), srcs
+    assert "hazards" not in page.text  # anonymous: confidential layers are not even named
+
+
+def test_write_viewer_html_points_at_the_running_server(site: Site, tmp_path: Path) -> None:
+    from cim.errors import OutputExistsError
+    from tiles.viewer import write_viewer_html
+
+    out = write_viewer_html(tmp_path / "city.html", site.base, api_key=site.key)
+    text = out.read_text(encoding="utf-8")
+    assert f"{site.base}/viewer/deck.js" in text and "hazards" in text and "api_key=" in text
+    assert not re.search(r'https?://(?!127\.0\.0\.1)', text)
+    with pytest.raises(OutputExistsError):
+        write_viewer_html(out, site.base)
+
+
+# ------------------------------------------------------------------------------------------------ in the browser
+def _open(page: Any, url: str) -> None:
+    page.goto(url)
+    page.wait_for_function("window.cimViewer && cimViewer.loaded()", timeout=60_000)
+    page.wait_for_timeout(500)  # let the last tiles draw
+
+
+def _pixels(page: Any, path: Path | None = None) -> np.ndarray:
+    from PIL import Image
+
+    shot = page.locator("#map").screenshot()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(shot)
+    return np.asarray(Image.open(io.BytesIO(shot)).convert("RGB")).astype(np.int16)
+
+
+def _full(page: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path))
+
+
+def _wait_loaded(page: Any) -> None:
+    page.wait_for_function("cimViewer.loaded()", timeout=60_000)
+    page.wait_for_timeout(500)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_page_shows_the_city_without_errors_or_off_host_requests(site: Site) -> None:
+    from tests.support.browser import chromium_page
+
+    with chromium_page(viewport=VIEWPORT, timeout_s=90) as bp:
+        _open(bp.page, f"{site.base}/?api_key={site.key}")
+        img = _pixels(bp.page)
+        _full(bp.page, IMG / "viewer-city.png")
+        h, w = img.shape[:2]
+        centre = img[h // 4: 3 * h // 4, w // 4: 3 * w // 4]
+        assert centre.std(axis=(0, 1)).max() > 15  # not a flat canvas
+        differs = np.abs(centre - np.array(BACKGROUND)).sum(axis=2) > 30
+        assert differs.mean() > 0.9  # the city covers the middle of the map
+        tree = bp.page.evaluate("cimViewer.config.tree.map(e => e.id)")
+        assert {"map:city_ortho", "model:city:terrain", "model:city:buildings", "layer:hazards"} <= set(tree)
+        bp.page.evaluate("cimViewer.setMode('3d')")
+        _wait_loaded(bp.page)
+        _full(bp.page, IMG / "viewer-3d.png")
+        assert bp.log.console_errors == [] and bp.log.page_errors == []
+        assert bp.log.off_host() == []
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_toggling_a_layer_off_changes_the_picture(site: Site) -> None:
+    from tests.support.browser import chromium_page
+
+    with chromium_page(viewport=VIEWPORT, timeout_s=90) as bp:
+        _open(bp.page, f"{site.base}/?api_key={site.key}")
+        before = _pixels(bp.page)
+        box = bp.page.locator('.layer[data-id="model:city:buildings"] input[type=checkbox]')
+        box.uncheck()
+        _wait_loaded(bp.page)
+        after = _pixels(bp.page)
+        assert bp.page.evaluate("cimViewer.state['model:city:buildings'].visible") is False
+        changed = np.abs(before - after).sum(axis=2) > 30
+        assert changed.mean() > 0.01, f"only {changed.mean():.4f} of the pixels changed"
+        assert bp.log.console_errors == [] and bp.log.page_errors == []
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_clicking_a_building_shows_its_code_and_height(site: Site, building: dict) -> None:
+    from tests.support.browser import chromium_page
+
+    with chromium_page(viewport=VIEWPORT, timeout_s=90) as bp:
+        page = bp.page
+        _open(page, f"{site.base}/?api_key={site.key}")
+        page.evaluate(f"cimViewer.flyTo({building['lon']}, {building['lat']}, 18)")
+        _wait_loaded(page)
+        x, y = page.evaluate(f"cimViewer.project({building['lon']}, {building['lat']})")[:2]
+        box = page.locator("#map").bounding_box()
+        page.mouse.move(box["x"] + x, box["y"] + y)
+        page.wait_for_timeout(200)
+        page.mouse.down()
+        page.wait_for_timeout(60)
+        page.mouse.up()
+        page.wait_for_function("cimViewer.lastIdentify && cimViewer.lastIdentify.result", timeout=30_000)
+        info = page.inner_text("#info")
+        hit = page.locator('#info .hit[data-layer="buildings"]')
+        assert hit.count() == 1
+        assert building["code"] in hit.inner_text()
+        assert f"{building['height']:.2f}" in hit.inner_text()
+        assert "社区" in info or "communities" in page.inner_html("#info")
+        _full(page, IMG / "viewer-identify.png")
+        assert bp.log.console_errors == [] and bp.log.page_errors == []
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_anonymous_users_see_no_confidential_layer_and_its_tiles_are_404(site: Site) -> None:
+    from tests.support.browser import chromium_page
+
+    with chromium_page(viewport=VIEWPORT, timeout_s=90) as bp:
+        _open(bp.page, f"{site.base}/")
+        titles = bp.page.locator(".layer").evaluate_all("els => els.map(e => e.dataset.id)")
+        security = bp.page.evaluate("cimViewer.config.tree.map(e => e.security)")
+        assert titles and "layer:hazards" not in titles and set(security) == {"public"}
+        assert bp.log.console_errors == [] and bp.log.page_errors == []
+        assert not [u for u in bp.log.requests if "/tiles/hazards/" in u]
+    with httpx.Client(base_url=site.base, timeout=30) as c:
+        assert c.get("/tiles/hazards/15/26696/12394.mvt").status_code == 404
+        assert c.get("/tiles/hazards/tilejson.json").status_code == 404
+        assert c.get("/tiles/hazards/15/26696/12394.mvt", params={"api_key": site.key}).status_code in (200, 204)

@@ -1,0 +1,89 @@
+"""The "one map" viewer: the page at `/` (for browsers), its assets, and the JSON routes it calls
+(`/identify`, `/search`). Machines asking `/` for JSON get the OGC API landing page (`core.landing`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from tiles import viewer
+from tiles.errors import TileNotFoundError
+from tiles.server.deps import Ctx, context
+from tiles.server.files import FileEntry
+from tiles.server.responses import json_response, tile_response
+from tiles.server.routes import core
+
+router = APIRouter(tags=["viewer"])
+CtxDep = Annotated[Ctx, Depends(context)]
+_assets: dict[str, FileEntry] = {}
+
+
+def _wants_html(request: Request, f: str | None) -> bool:
+    accept = request.headers.get("accept", "")
+    return f == "html" or (f != "json" and "text/html" in accept and "json" not in accept)
+
+
+def page_config(ctx: Ctx) -> dict[str, Any]:
+    """The viewer's config for this caller: only the models, maps and layers the caller may see."""
+    catalog = ctx.catalog
+
+    def read(model: str, path: str) -> dict[str, Any]:
+        return json.loads(catalog.model_file(model, path, ctx.who).content)
+
+    fields = {i.name: i.field_names() for i in catalog.visible_layers(ctx.who)}
+    return viewer.viewer_config(catalog.describe(ctx.who, ctx.base), read, key_query=ctx.query, base=ctx.base,
+                                fields=fields)
+
+
+@router.get("/", summary="The viewer (browsers) or the OGC API landing page (JSON)", tags=["core"])
+def root(request: Request, ctx: CtxDep, f: str | None = None) -> Response:
+    if not _wants_html(request, f):
+        return core.landing(request, ctx, f)
+    page = viewer.render_page(page_config(ctx), ctx.base)
+    return Response(page, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-store"})
+
+
+def _asset(name: str) -> FileEntry:
+    entry = _assets.get(name)
+    if entry is None:
+        if name == "deck.js":
+            path, media = viewer.deck_bundle(), "text/javascript; charset=utf-8"
+        elif name in viewer.ASSETS:
+            path, media = viewer.STATIC_DIR / name, viewer.ASSETS[name]
+        else:
+            raise TileNotFoundError(f"the viewer has no asset {name!r}")
+        content = path.read_bytes()
+        import gzip
+
+        etag = '"' + hashlib.blake2b(content, digest_size=12).hexdigest() + '"'
+        entry = _assets[name] = FileEntry(content, gzip.compress(content, 6, mtime=0), etag, media)
+    return entry
+
+
+@router.get("/viewer/{name}", summary="The viewer's script, style sheet and the deck.gl bundle of pydeck")
+def asset(name: str, request: Request) -> Response:
+    e = _asset(name)
+    return tile_response(request, e.content, e.media_type, e.etag, "public, max-age=300", gzipped=e.gzipped)
+
+
+@router.get("/identify", summary="What every layer the caller may see says at a place")
+def identify(ctx: CtxDep, lon: Annotated[float, Query(ge=-180, le=180)],
+             lat: Annotated[float, Query(ge=-90, le=90)]) -> Response:
+    infos = [ctx.catalog.layer(i.name, ctx.who, "identify", ctx.path, ctx.client)
+             for i in ctx.catalog.visible_layers(ctx.who)]
+    if ctx.catalog.store is None:
+        return json_response({"lon": lon, "lat": lat, "results": []})
+    return json_response(viewer.identify(ctx.catalog.store, infos, lon, lat), headers={"Cache-Control": "no-store"})
+
+
+@router.get("/search", summary="Features whose address, name or code contains the text")
+def search(ctx: CtxDep, q: Annotated[str, Query(min_length=1, max_length=200)],
+           limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Response:
+    infos = [ctx.catalog.layer(i.name, ctx.who, "search", ctx.path, ctx.client)
+             for i in ctx.catalog.visible_layers(ctx.who)]
+    hits = viewer.search(ctx.catalog.store, infos, q, limit=limit) if ctx.catalog.store is not None else []
+    return json_response({"q": q, "results": hits}, headers={"Cache-Control": "no-store"})

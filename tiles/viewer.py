@@ -1,0 +1,417 @@
+"""The "one map" viewer: a pydeck Deck of everything a caller may see, rendered by our own page.
+
+The page (`tiles/static/viewer/`) loads the deck.gl bundle that ships in the pydeck wheel from the server
+(`/viewer/deck.js`, read from the installed package at run time) and calls its `createDeck` with the Deck JSON made
+here, so the browser talks to the server's host only. Layers, bottom to top:
+
+    maps (orthophoto XYZ tiles)  ->  terrain parts of the models (3D Tiles)  ->  flat vector layers (MVT)
+        ->  building / oblique parts of the models (3D Tiles)  ->  extruded vector layers (MVT, by a height field)
+
+3D Tiles carry ellipsoidal heights (about 1,100 m in the sample city) while map and vector tiles have none: flat
+layers are drawn at the terrain's mid height (`ground`) without writing depth, so they lie on the terrain in 2D and
+under the buildings in 3D.
+
+Library functions behind the page's JSON routes: `identify(store, layers, lon, lat)` (what every visible layer says
+at a place) and `search(store, layers, text)` (addresses and names).
+
+    >>> from tiles.viewer import write_viewer_html
+    >>> write_viewer_html("city.html", "http://127.0.0.1:8000", api_key=None)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydeck as pdk
+import shapely
+
+from cim.errors import OutputExistsError
+from tiles.errors import TileRequestError, TilesError
+
+ReadJson = Callable[[str, str], dict[str, Any]]  # (model name, path inside the model) -> parsed JSON
+
+STATIC_DIR = Path(__file__).resolve().parent / "static" / "viewer"
+ASSETS = {"viewer.js": "text/javascript; charset=utf-8", "viewer.css": "text/css; charset=utf-8"}
+HEIGHT_FIELDS = ("height", "max_height_m", "height_m")
+DENSE_FEATURES = 2000  # layers with more features start hidden (trees would cover the city)
+SEARCH_FIELDS = ("address", "name", "code", "zone_code", "shelter_id", "sensor_id", "hazard_id")
+_PALETTE = [(230, 85, 13), (49, 130, 189), (49, 163, 84), (117, 107, 177), (222, 45, 38), (253, 174, 107),
+            (99, 99, 99), (158, 202, 225), (161, 217, 155), (188, 189, 220), (214, 97, 107), (140, 86, 75),
+            (231, 186, 82), (23, 190, 207)]
+# top-level CIM catalogue themes (CJJ/T 315-2022), in the standard's order
+_TOP_THEMES = ("spatiotemporal_base", "resource_survey", "planning_control", "construction_projects",
+               "public_topics", "iot_sensing")
+
+
+def deck_bundle() -> Path:
+    """The deck.gl bundle of the installed pydeck wheel (`pydeck/nbextension/static/index.js`, defines `createDeck`).
+
+    Raises:
+        TilesError: pydeck is installed without its bundle.
+    """
+    path = Path(str(resources.files("pydeck"))) / "nbextension" / "static" / "index.js"
+    if not path.is_file():
+        raise TilesError(f"{path} is missing: reinstall pydeck (pip install --force-reinstall pydeck>=0.9)")
+    return path
+
+
+def _with_key(url: str, key_query: str) -> str:
+    return url if not key_query else url + ("&" if "?" in url else "?") + key_query
+
+
+def _color(i: int) -> list[int]:
+    return list(_PALETTE[i % len(_PALETTE)])
+
+
+def _theme_group(theme: str) -> str:
+    top = theme.split("/", 1)[0]
+    return top if top in _TOP_THEMES else "other"
+
+
+def theme_titles() -> dict[str, dict[str, str]]:
+    """Titles of the tree's groups: base maps, 3D models and the CIM catalogue's top-level themes (zh / en)."""
+    from layers.themes import builtin
+
+    reg = builtin()
+    out = {"maps": {"zh": "底图", "en": "Base maps"}, "models": {"zh": "三维模型", "en": "3D city models"}}
+    for t in _TOP_THEMES:
+        theme = reg.get(t)
+        out[t] = {"zh": theme.zh, "en": theme.en}
+    out["other"] = {"zh": "其他", "en": "Other"}
+    return out
+
+
+def model_parts(root: dict[str, Any]) -> list[str]:
+    """The layer tilesets a `cim build` root references (`terrain`, `buildings`, `oblique`), or `[""]` when the
+    root holds content of its own."""
+    parts = []
+    for child in root.get("root", {}).get("children") or []:
+        uri = (child.get("content") or {}).get("uri", "")
+        if uri.endswith("/tileset.json") and uri.count("/") == 1:
+            parts.append(uri.split("/", 1)[0])
+    return parts or [""]
+
+
+def _region_heights(doc: dict[str, Any]) -> tuple[float, float] | None:
+    region = (doc.get("root", {}).get("boundingVolume") or {}).get("region")
+    return (float(region[4]), float(region[5])) if isinstance(region, list) and len(region) == 6 else None
+
+
+def ground_height(read: ReadJson, model: str, parts: Sequence[str]) -> float:
+    """Mid height of a model's terrain (metres): where flat layers are drawn so they meet the 3D Tiles."""
+    for part in ([p for p in parts if p == "terrain"] or list(parts)):
+        heights = _region_heights(read(model, f"{part}/tileset.json" if part else "tileset.json"))
+        if heights is not None:
+            return round((heights[0] + heights[1]) / 2, 1)
+    return 0.0
+
+
+def _home(catalog: dict[str, Any]) -> list[float] | None:
+    boxes = [x["extent"] for group in ("models", "maps", "layers") for x in catalog.get(group, []) if x.get("extent")]
+    if not boxes:
+        return None
+    b = np.array(boxes, dtype=float)
+    return [float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()), float(b[:, 3].max())]
+
+
+def home_view(extent: Sequence[float] | None, width: int = 1000, height: int = 700) -> dict[str, float]:
+    """A top-down view state that fits `extent` (lon/lat) in a `width` x `height` px map."""
+    if not extent:
+        return {"longitude": 113.3, "latitude": 40.09, "zoom": 14.0, "pitch": 0.0, "bearing": 0.0}
+    lon = (extent[0] + extent[2]) / 2
+    lat = (extent[1] + extent[3]) / 2
+    span_x = max(extent[2] - extent[0], 1e-6) / 360
+    y0, y1 = (math.log(math.tan(math.pi / 4 + math.radians(v) / 2)) for v in (extent[1], extent[3]))
+    span_y = max(y1 - y0, 1e-9) / (2 * math.pi)
+    zoom = min(math.log2(width / 512 / span_x), math.log2(height / 512 / span_y))
+    return {"longitude": lon, "latitude": lat, "zoom": round(zoom, 2), "pitch": 0.0, "bearing": 0.0}
+
+
+def _vector_layer(info: dict[str, Any], i: int, ground: float, key_query: str
+                  ) -> tuple[pdk.Layer, dict[str, Any]]:
+    gtype = (info.get("geometry_type") or "").upper()
+    color = _color(i)
+    height_field = next((f for f in HEIGHT_FIELDS if f in (info.get("fields") or ())), None)
+    extruded = "POLYGON" in gtype and height_field is not None
+    dense = (info.get("feature_count") or 0) > DENSE_FEATURES
+    kwargs: dict[str, Any] = {
+        "data": _with_key(info["urls"]["tiles"], key_query),
+        "pickable": True,
+        "auto_highlight": True,
+        "highlight_color": [255, 255, 0, 160],
+        "min_zoom": 0,
+        "max_zoom": 18,
+        "binary": False,
+        "loaders": {"@@function": "cimMvtLoaders"},
+        "load_options": {"worker": False},
+        "get_fill_color": color + [40 if "POLYGON" in gtype else 220],
+        "get_line_color": color + [255],
+        "line_width_min_pixels": 1 if "POLYGON" in gtype else 2,
+        "get_line_width": 1,
+        "point_radius_min_pixels": 2 if dense else 4,
+        "get_point_radius": 1.5 if dense else 3,
+        "stroked": True,
+        "filled": True,
+        "render_sub_layers": {"@@function": "cimVectorTile", "ground": ground},
+    }
+    if extruded:
+        kwargs.update(extruded=True, wireframe=True, get_elevation=f"properties.{height_field}",
+                      get_fill_color=color + [150], material=False)
+    else:
+        kwargs["parameters"] = {"depthCompare": "always", "depthWriteEnabled": False}
+    entry = {"id": f"layer:{info['name']}", "kind": "vector", "name": info["name"], "title": info["title"],
+             "group": _theme_group(info.get("theme", "")), "theme": info.get("theme"),
+             "theme_title": info.get("theme_title"), "security": info.get("security"),
+             "geometry": "polygon" if "POLYGON" in gtype else "line" if "LINE" in gtype else "point",
+             "color": color, "extruded": extruded, "height_field": height_field,
+             "feature_count": info.get("feature_count"), "visible": not extruded and not dense}
+    return pdk.Layer("MVTLayer", id=entry["id"], visible=entry["visible"], **kwargs), entry
+
+
+def viewer_config(catalog: dict[str, Any], read: ReadJson, *, key_query: str = "", base: str = "",
+                  fields: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Everything the page needs: the Deck JSON (pydeck), the layer tree, the home view and the routes.
+
+    Args:
+        catalog: a `/catalog` document (only what the caller may see).
+        read: reads a JSON file of a model, for its layer tilesets and terrain height.
+        key_query: `api_key=...` appended to every URL when the caller passed its key in the page's URL.
+        base: the server's base URL (no trailing slash).
+        fields: field names by layer (to find height fields for extrusion).
+    """
+    fields = fields or {}
+    layers_front: list[pdk.Layer] = []
+    layers_flat: list[pdk.Layer] = []
+    layers_3d: list[pdk.Layer] = []
+    layers_terrain: list[pdk.Layer] = []
+    layers_maps: list[pdk.Layer] = []
+    tree: list[dict[str, Any]] = []
+    ground = 0.0
+    first_model = True
+    for m in catalog.get("models", []):
+        parts = model_parts(read(m["name"], "tileset.json"))
+        if first_model:
+            ground = ground_height(read, m["name"], parts)
+        for part in parts:
+            url = m["urls"]["tileset"] if not part else m["urls"]["tileset"].replace("/tileset.json",
+                                                                                      f"/{part}/tileset.json")
+            lid = f"model:{m['name']}:{part or 'all'}"
+            visible = first_model
+            layer = pdk.Layer("Tile3DLayer", id=lid, data=_with_key(url, key_query), visible=visible,
+                              pickable=True, load_options={"worker": False, "3d-tiles": {"loadGLTF": True}},
+                              point_size=2)
+            (layers_terrain if part == "terrain" else layers_3d).append(layer)
+            tree.append({"id": lid, "kind": "3dtiles", "name": m["name"], "part": part or "all",
+                         "title": f"{m['title']} {part}".strip(), "group": "models", "security": m["security"],
+                         "visible": visible})
+        first_model = False
+    first_map = True
+    for i, mp in enumerate(catalog.get("maps", [])):
+        if mp["kind"] != "image":
+            continue  # DEMs come into the picture as the models' terrain
+        fmt = "png" if "png" in mp.get("formats", []) else mp["formats"][0]  # PNG keeps the mask as alpha
+        url = f"{base}/maps/{mp['name']}/{{z}}/{{x}}/{{y}}.{fmt}"
+        lid = f"map:{mp['name']}"
+        layers_maps.append(pdk.Layer(
+            "TileLayer", id=lid, data=_with_key(url, key_query), visible=first_map, min_zoom=0, max_zoom=20,
+            tile_size=256, extent=mp.get("extent"), max_requests=8,
+            render_sub_layers={"@@function": "cimBitmapTile", "ground": ground}))
+        tree.append({"id": lid, "kind": "map", "name": mp["name"], "title": mp["title"], "group": "maps",
+                     "security": mp["security"], "visible": first_map, "extent": mp.get("extent")})
+        first_map = False
+    for i, info in enumerate(catalog.get("layers", [])):
+        layer, entry = _vector_layer({**info, "fields": fields.get(info["name"], [])}, i, ground, key_query)
+        (layers_front if entry["extruded"] else layers_flat).append(layer)
+        tree.append(entry)
+    extent = _home(catalog)
+    view = home_view(extent)
+    deck = pdk.Deck(layers=[*layers_maps, *layers_terrain, *layers_flat, *layers_3d, *layers_front],
+                    initial_view_state=pdk.ViewState(**view, max_pitch=85), map_provider=None,
+                    views=[pdk.View("MapView", controller=True)])
+    return {"title": catalog.get("title", "cim"), "base": base, "key_query": key_query, "ground": ground,
+            "home": view, "extent": extent, "deck": json.loads(deck.to_json()), "tree": tree,
+            "groups": theme_titles(),
+            "routes": {"identify": f"{base}/identify", "search": f"{base}/search", "catalog": f"{base}/catalog"}}
+
+
+def render_page(config: dict[str, Any], asset_base: str = "") -> str:
+    """The viewer page: our page shell, the config as JSON, the deck.gl bundle and the viewer's script."""
+    doc = json.dumps(config, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    title = html.escape(config.get("title", "cim"))
+    return f"""<!DOCTYPE html>
+<html lang="zh-CN">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="{asset_base}/viewer/viewer.css">
+</head>
+<body>
+<div id="map"></div>
+<aside id="panel"></aside>
+<section id="info" hidden></section>
+<div id="status" role="status"></div>
+<script id="cim-config" type="application/json">{doc}</script>
+<script src="{asset_base}/viewer/deck.js"></script>
+<script src="{asset_base}/viewer/viewer.js"></script>
+</body>
+</html>
+"""
+
+
+def _http_json(url: str, api_key: str | None) -> dict[str, Any]:
+    req = urllib.request.Request(url, headers={"Accept": "application/json",
+                                               **({"X-API-Key": api_key} if api_key else {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 (the user's own server URL)
+            return json.loads(r.read().decode("utf-8"))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise TileRequestError(f"cannot read {url} ({exc}); is `cim serve` running there?") from exc
+
+
+def write_viewer_html(out: str | os.PathLike[str], server: str, *, api_key: str | None = None,
+                      overwrite: bool = False) -> Path:
+    """Write a viewer page that shows what a running server publishes (the library function behind
+    `cim view --html OUT`). The page loads everything from `server`; `api_key` is written into its URLs.
+
+    Raises:
+        OutputExistsError: `out` exists, without `overwrite`.
+        TileRequestError: the server cannot be reached.
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    base = server.rstrip("/")
+    catalog = _http_json(f"{base}/catalog", api_key)
+    key_query = urllib.parse.urlencode({"api_key": api_key}) if api_key else ""
+    urls = {m["name"]: m["urls"]["tileset"].rsplit("/", 1)[0] for m in catalog.get("models", [])}
+
+    def read(model: str, path: str) -> dict[str, Any]:
+        return _http_json(f"{urls[model]}/{path}", api_key)
+
+    fields = {i["name"]: list((_http_json(f"{base}/collections/{i['name']}/queryables", api_key)
+                               .get("properties") or {}).keys()) for i in catalog.get("layers", [])}
+    config = viewer_config(catalog, read, key_query=key_query, base=base, fields=fields)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_page(config, base), encoding="utf-8")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- identify & search
+def _props(row: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in row.items():
+        if k in ("geom", "geometry", "distance_m"):
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            v = None
+        elif hasattr(v, "isoformat"):
+            v = v.isoformat()
+        out[k] = v
+    return out
+
+
+def identify(store: Any, layers: Sequence[Any], lon: float, lat: float, *, radius_m: float = 30.0
+             ) -> dict[str, Any]:
+    """What the given layers say at a place: the polygons that contain it (a building, its community, the
+    height-control zone), the nearest feature of every point layer (the nearest shelter, with its distance) and the
+    lines within `radius_m`.
+
+    Args:
+        store: an open `layers.LayerStore`.
+        layers: `LayerInfo` of the layers the caller may see.
+        lon, lat: the place (CGCS2000 / WGS 84 degrees).
+        radius_m: how near a line must be to count.
+
+    Returns:
+        `{"lon", "lat", "results": [{"layer", "title", "theme", "relation", "distance_m", "properties"}]}`,
+        containing polygons first (smallest first, so the building comes before its community).
+
+    Raises:
+        TileRequestError: lon/lat outside the globe.
+    """
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise TileRequestError(f"lon={lon}, lat={lat} is not a place on the globe")
+    point = shapely.Point(lon, lat)
+    inside: list[tuple[float, dict[str, Any]]] = []
+    near: list[dict[str, Any]] = []
+    for info in layers:
+        base = {"layer": info.name, "title": info.title, "theme": info.theme, "security": info.security}
+        gtype = info.geometry_type.upper()
+        if "POLYGON" in gtype:
+            gdf = store.query(info.name, intersects=point, limit=10)
+            for _, row in gdf.iterrows():
+                inside.append((float(row.geometry.area), {**base, "relation": "contains", "distance_m": 0.0,
+                                                           "properties": _props(row.to_dict())}))
+        else:
+            gdf = store.query(info.name, near=(lon, lat), k=1)
+            if gdf.empty:
+                continue
+            row = gdf.iloc[0]
+            dist = float(row["distance_m"])
+            if "LINE" in gtype and dist > radius_m:
+                continue
+            near.append({**base, "relation": "nearest", "distance_m": round(dist, 1),
+                         "properties": _props(row.to_dict())})
+    inside.sort(key=lambda t: t[0])
+    near.sort(key=lambda r: r["distance_m"])
+    return {"lon": lon, "lat": lat, "results": [r for _, r in inside] + near}
+
+
+def search(store: Any, layers: Sequence[Any], text: str, *, limit: int = 20) -> list[dict[str, Any]]:
+    """Features whose address, name or code contains `text` (case-insensitive), best matches first.
+
+    Returns:
+        `[{"layer", "title", "fid", "label", "field", "lon", "lat", "bbox"}]`; lon/lat is a point on the feature.
+
+    Raises:
+        TileRequestError: empty text.
+    """
+    from layers.store import quote
+
+    text = text.strip()
+    if not text:
+        raise TileRequestError("search text is empty; pass q=<address or name>")
+    hits: list[tuple[int, dict[str, Any]]] = []
+    cur = store.cursor()
+    try:
+        for info in layers:
+            names = {f.name.casefold(): f.name for f in info.fields if f.type.upper() == "VARCHAR"}
+            cols = [names[f] for f in SEARCH_FIELDS if f in names]
+            if not cols:
+                continue
+            label_col = next((names[f] for f in ("name", "address", "code") if f in names), cols[0])
+            match = " OR ".join(f"{quote(c)} ILIKE ?" for c in cols)
+            rank = " + ".join(f"CASE WHEN {quote(c)} = ? THEN 0 ELSE 1 END" for c in cols)
+            sql = (f"SELECT fid, {quote(label_col)}, {', '.join(quote(c) for c in cols)}, "
+                   f"ST_X(ST_PointOnSurface(geom)), ST_Y(ST_PointOnSurface(geom)), ST_XMin(geom), ST_YMin(geom), "
+                   f"ST_XMax(geom), ST_YMax(geom), {rank} AS r FROM {store.table_name(info.name)} "
+                   f"WHERE {match} ORDER BY r, length({quote(label_col)}), fid LIMIT ?")
+            rows = cur.execute(sql, [*([text] * len(cols)), *([f"%{text}%"] * len(cols)), limit]).fetchall()
+            for row in rows:
+                values = dict(zip(cols, row[2:2 + len(cols)], strict=True))
+                field = next((c for c in cols if values[c] and text.casefold() in str(values[c]).casefold()), cols[0])
+                x, y, x0, y0, x1, y1, r = row[2 + len(cols):]
+                hits.append((r, {"layer": info.name, "title": info.title, "fid": row[0], "label": row[1],
+                                 "field": field, "value": values[field], "lon": x, "lat": y,
+                                 "bbox": [x0, y0, x1, y1]}))
+    finally:
+        cur.close()
+    hits.sort(key=lambda t: (t[0], len(str(t[1]["value"] or ""))))
+    return [h for _, h in hits[:limit]]
+
+
+__all__ = ["deck_bundle", "home_view", "identify", "model_parts", "render_page", "search", "theme_titles",
+           "viewer_config", "write_viewer_html"]
