@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,6 +29,7 @@ from tiles.errors import InvalidKeyError, TileNotFoundError, TileRequestError
 from tiles.server import ogc
 from tiles.server.catalog import ServiceCatalog
 from tiles.server.deps import KEY_PARAM
+from tiles.server.fastpath import StaticFastPath
 from tiles.server.responses import json_response
 from tiles.server.routes import core, features, maps, tiles3d, vector, viewer
 from tiles.server.settings import ServerSettings
@@ -188,8 +190,11 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
         return json_response(_openapi_30(app.openapi()), media_type=ogc.OPENAPI)
 
     # gzip everything compressible that a route did not compress itself; glb textures do not gain from it
+    gzip_excluded = (*DEFAULT_EXCLUDED_CONTENT_TYPES, "model/gltf-binary")
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_size, compresslevel=settings.gzip_level,
-                       exclude_content_types=(*DEFAULT_EXCLUDED_CONTENT_TYPES, "model/gltf-binary"))
+                       exclude_content_types=gzip_excluded)
+    app.add_middleware(StaticFastPath, catalog=catalog, gzip_min_size=settings.gzip_min_size,
+                       gzip_excluded=gzip_excluded)
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "HEAD", "OPTIONS"],
                        allow_headers=["X-API-Key", "Authorization", "If-None-Match", "Range"],
                        expose_headers=["ETag", "Content-Range", "Content-Length"], max_age=3600)
@@ -197,14 +202,39 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
     return app
 
 
+_WORKER_SETTINGS = "CIM_SERVE_WORKER_SETTINGS"
+_LOG_FORMAT = "%(asctime)s %(name)s %(message)s"
+
+
+def worker_app() -> FastAPI:
+    """The application of one uvicorn worker process (`serve` with `workers` > 1 hands its settings over in the
+    environment, as JSON)."""
+    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
+    return create_app(ServerSettings.model_validate_json(os.environ[_WORKER_SETTINGS]))
+
+
 def serve(settings: ServerSettings) -> None:
-    """Run the server with uvicorn until interrupted (the library function behind `cim serve`)."""
+    """Run the server with uvicorn until interrupted (the library function behind `cim serve`).
+
+    With `settings.workers` > 1, uvicorn runs that many processes on the port, each with its own catalogue: the
+    store is opened read-only by each (DuckDB allows many readers), and caches are per process.
+
+    Raises:
+        ServerConfigError: a model, map or setting is unusable (before any port is bound).
+        StoreError: the store cannot be opened read-only.
+    """
     import uvicorn
 
-    app = create_app(settings)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level="info",
-                server_header=False)
+    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
+    common = {"host": settings.host, "port": settings.port, "access_log": False, "log_level": "info",
+              "server_header": False}
+    if settings.workers <= 1:
+        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        return
+    ServiceCatalog(settings).open().close()  # configuration errors raise here, once, not in every worker
+    os.environ[_WORKER_SETTINGS] = settings.model_dump_json()
+    uvicorn.run("tiles.server.app:worker_app", factory=True, workers=settings.workers,
+                **common)  # type: ignore[arg-type]
 
 
-__all__ = ["STATUS_CODES", "create_app", "error_body", "serve", "status_for"]
+__all__ = ["STATUS_CODES", "create_app", "error_body", "serve", "status_for", "worker_app"]
