@@ -575,5 +575,42 @@ def keys_audit_cmd(
 app.add_typer(keys_app, name="keys")
 
 
+# ---------------------------------------------------------------------- cim view / cim demo: the "one map" viewer (tiles/viewer.py)
+@app.command("view")
+def view_cmd(
+    html_out: Annotated[Path, typer.Option("--html", help="Write the viewer page to this file.")],
+    server: Annotated[str, typer.Option("--server", help="Base URL of a running `cim serve`.")
+                      ] = "http://127.0.0.1:8000",
+    api_key: Annotated[Optional[str], typer.Option("--api-key", help="A key of that server; written into the "
+                                                   "page's URLs.", envvar="CIM_API_KEY")] = None,
+    overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a viewer page (HTML) that shows what a running server publishes (docs/viewer.md)."""
+    from tiles.viewer import write_viewer_html
+
+    out = write_viewer_html(html_out, server, api_key=api_key, overwrite=overwrite)
+    emit({"html": str(out), "server": server}, as_json, f"wrote {out} (open it while {server} runs)")
+
+
+@app.command("demo")
+def demo_cmd(
+    port: Annotated[int, typer.Option("--port", help="Port to serve on.")] = 8000,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    folder: Annotated[Path, typer.Option("--dir", help="Where the demo keeps its city, models and store "
+                                                        "(reused on the next run).")] = Path("cim-demo"),
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open a browser.")] = False,
+    buildings: Annotated[Optional[int], typer.Option(
+        "--buildings", help="Generate a city of this many buildings (default: the default sample city).")] = None,
+    oblique: Annotated[bool, typer.Option("--oblique", help="Also build the synthetic oblique production.")
+                       ] = False,
+) -> None:
+    """Sample city -> models -> layer store -> server -> viewer, in one command (docs/viewer.md)."""
+    from cim.demo import run_demo
+
+    run_demo(folder, host=host, port=port, open_browser=not no_browser, buildings=buildings, oblique=oblique,
+             echo=typer.echo)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,79 @@
+"""`cim demo`: the sample city, its models and layer store made once in a predictable folder and reused, then
+served with the viewer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.tiles.server_support import free_port
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_prepare_demo_builds_once_and_reuses_everything(tmp_path: Path) -> None:
+    from cim.demo import prepare_demo
+    from layers import LayerStore
+    from tiles.server.auth import AccessStore, access_path
+
+    site = prepare_demo(tmp_path / "demo", levels=(2,))
+    manifest_layers = {e["layer"] for e in __import__("json").loads(site.city.manifest.read_text())["files"]
+                       if e["kind"] == "vector"}
+    with LayerStore(site.store, read_only=True) as store:
+        infos = {i.name: i for i in store.list()}
+    assert set(infos) == manifest_layers
+    assert infos["hazards"].security == "confidential" and infos["shelters"].security == "public"
+    assert site.models == {"city": tmp_path / "demo" / "l2"}
+    assert site.security["city"] == "internal" and site.maps["city_ortho"] == site.city.ortho
+    with AccessStore(access_path(site.store)) as acc:
+        assert acc.authenticate(site.key).can_see("hazards", "confidential")
+
+    stamp = (site.models["city"] / "build.json").stat().st_mtime_ns
+    again = prepare_demo(tmp_path / "demo", levels=(2,))
+    assert (again.models["city"] / "build.json").stat().st_mtime_ns == stamp
+    assert again.key == site.key
+    with LayerStore(again.store, read_only=True) as store:
+        assert all(i.version == 1 for i in store.list())
+    assert again.viewer_url(port=8123) == f"http://127.0.0.1:8123/?api_key={site.key}"
+
+
+def test_cim_demo_serves_the_viewer_and_prints_its_url(tmp_path: Path) -> None:
+    port = free_port()
+    cmd = [sys.executable, "-c", "import cli; cli.main()", "demo", "--dir", str(tmp_path / "demo"),
+           "--port", str(port), "--no-browser"]
+    env = {**os.environ, "DISPLAY": ""}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        url = None
+        deadline = time.monotonic() + 300
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            if not line and proc.poll() is not None:
+                break
+            lines.append(line)
+            if line.startswith("viewer (every layer"):
+                url = line.split(": ", 1)[1].strip()
+        assert url and url.startswith(f"http://127.0.0.1:{port}/?api_key=cim_"), "".join(lines)
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        page = httpx.get(url, headers={"Accept": "text/html"}, timeout=30)
+        assert page.status_code == 200 and "/viewer/deck.js" in page.text
+        catalog = httpx.get(f"http://127.0.0.1:{port}/catalog", params={"api_key": url.split("=", 1)[1]}).json()
+        assert {m["name"] for m in catalog["models"]} == {"city", "lod2"}
+        assert "hazards" in {layer["name"] for layer in catalog["layers"]}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert (tmp_path / "demo" / "l2" / "tileset.json").is_file() and (tmp_path / "demo" / "city.duckdb").is_file()
