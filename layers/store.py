@@ -218,7 +218,7 @@ class LayerStore:
             # A bbox query fetches its hits by row id, and FSST strings and ALP doubles decompress a whole vector
             # per fetched row (a 300 m window of 1M polygons: 20 ms instead of 1.5 ms); dictionary compression
             # analyses every distinct geometry and id on write (2.5x the CPU of writing 1M polygons). Layer tables
-            # do without them and are about 25% larger.
+            # do without them and are about 20% larger.
             self._con.execute(f"SET disabled_compression_methods = '{_COMPRESSION_OFF}'")
             self._con.execute(_DDL)
             if not self._con.execute("SELECT count(*) FROM catalogue.meta").fetchone()[0]:
@@ -427,7 +427,7 @@ class LayerStore:
         """Write a version's feature table (rows as staged: in Hilbert order) and its R-tree; returns its fields.
 
         Runs outside the catalogue transaction: DuckDB builds an R-tree in bulk only over committed rows (inside a
-        transaction it inserts them one by one at commit, several times slower). No catalogue row names the table
+        transaction it adds the rows to the index at commit, four times slower). No catalogue row names the table
         yet, so no reader can see it; `commit` drops it again if anything after this fails.
         """
         # DuckDB scans an Arrow table in parallel by batch, and a one-batch table of 1M rows costs it 5x more CPU
