@@ -15,7 +15,6 @@ from pyproj import CRS
 
 from cim.errors import CRSError, InputNotFoundError, OutputExistsError
 from layers import LayerStore
-from layers.ingest import hilbert_keys
 from layers.errors import (
     GeometryRejectedError,
     LayerExistsError,
@@ -25,6 +24,7 @@ from layers.errors import (
     ThemeNotFoundError,
     VersionNotFoundError,
 )
+from layers.ingest import hilbert_keys
 
 SOCIETY = "public_topics/society"
 ADMIN = "spatiotemporal_base/admin_division"
