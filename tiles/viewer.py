@@ -149,7 +149,7 @@ def _vector_layer(info: dict[str, Any], i: int, ground: float, key_query: str
         "data": _with_key(info["urls"]["tiles"], key_query),
         "pickable": True,
         "auto_highlight": True,
-        "highlight_color": [255, 255, 0, 160],
+        "highlight_color": [255, 255, 0, 70],
         "min_zoom": 0,
         "max_zoom": 18,
         "binary": False,
@@ -226,7 +226,8 @@ def viewer_config(catalog: dict[str, Any], read: ReadJson, *, key_query: str = "
         layers_maps.append(pdk.Layer(
             "TileLayer", id=lid, data=_with_key(url, key_query), visible=first_map, min_zoom=0, max_zoom=20,
             tile_size=256, extent=mp.get("extent"), max_requests=8,
-            render_sub_layers={"@@function": "cimBitmapTile", "ground": ground}))
+            render_sub_layers={"@@function": "cimBitmapTile", "ground": ground},
+            on_tile_error={"@@function": "cimTileError"}))
         tree.append({"id": lid, "kind": "map", "name": mp["name"], "title": mp["title"], "group": "maps",
                      "security": mp["security"], "visible": first_map, "extent": mp.get("extent")})
         first_map = False

@@ -133,6 +133,8 @@
   // Flat layers are drawn at the terrain's mid height so they meet the 3D Tiles (ellipsoidal heights).
   const functions = {
     cimMvtLoaders: () => [mvtLoader],
+    // a map tile outside the data is a 404 by design (docs/http-api.md): an empty tile, not an error
+    cimTileError: () => err => { if (!/\(404\)/.test(String(err && err.message || err))) console.error(err); },
     cimBitmapTile: ({ground: z}) => props => {
       const {west, south, east, north} = props.tile.bbox;
       return new D.BitmapLayer(props, {
