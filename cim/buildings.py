@@ -31,7 +31,7 @@ from scipy import ndimage
 from cim import crs as crsmod
 from cim.errors import BuildError, InputError, InputNotFoundError
 from cim.footprints import Skipped, building_ids, clean_footprints, numeric_field, read_footprints
-from cim.geodesy import LocalFrame, enu_frame, region_of, union_regions
+from cim.geodesy import LocalFrame, enu_frame, union_regions
 from tiles.gltf import Material, MeshContent, Primitive, PropertyTable, StringColumn
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 
@@ -149,7 +149,7 @@ def _window_over(src: rasterio.io.DatasetReader, src_crs: CRS, crs: CRS,
 
 def _read_on_grid(path: str | os.PathLike[str], like: rasterio.io.DatasetReader,
                   window: rasterio.windows.Window) -> np.ndarray:
-    """A raster read on `like`'s grid over `window` (resampled when its grid differs), float64 with NaN nodata."""
+    """A raster read on `like`'s grid over `window` (resampled when its grid differs), float32 with NaN nodata."""
     with _open_raster(path) as src:
         if src.crs == like.crs and src.transform == like.transform and src.shape == like.shape:
             data = src.read(1, window=window, masked=True)
@@ -157,7 +157,7 @@ def _read_on_grid(path: str | os.PathLike[str], like: rasterio.io.DatasetReader,
             with WarpedVRT(src, crs=like.crs, transform=like.transform, width=like.width, height=like.height,
                            resampling=rasterio.enums.Resampling.bilinear) as vrt:
                 data = vrt.read(1, window=window, masked=True)
-    return np.ma.filled(data.astype(np.float64), np.nan)
+    return np.ma.filled(data.astype(np.float32), np.nan)
 
 
 def bilinear(arr: np.ndarray, transform: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -179,6 +179,46 @@ def bilinear(arr: np.ndarray, transform: Any, x: np.ndarray, y: np.ndarray) -> n
            + arr[r1, c0] * (1 - fc) * fr + arr[r1, c1] * fc * fr)
     out[outside] = np.nan
     return out
+
+
+_HEIGHTS: dict[str, Any] = {}  # footprints and DEM shared with forked workers of footprint_heights
+
+
+def _lowest_terrain(job: tuple[int, int]) -> tuple[int, np.ndarray]:
+    """Lowest bilinear DEM value over footprints a..b: at vertices, along edges every half cell, at cell centres."""
+    a, b = job
+    g, dem_arr, dem_tf = _HEIGHTS["g"][a:b], _HEIGHTS["dem"], _HEIGHTS["tf"]
+    k = len(g)
+    cell = min(abs(dem_tf.a), abs(dem_tf.e))
+    edge_xy, edge_idx = shapely.get_coordinates(shapely.segmentize(g, cell / 2), return_index=True)
+    z = bilinear(dem_arr, dem_tf, edge_xy[:, 0], edge_xy[:, 1])
+    base = np.full(k, np.inf)
+    np.minimum.at(base, edge_idx, np.where(np.isnan(z), np.inf, z))
+    # cell centres inside each footprint: candidates from each bounding box, kept if inside
+    inv = ~dem_tf
+    x0, y0, x1, y1 = shapely.bounds(g).T
+    ca, ra = inv * (x0, y1)
+    cb, rb = inv * (x1, y0)
+    c0 = np.ceil(np.minimum(ca, cb) - 0.5).astype(np.int64)
+    c1 = np.floor(np.maximum(ca, cb) - 0.5).astype(np.int64)
+    r0 = np.ceil(np.minimum(ra, rb) - 0.5).astype(np.int64)
+    r1 = np.floor(np.maximum(ra, rb) - 0.5).astype(np.int64)
+    h, w = dem_arr.shape
+    c0, r0 = np.maximum(c0, 0), np.maximum(r0, 0)
+    c1, r1 = np.minimum(c1, w - 1), np.minimum(r1, h - 1)
+    nc, nr = np.maximum(c1 - c0 + 1, 0), np.maximum(r1 - r0 + 1, 0)
+    counts = nc * nr
+    if counts.sum():
+        owner = np.repeat(np.arange(k), counts)
+        offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        col = c0[owner] + offset % nc[owner]
+        row = r0[owner] + offset // nc[owner]
+        cx, cy = dem_tf * (col + 0.5, row + 0.5)
+        inside = shapely.contains_xy(g[owner], cx, cy)
+        values = dem_arr[row[inside], col[inside]]
+        np.minimum.at(base, owner[inside], np.where(np.isnan(values), np.inf, values))
+    base[~np.isfinite(base)] = np.nan
+    return a, base
 
 
 def footprint_heights(
@@ -217,36 +257,13 @@ def footprint_heights(
     if not dem_crs.equals(crs):
         t = crsmod.transformer(crs, dem_crs)
         g = shapely.transform(geoms, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
-    cell = min(abs(dem_tf.a), abs(dem_tf.e))
-    # vertices and edges
-    edge_xy, edge_idx = shapely.get_coordinates(shapely.segmentize(g, cell / 2), return_index=True)
-    z = bilinear(dem_arr, dem_tf, edge_xy[:, 0], edge_xy[:, 1])
-    base = np.full(k, np.inf)
-    np.minimum.at(base, edge_idx, np.where(np.isnan(z), np.inf, z))
-    # cell centres inside each footprint: candidates from each bounding box, kept if inside
-    inv = ~dem_tf
-    x0, y0, x1, y1 = shapely.bounds(g).T
-    ca, ra = inv * (x0, y1)
-    cb, rb = inv * (x1, y0)
-    c0 = np.ceil(np.minimum(ca, cb) - 0.5).astype(np.int64)
-    c1 = np.floor(np.maximum(ca, cb) - 0.5).astype(np.int64)
-    r0 = np.ceil(np.minimum(ra, rb) - 0.5).astype(np.int64)
-    r1 = np.floor(np.maximum(ra, rb) - 0.5).astype(np.int64)
-    h, w = dem_arr.shape
-    c0, r0 = np.maximum(c0, 0), np.maximum(r0, 0)
-    c1, r1 = np.minimum(c1, w - 1), np.minimum(r1, h - 1)
-    nc, nr = np.maximum(c1 - c0 + 1, 0), np.maximum(r1 - r0 + 1, 0)
-    counts = nc * nr
-    if counts.sum():
-        owner = np.repeat(np.arange(k), counts)
-        offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        col = c0[owner] + offset % nc[owner]
-        row = r0[owner] + offset // nc[owner]
-        cx, cy = dem_tf * (col + 0.5, row + 0.5)
-        inside = shapely.contains_xy(g[owner], cx, cy)
-        values = dem_arr[row[inside], col[inside]]
-        np.minimum.at(base, owner[inside], np.where(np.isnan(values), np.inf, values))
-    base[~np.isfinite(base)] = np.nan
+    _HEIGHTS.update(g=g, dem=dem_arr, tf=dem_tf)
+    step = max(20_000, -(-k // (2 * (os.cpu_count() or 1))))
+    jobs = [(a, min(a + step, k)) for a in range(0, k, step)]
+    # chunks run in forked workers (the DEM array is shared copy-on-write) when there are several
+    results = run_tile_jobs(_lowest_terrain, jobs, _HEIGHTS, workers=None if len(jobs) > 1 else 1)
+    for a, values in results:
+        base[a:a + len(values)] = values
     if dsm_arr is not None:
         want = np.ones(k, bool) if need_dsm is None else np.asarray(need_dsm, bool)
         idx = np.flatnonzero(want)
@@ -390,7 +407,7 @@ def _geodetic_transformer(crs: CRS) -> Any:
 def lod1_primitive(
     geoms: np.ndarray, bottom: np.ndarray, top: np.ndarray, crs: CRS, frame: LocalFrame | None = None,
     color: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
-) -> tuple[Primitive, LocalFrame, np.ndarray]:
+) -> tuple[Primitive, LocalFrame, list[float]]:
     """Closed LOD1 prisms (roof, walls, floor) of a batch of footprints.
 
     Args:
@@ -401,8 +418,8 @@ def lod1_primitive(
         color: the material's base colour.
 
     Returns:
-        (primitive with positions in the frame and feature IDs 0..k-1, the frame, (v, 3) float64 ECEF of the
-        distinct footprint vertices at bottom and top stacked, for bounding volumes).
+        (primitive with positions in the frame and feature IDs 0..k-1, the frame, the 3D Tiles `region` of the
+        prisms with a 1 cm margin, from their geodetic coordinates).
     """
     r = _rings(geoms)
     v = len(r.xy)
@@ -453,7 +470,14 @@ def lod1_primitive(
         feature_ids=fids,
         material=Material(base_color=color),
     )
-    return prim, frame, ecef
+    # the region straight from the geodetic coordinates (no second transform); heights move along the normal
+    pad = 0.01
+    dlat = pad / 6378137.0
+    dlon = pad / (6378137.0 * max(float(np.cos(np.max(np.abs(phi)))), 1e-6))
+    h_lo, h_hi = h0 + bottom[r.bld], h0 + top[r.bld]
+    region = [float(lam.min() - dlon), float(phi.min() - dlat), float(lam.max() + dlon), float(phi.max() + dlat),
+              float(min(h_lo.min(), h_hi.min()) - pad), float(max(h_lo.max(), h_hi.max()) + pad)]
+    return prim, frame, region
 
 
 # ------------------------------------------------------------------------------------------------------------ tiling
@@ -509,11 +533,11 @@ def _write_tile(job: tuple[str, np.ndarray, float]) -> tuple[str, Tile, int]:
     """Mesh, encode and write one tile's buildings; returns its Tile (absolute transform) and triangle count."""
     path, sel, error = job
     j = _JOB
-    prim, frame, ecef = lod1_primitive(j["geoms"][sel], j["bottom"][sel], j["top"][sel], j["crs"], color=j["color"])
+    prim, frame, region = lod1_primitive(j["geoms"][sel], j["bottom"][sel], j["top"][sel], j["crs"],
+                                         color=j["color"])
     props = PropertyTable("building", {c: _take(v, sel) for c, v in j["columns"].items()})
     uri = f"buildings/{path}.glb"
     write_atomic(j["out"] / uri, MeshContent([prim], props).to_glb())
-    region = region_of(ecef, pad_m=0.01)
     tile = Tile(
         bounding_volume=BoundingVolume(region=region),
         geometric_error=error,
