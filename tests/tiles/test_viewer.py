@@ -4,7 +4,9 @@ manifest layer in the store), plus the identify/search library functions and rou
 from __future__ import annotations
 
 import io
+import os
 import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,8 @@ import pytest
 from tests.tiles.server_support import running_server
 
 REPO = Path(__file__).resolve().parents[2]
-IMG = REPO / "docs" / "img"
+# Screenshots go to a temp folder; `CIM_SCREENSHOT_DIR=docs/img` refreshes the README's pictures.
+IMG = Path(os.environ.get("CIM_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="cim-viewer-shots-"))
 BACKGROUND = (0x2B, 0x30, 0x38)  # #map background in viewer.css
 VIEWPORT = (900, 600)
 
