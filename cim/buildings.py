@@ -757,6 +757,8 @@ def attribute_columns(attrs: pd.DataFrame, ids: np.ndarray, base: np.ndarray, he
             columns[col] = values.astype("Int64").array if values.isna().any() else values.to_numpy(np.int64)
         elif pd.api.types.is_numeric_dtype(values.dtype):
             columns[col] = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        elif hasattr(values.array, "__arrow_array__") and pd.api.types.is_string_dtype(values.dtype):
+            columns[col] = StringColumn.from_values(values.array)
         else:
             columns[col] = StringColumn.from_values(values.astype(object).where(values.notna(), None).to_numpy())
     columns["height"] = np.round(height, 3)

@@ -47,8 +47,13 @@ class StringColumn:
         """From any sequence of str/None (or a pandas/Arrow string column), converted in bulk by Arrow."""
         import pyarrow as pa
 
-        arr = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(
-            pd.Series(values, dtype=object).where(pd.notna(values), None), type=pa.large_string(), from_pandas=True)
+        if isinstance(values, (pa.Array, pa.ChunkedArray)):
+            arr = values
+        elif hasattr(values, "__arrow_array__"):  # Arrow-backed pandas arrays: no Python object per value
+            arr = pa.array(values)
+        else:
+            arr = pa.array(pd.Series(values, dtype=object).where(pd.notna(values), None), type=pa.large_string(),
+                           from_pandas=True)
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.combine_chunks()
         arr = arr.cast(pa.large_string())
