@@ -592,7 +592,7 @@ class LayerStore:
                                       f"(re-import with --key FIELD)")
         common = [c for c in fa if c in fb and c != key]
         changed_expr = " OR ".join(
-            [f"ST_AsWKB(a.geom) IS DISTINCT FROM ST_AsWKB(b.geom)"]
+            ["ST_AsWKB(a.geom) IS DISTINCT FROM ST_AsWKB(b.geom)"]
             + [f"a.{quote(c)}::VARCHAR IS DISTINCT FROM b.{quote(c)}::VARCHAR" for c in common])
         added = [r[0] for r in cur.execute(
             f"SELECT b.{k} FROM {tb} b WHERE NOT EXISTS (SELECT 1 FROM {ta} a WHERE a.{k} = b.{k}) ORDER BY 1"
