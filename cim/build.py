@@ -32,9 +32,17 @@ import numpy as np
 from cim import crs as crsmod
 from cim.buildings import BuildingOptions, BuildingsResult, build_buildings
 from cim.errors import InputError, OutputExistsError
-from tiles.tileset import BoundingVolume, Content, Tile, Tileset, rebase_uris, relative_transforms
-from tiles.tileset import write_atomic
+from cim.files import replace_dir
 from cim.geodesy import union_regions
+from tiles.tileset import (
+    BoundingVolume,
+    Content,
+    Tile,
+    Tileset,
+    rebase_uris,
+    relative_transforms,
+    write_atomic,
+)
 
 Progress = Callable[[str, int, int], None]
 
@@ -227,7 +235,7 @@ def build_city(
             report.warnings.append(f"{bres.skipped.count} building(s) skipped: "
                                    + "; ".join(f"{k}: {len(v)}" for k, v in bres.skipped.reasons.items()))
         write_atomic(work / "build.json", json.dumps(report.to_dict(), ensure_ascii=False, indent=2).encode())
-        _replace_dir(work, out)
+        replace_dir(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -250,14 +258,3 @@ def _diagonal(region: list[float]) -> float:
     dlat = (region[3] - region[1]) * r
     dlon = (region[2] - region[0]) * r * math.cos((region[1] + region[3]) / 2)
     return float(math.hypot(dlat, dlon) + (region[5] - region[4]))
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished build into place; an existing output is removed only once the new one is complete."""
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)

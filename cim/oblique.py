@@ -40,6 +40,7 @@ from PIL import Image
 from cim import crs as crsmod
 from cim.contextcapture import Georeference, ProductionTile, enu_at, find_tiles, level_of, read_metadata
 from cim.errors import BuildError, InputError, InputNotFoundError
+from cim.files import replace_dir
 from cim.geodesy import ecef_to_geodetic, region_of, union_regions
 from cim.osgb import Geometry, LodNode, OsgFile, read_osgb
 from tiles.gltf import Material, MeshContent, Primitive, PropertyTable
@@ -675,13 +676,7 @@ def convert_production(
         root = relative_transforms(res.root)
         Tileset(geometric_error=2 * root.geometric_error, root=root,
                 extras={"cim": {"layer": "oblique", "georeference": res.georeference}}).write(work / "tileset.json")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(work, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(work, out)
+        replace_dir(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

@@ -40,6 +40,7 @@ from shapely import STRtree
 import cim
 from cim.crs import lonlat, parse_crs, transformer
 from cim.errors import CimError, InputError, InputNotFoundError, OutputExistsError
+from cim.files import replace_dir
 
 CRS = "EPSG:4547"
 CENTER_LONLAT = (113.30, 40.09)
@@ -211,7 +212,7 @@ def generate(
     try:
         city = _Generator(buildings, seed, report).write(work, rasters=rasters, ortho=ortho, layers=wanted,
                                                            footprint_format=footprint_format)
-        _replace_dir(work, out)
+        replace_dir(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -329,7 +330,7 @@ def write_oblique(city: SampleCity, out: str | Path, *, tile_size: float = 250.0
     try:
         write_dsm_production(work, city.dsm, city.ortho, bounds=city.bounds, tile_size=tile_size,
                              fmt=fmt or ("osgb" if has_osgconv() else "obj"))
-        _replace_dir(work, out)
+        replace_dir(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -378,17 +379,6 @@ def content_digest(root: str | Path, *, missing_ok: bool = False) -> dict[str, s
 
 
 # --------------------------------------------------------------------------------------------------- helpers
-
-
-def _replace_dir(work: Path, out: Path) -> None:
-    """Move the finished `work` folder to `out`, replacing what is there."""
-    trash = None
-    if out.exists():
-        trash = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(trash)
-    work.rename(out)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
 
 
 @functools.lru_cache(maxsize=1)
