@@ -3,6 +3,7 @@ workspace hold under concurrent first requests."""
 
 from __future__ import annotations
 
+import gzip
 import threading
 
 import httpx
@@ -102,3 +103,45 @@ def test_first_tiles_of_several_layers_at_once(served: Served) -> None:
         workspace.close()
     assert not errors
     assert sorted(results) == sorted([200, 30, 0] * 3)  # the 50-m squares vanish at z0
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"Accept-Encoding": "gzip"}, {"Origin": "https://viewer.example"}, {"If-None-Match": "*"},
+    {"Accept-Encoding": "gzip", "If-None-Match": "etag"}, {"If-None-Match": "etag-gzip"},
+])
+def test_lean_path_answers_itself_as_the_route_does(served: Served, headers: dict[str, str]) -> None:
+    """The lean path answers a cached file before any middleware, and its status, headers and body are those the
+    route sends through the middleware (asked with a key, which always takes the route)."""
+    import asyncio
+
+    from tiles.server import create_app
+
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    for name in ("tileset.json", _uri(served)):
+        url = f"/3dtiles/box/{name}"
+        with served.client() as c:
+            etag = c.get(url).headers["etag"]  # fills the file cache
+        if "If-None-Match" in headers:
+            headers = {**headers, "If-None-Match": {"etag": etag, "etag-gzip": etag[:-1] + '-gzip"'}.get(
+                headers["If-None-Match"], headers["If-None-Match"])}
+        with served.client("internal") as c:
+            route = _answer(c.get(url, headers=headers))
+        with served.client() as c:
+            sent_headers = c.build_request("GET", url, headers=headers).headers.raw  # what httpx sends, as bytes
+        sent.clear()
+        scope = {"type": "http", "method": "GET", "path": url, "query_string": b"", "client": ("127.0.0.1", 1),
+                 "headers": [(k.lower(), v) for k, v in sent_headers]}
+        app = create_app(catalog=served.catalog)  # type: ignore[arg-type]
+        assert app.fast_path is not None
+        assert asyncio.run(app.fast_path.try_answer(scope, send))  # type: ignore[arg-type]
+        lean_headers = {k.decode(): v.decode() for k, v in sent[0]["headers"]}  # type: ignore[attr-defined]
+        body: bytes = sent[1]["body"]  # type: ignore[assignment]
+        if lean_headers.get("content-encoding") == "gzip":
+            body = gzip.decompress(body)  # as httpx hands the route's body over
+        lean = (sent[0]["status"], lean_headers, body)
+        assert list(lean[1]) == list(route[1])  # same headers in the same order
+        assert lean == route

@@ -28,9 +28,8 @@ from layers.errors import LayerInputError, LayerNotFoundError, StoreError, Store
 from tiles.errors import InvalidKeyError, TileNotFoundError, TileRequestError
 from tiles.server import ogc
 from tiles.server.catalog import ServiceCatalog
-from tiles.server.deps import KEY_PARAM
 from tiles.server.fastpath import StaticFastPath
-from tiles.server.responses import json_response
+from tiles.server.responses import json_response, log_request, with_key_vary
 from tiles.server.routes import core, features, maps, tiles3d, vector, viewer
 from tiles.server.settings import ServerSettings
 
@@ -108,11 +107,7 @@ class RequestLog:
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
-                headers = list(message.get("headers", []))
-                vary = [v for k, v in headers if k.lower() == b"vary"]
-                headers = [(k, v) for k, v in headers if k.lower() != b"vary"]
-                headers.append((b"vary", b", ".join([*vary, b"X-API-Key, Authorization"])))
-                message["headers"] = headers
+                with_key_vary(message)
             elif message["type"] == "http.response.body":
                 state["bytes"] += len(message.get("body", b""))
             await send(message)
@@ -121,14 +116,7 @@ class RequestLog:
             await self.app(scope, receive, wrapped)
         finally:
             if self.enabled:
-                query = scope.get("query_string", b"").decode("latin-1")
-                if KEY_PARAM in query:
-                    query = "&".join(p if not p.startswith(KEY_PARAM + "=") else KEY_PARAM + "=***"
-                                     for p in query.split("&"))
-                client = scope.get("client") or ("-", 0)
-                log.info("%s %s %s%s %d %dB %.1fms", client[0], scope["method"], scope["path"],
-                         "?" + query if query else "", state["status"], state["bytes"],
-                         (time.perf_counter() - t0) * 1000)
+                log_request(scope, state["status"], state["bytes"], t0)
 
 
 def _openapi_30(doc: dict[str, Any]) -> dict[str, Any]:
@@ -153,6 +141,18 @@ def _openapi_30(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class CimApp(FastAPI):
+    """The FastAPI application with `StaticFastPath` asked before any middleware (and FastAPI's own per-request
+    checks): cached public 3D Tiles files are answered there, with the headers and log line of the stack below."""
+
+    fast_path: StaticFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_path is not None and await self.fast_path.try_answer(scope, send):
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog | None = None) -> FastAPI:
     """The application: opens the catalogue now (configuration errors raise here, before any port is bound) and
     closes it on shutdown.
@@ -173,7 +173,7 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
         yield
         catalog.close()
 
-    app = FastAPI(title=settings.title, version=cim.__version__, openapi_url=None, docs_url=None, redoc_url=None,
+    app = CimApp(title=settings.title, version=cim.__version__, openapi_url=None, docs_url=None, redoc_url=None,
                   lifespan=lifespan,
                   description="3D Tiles, raster and vector tiles and OGC API - Features of a city digital twin. "
                               "Send an API key as X-API-Key, Authorization: Bearer, or api_key=.")
@@ -193,12 +193,12 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
     gzip_excluded = (*DEFAULT_EXCLUDED_CONTENT_TYPES, "model/gltf-binary")
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_size, compresslevel=settings.gzip_level,
                        exclude_content_types=gzip_excluded)
-    app.add_middleware(StaticFastPath, catalog=catalog, gzip_min_size=settings.gzip_min_size,
-                       gzip_excluded=gzip_excluded)
-    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "HEAD", "OPTIONS"],
-                       allow_headers=["X-API-Key", "Authorization", "If-None-Match", "Range"],
-                       expose_headers=["ETag", "Content-Range", "Content-Length"], max_age=3600)
+    cors = {"allow_origins": settings.cors_origins, "allow_methods": ["GET", "HEAD", "OPTIONS"],
+            "allow_headers": ["X-API-Key", "Authorization", "If-None-Match", "Range"],
+            "expose_headers": ["ETag", "Content-Range", "Content-Length"], "max_age": 3600}
+    app.add_middleware(CORSMiddleware, **cors)  # type: ignore[arg-type]
     app.add_middleware(RequestLog, enabled=settings.log_requests)
+    app.fast_path = StaticFastPath(catalog, settings.gzip_min_size, gzip_excluded, cors, settings.log_requests)
     return app
 
 
@@ -237,4 +237,4 @@ def serve(settings: ServerSettings) -> None:
                 **common)  # type: ignore[arg-type]
 
 
-__all__ = ["STATUS_CODES", "create_app", "error_body", "serve", "status_for", "worker_app"]
+__all__ = ["STATUS_CODES", "CimApp", "create_app", "error_body", "serve", "status_for", "worker_app"]

@@ -1,74 +1,127 @@
-"""A lean ASGI path for cached 3D Tiles content, in front of the FastAPI router.
+"""A lean ASGI path for cached 3D Tiles content, in front of the whole application.
 
 A 3D Tiles client fetches hundreds of small files per view; through FastAPI each one paid for routing, the
-dependency layer and a hop to the thread pool, several times the cost of the answer itself. `StaticFastPath`
-answers the common case directly on the event loop: an anonymous `GET`/`HEAD` of a public model's file that is
-already in the file cache, with the very `tile_response` the route uses (same ETag, 304, ranges, gzip form, cache
-headers). Everything else (a key to check, a cache miss that must read the disk, an unknown or hidden model, a
-response the gzip middleware would still compress) goes on to the application unchanged, so answers and errors are
-the application's own. It sits inside the request log and CORS middleware and outside gzip.
+dependency layer and a hop to the thread pool, and then for three middleware layers that each wrap `send` and
+re-parse the headers, several times the cost of the answer itself. `StaticFastPath` is asked first, before any
+middleware (see `tiles.server.app.CimApp`), and answers the common case itself: an anonymous `GET`/`HEAD` without `Range` of a public model's file that is already
+in the file cache, with the headers the application would send (ETag, 304, gzip form, Cache-Control, Vary, CORS
+through the application's own CORS rules) and the same request log line. Everything else (a key to check, a range, a
+cache miss that must read the disk, an unknown or hidden model, a response the gzip middleware would still compress)
+goes on to the application unchanged, so answers and errors are the application's own.
 """
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+import time
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import Message, Receive, Scope, Send
 
 from tiles.server.catalog import ServiceCatalog
 from tiles.server.deps import KEY_HEADER, KEY_PARAM
-from tiles.server.responses import cache_control, tile_response
+from tiles.server.responses import cache_control, inm_matches, log_request, with_key_vary
 
 _PREFIX = "/3dtiles/"
+_KEY_QUERY = KEY_PARAM.encode()
+_KEY_HEADER = KEY_HEADER.encode()
+# request headers that send a request to the application: credentials and ranges
+_LEAVE = frozenset({_KEY_HEADER, b"range", b"if-range"})
 
 
 class StaticFastPath:
-    """ASGI middleware serving cached public 3D Tiles files without the FastAPI router.
+    """Answers cached public 3D Tiles files without the application (see `try_answer`).
 
     Args:
-        app: the application behind it.
         catalog: the service catalogue (models, file cache, settings).
         gzip_min_size: the gzip middleware's minimum size: a body it would compress is left to it.
         gzip_excluded: media types the gzip middleware leaves alone.
+        cors: the keyword arguments of the application's `CORSMiddleware` (its header rules are reused as they are).
+        log_requests: write the request log line, as `RequestLog` does.
     """
 
-    def __init__(self, app: ASGIApp, catalog: ServiceCatalog, gzip_min_size: int,
-                 gzip_excluded: tuple[str, ...]) -> None:
-        self.app = app
+    def __init__(self, catalog: ServiceCatalog, gzip_min_size: int, gzip_excluded: tuple[str, ...],
+                 cors: dict[str, Any], log_requests: bool = True) -> None:
         self.catalog = catalog
         self.gzip_min_size = gzip_min_size
         self.gzip_excluded = frozenset(gzip_excluded)
+        self.cors = CORSMiddleware(_no_app, **cors)  # only its rules for response headers are used
+        self.log_requests = log_requests
+        self.cache = cache_control(True, catalog.settings.cache_max_age).encode()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def try_answer(self, scope: Scope, send: Send) -> bool:
+        """Answer the request if it is one for the lean path; False (nothing sent) when the application must."""
         if scope["type"] == "http" and scope["path"].startswith(_PREFIX) and scope["method"] in ("GET", "HEAD"):
-            response = self._answer(scope)
-            if response is not None:
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+            t0 = time.perf_counter()
+            answer = self._answer(scope)
+            if answer is not None:
+                status, headers, body, origin = answer
+                start: Message = {"type": "http.response.start", "status": status, "headers": headers}
+                if origin:
+                    out: list[Message] = []
 
-    def _answer(self, scope: Scope) -> object | None:
+                    async def keep(message: Message) -> None:
+                        out.append(message)
+
+                    await self.cors.send(start, send=keep, request_headers=Headers(scope=scope))
+                    start = out[0]
+                else:
+                    headers.append((b"vary", headers.pop()[1] + b", Origin"))
+                with_key_vary(start)
+                await send(start)
+                await send({"type": "http.response.body", "body": body})
+                if self.log_requests:
+                    log_request(scope, status, len(body), t0)
+                return True
+        return False
+
+    def _answer(self, scope: Scope) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool] | None:
         model_name, _, path = scope["path"][len(_PREFIX):].partition("/")
         model = self.catalog.models.get(model_name)
         if model is None or model.security != "public" or not path:
             return None
         file = model.files.get(path)
-        if file is None or KEY_PARAM.encode() in scope.get("query_string", b""):
+        if file is None or _KEY_QUERY in scope.get("query_string", b""):
             return None
-        request = Request(scope)
-        headers = request.headers
-        if KEY_HEADER in headers or headers.get("authorization", "")[:7].lower() == "bearer ":
-            return None
+        accept = inm = b""
+        origin = False
+        for name, value in scope["headers"]:
+            if name in _LEAVE or (name == b"authorization" and value[:7].lower() == b"bearer "):
+                return None
+            if name == b"accept-encoding":
+                accept = value
+            elif name == b"if-none-match":
+                inm = value
+            elif name == b"origin":
+                origin = True
         entry = self.catalog.files.cached(file)
         if entry is None:
             return None
-        response = tile_response(request, entry.content, entry.media_type, entry.etag,
-                                 cache_control(True, self.catalog.settings.cache_max_age), gzipped=entry.gzipped,
-                                 ranges=True)
-        if ("gzip" in headers.get("accept-encoding", "") and response.status_code == 200
-                and "content-encoding" not in response.headers and len(response.body) >= self.gzip_min_size
-                and not {entry.media_type, entry.media_type.partition("/")[0] + "/*"} & self.gzip_excluded):
+        # the headers of `tile_response(..., ranges=True)`, in its order; Vary last, as the middleware leaves it
+        etag, media_type, body = entry.etag, entry.media_type, entry.content
+        gzip = b"gzip" in accept and entry.gzipped is not None
+        if gzip:
+            etag, body = etag.removesuffix('"') + '-gzip"', entry.gzipped  # type: ignore[assignment]
+        headers = [(b"etag", etag.encode()), (b"cache-control", self.cache), (b"accept-ranges", b"bytes")]
+        if inm and inm_matches(inm.decode("latin-1"), entry.etag):
+            headers[0] = (b"etag", entry.etag.encode())
+            headers.append((b"vary", b"Accept-Encoding"))
+            return 304, headers, b"", origin
+        if (not gzip and b"gzip" in accept and len(body) >= self.gzip_min_size
+                and not {media_type, media_type.partition("/")[0] + "/*"} & self.gzip_excluded):
             return None  # the gzip middleware would compress this one: let the application answer
-        return response
+        if gzip:
+            headers.append((b"content-encoding", b"gzip"))
+        if media_type.startswith("text/") and "charset=" not in media_type.lower():
+            media_type += "; charset=utf-8"
+        headers += [(b"content-length", str(len(body)).encode()), (b"content-type", media_type.encode()),
+                    (b"vary", b"Accept-Encoding")]
+        return 200, headers, body, origin
+
+
+async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:
+    raise RuntimeError("StaticFastPath's CORS rules are not an application")
 
 
 __all__ = ["StaticFastPath"]

@@ -6,12 +6,14 @@ Pure functions from catalogue records and results to dicts; the routes render th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from layers.models import FeaturePage, LayerInfo
+from layers.serving import FeaturePageJson
 from tiles.mvt import MvtOptions, vector_layers_json
 from tiles.raster import RasterMap, get_tms
 
@@ -104,9 +106,8 @@ def queryables(info: LayerInfo, base: str) -> dict[str, Any]:
             "properties": {"fid": {"type": "integer"}, **{f.name: schema(f.type) for f in info.fields}}}
 
 
-def items(page: FeaturePage, info: LayerInfo, base: str, params: Mapping[str, str], limit: int, offset: int
-          ) -> dict[str, Any]:
-    """An items page as a GeoJSON FeatureCollection with OGC counts and self/next/prev links."""
+def _items_links(number_matched: int, number_returned: int, info: LayerInfo, base: str, params: Mapping[str, str],
+                 limit: int, offset: int) -> list[dict[str, str]]:
     href = f"{base}/collections/{info.name}/items"
     kept = {k: v for k, v in params.items() if k not in ("offset", "limit")}
 
@@ -116,14 +117,33 @@ def items(page: FeaturePage, info: LayerInfo, base: str, params: Mapping[str, st
     links = [link("self", offset),
              {"href": f"{base}/collections/{info.name}{_q(urlencode({k: v for k, v in params.items() if k == 'api_key'}))}",
               "rel": "collection", "type": "application/json"}]
-    if offset + page.number_returned < page.number_matched:
+    if offset + number_returned < number_matched:
         links.append(link("next", offset + limit))
     if offset > 0:
         links.append(link("prev", max(0, offset - limit)))
+    return links
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def items(page: FeaturePage, info: LayerInfo, base: str, params: Mapping[str, str], limit: int, offset: int
+          ) -> dict[str, Any]:
+    """An items page as a GeoJSON FeatureCollection with OGC counts and self/next/prev links."""
     doc = page.to_geojson()
-    doc["timeStamp"] = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    doc["links"] = links
+    doc["timeStamp"] = _now()
+    doc["links"] = _items_links(page.number_matched, page.number_returned, info, base, params, limit, offset)
     return doc
+
+
+def items_json(page: FeaturePageJson, info: LayerInfo, base: str, params: Mapping[str, str], limit: int,
+               offset: int) -> bytes:
+    """`items` as UTF-8 JSON bytes, from a page whose features are already JSON text (the same document)."""
+    links = _items_links(page.number_matched, page.number_returned, info, base, params, limit, offset)
+    return (f'{{"type":"FeatureCollection","numberMatched":{page.number_matched},'
+            f'"numberReturned":{page.number_returned},"features":{page.features},"timeStamp":"{_now()}",'
+            f'"links":{json.dumps(links, ensure_ascii=False, separators=(",", ":"))}}}').encode()
 
 
 def feature(doc: dict[str, Any], info: LayerInfo, base: str, query: str = "") -> dict[str, Any]:
@@ -188,5 +208,5 @@ def _ogc_geometry(gtype: str) -> str:
             "polygon": "polygons", "multipolygon": "polygons"}.get(g, "geometries")
 
 
-__all__ = ["CONFORMANCE", "GEOJSON", "OPENAPI", "collection", "collections", "feature", "items", "landing_page",
+__all__ = ["CONFORMANCE", "GEOJSON", "OPENAPI", "collection", "collections", "feature", "items", "items_json", "landing_page",
            "queryables", "raster_tilejson", "vector_tilejson", "vector_tileset", "vector_tilesets"]

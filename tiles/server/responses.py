@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import re
+import time
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
+from starlette.types import Message, Scope
+
+from tiles.server.deps import KEY_PARAM
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+log = logging.getLogger("cim.server")
 
 
 def json_response(doc: Any, media_type: str = "application/json", status: int = 200,
@@ -28,8 +34,11 @@ def cache_control(public: bool, max_age: int) -> str:
 def etag_matches(request: Request, etag: str) -> bool:
     """True when the request's If-None-Match names `etag` (weak comparison, as RFC 9110 asks for it)."""
     inm = request.headers.get("if-none-match")
-    if not inm:
-        return False
+    return bool(inm) and inm_matches(inm, etag)
+
+
+def inm_matches(inm: str, etag: str) -> bool:
+    """True when an If-None-Match value names `etag` or its gzip form (weak comparison)."""
     tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
     bare = etag.removeprefix("W/")
     return "*" in tags or bare in tags or bare.removesuffix('"') + '-gzip"' in tags
@@ -91,4 +100,25 @@ def tile_response(
     return Response(content, 200, headers=headers, media_type=media_type)
 
 
-__all__ = ["cache_control", "etag_matches", "json_response", "tile_response"]
+def with_key_vary(message: Message) -> None:
+    """Move `Vary` of an `http.response.start` message to the end and add the key headers to it: what a response
+    holds depends on the caller."""
+    headers = message.get("headers", [])
+    vary = [v for k, v in headers if k.lower() == b"vary"]
+    headers = [(k, v) for k, v in headers if k.lower() != b"vary"]
+    headers.append((b"vary", b", ".join([*vary, b"X-API-Key, Authorization"])))
+    message["headers"] = headers
+
+
+def log_request(scope: Scope, status: int, nbytes: int, t0: float) -> None:
+    """The request log line: client, method, path (an `api_key` in the query masked), status, bytes, ms since `t0`."""
+    query = scope.get("query_string", b"").decode("latin-1")
+    if KEY_PARAM in query:
+        query = "&".join(p if not p.startswith(KEY_PARAM + "=") else KEY_PARAM + "=***" for p in query.split("&"))
+    client = scope.get("client") or ("-", 0)
+    log.info("%s %s %s%s %d %dB %.1fms", client[0], scope["method"], scope["path"], "?" + query if query else "",
+             status, nbytes, (time.perf_counter() - t0) * 1000)
+
+
+__all__ = ["cache_control", "etag_matches", "inm_matches", "json_response", "log_request", "tile_response",
+           "with_key_vary"]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from layers.errors import LayerInputError
-from layers.serving import FeatureNotFoundError, feature_page, get_feature
+from layers.serving import FeatureNotFoundError, feature_page_json, get_feature
 from tiles.server import ogc
 from tiles.server.deps import KEY_PARAM, Ctx, context
 from tiles.server.responses import json_response
@@ -100,10 +100,10 @@ def items(
     off = _int("offset", offset, 0, 0, 2**62)
     props = {k: v for k, v in request.query_params.items() if k not in _RESERVED}
     info = ctx.catalog.layer(collection_id, ctx.who, "items", ctx.path, ctx.client)
-    page = feature_page(ctx.catalog.store, info.name, bbox=parse_bbox(bbox), filter=filter,  # type: ignore[arg-type]
-                        properties=props, limit=lim, offset=off)
-    doc = ogc.items(page, info, ctx.base, dict(request.query_params), lim, off)
-    return json_response(doc, media_type=ogc.GEOJSON)
+    page = feature_page_json(ctx.catalog.store, info.name, bbox=parse_bbox(bbox),  # type: ignore[arg-type]
+                             filter=filter, properties=props, limit=lim, offset=off)
+    return Response(ogc.items_json(page, info, ctx.base, dict(request.query_params), lim, off),
+                    media_type=ogc.GEOJSON)
 
 
 @router.get("/collections/{collection_id}/items/{feature_id}", summary="One feature by id")
