@@ -1,11 +1,21 @@
-"""Mapbox Vector Tiles of a store layer, encoded by DuckDB (`ST_AsMVT`) on the WebMercatorQuad grid.
+"""Mapbox Vector Tiles of a store layer on the WebMercatorQuad grid.
 
-A layer is first projected to Web Mercator into an in-memory DuckDB (`MercatorWorkspace`, once per layer version,
-on its first tile). A tile is then two queries: the count of features intersecting the tile plus its buffer (a
-sequential scan on bounding-box columns that DuckDB prunes by row-group min/max, since rows are in Hilbert order)
-and the encoding: every feature, or every n-th by `fid` when the count exceeds `max_features`, simplified below
-`simplify_below_zoom` by one tile unit, clipped and quantised by `ST_AsMVTGeom`, aggregated by `ST_AsMVT`. The
-R-tree of the store is not used: fetching a dense tile's rows from it one by one cost a second per tile.
+Point layers are cut and encoded with numpy (`PointIndex`, `encode_points`): on its first tile a layer version's
+points are read once, projected to Web Mercator and sorted by the Morton key of their zoom-24 cell, so a tile is a
+binary search for its own points plus a few for the cells of its buffer ring, a stride over `fid` when the tile
+holds more than `max_features`, and a vectorised protobuf write (`tiles.pbf`): 1-6 ms for up to 5,000 points with
+their properties, where DuckDB's `ST_AsMVT` spent 5-8 us per feature.
+
+Lines and polygons are encoded by DuckDB (`ST_AsMVT`): the layer is first projected to Web Mercator into an
+in-memory DuckDB (`MercatorWorkspace`, once per layer version, on its first tile). A tile is then two queries: the
+count of features intersecting the tile plus its buffer (a sequential scan on bounding-box columns that DuckDB prunes
+by row-group min/max, since rows are in Hilbert order) and the encoding: every feature, or every n-th by `fid` when
+the count exceeds `max_features`, simplified below `simplify_below_zoom` by one tile unit, clipped and quantised by
+`ST_AsMVTGeom`, aggregated by `ST_AsMVT`. The R-tree of the store is not used: fetching a dense tile's rows from it
+one by one cost a second per tile.
+
+Both paths keep the same features: those whose geometry meets the tile grown by `buffer` units (points on the
+buffer's edge included), thinned to every n-th `fid` with n = ceil(count / max_features).
 
 SQL is built from catalogue identifiers only (the layer's table name and field names, quoted); tile numbers and
 bounds are parameters.
@@ -26,8 +36,12 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import duckdb
 import morecantile
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from tiles.errors import TileRequestError
+from tiles import pbf
+from tiles.errors import ServerConfigError, TileRequestError
 
 if TYPE_CHECKING:
     from layers.models import FieldInfo, LayerInfo
@@ -70,6 +84,13 @@ class MvtOptions:
     simplify_below_zoom: int = 16
     minzoom: int = 0
     maxzoom: int = 22
+
+    def __post_init__(self) -> None:
+        if not (self.extent > 0 and 0 <= self.buffer <= self.extent and self.max_features > 0
+                and 0 <= self.minzoom <= self.maxzoom <= MAX_ZOOM):
+            raise ServerConfigError(
+                f"vector tile options {self}: need extent > 0, 0 <= buffer <= extent, max_features > 0 and "
+                f"0 <= minzoom <= maxzoom <= {MAX_ZOOM}; fix the CIM_MVT_* settings")
 
 
 def mvt_property(f: FieldInfo) -> str:
@@ -128,6 +149,7 @@ class MercatorWorkspace:
         self._tables: dict[str, str] = {}
         self._building: dict[str, threading.Lock] = {}
         self._names: dict[str, str] = {}
+        self._points: dict[str, PointIndex] = {}
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
@@ -165,12 +187,25 @@ class MercatorWorkspace:
                 self._tables[layer.table] = name
         return name
 
+    def points(self, layer: VectorTileLayer) -> PointIndex:
+        """The in-memory point index of a point layer version, built on first use (other callers wait for it)."""
+        index = self._points.get(layer.table)
+        if index is not None:
+            return index
+        with self._lock:
+            gate = self._building.setdefault("points|" + layer.table, threading.Lock())
+        with gate:
+            if layer.table not in self._points:
+                self._points[layer.table] = PointIndex.from_layer(layer)
+            return self._points[layer.table]
+
     def close(self) -> None:
-        """Drop every projected table (the memory goes back)."""
+        """Drop every projected table and point index (the memory goes back)."""
         with self._lock:
             if self._con is not None:
                 self._con.close()
             self._con = None
+            self._points.clear()
             self._tables.clear()
             self._building.clear()
             self._names.clear()
@@ -212,6 +247,200 @@ def _project(layer: VectorTileLayer, cur: duckdb.DuckDBPyConnection, name: str) 
         cur.unregister("projected")
 
 
+_LEVEL = MAX_ZOOM  # Morton keys quantise Web Mercator on the grid of this zoom
+_HALF_WORLD = math.pi * _R
+_MAX_LAT = 89.999999
+
+
+def _spread(v: np.ndarray) -> np.ndarray:
+    """The low 32 bits of uint64 values moved to the even bit positions."""
+    v = v & np.uint64(0xFFFFFFFF)
+    for shift, mask in ((16, 0x0000FFFF0000FFFF), (8, 0x00FF00FF00FF00FF), (4, 0x0F0F0F0F0F0F0F0F),
+                        (2, 0x3333333333333333), (1, 0x5555555555555555)):
+        v = (v | (v << np.uint64(shift))) & np.uint64(mask)
+    return v
+
+
+def morton(col: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """(n,) uint64 Morton (Z-order) keys of tile columns and rows of one zoom; a tile's key at zoom z, shifted left
+    by 2 (L - z), is the first key of its descendants at zoom L, so every tile is one contiguous key range."""
+    return _spread(np.asarray(col, dtype=np.uint64)) | (_spread(np.asarray(row, dtype=np.uint64)) << np.uint64(1))
+
+
+def web_mercator(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spherical Mercator metres (EPSG:3857) of lon/lat degrees, float64 (latitudes clamped short of the poles)."""
+    lat = np.clip(lat, -_MAX_LAT, _MAX_LAT)
+    return _R * np.radians(lon), _R * np.log(np.tan(np.pi / 4 + np.radians(lat) / 2))
+
+
+@dataclass(frozen=True)
+class PointIndex:
+    """A point layer version in memory, for cutting MVT tiles with numpy instead of SQL.
+
+    Points are sorted by the Morton key of their cell on the zoom-24 grid, so the points of any tile are one
+    contiguous slice found by two binary searches, and a buffered tile is its own slice plus those of its eight
+    neighbours filtered by the buffer box. About 40 bytes per point plus the properties (1M points: about 60 MB with
+    four properties).
+
+    Attributes:
+        x, y: (n,) float64 Web Mercator metres.
+        keys: (n,) uint64 Morton keys, ascending.
+        fid: (n,) int64 feature ids.
+        properties: the layer's fields as MVT types (`mvt_property`), rows in the same order.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    keys: np.ndarray
+    fid: np.ndarray
+    properties: pa.Table
+
+    @classmethod
+    def from_layer(cls, layer: VectorTileLayer) -> PointIndex:
+        """Read a point layer's coordinates and properties from the store (one query) and index them."""
+        props = "".join(f"{mvt_property(f)} AS {_quoted(f.name)}, " for f in layer.info.fields)
+        arrow = layer.store.cursor().execute(
+            f"SELECT fid, {props}ST_X(geom) AS __lon, ST_Y(geom) AS __lat FROM {layer.table} "
+            "WHERE geom IS NOT NULL AND NOT ST_IsEmpty(geom)").fetch_arrow_table()
+        lon = arrow.column("__lon").to_numpy()
+        lat = arrow.column("__lat").to_numpy()
+        x, y = web_mercator(lon, lat)
+        cells = float(1 << _LEVEL)
+        col = np.clip(np.floor((x + _HALF_WORLD) / (2 * _HALF_WORLD) * cells), 0, cells - 1)
+        row = np.clip(np.floor((_HALF_WORLD - y) / (2 * _HALF_WORLD) * cells), 0, cells - 1)
+        keys = morton(col.astype(np.uint64), row.astype(np.uint64))
+        order = np.argsort(keys, kind="stable")
+        names = [f.name for f in layer.info.fields]
+        table = arrow.select(names).take(pa.array(order)) if names else pa.table({})
+        return cls(np.ascontiguousarray(x[order]), np.ascontiguousarray(y[order]), keys[order],
+                   arrow.column("fid").to_numpy().astype(np.int64)[order], table.combine_chunks())
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def select(self, z: int, col: int, row: int, box: tuple[float, float, float, float]) -> np.ndarray:
+        """(k,) int64 rows of the points inside `box` (x0, y0, x1, y1 metres: tile (z, col, row) plus a buffer of
+        less than a tile on each side).
+
+        The tile's own points are one key range; the buffer ring is covered by cells of a finer zoom (as fine as
+        the buffer is thin, up to zoom 24), each one key range, and only those candidates are tested against the box.
+        """
+        x0, y0, x1, y1 = box
+        shift = 2 * (_LEVEL - z)
+        first = int(morton(np.array([col]), np.array([row]))[0]) << shift
+        lo, hi = np.searchsorted(self.keys, np.array([first, first + (1 << shift)], dtype=np.uint64))
+        inner = np.arange(lo, hi, dtype=np.int64)
+        world = 2 * _HALF_WORLD
+        tile = world / (1 << z)
+        pad = max(col * tile - _HALF_WORLD - x0, x1 - ((col + 1) * tile - _HALF_WORLD),
+                  _HALF_WORLD - row * tile - y1, y0 - (_HALF_WORLD - (row + 1) * tile), 0.0)
+        if pad <= 0:
+            xs, ys = self.x[inner], self.y[inner]
+            return inner[(xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)]
+        m = min(_LEVEL, z + max(0, math.floor(math.log2(tile / pad))))
+        k = 1 << (m - z)
+        n = 1 << m
+        c0, c1 = max(0, col * k - k), min(n - 1, col * k + 2 * k - 1)
+        r0, r1 = max(0, row * k - k), min(n - 1, row * k + 2 * k - 1)
+        cell = world / n
+        c0 = max(c0, int((x0 + _HALF_WORLD) // cell))
+        c1 = min(c1, int((x1 + _HALF_WORLD) // cell))
+        r0 = max(r0, int((_HALF_WORLD - y1) // cell))
+        r1 = min(r1, int((_HALF_WORLD - y0) // cell))
+        cc, rr = np.meshgrid(np.arange(c0, c1 + 1), np.arange(r0, r1 + 1))
+        ring = ~((cc // k == col) & (rr // k == row))
+        cell_shift = np.uint64(2 * (_LEVEL - m))
+        starts = morton(cc[ring], rr[ring]) << cell_shift
+        a = np.searchsorted(self.keys, starts)
+        b = np.searchsorted(self.keys, starts + (np.uint64(1) << cell_shift))
+        length = b - a
+        keep = length > 0
+        a, length = a[keep], length[keep]
+        if len(a):
+            outer = np.repeat(a - (np.cumsum(length) - length), length) + np.arange(int(length.sum()))
+            xs, ys = self.x[outer], self.y[outer]
+            outer = outer[(xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)]
+            inner = np.concatenate([inner, outer])
+        return inner
+
+
+def _value_messages(values: pa.Array) -> tuple[np.ndarray, int]:
+    """The `values` entries (field 4 of a Layer, each wrapping one Value message) of distinct property values.
+
+    Args:
+        values: the distinct values of one property in a tile (no nulls), of an MVT type.
+
+    Returns:
+        (bytes, count).
+    """
+    n = len(values)
+    t = values.type
+    if n == 0:
+        return np.zeros(0, dtype=np.uint8), 0
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        width = np.int64 if pa.types.is_large_string(t) else np.int32
+        offsets = np.frombuffer(values.buffers()[1], dtype=width)[values.offset:values.offset + n + 1].astype(np.int64)
+        data = np.frombuffer(values.buffers()[2], dtype=np.uint8) if values.buffers()[2] else np.zeros(0, np.uint8)
+        body = pbf.strings(data, offsets)
+        inner = [pbf.const(b"\x0a", n), pbf.varints(body.lengths), body]  # string_value = 1
+    elif pa.types.is_boolean(t):
+        inner = [pbf.const(b"\x38", n), pbf.varints(values.to_numpy(zero_copy_only=False).astype(np.uint64))]
+    elif pa.types.is_integer(t):
+        inner = [pbf.const(b"\x20", n), pbf.varints(values.to_numpy().astype(np.int64))]  # int_value = 4
+    elif pa.types.is_float32(t):
+        inner = [pbf.const(b"\x15", n), pbf.fixed(values.to_numpy().astype(np.float32))]  # float_value = 2
+    else:
+        inner = [pbf.const(b"\x19", n), pbf.fixed(values.to_numpy().astype(np.float64))]  # double_value = 3
+    size = pbf.record_lengths(inner)
+    data, _ = pbf.assemble([pbf.const(b"\x22", n), pbf.varints(size), *inner])
+    return data, n
+
+
+def encode_points(name: str, fid: np.ndarray, px: np.ndarray, py: np.ndarray, properties: pa.Table,
+                  extent: int) -> bytes:
+    """One MVT tile (version 2) of a single layer of point features, encoded with numpy.
+
+    Args:
+        name: the layer name.
+        fid: (n,) int64 feature ids (non-negative).
+        px, py: (n,) int64 tile coordinates (y down), may reach into the buffer (negative or > extent).
+        properties: n rows of MVT-typed columns; nulls are left out of a feature's tags.
+        extent: tile extent in units.
+
+    Returns:
+        The tile bytes.
+    """
+    n = len(fid)
+    tags: list[pbf.Segment] = []
+    values: list[np.ndarray] = []
+    base = 0
+    for j, column in enumerate(properties.columns):
+        enc = pc.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+        valid = enc.is_valid().to_numpy(zero_copy_only=False)
+        index = enc.indices.fill_null(0).to_numpy().astype(np.int64) + base
+        data, count = _value_messages(enc.dictionary)
+        values.append(data)
+        base += count
+        tags += [pbf.varints(np.full(n, j, dtype=np.int64), valid), pbf.varints(index, valid)]
+    tag_len = pbf.record_lengths(tags) if tags else np.zeros(n, dtype=np.int64)
+    geometry = [pbf.const(b"\x09", n), pbf.varints(pbf.zigzag(px)), pbf.varints(pbf.zigzag(py))]  # MoveTo(1)
+    has_tags = tag_len > 0
+    inner = [pbf.const(b"\x08", n), pbf.varints(fid),  # id = 1
+             pbf.const(b"\x12", n, has_tags), pbf.varints(tag_len, has_tags), *tags,  # tags = 2, packed
+             pbf.const(b"\x18\x01", n),  # type = 3: POINT
+             pbf.const(b"\x22", n), pbf.varints(pbf.record_lengths(geometry)), *geometry]  # geometry = 4, packed
+    features, _ = pbf.assemble([pbf.const(b"\x12", n), pbf.varints(pbf.record_lengths(inner)), *inner])
+    layer = b"".join([
+        pbf.field_key(15, 0) + pbf.encode_varint(2),
+        pbf.length_delimited(1, name.encode()),
+        features.tobytes(),
+        *(pbf.length_delimited(3, key.encode()) for key in properties.column_names),
+        *(v.tobytes() for v in values),
+        pbf.field_key(5, 0) + pbf.encode_varint(extent),
+    ])
+    return pbf.length_delimited(3, layer)
+
+
 @dataclass
 class VectorTileLayer:
     """A store layer as a source of vector tiles.
@@ -247,8 +476,11 @@ class VectorTileLayer:
         return self.info.name
 
     def prepare(self) -> None:
-        """Project the layer into the workspace now rather than on the first tile."""
-        self.workspace.table(self)
+        """Project the layer into the workspace (index it, for points) now rather than on the first tile."""
+        if _is_point(self.info):
+            self.workspace.points(self)
+        else:
+            self.workspace.table(self)
 
     def _where(self) -> str:
         if _is_point(self.info):
@@ -297,9 +529,11 @@ class VectorTileLayer:
         ext = self.info.extent
         if ext is not None and (lon0 > ext[2] or lon1 < ext[0] or lat0 > ext[3] or lat1 < ext[1]):
             return VectorTile(b"", 0)
+        box = {"x0": xb.left - pad, "y0": xb.bottom - pad, "x1": xb.right + pad, "y1": xb.top + pad}
+        if _is_point(self.info):
+            return self._point_tile(t, xb, (box["x0"], box["y0"], box["x1"], box["y1"]))
         table = self.workspace.table(self)
         cur = self.workspace.cursor()
-        box = {"x0": xb.left - pad, "y0": xb.bottom - pad, "x1": xb.right + pad, "y1": xb.top + pad}
         stride = 1
         if self.info.feature_count > o.max_features:
             count = cur.execute(f"SELECT count(*) FROM {table} WHERE {self._where()}", box).fetchone()[0]
@@ -313,6 +547,22 @@ class VectorTileLayer:
             params["stride"] = stride
         content, count = cur.execute(self._sql(table, simplify, stride > 1), params).fetchone()
         return VectorTile(bytes(content) if count else b"", int(count))
+
+    def _point_tile(self, t: morecantile.Tile, xb: morecantile.commons.BoundingBox,
+                    box: tuple[float, float, float, float]) -> VectorTile:
+        o = self.options
+        index = self.workspace.points(self)
+        rows = index.select(t.z, t.x, t.y, box)
+        if len(rows) > o.max_features:
+            stride = math.ceil(len(rows) / o.max_features)
+            rows = rows[index.fid[rows] % stride == 0]
+        if not len(rows):
+            return VectorTile(b"", 0)
+        scale = o.extent / (xb.right - xb.left)
+        px = np.floor((index.x[rows] - xb.left) * scale + 0.5).astype(np.int64)
+        py = np.floor((xb.top - index.y[rows]) * scale + 0.5).astype(np.int64)
+        props = index.properties.take(pa.array(rows)) if index.properties.num_columns else index.properties
+        return VectorTile(encode_points(self.name, index.fid[rows], px, py, props, o.extent), len(rows))
 
 
 def vector_layers_json(infos: Sequence[LayerInfo], options: MvtOptions) -> list[dict[str, object]]:
@@ -330,5 +580,5 @@ def vector_layers_json(infos: Sequence[LayerInfo], options: MvtOptions) -> list[
              "fields": {f.name: kind(f) for f in i.fields}} for i in infos]
 
 
-__all__ = ["MVT_MEDIA_TYPE", "MvtOptions", "VectorTile", "VectorTileLayer", "check_tile", "mvt_property",
-           "vector_layers_json"]
+__all__ = ["MVT_MEDIA_TYPE", "MvtOptions", "PointIndex", "VectorTile", "VectorTileLayer", "check_tile",
+           "encode_points", "morton", "mvt_property", "vector_layers_json", "web_mercator"]
