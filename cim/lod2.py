@@ -5,8 +5,16 @@ Heights per building: base = lowest terrain under the footprint; eave and ridge 
 `ridge_height` attributes (metres above the base); when they are missing, the LOD1 height (attribute, floors x
 storey height, DSM - DEM median, default; see cim.buildings) is taken as the roof's median height and a pitched
 roof spans 1.5 m either side of it. Roof type from the `roof_type` attribute (flat/shed/gabled/hipped/pyramidal),
-flat when absent or unknown. Rectangles are meshed in bulk per roof type; other shapes one by one (straight
-skeleton); MultiPolygons get one solid per part under one feature ID.
+flat when absent or unknown.
+
+Footprints with none of the three roof attributes, given a DSM and a DEM, get their roof from the DSM instead
+(`detect_roofs`): the DSM cells inside the footprint, read window by window, are fitted with every candidate roof
+(cim.roofs.fit_roofs), which gives the roof type, eave and ridge heights above the base and the ridge direction;
+footprints with fewer than MIN_ROOF_SAMPLES cells get a flat roof at their median DSM height above the base.
+Attribute values, when present, win.
+
+Rectangles are meshed in bulk per roof type (gabled ridges and shed slopes turned to the detected direction);
+other shapes one by one (straight skeleton); MultiPolygons get one solid per part under one feature ID.
 """
 
 from __future__ import annotations
@@ -25,11 +33,13 @@ import pandas as pd
 import shapely
 
 from cim import crs as crsmod
-from cim.buildings import BuildingOptions, _take, nest_tiles, prepare_footprints, run_tile_jobs
+from cim.buildings import (BuildingOptions, _geojson, _open_raster, _take, _window_over, nest_tiles,
+                           prepare_footprints, run_tile_jobs)
 from cim.footprints import Skipped, numeric_field
 from cim.geodesy import enu_frame, region_of
-from cim.roofs import ROOF_TYPES, as_rectangle, building_solid, flat_solids, rectangle_solids
-from tiles.gltf import Material, MeshContent, Primitive, PropertyTable
+from cim.roofs import (MIN_ROOF_SAMPLES, ROOF_TYPES, RoofFit, as_rectangle, building_solid, fit_roofs, flat_solids,
+                       orient_rectangles, rectangle_solids, roof_frames)
+from tiles.gltf import Material, MeshContent, Primitive, PropertyTable, StringColumn
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 
 Progress = Callable[[str, int, int], None]
@@ -48,6 +58,8 @@ class Lod2Result:
     fallbacks: dict[str, int]
     fallback_ids: list[str]
     height_sources: dict[str, int]
+    roof_sources: dict[str, int]
+    roof_detection: dict[str, Any] | None
     tiles: int
     triangles: int
     textured: bool
@@ -63,6 +75,8 @@ class Lod2Result:
             "fallbacks": self.fallbacks,
             "fallback_ids": self.fallback_ids[:20],
             "height_sources": self.height_sources,
+            "roof_sources": self.roof_sources,
+            "roof_detection": self.roof_detection,
             "tiles": self.tiles,
             "triangles": self.triangles,
             "textured": self.textured,
@@ -93,6 +107,93 @@ def roof_heights(attrs: pd.DataFrame, lod1_height: np.ndarray) -> tuple[np.ndarr
     ridge = np.maximum(ridge, eave)
     ridge = np.where(pitched, ridge, eave)
     return kinds, eave, ridge
+
+
+def roof_attributes_present(attrs: pd.DataFrame) -> np.ndarray:
+    """(k,) bool: the footprint has a `roof_type`, `eave_height` or `ridge_height` value."""
+    present = np.isfinite(numeric_field(attrs, "eave_height")) | np.isfinite(numeric_field(attrs, "ridge_height"))
+    if "roof_type" in attrs.columns:
+        text = attrs["roof_type"].astype(object).where(attrs["roof_type"].notna(), "").astype(str).str.strip()
+        present |= (text != "").to_numpy()
+    return present
+
+
+_DETECT: dict[str, Any] = {}
+
+
+def _detect_block(idx: np.ndarray) -> tuple[np.ndarray, RoofFit]:
+    """Roofs of the footprints `idx` (one block of the DSM): their cells read in one window, fitted in bulk."""
+    import rasterio.features
+    import rasterio.windows
+
+    d = _DETECT
+    g = d["geoms"][idx]
+    frames = roof_frames(g)
+    with _open_raster(d["dsm"]) as src:
+        window = _window_over(src, d["crs"], d["crs"], tuple(shapely.total_bounds(g)))
+        if window is None:
+            return idx, RoofFit.empty(len(idx))
+        z = np.ma.filled(src.read(1, window=window, masked=True).astype(np.float64), np.nan)
+        tf = rasterio.windows.transform(window, src.transform)
+    labels = rasterio.features.rasterize(list(zip(_geojson(frames.parts), range(1, len(frames.parts) + 1))),
+                                         out_shape=z.shape, transform=tf, all_touched=False, fill=0,
+                                         dtype="int32")
+    rows, cols = np.nonzero(labels)
+    values = z[rows, cols]
+    ok = np.isfinite(values)
+    rows, cols, values = rows[ok], cols[ok], values[ok]
+    part = labels[rows, cols].astype(np.int64) - 1
+    x, y = tf * (cols + 0.5, rows + 0.5)
+    h = values - d["base"][idx][frames.owner[part]]
+    return idx, fit_roofs(frames, part, np.asarray(x, np.float64), np.asarray(y, np.float64), h,
+                          min_samples=d["min_samples"])
+
+
+def detect_roofs(geoms: np.ndarray, crs: crsmod.CRSLike, base: np.ndarray, dsm: str | os.PathLike[str], *,
+                 min_samples: int = MIN_ROOF_SAMPLES, block_px: int = 1024, workers: int | None = None) -> RoofFit:
+    """Roof type, eave and ridge heights and ridge direction of footprints from a DSM (see cim.roofs.fit_roofs).
+
+    The footprints are grouped by the `block_px` x `block_px` block of the DSM their centroid falls in; each group
+    reads one DSM window and rasterises its footprint parts once (cells whose centre is inside), so no Python
+    runs per cell or per building. Groups run in forked workers.
+
+    Args:
+        geoms: (k,) (Multi)Polygons in `crs`.
+        crs: the footprints' CRS.
+        base: (k,) float64 base height of each building (the lowest terrain under it); roof heights are above it.
+        dsm: surface raster path.
+        min_samples: fewest DSM cells for a fit (fewer: flat at the median height).
+        block_px: side of the DSM blocks footprints are grouped by.
+        workers: worker processes (default: one per core).
+
+    Returns:
+        One row per footprint; "no_samples" where the DSM has no valid cell inside it.
+    """
+    geoms = np.asarray(geoms, dtype=object)
+    k = len(geoms)
+    out = RoofFit.empty(k)
+    if k == 0:
+        return out
+    with _open_raster(dsm) as src:
+        dsm_crs = crsmod.parse_crs(src.crs.to_wkt(), what=str(dsm))
+        inv = ~src.transform
+    fp_crs = crsmod.parse_crs(crs)
+    g = geoms
+    if not dsm_crs.equals(fp_crs):
+        t = crsmod.transformer(fp_crs, dsm_crs)
+        g = shapely.transform(geoms, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
+    c = shapely.centroid(g)
+    col, row = inv * (shapely.get_x(c), shapely.get_y(c))
+    key = np.floor(np.asarray(row) / block_px).astype(np.int64) * 1_000_003 + np.floor(
+        np.asarray(col) / block_px).astype(np.int64)
+    order = np.argsort(key, kind="stable")
+    cuts = np.flatnonzero(np.diff(key[order])) + 1
+    jobs = np.split(order, cuts)
+    _DETECT.update(geoms=g, base=np.asarray(base, np.float64), dsm=dsm, crs=dsm_crs, min_samples=min_samples)
+    for idx, fit in run_tile_jobs(_detect_block, jobs, _DETECT, workers=workers if len(jobs) > 1 else 1,
+                                  stage="roofs"):
+        out.put(idx, fit)
+    return out
 
 
 _JOB: dict[str, Any] = {}
@@ -133,7 +234,7 @@ def _mesh_tile(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     for kind, items in rect_groups.items():
         locs = np.array([i for i, _ in items])
         b = sel[locs]
-        corners = np.stack([c for _, c in items])
+        corners = orient_rectangles(np.stack([c for _, c in items]), kind, j["ridge_dir"][b], j["up_dir"][b])
         base = j["base"][b]
         pos, roof, walls, floor = rectangle_solids(corners, base, base + j["eave"][b], base + j["ridge"][b],
                                                    kind)
@@ -246,7 +347,8 @@ def build_lod2_buildings(
         dem: terrain raster for the buildings' bases; None puts every base at height 0.
         out_dir: the tileset folder.
         ortho: orthophoto for the roof textures (same CRS as the footprints), or None for plain roofs.
-        dsm: surface raster for LOD1 heights of buildings without height attributes.
+        dsm: surface raster for the roofs of footprints without roof attributes (with a DEM; see the module
+            docstring) and for the heights of buildings without height attributes.
         options: see cim.buildings.BuildingOptions (heights, tile capacity, colours, workers).
         crs: the footprints' CRS when the file declares none.
         texture_px: largest side of a tile's roof texture.
@@ -258,12 +360,34 @@ def build_lod2_buildings(
     stages = dict(fp.seconds)
     geoms, ids, base, height, source = fp.geoms, fp.ids, fp.base, fp.height, fp.source
     kinds, eave, ridge = roof_heights(fp.attrs, height)
+    n = len(geoms)
+    ridge_dir, up_dir = np.full((n, 2), np.nan), np.full((n, 2), np.nan)
+    azimuth = np.full(n, np.nan)
+    has_roof = roof_attributes_present(fp.attrs)
+    roof_source = np.where(has_roof, "attribute", "default").astype(object)
+    detection = None
+    if dsm is not None and dem is not None and not has_roof.all():
+        tick = time.perf_counter()
+        need = np.flatnonzero(~has_roof)
+        fit = detect_roofs(geoms[need], fp.crs, base[need], dsm, workers=options.workers)
+        got = fit.status != "no_samples"
+        at = need[got]
+        kinds[at] = fit.roof_type[got]
+        eave[at] = np.maximum(fit.eave[got], 0.5)
+        ridge[at] = np.maximum(fit.ridge[got], eave[at])
+        ridge_dir[at], up_dir[at], azimuth[at] = fit.ridge_dir[got], fit.up_dir[got], fit.ridge_azimuth[got]
+        roof_source[at] = np.where(fit.status[got] == "detected", "dsm", "dsm_median")
+        detection = {"footprints": len(need), "min_samples": MIN_ROOF_SAMPLES, **fit.counts()}
+        stages["roofs"] = time.perf_counter() - tick
     tick = time.perf_counter()
     nodes = fp.quadtree(np.maximum(ridge, np.sqrt(shapely.area(geoms))), options.tile_capacity)
     out = Path(out_dir)
     (out / "buildings").mkdir(parents=True, exist_ok=True)
-    _JOB.update(geoms=geoms, kinds=kinds, base=base, eave=eave, ridge=ridge, crs=fp.crs, ids=ids,
-                columns=fp.columns(), out=out, ortho=ortho,
+    columns = fp.columns()
+    columns.update(roof_source=StringColumn.from_values(roof_source), eave_height_built=np.round(eave, 3),
+                   ridge_height_built=np.round(ridge, 3), ridge_azimuth=np.round(azimuth, 1))
+    _JOB.update(geoms=geoms, kinds=kinds, base=base, eave=eave, ridge=ridge, ridge_dir=ridge_dir, up_dir=up_dir,
+                crs=fp.crs, ids=ids, columns=columns, out=out, ortho=ortho,
                 texture_px=texture_px, color=options.color, roof_color=(0.62, 0.36, 0.30, 1.0))
     crsmod.to_ecef(fp.crs, np.zeros(1), np.zeros(1), np.zeros(1))  # build the transformer before forking
     jobs = [(path, node.content, node.error) for node, path in nodes]
@@ -285,8 +409,10 @@ def build_lod2_buildings(
         roof_types={k: int(v) for k, v in Counter(kinds.tolist()).items()},
         fallbacks=dict(reasons), fallback_ids=fallback_ids,
         height_sources={s: int(np.sum(source == s)) for s in ("attribute", "floors", "dsm", "default")},
+        roof_sources={s: int(np.sum(roof_source == s)) for s in ("attribute", "dsm", "dsm_median", "default")},
+        roof_detection=detection,
         tiles=len(nodes), triangles=triangles, textured=ortho is not None,
         seconds=time.perf_counter() - t0, stage_seconds=stages)
 
 
-__all__ = ["Lod2Result", "build_lod2_buildings", "roof_heights"]
+__all__ = ["Lod2Result", "build_lod2_buildings", "detect_roofs", "roof_attributes_present", "roof_heights"]

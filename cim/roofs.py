@@ -16,7 +16,7 @@ top edges, so floor + walls + roof form a closed, consistently oriented (outward
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import mapbox_earcut
 import numpy as np
@@ -357,4 +357,331 @@ def flat_solids(geoms: np.ndarray, base: np.ndarray, top: np.ndarray) -> tuple[n
     return (np.vstack([top_pos, bottom_pos]), roof, np.vstack([walls, floor]), np.concatenate([r.bld, r.bld]))
 
 
-__all__ = ["BuildingSolid", "ROOF_TYPES", "as_rectangle", "building_solid", "flat_solids", "rectangle_solids"]
+
+
+def orient_rectangles(corners: np.ndarray, roof_type: str, ridge_dir: np.ndarray | None = None,
+                      up_dir: np.ndarray | None = None) -> np.ndarray:
+    """Corners re-started so that a gabled ridge follows `ridge_dir` and a shed rises towards `up_dir`.
+
+    `rectangle_solids` puts a gabled ridge parallel to edge 0 -> 1 and a shed's high edge on 2 -> 3; the corners of
+    `as_rectangle` start on a long side, which is the default orientation.
+
+    Args:
+        corners: (k, 4, 2) float64 counter-clockwise corners.
+        roof_type: one of ROOF_TYPES (only gabled and shed are turned).
+        ridge_dir: (k, 2) float64 ridge directions (gabled), NaN rows keep their corners.
+        up_dir: (k, 2) float64 up-slope directions (shed), NaN rows keep their corners.
+
+    Returns:
+        (k, 4, 2) float64 corners.
+    """
+    k = len(corners)
+    roll = np.zeros(k, np.int64)
+    edges = np.roll(corners, -1, axis=1) - corners  # edge i: corner i -> i + 1
+    if roof_type == "gabled" and ridge_dir is not None:
+        d = np.abs(np.einsum("kij,kj->ki", edges[:, :2], np.nan_to_num(ridge_dir)))
+        d /= np.maximum(np.linalg.norm(edges[:, :2], axis=2), 1e-12)
+        roll = np.where(np.isfinite(ridge_dir).all(axis=1) & (d[:, 1] > d[:, 0] + 1e-9), 1, 0)
+    elif roof_type == "shed" and up_dir is not None:
+        mids = (corners + np.roll(corners, -1, axis=1)) / 2  # midpoint of edge i
+        rise = np.roll(mids, -2, axis=1) - mids  # from edge i to the opposite edge i + 2
+        score = np.einsum("kij,kj->ki", rise, np.nan_to_num(up_dir))
+        roll = np.where(np.isfinite(up_dir).all(axis=1), score.argmax(axis=1), 0)
+    if not roll.any():
+        return corners
+    idx = (np.arange(4)[None, :] + roll[:, None]) % 4
+    return np.take_along_axis(corners, idx[:, :, None], axis=1)
+
+
+# ------------------------------------------------------------------------------------------ roofs from a DSM
+# Candidate roof models, each a profile f in [0, 1] over the footprint (0 at the eaves, 1 on the ridge) fitted as
+# height = eave + (ridge - eave) * f. Order matters only for exact ties (a square's hipped roof is pyramidal).
+ROOF_MODELS: tuple[tuple[str, str], ...] = (
+    ("flat", "flat"),
+    ("shed", "shed_v+"), ("shed", "shed_v-"), ("shed", "shed_u+"), ("shed", "shed_u-"),
+    ("gabled", "gabled_along"), ("gabled", "gabled_across"),
+    ("pyramidal", "pyramidal"), ("hipped", "hipped"),
+)
+MIN_ROOF_SAMPLES = 12
+MIN_ROOF_RISE = 0.3
+HEIGHT_NOISE_FLOOR = 0.02
+OUTLIER_FLOOR = 0.5
+
+
+@dataclass
+class RoofFrames:
+    """Per footprint part (Polygon of a (Multi)Polygon): the frame the roof profiles are computed in.
+
+    Attributes:
+        parts: (p,) Polygons; owner: (p,) int64 building of each part (parts of a building are consecutive).
+        centre: (p, 2) float64 centre of the part's minimum rotated rectangle.
+        axis: (p, 2) float64 unit vector along that rectangle's long side (the main axis).
+        half_length, half_width: (p,) float64 half sides of that rectangle (half_length >= half_width).
+        rect: (p,) bool, the part is a rectangle (no holes, fills its rectangle, four corners).
+        reach: (p,) float64 distance from the eaves at which a hipped roof reaches its ridge: half the width for
+            rectangles, the collapse distance of the mitred inward offset (the straight skeleton's height) else.
+        boundary: (p,) the parts' boundaries (for distances of non-rectangular parts).
+        n: number of buildings.
+    """
+
+    parts: np.ndarray
+    owner: np.ndarray
+    centre: np.ndarray
+    axis: np.ndarray
+    half_length: np.ndarray
+    half_width: np.ndarray
+    rect: np.ndarray
+    reach: np.ndarray
+    boundary: np.ndarray
+    n: int
+
+    @property
+    def building_rect(self) -> np.ndarray:
+        """(n,) bool: every part of the building is a rectangle."""
+        return np.bincount(self.owner, weights=~self.rect, minlength=self.n) == 0
+
+
+def roof_frames(geoms: np.ndarray) -> RoofFrames:
+    """The roof frames of the parts of k (Multi)Polygons (vectorised; see `RoofFrames`)."""
+    geoms = np.asarray(geoms, dtype=object)
+    parts, owner = shapely.get_parts(geoms, return_index=True)
+    env = shapely.oriented_envelope(parts)
+    ring = shapely.get_coordinates(shapely.get_exterior_ring(env)).reshape(len(parts), -1, 2)[:, :4]
+    e0, e1 = ring[:, 1] - ring[:, 0], ring[:, 2] - ring[:, 1]
+    l0, l1 = np.linalg.norm(e0, axis=1), np.linalg.norm(e1, axis=1)
+    long_e = np.where((l0 >= l1)[:, None], e0, e1)
+    axis = long_e / np.maximum(np.linalg.norm(long_e, axis=1), 1e-12)[:, None]
+    half_length, half_width = np.maximum(l0, l1) / 2, np.minimum(l0, l1) / 2
+    centre = ring.mean(axis=1)
+    area = shapely.area(parts)
+    corners = shapely.get_num_coordinates(shapely.simplify(parts, 1e-6, preserve_topology=False))
+    rect = ((shapely.get_num_interior_rings(parts) == 0) & (corners == 5)
+            & (area >= (1 - 1e-3) * 4 * half_length * half_width))
+    reach = half_width.copy()
+    other = np.flatnonzero(~rect)
+    if len(other):
+        lo, hi = np.zeros(len(other)), half_width[other].copy()
+        for _ in range(14):  # bisection to ~1e-4 of the half width
+            mid = (lo + hi) / 2
+            gone = shapely.is_empty(shapely.buffer(parts[other], -mid, join_style="mitre", mitre_limit=100.0))
+            hi, lo = np.where(gone, mid, hi), np.where(gone, lo, mid)
+        reach[other] = (lo + hi) / 2
+    return RoofFrames(parts=parts, owner=owner.astype(np.int64), centre=centre, axis=axis, half_length=half_length,
+                      half_width=half_width, rect=rect, reach=np.maximum(reach, 1e-6),
+                      boundary=shapely.boundary(parts), n=len(geoms))
+
+
+@dataclass
+class RoofFit:
+    """Roofs detected from surface heights, one row per building.
+
+    Attributes:
+        roof_type: (n,) object, one of ROOF_TYPES ("flat" for fallbacks and buildings without samples).
+        eave, ridge: (n,) float64 heights above the base (NaN without samples).
+        ridge_azimuth: (n,) float64 grid azimuth of the ridge (of a shed: its high edge) in degrees clockwise
+            from grid north, in [0, 180); NaN for flat and pyramidal roofs and for hipped roofs on
+            non-rectangles (whose ridges follow the straight skeleton).
+        aspect: (n,) float64 grid azimuth (degrees, [0, 360)) a shed roof faces (down-slope); NaN otherwise.
+        ridge_dir: (n, 2) float64 unit ridge direction (NaN where the azimuth is NaN).
+        up_dir: (n, 2) float64 unit up-slope direction of sheds (NaN otherwise).
+        model: (n,) object, the winning candidate of ROOF_MODELS ("" without a fit).
+        samples: (n,) int64 DSM cells inside the footprint; used: (n,) int64 cells left after outlier trimming.
+        rms: (n,) float64 root-mean-square residual of the chosen model (m).
+        status: (n,) object: "detected", "few_samples" (flat at the median height) or "no_samples".
+    """
+
+    roof_type: np.ndarray
+    eave: np.ndarray
+    ridge: np.ndarray
+    ridge_azimuth: np.ndarray
+    aspect: np.ndarray
+    ridge_dir: np.ndarray
+    up_dir: np.ndarray
+    model: np.ndarray
+    samples: np.ndarray
+    used: np.ndarray
+    rms: np.ndarray
+    status: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> RoofFit:
+        """n buildings without samples."""
+        nan = np.full(n, np.nan)
+        return cls(roof_type=np.full(n, "flat", dtype=object), eave=nan.copy(), ridge=nan.copy(),
+                   ridge_azimuth=nan.copy(), aspect=nan.copy(), ridge_dir=np.full((n, 2), np.nan),
+                   up_dir=np.full((n, 2), np.nan), model=np.full(n, "", dtype=object),
+                   samples=np.zeros(n, np.int64), used=np.zeros(n, np.int64), rms=nan.copy(),
+                   status=np.full(n, "no_samples", dtype=object))
+
+    def put(self, idx: np.ndarray, other: RoofFit) -> None:
+        """Copy `other`'s rows into rows `idx`."""
+        for name in self.__dataclass_fields__:
+            getattr(self, name)[idx] = getattr(other, name)
+
+    def counts(self) -> dict[str, Any]:
+        """Buildings per detected roof type, fallbacks and buildings without samples."""
+        det = self.status == "detected"
+        types, counts = np.unique(self.roof_type[det].astype(str), return_counts=True)
+        return {"detected": {str(t): int(c) for t, c in zip(types, counts)},
+                "fallback_flat": int(np.sum(self.status == "few_samples")),
+                "no_samples": int(np.sum(self.status == "no_samples"))}
+
+
+def _profiles(fr: RoofFrames, part: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(len(ROOF_MODELS), m) float64 profile of every candidate at m points of the given parts (NaN: not allowed)."""
+    dx, dy = x - fr.centre[part, 0], y - fr.centre[part, 1]
+    ax, ay = fr.axis[part, 0], fr.axis[part, 1]
+    a, b = fr.half_length[part], fr.half_width[part]
+    u = np.clip((dx * ax + dy * ay) / a, -1, 1)
+    v = np.clip((-dx * ay + dy * ax) / b, -1, 1)
+    out = np.empty((len(ROOF_MODELS), len(x)))
+    out[0] = 0.0
+    out[1], out[2], out[3], out[4] = (1 + v) / 2, (1 - v) / 2, (1 + u) / 2, (1 - u) / 2
+    out[5], out[6] = 1 - np.abs(v), 1 - np.abs(u)
+    out[7] = np.minimum(1 - np.abs(u), 1 - np.abs(v))
+    out[8] = np.minimum(1.0, np.minimum(a * (1 - np.abs(u)), b * (1 - np.abs(v))) / b)
+    odd = ~fr.rect[part]
+    if odd.any():
+        d = shapely.distance(shapely.points(x[odd], y[odd]), fr.boundary[part[odd]])
+        out[8, odd] = np.minimum(1.0, d / fr.reach[part[odd]])
+    # pitched roofs other than hipped are built on rectangles only (cim.roofs.building_solid)
+    out[1:8, ~fr.building_rect[fr.owner[part]]] = np.nan
+    return out
+
+
+def _grouped_median(values: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:
+    """(n,) median of `values` per group (NaN for empty groups)."""
+    order = np.lexsort((values, group))
+    counts = np.bincount(group, minlength=n)
+    start = np.cumsum(counts) - counts
+    sv = values[order]
+    lo = start + (counts - 1) // 2
+    hi = start + counts // 2
+    ok = counts > 0
+    med = np.full(n, np.nan)
+    med[ok] = (sv[lo[ok]] + sv[hi[ok]]) / 2
+    return med
+
+
+def _least_squares(prof: np.ndarray, h: np.ndarray, bld: np.ndarray, w: np.ndarray,
+                   n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per candidate and building: intercept, slope, residual sum of squares, criterion ((K, n) float64 each)."""
+    cnt = np.bincount(bld, weights=w, minlength=n)
+    safe = np.maximum(cnt, 1)
+    mean_h = np.bincount(bld, weights=w * h, minlength=n) / safe
+    hc = h - mean_h[bld]
+    shh = np.bincount(bld, weights=w * hc * hc, minlength=n)
+    k = len(ROOF_MODELS)
+    icpt, slope, rss = np.empty((k, n)), np.zeros((k, n)), np.empty((k, n))
+    icpt[0], rss[0] = mean_h, shh
+    bad = np.zeros((k, n), bool)
+    for i in range(1, k):
+        f = prof[i]
+        allowed = np.bincount(bld, weights=w * np.isnan(f), minlength=n) == 0
+        f = np.nan_to_num(f)
+        mf = np.bincount(bld, weights=w * f, minlength=n) / safe
+        fc = f - mf[bld]
+        sff = np.bincount(bld, weights=w * fc * fc, minlength=n)
+        shf = np.bincount(bld, weights=w * hc * fc, minlength=n)
+        s = np.where(sff > 1e-9, shf / np.maximum(sff, 1e-12), 0.0)
+        slope[i], icpt[i], rss[i] = s, mean_h - s * mf, np.maximum(shh - s * shf, 0.0)
+        bad[i] = ~allowed | (sff <= 1e-9) | (s < MIN_ROOF_RISE)
+    params = np.array([1] + [2] * (k - 1), np.float64)[:, None]
+    crit = safe * np.log(np.maximum(rss / safe, HEIGHT_NOISE_FLOOR**2)) + params * np.log(safe)
+    crit[bad] = np.inf
+    return icpt, slope, rss, crit
+
+
+def _choose(crit: np.ndarray) -> np.ndarray:
+    """(n,) index of the best candidate; exact ties go to the first (fewer parameters, then ROOF_MODELS order)."""
+    best = crit.min(axis=0)
+    return np.argmax(crit <= best + 1e-9 * np.maximum(np.abs(best), 1.0), axis=0)
+
+
+def fit_roofs(frames: RoofFrames, part: np.ndarray, x: np.ndarray, y: np.ndarray, h: np.ndarray, *,
+              min_samples: int = MIN_ROOF_SAMPLES) -> RoofFit:
+    """Detect each building's roof from surface heights sampled inside its footprint.
+
+    Every candidate of ROOF_MODELS is fitted by least squares per building (height = eave + rise * profile, the
+    profile computed per footprint part in its main-axis frame). The winner minimises the Bayesian information
+    criterion n ln(max(RSS / n, 0.02²)) + p ln n with p = 1 for flat and 2 for pitched roofs (the floor stops
+    noise-free fits from all scoring minus infinity); pitched candidates rising less than MIN_ROOF_RISE (0.3 m)
+    are ruled out, and so are shed, gabled and pyramidal roofs on buildings that are not rectangles (the builder
+    makes any pitched roof on them a hipped straight-skeleton roof). Then cells further than
+    max(3 x 1.4826 x MAD, 0.5 m) from the winner are dropped as outliers (chimneys, trees, cells mixing ground at
+    the eaves) and all candidates are fitted again. Buildings with fewer than `min_samples` cells get a flat roof
+    at their median height.
+
+    Args:
+        frames: `roof_frames` of the buildings.
+        part: (m,) int64 part (index into frames.parts) of each sample.
+        x, y: (m,) float64 sample coordinates (cell centres, in the frames' CRS).
+        h: (m,) float64 surface height above the building's base at each sample (finite).
+        min_samples: fewest cells for a fit.
+    """
+    n = frames.n
+    res = RoofFit.empty(n)
+    bld = frames.owner[part]
+    if len(bld) == 0:
+        return res
+    samples = np.bincount(bld, minlength=n)
+    res.samples[:] = samples
+    few = (samples > 0) & (samples < min_samples)
+    median = _grouped_median(h, bld, n)
+    res.eave[few] = res.ridge[few] = median[few]
+    res.status[few] = "few_samples"
+    ok = samples >= min_samples
+    prof = _profiles(frames, part, x, y)
+    w = np.ones(len(h))
+    icpt, slope, rss, crit = _least_squares(prof, h, bld, w, n)
+    pick = _choose(crit)
+    resid = h - icpt[pick[bld], bld] - slope[pick[bld], bld] * np.nan_to_num(prof[pick[bld], np.arange(len(h))])
+    mad = _grouped_median(np.abs(resid), bld, n)
+    limit = np.maximum(3 * 1.4826 * mad, OUTLIER_FLOOR)
+    keep = np.abs(resid) <= limit[bld]
+    kept = np.bincount(bld, weights=keep, minlength=n)
+    trim = (kept >= min_samples) & (kept < samples)
+    if trim.any():
+        w = np.where(trim[bld], keep, 1.0)
+        icpt2, slope2, rss2, crit2 = _least_squares(prof, h, bld, w, n)
+        pick2 = _choose(crit2)
+        pick = np.where(trim, pick2, pick)
+        icpt, slope, rss = (np.where(trim, a2, a1) for a1, a2 in ((icpt, icpt2), (slope, slope2), (rss, rss2)))
+    cols = np.arange(n)
+    used = np.where(trim, kept, samples).astype(np.int64)
+    a, s = icpt[pick, cols], slope[pick, cols]
+    kinds = np.array([k for k, _ in ROOF_MODELS], dtype=object)[pick]
+    names = np.array([m for _, m in ROOF_MODELS], dtype=object)[pick]
+    res.roof_type[ok] = kinds[ok]
+    res.model[ok] = names[ok]
+    res.eave[ok], res.ridge[ok] = a[ok], (a + s)[ok]
+    res.used[ok] = used[ok]
+    res.rms[ok] = np.sqrt(rss[pick, cols] / np.maximum(used, 1))[ok]
+    res.status[ok] = "detected"
+    # directions from each building's largest part (by samples)
+    part_cells = np.bincount(part, minlength=len(frames.parts))
+    order = np.lexsort((-part_cells, frames.owner))
+    first = np.ones(len(order), bool)
+    first[1:] = frames.owner[order][1:] != frames.owner[order][:-1]
+    main = np.zeros(n, np.int64)
+    main[frames.owner[order][first]] = order[first]
+    eu = frames.axis[main]
+    ev = np.column_stack([-eu[:, 1], eu[:, 0]])
+    along = np.isin(names, ("gabled_along", "shed_v+", "shed_v-")) | ((names == "hipped") & frames.building_rect)
+    across = np.isin(names, ("gabled_across", "shed_u+", "shed_u-"))
+    ridge = np.full((n, 2), np.nan)
+    ridge[along], ridge[across] = eu[along], ev[across]
+    up = np.full((n, 2), np.nan)
+    for name, vec, sign in (("shed_v+", ev, 1), ("shed_v-", ev, -1), ("shed_u+", eu, 1), ("shed_u-", eu, -1)):
+        m = names == name
+        up[m] = sign * vec[m]
+    ridge[~ok], up[~ok] = np.nan, np.nan
+    res.ridge_dir[:], res.up_dir[:] = ridge, up
+    res.ridge_azimuth[:] = np.degrees(np.arctan2(ridge[:, 0], ridge[:, 1])) % 180.0
+    res.aspect[:] = np.degrees(np.arctan2(-up[:, 0], -up[:, 1])) % 360.0
+    return res
+
+
+__all__ = ["BuildingSolid", "MIN_ROOF_SAMPLES", "ROOF_MODELS", "ROOF_TYPES", "RoofFit", "RoofFrames",
+           "as_rectangle", "building_solid", "fit_roofs", "flat_solids", "orient_rectangles", "rectangle_solids",
+           "roof_frames"]
