@@ -286,14 +286,14 @@ class PointIndex:
         x, y: (n,) float64 Web Mercator metres.
         keys: (n,) uint64 Morton keys, ascending.
         fid: (n,) int64 feature ids.
-        properties: the layer's fields as MVT types (`mvt_property`), rows in the same order.
+        properties: the layer's fields as MVT types (`mvt_property`), rows in the same order, dictionary-encoded.
     """
 
     x: np.ndarray
     y: np.ndarray
     keys: np.ndarray
     fid: np.ndarray
-    properties: pa.Table
+    properties: list[PropertyColumn]
 
     @classmethod
     def from_layer(cls, layer: VectorTileLayer) -> PointIndex:
@@ -310,10 +310,9 @@ class PointIndex:
         row = np.clip(np.floor((_HALF_WORLD - y) / (2 * _HALF_WORLD) * cells), 0, cells - 1)
         keys = morton(col.astype(np.uint64), row.astype(np.uint64))
         order = np.argsort(keys, kind="stable")
-        names = [f.name for f in layer.info.fields]
-        table = arrow.select(names).take(pa.array(order)) if names else pa.table({})
+        columns = [PropertyColumn.from_arrow(f.name, arrow.column(f.name)) for f in layer.info.fields]
         return cls(np.ascontiguousarray(x[order]), np.ascontiguousarray(y[order]), keys[order],
-                   arrow.column("fid").to_numpy().astype(np.int64)[order], table.combine_chunks())
+                   arrow.column("fid").to_numpy().astype(np.int64)[order], [c.take(order) for c in columns])
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -364,19 +363,50 @@ class PointIndex:
         return inner
 
 
-def _value_messages(values: pa.Array) -> tuple[np.ndarray, int]:
-    """The `values` entries (field 4 of a Layer, each wrapping one Value message) of distinct property values.
+@dataclass(frozen=True)
+class PropertyColumn:
+    """One property of many features, dictionary-encoded with each distinct value already written as a Layer
+    `values` entry, so a tile only gathers bytes.
 
-    Args:
-        values: the distinct values of one property in a tile (no nulls), of an MVT type.
+    Attributes:
+        name: the property (MVT key).
+        codes: (n,) int32 index of each feature's value in the dictionary, -1 for null.
+        entries: uint8 bytes of every distinct value's entry (field 4 of a Layer wrapping a Value message).
+        offsets: (k,) int64 start of each entry in `entries`.
+        lengths: (k,) int64 bytes of each entry.
+    """
+
+    name: str
+    codes: np.ndarray
+    entries: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def from_arrow(cls, name: str, column: pa.Array | pa.ChunkedArray) -> PropertyColumn:
+        """Encode an Arrow column of an MVT type (string, bool, integer, float32 or float64)."""
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        enc = pc.dictionary_encode(column)
+        codes = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
+        entries, lengths = _value_entries(enc.dictionary)
+        return cls(name, codes, entries, np.cumsum(lengths) - lengths, lengths)
+
+    def take(self, rows: np.ndarray) -> PropertyColumn:
+        """The same dictionary with the codes of `rows` only."""
+        return PropertyColumn(self.name, self.codes[rows], self.entries, self.offsets, self.lengths)
+
+
+def _value_entries(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Layer `values` entries (field 4, each wrapping one Value message) of distinct, non-null values.
 
     Returns:
-        (bytes, count).
+        (bytes uint8, lengths (k,) int64 of each entry).
     """
     n = len(values)
     t = values.type
     if n == 0:
-        return np.zeros(0, dtype=np.uint8), 0
+        return np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64)
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         width = np.int64 if pa.types.is_large_string(t) else np.int32
         offsets = np.frombuffer(values.buffers()[1], dtype=width)[values.offset:values.offset + n + 1].astype(np.int64)
@@ -391,51 +421,53 @@ def _value_messages(values: pa.Array) -> tuple[np.ndarray, int]:
         inner = [pbf.const(b"\x15", n), pbf.fixed(values.to_numpy().astype(np.float32))]  # float_value = 2
     else:
         inner = [pbf.const(b"\x19", n), pbf.fixed(values.to_numpy().astype(np.float64))]  # double_value = 3
-    size = pbf.record_lengths(inner)
-    data, _ = pbf.assemble([pbf.const(b"\x22", n), pbf.varints(size), *inner])
-    return data, n
+    return pbf.assemble([pbf.const(b"\x22", n), pbf.varints(pbf.record_lengths(inner)), *inner])
 
 
-def encode_points(name: str, fid: np.ndarray, px: np.ndarray, py: np.ndarray, properties: pa.Table,
-                  extent: int) -> bytes:
+def encode_points(name: str, fid: np.ndarray, px: np.ndarray, py: np.ndarray,
+                  properties: pa.Table | Sequence[PropertyColumn], extent: int) -> bytes:
     """One MVT tile (version 2) of a single layer of point features, encoded with numpy.
 
     Args:
         name: the layer name.
         fid: (n,) int64 feature ids (non-negative).
         px, py: (n,) int64 tile coordinates (y down), may reach into the buffer (negative or > extent).
-        properties: n rows of MVT-typed columns; nulls are left out of a feature's tags.
+        properties: n rows of MVT-typed columns, as an Arrow table or as `PropertyColumn`s (whose dictionaries may
+            hold more values than the tile uses: only the used ones are written); nulls are left out of a
+            feature's tags.
         extent: tile extent in units.
 
     Returns:
         The tile bytes.
     """
+    if isinstance(properties, pa.Table):
+        properties = [PropertyColumn.from_arrow(k, properties.column(k)) for k in properties.column_names]
     n = len(fid)
     tags: list[pbf.Segment] = []
-    values: list[np.ndarray] = []
+    values: list[pbf.Segment] = []
     base = 0
-    for j, column in enumerate(properties.columns):
-        enc = pc.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
-        valid = enc.is_valid().to_numpy(zero_copy_only=False)
-        index = enc.indices.fill_null(0).to_numpy().astype(np.int64) + base
-        data, count = _value_messages(enc.dictionary)
-        values.append(data)
-        base += count
+    for j, column in enumerate(properties):
+        valid = column.codes >= 0
+        used, local = np.unique(column.codes[valid], return_inverse=True)
+        index = np.zeros(n, dtype=np.int64)
+        index[valid] = local + base
+        base += len(used)
+        values.append(pbf.Segment(column.lengths[used], data=column.entries, offsets=column.offsets[used]))
         tags += [pbf.varints(np.full(n, j, dtype=np.int64), valid), pbf.varints(index, valid)]
     tag_len = pbf.record_lengths(tags) if tags else np.zeros(n, dtype=np.int64)
     geometry = [pbf.const(b"\x09", n), pbf.varints(pbf.zigzag(px)), pbf.varints(pbf.zigzag(py))]  # MoveTo(1)
     has_tags = tag_len > 0
     inner = [pbf.const(b"\x08", n), pbf.varints(fid),  # id = 1
              pbf.const(b"\x12", n, has_tags), pbf.varints(tag_len, has_tags), *tags,  # tags = 2, packed
-             pbf.const(b"\x18\x01", n),  # type = 3: POINT
-             pbf.const(b"\x22", n), pbf.varints(pbf.record_lengths(geometry)), *geometry]  # geometry = 4, packed
+             pbf.const(b"\x18\x01\x22", n),  # type = 3: POINT; geometry = 4, packed:
+             pbf.varints(pbf.record_lengths(geometry)), *geometry]
     features, _ = pbf.assemble([pbf.const(b"\x12", n), pbf.varints(pbf.record_lengths(inner)), *inner])
     layer = b"".join([
         pbf.field_key(15, 0) + pbf.encode_varint(2),
         pbf.length_delimited(1, name.encode()),
         features.tobytes(),
-        *(pbf.length_delimited(3, key.encode()) for key in properties.column_names),
-        *(v.tobytes() for v in values),
+        *(pbf.length_delimited(3, c.name.encode()) for c in properties),
+        *(pbf.assemble([v])[0].tobytes() for v in values if len(v.lengths)),
         pbf.field_key(5, 0) + pbf.encode_varint(extent),
     ])
     return pbf.length_delimited(3, layer)
@@ -561,7 +593,7 @@ class VectorTileLayer:
         scale = o.extent / (xb.right - xb.left)
         px = np.floor((index.x[rows] - xb.left) * scale + 0.5).astype(np.int64)
         py = np.floor((xb.top - index.y[rows]) * scale + 0.5).astype(np.int64)
-        props = index.properties.take(pa.array(rows)) if index.properties.num_columns else index.properties
+        props = [c.take(rows) for c in index.properties]
         return VectorTile(encode_points(self.name, index.fid[rows], px, py, props, o.extent), len(rows))
 
 
@@ -580,5 +612,5 @@ def vector_layers_json(infos: Sequence[LayerInfo], options: MvtOptions) -> list[
              "fields": {f.name: kind(f) for f in i.fields}} for i in infos]
 
 
-__all__ = ["MVT_MEDIA_TYPE", "MvtOptions", "PointIndex", "VectorTile", "VectorTileLayer", "check_tile",
-           "encode_points", "morton", "mvt_property", "vector_layers_json", "web_mercator"]
+__all__ = ["MVT_MEDIA_TYPE", "MvtOptions", "PointIndex", "PropertyColumn", "VectorTile", "VectorTileLayer",
+           "check_tile", "encode_points", "morton", "mvt_property", "vector_layers_json", "web_mercator"]
