@@ -41,7 +41,8 @@ from pyproj import CRS
 from cim.crs import parse_crs, transformer
 from cim.errors import OutputExistsError
 from layers import themes as theme_registry
-from layers.db import connect
+from layers.cache import CachedLayer, LayerCache, budget_mb_from_env, estimate_bytes, load_layer
+from layers.db import ROW_GROUP_SIZE, connect
 from layers.errors import (
     LayerExistsError,
     LayerInputError,
@@ -128,6 +129,14 @@ def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+def _stat_state(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -147,6 +156,8 @@ class LayerStore:
         read_only: open read-only (many read-only processes may share the file while no process writes).
         clearance: the highest security level the caller may see.
         lock_timeout: seconds to wait, retrying, while another process holds the file.
+        cache_mb: memory budget of the hot-layer cache for bbox queries (`layers.cache`), in megabytes; default
+            `$CIM_LAYER_CACHE_MB`, else 512; 0 disables it.
 
     Example:
         >>> with LayerStore("city.duckdb") as store:  # doctest: +SKIP
@@ -161,6 +172,7 @@ class LayerStore:
         read_only: bool = False,
         clearance: str = "confidential",
         lock_timeout: float = 10.0,
+        cache_mb: float | None = None,
     ) -> None:
         if clearance not in SECURITY_LEVELS:
             raise LayerInputError(f"clearance {clearance!r} is not one of {', '.join(SECURITY_LEVELS)}")
@@ -174,9 +186,13 @@ class LayerStore:
         self._readers: list[duckdb.DuckDBPyConnection] = []
         self._readers_lock = threading.Lock()
         self._commit_lock = threading.Lock()  # one import commit at a time (version numbers)
-        # (name, version) -> (info, table): the catalogue of a layer is read once per store and forgotten on every
-        # write through this store; DuckDB lets no other process write while this one holds the file.
-        self._meta: dict[tuple[str, int | None], tuple[LayerInfo, str]] = {}
+        # (name, version) -> (info, table, cache key): the catalogue of a layer is read once and forgotten on every
+        # write through this store, and when the file or its WAL changes (another store object of this process
+        # shares the same DuckDB database and may write to it).
+        self._meta: dict[tuple[str, int | None], tuple[LayerInfo, str, str]] = {}
+        self._file_state: tuple[Any, ...] | None = None
+        budget = budget_mb_from_env() if cache_mb is None else float(cache_mb)
+        self.cache = LayerCache(int(max(budget, 0.0) * 1e6))
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> LayerStore:
@@ -236,6 +252,7 @@ class LayerStore:
             self._con = None
             self._local = threading.local()
             self._meta.clear()
+            self.cache.clear()
 
     def __enter__(self) -> LayerStore:
         return self.open()
@@ -541,13 +558,34 @@ class LayerStore:
             out.append(self._info(row, self._version_row(row["name"], None, row)))
         return out
 
-    def _layer_meta(self, name: str, version: int | None) -> tuple[LayerInfo, str]:
+    def _file_changed(self) -> bool:
+        """True (once) when the store file or its WAL changed since the last look: a stat each, no SQL."""
+        state = tuple(_stat_state(p) for p in (self.path, self.path.with_name(self.path.name + ".wal")))
+        if state == self._file_state:
+            return False
+        self._file_state = state
+        return True
+
+    def _layer_entry(self, name: str, version: int | None) -> tuple[LayerInfo, str, str]:
+        if self._file_changed():
+            self._meta.clear()
         key = (name, version)
-        if key not in self._meta:
+        entry = self._meta.get(key)
+        if entry is None:
             row = self._visible_row(name)
             vrow = self._version_row(name, version, row)
-            self._meta[key] = (self._info(row, vrow), "data." + quote(vrow["table_name"]))
-        return self._meta[key]
+            # versions never change, but a purged layer's table name comes back with its next import: the cache
+            # key adds the time the table was written (its first version row)
+            written = self._reader().execute(
+                "SELECT min(created_at) FROM catalogue.versions WHERE layer = ? AND table_name = ?",
+                [name, vrow["table_name"]]).fetchone()[0]
+            entry = self._meta[key] = (self._info(row, vrow), "data." + quote(vrow["table_name"]),
+                                       f"{vrow['table_name']}@{written}")
+        return entry
+
+    def _layer_meta(self, name: str, version: int | None) -> tuple[LayerInfo, str]:
+        info, table, _ = self._layer_entry(name, version)
+        return info, table
 
     def info(self, name: str, version: int | None = None) -> LayerInfo:
         """Catalogue record of a layer (schema, extent, source, CRS...), of its current version by default."""
@@ -705,13 +743,28 @@ class LayerStore:
             limit, offset: paging.
             version: an older version (default current).
             order: sort by fid; by default only when paging (otherwise rows come in the store's Hilbert order).
+
+        A bbox selection without `intersects` and `where` is answered from the in-memory layer cache
+        (`layers.cache`) when the layer fits its budget: the first such query of a layer version loads it.
         """
-        info, table, cols, clauses, params = self._selection(name, bbox=bbox, intersects=intersects, where=where,
-                                                             fields=fields, version=version)
+        _, table, cols, clauses, params = self._selection(name, bbox=bbox, intersects=intersects, where=where,
+                                                          fields=fields, version=version)
+        by_fid = bool(order or (order is None and (limit is not None or offset)))
+        if self._bbox_only(bbox, intersects, where) and (limit is None or int(limit) >= 0) and int(offset) >= 0:
+            hot = self._hot_layer(name, version)
+            if hot is not None:
+                return hot.query(_check_bbox(bbox), cols, limit=None if limit is None else int(limit),
+                                 offset=int(offset), order_by_fid=by_fid)
         sql = (f"SELECT fid, {''.join(quote(c) + ', ' for c in cols)}ST_AsWKB(geom) AS geom FROM {table}"
                + (" WHERE " + " AND ".join(clauses) if clauses else ""))
-        if order or (order is None and (limit is not None or offset)):
+        if by_fid:
             sql += " ORDER BY fid"
+        elif bbox is not None or intersects is not None:
+            # The R-tree yields rows in its own order; the store's (Hilbert) order is the documented one. Paging is
+            # done here: DuckDB 1.4.4 fails with an internal error on ORDER BY rowid LIMIT after an R-tree scan.
+            sql += " ORDER BY rowid"
+            table = self._run(sql, params, where)
+            return table.slice(int(offset), None if limit is None else max(int(limit), 0))
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
@@ -719,6 +772,33 @@ class LayerStore:
             sql += " OFFSET ?"
             params.append(int(offset))
         return self._run(sql, params, where)
+
+    def _bbox_only(self, bbox: Sequence[float] | None, intersects: Any, where: str | None) -> bool:
+        """True for the selections the layer cache answers: a bbox with some area and no other filter (a window of
+        zero width or height goes to DuckDB: its envelope is a degenerate polygon, left to DuckDB's own rules)."""
+        if not self.cache.enabled or bbox is None or intersects is not None or where:
+            return False
+        b = _check_bbox(bbox)
+        return b.xmin < b.xmax and b.ymin < b.ymax
+
+    def _hot_layer(self, name: str, version: int | None) -> CachedLayer | None:
+        """The layer version from the cache, loading it now if it fits; None: ask DuckDB (the cache is off, the
+        layer is too large, or another thread is loading it)."""
+        info, table, key = self._layer_entry(name, version)
+        layer = self.cache.get(key)
+        if layer is not None or not self.cache.claim(key):
+            return layer
+        try:
+            cur = self._reader()
+            if self.cache.too_large(key, estimate_bytes(cur, table, info.field_names(), info.feature_count)):
+                self.cache.release(key)
+                return None
+            layer = load_layer(cur, table, info.field_names(), info.geometry_type)
+        except BaseException:
+            self.cache.release(key)
+            raise
+        self.cache.put(key, layer)
+        return layer
 
     def _run(self, sql: str, params: list[Any], where: str | None) -> pa.Table:
         try:
@@ -731,6 +811,10 @@ class LayerStore:
         """Number of features matching the same selection as `query`."""
         _, table, _, clauses, params = self._selection(name, bbox=bbox, intersects=intersects, where=where,
                                                        fields=[], version=version)
+        if self._bbox_only(bbox, intersects, where):
+            hot = self._hot_layer(name, version)
+            if hot is not None:
+                return int(hot.select(_check_bbox(bbox)).size)
         sql = f"SELECT count(*) AS n FROM {table}" + (" WHERE " + " AND ".join(clauses) if clauses else "")
         return int(self._run(sql, params, where).column(0)[0].as_py())
 
