@@ -129,7 +129,7 @@ def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def _stat_state(path: Path) -> tuple[int, int, int] | None:
+def _stat_state(path: str) -> tuple[int, int, int] | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -191,6 +191,7 @@ class LayerStore:
         # shares the same DuckDB database and may write to it).
         self._meta: dict[tuple[str, int | None], tuple[LayerInfo, str, str]] = {}
         self._file_state: tuple[Any, ...] | None = None
+        self._stat_paths = (os.fspath(self.path), os.fspath(self.path) + ".wal")
         budget = budget_mb_from_env() if cache_mb is None else float(cache_mb)
         self.cache = LayerCache(int(max(budget, 0.0) * 1e6))
 
@@ -560,7 +561,7 @@ class LayerStore:
 
     def _file_changed(self) -> bool:
         """True (once) when the store file or its WAL changed since the last look: a stat each, no SQL."""
-        state = tuple(_stat_state(p) for p in (self.path, self.path.with_name(self.path.name + ".wal")))
+        state = (_stat_state(self._stat_paths[0]), _stat_state(self._stat_paths[1]))
         if state == self._file_state:
             return False
         self._file_state = state
@@ -747,10 +748,17 @@ class LayerStore:
         A bbox selection without `intersects` and `where` is answered from the in-memory layer cache
         (`layers.cache`) when the layer fits its budget: the first such query of a layer version loads it.
         """
+        return self._query_arrow(name, bbox=bbox, intersects=intersects, where=where, fields=fields, limit=limit,
+                                 offset=offset, version=version, order=order, cached=True)
+
+    def _query_arrow(self, name: str, *, bbox: Sequence[float] | None, intersects: Any, where: str | None,
+                     fields: Sequence[str] | None, limit: int | None, offset: int, version: int | None,
+                     order: bool | None, cached: bool) -> pa.Table:
         _, table, cols, clauses, params = self._selection(name, bbox=bbox, intersects=intersects, where=where,
                                                           fields=fields, version=version)
         by_fid = bool(order or (order is None and (limit is not None or offset)))
-        if self._bbox_only(bbox, intersects, where) and (limit is None or int(limit) >= 0) and int(offset) >= 0:
+        if cached and self._bbox_only(bbox, intersects, where) and (limit is None or int(limit) >= 0) \
+                and int(offset) >= 0:
             hot = self._hot_layer(name, version)
             if hot is not None:
                 return hot.query(_check_bbox(bbox), cols, limit=None if limit is None else int(limit),
@@ -809,9 +817,13 @@ class LayerStore:
     def count(self, name: str, *, bbox: Sequence[float] | None = None, intersects: Any = None,
               where: str | None = None, version: int | None = None) -> int:
         """Number of features matching the same selection as `query`."""
+        return self._count(name, bbox=bbox, intersects=intersects, where=where, version=version, cached=True)
+
+    def _count(self, name: str, *, bbox: Sequence[float] | None, intersects: Any, where: str | None,
+               version: int | None, cached: bool) -> int:
         _, table, _, clauses, params = self._selection(name, bbox=bbox, intersects=intersects, where=where,
                                                        fields=[], version=version)
-        if self._bbox_only(bbox, intersects, where):
+        if cached and self._bbox_only(bbox, intersects, where):
             hot = self._hot_layer(name, version)
             if hot is not None:
                 return int(hot.select(_check_bbox(bbox)).size)
@@ -861,7 +873,9 @@ class LayerStore:
         if not (-180 <= point.lon <= 180 and -90 <= point.lat <= 90):
             raise LayerInputError(f"--near {point.lon},{point.lat} is not a lon,lat in degrees")
         bbox = kw.pop("bbox")
-        total = self.count(name, bbox=bbox, intersects=kw["intersects"], where=kw["where"], version=kw["version"])
+        # the hot-layer cache is for bbox queries: a nearest-neighbour search never loads a layer into it
+        total = self._count(name, bbox=bbox, intersects=kw["intersects"], where=kw["where"], version=kw["version"],
+                            cached=False)
         k = min(k, total)
         aeqd = f"+proj=aeqd +lat_0={point.lat} +lon_0={point.lon} +ellps=GRS80 +units=m"
         to_local = transformer(STORE_CRS, aeqd)
@@ -870,7 +884,7 @@ class LayerStore:
             dx = radius / max(math.cos(math.radians(point.lat)), 1e-6)
             window = (point.lon - dx, point.lat - radius, point.lon + dx, point.lat + radius)
             window = _clip_bbox(window, bbox)
-            table = self.query_arrow(name, bbox=window, **kw)
+            table = self._query_arrow(name, bbox=window, limit=None, offset=0, order=None, cached=False, **kw)
             covers_all = radius >= 180
             if table.num_rows >= k or covers_all:
                 geoms = shapely.from_wkb(table.column(GEOM).to_numpy(zero_copy_only=False))
