@@ -42,7 +42,7 @@ from cim.crs import parse_crs, transformer
 from cim.errors import OutputExistsError
 from layers import themes as theme_registry
 from layers.cache import CachedLayer, LayerCache, budget_mb_from_env, estimate_bytes, load_layer
-from layers.db import ROW_GROUP_SIZE, connect
+from layers.db import connect
 from layers.errors import (
     LayerExistsError,
     LayerInputError,
