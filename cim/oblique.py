@@ -1,6 +1,6 @@
 """Oblique photography (ContextCapture productions) to 3D Tiles 1.1, with optional singulation by footprints.
 
-Data flow: `metadata.xml` -> Georeference; every mesh file of every tile (`.osgb` through osgconv, or OBJ/PLY/glTF
+Data flow: `metadata.xml` -> Georeference; every mesh file of every tile (`.osgb` through `cim.osgb`, or OBJ/PLY/glTF
 through trimesh) is read on its own, in parallel -> one glb per PagedLOD node: vertices placed exactly (per-vertex
 pyproj transform to ECEF, then float32 in an east-north-up frame at the node), the original JPEG as texture, unlit
 (the photos carry their light) -> the pyramid becomes a REPLACE tree whose geometric errors come from the PagedLOD
@@ -526,7 +526,7 @@ def build_oblique(
 
     Raises:
         InputNotFoundError: the production or metadata.xml is missing.
-        MissingToolError: `.osgb` files and no osgconv.
+        MissingToolError: `.osgb` files, the osgconv reader (CIM_OSGB_READER=osgconv) and no osgconv.
         InputError, CRSError: unreadable inputs.
     """
     options = options or ObliqueOptions()
@@ -538,9 +538,10 @@ def build_oblique(
     geo = read_metadata(prod)
     tiles = find_tiles(prod)
     if any(f.suffix.lower() == ".osgb" for t in tiles for f in t.files):
-        from cim.osgb import osgconv_path
+        from cim.osgb import osgb_reader, osgconv_path
 
-        osgconv_path()
+        if osgb_reader() == "osgconv":
+            osgconv_path()
     out = Path(out_dir)
     jobs = []
     data_root = prod / "Data" if (prod / "Data").is_dir() else prod

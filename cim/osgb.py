@@ -1,11 +1,18 @@
-"""Read OpenSceneGraph binary (`.osgb`) files of an oblique-photography pyramid through `osgconv`.
+"""Read OpenSceneGraph binary (`.osgb`) files of an oblique-photography pyramid.
 
-`osgconv` (Debian package `openscenegraph`) turns one `.osgb` into the old text format `.osg` with 9 significant
-digits (float32 round-trips exactly; the newer `.osgt` writer keeps only 6, about 5 mm at 1 km from the origin).
-It does not follow PagedLOD children, so every file of a pyramid is converted on its own. The text gives the
-scene graph (PagedLOD centre, radius, ranges and child file names; geometry arrays); the textures are taken from the
-`.osgb` itself, where ContextCapture embeds the original JPEG files: no decoding and re-encoding, no quality loss.
-When a file carries no embedded image files, `osgconv` writes the textures out instead.
+Two readers give the same `OsgFile`:
+
+- `native` (the default): `cim.osgb_binary` deserialises the binary stream itself (struct and numpy over the bytes)
+  and this module flattens its scene graph; the embedded JPEG files are taken as they are.
+- `osgconv`: `osgconv` (Debian package `openscenegraph`) turns one `.osgb` into the old text format `.osg` with 9
+  significant digits (float32 round-trips exactly; the newer `.osgt` writer keeps only 6, about 5 mm at 1 km from
+  the origin), which `parse_osg` reads; the textures are taken from the `.osgb` itself, where ContextCapture embeds
+  the original JPEG files: no decoding and re-encoding, no quality loss. When a file carries no embedded image
+  files, `osgconv` writes the textures out instead.
+
+Neither follows PagedLOD children: every file of a pyramid is read on its own. `read_osgb(path, reader=...)` or the
+environment variable `CIM_OSGB_READER=native|osgconv` picks the reader; a file the native reader does not
+understand is read through osgconv with an `OsgbReaderWarning`.
 """
 
 from __future__ import annotations
@@ -16,17 +23,21 @@ import shutil
 import struct
 import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
-from cim.errors import InputError, MissingToolError
+from cim.errors import CimWarning, InputError, MissingToolError
 
 OSGCONV_ENV = "CIM_OSGCONV"
+READER_ENV = "CIM_OSGB_READER"
+OsgbReader = Literal["native", "osgconv"]
 
 # osgb IncludeFile images: <uint32 size> then the file's bytes; JPEG, PNG and WebP signatures.
-_IMAGE_START = re.compile(rb"\xff\xd8\xff|\x89PNG\r\n\x1a\n|RIFF....WEBP", re.S)
+_IMAGE_START = re.compile(rb"\xff\xd8\xff|\x89PNG\r\n\x1a\n|RIFF....WEBP", re.DOTALL)
 
 
 @dataclass
@@ -121,20 +132,175 @@ def run_osgconv(src: Path, dst: Path, options: str = "", timeout: float = 600.0)
         raise InputError(f"osgconv could not read {src}: {' / '.join(msg) or 'no output written'}")
 
 
-def read_osgb(path: str | os.PathLike[str], workdir: str | os.PathLike[str] | None = None) -> OsgFile:
-    """Read one `.osgb` file (not its paged children) through osgconv.
+class OsgbReaderWarning(CimWarning):
+    """The native reader could not read a file, which was read through osgconv instead."""
+
+
+def osgb_reader(reader: str | None = None) -> OsgbReader:
+    """The reader to use: `reader`, else `$CIM_OSGB_READER`, else "native".
+
+    Raises:
+        InputError: an unknown reader name.
+    """
+    name = (reader or os.environ.get(READER_ENV) or "native").strip().lower()
+    if name not in ("native", "osgconv"):
+        raise InputError(f"OSGB reader {name!r} is unknown; choose 'native' or 'osgconv' ({READER_ENV})")
+    return name  # type: ignore[return-value]
+
+
+def read_osgb(path: str | os.PathLike[str], workdir: str | os.PathLike[str] | None = None, *,
+              reader: OsgbReader | None = None) -> OsgFile:
+    """Read one `.osgb` file (not its paged children).
 
     Args:
         path: the `.osgb` file.
         workdir: folder for osgconv's temporary output (a new temporary folder by default).
+        reader: "native" (parse the binary stream here) or "osgconv" (through osgconv's `.osg` text); default
+            `$CIM_OSGB_READER`, else "native". A file the native reader does not understand is read through
+            osgconv, with an OsgbReaderWarning naming what stopped it.
 
     Raises:
-        MissingToolError: osgconv is not installed.
-        InputError: osgconv cannot read the file or its output is not understood.
+        MissingToolError: the osgconv path is needed and osgconv is not installed.
+        InputError: the file cannot be read.
     """
     src = Path(path)
     if not src.is_file():
         raise InputError(f"{src} does not exist")
+    if osgb_reader(reader) == "native":
+        from cim.osgb_binary import OsgbFormatError
+
+        try:
+            return read_osgb_native(src)
+        except OsgbFormatError as exc:
+            warnings.warn(f"{exc}; reading it through osgconv instead", OsgbReaderWarning, stacklevel=2)
+    return _read_osgb_osgconv(src, workdir)
+
+
+def read_osgb_native(path: str | os.PathLike[str]) -> OsgFile:
+    """Read one `.osgb` file with the native binary reader (no osgconv, no fallback).
+
+    Raises:
+        cim.osgb_binary.OsgbFormatError: a structure the reader does not understand (file, class, property, offset).
+    """
+    from cim.osgb_binary import read_scene
+
+    src = Path(path)
+    root = read_scene(src.read_bytes(), src)
+    loose = LodNode(center=np.zeros(3), radius=0.0)
+    nodes: list[LodNode] = []
+    tex: dict[int, Any] = {}
+    _walk(root, nodes, loose, np.eye(4), tex, src)
+    if loose.geometries:
+        pts = np.vstack([g.positions for g in loose.geometries])
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        loose.center, loose.radius = (lo + hi) / 2, float(np.linalg.norm(hi - lo) / 2)
+        nodes.insert(0, loose)
+    images: list[tuple[bytes, str]] = []
+    for n in nodes:
+        for g in n.geometries:
+            if g.texture_name is not None:
+                g.texture = len(images)
+                images.append(_native_image(tex[id(g)], src))
+    return OsgFile(src, nodes, images)
+
+
+def _walk(o: Any, nodes: list[LodNode], owner: LodNode, matrix: np.ndarray, tex: dict[int, Any], src: Path) -> None:
+    """Flatten an object tree as `parse_osg` flattens osgconv's text (same nodes, same order)."""
+    cls = o["class"]
+    if cls == "osg::PagedLOD":
+        nodes.append(_paged_lod(o, matrix, tex, src))
+    elif cls == "osg::Geometry":
+        owner.geometries.append(_geometry(o, matrix, tex, src))
+    elif cls == "osg::MatrixTransform":
+        m = matrix @ o["matrix"].T if "matrix" in o else matrix
+        for c in o.get("children", []):
+            _walk(c, nodes, owner, m, tex, src)
+    else:
+        for c in o.get("children", []):
+            _walk(c, nodes, owner, matrix, tex, src)
+
+
+def _paged_lod(o: Any, matrix: np.ndarray, tex: dict[int, Any], src: Path) -> LodNode:
+    node = LodNode(center=np.zeros(3), radius=0.0)
+    if o.get("center_mode") == 1 and "center" in o:  # USER_DEFINED_CENTER: the only mode the .osg text writes
+        c = np.append(np.asarray(o["center"], np.float32).astype(np.float64), 1.0)
+        node.center = (matrix @ c)[:3]
+    radius = float(np.float32(o.get("radius", -1.0)))
+    node.radius = radius * float(np.cbrt(abs(np.linalg.det(matrix[:3, :3]))))
+    node.range_mode = "DISTANCE_FROM_EYE_POINT" if o.get("range_mode", 0) == 0 else "PIXEL_SIZE_ON_SCREEN"
+    ranges = o.get("ranges")
+    node.ranges = [] if ranges is None else [(float(a), float(b)) for a, b in ranges]
+    names = o.get("file_names", [])
+    node.child_files = [nm for nm in names if nm]
+    if names and len(node.ranges) == len(names):
+        node.ranges = [r for r, nm in zip(node.ranges, names) if nm] or node.ranges
+    inner: list[LodNode] = []
+    for c in o.get("children", []):
+        if c["class"] == "osg::Geometry":
+            node.geometries.append(_geometry(c, matrix, tex, src))
+        elif c["class"] != "osg::PagedLOD":  # the text path drops PagedLODs nested in a PagedLOD
+            _walk(c, inner, node, matrix, tex, src)
+    return node
+
+
+def _geometry(o: Any, matrix: np.ndarray, tex: dict[int, Any], src: Path) -> Geometry:
+    from cim.osgb_binary import OsgbFormatError
+
+    v = o.get("vertices")
+    positions = np.zeros((0, 3)) if v is None else v.astype(np.float64)
+    texcoords = None
+    tcs = o.get("texcoords") or []
+    if tcs and tcs[0] is not None:
+        texcoords = tcs[0][:, :2].astype(np.float64)
+    tris = [_triangles(mode, idx.astype(np.int64)) for mode, idx in o.get("primitives", [])
+            if idx is not None and mode != "DrawArrayLengths"]
+    if not np.allclose(matrix, np.eye(4)):
+        positions = positions @ matrix[:3, :3].T + matrix[:3, 3]
+    indices = np.concatenate(tris) if tris else np.zeros((0, 3), np.int64)
+    if len(indices) and indices.max() >= len(positions):
+        raise OsgbFormatError(f"{src}: triangle index {int(indices.max())} beyond {len(positions)} vertices")
+    g = Geometry(positions=positions, indices=indices, texcoords=texcoords)
+    image = None
+    ss = o.get("stateset") or {}
+    for unit in ss.get("texture_units", []):
+        for attr in unit:
+            img = attr.get("image") if attr["class"] == "osg::Texture2D" else None
+            if img is not None and img["file_name"] and _image_loads(img, src):
+                image = img
+    if image is not None:
+        g.texture_name = image["file_name"]
+        tex[id(g)] = image
+    return g
+
+
+def _external(img: Any, src: Path) -> Path:
+    name = Path(img["file_name"])
+    return name if name.is_absolute() else src.parent / name
+
+
+def _image_loads(img: Any, src: Path) -> bool:
+    """Whether osgconv would have an image here (an external file it cannot find leaves the texture out)."""
+    return img["decision"] in (0, 1) or _external(img, src).is_file()
+
+
+def _native_image(img: Any, src: Path) -> tuple[bytes, str]:
+    from cim.osgb_binary import OsgbFormatError
+
+    if img["decision"] == 1:
+        data = img["file_bytes"]
+    elif img["decision"] == 0:
+        raise OsgbFormatError(f"{src}: osg::Image {img['file_name']!r} holds raw pixel data (not an image file); "
+                              "read it through osgconv (CIM_OSGB_READER=osgconv)")
+    else:
+        data = _external(img, src).read_bytes()
+    try:
+        return data, _mime(data[:16])
+    except InputError as exc:
+        raise OsgbFormatError(f"{src}: osg::Image {img['file_name']!r}: {exc}") from exc
+
+
+def _read_osgb_osgconv(src: Path, workdir: str | os.PathLike[str] | None) -> OsgFile:
+    """Read one `.osgb` file through osgconv's `.osg` text."""
     with tempfile.TemporaryDirectory(prefix="cim-osg-", dir=workdir) as tmp:
         out = Path(tmp) / (src.stem + ".osg")
         run_osgconv(src, out, "precision 9")
@@ -228,7 +394,7 @@ class _Text:
         end = self.text.find("}", start + 1)
         if start < 0 or end < 0:
             raise InputError(f"{self.what}: unterminated array block")
-        values = np.fromstring(self.text[start + 1:end], sep=" ")  # noqa: NPY201 - text mode is fast and kept
+        values = np.fromstring(self.text[start + 1:end], sep=" ")
         self.pos = end + 1
         if len(values) != count:
             raise InputError(f"{self.what}: array block has {len(values)} numbers, expected {count}")
@@ -416,5 +582,5 @@ def _triangles(mode: str, idx: np.ndarray) -> np.ndarray:
     return np.zeros((0, 3), np.int64)
 
 
-__all__ = ["Geometry", "LodNode", "OsgFile", "embedded_images", "has_osgconv", "osgconv_path", "parse_osg",
-           "read_osgb", "run_osgconv"]
+__all__ = ["Geometry", "LodNode", "OsgFile", "OsgbReaderWarning", "embedded_images", "has_osgconv", "osgb_reader",
+           "osgconv_path", "parse_osg", "read_osgb", "read_osgb_native", "run_osgconv"]
