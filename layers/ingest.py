@@ -9,7 +9,11 @@ rejected with a reason.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -18,7 +22,7 @@ import shapely
 from pyproj import CRS
 
 from cim.crs import parse_crs, transformer
-from layers.db import connect
+from layers.db import ROW_GROUP_SIZE, connect
 from layers.errors import GeometryRejectedError, LayerInputError
 from layers.models import Rejection
 from layers.sources import GEOM, SourceData
@@ -27,6 +31,8 @@ from layers.types import STORE_CRS
 FID = "fid"
 _RESERVED = {FID, GEOM}
 _CHUNK = 1 << 14
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 _OUT_OF_RANGE = "coordinates outside the lon/lat range (is the CRS right? pass --crs)"
 
 
@@ -136,17 +142,50 @@ def stage(source: SourceData, *, key_field: str | None = None) -> Staged:
     kept = np.flatnonzero(keep)
     box = bounds[kept]
     extent = (float(box[:, 0].min()), float(box[:, 1].min()), float(box[:, 2].max()), float(box[:, 3].max()))
-    order = kept[np.argsort(hilbert_keys((box[:, 0] + box[:, 2]) / 2, (box[:, 1] + box[:, 3]) / 2, extent),
-                            )]
+    cx, cy = (box[:, 0] + box[:, 2]) / 2, (box[:, 1] + box[:, 3]) / 2
+    keys = np.concatenate(_parallel(lambda i: hilbert_keys(cx[i:i + _CHUNK], cy[i:i + _CHUNK], extent),
+                                    range(0, len(kept), _CHUNK)))
+    order = kept[np.argsort(keys)]
     attrs, renamed = _normalise(source.table.drop_columns([GEOM]))
-    table = (attrs.add_column(0, FID, pa.array(fids, pa.int64())).append_column(GEOM, wkb)
-             .take(pa.array(order)))
+    table = take_rows(attrs.add_column(0, FID, pa.array(fids, pa.int64())).append_column(GEOM, wkb), order)
     key = key_field or source.key_field or FID
     key = renamed.get(key, key)
     if key not in table.column_names or key == GEOM:
         raise LayerInputError(f"--key {key_field!r} is not a field of {source.path}; fields: "
                               f"{', '.join(c for c in table.column_names if c != GEOM)}")
     return Staged(source, table, n, len(replacement), rejected, source.crs, key, renamed, extent)
+
+
+def _parallel(fn: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
+    """`[fn(i) for i in items]` on a few threads: numpy and Arrow kernels release the GIL."""
+    todo = list(items)
+    workers = min(4, os.cpu_count() or 1, len(todo))
+    if workers < 2:
+        return [fn(i) for i in todo]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, todo))
+
+
+def take_rows(table: pa.Table, order: np.ndarray) -> pa.Table:
+    """`table.take(order)`, column pieces taken in parallel, one chunk per DuckDB row group.
+
+    Args:
+        table: the rows.
+        order: (m,) int64 row indices.
+
+    Returns:
+        The m rows in `order`, every column in chunks of `ROW_GROUP_SIZE` rows (the last one shorter), which
+        DuckDB writes as row groups as they are.
+    """
+    index = pa.array(order, pa.int64())
+    starts = range(0, len(order), ROW_GROUP_SIZE)
+    columns = [c.chunk(0) if c.num_chunks == 1 else c.combine_chunks() for c in table.columns]
+    pieces = _parallel(lambda job: pc.take(columns[job[0]], index.slice(job[1], ROW_GROUP_SIZE)),
+                       [(c, i) for c in range(len(columns)) for i in starts])
+    per_column = len(starts)
+    return pa.Table.from_arrays(
+        [pa.chunked_array(pieces[c * per_column:(c + 1) * per_column], table.schema.field(c).type)
+         for c in range(len(columns))], schema=table.schema)
 
 
 def _find_problems(wkb: pa.Array, *, geographic: bool) -> tuple[dict[int, str], np.ndarray]:
@@ -207,7 +246,7 @@ def simply_valid(wkb: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """
     n = len(wkb)
     if n > _CHUNK:  # small temporaries stay in cache and are not faulted in afresh for every step
-        parts = [simply_valid(wkb.slice(i, _CHUNK)) for i in range(0, n, _CHUNK)]
+        parts = _parallel(lambda i: simply_valid(wkb.slice(i, _CHUNK)), range(0, n, _CHUNK))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     ok = np.zeros(n, dtype=bool)
     bounds = np.full((n, 4), np.nan)
@@ -401,4 +440,4 @@ def _normalise(table: pa.Table) -> tuple[pa.Table, dict[str, str]]:
     return pa.table(columns, names=names), renamed
 
 
-__all__ = ["FID", "Staged", "crs_label", "is_store_crs", "stage"]
+__all__ = ["FID", "Staged", "crs_label", "is_store_crs", "stage", "take_rows"]

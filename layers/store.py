@@ -42,7 +42,7 @@ from cim.crs import parse_crs, transformer
 from cim.errors import OutputExistsError
 from layers import themes as theme_registry
 from layers.cache import CachedLayer, LayerCache, budget_mb_from_env, estimate_bytes, load_layer
-from layers.db import connect
+from layers.db import ROW_GROUP_SIZE, connect
 from layers.errors import (
     LayerExistsError,
     LayerInputError,
@@ -84,7 +84,7 @@ SCHEMA_VERSION = "1"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _LOCK_WORDS = ("lock", "conflicting")
 _COMPRESSION_OFF = "fsst,dict_fsst,dictionary,alp,alprd"
-_BATCH = 1 << 16  # rows per Arrow batch handed to DuckDB
+_BATCH = ROW_GROUP_SIZE  # rows per Arrow batch handed to DuckDB: one row group each, written without merging
 _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
             "FLOAT", "DOUBLE", "REAL")
 
