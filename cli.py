@@ -163,16 +163,21 @@ def sample_cmd(
     footprint_format: Annotated[
         str, typer.Option("--footprint-format", help="Footprints as gpkg (GeoPackage) or parquet (GeoParquet).")
     ] = "gpkg",
+    no_oblique: Annotated[bool, typer.Option(
+        "--no-oblique", help="Leave out the synthetic oblique production (oblique/; also left out by --no-rasters "
+                             "and --no-ortho).")] = False,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Generate the embedded sample city (Datong, EPSG:4547): DEM, DSM, orthophoto, footprints, layers, manifest."""
+    """Generate the embedded sample city (Datong, EPSG:4547): DEM, DSM, orthophoto, footprints, layers, oblique
+    production, manifest."""
     from cim.sample import generate
 
     with progress_bar(as_json) as cb:
         city = generate(out, buildings=buildings, seed=seed, overwrite=overwrite, rasters=not no_rasters,
                         ortho=not no_ortho, layers=("buildings",) if footprints_only else None,
                         footprint_format=footprint_format,  # type: ignore[arg-type]
+                        oblique=not (no_oblique or no_rasters or no_ortho),
                         progress=None if cb is None else (lambda stage, f: cb("sample", round(f * 100), 100)))
     emit(city, as_json, f"[green]sample city[/] {city.root}: {city.n_buildings} buildings, "
                         f"{len(city.layers)} vector layers, manifest {city.manifest}")

@@ -461,7 +461,7 @@ def roof_frames(geoms: np.ndarray) -> RoofFrames:
     other = np.flatnonzero(~rect)
     if len(other):
         lo, hi = np.zeros(len(other)), half_width[other].copy()
-        for _ in range(14):  # bisection to ~1e-4 of the half width
+        for _ in range(10):  # bisection to 1/1024 of the half width
             mid = (lo + hi) / 2
             gone = shapely.is_empty(shapely.buffer(parts[other], -mid, join_style="mitre", mitre_limit=100.0))
             hi, lo = np.where(gone, mid, hi), np.where(gone, lo, mid)
@@ -540,12 +540,42 @@ def _profiles(fr: RoofFrames, part: np.ndarray, x: np.ndarray, y: np.ndarray) ->
     out[5], out[6] = 1 - np.abs(v), 1 - np.abs(u)
     out[7] = np.minimum(1 - np.abs(u), 1 - np.abs(v))
     out[8] = np.minimum(1.0, np.minimum(a * (1 - np.abs(u)), b * (1 - np.abs(v))) / b)
-    odd = ~fr.rect[part]
-    if odd.any():
-        d = shapely.distance(shapely.points(x[odd], y[odd]), fr.boundary[part[odd]])
+    odd = np.flatnonzero(~fr.rect[part])
+    if len(odd):
+        d = _boundary_distance(fr, part[odd], x[odd], y[odd])
         out[8, odd] = np.minimum(1.0, d / fr.reach[part[odd]])
     # pitched roofs other than hipped are built on rectangles only (cim.roofs.building_solid)
     out[1:8, ~fr.building_rect[fr.owner[part]]] = np.nan
+    return out
+
+
+def _boundary_distance(fr: RoofFrames, part: np.ndarray, x: np.ndarray, y: np.ndarray,
+                       chunk: int = 4_000_000) -> np.ndarray:
+    """(m,) distance from points to the boundary of their part: every point against its part's edges, in bulk."""
+    rings = shapely.get_rings(fr.parts[np.unique(part)])
+    xy, ring = shapely.get_coordinates(rings, return_index=True)
+    _, ring_part = shapely.get_rings(fr.parts[np.unique(part)], return_index=True)
+    seg_ok = ring[1:] == ring[:-1]  # consecutive vertices of one ring
+    a, b = xy[:-1][seg_ok], xy[1:][seg_ok]
+    seg_part = np.unique(part)[ring_part[ring[:-1][seg_ok]]]
+    order = np.argsort(seg_part, kind="stable")
+    a, b, seg_part = a[order], b[order], seg_part[order]
+    first = np.searchsorted(seg_part, part)
+    count = np.searchsorted(seg_part, part, side="right") - first
+    out = np.empty(len(part))
+    start = 0
+    while start < len(part):  # bounded memory: at most about `chunk` point-edge pairs at a time
+        cum = np.cumsum(count[start:])
+        stop = start + max(1, int(np.searchsorted(cum, chunk)))
+        c = count[start:stop]
+        pt = np.repeat(np.arange(start, stop), c)
+        seg = np.repeat(first[start:stop] - np.cumsum(c) + c, c) + np.arange(c.sum())
+        ab = b[seg] - a[seg]
+        ap = np.column_stack([x[pt], y[pt]]) - a[seg]
+        t = np.clip(np.einsum("ij,ij->i", ap, ab) / np.maximum(np.einsum("ij,ij->i", ab, ab), 1e-18), 0, 1)
+        d2 = np.einsum("ij,ij->i", ap - t[:, None] * ab, ap - t[:, None] * ab)
+        out[start:stop] = np.sqrt(np.minimum.reduceat(d2, np.cumsum(c) - c))
+        start = stop
     return out
 
 
@@ -642,8 +672,9 @@ def fit_roofs(frames: RoofFrames, part: np.ndarray, x: np.ndarray, y: np.ndarray
     kept = np.bincount(bld, weights=keep, minlength=n)
     trim = (kept >= min_samples) & (kept < samples)
     if trim.any():
-        w = np.where(trim[bld], keep, 1.0)
-        icpt2, slope2, rss2, crit2 = _least_squares(prof, h, bld, w, n)
+        cells = np.flatnonzero(trim[bld])  # refit the buildings with outliers only, on their cells
+        icpt2, slope2, rss2, crit2 = _least_squares(prof[:, cells], h[cells], bld[cells],
+                                                    keep[cells].astype(np.float64), n)
         pick2 = _choose(crit2)
         pick = np.where(trim, pick2, pick)
         icpt, slope, rss = (np.where(trim, a2, a1) for a1, a2 in ((icpt, icpt2), (slope, slope2), (rss, rss2)))

@@ -45,6 +45,7 @@ from cim.files import replace_dir
 CRS = "EPSG:4547"
 CENTER_LONLAT = (113.30, 40.09)
 MANIFEST = "sample.json"
+OBLIQUE_DIR = "oblique"  # the synthetic oblique production inside a city folder (when written)
 GENERATOR = "cim.sample"
 DEFAULT_BUILDINGS = 2500
 DEFAULT_SEED = 7
@@ -93,6 +94,8 @@ _META: dict[str, tuple[str, str, str, str, str]] = {
     "height_zones": ("控高分区", "Planning height-control zones", "规划管控/控高分区", "市自然资源和规划局",
                      "internal"),
     "trees": ("树木", "Trees", "资源调查/园林绿化", "市园林局", "public"),
+    "oblique": ("倾斜摄影模型", "Oblique photography (synthetic ContextCapture production)", "时空基础/三维模型/倾斜摄影",
+                "市自然资源和规划局", "internal"),
 }
 
 
@@ -111,6 +114,7 @@ class SampleCity:
         layers: every vector layer by its suggested layer name (including "buildings").
         manifest: the `sample.json` manifest.
         n_buildings: number of building footprints.
+        oblique: `metadata.xml` of the synthetic oblique production in `oblique/` (None when not written).
     """
 
     root: Path
@@ -123,6 +127,7 @@ class SampleCity:
     layers: dict[str, Path]
     manifest: Path
     n_buildings: int
+    oblique: Path | None = None
 
     def relocated(self, root: Path) -> SampleCity:
         """The same city moved to the folder `root` (paths rebased)."""
@@ -133,7 +138,7 @@ class SampleCity:
         return SampleCity(root=root, crs=self.crs, bounds=self.bounds, dem=move(self.dem), dsm=move(self.dsm),
                           ortho=move(self.ortho), buildings=root / self.buildings.relative_to(self.root),
                           layers={k: root / v.relative_to(self.root) for k, v in self.layers.items()},
-                          manifest=root / MANIFEST, n_buildings=self.n_buildings)
+                          manifest=root / MANIFEST, n_buildings=self.n_buildings, oblique=move(self.oblique))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (paths as strings)."""
@@ -148,6 +153,7 @@ class SampleCity:
             "layers": {k: str(v) for k, v in self.layers.items()},
             "manifest": str(self.manifest),
             "n_buildings": self.n_buildings,
+            "oblique": _opt_str(self.oblique),
         }
 
 
@@ -169,6 +175,7 @@ def generate(
     ortho: bool = True,
     layers: Sequence[str] | None = None,
     footprint_format: FootprintFormat = "gpkg",
+    oblique: bool = False,
 ) -> SampleCity:
     """Generate the sample city into the folder `out`.
 
@@ -187,6 +194,8 @@ def generate(
         layers: vector layers to write (names from `VECTOR_LAYERS`); None writes them all. "buildings" is always
             written.
         footprint_format: "gpkg" (GeoPackage) or "parquet" (GeoParquet, fastest for millions of footprints).
+        oblique: also write the synthetic oblique production into `out/oblique/` and list it in the manifest
+            (see `add_oblique`; needs the rasters and the orthophoto).
 
     Returns:
         The generated city.
@@ -200,6 +209,9 @@ def generate(
         raise InputError(f"buildings={buildings} must be at least 1")
     if footprint_format not in ("gpkg", "parquet"):
         raise InputError(f"footprint_format={footprint_format!r} must be 'gpkg' or 'parquet'")
+    if oblique and not (rasters and ortho):
+        raise InputError("the oblique production is made from the DSM and the orthophoto; generate them too "
+                         "(--no-oblique to leave it out)")
     wanted = set(VECTOR_LAYERS if layers is None else layers) | {"buildings"}
     unknown = sorted(wanted - set(VECTOR_LAYERS))
     if unknown:
@@ -212,6 +224,9 @@ def generate(
     try:
         city = _Generator(buildings, seed, report).write(work, rasters=rasters, ortho=ortho, layers=wanted,
                                                            footprint_format=footprint_format)
+        if oblique:
+            report("oblique", 0.98)
+            city = add_oblique(city)
         replace_dir(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -258,6 +273,7 @@ def load(root: str | Path) -> SampleCity:
         layers=vectors,
         manifest=path,
         n_buildings=int(doc["n_buildings"]),
+        oblique=by_kind.get("oblique"),
     )
 
 
@@ -308,8 +324,8 @@ def write_oblique(city: SampleCity, out: str | Path, *, tile_size: float = 250.0
 
     The city's DSM (buildings with their roof shapes) becomes a textured mesh in the ContextCapture layout
     (`metadata.xml` + `Data/Tile_+xxx_+yyy/`, two pyramid levels, the orthophoto as texture): `.osgb` when osgconv
-    is installed, else OBJ (see `cim.contextcapture.write_dsm_production`). Written beside the city, not into it,
-    so the city's manifest and digest do not change.
+    is installed, else OBJ (see `cim.contextcapture.write_dsm_production`) into any folder `out`; the city's
+    manifest does not change (`add_oblique` writes it into the city and lists it).
 
     Raises:
         InputError: the city has no DSM or no orthophoto.
@@ -337,6 +353,47 @@ def write_oblique(city: SampleCity, out: str | Path, *, tile_size: float = 250.0
     return out
 
 
+def add_oblique(city: SampleCity, *, tile_size: float = 250.0,
+                fmt: Literal["osgb", "obj"] | None = None) -> SampleCity:
+    """Write the synthetic oblique production into the city's folder (`oblique/`) and list it in the manifest.
+
+    The manifest entry has kind "oblique", path `oblique/metadata.xml`, the format (osgb or obj), the number of
+    tiles and the tile size. The production is large (about 80 MB as .osgb, 160 MB as OBJ for the default city),
+    so the repository's committed city leaves it out, like the orthophoto; `default_sample()` does not add it
+    either: the level-3 build and `cim demo` write it beside the cached city when they need it.
+
+    Args:
+        city: a sample city with a DSM and an orthophoto.
+        tile_size: tile side in metres.
+        fmt: "osgb" or "obj"; default osgb when osgconv is installed, else obj.
+
+    Returns:
+        The city re-read from its manifest (with `oblique` set).
+
+    Raises:
+        InputError: the city has no DSM or no orthophoto.
+    """
+    from cim.osgb import has_osgconv
+
+    fmt = fmt or ("osgb" if has_osgconv() else "obj")
+    folder = write_oblique(city, city.root / OBLIQUE_DIR, tile_size=tile_size, fmt=fmt, overwrite=True)
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    zh, en, theme, dept, sec = _META["oblique"]
+    entry = {
+        "kind": "oblique", "path": f"{OBLIQUE_DIR}/metadata.xml", "layer": "oblique", "title_zh": zh, "title_en": en,
+        "theme": theme, "department": dept, "security": sec, "geometry_type": None, "feature_count": None,
+        "crs": CRS, "bounds": [round(float(v), 3) for v in city.bounds], "format": fmt,
+        "tiles": sum(1 for p in (folder / "Data").iterdir() if p.is_dir()), "tile_size": tile_size,
+        "files": len(files), "bytes": sum(p.stat().st_size for p in files),
+    }
+    doc = json.loads(city.manifest.read_text(encoding="utf-8"))
+    doc["files"] = [e for e in doc["files"] if e["kind"] != "oblique"] + [entry]
+    tmp = city.manifest.with_name(f".{MANIFEST}.tmp")
+    tmp.write_text(json.dumps(doc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(city.manifest)
+    return load(city.root)
+
+
 def content_digest(root: str | Path, *, missing_ok: bool = False) -> dict[str, str]:
     """SHA-256 of the content of every file of a city: vector attributes and geometries, raster pixels and grids.
 
@@ -361,7 +418,11 @@ def content_digest(root: str | Path, *, missing_ok: bool = False) -> dict[str, s
         if missing_ok and not p.exists():
             continue
         h = hashlib.sha256()
-        if entry["kind"] == "vector":
+        if entry["kind"] == "oblique":
+            # the mesh files come from osgconv or the OBJ writer: their names and the georeference are the content
+            h.update(p.read_bytes())
+            h.update(repr(sorted(str(f.relative_to(p.parent)) for f in p.parent.rglob("*") if f.is_file())).encode())
+        elif entry["kind"] == "vector":
             if p.suffix == ".parquet":
                 table = pq.read_table(p)
             else:
@@ -1848,7 +1909,9 @@ __all__ = [
     "ROOF_TYPES",
     "USES",
     "VECTOR_LAYERS",
+    "OBLIQUE_DIR",
     "SampleCity",
+    "add_oblique",
     "cache_dir",
     "committed_sample_dir",
     "content_digest",
@@ -1856,4 +1919,5 @@ __all__ = [
     "generate",
     "is_complete",
     "load",
+    "write_oblique",
 ]

@@ -278,3 +278,50 @@ def test_default_sample_uses_committed_copy_or_cache(default_city: sample.Sample
     else:
         assert city.root == default_city.root  # found in the cache, not generated again
     assert city.ortho is not None and city.ortho.is_file() and city.n_buildings == sample.DEFAULT_BUILDINGS
+
+
+def test_oblique_production_goes_into_the_city_and_its_manifest(small_city: sample.SampleCity,
+                                                                tmp_path: Path) -> None:
+    import shutil
+
+    from cim.contextcapture import find_tiles, read_metadata
+
+    shutil.copytree(small_city.root, tmp_path / "city")
+    city = sample.add_oblique(small_city.relocated(tmp_path / "city"), tile_size=1000, fmt="obj")
+    assert city.oblique == tmp_path / "city" / "oblique" / "metadata.xml" and city.oblique.is_file()
+    assert sample.load(city.root) == city and sample.is_complete(city.root)
+    doc = json.loads(city.manifest.read_text(encoding="utf-8"))
+    entry = next(e for e in doc["files"] if e["kind"] == "oblique")
+    assert entry["path"] == "oblique/metadata.xml" and entry["format"] == "obj" and entry["tile_size"] == 1000
+    assert entry["tiles"] == len(find_tiles(city.oblique.parent)) == 4
+    assert entry["security"] == "internal" and entry["title_zh"] and "/" in entry["theme"]
+    assert {e["path"].split("/")[0] for e in doc["files"]} == {p.name for p in city.root.iterdir()} - {
+        sample.MANIFEST}
+    assert read_metadata(city.oblique).crs.to_epsg() == 4547
+    digest = sample.content_digest(city.root)
+    assert "oblique/metadata.xml" in digest
+    assert {k: v for k, v in digest.items() if k not in ("oblique/metadata.xml", sample.MANIFEST)} == {
+        k: v for k, v in sample.content_digest(small_city.root).items() if k != sample.MANIFEST}
+    again = sample.add_oblique(city, tile_size=1000, fmt="obj")  # replaces, never lists twice
+    assert [e["kind"] for e in json.loads(again.manifest.read_text())["files"]].count("oblique") == 1
+
+
+def test_oblique_needs_the_rasters(tmp_path: Path) -> None:
+    from cim.errors import InputError
+
+    with pytest.raises(InputError, match="--no-oblique"):
+        sample.generate(tmp_path / "c", buildings=20, rasters=False, oblique=True)
+
+
+@pytest.mark.parametrize(("flags", "oblique"), [([], True), (["--no-oblique"], False), (["--no-ortho"], False),
+                                                (["--no-rasters"], False)])
+def test_cli_writes_the_oblique_production_unless_told_not_to(small_city: sample.SampleCity, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch, flags: list[str],
+                                                             oblique: bool) -> None:
+    from cli import app
+
+    calls = []
+    monkeypatch.setattr(sample, "generate", lambda out, **kw: calls.append(kw) or small_city)
+    result = CliRunner().invoke(app, ["sample", str(tmp_path / "c"), "--buildings", "50", *flags, "--json"])
+    assert result.exit_code == 0, result.output
+    assert calls[0]["oblique"] is oblique and calls[0]["buildings"] == 50
