@@ -296,7 +296,14 @@ def simply_valid(wkb: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _doubles(data: np.ndarray, at: np.ndarray, count: int) -> np.ndarray:
-    """(len(at), count) little-endian float64 values starting at byte offsets `at` (any alignment)."""
+    """(len(at), count) little-endian float64 values starting at byte offsets `at` (any alignment).
+
+    The values must lie inside `data`; the result may be a read-only view of it.
+    """
+    if len(at) > 1 and (step := int(at[1] - at[0])) >= 8 * count and bool((np.diff(at) == step).all()):
+        # evenly spaced records (a run of same-size geometries): a strided view, no gather
+        base = np.frombuffer(data, "<f8", (len(data) - int(at[0])) // 8, int(at[0]))
+        return np.lib.stride_tricks.as_strided(base, (len(at), count), (step, 8), writeable=False)
     out = np.empty((len(at), count), dtype=np.float64)
     shift = at % 8
     for s in np.unique(shift):  # one float64 view of the buffer per byte alignment: gather values, not bytes

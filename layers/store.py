@@ -422,9 +422,9 @@ class LayerStore:
                 fields = self._write_features(cur, staged.table, table)
                 ext = staged.extent
                 with self._transaction() as tx:
-                    types = [r[0] for r in tx.execute(
-                        f"SELECT DISTINCT ST_GeometryType(geom)::VARCHAR FROM data.{quote(table)}").fetchall()]
-                    has_z = bool(tx.execute(f"SELECT bool_or(ST_HasZ(geom)) FROM data.{quote(table)}").fetchone()[0])
+                    types, has_z = tx.execute(f"SELECT coalesce(list(DISTINCT ST_GeometryType(geom)::VARCHAR), []), "
+                                              f"coalesce(bool_or(ST_HasZ(geom)), false) "
+                                              f"FROM data.{quote(table)}").fetchone()
                     gtype = _geometry_type(types, has_z)
                     self._record_version(tx, staged, name, version, table, gtype, ext, fields, theme_obj,
                                          title=title, department=department, security=security, level=level)

@@ -49,3 +49,25 @@ def test_take_rows_is_a_take_cut_into_row_groups(monkeypatch: pytest.MonkeyPatch
     assert out.schema == table.schema
     assert [len(c) for c in out.column("geom").chunks] == [1000, 1000, 1000, 1000]
     assert [len(b) for b in out.to_batches()] == [1000, 1000, 1000, 1000]
+
+
+def test_same_size_records_read_in_place_agree_with_geos() -> None:
+    """Runs of equal-size WKB records (a layer of squares, of points) are read as a strided view of the buffer."""
+    rng = np.random.default_rng(11)
+    n = 5000
+    cx, cy = rng.uniform(116.3, 116.4, n), rng.uniform(39.9, 40.0, n)
+    quads = shapely.box(cx - 1e-4, cy - 1e-4, cx + 1e-4, cy + 1e-4)
+    bow_ties = np.arange(0, n, 13)  # as many vertices as a square, so the records keep the same size
+    quads[bow_ties] = [shapely.Polygon([(x - 1e-4, y - 1e-4), (x + 1e-4, y + 1e-4), (x + 1e-4, y - 1e-4),
+                                        (x - 1e-4, y + 1e-4), (x - 1e-4, y - 1e-4)])
+                       for x, y in zip(cx[bow_ties], cy[bow_ties], strict=True)]
+    points = shapely.points(cx, cy)
+    points[7] = shapely.Point(np.inf, 39.9)
+    for geoms in (quads, points):
+        wkb = pa.array(shapely.to_wkb(geoms), pa.binary())
+        assert len(set(map(len, wkb.to_pylist()))) == 1
+        ok, bounds = simply_valid(wkb)
+        valid = shapely.is_valid(geoms) & np.isfinite(shapely.bounds(geoms)).all(axis=1)
+        np.testing.assert_array_equal(ok, valid)
+        np.testing.assert_array_equal(bounds[ok], shapely.bounds(geoms)[ok])
+        assert (~ok).sum() == (len(bow_ties) if geoms is quads else 1)
