@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_layers.py              # 1M polygons + 1M points (a few minutes)
     .venv/bin/python bench/bench_layers.py --scale 0.05 # quick run
+    .venv/bin/python bench/bench_layers.py --imports-only --workdir /tmp/bl  # imports only; files kept, reused
 
 Measures, for our store and for GeoPandas (pyogrio engine):
 - import rate (features/s) of the polygon layer from GeoParquet and from GeoPackage: opening a new store,
@@ -81,19 +82,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", type=float, default=1.0, help="1.0 = 1M polygons and 1M points")
     ap.add_argument("--queries", type=int, default=500, help="bbox queries per method")
-    ap.add_argument("--workdir", type=Path, default=None, help="keep generated files here")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="keep generated files here (with --imports-only, reused when there for the same scale)")
+    ap.add_argument("--imports-only", action="store_true", help="measure the imports only (no queries, no stats)")
     args = ap.parse_args()
     n = max(1000, int(1_000_000 * args.scale))
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_layers_"))
     work.mkdir(parents=True, exist_ok=True)
 
-    t, (polys, points, divisions) = timed(lambda: generate(n, n, 200))
-    print(f"generated {n:,} polygons, {n:,} points, {len(divisions)} divisions in {t:.1f} s ({work})")
     pq_path, gpkg_path = work / "polys.parquet", work / "polys.gpkg"
-    polys.to_parquet(pq_path)
-    pyogrio.write_dataframe(polys, gpkg_path, layer="polys", use_arrow=True)
-    points.to_parquet(work / "points.parquet")
-    divisions.to_parquet(work / "divisions.parquet")
+    stamp = work / f"generated_{n}"
+    if args.imports_only and stamp.is_file():
+        print(f"reusing {n:,} polygons and points in {work}")
+    else:
+        t, (polys, points, divisions) = timed(lambda: generate(n, n, 200))
+        print(f"generated {n:,} polygons, {n:,} points, {len(divisions)} divisions in {t:.1f} s ({work})")
+        stamp.unlink(missing_ok=True)
+        polys.to_parquet(pq_path)
+        gpkg_path.unlink(missing_ok=True)
+        pyogrio.write_dataframe(polys, gpkg_path, layer="polys", use_arrow=True)
+        points.to_parquet(work / "points.parquet")
+        divisions.to_parquet(work / "divisions.parquet")
+        stamp.touch()
     rows: list[tuple[str, str, str, float]] = []
     loads = [os.getloadavg()[0]]
 
@@ -129,6 +139,9 @@ def main() -> None:
     peer, _ = timed(lambda: gpd.read_parquet(points_path), repeat=2)
     rows.append(("import points from GeoParquet", f"{n / ours:,.0f} feat/s", f"{n / peer:,.0f} feat/s", peer / ours))
     loads.append(os.getloadavg()[0])
+    if args.imports_only:
+        print_rows(loads, rows, "at start, after imports")
+        return
 
     store_path = work / "store_GeoParquet.duckdb"
     with LayerStore(store_path, cache_mb=2048) as store, LayerStore(store_path, cache_mb=0) as duck:
@@ -196,9 +209,11 @@ def main() -> None:
                      peer / ours))
 
         loads.append(os.getloadavg()[0])
+    print_rows(loads, rows, "at start, after imports, after queries, after stats")
 
-    print(f"\nload average (1 min) at start, after imports, after queries, after stats: "
-          f"{', '.join(f'{x:.1f}' for x in loads)} on {os.cpu_count()} CPUs")
+
+def print_rows(loads: list[float], rows: list[tuple[str, str, str, float]], when: str) -> None:
+    print(f"\nload average (1 min) {when}: {', '.join(f'{x:.1f}' for x in loads)} on {os.cpu_count()} CPUs")
     print(f"\n{'operation':<52} {'ours':>18} {'GeoPandas':>18} {'ratio':>7}")
     for op, a, b, r in rows:
         print(f"{op:<52} {a:>18} {b:>18} {('%.1fx' % r) if r else '':>7}")
