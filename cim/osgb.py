@@ -26,11 +26,12 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 from cim.errors import CimWarning, InputError, MissingToolError
+from cim.osgb_binary import Obj, OsgbFormatError, read_scene
 
 OSGCONV_ENV = "CIM_OSGCONV"
 READER_ENV = "CIM_OSGB_READER"
@@ -167,8 +168,6 @@ def read_osgb(path: str | os.PathLike[str], workdir: str | os.PathLike[str] | No
     if not src.is_file():
         raise InputError(f"{src} does not exist")
     if osgb_reader(reader) == "native":
-        from cim.osgb_binary import OsgbFormatError
-
         try:
             return read_osgb_native(src)
         except OsgbFormatError as exc:
@@ -180,15 +179,13 @@ def read_osgb_native(path: str | os.PathLike[str]) -> OsgFile:
     """Read one `.osgb` file with the native binary reader (no osgconv, no fallback).
 
     Raises:
-        cim.osgb_binary.OsgbFormatError: a structure the reader does not understand (file, class, property, offset).
+        OsgbFormatError: a structure the reader does not understand (file, class, property, offset).
     """
-    from cim.osgb_binary import read_scene
-
     src = Path(path)
     root = read_scene(src.read_bytes(), src)
     loose = LodNode(center=np.zeros(3), radius=0.0)
     nodes: list[LodNode] = []
-    tex: dict[int, Any] = {}
+    tex: dict[int, Obj] = {}
     _walk(root, nodes, loose, np.eye(4), tex, src)
     if loose.geometries:
         pts = np.vstack([g.positions for g in loose.geometries])
@@ -204,7 +201,7 @@ def read_osgb_native(path: str | os.PathLike[str]) -> OsgFile:
     return OsgFile(src, nodes, images)
 
 
-def _walk(o: Any, nodes: list[LodNode], owner: LodNode, matrix: np.ndarray, tex: dict[int, Any], src: Path) -> None:
+def _walk(o: Obj, nodes: list[LodNode], owner: LodNode, matrix: np.ndarray, tex: dict[int, Obj], src: Path) -> None:
     """Flatten an object tree as `parse_osg` flattens osgconv's text (same nodes, same order)."""
     cls = o["class"]
     if cls == "osg::PagedLOD":
@@ -220,7 +217,7 @@ def _walk(o: Any, nodes: list[LodNode], owner: LodNode, matrix: np.ndarray, tex:
             _walk(c, nodes, owner, matrix, tex, src)
 
 
-def _paged_lod(o: Any, matrix: np.ndarray, tex: dict[int, Any], src: Path) -> LodNode:
+def _paged_lod(o: Obj, matrix: np.ndarray, tex: dict[int, Obj], src: Path) -> LodNode:
     node = LodNode(center=np.zeros(3), radius=0.0)
     if o.get("center_mode") == 1 and "center" in o:  # USER_DEFINED_CENTER: the only mode the .osg text writes
         c = np.append(np.asarray(o["center"], np.float32).astype(np.float64), 1.0)
@@ -243,9 +240,7 @@ def _paged_lod(o: Any, matrix: np.ndarray, tex: dict[int, Any], src: Path) -> Lo
     return node
 
 
-def _geometry(o: Any, matrix: np.ndarray, tex: dict[int, Any], src: Path) -> Geometry:
-    from cim.osgb_binary import OsgbFormatError
-
+def _geometry(o: Obj, matrix: np.ndarray, tex: dict[int, Obj], src: Path) -> Geometry:
     v = o.get("vertices")
     positions = np.zeros((0, 3)) if v is None else v.astype(np.float64)
     texcoords = None
@@ -261,8 +256,8 @@ def _geometry(o: Any, matrix: np.ndarray, tex: dict[int, Any], src: Path) -> Geo
         raise OsgbFormatError(f"{src}: triangle index {int(indices.max())} beyond {len(positions)} vertices")
     g = Geometry(positions=positions, indices=indices, texcoords=texcoords)
     image = None
-    ss = o.get("stateset") or {}
-    for unit in ss.get("texture_units", []):
+    ss = o.get("stateset")
+    for unit in ss.get("texture_units", []) if ss is not None else []:
         for attr in unit:
             img = attr.get("image") if attr["class"] == "osg::Texture2D" else None
             if img is not None and img["file_name"] and _image_loads(img, src):
@@ -273,19 +268,17 @@ def _geometry(o: Any, matrix: np.ndarray, tex: dict[int, Any], src: Path) -> Geo
     return g
 
 
-def _external(img: Any, src: Path) -> Path:
+def _external(img: Obj, src: Path) -> Path:
     name = Path(img["file_name"])
     return name if name.is_absolute() else src.parent / name
 
 
-def _image_loads(img: Any, src: Path) -> bool:
+def _image_loads(img: Obj, src: Path) -> bool:
     """Whether osgconv would have an image here (an external file it cannot find leaves the texture out)."""
     return img["decision"] in (0, 1) or _external(img, src).is_file()
 
 
-def _native_image(img: Any, src: Path) -> tuple[bytes, str]:
-    from cim.osgb_binary import OsgbFormatError
-
+def _native_image(img: Obj, src: Path) -> tuple[bytes, str]:
     if img["decision"] == 1:
         data = img["file_bytes"]
     elif img["decision"] == 0:
