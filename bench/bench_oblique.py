@@ -155,7 +155,8 @@ def main() -> None:
             print("|---|---:|---:|---:|---:|---:|---:|---:|")
             for reader in ("native", "osgconv"):
                 b = r[reader]
-                print(f"| {reader} | {b['build_s']} | {b['worst_s']} | {b['mb_per_s']} | {b['triangles_per_s']:,} | {b['peak_mb']} |"
+                print(f"| {reader} | {b['build_s']} | {b['worst_s']} | {b['mb_per_s']} | {b['triangles_per_s']:,} |"
+                      f" {b['peak_mb']} |"
                       f" {b['ratio_to_osgb_floor']}x | {b['ratio_to_osg_floor']}x |")
     if args.only in (None, "lod2"):
         r = bench_lod2(args.lod2_buildings, work)

@@ -17,6 +17,7 @@ understand is read through osgconv with an `OsgbReaderWarning`.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -282,14 +283,44 @@ def _native_image(img: Obj, src: Path) -> tuple[bytes, str]:
     if img["decision"] == 1:
         data = img["file_bytes"]
     elif img["decision"] == 0:
-        raise OsgbFormatError(f"{src}: osg::Image {img['file_name']!r} holds raw pixel data (not an image file); "
-                              "read it through osgconv (CIM_OSGB_READER=osgconv)")
+        return _pixels_to_png(img, src), "image/png"
     else:
         data = _external(img, src).read_bytes()
     try:
         return data, _mime(data[:16])
     except InputError as exc:
         raise OsgbFormatError(f"{src}: osg::Image {img['file_name']!r}: {exc}") from exc
+
+
+# GL pixel formats of 8-bit images -> (channels, Pillow mode, channel order to RGB[A])
+_PIXEL_FORMATS = {0x1909: (1, "L", None), 0x190A: (2, "LA", None), 0x1907: (3, "RGB", None),
+                  0x1908: (4, "RGBA", None), 0x80E0: (3, "RGB", [2, 1, 0]), 0x80E1: (4, "RGBA", [2, 1, 0, 3])}
+
+
+def _pixels_to_png(img: Obj, src: Path) -> bytes:
+    """An image stored as raw pixels (OSG's IncludeData mode) as a lossless PNG file, top row first."""
+    from PIL import Image
+
+    (origin, w, h, depth, _internal, pixel_format, data_type, packing, _mode), data = img["pixels"]
+    if data_type != 0x1401 or pixel_format not in _PIXEL_FORMATS or depth != 1:
+        raise OsgbFormatError(
+            f"{src}: osg::Image {img['file_name']!r} holds raw pixels of GL format {pixel_format:#x}, type "
+            f"{data_type:#x}, depth {depth}; only 8-bit 2D L/LA/RGB/RGBA/BGR/BGRA is read natively "
+            "(CIM_OSGB_READER=osgconv)")
+    channels, mode, order = _PIXEL_FORMATS[pixel_format]
+    row = w * channels
+    stride = -(-row // max(packing, 1)) * max(packing, 1)
+    if len(data) < stride * h:
+        raise OsgbFormatError(f"{src}: osg::Image {img['file_name']!r} has {len(data)} bytes of pixels, "
+                              f"{w}x{h} needs {stride * h}")
+    px = np.frombuffer(data, np.uint8, stride * h).reshape(h, stride)[:, :row].reshape(h, w, channels)
+    if order is not None:
+        px = px[:, :, order]
+    if origin == 0:  # BOTTOM_LEFT: OSG's first row is the bottom one
+        px = px[::-1]
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(px.squeeze(axis=2) if channels == 1 else px), mode).save(buf, "PNG")
+    return buf.getvalue()
 
 
 def _read_osgb_osgconv(src: Path, workdir: str | os.PathLike[str] | None) -> OsgFile:

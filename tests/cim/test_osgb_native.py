@@ -227,14 +227,21 @@ def test_transform_draw_arrays_strips_fans_and_external_texture(scene_osg):
 
 
 @needs_osgconv
-def test_raw_pixel_data_falls_back_to_osgconv_with_a_warning(scene_osg):
+def test_raw_pixel_data_becomes_a_png_with_the_same_pixels(scene_osg):
+    from PIL import Image
+
     f = scene_osg.with_name("inline.osgb")
     run_osgconv(scene_osg, f, "WriteImageHint=IncludeData")
-    with pytest.raises(OsgbFormatError, match="raw pixel data"):
-        read_osgb_native(f)
-    with pytest.warns(OsgbReaderWarning, match=r"inline\.osgb.*raw pixel data.*through osgconv"):
-        got = read_osgb(f)
-    assert_same(got, read_osgb(f, reader="osgconv"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OsgbReaderWarning)
+        native = read_osgb(f)
+    ref = read_osgb(f, reader="osgconv")
+    assert_same(native, ref, same_image_bytes=False)
+    (png, mime), (written, _) = native.images[0], ref.images[0]
+    assert mime == "image/png"
+    source = np.asarray(Image.open(scene_osg.parent / "tex.png"))
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), source)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(written))), source)
 
 
 @needs_osgconv
