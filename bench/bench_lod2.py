@@ -9,7 +9,8 @@ runs, each in a fresh process so peak memory is its own:
 It prints buildings/s, peak memory, the time of the detection stage alone, detection / peer, and how many roofs of
 each type were detected and how many agree with the attributes the generator drew the DSM from.
 
-    python bench/bench_lod2.py                  # 10k and 100k buildings
+    python bench/bench_lod2.py                  # 10k and 100k buildings (2 m and 4 m DSM cells)
+    python bench/bench_lod2.py --sizes 100000 --max-dem-px 8000   # 100k with 2 m cells
     python bench/bench_lod2.py --sizes 10000    # a quick run
 """
 
@@ -52,26 +53,28 @@ def _measured(fn):
     return result, seconds, out[0]
 
 
-def _city(n: int, work: Path):
-    from cim.sample import generate, load
+def _city(n: int, work: Path, max_dem_px: int):
+    from cim import sample
 
-    city_dir = work / f"city-{n}"
+    city_dir = work / f"city-{n}-{max_dem_px}"
     if (city_dir / "sample.json").exists():
-        return load(city_dir)
-    return generate(city_dir, buildings=n, seed=1, footprint_format="parquet", ortho=False, layers=("buildings",))
+        return sample.load(city_dir)
+    sample.MAX_DEM_PX = max_dem_px  # finer DEM and DSM than the generator's default for large cities (2 m at most)
+    return sample.generate(city_dir, buildings=n, seed=1, footprint_format="parquet", ortho=False,
+                           layers=("buildings",))
 
 
 def _bare(city, work: Path) -> Path:
     """The city's footprints without roof attributes."""
     import geopandas as gpd
 
-    path = work / f"bare-{city.n_buildings}.parquet"
+    path = city.root / "bare.parquet"
     if not path.exists():
         gpd.read_parquet(city.buildings).drop(columns=["roof_type", "eave_height", "ridge_height"]).to_parquet(path)
     return path
 
 
-def one(n: int, work: Path, what: str) -> dict:
+def one(n: int, work: Path, what: str, max_dem_px: int) -> dict:
     import warnings
 
     import numpy as np
@@ -79,18 +82,21 @@ def one(n: int, work: Path, what: str) -> dict:
     from cim.lod2 import build_lod2_buildings
 
     warnings.simplefilter("ignore")
-    city = _city(n, work)
+    city = _city(n, work, max_dem_px)
     if what == "gen":
         _bare(city, work)
         return {"buildings": city.n_buildings}
     footprints = city.buildings if what == "peer" else _bare(city, work)
-    res, seconds, peak = _measured(lambda: build_lod2_buildings(footprints, city.dem, work / f"{what}-{n}",
-                                                                dsm=city.dsm))
-    out = {"seconds": seconds, "peak_mb": peak / 2**20, "buildings": res.buildings, "stages": res.stage_seconds,
-           "roof_types": res.roof_types, "detection": res.roof_detection}
+    res, seconds, peak = _measured(lambda: build_lod2_buildings(footprints, city.dem,
+                                                                work / f"{what}-{n}-{max_dem_px}", dsm=city.dsm))
+    import rasterio
+
+    with rasterio.open(city.dsm) as src:
+        cell = float(src.res[0])
+    out = {"cell_m": cell, "seconds": seconds, "peak_mb": peak / 2**20, "buildings": res.buildings,
+           "stages": res.stage_seconds, "roof_types": res.roof_types, "detection": res.roof_detection}
     if what == "detect":
         import geopandas as gpd
-        import rasterio
         import shapely
 
         from cim.buildings import bilinear
@@ -122,29 +128,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     ap.add_argument("--work", type=Path, default=None, help="folder for generated cities (default: a temp dir)")
+    ap.add_argument("--max-dem-px", type=int, default=4000,
+                    help="largest DEM/DSM side in pixels (the generator's default 4000; 8000 keeps 2 m cells at 100k)")
     ap.add_argument("--one", nargs=2, metavar=("N", "WHAT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="cim-bench-lod2-"))
     if args.one:
-        print(json.dumps(one(int(args.one[0]), work, args.one[1])))
+        print(json.dumps(one(int(args.one[0]), work, args.one[1], args.max_dem_px)))
         return
     rows = []
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     for n in args.sizes:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, __file__, "--work", str(work), "--one", str(n), "gen"], check=True,
+        px = ["--max-dem-px", str(args.max_dem_px)]
+        subprocess.run([sys.executable, __file__, "--work", str(work), *px, "--one", str(n), "gen"], check=True,
                        capture_output=True, env=env)  # generate outside the timings (cached in work)
         gen_s = time.perf_counter() - t0
         res = {}
         for what in ("peer", "detect"):
             load = os.getloadavg()[0]
-            p = subprocess.run([sys.executable, __file__, "--work", str(work), "--one", str(n), what],
-                               capture_output=True, text=True, env=env)
+            p = subprocess.run([sys.executable, __file__, "--work", str(work), *px, "--one", str(n), what],
+                               capture_output=True, text=True, env=env, check=False)
             if p.returncode:
                 sys.exit(f"{what} {n} failed:\n{p.stderr}")
             res[what] = json.loads(p.stdout.strip().splitlines()[-1]) | {"load": load}
         d, peer = res["detect"], res["peer"]
-        rows.append({"buildings": d["buildings"], "detect_s": round(d["seconds"], 2),
+        rows.append({"buildings": d["buildings"], "cell_m": d["cell_m"], "detect_s": round(d["seconds"], 2),
                      "buildings_per_s": round(d["buildings"] / d["seconds"]), "peak_mb": round(d["peak_mb"]),
                      "roofs_stage_s": round(d["stages"].get("roofs", 0.0), 2),
                      "roofs_per_s": round(d["buildings"] / max(d["stages"].get("roofs", 0.0), 1e-9)),
@@ -153,11 +162,11 @@ def main() -> None:
                      "load_1min": [round(peer["load"], 1), round(d["load"], 1)],
                      "stages_s": {k: round(v, 2) for k, v in d["stages"].items()}})
         print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
-    print("\n| buildings | LOD2 + detection s | buildings/s | peak MB | detection stage s | roofs/s |"
+    print("\n| buildings | DSM cell m | LOD2 + detection s | buildings/s | peak MB | detection stage s | roofs/s |"
           " attributes LOD2 s | ratio | agree |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['buildings']:,} | {r['detect_s']} | {r['buildings_per_s']:,} | {r['peak_mb']:,} |"
+        print(f"| {r['buildings']:,} | {r['cell_m']} | {r['detect_s']} | {r['buildings_per_s']:,} | {r['peak_mb']:,} |"
               f" {r['roofs_stage_s']} | {r['roofs_per_s']:,} | {r['peer_s']} | {r['ratio_to_peer']}x |"
               f" {r['agreement']['agree_of_detected']:.1%} |")
 

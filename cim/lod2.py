@@ -33,12 +33,30 @@ import pandas as pd
 import shapely
 
 from cim import crs as crsmod
-from cim.buildings import (BuildingOptions, _geojson, _open_raster, _take, _window_over, nest_tiles,
-                           prepare_footprints, run_tile_jobs)
+from cim.buildings import (
+    BuildingOptions,
+    _geojson,
+    _open_raster,
+    _take,
+    _window_over,
+    nest_tiles,
+    prepare_footprints,
+    run_tile_jobs,
+)
 from cim.footprints import Skipped, numeric_field
 from cim.geodesy import enu_frame, region_of
-from cim.roofs import (MIN_ROOF_SAMPLES, ROOF_TYPES, RoofFit, as_rectangle, building_solid, fit_roofs, flat_solids,
-                       orient_rectangles, rectangle_solids, roof_frames)
+from cim.roofs import (
+    MIN_ROOF_SAMPLES,
+    ROOF_TYPES,
+    RoofFit,
+    as_rectangle,
+    building_solid,
+    fit_roofs,
+    flat_solids,
+    orient_rectangles,
+    rectangle_solids,
+    roof_frames,
+)
 from tiles.gltf import Material, MeshContent, Primitive, PropertyTable, StringColumn
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 

@@ -446,6 +446,9 @@ def roof_frames(geoms: np.ndarray) -> RoofFrames:
     geoms = np.asarray(geoms, dtype=object)
     parts, owner = shapely.get_parts(geoms, return_index=True)
     env = shapely.oriented_envelope(parts)
+    flat = shapely.get_type_id(env) != 3  # a degenerate part's envelope is a line or a point
+    if flat.any():
+        env[flat] = shapely.buffer(shapely.envelope(parts[flat]), 1e-3, join_style="mitre")
     ring = shapely.get_coordinates(shapely.get_exterior_ring(env)).reshape(len(parts), -1, 2)[:, :4]
     e0, e1 = ring[:, 1] - ring[:, 0], ring[:, 2] - ring[:, 1]
     l0, l1 = np.linalg.norm(e0, axis=1), np.linalg.norm(e1, axis=1)
@@ -461,7 +464,7 @@ def roof_frames(geoms: np.ndarray) -> RoofFrames:
     other = np.flatnonzero(~rect)
     if len(other):
         lo, hi = np.zeros(len(other)), half_width[other].copy()
-        for _ in range(10):  # bisection to 1/1024 of the half width
+        for _ in range(8):  # bisection to 1/256 of the half width (a ridge error of under 1 % of the rise)
             mid = (lo + hi) / 2
             gone = shapely.is_empty(shapely.buffer(parts[other], -mid, join_style="mitre", mitre_limit=100.0))
             hi, lo = np.where(gone, mid, hi), np.where(gone, lo, mid)
@@ -713,6 +716,18 @@ def fit_roofs(frames: RoofFrames, part: np.ndarray, x: np.ndarray, y: np.ndarray
     return res
 
 
-__all__ = ["BuildingSolid", "MIN_ROOF_SAMPLES", "ROOF_MODELS", "ROOF_TYPES", "RoofFit", "RoofFrames",
-           "as_rectangle", "building_solid", "fit_roofs", "flat_solids", "orient_rectangles", "rectangle_solids",
-           "roof_frames"]
+__all__ = [
+    "MIN_ROOF_SAMPLES",
+    "ROOF_MODELS",
+    "ROOF_TYPES",
+    "BuildingSolid",
+    "RoofFit",
+    "RoofFrames",
+    "as_rectangle",
+    "building_solid",
+    "fit_roofs",
+    "flat_solids",
+    "orient_rectangles",
+    "rectangle_solids",
+    "roof_frames",
+]

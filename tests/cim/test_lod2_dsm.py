@@ -8,8 +8,15 @@ import pytest
 import shapely
 from shapely import affinity
 
-from cim.roofs import (MIN_ROOF_SAMPLES, as_rectangle, building_solid, fit_roofs, orient_rectangles,
-                       rectangle_solids, roof_frames)
+from cim.roofs import (
+    MIN_ROOF_SAMPLES,
+    as_rectangle,
+    building_solid,
+    fit_roofs,
+    orient_rectangles,
+    rectangle_solids,
+    roof_frames,
+)
 
 CELL = 0.5
 NOISE = 0.05  # m, standard deviation of the DSM noise
