@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import re
@@ -11,6 +10,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
+from isal import igzip
 from starlette.types import Message, Scope
 
 from tiles.server.deps import KEY_PARAM
@@ -18,6 +18,12 @@ from tiles.server.deps import KEY_PARAM
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 log = logging.getLogger("cim.server")
 
+
+
+def gzip_fast(content: bytes) -> bytes:
+    """gzip for bytes rendered per request (tiles, JSON): ISA-L level 2, a millisecond for a 200 KB vector tile
+    where zlib level 5 takes ten, for a 10% larger output."""
+    return igzip.compress(content, 2, mtime=0)
 
 def json_response(doc: Any, media_type: str = "application/json", status: int = 200,
                   headers: dict[str, str] | None = None) -> Response:
@@ -93,7 +99,7 @@ def tile_response(
             return Response(content[start:end + 1], 206, headers=headers, media_type=media_type)
         # several ranges, or a syntax we do not serve: the whole representation is a valid answer (RFC 9110 14.2)
     if _accepts_gzip(request) and (gzipped is not None or (compress and len(content) > 512)):
-        body = gzipped if gzipped is not None else gzip.compress(content, 5, mtime=0)
+        body = gzipped if gzipped is not None else gzip_fast(content)
         headers["Content-Encoding"] = "gzip"
         headers["ETag"] = etag.removesuffix('"') + '-gzip"'
         return Response(body, 200, headers=headers, media_type=media_type)
@@ -120,5 +126,5 @@ def log_request(scope: Scope, status: int, nbytes: int, t0: float) -> None:
              status, nbytes, (time.perf_counter() - t0) * 1000)
 
 
-__all__ = ["cache_control", "etag_matches", "inm_matches", "json_response", "log_request", "tile_response",
+__all__ = ["cache_control", "etag_matches", "gzip_fast", "inm_matches", "json_response", "log_request", "tile_response",
            "with_key_vary"]

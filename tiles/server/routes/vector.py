@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 from typing import Annotated
 
@@ -13,7 +12,7 @@ from tiles.errors import TileRequestError
 from tiles.mvt import MVT_MEDIA_TYPE, VectorTileLayer
 from tiles.server import ogc
 from tiles.server.deps import Ctx, context
-from tiles.server.responses import cache_control, etag_matches, json_response, tile_response
+from tiles.server.responses import cache_control, etag_matches, gzip_fast, json_response, tile_response
 
 router = APIRouter(tags=["Vector tiles"])
 CtxDep = Annotated[Ctx, Depends(context)]
@@ -39,7 +38,7 @@ def _tile(request: Request, ctx: Ctx, name: str, z: int, x: int, y: int) -> Resp
         return Response(status_code=204, headers={"ETag": etag, "Cache-Control": cache})
     gzipped = None
     if len(content) > 512 and "gzip" in request.headers.get("accept-encoding", ""):
-        gzipped = tiles.get(key + "|gzip") or tiles.put(key + "|gzip", gzip.compress(content, 5, mtime=0))
+        gzipped = tiles.get(key + "|gzip") or tiles.put(key + "|gzip", gzip_fast(content))
     return tile_response(request, content, MVT_MEDIA_TYPE, etag, cache, gzipped=gzipped)
 
 
