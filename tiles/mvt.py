@@ -278,8 +278,8 @@ class PointIndex:
     """A point layer version in memory, for cutting MVT tiles with numpy instead of SQL.
 
     Points are sorted by the Morton key of their cell on the zoom-24 grid, so the points of any tile are one
-    contiguous slice found by two binary searches, and a buffered tile is its own slice plus those of its eight
-    neighbours filtered by the buffer box. 32 bytes per point plus the properties (1M points with four properties,
+    contiguous slice found by two binary searches, and a buffered tile is its own slice plus the slices of the
+    finer cells covering its buffer ring, filtered by the buffer box. 32 bytes per point plus the properties (1M points with four properties,
     one of them a unique name: 75 MB, built in 1.5-4 s on this 2-core machine).
 
     Attributes:
