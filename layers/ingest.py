@@ -179,7 +179,7 @@ def take_rows(table: pa.Table, order: np.ndarray) -> pa.Table:
     """
     index = pa.array(order, pa.int64())
     starts = range(0, len(order), ROW_GROUP_SIZE)
-    columns = [c.chunk(0) if c.num_chunks == 1 else c.combine_chunks() for c in table.columns]
+    columns = _parallel(lambda c: c.chunk(0) if c.num_chunks == 1 else c.combine_chunks(), table.columns)
     pieces = _parallel(lambda job: pc.take(columns[job[0]], index.slice(job[1], ROW_GROUP_SIZE)),
                        [(c, i) for c in range(len(columns)) for i in starts])
     per_column = len(starts)
@@ -413,15 +413,15 @@ def hilbert_keys(x: np.ndarray, y: np.ndarray, extent: tuple[float, float, float
 
 def _normalise(table: pa.Table) -> tuple[pa.Table, dict[str, str]]:
     """Column types DuckDB and vector tiles take (no DECIMAL, no dictionaries, no nesting) and unique names."""
-    columns: list[pa.Array] = []
+    columns: list[pa.Array | pa.ChunkedArray] = []
     names: list[str] = []
     renamed: dict[str, str] = {}
     taken = {r.casefold() for r in _RESERVED}
     for i, name in enumerate(table.column_names):
-        col = table.column(i).combine_chunks()
+        col = table.column(i)  # chunks are joined by `take_rows`, in parallel
         typ = col.type
         if pa.types.is_dictionary(typ):
-            col = col.dictionary_decode()
+            col = col.cast(typ.value_type)
             typ = col.type
         if pa.types.is_decimal(typ):
             col = col.cast(pa.float64())

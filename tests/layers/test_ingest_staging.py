@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pytest
 import shapely
 
+from cim.crs import parse_crs
 from layers import ingest
-from layers.ingest import simply_valid, take_rows
+from layers.ingest import simply_valid, stage, take_rows
+from layers.sources import GEOM, SourceData
 
 
 def squares_and_stars(n: int, seed: int = 3) -> pa.Array:
@@ -71,3 +76,24 @@ def test_same_size_records_read_in_place_agree_with_geos() -> None:
         np.testing.assert_array_equal(ok, valid)
         np.testing.assert_array_equal(bounds[ok], shapely.bounds(geoms)[ok])
         assert (~ok).sum() == (len(bow_ties) if geoms is quads else 1)
+
+
+def test_chunked_dictionary_decimal_and_nested_columns_are_staged_plain(tmp_path: Path) -> None:
+    n = 6
+    geoms = shapely.points(116.3 + np.arange(n) * 1e-3, 39.9 + np.arange(n) * 1e-3)
+    halves = [slice(0, 4), slice(4, n)]
+    kinds = ["学校", "公园", "学校", "医院", None, "公园"]
+    table = pa.table({
+        "kind": pa.chunked_array([pa.array(kinds[h]).dictionary_encode() for h in halves]),
+        "price": pa.chunked_array([pa.array([Decimal(f"{i}.25") for i in range(n)][h], pa.decimal128(6, 2))
+                                   for h in halves]),
+        "tags": pa.chunked_array([pa.array([[i, i + 1] for i in range(n)][h]) for h in halves]),
+        GEOM: pa.chunked_array([pa.array(shapely.to_wkb(geoms[h]), pa.binary()) for h in halves]),
+    })
+    staged = stage(SourceData(tmp_path / "x.parquet", "GeoParquet", table, None, parse_crs("EPSG:4490")))
+    out = staged.table.sort_by("fid")
+    assert out.schema.field("kind").type == pa.string()
+    assert out.column("kind").to_pylist() == kinds
+    assert out.column("price").to_pylist() == [i + 0.25 for i in range(n)]
+    assert out.column("tags").to_pylist() == [f"[{i}, {i + 1}]" for i in range(n)]
+    assert out.column(GEOM).to_pylist() == list(shapely.to_wkb(geoms))
