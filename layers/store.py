@@ -191,6 +191,8 @@ class LayerStore:
         # shares the same DuckDB database and may write to it).
         self._meta: dict[tuple[str, int | None], tuple[LayerInfo, str, str]] = {}
         self._file_state: tuple[Any, ...] | None = None
+        self._meta_generation = 0
+        self._meta_lock = threading.Lock()
         self._stat_paths = (os.fspath(self.path), os.fspath(self.path) + ".wal")
         budget = budget_mb_from_env() if cache_mb is None else float(cache_mb)
         self.cache = LayerCache(int(max(budget, 0.0) * 1e6))
@@ -559,20 +561,19 @@ class LayerStore:
             out.append(self._info(row, self._version_row(row["name"], None, row)))
         return out
 
-    def _file_changed(self) -> bool:
-        """True (once) when the store file or its WAL changed since the last look: a stat each, no SQL."""
-        state = (_stat_state(self._stat_paths[0]), _stat_state(self._stat_paths[1]))
-        if state == self._file_state:
-            return False
-        self._file_state = state
-        return True
-
     def _layer_entry(self, name: str, version: int | None) -> tuple[LayerInfo, str, str]:
-        if self._file_changed():
-            self._meta.clear()
+        """Catalogue facts of a layer version: info, quoted table and hot-layer cache key (cached; see `__init__`)."""
+        state = (_stat_state(self._stat_paths[0]), _stat_state(self._stat_paths[1]))  # a stat each, no SQL
+        if state != self._file_state:
+            with self._meta_lock:
+                if state != self._file_state:
+                    self._meta.clear()
+                    self._meta_generation += 1
+                    self._file_state = state
         key = (name, version)
         entry = self._meta.get(key)
         if entry is None:
+            generation = self._meta_generation
             row = self._visible_row(name)
             vrow = self._version_row(name, version, row)
             # versions never change, but a purged layer's table name comes back with its next import: the cache
@@ -580,8 +581,9 @@ class LayerStore:
             written = self._reader().execute(
                 "SELECT min(created_at) FROM catalogue.versions WHERE layer = ? AND table_name = ?",
                 [name, vrow["table_name"]]).fetchone()[0]
-            entry = self._meta[key] = (self._info(row, vrow), "data." + quote(vrow["table_name"]),
-                                       f"{vrow['table_name']}@{written}")
+            entry = (self._info(row, vrow), "data." + quote(vrow["table_name"]), f"{vrow['table_name']}@{written}")
+            if generation == self._meta_generation:  # else a change was seen meanwhile: this read may predate it
+                self._meta[key] = entry
         return entry
 
     def _layer_meta(self, name: str, version: int | None) -> tuple[LayerInfo, str]:
