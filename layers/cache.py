@@ -5,7 +5,8 @@ a whole lookup in an in-memory index, so `LayerStore` keeps the layers it is ask
 used out first, within a byte budget:
 
 - the version's features as one Arrow table (`fid`, every field, `geom` as WKB) in the store's row order (the rows
-  are Hilbert-sorted), read with one DuckDB query on first use;
+  are Hilbert-sorted), read with one DuckDB query by the second bbox query of that version (the first is answered
+  by DuckDB, so a one-shot process such as `cim layers query` never loads a whole layer for one window);
 - each feature's bounding box, float64, and a packed index over them (`PackedBoxIndex`): the rows already sit in
   Hilbert order, so blocks of consecutive rows are tight boxes and the tree is just their bounds, level by level.
 
@@ -37,6 +38,7 @@ import shapely
 from layers.errors import LayerInputError
 
 DEFAULT_CACHE_MB = 512.0
+LOAD_ON_QUERY = 2  # the bbox query of a layer version that loads it
 BLOCK = 32  # rows (and child nodes) per index node: 40 us per query and 16 ms per build for 1M boxes
 _SAMPLE_ROWS = 2048  # rows read to estimate a layer's size before loading it
 
@@ -253,10 +255,13 @@ class LayerCache:
 
     Args:
         budget_bytes: the most the cached layers may hold; 0 disables the cache.
+        load_on: the request for a key that loads it (`claim` says no to the ones before).
     """
 
-    def __init__(self, budget_bytes: int) -> None:
+    def __init__(self, budget_bytes: int, *, load_on: int = LOAD_ON_QUERY) -> None:
         self.budget_bytes = max(0, int(budget_bytes))
+        self.load_on = max(1, int(load_on))
+        self._asked: dict[Hashable, int] = {}
         self._layers: OrderedDict[Hashable, CachedLayer] = OrderedDict()
         self._too_large: set[Hashable] = set()
         self._loading: set[Hashable] = set()
@@ -280,12 +285,17 @@ class LayerCache:
             return layer
 
     def claim(self, key: Hashable) -> bool:
-        """True when the caller should load `key` now: not cached, not known to be too large, and no other thread
-        loading it. A True answer must be followed by `put` or `release`."""
+        """True when the caller should load `key` now: not cached, not known to be too large, no other thread
+        loading it, and asked for `load_on` times. A True answer must be followed by `put` or `release`."""
         with self._lock:
             if not self.enabled or key in self._layers or key in self._too_large or key in self._loading:
                 return False
             self._misses += 1
+            asked = self._asked.get(key, 0) + 1
+            if asked < self.load_on:
+                self._asked[key] = asked
+                return False
+            self._asked.pop(key, None)
             self._loading.add(key)
             return True
 
@@ -325,6 +335,7 @@ class LayerCache:
         with self._lock:
             self._layers.clear()
             self._too_large.clear()
+            self._asked.clear()
             self._bytes = 0
 
     def cached(self) -> list[Hashable]:

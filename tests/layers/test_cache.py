@@ -99,6 +99,25 @@ def stores(store_file: Path):
         yield hot, cold
 
 
+def hot_query(store: LayerStore, name: str, bbox, **kw) -> pa.Table:
+    """A bbox query asked twice (the second query of a layer version loads it), both answers checked equal."""
+    first = store.query_arrow(name, bbox=bbox, **kw)
+    second = store.query_arrow(name, bbox=bbox, **kw)
+    assert first.equals(second)
+    return second
+
+
+def test_a_layer_is_loaded_by_its_second_bbox_query(stores):
+    hot, cold = stores
+    w = (116.31, 39.91, 116.32, 39.92)
+    assert hot.query_arrow("lines", bbox=w).equals(cold.query_arrow("lines", bbox=w))
+    assert hot.cache.stats().loads == 0  # a one-shot process (`cim layers query`) never loads a whole layer
+    assert hot.query_arrow("lines", bbox=w).equals(cold.query_arrow("lines", bbox=w))
+    assert hot.cache.stats()[2:5] == (1, 0, 2)  # layers, hits, misses
+    assert hot.query_arrow("lines", bbox=w).equals(cold.query_arrow("lines", bbox=w))
+    assert hot.cache.stats().hits == 1
+
+
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_bbox_queries_equal_the_duckdb_path(stores, name):
     hot, cold = stores
@@ -124,7 +143,7 @@ def test_bbox_queries_equal_the_duckdb_path(stores, name):
 @pytest.mark.parametrize("name", ["polygons", "lines"])
 def test_features_whose_box_meets_the_window_but_not_their_geometry_are_left_out(stores, name):
     hot, cold = stores
-    hot.query_arrow(name, bbox=EXTENT)
+    hot_query(hot, name, EXTENT)
     layer = hot.cache.get(hot.cache.cached()[0])
     windows = random_windows(60, seed=3)
     box_only = sum(len(layer.index.query(*w)) - len(layer.select(w)) for w in windows)
@@ -156,22 +175,22 @@ def test_another_store_object_imports_and_the_first_sees_it_on_its_next_query(tm
     second.to_parquet(tmp_path / "b.parquet")
     with LayerStore(path) as reader:
         reader.import_file(tmp_path / "a.parquet", "pts", THEME)
-        v1 = reader.query_arrow("pts", bbox=w)
+        v1 = hot_query(reader, "pts", w)
         assert v1.num_rows == first.intersects(shapely.box(*w)).sum()
         with LayerStore(path) as writer:  # shares this process's DuckDB database; writes behind reader's back
             writer.import_file(tmp_path / "b.parquet", "pts", new_version=True)
         assert reader.info("pts").version == 2
-        assert reader.query_arrow("pts", bbox=w).num_rows == second.intersects(shapely.box(*w)).sum()
+        assert hot_query(reader, "pts", w).num_rows == second.intersects(shapely.box(*w)).sum()
         with LayerStore(path) as writer:  # purge and re-import: the same table name pts__v1, new features
             writer.drop("pts", purge=True)
             writer.import_file(tmp_path / "b.parquet", "pts", THEME)
-        again = reader.query_arrow("pts", bbox=w)
+        again = hot_query(reader, "pts", w)
         assert reader.info("pts").version == 1 and not again.equals(v1)
         with LayerStore(path, cache_mb=0) as cold:
             assert again.equals(cold.query_arrow("pts", bbox=w))
         reader.rollback("pts", 1)  # a write of its own: a new version row, the same table
-        assert reader.info("pts").version == 2 and reader.query_arrow("pts", bbox=w).equals(again)
-        assert reader.query_arrow("pts", bbox=w, version=1).equals(again)
+        assert reader.info("pts").version == 2 and hot_query(reader, "pts", w).equals(again)
+        assert hot_query(reader, "pts", w, version=1).equals(again)
         assert reader.cache.stats().loads == 3  # v1, v2, the re-imported v1; the rollback reuses its table
 
 
@@ -179,13 +198,13 @@ def test_budget_evicts_the_least_recently_used_layer(store_file, stores):
     hot, _ = stores
     sizes = {}
     for name in ("points", "lines"):
-        hot.query_arrow(name, bbox=EXTENT)
+        hot_query(hot, name, EXTENT)
         sizes[name] = hot.cache.stats().bytes - sum(sizes.values())
     budget_mb = max(sizes.values()) * 1.2 / 1e6
     assert budget_mb * 1e6 < sum(sizes.values())
     with LayerStore(store_file, cache_mb=budget_mb) as small, LayerStore(store_file, cache_mb=0) as cold:
         for name in ("points", "lines", "points"):
-            assert small.query_arrow(name, bbox=EXTENT).equals(cold.query_arrow(name, bbox=EXTENT))
+            assert hot_query(small, name, EXTENT).equals(cold.query_arrow(name, bbox=EXTENT))
             assert [k.split("__")[0] for k in small.cache.cached()] == [name]
         stats = small.cache.stats()
         assert (stats.loads, stats.evictions, stats.layers) == (3, 2, 1)
