@@ -417,7 +417,7 @@ class RoofFrames:
         centre: (p, 2) float64 centre of the part's minimum rotated rectangle.
         axis: (p, 2) float64 unit vector along that rectangle's long side (the main axis).
         half_length, half_width: (p,) float64 half sides of that rectangle (half_length >= half_width).
-        rect: (p,) bool, the part is a rectangle (no holes, fills its rectangle, four corners).
+        rect: (p,) bool, the part is a rectangle (no holes, four corners, right angles within 3 degrees).
         reach: (p,) float64 distance from the eaves at which a hipped roof reaches its ridge: half the width for
             rectangles, the collapse distance of the mitred inward offset (the straight skeleton's height) else.
         boundary: (p,) the parts' boundaries (for distances of non-rectangular parts).
@@ -456,10 +456,14 @@ def roof_frames(geoms: np.ndarray) -> RoofFrames:
     axis = long_e / np.maximum(np.linalg.norm(long_e, axis=1), 1e-12)[:, None]
     half_length, half_width = np.maximum(l0, l1) / 2, np.minimum(l0, l1) / 2
     centre = ring.mean(axis=1)
-    area = shapely.area(parts)
-    corners = shapely.get_num_coordinates(shapely.simplify(parts, 1e-6, preserve_topology=False))
-    rect = ((shapely.get_num_interior_rings(parts) == 0) & (corners == 5)
-            & (area >= (1 - 1e-3) * 4 * half_length * half_width))
+    # rectangles as the builder sees them (`as_rectangle`): four corners, right angles within 3 degrees, no holes
+    simple = shapely.get_exterior_ring(shapely.simplify(parts, 1e-6, preserve_topology=False))
+    rect = (shapely.get_num_interior_rings(parts) == 0) & (shapely.get_num_coordinates(simple) == 5)
+    if rect.any():
+        quad = shapely.get_coordinates(simple[rect]).reshape(-1, 5, 2)
+        e = np.diff(quad, axis=1)
+        e /= np.maximum(np.linalg.norm(e, axis=2, keepdims=True), 1e-12)
+        rect[rect] = np.abs(np.einsum("kij,kij->ki", e, np.roll(e, -1, axis=1))).max(axis=1) <= _RIGHT_ANGLE_TOL
     reach = half_width.copy()
     other = np.flatnonzero(~rect)
     if len(other):
