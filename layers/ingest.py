@@ -31,6 +31,7 @@ from layers.types import STORE_CRS
 FID = "fid"
 _RESERVED = {FID, GEOM}
 _CHUNK = 1 << 14
+_PIECE = 1 << 16  # rows per piece of the numpy passes: long enough kernels for threads, small enough for the cache
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 _OUT_OF_RANGE = "coordinates outside the lon/lat range (is the CRS right? pass --crs)"
@@ -143,8 +144,8 @@ def stage(source: SourceData, *, key_field: str | None = None) -> Staged:
     box = bounds[kept]
     extent = (float(box[:, 0].min()), float(box[:, 1].min()), float(box[:, 2].max()), float(box[:, 3].max()))
     cx, cy = (box[:, 0] + box[:, 2]) / 2, (box[:, 1] + box[:, 3]) / 2
-    keys = np.concatenate(_parallel(lambda i: hilbert_keys(cx[i:i + _CHUNK], cy[i:i + _CHUNK], extent),
-                                    range(0, len(kept), _CHUNK)))
+    keys = np.concatenate(_parallel(lambda i: hilbert_keys(cx[i:i + _PIECE], cy[i:i + _PIECE], extent),
+                                    range(0, len(kept), _PIECE)))
     order = kept[np.argsort(keys)]
     attrs, renamed = _normalise(source.table.drop_columns([GEOM]))
     table = take_rows(attrs.add_column(0, FID, pa.array(fids, pa.int64())).append_column(GEOM, wkb), order)
@@ -245,8 +246,8 @@ def simply_valid(wkb: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         bounds: (n, 4) float64 xmin, ymin, xmax, ymax of the `ok` rows (NaN elsewhere).
     """
     n = len(wkb)
-    if n > _CHUNK:  # small temporaries stay in cache and are not faulted in afresh for every step
-        parts = _parallel(lambda i: simply_valid(wkb.slice(i, _CHUNK)), range(0, n, _CHUNK))
+    if n > _PIECE:  # small temporaries stay in cache and are not faulted in afresh for every step
+        parts = _parallel(lambda i: simply_valid(wkb.slice(i, _PIECE)), range(0, n, _PIECE))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     ok = np.zeros(n, dtype=bool)
     bounds = np.full((n, 4), np.nan)

@@ -30,7 +30,7 @@ def squares_and_stars(n: int, seed: int = 3) -> pa.Array:
 
 
 def test_parallel_validity_matches_one_piece_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    wkb = squares_and_stars(3 * ingest._CHUNK + 123)
+    wkb = squares_and_stars(3 * ingest._PIECE + 123)
     ok, bounds = simply_valid(wkb)
     monkeypatch.setattr(ingest, "_parallel", lambda fn, items: [fn(i) for i in items])
     ok_serial, bounds_serial = simply_valid(wkb)
