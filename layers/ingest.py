@@ -102,7 +102,7 @@ def stage(source: SourceData, *, key_field: str | None = None) -> Staged:
         if source.key_field:
             return str(source.table.column(source.key_field)[row].as_py())
         return str(row + 1)
-    wkb = source.table.column(GEOM).combine_chunks()
+    wkb = source.table.column(GEOM)  # joined into one array by `take_rows`, with the other columns
     problems, bounds = _find_problems(wkb, geographic=source.crs.is_geographic and is_store_crs(source.crs))
     problems.update({row: reason for row, reason in source.row_errors.items()})
 
@@ -125,7 +125,7 @@ def stage(source: SourceData, *, key_field: str | None = None) -> Staged:
         index = np.arange(n, dtype=np.int64)
         index[rows] = n + np.arange(len(rows))
         fixed_wkb = pa.array(list(replacement.values()), pa.binary())
-        wkb = pa.concat_arrays([wkb, fixed_wkb]).take(pa.array(index))
+        wkb = pa.chunked_array([*wkb.chunks, fixed_wkb], pa.binary()).take(pa.array(index))
         bounds[rows] = shapely.bounds(shapely.from_wkb(fixed_wkb.to_numpy(zero_copy_only=False)))
     if not is_store_crs(source.crs):
         wkb, bounds, bad = _reproject(wkb, keep, source.crs)
@@ -189,7 +189,7 @@ def take_rows(table: pa.Table, order: np.ndarray) -> pa.Table:
          for c in range(len(columns))], schema=table.schema)
 
 
-def _find_problems(wkb: pa.Array, *, geographic: bool) -> tuple[dict[int, str], np.ndarray]:
+def _find_problems(wkb: pa.ChunkedArray, *, geographic: bool) -> tuple[dict[int, str], np.ndarray]:
     """Rows whose geometry is missing, unreadable, empty, invalid or (for lon/lat data) out of range.
 
     Returns:
@@ -228,7 +228,7 @@ def _find_problems(wkb: pa.Array, *, geographic: bool) -> tuple[dict[int, str], 
     return problems, bounds
 
 
-def simply_valid(wkb: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def simply_valid(wkb: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """The geometries that are certainly valid by their shape alone, read straight from the WKB bytes.
 
     GEOS's validity check costs about a microsecond per geometry whatever its size; most features of a city's
@@ -239,16 +239,19 @@ def simply_valid(wkb: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     near-degenerate rings included, is left to GEOS.
 
     Args:
-        wkb: (n,) binary WKB (nulls allowed).
+        wkb: (n,) binary WKB (nulls allowed), in one chunk or several.
 
     Returns:
         ok: (n,) bool, True where the geometry is certainly valid and not empty.
         bounds: (n, 4) float64 xmin, ymin, xmax, ymax of the `ok` rows (NaN elsewhere).
     """
     n = len(wkb)
-    if n > _PIECE:  # small temporaries stay in cache and are not faulted in afresh for every step
-        parts = _parallel(lambda i: simply_valid(wkb.slice(i, _PIECE)), range(0, n, _PIECE))
+    chunks = wkb.chunks if isinstance(wkb, pa.ChunkedArray) else [wkb]
+    if n > _PIECE or len(chunks) != 1:  # small temporaries stay in cache and are not faulted in afresh every step
+        pieces = [c.slice(i, _PIECE) for c in chunks for i in range(0, len(c), _PIECE)]
+        parts = _parallel(simply_valid, pieces) or [(np.zeros(0, dtype=bool), np.zeros((0, 4)))]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    wkb = chunks[0]
     ok = np.zeros(n, dtype=bool)
     bounds = np.full((n, 4), np.nan)
     if n == 0 or not pa.types.is_binary(wkb.type):

@@ -36,6 +36,10 @@ def test_parallel_validity_matches_one_piece_at_a_time(monkeypatch: pytest.Monke
     ok_serial, bounds_serial = simply_valid(wkb)
     np.testing.assert_array_equal(ok, ok_serial)
     np.testing.assert_array_equal(bounds, bounds_serial)
+    ok_chunked, bounds_chunked = simply_valid(pa.chunked_array([wkb.slice(0, 1000), wkb.slice(1000, 0),
+                                                                wkb.slice(1000)]))
+    np.testing.assert_array_equal(ok, ok_chunked)
+    np.testing.assert_array_equal(bounds, bounds_chunked)
     assert ok.sum() == len(wkb) - len(range(0, len(wkb), 7))
 
 
