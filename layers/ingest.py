@@ -8,6 +8,7 @@ rejected with a reason.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -394,25 +395,41 @@ def hilbert_keys(x: np.ndarray, y: np.ndarray, extent: tuple[float, float, float
     """
     side = 1 << 16
     x0, y0, x1, y1 = extent
-    gx = np.clip((x - x0) / max(x1 - x0, 1e-12) * side, 0, side - 1).astype(np.uint32)
-    gy = np.clip((y - y0) / max(y1 - y0, 1e-12) * side, 0, side - 1).astype(np.uint32)
+    gx = np.clip((x - x0) / max(x1 - x0, 1e-12) * side, 0, side - 1).astype(np.uint16)
+    gy = np.clip((y - y0) / max(y1 - y0, 1e-12) * side, 0, side - 1).astype(np.uint16)
+    digits, after = _hilbert_tables()
     key = np.zeros(len(gx), dtype=np.uint32)  # 4**16 positions fit
-    s = side // 2
-    while s > 0:
-        rx = ((gx & s) != 0).astype(np.uint32)
-        ry = ((gy & s) != 0).astype(np.uint32)
-        key += np.uint32(s * s) * ((3 * rx) ^ ry)
-        # rotate the quadrant so the curve stays continuous: mirror when rx and not ry, swap when not ry
-        # (branch-free: x ^ (side - 1) is side - 1 - x, and the xor swap)
-        low = 1 - ry
-        mirror = (rx & low) * np.uint32(side - 1)
-        gx ^= mirror
-        gy ^= mirror
-        swap = (gx ^ gy) * low
-        gx ^= swap
-        gy ^= swap
-        s //= 2
+    state = np.zeros(len(gx), dtype=np.uint8)  # 16 x the state: the row of the tables
+    for shift in range(14, -1, -2):  # two levels of the curve per step, from the top
+        cell = state | (((gx >> shift) & 3) << 2 | ((gy >> shift) & 3)).astype(np.uint8)
+        key <<= 4
+        key |= np.take(digits, cell)
+        state = np.take(after, cell)
     return key
+
+
+@functools.cache
+def _hilbert_tables() -> tuple[np.ndarray, np.ndarray]:
+    """Two levels of the Hilbert curve at a time: (64,) uint8 digits and next state (x16) by state x16 + cell.
+
+    A state is how the quadrant is turned (mirrored across both axes, swapped); at each level the quadrant
+    (rx, ry) gives the digit (3 rx) ^ ry, and the curve turns: a swap when ry = 0, plus a mirror when rx = 1.
+    """
+    digits = np.zeros(64, dtype=np.uint8)
+    after = np.zeros(64, dtype=np.uint8)
+    for state in range(4):
+        for cell in range(16):
+            mirror, swap = state & 1, state >> 1
+            digit = 0
+            for bx, by in (((cell >> 3) & 1, (cell >> 1) & 1), ((cell >> 2) & 1, cell & 1)):
+                rx, ry = (by, bx) if swap else (bx, by)
+                rx, ry = rx ^ mirror, ry ^ mirror
+                digit = digit << 2 | ((3 * rx) ^ ry)
+                if ry == 0:
+                    mirror, swap = mirror ^ rx, swap ^ 1
+            digits[state * 16 + cell] = digit
+            after[state * 16 + cell] = (mirror | swap << 1) * 16
+    return digits, after
 
 
 def _normalise(table: pa.Table) -> tuple[pa.Table, dict[str, str]]:
