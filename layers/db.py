@@ -6,8 +6,11 @@ wheel ships. Autoloading and autoinstalling are switched off so nothing ever rea
 
 DuckDB checks an extension's signature by hashing the whole file on every LOAD: 0.2-0.3 s for the 88 MB spatial
 extension, most of the cost of opening a store. The file is the one pip installed from the pinned wheel (pip checked
-its hash), so `connect` skips that check (`allow_unsigned_extensions`) and loads it in about 0.01 s. No user text
-reaches SQL in this project (filters compile to parameters), so no one can `LOAD` another file through it.
+its hash), so `connect` skips that check (`allow_unsigned_extensions`) and loads it in about 0.01 s. Right after
+that LOAD it switches external access off for the life of the database (`enable_external_access = false`, which
+DuckDB does not let anyone switch back on): no later statement can LOAD any other file, signed or not, nor read or
+write files through SQL. The project needs neither: sources are read by GDAL/Arrow in Python and handed to DuckDB
+as registered Arrow tables, and exports are written the same way.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ def connect(path: str | os.PathLike[str] | None = None, *, read_only: bool = Fal
         raise StoreError(f"cannot open DuckDB store {target!r}: {exc}") from exc
     try:
         con.execute(f"LOAD '{spatial_extension_path().as_posix()}'")
+        con.execute("SET enable_external_access = false")
     except duckdb.Error as exc:
         con.close()
         raise StoreError(f"cannot load the DuckDB spatial extension into {target!r}: {exc}") from exc
