@@ -39,6 +39,7 @@ import morecantile
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import shapely
 
 from tiles import pbf
 from tiles.errors import ServerConfigError, TileRequestError
@@ -150,6 +151,7 @@ class MercatorWorkspace:
         self._building: dict[str, threading.Lock] = {}
         self._names: dict[str, str] = {}
         self._points: dict[str, PointIndex] = {}
+        self._shapes: dict[str, ShapeIndex] = {}
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
@@ -199,13 +201,26 @@ class MercatorWorkspace:
                 self._points[layer.table] = PointIndex.from_layer(layer)
             return self._points[layer.table]
 
+    def shapes(self, layer: VectorTileLayer) -> ShapeIndex:
+        """The in-memory index of a line or polygon layer version, built on first use (other callers wait for it)."""
+        index = self._shapes.get(layer.table)
+        if index is not None:
+            return index
+        with self._lock:
+            gate = self._building.setdefault("shapes|" + layer.table, threading.Lock())
+        with gate:
+            if layer.table not in self._shapes:
+                self._shapes[layer.table] = ShapeIndex.from_layer(layer)
+            return self._shapes[layer.table]
+
     def close(self) -> None:
-        """Drop every projected table and point index (the memory goes back)."""
+        """Drop every projected table and in-memory index (the memory goes back)."""
         with self._lock:
             if self._con is not None:
                 self._con.close()
             self._con = None
             self._points.clear()
+            self._shapes.clear()
             self._tables.clear()
             self._building.clear()
             self._names.clear()
@@ -432,6 +447,27 @@ def encode_points(name: str, fid: np.ndarray, px: np.ndarray, py: np.ndarray,
         name: the layer name.
         fid: (n,) int64 feature ids (non-negative).
         px, py: (n,) int64 tile coordinates (y down), may reach into the buffer (negative or > extent).
+        properties: n rows of MVT-typed columns, as an Arrow table or as `PropertyColumn`s (see `encode_features`).
+        extent: tile extent in units.
+
+    Returns:
+        The tile bytes.
+    """
+    n = len(fid)
+    geometry = [pbf.const(b"\x09", n), pbf.varints(pbf.zigzag(px)), pbf.varints(pbf.zigzag(py))]  # MoveTo(1)
+    return encode_features(name, fid, 1, geometry, properties, extent)
+
+
+def encode_features(name: str, fid: np.ndarray, geom_type: int, geometry: list[pbf.Segment],
+                    properties: pa.Table | Sequence[PropertyColumn], extent: int) -> bytes:
+    """One MVT tile (version 2) of a single layer of features of one geometry type, encoded with numpy.
+
+    Args:
+        name: the layer name.
+        fid: (n,) int64 feature ids (non-negative).
+        geom_type: MVT GeomType of every feature: 1 POINT, 2 LINESTRING, 3 POLYGON.
+        geometry: segments whose concatenation is each feature's packed command stream (`tile_geometries`
+            returns it as one byte-string segment; points pass MoveTo and the two zigzag parameters).
         properties: n rows of MVT-typed columns, as an Arrow table or as `PropertyColumn`s (whose dictionaries may
             hold more values than the tile uses: only the used ones are written); nulls are left out of a
             feature's tags.
@@ -455,11 +491,10 @@ def encode_points(name: str, fid: np.ndarray, px: np.ndarray, py: np.ndarray,
         values.append(pbf.Segment(column.lengths[used], data=column.entries, offsets=column.offsets[used]))
         tags += [pbf.varints(np.full(n, j, dtype=np.int64), valid), pbf.varints(index, valid)]
     tag_len = pbf.record_lengths(tags) if tags else np.zeros(n, dtype=np.int64)
-    geometry = [pbf.const(b"\x09", n), pbf.varints(pbf.zigzag(px)), pbf.varints(pbf.zigzag(py))]  # MoveTo(1)
     has_tags = tag_len > 0
     inner = [pbf.const(b"\x08", n), pbf.varints(fid),  # id = 1
              pbf.const(b"\x12", n, has_tags), pbf.varints(tag_len, has_tags), *tags,  # tags = 2, packed
-             pbf.const(b"\x18\x01\x22", n),  # type = 3: POINT; geometry = 4, packed:
+             pbf.const(bytes([0x18, geom_type, 0x22]), n),  # type = 3; geometry = 4, packed:
              pbf.varints(pbf.record_lengths(geometry)), *geometry]
     features, _ = pbf.assemble([pbf.const(b"\x12", n), pbf.varints(pbf.record_lengths(inner)), *inner])
     layer = b"".join([
@@ -471,6 +506,271 @@ def encode_points(name: str, fid: np.ndarray, px: np.ndarray, py: np.ndarray,
         pbf.field_key(5, 0) + pbf.encode_varint(extent),
     ])
     return pbf.length_delimited(3, layer)
+
+
+_LINEAL = ("LineString", "MultiLineString")
+_POLYGONAL = ("Polygon", "MultiPolygon")
+_LINESTRING, _POLYGON = 2, 3  # MVT GeomType
+
+
+def _shape_family(info: LayerInfo) -> int | None:
+    """The MVT geometry type of a line or polygon layer, None for the layers left to DuckDB (points, MultiPoint,
+    GeometryCollection and mixed `Geometry` layers)."""
+    base = info.geometry_type.split()[0]
+    return _LINESTRING if base in _LINEAL else _POLYGON if base in _POLYGONAL else None
+
+
+@dataclass(frozen=True)
+class ShapeIndex:
+    """A line or polygon layer version in memory, for cutting MVT tiles with shapely and numpy instead of SQL.
+
+    Features are grouped by size class (the power of two of their bounding box's larger side in zoom-24 cells) and,
+    within a class, sorted by the Morton key of their bounding box's centre. A box query covers the box, grown by the
+    class's largest half-extent, with a few cells of one zoom per class (each one key range) and keeps the candidates
+    whose bounding box overlaps the box: one huge feature widens the search of its own class only.
+
+    Attributes:
+        geoms: (n,) object shapely geometries in Web Mercator metres (2D).
+        bounds: (n, 4) float64 xmin, ymin, xmax, ymax of each geometry.
+        keys: (n,) uint64 Morton keys of the bounding-box centres, ascending within each class.
+        groups: (k + 1,) int64 first row of each size class (the last entry is n).
+        reach: (k, 2) float64 largest half-width and half-height of each class's bounding boxes.
+        fid: (n,) int64 feature ids.
+        properties: the layer's fields as MVT types (`mvt_property`), rows in the same order, dictionary-encoded.
+    """
+
+    geoms: np.ndarray
+    bounds: np.ndarray
+    keys: np.ndarray
+    groups: np.ndarray
+    reach: np.ndarray
+    fid: np.ndarray
+    properties: list[PropertyColumn]
+
+    @classmethod
+    def from_layer(cls, layer: VectorTileLayer) -> ShapeIndex:
+        """Read a layer's geometries (projected to Web Mercator with numpy) and properties once, and index them."""
+        props = "".join(f"{mvt_property(f)} AS {_quoted(f.name)}, " for f in layer.info.fields)
+        arrow = layer.store.cursor().execute(
+            f"SELECT fid, {props}ST_AsWKB(geom) AS __wkb FROM {layer.table} "
+            "WHERE geom IS NOT NULL AND NOT ST_IsEmpty(geom)").fetch_arrow_table()
+        geoms = shapely.from_wkb(arrow.column("__wkb").to_numpy(zero_copy_only=False))
+        geoms = shapely.transform(geoms, lambda c: np.column_stack(web_mercator(c[:, 0], c[:, 1])))
+        columns = [PropertyColumn.from_arrow(f.name, arrow.column(f.name)) for f in layer.info.fields]
+        return cls.build(geoms, arrow.column("fid").to_numpy().astype(np.int64), columns)
+
+    @classmethod
+    def build(cls, geoms: np.ndarray, fid: np.ndarray, properties: Sequence[PropertyColumn]) -> ShapeIndex:
+        """Index Web Mercator geometries ((n,) object) with their (n,) int64 ids and property columns."""
+        bounds = shapely.bounds(geoms)
+        cell = 2 * _HALF_WORLD / (1 << _LEVEL)
+        size = np.maximum(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]) / cell
+        size_class = np.clip(np.ceil(np.log2(np.maximum(size, 1.0))), 0, _LEVEL + 1).astype(np.int64)
+        cx, cy = (bounds[:, 0] + bounds[:, 2]) / 2, (bounds[:, 1] + bounds[:, 3]) / 2
+        keys = _cell_keys(cx, cy)
+        order = np.lexsort((keys, size_class))
+        size_class, bounds = size_class[order], bounds[order]
+        groups = np.flatnonzero(np.diff(size_class, prepend=-1, append=_LEVEL + 2))
+        reach = np.array([[(bounds[a:b, 2] - bounds[a:b, 0]).max() / 2, (bounds[a:b, 3] - bounds[a:b, 1]).max() / 2]
+                          for a, b in zip(groups[:-1], groups[1:])]).reshape(-1, 2)
+        return cls(geoms[order], np.ascontiguousarray(bounds), keys[order], groups.astype(np.int64), reach,
+                   np.asarray(fid, dtype=np.int64)[order], [c.take(order) for c in properties])
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def select(self, box: tuple[float, float, float, float]) -> np.ndarray:
+        """(k,) int64 rows whose bounding box overlaps `box` (x0, y0, x1, y1 metres, edges included)."""
+        x0, y0, x1, y1 = box
+        world = 2 * _HALF_WORLD
+        found = []
+        for g in range(len(self.groups) - 1):
+            a, b = int(self.groups[g]), int(self.groups[g + 1])
+            hx, hy = self.reach[g]
+            wx0, wy0, wx1, wy1 = x0 - hx, y0 - hy, x1 + hx, y1 + hy
+            # cells about a quarter of the grown box: at most 6 x 6 key ranges
+            m = int(np.clip(math.floor(math.log2(world / max(wx1 - wx0, wy1 - wy0, 1e-9))) + 2, 0, _LEVEL))
+            n = 1 << m
+            cell = world / n
+            c0, c1 = (int(np.clip((v + _HALF_WORLD) // cell, 0, n - 1)) for v in (wx0, wx1))
+            r0, r1 = (int(np.clip((_HALF_WORLD - v) // cell, 0, n - 1)) for v in (wy1, wy0))
+            cc, rr = np.meshgrid(np.arange(c0, c1 + 1), np.arange(r0, r1 + 1))
+            shift = np.uint64(2 * (_LEVEL - m))
+            starts = morton(cc.ravel(), rr.ravel()) << shift
+            keys = self.keys[a:b]
+            lo = np.searchsorted(keys, starts)
+            length = np.searchsorted(keys, starts + (np.uint64(1) << shift)) - lo
+            keep = length > 0
+            lo, length = lo[keep], length[keep]
+            if not len(lo):
+                continue
+            rows = a + np.repeat(lo - (np.cumsum(length) - length), length) + np.arange(int(length.sum()))
+            bb = self.bounds[rows]
+            found.append(rows[(bb[:, 2] >= x0) & (bb[:, 0] <= x1) & (bb[:, 3] >= y0) & (bb[:, 1] <= y1)])
+        return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
+
+
+def _cell_keys(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(n,) uint64 Morton keys of the zoom-24 cells of Web Mercator points."""
+    cells = float(1 << _LEVEL)
+    col = np.clip(np.floor((x + _HALF_WORLD) / (2 * _HALF_WORLD) * cells), 0, cells - 1)
+    row = np.clip(np.floor((_HALF_WORLD - y) / (2 * _HALF_WORLD) * cells), 0, cells - 1)
+    return morton(col.astype(np.uint64), row.astype(np.uint64))
+
+
+def _family_parts(geoms: np.ndarray, kind: int) -> np.ndarray:
+    """Geometries reduced to their polygonal (kind 3) or lineal (kind 2) parts, as multi-geometries where mixed
+    (clipping and repairs can return collections with points or lines); empty where nothing is left."""
+    names = _POLYGONAL if kind == _POLYGON else _LINEAL
+    types = shapely.get_type_id(geoms)
+    wanted = (3, 6) if kind == _POLYGON else (1, 5)
+    ok = np.isin(types, wanted) | shapely.is_empty(geoms)
+    if ok.all():
+        return geoms
+    out = geoms.copy()
+    bad = np.flatnonzero(~ok)
+    parts, index = shapely.get_parts(geoms[bad], return_index=True)
+    while True:  # collections inside collections
+        nested = np.isin(shapely.get_type_id(parts), (4, 5, 6, 7))
+        if not nested.any():
+            break
+        sub, sub_index = shapely.get_parts(parts[nested], return_index=True)
+        parts = np.concatenate([parts[~nested], sub])
+        index = np.concatenate([index[~nested], index[nested][sub_index]])
+    keep = np.isin(shapely.get_type_id(parts), (3 if kind == _POLYGON else 1,)) & ~shapely.is_empty(parts)
+    build = shapely.multipolygons if kind == _POLYGON else shapely.multilinestrings
+    fixed = np.full(len(bad), shapely.from_wkt(f"{names[1].upper()} EMPTY"), dtype=object)
+    if keep.any():
+        made = build(parts[keep], indices=index[keep])
+        fixed[np.unique(index[keep])] = made
+    out[bad] = fixed
+    return out
+
+
+def tile_geometries(geoms: np.ndarray, kind: int, bounds: morecantile.commons.BoundingBox, extent: int,
+                    simplify: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lines or polygons (already clipped to the buffered tile, Web Mercator) as MVT geometry command streams.
+
+    Coordinates go to tile units (y down), are simplified by one unit when `simplify`, rounded, and stripped of
+    repeated points. Lines left with fewer than 2 distinct points and polygons with no area are dropped; polygons
+    made invalid by rounding are repaired (GEOS make_valid, then snap-rounded to the unit grid); exterior rings get
+    a positive surveyor's-formula area in tile coordinates and interior rings a negative one (MVT 2.1, 4.3.4.4).
+
+    Args:
+        geoms: (n,) object shapely geometries of one family (kind 2: lines, 3: polygons).
+        kind: MVT GeomType, 2 (LINESTRING) or 3 (POLYGON).
+        bounds: the tile's Web Mercator bounds.
+        extent: tile extent in units.
+        simplify: simplify by one tile unit before rounding.
+
+    Returns:
+        (kept (m,) int64 positions in `geoms` of the features left, data uint8 the varint-encoded command streams
+        back to back, lengths (m,) int64 bytes of each feature's stream).
+    """
+    scale = extent / (bounds.right - bounds.left)
+    left, top = bounds.left, bounds.top
+
+    def to_units(c: np.ndarray) -> np.ndarray:
+        return np.column_stack([(c[:, 0] - left) * scale, (top - c[:, 1]) * scale])
+
+    if simplify:
+        g = shapely.simplify(shapely.transform(geoms, to_units), 1.0, preserve_topology=False)
+        g = shapely.transform(g, lambda c: np.floor(c + 0.5))
+    else:
+        g = shapely.transform(geoms, lambda c: np.floor(to_units(c) + 0.5))
+    g = _family_parts(g, kind)
+    kept = np.arange(len(g))
+    if kind == _POLYGON:
+        alive = shapely.area(g) > 0
+        g, kept = g[alive], kept[alive]
+        invalid = np.flatnonzero(~shapely.is_valid(g))
+        if len(invalid):
+            repaired = _family_parts(shapely.make_valid(g[invalid]), kind)
+            g[invalid] = _family_parts(shapely.set_precision(repaired, 1.0), kind)
+            alive = shapely.area(g) > 0
+            g, kept = g[alive], kept[alive]
+        g = shapely.orient_polygons(g, exterior_cw=False)
+    else:
+        alive = ~shapely.is_empty(g)
+        g, kept = g[alive], kept[alive]
+    if not len(g):
+        return kept, np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64)
+    _, coords, offsets = shapely.to_ragged_array(g)
+    xy = np.rint(coords).astype(np.int64)
+    # offsets: coordinates of each ring or line, then (multi-geometries) rings of each part, parts of each feature
+    offsets = [np.asarray(o, dtype=np.int64) for o in offsets]
+    ring_offsets, feature_rings = offsets[0], np.arange(len(offsets[0]))
+    for level in offsets[1:]:
+        feature_rings = feature_rings[level]
+    if len(offsets) == 1:
+        feature_rings = np.arange(len(g) + 1)
+    ring_feature = np.repeat(np.arange(len(g)), np.diff(feature_rings))
+    data, lengths, present = _commands(xy, ring_offsets, ring_feature, len(g), closed=kind == _POLYGON)
+    return kept[present], data, lengths[present]
+
+
+def _commands(xy: np.ndarray, ring_offsets: np.ndarray, ring_feature: np.ndarray, n: int,
+              closed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Encode rings (closed: polygon rings whose last point repeats the first) or line parts as MVT commands.
+
+    Args:
+        xy: (p, 2) int64 tile coordinates of every part, back to back.
+        ring_offsets: (r + 1,) int64 first point of each part.
+        ring_feature: (r,) int64 feature of each part (non-decreasing).
+        n: number of features.
+        closed: polygon rings (MoveTo, LineTo, ClosePath) rather than lines (MoveTo, LineTo).
+
+    Returns:
+        (data uint8 varint words of every feature back to back, lengths (n,) int64 bytes per feature, present (n,)
+        bool features with at least one part left).
+    """
+    part = np.repeat(np.arange(len(ring_offsets) - 1), np.diff(ring_offsets))
+    keep = np.ones(len(xy), dtype=bool)
+    if closed:
+        keep[ring_offsets[1:] - 1] = False  # the closing point: ClosePath draws it
+    first = np.zeros(len(xy), dtype=bool)
+    first[ring_offsets[:-1][np.diff(ring_offsets) > 0]] = True
+    same = np.zeros(len(xy), dtype=bool)
+    same[1:] = (xy[1:] == xy[:-1]).all(axis=1) & ~first[1:]
+    keep &= ~same
+    if closed:  # a ring's last kept point equal to its first (the repeat before the closing point)
+        last_kept = np.zeros(len(xy), dtype=bool)
+        idx = np.flatnonzero(keep)
+        ends = np.flatnonzero(np.diff(part[idx], append=-1) != 0)
+        last_kept[idx[ends]] = True
+        starts = ring_offsets[:-1][part[idx[ends]]]
+        dup = (xy[idx[ends]] == xy[starts]).all(axis=1) & (idx[ends] != starts)
+        keep[idx[ends][dup]] = False
+    counts = np.bincount(part[keep], minlength=len(ring_offsets) - 1)
+    good = counts >= (3 if closed else 2)
+    keep &= good[part]
+    pts, ppart = xy[keep], part[keep]
+    counts = counts[good]
+    rings = np.flatnonzero(good)
+    feature = ring_feature[rings]
+    pfeature = ring_feature[ppart]
+    prev = np.zeros_like(pts)
+    prev[1:] = pts[:-1]
+    feature_start = np.ones(len(pts), dtype=bool)
+    feature_start[1:] = pfeature[1:] != pfeature[:-1]
+    prev[feature_start] = 0  # the cursor starts at (0, 0) in every feature and carries over between its parts
+    delta = pbf.zigzag(pts - prev)
+    words_per = 2 * counts + (3 if closed else 2)
+    word_start = np.cumsum(words_per) - words_per
+    words = np.empty(int(words_per.sum()), dtype=np.uint64)
+    words[word_start] = 9  # MoveTo, count 1
+    words[word_start + 3] = (2 | ((counts - 1) << 3)).astype(np.uint64)  # LineTo, count k - 1
+    if closed:
+        words[word_start + words_per - 1] = 15  # ClosePath, count 1
+    j = np.arange(len(pts)) - np.repeat(np.cumsum(counts) - counts, counts)
+    at = np.repeat(word_start, counts) + 1 + 2 * j + (j >= 1)
+    words[at], words[at + 1] = delta[:, 0], delta[:, 1]
+    data, word_lengths = pbf.assemble([pbf.varints(words)])
+    word_feature = np.repeat(feature, words_per)
+    lengths = np.bincount(word_feature, weights=word_lengths, minlength=n).astype(np.int64)
+    present = np.zeros(n, dtype=bool)
+    present[feature] = True
+    return data, lengths, present
 
 
 @dataclass
@@ -511,6 +811,8 @@ class VectorTileLayer:
         """Project the layer into the workspace (index it, for points) now rather than on the first tile."""
         if _is_point(self.info):
             self.workspace.points(self)
+        elif _shape_family(self.info) is not None:
+            self.workspace.shapes(self)
         else:
             self.workspace.table(self)
 
@@ -564,6 +866,8 @@ class VectorTileLayer:
         box = {"x0": xb.left - pad, "y0": xb.bottom - pad, "x1": xb.right + pad, "y1": xb.top + pad}
         if _is_point(self.info):
             return self._point_tile(t, xb, (box["x0"], box["y0"], box["x1"], box["y1"]))
+        if _shape_family(self.info) is not None:
+            return self._shape_tile(t, xb, (box["x0"], box["y0"], box["x1"], box["y1"]))
         table = self.workspace.table(self)
         cur = self.workspace.cursor()
         stride = 1
@@ -597,6 +901,36 @@ class VectorTileLayer:
         return VectorTile(encode_points(self.name, index.fid[rows], px, py, props, o.extent), len(rows))
 
 
+    def _shape_tile(self, t: morecantile.Tile, xb: morecantile.commons.BoundingBox,
+                    box: tuple[float, float, float, float]) -> VectorTile:
+        o = self.options
+        kind = _shape_family(self.info)
+        index = self.workspace.shapes(self)
+        rows = index.select(box)
+        b = index.bounds[rows]
+        inside = (b[:, 0] >= box[0]) & (b[:, 1] >= box[1]) & (b[:, 2] <= box[2]) & (b[:, 3] <= box[3])
+        if not inside.all():
+            frame = shapely.box(*box)
+            shapely.prepare(frame)
+            meets = inside.copy()
+            meets[~inside] = shapely.intersects(frame, index.geoms[rows[~inside]])
+            rows, inside = rows[meets], inside[meets]
+        if len(rows) > o.max_features:
+            keep = index.fid[rows] % math.ceil(len(rows) / o.max_features) == 0
+            rows, inside = rows[keep], inside[keep]
+        if not len(rows):
+            return VectorTile(b"", 0)
+        geoms = index.geoms[rows]
+        geoms[~inside] = shapely.clip_by_rect(geoms[~inside], *box)
+        kept, data, lengths = tile_geometries(geoms, kind, xb, o.extent, t.z < o.simplify_below_zoom)
+        if not len(kept):
+            return VectorTile(b"", 0)
+        rows = rows[kept]
+        geometry = [pbf.Segment(lengths, data=data, offsets=np.cumsum(lengths) - lengths)]
+        props = [c.take(rows) for c in index.properties]
+        return VectorTile(encode_features(self.name, index.fid[rows], kind, geometry, props, o.extent), len(rows))
+
+
 def vector_layers_json(infos: Sequence[LayerInfo], options: MvtOptions) -> list[dict[str, object]]:
     """TileJSON 3.0 `vector_layers` entries (id, fields with their types, zoom range) of layers."""
 
@@ -612,5 +946,6 @@ def vector_layers_json(infos: Sequence[LayerInfo], options: MvtOptions) -> list[
              "fields": {f.name: kind(f) for f in i.fields}} for i in infos]
 
 
-__all__ = ["MVT_MEDIA_TYPE", "MvtOptions", "PointIndex", "PropertyColumn", "VectorTile", "VectorTileLayer",
-           "check_tile", "encode_points", "morton", "mvt_property", "vector_layers_json", "web_mercator"]
+__all__ = ["MVT_MEDIA_TYPE", "MvtOptions", "PointIndex", "PropertyColumn", "ShapeIndex", "VectorTile",
+           "VectorTileLayer", "check_tile", "encode_features", "encode_points", "morton", "mvt_property",
+           "tile_geometries", "vector_layers_json", "web_mercator"]
