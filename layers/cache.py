@@ -15,12 +15,20 @@ bbox candidates whose box is not inside the window are tested for true intersect
 `ST_Intersects` does. Versions are immutable (a re-import writes a new table), so a cached version never goes
 stale; the store looks the current version up in its own catalogue cache.
 
+For `LayerStore.query` (GeoDataFrame answers) a cached version also gets a `LayerFrame`, built by its first
+GeoDataFrame query answered from the cache: the whole layer as a GeoDataFrame with shapely geometries, from which a
+query takes its rows by position, as GeoPandas' own `iloc` does, instead of parsing WKB and building a frame from
+scratch (the GeoDataFrame constructor alone costs about 0.5 ms). Shapely geometries are large (about 400 bytes for
+a five-vertex square), so the frame is counted in the budget and built only for the layers asked in that form.
+
 Budget: `CIM_LAYER_CACHE_MB` (default 512; 0 disables the cache) or `LayerStore(cache_mb=...)`. A layer larger
-than the budget is never cached.
+than the budget is never cached; a frame that does not fit beside its layer is never built (those GeoDataFrame
+answers are converted from Arrow per query).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -28,7 +36,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import duckdb
 import numpy as np
@@ -37,10 +45,17 @@ import shapely
 
 from layers.errors import LayerInputError
 
+if TYPE_CHECKING:
+    import geopandas as gpd
+
 DEFAULT_CACHE_MB = 512.0
 LOAD_ON_QUERY = 2  # the bbox query of a layer version that loads it
 BLOCK = 32  # rows (and child nodes) per index node: 40 us per query and 16 ms per build for 1M boxes
 _SAMPLE_ROWS = 2048  # rows read to estimate a layer's size before loading it
+# Process memory of shapely geometries (RSS after `shapely.from_wkb`, 300k of each: points 217 bytes, 3-vertex
+# lines 281, squares 408, 40-vertex polygons 1254, squares with a hole 697, two-square multipolygons 889), as bytes
+# per geometry, per part or ring, per vertex.
+_GEOMETRY_BYTES = (120, 90, 25)
 
 
 def budget_mb_from_env() -> float:
@@ -118,6 +133,30 @@ class PackedBoxIndex:
 
 
 @dataclass(frozen=True)
+class LayerFrame:
+    """A cached layer as one GeoDataFrame, for GeoDataFrame answers taken by row position.
+
+    Attributes:
+        frame: `fid`, the fields, `geometry` (shapely, EPSG:4490), as `layers.store.to_geodataframe` makes them,
+            in store row order, with a RangeIndex; without the `per_query` columns.
+        per_query: integer and boolean fields with nulls: pandas gives them a float or object dtype only when the
+            selected rows hold a null, so they are converted from Arrow for each answer, as `to_geodataframe` does.
+        nbytes: estimated bytes held (attribute columns, shapely geometries).
+        build_seconds: wall time of the build.
+    """
+
+    frame: gpd.GeoDataFrame
+    per_query: frozenset[str]
+    nbytes: int
+    build_seconds: float
+
+    @functools.cached_property
+    def columns(self) -> list[str]:
+        """The frame's column names, in order."""
+        return [str(c) for c in self.frame.columns]
+
+
+@dataclass(frozen=True)
 class CachedLayer:
     """One layer version in memory: its features in store order and an index of their boxes.
 
@@ -134,14 +173,20 @@ class CachedLayer:
     exact_boxes: bool
     load_seconds: float
     _column: dict[str, int] = field(default_factory=dict, repr=False)
+    _frame: list[LayerFrame] = field(default_factory=list, repr=False)  # set once, by `LayerCache.frame`
 
     def __post_init__(self) -> None:
         self._column.update({n: i for i, n in enumerate(self.table.column_names)})
 
     @property
     def nbytes(self) -> int:
-        """Bytes held (Arrow buffers and index)."""
-        return self.table.nbytes + self.index.nbytes
+        """Bytes held (Arrow buffers and index, and the frame once built)."""
+        return self.table.nbytes + self.index.nbytes + (self._frame[0].nbytes if self._frame else 0)
+
+    @property
+    def frame(self) -> LayerFrame | None:
+        """The GeoDataFrame form, once `LayerCache.frame` has built it."""
+        return self._frame[0] if self._frame else None
 
     @property
     def num_rows(self) -> int:
@@ -180,14 +225,87 @@ class CachedLayer:
             limit, offset: paging, applied after the ordering.
             order_by_fid: sort by fid (otherwise store order).
         """
+        rows = self.rows(bbox, limit=limit, offset=offset, order_by_fid=order_by_fid)
+        picked = self.table.select([self._column["fid"], *(self._column[c] for c in columns), self._column["geom"]])
+        return picked.take(pa.array(rows, type=pa.int64()))
+
+    def rows(self, bbox: Sequence[float], *, limit: int | None = None, offset: int = 0,
+             order_by_fid: bool = False) -> np.ndarray:
+        """The rows `query` returns, `(k,)` int64 positions in the table (arguments as `query`)."""
         rows = self.select(bbox)
         if order_by_fid and rows.size > 1:
             fid = self.table.column(self._column["fid"]).take(pa.array(rows)).to_numpy()
             rows = rows[np.argsort(fid, kind="stable")]
         if offset or limit is not None:
             rows = rows[offset:None if limit is None else offset + limit]
-        picked = self.table.select([self._column["fid"], *(self._column[c] for c in columns), self._column["geom"]])
-        return picked.take(pa.array(rows, type=pa.int64()))
+        return rows
+
+    def query_frame(self, bbox: Sequence[float], columns: Sequence[str], *, limit: int | None = None,
+                    offset: int = 0, order_by_fid: bool = False) -> gpd.GeoDataFrame:
+        """The selected features as `to_geodataframe(self.query(...))` makes them, taken from the frame.
+
+        Raises:
+            ValueError: the frame is not built (see `LayerCache.frame`).
+        """
+        import pandas as pd
+
+        if not self._frame:
+            raise ValueError("the layer's frame is not built; ask LayerCache.frame first")
+        lf = self._frame[0]
+        rows = self.rows(bbox, limit=limit, offset=offset, order_by_fid=order_by_fid)
+        wanted = ["fid", *columns, "geometry"]
+        keep = [c for c in wanted if c not in lf.per_query] if lf.per_query else wanted
+        # a copy either way (pandas' take), so callers may modify it; the shapely geometries are immutable
+        if keep == lf.columns:
+            out = lf.frame.iloc[rows]
+        else:
+            out = lf.frame.iloc[rows, [lf.columns.index(c) for c in keep]]
+        out.index = pd.RangeIndex(len(rows))
+        if lf.per_query:
+            for pos, name in enumerate(wanted):
+                if name in lf.per_query:
+                    out.insert(pos, name, self.table.column(self._column[name]).take(pa.array(rows)).to_pandas())
+        return out
+
+    def estimate_frame_bytes(self) -> int:
+        """Bytes `build_frame` would hold, from the attribute columns and a sample of the geometries."""
+        geom = self.table.column(self._column["geom"])
+        n = self.table.num_rows
+        if not n:
+            return 0
+        picks = np.unique(np.linspace(0, n - 1, min(n, _SAMPLE_ROWS)).astype(np.int64))
+        sample = shapely.from_wkb(geom.take(pa.array(picks)).to_numpy(zero_copy_only=False))
+        parts = shapely.get_parts(sample)
+        polygons = shapely.get_type_id(parts) == 3
+        components = len(parts) + int(polygons.sum()) + int(shapely.get_num_interior_rings(parts[polygons]).sum())
+        per_geometry, per_component, per_vertex = _GEOMETRY_BYTES
+        geometry = (len(sample) * per_geometry + components * per_component
+                    + int(shapely.get_num_coordinates(sample).sum()) * per_vertex)
+        attributes = self.table.nbytes - geom.nbytes
+        return math.ceil(attributes + 8 * n + geometry * n / len(sample))
+
+    def build_frame(self, crs: Any, nbytes: int) -> LayerFrame:
+        """The whole layer as a `LayerFrame` (one `shapely.from_wkb` of every row: about 1.2 s for 1M squares).
+
+        Args:
+            crs: the store's CRS (a pyproj CRS), given to the geometry column.
+            nbytes: the size to record (`estimate_frame_bytes`).
+        """
+        import geopandas as gpd
+
+        t0 = time.perf_counter()
+        per_query = frozenset(
+            name for name in self.table.column_names[1:-1]
+            if (pa.types.is_integer(self.table.schema.field(name).type)
+                or pa.types.is_boolean(self.table.schema.field(name).type))
+            and self.table.column(name).null_count)
+        attributes = self.table.drop_columns(["geom", *per_query])
+        geoms = shapely.from_wkb(self.table.column(self._column["geom"]).to_numpy(zero_copy_only=False))
+        # the same conversion as to_geodataframe (Table.to_pandas defaults: consolidated blocks, which `iloc` takes
+        # faster than split ones), so stable columns get the same dtypes
+        frame = gpd.GeoDataFrame(attributes.to_pandas(), geometry=gpd.array.GeometryArray(geoms, crs=crs),
+                                 copy=False)
+        return LayerFrame(frame, per_query, nbytes, time.perf_counter() - t0)
 
 
 def load_layer(cur: duckdb.DuckDBPyConnection, table: str, fields: Sequence[str], geometry_type: str) -> CachedLayer:
@@ -244,6 +362,8 @@ class CacheStats(NamedTuple):
     load_seconds: float
     evictions: int
     too_large: int
+    frames: int = 0
+    frame_seconds: float = 0.0
 
 
 class LayerCache:
@@ -265,10 +385,14 @@ class LayerCache:
         self._layers: OrderedDict[Hashable, CachedLayer] = OrderedDict()
         self._too_large: set[Hashable] = set()
         self._loading: set[Hashable] = set()
+        self._no_frame: set[Hashable] = set()
+        self._framing: set[Hashable] = set()
         self._lock = threading.Lock()
         self._bytes = 0
         self._hits = self._misses = self._loads = self._evictions = 0
         self._load_seconds = 0.0
+        self._frames = 0
+        self._frame_seconds = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -325,6 +449,47 @@ class LayerCache:
             self._bytes += size
             return True
 
+    def frame(self, key: Hashable, layer: CachedLayer, crs: Any) -> LayerFrame | None:
+        """The GeoDataFrame form of a cached layer, built now (and counted in the budget, evicting least recently
+        used layers) unless it is built already; None when it cannot fit beside the layer, when the layer is no
+        longer cached, or while another thread builds it (answer from `layer.query` then).
+
+        Args:
+            key: the layer's key.
+            layer: the cached layer (from `get`).
+            crs: the store's CRS, for the geometry column.
+        """
+        built = layer.frame
+        if built is not None:
+            return built
+        with self._lock:
+            if key in self._no_frame or key in self._framing or self._layers.get(key) is not layer:
+                return None
+            self._framing.add(key)
+        try:
+            need = layer.estimate_frame_bytes()
+            if layer.nbytes + need > self.budget_bytes:
+                with self._lock:
+                    self._no_frame.add(key)
+                return None
+            built = layer.build_frame(crs, need)
+        finally:
+            with self._lock:
+                self._framing.discard(key)
+        with self._lock:
+            self._frames += 1
+            self._frame_seconds += built.build_seconds
+            if self._layers.get(key) is not layer:
+                return built  # evicted meanwhile: good for this answer, not kept
+            for old_key in [k for k in self._layers if k != key]:
+                if self._bytes + built.nbytes <= self.budget_bytes:
+                    break
+                self._bytes -= self._layers.pop(old_key).nbytes
+                self._evictions += 1
+            layer._frame.append(built)
+            self._bytes += built.nbytes
+            return built
+
     def release(self, key: Hashable) -> None:
         """Give up a `claim` (the load failed or was not needed)."""
         with self._lock:
@@ -335,6 +500,7 @@ class LayerCache:
         with self._lock:
             self._layers.clear()
             self._too_large.clear()
+            self._no_frame.clear()
             self._asked.clear()
             self._bytes = 0
 
@@ -347,8 +513,9 @@ class LayerCache:
         """Counters and sizes."""
         with self._lock:
             return CacheStats(self.budget_bytes, self._bytes, len(self._layers), self._hits, self._misses,
-                              self._loads, self._load_seconds, self._evictions, len(self._too_large))
+                              self._loads, self._load_seconds, self._evictions, len(self._too_large), self._frames,
+                              self._frame_seconds)
 
 
-__all__ = ["DEFAULT_CACHE_MB", "CacheStats", "CachedLayer", "LayerCache", "PackedBoxIndex", "budget_mb_from_env",
-           "estimate_bytes", "load_layer"]
+__all__ = ["DEFAULT_CACHE_MB", "CacheStats", "CachedLayer", "LayerCache", "LayerFrame", "PackedBoxIndex",
+           "budget_mb_from_env", "estimate_bytes", "load_layer"]

@@ -26,7 +26,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -750,21 +750,27 @@ class LayerStore:
         A bbox selection without `intersects` and `where` is answered from the in-memory layer cache
         (`layers.cache`) when the layer fits its budget: the first such query of a layer version loads it.
         """
-        return self._query_arrow(name, bbox=bbox, intersects=intersects, where=where, fields=fields, limit=limit,
-                                 offset=offset, version=version, order=order, cached=True)
+        out = self._query_arrow(name, bbox=bbox, intersects=intersects, where=where, fields=fields, limit=limit,
+                                offset=offset, version=version, order=order, cached=True)
+        assert isinstance(out, pa.Table)
+        return out
 
     def _query_arrow(self, name: str, *, bbox: Sequence[float] | None, intersects: Any, where: str | None,
                      fields: Sequence[str] | None, limit: int | None, offset: int, version: int | None,
-                     order: bool | None, cached: bool) -> pa.Table:
+                     order: bool | None, cached: bool, frame: bool = False) -> pa.Table | gpd.GeoDataFrame:
+        """The selection as an Arrow table; with `frame`, as a GeoDataFrame when the layer cache has the layer's
+        frame (see `layers.cache.LayerFrame`), else still as Arrow (the caller converts it)."""
         _, table, cols, clauses, params = self._selection(name, bbox=bbox, intersects=intersects, where=where,
                                                           fields=fields, version=version)
         by_fid = bool(order or (order is None and (limit is not None or offset)))
         if cached and self._bbox_only(bbox, intersects, where) and (limit is None or int(limit) >= 0) \
                 and int(offset) >= 0:
-            hot = self._hot_layer(name, version)
+            key, hot = self._hot_entry(name, version)
             if hot is not None:
-                return hot.query(_check_bbox(bbox), cols, limit=None if limit is None else int(limit),
-                                 offset=int(offset), order_by_fid=by_fid)
+                page = {"limit": None if limit is None else int(limit), "offset": int(offset), "order_by_fid": by_fid}
+                if frame and self.cache.frame(key, hot, _store_crs()) is not None:
+                    return hot.query_frame(_check_bbox(bbox), cols, **page)
+                return hot.query(_check_bbox(bbox), cols, **page)
         sql = (f"SELECT fid, {''.join(quote(c) + ', ' for c in cols)}ST_AsWKB(geom) AS geom FROM {table}"
                + (" WHERE " + " AND ".join(clauses) if clauses else ""))
         if by_fid:
@@ -794,21 +800,25 @@ class LayerStore:
     def _hot_layer(self, name: str, version: int | None) -> CachedLayer | None:
         """The layer version from the cache, loading it now if it fits; None: ask DuckDB (the cache is off, the
         layer is too large, or another thread is loading it)."""
+        return self._hot_entry(name, version)[1]
+
+    def _hot_entry(self, name: str, version: int | None) -> tuple[Hashable, CachedLayer | None]:
+        """The layer version's cache key and `_hot_layer`."""
         info, table, key = self._layer_entry(name, version)
         layer = self.cache.get(key)
         if layer is not None or not self.cache.claim(key):
-            return layer
+            return key, layer
         try:
             cur = self._reader()
             if self.cache.too_large(key, estimate_bytes(cur, table, info.field_names(), info.feature_count)):
                 self.cache.release(key)
-                return None
+                return key, None
             layer = load_layer(cur, table, info.field_names(), info.geometry_type)
         except BaseException:
             self.cache.release(key)
             raise
         self.cache.put(key, layer)
-        return layer
+        return key, layer
 
     def _run(self, sql: str, params: list[Any], where: str | None) -> pa.Table:
         try:
@@ -862,12 +872,16 @@ class LayerStore:
                 column (metres, on the ellipsoid's local azimuthal-equidistant plane). Combines with the filters.
             k: how many neighbours for `near`.
             order: sort by fid (default: only when paging).
+
+        A bbox selection answered from the layer cache is taken by row position from the layer's cached
+        GeoDataFrame (built by the first such query, if it fits the cache budget; see `layers.cache.LayerFrame`).
         """
         if near is not None:
             return self._nearest(name, LonLat(*map(float, near)), k, bbox=bbox, intersects=intersects,
                                  where=where, fields=fields, version=version)
-        return to_geodataframe(self.query_arrow(name, bbox=bbox, intersects=intersects, where=where, fields=fields,
-                                                limit=limit, offset=offset, version=version, order=order))
+        out = self._query_arrow(name, bbox=bbox, intersects=intersects, where=where, fields=fields, limit=limit,
+                                offset=offset, version=version, order=order, cached=True, frame=True)
+        return to_geodataframe(out) if isinstance(out, pa.Table) else out
 
     def _nearest(self, name: str, point: LonLat, k: int, **kw: Any) -> gpd.GeoDataFrame:
         if k < 1:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 import shapely
@@ -26,8 +27,14 @@ def _attributes(rng: np.random.Generator, n: int) -> dict[str, object]:
     name[::17] = None
     height = rng.uniform(3, 90, n)
     height[::23] = np.nan
+    # integer and boolean fields with a few nulls: pandas makes them float / object only when a null is selected
+    basements = pd.array(rng.integers(0, 3, n), dtype="Int64")
+    basements[::97] = pd.NA
+    lit = pd.array(rng.random(n) < 0.5, dtype="boolean")
+    lit[::89] = pd.NA
     return {"Name": name, "floors": rng.integers(1, 40, n).astype(np.int32), "height": height,
-            "public": rng.random(n) < 0.3, "built": [date(1950 + i % 70, 1 + i % 12, 1) for i in range(n)]}
+            "public": rng.random(n) < 0.3, "built": [date(1950 + i % 70, 1 + i % 12, 1) for i in range(n)],
+            "basements": basements, "lit": lit}
 
 
 def l_shaped_polygons(n: int = 3000, seed: int = 7) -> gpd.GeoDataFrame:
@@ -138,6 +145,77 @@ def test_bbox_queries_equal_the_duckdb_path(stores, name):
     stats = hot.cache.stats()
     assert (stats.layers, stats.loads) == (1, 1) and stats.hits > 100
     assert cold.cache.stats().loads == 0
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_geodataframe_answers_equal_the_duckdb_path(stores, name):
+    hot, cold = stores
+    variants = [{}, {"fields": ["floors", "NAME"]}, {"fields": []}, {"fields": ["basements", "fid", "lit"]},
+                {"fields": ["lit", "height", "public"]}, {"limit": 7}, {"limit": 5, "offset": 3}, {"limit": 0},
+                {"order": True}, {"order": False, "limit": 6}]
+    hot_query(hot, name, EXTENT)
+    layer = hot.cache.get(hot.cache.cached()[0])
+    assert layer.frame is None  # built by the first GeoDataFrame answer from the cache, not by the Arrow ones
+    nulls_selected = set()
+    for i, window in enumerate(random_windows(24, seed=len(name) + 1)):
+        for kw in variants if i % 3 == 0 else variants[:2]:
+            got, want = hot.query(name, bbox=window, **kw), cold.query(name, bbox=window, **kw)
+            assert_geodataframe_equal(got, want, check_index_type=True)
+            assert list(got.columns) == list(want.columns) and got.crs == want.crs == "EPSG:4490"
+            for col in {"basements", "lit"} & set(got.columns):
+                nulls_selected.add((col, bool(got[col].isna().any())))
+    assert layer.frame is not None and layer.frame.per_query == {"basements", "lit"}
+    assert len(nulls_selected) == 4  # both per-query columns, with and without a null in the answer
+    stats = hot.cache.stats()
+    assert (stats.layers, stats.loads, stats.frames) == (1, 1, 1)
+    assert stats.bytes == layer.nbytes > layer.table.nbytes + layer.frame.nbytes - 1
+
+
+def test_a_geodataframe_answer_is_a_copy(stores):
+    hot, cold = stores
+    w = (116.31, 39.91, 116.32, 39.92)
+    first = hot.query("polygons", bbox=w)
+    for _ in range(2):
+        got = hot.query("polygons", bbox=w)
+        got.loc[0, "floors"] = -1
+        got["height"] = 0.0
+        got.geometry = got.geometry.envelope
+    assert hot.cache.stats().frames == 1
+    assert_geodataframe_equal(hot.query("polygons", bbox=w), cold.query("polygons", bbox=w))
+    assert_geodataframe_equal(hot.query("polygons", bbox=w), first)
+
+
+def test_a_frame_that_does_not_fit_beside_its_layer_is_not_built(store_file, stores):
+    hot, _ = stores
+    hot_query(hot, "lines", EXTENT)
+    arrow_bytes = hot.cache.stats().bytes
+    hot.query("lines", bbox=EXTENT)
+    frame_bytes = hot.cache.stats().bytes - arrow_bytes
+    assert frame_bytes > arrow_bytes  # shapely geometries are larger than WKB
+    with LayerStore(store_file, cache_mb=arrow_bytes * 1.5 / 1e6) as small, LayerStore(store_file, cache_mb=0) as cold:
+        for w in random_windows(8, seed=4):
+            assert_geodataframe_equal(small.query("lines", bbox=w), cold.query("lines", bbox=w))
+        stats = small.cache.stats()
+        assert (stats.layers, stats.loads, stats.frames, stats.bytes) == (1, 1, 0, arrow_bytes)
+
+
+def test_building_a_frame_evicts_the_least_recently_used_layers(store_file, stores):
+    hot, _ = stores
+    hot_query(hot, "points", EXTENT)
+    points_bytes = hot.cache.stats().bytes
+    hot_query(hot, "lines", EXTENT)
+    lines_bytes = hot.cache.stats().bytes - points_bytes
+    hot.query("lines", bbox=EXTENT)
+    frame_bytes = hot.cache.stats().bytes - points_bytes - lines_bytes
+    budget = lines_bytes + frame_bytes + points_bytes / 2
+    with LayerStore(store_file, cache_mb=budget / 1e6) as small, LayerStore(store_file, cache_mb=0) as cold:
+        hot_query(small, "points", EXTENT)
+        hot_query(small, "lines", EXTENT)
+        assert small.cache.stats().layers == 2
+        assert_geodataframe_equal(small.query("lines", bbox=EXTENT), cold.query("lines", bbox=EXTENT))
+        stats = small.cache.stats()
+        assert [k.split("__")[0] for k in small.cache.cached()] == ["lines"]
+        assert (stats.evictions, stats.frames) == (1, 1) and stats.bytes <= stats.budget_bytes
 
 
 @pytest.mark.parametrize("name", ["polygons", "lines"])
