@@ -520,6 +520,60 @@ def _shape_family(info: LayerInfo) -> int | None:
     return _LINESTRING if base in _LINEAL else _POLYGON if base in _POLYGONAL else None
 
 
+class Rings(NamedTuple):
+    """Lines or polygon rings of many features, back to back (the layout of `shapely.to_ragged_array`).
+
+    Attributes:
+        coords: (p, 2) float64 coordinates; polygon rings closed (last point = first).
+        offsets: (r + 1,) int64 first coordinate of each ring or line.
+        feature: (r,) int64 feature of each ring or line, non-decreasing.
+        exterior: (r,) bool the first ring of each polygon (for lines: every part).
+    """
+
+    coords: np.ndarray
+    offsets: np.ndarray
+    feature: np.ndarray
+    exterior: np.ndarray
+
+    @classmethod
+    def of(cls, geoms: np.ndarray) -> Rings:
+        """The rings of non-empty Polygons/MultiPolygons, or the parts of LineStrings/MultiLineStrings."""
+        if not len(geoms):
+            return cls(np.zeros((0, 2)), np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64),
+                       np.zeros(0, dtype=bool))
+        gtype, coords, offsets = shapely.to_ragged_array(geoms, include_z=False)
+        levels = [np.asarray(o, dtype=np.int64) for o in offsets]
+        exterior = np.ones(len(levels[0]) - 1, dtype=bool)
+        if gtype in (shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON):
+            exterior[:] = False
+            exterior[levels[1][:-1][np.diff(levels[1]) > 0]] = True
+        feature_rings = np.arange(len(levels[0]))
+        for level in levels[1:]:
+            feature_rings = feature_rings[level]
+        if len(levels) == 1:
+            feature_rings = np.arange(len(geoms) + 1)
+        feature = np.repeat(np.arange(len(geoms)), np.diff(feature_rings))
+        return cls(np.asarray(coords, dtype=np.float64), levels[0], feature, exterior)
+
+    def take(self, features: np.ndarray) -> Rings:
+        """The rings of some features (renumbered 0..k-1 in the given order)."""
+        features = np.asarray(features, dtype=np.int64)
+        lo, hi = np.searchsorted(self.feature, features), np.searchsorted(self.feature, features + 1)
+        count = hi - lo
+        rings = _ranges(lo, count)
+        sizes = np.diff(self.offsets)[rings]
+        points = _ranges(self.offsets[rings], sizes)
+        return Rings(self.coords[points], np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+                     np.repeat(np.arange(len(features)), count), self.exterior[rings])
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(sum(lengths),) int64 indices start..start + length - 1 of every range, ranges one after another."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    return np.repeat(np.asarray(starts, dtype=np.int64) - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
+
+
 @dataclass(frozen=True)
 class ShapeIndex:
     """A line or polygon layer version in memory, for cutting MVT tiles with shapely and numpy instead of SQL.
@@ -527,11 +581,14 @@ class ShapeIndex:
     Features are grouped by size class (the power of two of their bounding box's larger side in zoom-24 cells) and,
     within a class, sorted by the Morton key of their bounding box's centre. A box query covers the box, grown by the
     class's largest half-extent, with a few cells of one zoom per class (each one key range) and keeps the candidates
-    whose bounding box overlaps the box: one huge feature widens the search of its own class only.
+    whose bounding box overlaps the box: one huge feature widens the search of its own class only. Coordinates are
+    also kept flat (`rings`), so features inside a tile reach the encoder without building shapely objects.
 
     Attributes:
         geoms: (n,) object shapely geometries in Web Mercator metres (2D).
+        rings: their rings or line parts, flat (features in index order).
         bounds: (n, 4) float64 xmin, ymin, xmax, ymax of each geometry.
+        vertices: (n,) int64 coordinates of each geometry.
         keys: (n,) uint64 Morton keys of the bounding-box centres, ascending within each class.
         groups: (k + 1,) int64 first row of each size class (the last entry is n).
         reach: (k, 2) float64 largest half-width and half-height of each class's bounding boxes.
@@ -540,7 +597,9 @@ class ShapeIndex:
     """
 
     geoms: np.ndarray
+    rings: Rings
     bounds: np.ndarray
+    vertices: np.ndarray
     keys: np.ndarray
     groups: np.ndarray
     reach: np.ndarray
@@ -561,7 +620,8 @@ class ShapeIndex:
 
     @classmethod
     def build(cls, geoms: np.ndarray, fid: np.ndarray, properties: Sequence[PropertyColumn]) -> ShapeIndex:
-        """Index Web Mercator geometries ((n,) object) with their (n,) int64 ids and property columns."""
+        """Index non-empty Web Mercator geometries of one family ((n,) object) with their (n,) int64 ids and
+        property columns."""
         bounds = shapely.bounds(geoms)
         cell = 2 * _HALF_WORLD / (1 << _LEVEL)
         size = np.maximum(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]) / cell
@@ -569,11 +629,12 @@ class ShapeIndex:
         cx, cy = (bounds[:, 0] + bounds[:, 2]) / 2, (bounds[:, 1] + bounds[:, 3]) / 2
         keys = _cell_keys(cx, cy)
         order = np.lexsort((keys, size_class))
-        size_class, bounds = size_class[order], bounds[order]
+        size_class, bounds, geoms = size_class[order], bounds[order], geoms[order]
         groups = np.flatnonzero(np.diff(size_class, prepend=-1, append=_LEVEL + 2))
         reach = np.array([[(bounds[a:b, 2] - bounds[a:b, 0]).max() / 2, (bounds[a:b, 3] - bounds[a:b, 1]).max() / 2]
                           for a, b in zip(groups[:-1], groups[1:])]).reshape(-1, 2)
-        return cls(geoms[order], np.ascontiguousarray(bounds), keys[order], groups.astype(np.int64), reach,
+        return cls(geoms, Rings.of(geoms), np.ascontiguousarray(bounds),
+                   shapely.get_num_coordinates(geoms).astype(np.int64), keys[order], groups.astype(np.int64), reach,
                    np.asarray(fid, dtype=np.int64)[order], [c.take(order) for c in properties])
 
     def __len__(self) -> int:
@@ -601,10 +662,9 @@ class ShapeIndex:
             lo = np.searchsorted(keys, starts)
             length = np.searchsorted(keys, starts + (np.uint64(1) << shift)) - lo
             keep = length > 0
-            lo, length = lo[keep], length[keep]
-            if not len(lo):
+            if not keep.any():
                 continue
-            rows = a + np.repeat(lo - (np.cumsum(length) - length), length) + np.arange(int(length.sum()))
+            rows = a + _ranges(lo[keep], length[keep])
             bb = self.bounds[rows]
             found.append(rows[(bb[:, 2] >= x0) & (bb[:, 0] <= x1) & (bb[:, 3] >= y0) & (bb[:, 1] <= y1)])
         return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
@@ -621,134 +681,192 @@ def _cell_keys(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def _family_parts(geoms: np.ndarray, kind: int) -> np.ndarray:
     """Geometries reduced to their polygonal (kind 3) or lineal (kind 2) parts, as multi-geometries where mixed
     (clipping and repairs can return collections with points or lines); empty where nothing is left."""
-    names = _POLYGONAL if kind == _POLYGON else _LINEAL
+    single, multi = (3, 6) if kind == _POLYGON else (1, 5)
     types = shapely.get_type_id(geoms)
-    wanted = (3, 6) if kind == _POLYGON else (1, 5)
-    ok = np.isin(types, wanted) | shapely.is_empty(geoms)
-    if ok.all():
+    bad = np.flatnonzero((types != single) & (types != multi) & ~shapely.is_empty(geoms))
+    if not len(bad):
         return geoms
     out = geoms.copy()
-    bad = np.flatnonzero(~ok)
     parts, index = shapely.get_parts(geoms[bad], return_index=True)
     while True:  # collections inside collections
-        nested = np.isin(shapely.get_type_id(parts), (4, 5, 6, 7))
+        t = shapely.get_type_id(parts)
+        nested = t >= 4
         if not nested.any():
             break
         sub, sub_index = shapely.get_parts(parts[nested], return_index=True)
         parts = np.concatenate([parts[~nested], sub])
         index = np.concatenate([index[~nested], index[nested][sub_index]])
-    keep = np.isin(shapely.get_type_id(parts), (3 if kind == _POLYGON else 1,)) & ~shapely.is_empty(parts)
+    keep = (shapely.get_type_id(parts) == single) & ~shapely.is_empty(parts)
     build = shapely.multipolygons if kind == _POLYGON else shapely.multilinestrings
-    fixed = np.full(len(bad), shapely.from_wkt(f"{names[1].upper()} EMPTY"), dtype=object)
+    fixed = np.full(len(bad), shapely.from_wkt("MULTIPOLYGON EMPTY" if kind == _POLYGON else "MULTILINESTRING EMPTY"),
+                    dtype=object)
     if keep.any():
-        made = build(parts[keep], indices=index[keep])
-        fixed[np.unique(index[keep])] = made
+        fixed[np.unique(index[keep])] = build(parts[keep], indices=index[keep])
     out[bad] = fixed
     return out
 
 
-def tile_geometries(geoms: np.ndarray, kind: int, bounds: morecantile.commons.BoundingBox, extent: int,
-                    simplify: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lines or polygons (already clipped to the buffered tile, Web Mercator) as MVT geometry command streams.
+class _Clean(NamedTuple):
+    """Rings in tile units after rounding: points without the closing repeat, every ring kept."""
 
-    Coordinates go to tile units (y down), are simplified by one unit when `simplify`, rounded, and stripped of
-    repeated points. Lines left with fewer than 2 distinct points and polygons with no area are dropped; polygons
-    made invalid by rounding are repaired (GEOS make_valid, then snap-rounded to the unit grid); exterior rings get
-    a positive surveyor's-formula area in tile coordinates and interior rings a negative one (MVT 2.1, 4.3.4.4).
+    points: np.ndarray  # (p, 2) int64
+    counts: np.ndarray  # (r,) int64 points of each ring
+    feature: np.ndarray  # (r,) int64 non-decreasing
+
+
+def _clean(rings: Rings, kind: int, origin: tuple[float, float], scale: tuple[float, float]
+           ) -> tuple[_Clean, np.ndarray]:
+    """Move rings to tile units ((x - origin) * scale per axis: a negative y scale for y down), round, drop repeated
+    points and collapsed rings, orient polygon rings.
+
+    Returns:
+        (the rings left, (r,) bool whether each ring left is a convex ring alone in its feature: such a polygon is
+        valid without asking GEOS).
+    """
+    c = rings.coords
+    xy = np.empty(c.shape, dtype=np.int64)
+    xy[:, 0] = np.floor((c[:, 0] - origin[0]) * scale[0] + 0.5)
+    xy[:, 1] = np.floor((c[:, 1] - origin[1]) * scale[1] + 0.5)
+    sizes = np.diff(rings.offsets)
+    part = np.repeat(np.arange(len(sizes)), sizes)
+    keep = np.ones(len(xy), dtype=bool)
+    if kind == _POLYGON:
+        keep[rings.offsets[1:][sizes > 0] - 1] = False  # the closing point: ClosePath draws it
+    keep[1:] &= ~((xy[1:] == xy[:-1]).all(axis=1) & (part[1:] == part[:-1]))
+    if kind == _POLYGON:  # the last point left equal to the first (a repeat just before the closing point)
+        idx = np.flatnonzero(keep)
+        last = idx[np.flatnonzero(np.diff(part[idx], append=-1) != 0)]
+        first = rings.offsets[:-1][part[last]]
+        keep[last[(xy[last] == xy[first]).all(axis=1) & (last != first)]] = False
+    counts = np.bincount(part[keep], minlength=len(sizes))
+    pts, ppart = xy[keep], part[keep]
+    ring_of_point = np.repeat(np.arange(len(sizes)), counts)
+    if kind == _LINESTRING:
+        good = counts >= 2
+        convex = np.zeros(len(sizes), dtype=bool)
+    else:
+        start = np.cumsum(counts) - counts
+        nxt = np.arange(len(pts)) + 1
+        wrap = nxt == np.repeat(start + counts, counts)
+        nxt[wrap] = np.repeat(start, counts)[wrap]
+        cross = pts[:, 0] * pts[nxt, 1] - pts[nxt, 0] * pts[:, 1]
+        area2 = np.bincount(ring_of_point, weights=cross, minlength=len(sizes))
+        ext = rings.exterior
+        polygon = np.cumsum(ext) - 1
+        alive_polygon = np.zeros(int(ext.sum()), dtype=bool)
+        alive_polygon[polygon[ext]] = (area2[ext] != 0) & (counts[ext] >= 3)
+        good = (counts >= 3) & (area2 != 0) & alive_polygon[polygon]
+        # exterior rings positive by the surveyor's formula in tile coordinates (y down), interior rings negative
+        flip = np.repeat(np.where(ext, area2 < 0, area2 > 0), counts)
+        if flip.any():
+            within = np.arange(len(pts)) - np.repeat(start, counts)
+            src = np.where(flip, np.repeat(start + counts - 1, counts) - within, np.arange(len(pts)))
+            pts = pts[src]
+        # a lone convex ring: every turn to the same side, no reversal, one full turn
+        prv = np.arange(len(pts)) - 1
+        first_pt = np.arange(len(pts)) == np.repeat(start, counts)
+        prv[first_pt] = np.repeat(start + counts - 1, counts)[first_pt]
+        nxt_pts = pts[nxt] - pts
+        prv_pts = pts - pts[prv]
+        turn = prv_pts[:, 0] * nxt_pts[:, 1] - prv_pts[:, 1] * nxt_pts[:, 0]
+        dot = (prv_pts * nxt_pts).sum(axis=1)
+        left_turns = np.bincount(ring_of_point, weights=(turn < 0) | ((turn == 0) & (dot < 0)),
+                                 minlength=len(sizes)) == 0
+        angle = np.bincount(ring_of_point, weights=np.arctan2(turn, dot), minlength=len(sizes))
+        lone = np.bincount(rings.feature, minlength=int(rings.feature[-1]) + 1 if len(sizes) else 0)[rings.feature] == 1
+        convex = lone & left_turns & (np.abs(angle - 2 * np.pi) < 1e-6)
+    keep_pts = good[ppart]
+    return _Clean(pts[keep_pts], counts[good], rings.feature[good]), convex[good]
+
+
+def tile_geometries(rings: Rings, kind: int, bounds: morecantile.commons.BoundingBox,
+                    extent: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lines or polygons (already clipped to the buffered tile and simplified, Web Mercator) as MVT geometry
+    command streams.
+
+    Coordinates go to tile units (y down) and are rounded, repeated points are dropped, lines left with fewer than
+    2 distinct points and polygon rings with no area are dropped (an exterior ring with its holes); exterior rings
+    get a positive surveyor's-formula area in tile coordinates and interior rings a negative one (MVT 2.1, 4.3.4.4).
+    Polygons that rounding made invalid (checked by GEOS unless they are a lone convex ring) are repaired: GEOS
+    make_valid, then snap-rounded to the unit grid.
 
     Args:
-        geoms: (n,) object shapely geometries of one family (kind 2: lines, 3: polygons).
+        rings: the rings of n features of one family (kind 2: lines, 3: polygons).
         kind: MVT GeomType, 2 (LINESTRING) or 3 (POLYGON).
         bounds: the tile's Web Mercator bounds.
         extent: tile extent in units.
-        simplify: simplify by one tile unit before rounding.
 
     Returns:
-        (kept (m,) int64 positions in `geoms` of the features left, data uint8 the varint-encoded command streams
-        back to back, lengths (m,) int64 bytes of each feature's stream).
+        (kept (m,) int64 features left (their positions in `rings`), data uint8 the varint-encoded command streams
+        back to back in that order, lengths (m,) int64 bytes of each feature's stream).
     """
     scale = extent / (bounds.right - bounds.left)
-    left, top = bounds.left, bounds.top
-
-    def to_units(c: np.ndarray) -> np.ndarray:
-        return np.column_stack([(c[:, 0] - left) * scale, (top - c[:, 1]) * scale])
-
-    if simplify:
-        g = shapely.simplify(shapely.transform(geoms, to_units), 1.0, preserve_topology=False)
-        g = shapely.transform(g, lambda c: np.floor(c + 0.5))
-    else:
-        g = shapely.transform(geoms, lambda c: np.floor(to_units(c) + 0.5))
-    g = _family_parts(g, kind)
-    kept = np.arange(len(g))
-    if kind == _POLYGON:
-        alive = shapely.area(g) > 0
-        g, kept = g[alive], kept[alive]
-        invalid = np.flatnonzero(~shapely.is_valid(g))
-        if len(invalid):
-            repaired = _family_parts(shapely.make_valid(g[invalid]), kind)
-            g[invalid] = _family_parts(shapely.set_precision(repaired, 1.0), kind)
-            alive = shapely.area(g) > 0
-            g, kept = g[alive], kept[alive]
-        g = shapely.orient_polygons(g, exterior_cw=False)
-    else:
-        alive = ~shapely.is_empty(g)
-        g, kept = g[alive], kept[alive]
-    if not len(g):
-        return kept, np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64)
-    _, coords, offsets = shapely.to_ragged_array(g)
-    xy = np.rint(coords).astype(np.int64)
-    # offsets: coordinates of each ring or line, then (multi-geometries) rings of each part, parts of each feature
-    offsets = [np.asarray(o, dtype=np.int64) for o in offsets]
-    ring_offsets, feature_rings = offsets[0], np.arange(len(offsets[0]))
-    for level in offsets[1:]:
-        feature_rings = feature_rings[level]
-    if len(offsets) == 1:
-        feature_rings = np.arange(len(g) + 1)
-    ring_feature = np.repeat(np.arange(len(g)), np.diff(feature_rings))
-    data, lengths, present = _commands(xy, ring_offsets, ring_feature, len(g), closed=kind == _POLYGON)
-    return kept[present], data, lengths[present]
+    clean, convex = _clean(rings, kind, (bounds.left, bounds.top), (scale, -scale))
+    if kind == _POLYGON and len(clean.counts):
+        doubt = np.zeros(int(rings.feature[-1]) + 1, dtype=bool)
+        doubt[clean.feature[~convex]] = True
+        ring_doubt = doubt[clean.feature]
+        if ring_doubt.any():
+            suspects = np.flatnonzero(doubt)
+            geoms = _polygons(_Clean(clean.points[np.repeat(ring_doubt, clean.counts)], clean.counts[ring_doubt],
+                                     clean.feature[ring_doubt]), suspects)
+            bad = ~shapely.is_valid(geoms)
+            if bad.any():
+                fixed = _family_parts(shapely.set_precision(_family_parts(shapely.make_valid(geoms[bad]), kind), 1.0),
+                                      kind)
+                fixed_ids = suspects[bad]
+                live = ~shapely.is_empty(fixed)
+                repaired, _ = _clean(Rings.of(fixed[live]), kind, (0.0, 0.0), (1.0, 1.0))
+                drop = np.zeros(len(doubt), dtype=bool)
+                drop[fixed_ids] = True
+                ring_keep = ~drop[clean.feature]
+                ids = fixed_ids[live]
+                clean = _Clean(np.concatenate([clean.points[np.repeat(ring_keep, clean.counts)], repaired.points]),
+                               np.concatenate([clean.counts[ring_keep], repaired.counts]),
+                               np.concatenate([clean.feature[ring_keep], ids[repaired.feature]]))
+                order = np.argsort(clean.feature, kind="stable")
+                if np.any(np.diff(clean.feature) < 0):
+                    start = np.cumsum(clean.counts) - clean.counts
+                    clean = _Clean(clean.points[_ranges(start[order], clean.counts[order])], clean.counts[order],
+                                   clean.feature[order])
+    return _commands(clean, closed=kind == _POLYGON)
 
 
-def _commands(xy: np.ndarray, ring_offsets: np.ndarray, ring_feature: np.ndarray, n: int,
-              closed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Encode rings (closed: polygon rings whose last point repeats the first) or line parts as MVT commands.
+def _polygons(clean: _Clean, features: np.ndarray) -> np.ndarray:
+    """(k,) object MultiPolygons of cleaned rings (one per entry of `features`, the ids in `clean.feature`), in tile
+    units, for a validity check (rings re-closed; a positive ring starts a new polygon)."""
+    start = np.cumsum(clean.counts) - clean.counts
+    closed = _ranges(start, clean.counts + 1)
+    within = closed - np.repeat(start, clean.counts + 1)
+    closed = np.where(within == np.repeat(clean.counts, clean.counts + 1), np.repeat(start, clean.counts + 1), closed)
+    coords = clean.points[closed].astype(np.float64)
+    ring_offsets = np.concatenate([[0], np.cumsum(clean.counts + 1)])
+    # exterior rings were oriented positive, holes negative
+    c = clean.points
+    nxt = np.arange(len(c)) + 1
+    wrap = nxt == np.repeat(start + clean.counts, clean.counts)
+    nxt[wrap] = np.repeat(start, clean.counts)[wrap]
+    ring_of_point = np.repeat(np.arange(len(clean.counts)), clean.counts)
+    area2 = np.bincount(ring_of_point, weights=c[:, 0] * c[nxt, 1] - c[nxt, 0] * c[:, 1], minlength=len(start))
+    exterior = np.flatnonzero(area2 > 0)
+    part_offsets = np.concatenate([exterior, [len(start)]])
+    local = np.searchsorted(features, clean.feature[exterior])
+    geom_offsets = np.searchsorted(local, np.arange(len(features) + 1))
+    return shapely.from_ragged_array(shapely.GeometryType.MULTIPOLYGON, coords,
+                                     (ring_offsets, part_offsets, geom_offsets))
 
-    Args:
-        xy: (p, 2) int64 tile coordinates of every part, back to back.
-        ring_offsets: (r + 1,) int64 first point of each part.
-        ring_feature: (r,) int64 feature of each part (non-decreasing).
-        n: number of features.
-        closed: polygon rings (MoveTo, LineTo, ClosePath) rather than lines (MoveTo, LineTo).
+
+def _commands(clean: _Clean, closed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Encode cleaned rings (closed: polygon rings, MoveTo + LineTo + ClosePath) or line parts (MoveTo + LineTo).
 
     Returns:
-        (data uint8 varint words of every feature back to back, lengths (n,) int64 bytes per feature, present (n,)
-        bool features with at least one part left).
+        (features (m,) int64 ids having at least one ring, data uint8 their varint words back to back, lengths (m,)
+        int64 bytes per feature).
     """
-    part = np.repeat(np.arange(len(ring_offsets) - 1), np.diff(ring_offsets))
-    keep = np.ones(len(xy), dtype=bool)
-    if closed:
-        keep[ring_offsets[1:] - 1] = False  # the closing point: ClosePath draws it
-    first = np.zeros(len(xy), dtype=bool)
-    first[ring_offsets[:-1][np.diff(ring_offsets) > 0]] = True
-    same = np.zeros(len(xy), dtype=bool)
-    same[1:] = (xy[1:] == xy[:-1]).all(axis=1) & ~first[1:]
-    keep &= ~same
-    if closed:  # a ring's last kept point equal to its first (the repeat before the closing point)
-        last_kept = np.zeros(len(xy), dtype=bool)
-        idx = np.flatnonzero(keep)
-        ends = np.flatnonzero(np.diff(part[idx], append=-1) != 0)
-        last_kept[idx[ends]] = True
-        starts = ring_offsets[:-1][part[idx[ends]]]
-        dup = (xy[idx[ends]] == xy[starts]).all(axis=1) & (idx[ends] != starts)
-        keep[idx[ends][dup]] = False
-    counts = np.bincount(part[keep], minlength=len(ring_offsets) - 1)
-    good = counts >= (3 if closed else 2)
-    keep &= good[part]
-    pts, ppart = xy[keep], part[keep]
-    counts = counts[good]
-    rings = np.flatnonzero(good)
-    feature = ring_feature[rings]
-    pfeature = ring_feature[ppart]
+    pts, counts, feature = clean
+    if not len(counts):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64)
+    pfeature = np.repeat(feature, counts)
     prev = np.zeros_like(pts)
     prev[1:] = pts[:-1]
     feature_start = np.ones(len(pts), dtype=bool)
@@ -766,11 +884,10 @@ def _commands(xy: np.ndarray, ring_offsets: np.ndarray, ring_feature: np.ndarray
     at = np.repeat(word_start, counts) + 1 + 2 * j + (j >= 1)
     words[at], words[at + 1] = delta[:, 0], delta[:, 1]
     data, word_lengths = pbf.assemble([pbf.varints(words)])
-    word_feature = np.repeat(feature, words_per)
-    lengths = np.bincount(word_feature, weights=word_lengths, minlength=n).astype(np.int64)
-    present = np.zeros(n, dtype=bool)
-    present[feature] = True
-    return data, lengths, present
+    ids, first = np.unique(feature, return_index=True)
+    bytes_per_ring = np.add.reduceat(word_lengths, word_start)
+    lengths = np.add.reduceat(bytes_per_ring, first)
+    return ids, data, lengths.astype(np.int64)
 
 
 @dataclass
@@ -920,9 +1037,28 @@ class VectorTileLayer:
             rows, inside = rows[keep], inside[keep]
         if not len(rows):
             return VectorTile(b"", 0)
-        geoms = index.geoms[rows]
-        geoms[~inside] = shapely.clip_by_rect(geoms[~inside], *box)
-        kept, data, lengths = tile_geometries(geoms, kind, xb, o.extent, t.z < o.simplify_below_zoom)
+        # features inside the box and not simplified go straight from the flat coordinates; the others are cut
+        # (and simplified) by GEOS first
+        shaped = ~inside
+        if t.z < o.simplify_below_zoom:
+            # four corners (two line ends): simplifying could only collapse what rounding will
+            shaped |= index.vertices[rows] > (5 if kind == _POLYGON else 2)
+        direct = rows[~shaped]
+        rows = np.concatenate([direct, rows[shaped]])
+        geoms = index.geoms[rows[len(direct):]]
+        cut = ~inside[shaped]
+        geoms[cut] = _family_parts(shapely.clip_by_rect(geoms[cut], *box), kind)
+        if t.z < o.simplify_below_zoom:
+            geoms = _family_parts(shapely.simplify(geoms, (xb.right - xb.left) / o.extent, preserve_topology=False),
+                                  kind)
+        live = ~shapely.is_empty(geoms)
+        rows = np.concatenate([direct, rows[len(direct):][live]])
+        direct_rings, shaped_rings = index.rings.take(direct), Rings.of(geoms[live])
+        rings = Rings(np.concatenate([direct_rings.coords, shaped_rings.coords]),
+                      np.concatenate([direct_rings.offsets, shaped_rings.offsets[1:] + direct_rings.offsets[-1]]),
+                      np.concatenate([direct_rings.feature, shaped_rings.feature + len(direct)]),
+                      np.concatenate([direct_rings.exterior, shaped_rings.exterior]))
+        kept, data, lengths = tile_geometries(rings, kind, xb, o.extent)
         if not len(kept):
             return VectorTile(b"", 0)
         rows = rows[kept]
@@ -946,6 +1082,6 @@ def vector_layers_json(infos: Sequence[LayerInfo], options: MvtOptions) -> list[
              "fields": {f.name: kind(f) for f in i.fields}} for i in infos]
 
 
-__all__ = ["MVT_MEDIA_TYPE", "MvtOptions", "PointIndex", "PropertyColumn", "ShapeIndex", "VectorTile",
+__all__ = ["MVT_MEDIA_TYPE", "MvtOptions", "PointIndex", "PropertyColumn", "Rings", "ShapeIndex", "VectorTile",
            "VectorTileLayer", "check_tile", "encode_features", "encode_points", "morton", "mvt_property",
            "tile_geometries", "vector_layers_json", "web_mercator"]

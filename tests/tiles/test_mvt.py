@@ -21,7 +21,7 @@ import shapely.geometry
 from cim.crs import transformer
 from layers import LayerStore, open_read_only
 from tiles import pbf
-from tiles.mvt import (MvtOptions, PointIndex, ShapeIndex, VectorTileLayer, encode_features, encode_points, morton,
+from tiles.mvt import (MvtOptions, PointIndex, Rings, ShapeIndex, VectorTileLayer, encode_features, encode_points, morton,
                        tile_geometries, web_mercator)
 
 WMQ = morecantile.tms.get("WebMercatorQuad")
@@ -274,13 +274,17 @@ def test_polygon_commands_follow_the_spec_winding_and_drop_collapsed_shapes() ->
         "2000 -2100, 2000 -2000), (2020 -2020, 2020 -2080, 2080 -2080, 2020 -2020)))",
         "POLYGON((500 -500, 500.3 -500, 500.3 -500.2, 500 -500))",  # smaller than a unit
         "POLYGON((10.2 -10.2, 10.4 -10.2, 20.3 -10.2, 20.3 -20.4, 10.2 -20.4, 10.2 -10.2))",  # repeats once rounded
+        # a U whose slot is narrower than a unit: rounding closes it into a spike, which must be repaired away
+        "POLYGON((600 -600, 610 -600, 610 -610, 605.3 -610, 605.3 -601, 604.9 -601, 604.9 -610, 600 -610, 600 -600))",
     ])
-    kept, data, lengths = tile_geometries(geoms, 3, b, 4096, simplify=False)
-    assert kept.tolist() == [0, 1, 3]
+    kept, data, lengths = tile_geometries(Rings.of(geoms), 3, b, 4096)
+    assert kept.tolist() == [0, 1, 3, 4]
     segment = pbf.Segment(lengths, data=data, offsets=np.cumsum(lengths) - lengths)
-    tile = encode_features("b", np.array([1, 2, 4]), 3, [segment], pa.table({"h": [1.5, 2.5, 4.5]}), 4096)
+    tile = encode_features("b", np.array([1, 2, 4, 5]), 3, [segment], pa.table({"h": [1.5, 2.5, 4.5, 5.5]}), 4096)
     raw = _commands(tile)
     court, multi, small = raw[1][1], raw[2][1], raw[4][1]
+    assert len(raw[5][1]) == 1 and _surveyor(raw[5][1][0]) == 100
+    _check_rings(raw[5][1])
     assert raw[1][0] == 3 and len(court) == 2 and _surveyor(court[1]) < 0
     _check_rings(court)
     assert [round(_surveyor(r)) for r in multi] == [5000, 10000, -1800]
@@ -289,7 +293,7 @@ def test_polygon_commands_follow_the_spec_winding_and_drop_collapsed_shapes() ->
     shapes = {f["id"]: shapely.geometry.shape(f["geometry"]) for f in decoded}
     assert shapes[1].area == 200 * 200 - 100 * 100 and shapes[2].geom_type == "MultiPolygon"
     assert all(shapely.is_valid(g) for g in shapes.values())
-    assert {f["id"]: f["properties"]["h"] for f in decoded} == {1: 1.5, 2: 2.5, 4: 4.5}
+    assert {f["id"]: f["properties"]["h"] for f in decoded} == {1: 1.5, 2: 2.5, 4: 4.5, 5: 5.5}
 
 
 def test_line_commands_keep_parts_and_drop_points() -> None:
@@ -298,7 +302,7 @@ def test_line_commands_keep_parts_and_drop_points() -> None:
         "MULTILINESTRING((0 0, 10 -10, 10.2 -10.1, 30 -10), (100 -100, 100.2 -100.1), (200 -200, 200 -300))",
         "LINESTRING(5 -5, 5.1 -5.2)",  # one distinct point once rounded
     ])
-    kept, data, lengths = tile_geometries(geoms, 2, b, 4096, simplify=False)
+    kept, data, lengths = tile_geometries(Rings.of(geoms), 2, b, 4096)
     assert kept.tolist() == [0]
     segment = pbf.Segment(lengths, data=data, offsets=np.cumsum(lengths) - lengths)
     raw = _commands(encode_features("r", np.array([9]), 2, [segment], [], 4096))
