@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_layers.py              # 1M polygons + 1M points (a few minutes)
     .venv/bin/python bench/bench_layers.py --scale 0.05 # quick run
     .venv/bin/python bench/bench_layers.py --imports-only --workdir /tmp/bl  # imports only; files kept, reused
+    .venv/bin/python bench/bench_layers.py --bbox-only --workdir /tmp/bl     # bbox queries only; files reused
 
 Measures, for our store and for GeoPandas (pyogrio engine):
 - import rate (features/s) of the polygon layer from GeoParquet and from GeoPackage: opening a new store,
@@ -15,7 +16,8 @@ Measures, for our store and for GeoPandas (pyogrio engine):
   `LayerStore.query` (GeoDataFrame) vs `GeoDataFrame.sindex.query` + `.iloc` (index built beforehand, not timed),
   each twice: through DuckDB (a store with `cache_mb=0`) and from the hot-layer cache (`layers.cache`, once
   loaded: the second bbox query of a layer loads it, and that query is reported on its own as the cold cost:
-  sample, one DuckDB query, Arrow, index);
+  sample, one DuckDB query, Arrow, index; so is the first GeoDataFrame query from the cache, which builds the
+  layer's GeoDataFrame, `layers.cache.LayerFrame`);
 - points per division: `LayerStore.stats` vs `geopandas.sjoin(..., predicate="within")` + groupby.
 Prints a table with ratios (GeoPandas time / ours: > 1 means we are faster).
 """
@@ -86,6 +88,8 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None,
                     help="keep generated files here (with --imports-only, reused when there for the same scale)")
     ap.add_argument("--imports-only", action="store_true", help="measure the imports only (no queries, no stats)")
+    ap.add_argument("--bbox-only", action="store_true",
+                    help="measure the bbox queries only (files reused from --workdir when there for the same scale)")
     args = ap.parse_args()
     n = max(1000, int(1_000_000 * args.scale))
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_layers_"))
@@ -93,8 +97,10 @@ def main() -> None:
 
     pq_path, gpkg_path = work / "polys.parquet", work / "polys.gpkg"
     stamp = work / f"generated_{n}"
-    if args.imports_only and stamp.is_file():
+    if (args.imports_only or args.bbox_only) and stamp.is_file():
         print(f"reusing {n:,} polygons and points in {work}")
+        if args.bbox_only:
+            polys = generate(n, 1000, 10)[0]  # the same polygons (drawn first from the same seed), for the peer
     else:
         t, (polys, points, divisions) = timed(lambda: generate(n, n, 200))
         print(f"generated {n:,} polygons, {n:,} points, {len(divisions)} divisions in {t:.1f} s ({work})")
@@ -107,6 +113,16 @@ def main() -> None:
         stamp.touch()
     rows: list[tuple[str, str, str, float]] = []
     loads = [os.getloadavg()[0]]
+    if args.bbox_only:
+        store_path = work / "store_bbox.duckdb"
+        store_path.unlink(missing_ok=True)
+        with LayerStore(store_path, cache_mb=0) as store:
+            store.import_file(pq_path, "polys", "spatiotemporal_base/model_3d")
+        with LayerStore(store_path, cache_mb=2048) as store, LayerStore(store_path, cache_mb=0) as duck:
+            bbox_queries(store, duck, polys, args.queries, rows)
+        loads.append(os.getloadavg()[0])
+        print_rows(loads, rows, "at start, after queries")
+        return
 
     # -- import rate
     def import_into(path: Path, store_path: Path):
@@ -149,56 +165,7 @@ def main() -> None:
         store.import_file(work / "points.parquet", "points", "public_topics/population")
         store.import_file(work / "divisions.parquet", "divisions", "spatiotemporal_base/admin_division")
 
-        # -- bbox queries: ~300 m windows
-        rng = np.random.default_rng(1)
-        size = 0.0035
-        wx = rng.uniform(EXTENT[0], EXTENT[2] - size, args.queries)
-        wy = rng.uniform(EXTENT[1], EXTENT[3] - size, args.queries)
-        windows = [(float(x), float(y), float(x) + size, float(y) + size) for x, y in zip(wx, wy, strict=True)]
-        store.query_arrow("polys", bbox=windows[0])  # the first bbox query of a layer goes to DuckDB
-        t0 = time.perf_counter()
-        first = store.query_arrow("polys", bbox=windows[0])  # the second loads the layer
-        cold_s = time.perf_counter() - t0
-        cache = store.cache.stats()
-        paths = {"DuckDB": duck, "cache": store}
-        for st in paths.values():
-            for w in windows[:20]:  # warm-up
-                st.query_arrow("polys", bbox=w)
-        times: dict[tuple[str, str], list[float]] = {}
-        counts = []
-        forms = {"Arrow, all attributes": {}, "Arrow, fid + geometry": {"fields": []}, "GeoDataFrame": None}
-        # one path and output form at a time, as the peer below: right after a DuckDB statement its worker
-        # threads still hold the CPUs for a while, which would be charged to whatever runs next
-        for path, st in paths.items():
-            for form, kw in forms.items():
-                for w in windows:
-                    t0 = time.perf_counter()
-                    res = st.query("polys", bbox=w) if kw is None else st.query_arrow("polys", bbox=w, **kw)
-                    times.setdefault((path, form), []).append(time.perf_counter() - t0)
-                    if form == "Arrow, all attributes":
-                        counts.append(res.num_rows)
-        assert counts[:len(windows)] == counts[len(windows):]  # both paths find the same features
-        counts = counts[:len(windows)]
-        sindex_build, _ = timed(lambda: polys.sindex)
-        peer_t = []
-        for w in windows:
-            t0 = time.perf_counter()
-            idx = polys.sindex.query(shapely.box(*w), predicate="intersects")
-            sub = polys.iloc[np.sort(idx)]
-            peer_t.append(time.perf_counter() - t0)
-            assert len(sub) == counts[len(peer_t) - 1]
-        s50, s95 = percentiles(peer_t)
-        rows.append((f"bbox queries: {np.mean(counts):.0f} hits avg, p50 / p95", "", "", 0.0))
-        for form in forms:
-            for path in paths:
-                p50, p95 = percentiles(times[(path, form)])
-                rows.append((f"  {form}, {path}", f"{p50:.2f} / {p95:.2f} ms", f"{s50:.2f} / {s95:.2f} ms",
-                             s50 / p50))
-        rows.append((f"  (cache cold: the loading query, {first.num_rows} hits)", f"{cold_s * 1e3:.0f} ms", "",
-                     0.0))
-        rows.append((f"  (cache: load {cache.load_seconds * 1e3:.0f} ms, holds {cache.bytes / 1e6:.0f} MB)", "",
-                     "", 0.0))
-        rows.append(("  (peer: sindex build, not in the times above)", "", f"{sindex_build * 1e3:.0f} ms", 0.0))
+        bbox_queries(store, duck, polys, args.queries, rows)
         loads.append(os.getloadavg()[0])
 
         # -- points per division
@@ -215,6 +182,69 @@ def main() -> None:
 
         loads.append(os.getloadavg()[0])
     print_rows(loads, rows, "at start, after imports, after queries, after stats")
+
+
+def bbox_queries(store: LayerStore, duck: LayerStore, polys: gpd.GeoDataFrame, queries: int,
+                 rows: list[tuple[str, str, str, float]]) -> None:
+    """bbox queries (~300 m windows) on the layer "polys" of both stores, and the peer's; appends to `rows`."""
+    rng = np.random.default_rng(1)
+    size = 0.0035
+    wx = rng.uniform(EXTENT[0], EXTENT[2] - size, queries)
+    wy = rng.uniform(EXTENT[1], EXTENT[3] - size, queries)
+    windows = [(float(x), float(y), float(x) + size, float(y) + size) for x, y in zip(wx, wy, strict=True)]
+    store.query_arrow("polys", bbox=windows[0])  # the first bbox query of a layer goes to DuckDB
+    t0 = time.perf_counter()
+    first = store.query_arrow("polys", bbox=windows[0])  # the second loads the layer
+    cold_s = time.perf_counter() - t0
+    cache = store.cache.stats()
+    t0 = time.perf_counter()
+    store.query("polys", bbox=windows[0])  # the first GeoDataFrame answer from the cache builds the layer's frame
+    frame_cold_s = time.perf_counter() - t0
+    framed = store.cache.stats()
+    paths = {"DuckDB": duck, "cache": store}
+    for st in paths.values():
+        for w in windows[:20]:  # warm-up
+            st.query_arrow("polys", bbox=w)
+            st.query("polys", bbox=w)
+    times: dict[tuple[str, str], list[float]] = {}
+    counts = []
+    forms = {"Arrow, all attributes": {}, "Arrow, fid + geometry": {"fields": []}, "GeoDataFrame": None}
+    # one path and output form at a time, as the peer below: right after a DuckDB statement its worker
+    # threads still hold the CPUs for a while, which would be charged to whatever runs next
+    for path, st in paths.items():
+        for form, kw in forms.items():
+            for w in windows:
+                t0 = time.perf_counter()
+                res = st.query("polys", bbox=w) if kw is None else st.query_arrow("polys", bbox=w, **kw)
+                times.setdefault((path, form), []).append(time.perf_counter() - t0)
+                if form == "Arrow, all attributes":
+                    counts.append(res.num_rows)
+    assert counts[:len(windows)] == counts[len(windows):]  # both paths find the same features
+    counts = counts[:len(windows)]
+    sindex_build, _ = timed(lambda: polys.sindex)
+    peer_t = []
+    for w in windows:
+        t0 = time.perf_counter()
+        idx = polys.sindex.query(shapely.box(*w), predicate="intersects")
+        sub = polys.iloc[np.sort(idx)]
+        peer_t.append(time.perf_counter() - t0)
+        assert len(sub) == counts[len(peer_t) - 1]
+    s50, s95 = percentiles(peer_t)
+    rows.append((f"bbox queries: {np.mean(counts):.0f} hits avg, p50 / p95", "", "", 0.0))
+    for form in forms:
+        for path in paths:
+            p50, p95 = percentiles(times[(path, form)])
+            rows.append((f"  {form}, {path}", f"{p50:.2f} / {p95:.2f} ms", f"{s50:.2f} / {s95:.2f} ms",
+                         s50 / p50))
+    rows.append((f"  (cache cold: the loading query, {first.num_rows} hits)", f"{cold_s * 1e3:.0f} ms", "",
+                 0.0))
+    rows.append((f"  (cache: load {cache.load_seconds * 1e3:.0f} ms, holds {cache.bytes / 1e6:.0f} MB)", "",
+                 "", 0.0))
+    rows.append(("  (cache cold: the first GeoDataFrame query)", f"{frame_cold_s * 1e3:.0f} ms", "", 0.0))
+    frame_mb = (framed.bytes - cache.bytes) / 1e6
+    rows.append((f"  (of which the frame build {framed.frame_seconds * 1e3:.0f} ms, +{frame_mb:.0f} MB)", "", "",
+                 0.0))
+    rows.append(("  (peer: sindex build, not in the times above)", "", f"{sindex_build * 1e3:.0f} ms", 0.0))
 
 
 def print_rows(loads: list[float], rows: list[tuple[str, str, str, float]], when: str) -> None:
