@@ -51,8 +51,8 @@ def buildings(n: int, seed: int = 4) -> gpd.GeoDataFrame:
     geoms[court] = shapely.polygons(shapely.linearrings(rings(1.0)[court]),
                                     holes=shapely.linearrings(rings(0.4)[court][:, ::-1])[:, None])
     multi = np.flatnonzero(np.arange(n) % 20 == 7)
-    geoms[multi] = shapely.multipolygons(np.stack([geoms[multi],
-                                                   shapely.transform(geoms[multi], lambda c: c + [45 * deg, 0])], axis=1))
+    twin = shapely.transform(geoms[multi], lambda c: c + [45 * deg, 0])
+    geoms[multi] = shapely.multipolygons(np.stack([geoms[multi], twin], axis=1))
     return gpd.GeoDataFrame({"name": [f"b{i}" for i in range(n)], "height": rng.uniform(3, 90, n).round(1),
                              "floors": rng.integers(1, 30, n)}, geometry=geoms, crs="EPSG:4490")
 
@@ -94,7 +94,8 @@ def main() -> None:
             print(f"{label} built in {time.perf_counter() - t0:.2f} s")
         bounds = new.workspace.shapes(new).bounds
         centres = shapely.points((bounds[:, :2] + bounds[:, 2:]) / 2)
-        print("| zoom | tiles | features/tile (mean) | new ms/tile p50 | new mean | old (ST_AsMVT) p50 | old mean | old/new |")
+        print("| zoom | tiles | features/tile (mean) | new ms/tile p50 | new mean | old (ST_AsMVT) p50 | old mean "
+              "| old/new |")
         print("|---|---|---|---|---|---|---|---|")
         for z in (13, 14, 15, 16):
             picks = rng.choice(len(centres), args.tiles, replace=False)

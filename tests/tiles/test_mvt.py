@@ -21,8 +21,18 @@ import shapely.geometry
 from cim.crs import transformer
 from layers import LayerStore, open_read_only
 from tiles import pbf
-from tiles.mvt import (MvtOptions, PointIndex, Rings, ShapeIndex, VectorTileLayer, encode_features, encode_points, morton,
-                       tile_geometries, web_mercator)
+from tiles.mvt import (
+    MvtOptions,
+    PointIndex,
+    Rings,
+    ShapeIndex,
+    VectorTileLayer,
+    encode_features,
+    encode_points,
+    morton,
+    tile_geometries,
+    web_mercator,
+)
 
 WMQ = morecantile.tms.get("WebMercatorQuad")
 LON0, LAT0 = 113.30, 40.09
@@ -269,9 +279,10 @@ def test_polygon_commands_follow_the_spec_winding_and_drop_collapsed_shapes() ->
     b = morecantile.BoundingBox(0.0, -4096.0, 4096.0, 0.0)  # tile units = metres, y flipped by the transform
     geoms = shapely.from_wkt([
         # a courtyard building drawn clockwise with a clockwise hole (in y-up metres)
-        "POLYGON((100 -100, 100 -300, 300 -300, 300 -100, 100 -100), (150 -150, 250 -150, 250 -250, 150 -250, 150 -150))",
-        "MULTIPOLYGON(((1000 -1000, 1100 -1000, 1100 -1100, 1000 -1000)), ((2000 -2000, 2100 -2000, 2100 -2100, "
-        "2000 -2100, 2000 -2000), (2020 -2020, 2020 -2080, 2080 -2080, 2020 -2020)))",
+        ("POLYGON((100 -100, 100 -300, 300 -300, 300 -100, 100 -100), "
+         "(150 -150, 250 -150, 250 -250, 150 -250, 150 -150))"),
+        ("MULTIPOLYGON(((1000 -1000, 1100 -1000, 1100 -1100, 1000 -1000)), ((2000 -2000, 2100 -2000, 2100 -2100, "
+         "2000 -2100, 2000 -2000), (2020 -2020, 2020 -2080, 2080 -2080, 2020 -2020)))"),
         "POLYGON((500 -500, 500.3 -500, 500.3 -500.2, 500 -500))",  # smaller than a unit
         "POLYGON((10.2 -10.2, 10.4 -10.2, 20.3 -10.2, 20.3 -20.4, 10.2 -20.4, 10.2 -10.2))",  # repeats once rounded
         # a U whose slot is narrower than a unit: rounding closes it into a spike, which must be repaired away
@@ -320,7 +331,8 @@ def _buildings(n: int, seed: int) -> gpd.GeoDataFrame:
     for i in range(n):
         outer = shapely.box(cx[i] - w[i] / 2, cy[i] - h[i] / 2, cx[i] + w[i] / 2, cy[i] + h[i] / 2)
         if i % 4 == 0:
-            outer = outer.difference(shapely.box(cx[i] - w[i] / 5, cy[i] - h[i] / 5, cx[i] + w[i] / 5, cy[i] + h[i] / 5))
+            court = shapely.box(cx[i] - w[i] / 5, cy[i] - h[i] / 5, cx[i] + w[i] / 5, cy[i] + h[i] / 5)
+            outer = outer.difference(court)
         g = shapely.affinity.rotate(outer, float(rng.uniform(0, 90)))
         if i % 9 == 0:
             g = shapely.MultiPolygon([g, shapely.affinity.translate(g, w[i] * 1.5, 0)])
@@ -483,3 +495,20 @@ def _buffered(t: morecantile.Tile) -> tuple[float, float, float, float]:
     b = WMQ.xy_bounds(t)
     pad = (b.right - b.left) * 64 / 4096
     return b.left - pad, b.bottom - pad, b.right + pad, b.top + pad
+
+
+def test_multipoint_layers_still_take_the_duckdb_path(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    parts = [shapely.MultiPoint(np.array([LON0, LAT0]) + rng.normal(0, 0.002, (3, 2))) for _ in range(40)]
+    gpd.GeoDataFrame({"n": np.arange(40)}, geometry=parts, crs="EPSG:4490").to_parquet(tmp_path / "mp.parquet")
+    with LayerStore(tmp_path / "city.duckdb") as s:
+        s.import_file(tmp_path / "mp.parquet", "clusters", theme="public_topics", security="public")
+    t = WMQ.tile(LON0, LAT0, 10)
+    with open_read_only(tmp_path / "city.duckdb") as s:
+        layer = VectorTileLayer.from_store(s, "clusters")
+        tile = layer.tile(t.z, t.x, t.y)
+        assert layer.workspace._tables and not layer.workspace._shapes
+    got = _decoded(tile.content, "clusters")
+    assert tile.features == len(got) == 40
+    assert {f["geometry"]["type"] for f in got.values()} == {"MultiPoint"}
+    assert sorted(f["properties"]["n"] for f in got.values()) == list(range(40))
