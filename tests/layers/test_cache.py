@@ -337,6 +337,30 @@ def test_threads_share_one_load_and_get_the_duckdb_answer(store_file):
         assert hot.cache.stats().loads == 1
 
 
+def test_threads_share_one_frame_and_get_the_duckdb_geodataframe(store_file):
+    windows = random_windows(16, seed=6)
+    with LayerStore(store_file, cache_mb=100) as hot, LayerStore(store_file, cache_mb=0) as cold:
+        want = [cold.query("polygons", bbox=w) for w in windows]
+        hot_query(hot, "polygons", EXTENT)
+        errors: list[BaseException] = []
+
+        def run(shift: int) -> None:
+            try:
+                for i in range(len(windows)):
+                    j = (i + shift) % len(windows)
+                    assert_geodataframe_equal(hot.query("polygons", bbox=windows[j]), want[j])
+            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(k * 5,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors
+        assert hot.cache.stats().frames == 1  # the others were answered by conversion while it was built
+
+
 def test_packed_index_matches_brute_force_on_boxes_in_any_order():
     rng = np.random.default_rng(11)
     n = 5000
