@@ -21,7 +21,7 @@ query takes its rows by position, as GeoPandas' own `iloc` does, instead of pars
 scratch (the GeoDataFrame constructor alone costs about 0.5 ms). Shapely geometries are large (about 400 bytes for
 a five-vertex square), so the frame is counted in the budget and built only for the layers asked in that form.
 
-Budget: `CIM_LAYER_CACHE_MB` (default 512; 0 disables the cache) or `LayerStore(cache_mb=...)`. A layer larger
+Budget: `CIM_LAYER_CACHE_MB` (default 1024; 0 disables the cache) or `LayerStore(cache_mb=...)`. A layer larger
 than the budget is never cached; a frame that does not fit beside its layer is never built (those GeoDataFrame
 answers are converted from Arrow per query).
 """
@@ -48,7 +48,7 @@ from layers.errors import LayerInputError
 if TYPE_CHECKING:
     import geopandas as gpd
 
-DEFAULT_CACHE_MB = 512.0
+DEFAULT_CACHE_MB = 1024.0
 LOAD_ON_QUERY = 2  # the bbox query of a layer version that loads it
 BLOCK = 32  # rows (and child nodes) per index node: 40 us per query and 16 ms per build for 1M boxes
 _SAMPLE_ROWS = 2048  # rows read to estimate a layer's size before loading it
@@ -59,7 +59,7 @@ _GEOMETRY_BYTES = (120, 90, 25)
 
 
 def budget_mb_from_env() -> float:
-    """`$CIM_LAYER_CACHE_MB` as a number of megabytes (default 512; 0 or less disables the cache).
+    """`$CIM_LAYER_CACHE_MB` as a number of megabytes (default 1024; 0 or less disables the cache).
 
     Raises:
         LayerInputError: the variable is set but is not a number.

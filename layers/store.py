@@ -157,7 +157,7 @@ class LayerStore:
         clearance: the highest security level the caller may see.
         lock_timeout: seconds to wait, retrying, while another process holds the file.
         cache_mb: memory budget of the hot-layer cache for bbox queries (`layers.cache`), in megabytes; default
-            `$CIM_LAYER_CACHE_MB`, else 512; 0 disables it.
+            `$CIM_LAYER_CACHE_MB`, else 1024; 0 disables it.
 
     Example:
         >>> with LayerStore("city.duckdb") as store:  # doctest: +SKIP

@@ -308,7 +308,7 @@ def test_cache_disabled_by_argument_or_environment(store_file, monkeypatch):
     with LayerStore(store_file) as store:
         assert store.cache.budget_bytes == 64_000_000
     monkeypatch.delenv("CIM_LAYER_CACHE_MB")
-    assert budget_mb_from_env() == 512
+    assert budget_mb_from_env() == 1024
     monkeypatch.setenv("CIM_LAYER_CACHE_MB", "lots")
     with pytest.raises(LayerInputError, match="CIM_LAYER_CACHE_MB='lots'"):
         LayerStore(store_file)
