@@ -12,8 +12,8 @@ Morton keys of the centres) and kept both as shapely geometries and as flat coor
 meeting the buffered tile, keeps the features that meet it (GEOS `intersects` for boxes crossing its edge only),
 thins them by `fid`, clips the ones crossing the edge (`clip_by_rect`) and, below `simplify_below_zoom`, simplifies
 by one tile unit; rounding to tile units, repeated points, collapsed rings and the MVT 2.1 winding are done with
-numpy, and GEOS checks validity only of polygons that are not one convex ring (4-15 ms for a z13-z14 tile of 3,000-
-4,000 building footprints, 6-8x less than `ST_AsMVT`, see docs/benchmarks.md).
+numpy, and GEOS checks validity only of polygons that are not one convex ring (11-17 ms for a z13-z14 tile of
+3,000-4,000 building footprints, about 8x less than `ST_AsMVT`, see docs/benchmarks.md).
 
 Other layers (MultiPoint, GeometryCollection, mixed `Geometry`) are encoded by DuckDB (`ST_AsMVT`): the layer is
 first projected to Web Mercator into an in-memory DuckDB (`MercatorWorkspace`, once per layer version, on its first
