@@ -464,9 +464,65 @@ def encode_points(name: str, fid: np.ndarray, px: np.ndarray, py: np.ndarray,
     Returns:
         The tile bytes.
     """
-    n = len(fid)
-    geometry = [pbf.const(b"\x09", n), pbf.varints(pbf.zigzag(px)), pbf.varints(pbf.zigzag(py))]  # MoveTo(1)
-    return encode_features(name, fid, 1, geometry, properties, extent)
+    if isinstance(properties, pa.Table):
+        properties = [PropertyColumn.from_arrow(k, properties.column(k)) for k in properties.column_names]
+    n, k = len(fid), len(properties)
+    tags, present, values = _tags(properties, n)
+    # every field of a point feature is a varint: one (n, 13 + 2k) table written in one pass
+    cols = np.zeros((n, 13 + 2 * k), dtype=np.uint64)
+    mask = np.ones(cols.shape, dtype=bool)
+    cols[:, 0] = 0x12  # Layer.features
+    cols[:, 2] = 0x08  # id
+    cols[:, 3] = fid
+    cols[:, 4] = 0x12  # tags, packed
+    cols[:, 6:6 + 2 * k] = tags
+    mask[:, 6:6 + 2 * k] = present
+    tag_len = (pbf.varint_lengths(tags) * present).sum(axis=1) if k else np.zeros(n, dtype=np.int64)
+    cols[:, 5] = tag_len
+    mask[:, 4] = mask[:, 5] = tag_len > 0
+    g = 6 + 2 * k
+    cols[:, g:g + 3] = (0x18, 1, 0x22)  # type POINT; geometry, packed
+    cols[:, g + 4] = 0x09  # MoveTo(1)
+    cols[:, g + 5] = pbf.zigzag(px)
+    cols[:, g + 6] = pbf.zigzag(py)
+    lens = pbf.varint_lengths(cols) * mask
+    cols[:, g + 3] = lens[:, g + 4:].sum(axis=1)
+    inner = lens[:, 2:].sum(axis=1) - lens[:, g + 3] + pbf.varint_lengths(cols[:, g + 3])
+    cols[:, 1] = inner
+    features, _ = pbf.varint_rows(cols, mask)
+    return _layer(name, features, properties, values, extent)
+
+
+def _tags(properties: Sequence[PropertyColumn], n: int) -> tuple[np.ndarray, np.ndarray, list[pbf.Segment]]:
+    """Tags of n features: (n, 2k) int64 key/value indices, (n, 2k) bool presence (no tag for nulls), and the
+    Layer `values` entries of the values used, property by property."""
+    tags = np.zeros((n, 2 * len(properties)), dtype=np.int64)
+    present = np.zeros(tags.shape, dtype=bool)
+    values: list[pbf.Segment] = []
+    base = 0
+    for j, column in enumerate(properties):
+        valid = column.codes >= 0
+        used, local = np.unique(column.codes[valid], return_inverse=True)
+        tags[:, 2 * j] = j
+        tags[valid, 2 * j + 1] = local + base
+        present[:, 2 * j] = present[:, 2 * j + 1] = valid
+        base += len(used)
+        values.append(pbf.Segment(column.lengths[used], data=column.entries, offsets=column.offsets[used]))
+    return tags, present, values
+
+
+def _layer(name: str, features: np.ndarray, properties: Sequence[PropertyColumn], values: list[pbf.Segment],
+           extent: int) -> bytes:
+    """A tile of one layer from its encoded features (each already wrapped as a Layer `features` field)."""
+    layer = b"".join([
+        pbf.field_key(15, 0) + pbf.encode_varint(2),
+        pbf.length_delimited(1, name.encode()),
+        features.tobytes(),
+        *(pbf.length_delimited(3, c.name.encode()) for c in properties),
+        *(pbf.assemble([v])[0].tobytes() for v in values if len(v.lengths)),
+        pbf.field_key(5, 0) + pbf.encode_varint(extent),
+    ])
+    return pbf.length_delimited(3, layer)
 
 
 def encode_features(name: str, fid: np.ndarray, geom_type: int, geometry: list[pbf.Segment],
@@ -490,33 +546,16 @@ def encode_features(name: str, fid: np.ndarray, geom_type: int, geometry: list[p
     if isinstance(properties, pa.Table):
         properties = [PropertyColumn.from_arrow(k, properties.column(k)) for k in properties.column_names]
     n = len(fid)
-    tags: list[pbf.Segment] = []
-    values: list[pbf.Segment] = []
-    base = 0
-    for j, column in enumerate(properties):
-        valid = column.codes >= 0
-        used, local = np.unique(column.codes[valid], return_inverse=True)
-        index = np.zeros(n, dtype=np.int64)
-        index[valid] = local + base
-        base += len(used)
-        values.append(pbf.Segment(column.lengths[used], data=column.entries, offsets=column.offsets[used]))
-        tags += [pbf.varints(np.full(n, j, dtype=np.int64), valid), pbf.varints(index, valid)]
-    tag_len = pbf.record_lengths(tags) if tags else np.zeros(n, dtype=np.int64)
+    tag_values, present, values = _tags(properties, n)
+    tag_bytes, tag_len = pbf.varint_rows(tag_values, present)
+    tags = pbf.Segment(tag_len, data=tag_bytes, offsets=np.cumsum(tag_len) - tag_len)
     has_tags = tag_len > 0
     inner = [pbf.const(b"\x08", n), pbf.varints(fid),  # id = 1
-             pbf.const(b"\x12", n, has_tags), pbf.varints(tag_len, has_tags), *tags,  # tags = 2, packed
+             pbf.const(b"\x12", n, has_tags), pbf.varints(tag_len, has_tags), tags,  # tags = 2, packed
              pbf.const(bytes([0x18, geom_type, 0x22]), n),  # type = 3; geometry = 4, packed:
              pbf.varints(pbf.record_lengths(geometry)), *geometry]
     features, _ = pbf.assemble([pbf.const(b"\x12", n), pbf.varints(pbf.record_lengths(inner)), *inner])
-    layer = b"".join([
-        pbf.field_key(15, 0) + pbf.encode_varint(2),
-        pbf.length_delimited(1, name.encode()),
-        features.tobytes(),
-        *(pbf.length_delimited(3, c.name.encode()) for c in properties),
-        *(pbf.assemble([v])[0].tobytes() for v in values if len(v.lengths)),
-        pbf.field_key(5, 0) + pbf.encode_varint(extent),
-    ])
-    return pbf.length_delimited(3, layer)
+    return _layer(name, features, properties, values, extent)
 
 
 _LINEAL = ("LineString", "MultiLineString")

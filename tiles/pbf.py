@@ -136,6 +136,30 @@ def assemble(segments: list[Segment]) -> tuple[np.ndarray, np.ndarray]:
     return out, lengths
 
 
+def varint_rows(values: np.ndarray, present: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Records made only of varints (field keys below 128 are one-byte varints too), written in one pass.
+
+    Args:
+        values: (n, k) uint64 (or int64, read as two's complement): record i is the varints of row i in order.
+        present: (n, k) bool, False leaves a value out of its record.
+
+    Returns:
+        (bytes uint8, lengths (n,) int64 of each record).
+    """
+    v = np.asarray(values).astype(np.uint64, copy=False).ravel()
+    lens = varint_lengths(v)
+    if present is not None:
+        lens = lens * np.asarray(present).ravel()
+    starts = np.cumsum(lens) - lens  # row-major order of (n, k) is the order of the bytes
+    out = np.empty(int(lens.sum()), dtype=np.uint8)
+    for i in range(int(lens.max()) if lens.size else 0):
+        sel = np.flatnonzero(lens > i)
+        byte = ((v[sel] >> np.uint64(7 * i)) & np.uint64(0x7F)).astype(np.uint8)
+        byte |= (lens[sel] > i + 1).astype(np.uint8) << 7
+        out[starts[sel] + i] = byte
+    return out, lens.reshape(np.shape(values)).sum(axis=1)
+
+
 def field_key(number: int, wire_type: int) -> bytes:
     """The key byte(s) of a field (number << 3 | wire type)."""
     return encode_varint((number << 3) | wire_type)
@@ -160,4 +184,4 @@ def length_delimited(number: int, payload: bytes) -> bytes:
 
 
 __all__ = ["Segment", "assemble", "const", "encode_varint", "field_key", "fixed", "length_delimited",
-           "record_lengths", "strings", "varint_lengths", "varints", "zigzag"]
+           "record_lengths", "strings", "varint_lengths", "varint_rows", "varints", "zigzag"]
