@@ -41,6 +41,34 @@ TERRAIN_RGB_BASE = -10000.0
 TERRAIN_RGB_STEP = 0.1
 
 
+class _Reader(Reader):
+    """rio-tiler's `Reader` whose tile-in-dataset test reuses one transformer: the inherited test builds a new
+    TMS -> dataset CRS transformation per tile (rasterio `transform_bounds`), 22-28 ms for CGCS2000 Gauss-Krueger
+    to Web Mercator on this machine, a quarter of an orthophoto tile. Same rule: the tile's bounds, densified (21
+    points a side) into the dataset's CRS, must overlap the dataset's bounds; non-finite bounds count as overlapping.
+    """
+
+    @functools.cached_property
+    def _to_dataset(self) -> pyproj.Transformer | None:
+        if self.tms.rasterio_crs == self.crs:
+            return None
+        from cim.crs import transformer
+
+        return transformer(self.tms.rasterio_crs.to_wkt(), self.crs.to_wkt())
+
+    def tile_exists(self, tile_x: int, tile_y: int, tile_z: int) -> bool:
+        b = tuple(self.tms.xy_bounds(morecantile.Tile(x=tile_x, y=tile_y, z=tile_z)))
+        if self._to_dataset is not None:
+            try:
+                b = self._to_dataset.transform_bounds(*b, densify_pts=21)
+            except pyproj.exceptions.ProjError:
+                return True
+        if not all(np.isfinite(b)):
+            return True
+        d = self.bounds
+        return b[0] < d[2] and b[2] > d[0] and b[3] > d[1] and b[1] < d[3]
+
+
 @functools.cache
 def _cgcs2000_quad() -> morecantile.TileMatrixSet:
     return morecantile.TileMatrixSet.custom(
@@ -154,7 +182,7 @@ class RasterMap:
             readers = self._local.readers = {}
         r = readers.get(tms.id)
         if r is None:
-            r = readers[tms.id] = Reader(str(self.path), tms=tms)
+            r = readers[tms.id] = _Reader(str(self.path), tms=tms)
         return r
 
     @functools.cached_property
@@ -203,7 +231,8 @@ class RasterMap:
                 if fmt == "jpg":
                     content = img.render(add_mask=False, img_format="JPEG", quality=85)
                 else:
-                    extra = {"lossless": False, "quality": 85} if fmt == "webp" else {}
+                    # PNG of photographs: zlib level 1 is 2.4x faster than the default 6 for +-3% of bytes
+                    extra = {"lossless": False, "quality": 85} if fmt == "webp" else {"zlevel": 1}
                     content = img.render(add_mask=True, img_format=_GDAL_DRIVERS[fmt], **extra)
         except TileOutsideBounds as exc:
             raise TileNotFoundError(f"map {self.name!r} has no data in Tile(x={x}, y={y}, z={z}) of {tms.id}") from exc
@@ -290,7 +319,7 @@ def wmts_capabilities(maps: Sequence[RasterMap], base_url: str, *, title: str = 
             tms = get_tms(tms_id)
             link = _el(layer, "TileMatrixSetLink")
             _el(link, "TileMatrixSet", tms_id)
-            lo, hi = m.zoom_range(tms)
+            _, hi = m.zoom_range(tms)
             limits = _el(link, "TileMatrixSetLimits")
             for z in range(tms.minzoom, min(hi, tms.maxzoom) + 1):
                 ul = tms.tile(info.bounds[0], info.bounds[3], z, truncate=True)
