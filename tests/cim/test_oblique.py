@@ -19,7 +19,6 @@ from tiles.gltf import read_glb
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 ZHONGSHAN = SHARED / "oblique_osgb" / "zhongshan"
 
-needs_osgconv = pytest.mark.skipif(not has_osgconv(), reason="osgconv missing: apt-get install -y openscenegraph")
 
 
 def _require_production() -> Path:
@@ -166,8 +165,6 @@ def zhongshan(tmp_path_factory):
     from cim.oblique import ObliqueOptions, convert_production
 
     prod = _require_production()
-    if not has_osgconv():
-        pytest.skip("osgconv missing: apt-get install -y openscenegraph")
     out = tmp_path_factory.mktemp("oblique") / "zhongshan"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CRSLabelWarning)
@@ -175,7 +172,6 @@ def zhongshan(tmp_path_factory):
     return out, res
 
 
-@needs_osgconv
 def test_real_production_lands_in_zhongshan(zhongshan):
     out, res = zhongshan
     west, south, east, north = res.lonlat_bounds
@@ -187,7 +183,6 @@ def test_real_production_lands_in_zhongshan(zhongshan):
     assert report.contents == res.contents + res.merged_contents and report.vertices_checked > 300_000
 
 
-@needs_osgconv
 def test_levels_errors_and_textures_match_the_source(zhongshan):
     out, res = zhongshan
     prod = ZHONGSHAN / "Data"
@@ -221,7 +216,6 @@ def test_levels_errors_and_textures_match_the_source(zhongshan):
     assert len(src_jpegs) == res.textures == 122 and out_jpegs == src_jpegs
 
 
-@needs_osgconv
 def test_vertices_georeferenced_to_the_centimetre(zhongshan):
     out, _ = zhongshan
     with warnings.catch_warnings():
@@ -246,7 +240,6 @@ def test_vertices_georeferenced_to_the_centimetre(zhongshan):
     assert checked > 10_000
 
 
-@needs_osgconv
 def test_every_glb_passes_the_khronos_validator(zhongshan):
     from tests.support.gltf_validator import validate
 
@@ -258,7 +251,6 @@ def test_every_glb_passes_the_khronos_validator(zhongshan):
     assert not bad, "\n".join(bad[:5])
 
 
-@needs_osgconv
 @pytest.mark.browser
 def test_cesium_loads_the_production(zhongshan):
     from tests.support.browser import CesiumClient
@@ -408,7 +400,6 @@ def test_cli_level3_builds_terrain_and_singulated_oblique(sample_production, tmp
     assert res.exit_code != 0 and "--level 3" in str(res.exception)
 
 
-@needs_osgconv
 def test_build_city_oblique_only_real_production(tmp_path):
     from cim.build import build_city
 
