@@ -22,35 +22,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
 
-
-def _peak_pss(proc: psutil.Process, stop: threading.Event, out: list[int]) -> None:
-    peak = 0
-    while not stop.is_set():
-        try:
-            total = sum(p.memory_full_info().pss for p in [proc, *proc.children(recursive=True)])
-        except psutil.Error:
-            total = 0
-        peak = max(peak, total)
-        time.sleep(0.05)
-    out.append(peak)
-
-
-def _measured(fn):
-    stop, out = threading.Event(), []
-    t = threading.Thread(target=_peak_pss, args=(psutil.Process(), stop, out), daemon=True)
-    t.start()
-    t0 = time.perf_counter()
-    result = fn()
-    seconds = time.perf_counter() - t0
-    stop.set()
-    t.join()
-    return result, seconds, out[0]
+from bench_lod1 import _measured  # noqa: E402  (wall time and peak PSS of the process tree)
 
 
 def _city(n: int, work: Path, max_dem_px: int):
