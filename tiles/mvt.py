@@ -41,9 +41,9 @@ from __future__ import annotations
 import itertools
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import duckdb
 import morecantile
@@ -202,27 +202,23 @@ class MercatorWorkspace:
 
     def points(self, layer: VectorTileLayer) -> PointIndex:
         """The in-memory point index of a point layer version, built on first use (other callers wait for it)."""
-        index = self._points.get(layer.table)
-        if index is not None:
-            return index
-        with self._lock:
-            gate = self._building.setdefault("points|" + layer.table, threading.Lock())
-        with gate:
-            if layer.table not in self._points:
-                self._points[layer.table] = PointIndex.from_layer(layer)
-            return self._points[layer.table]
+        return self._index(self._points, "points|", layer, PointIndex.from_layer)
 
     def shapes(self, layer: VectorTileLayer) -> ShapeIndex:
         """The in-memory index of a line or polygon layer version, built on first use (other callers wait for it)."""
-        index = self._shapes.get(layer.table)
+        return self._index(self._shapes, "shapes|", layer, ShapeIndex.from_layer)
+
+    def _index(self, built: dict[str, Any], kind: str, layer: VectorTileLayer,
+               build: Callable[[VectorTileLayer], Any]) -> Any:
+        index = built.get(layer.table)
         if index is not None:
             return index
         with self._lock:
-            gate = self._building.setdefault("shapes|" + layer.table, threading.Lock())
+            gate = self._building.setdefault(kind + layer.table, threading.Lock())
         with gate:
-            if layer.table not in self._shapes:
-                self._shapes[layer.table] = ShapeIndex.from_layer(layer)
-            return self._shapes[layer.table]
+            if layer.table not in built:
+                built[layer.table] = build(layer)
+            return built[layer.table]
 
     def close(self) -> None:
         """Drop every projected table and in-memory index (the memory goes back)."""
@@ -299,6 +295,18 @@ def web_mercator(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return _R * np.radians(lon), _R * np.log(np.tan(np.pi / 4 + np.radians(lat) / 2))
 
 
+def _read_features(layer: VectorTileLayer, geometry_sql: str
+                   ) -> tuple[pa.Table, np.ndarray, list[PropertyColumn]]:
+    """A layer version's non-empty features in one query: the Arrow table (with the `geometry_sql` columns), the
+    (n,) int64 fids and the properties as MVT-typed `PropertyColumn`s."""
+    props = "".join(f"{mvt_property(f)} AS {_quoted(f.name)}, " for f in layer.info.fields)
+    arrow = layer.store.cursor().execute(
+        f"SELECT fid, {props}{geometry_sql} FROM {layer.table} "
+        "WHERE geom IS NOT NULL AND NOT ST_IsEmpty(geom)").fetch_arrow_table()
+    columns = [PropertyColumn.from_arrow(f.name, arrow.column(f.name)) for f in layer.info.fields]
+    return arrow, arrow.column("fid").to_numpy().astype(np.int64), columns
+
+
 @dataclass(frozen=True)
 class PointIndex:
     """A point layer version in memory, for cutting MVT tiles with numpy instead of SQL.
@@ -324,21 +332,12 @@ class PointIndex:
     @classmethod
     def from_layer(cls, layer: VectorTileLayer) -> PointIndex:
         """Read a point layer's coordinates and properties from the store (one query) and index them."""
-        props = "".join(f"{mvt_property(f)} AS {_quoted(f.name)}, " for f in layer.info.fields)
-        arrow = layer.store.cursor().execute(
-            f"SELECT fid, {props}ST_X(geom) AS __lon, ST_Y(geom) AS __lat FROM {layer.table} "
-            "WHERE geom IS NOT NULL AND NOT ST_IsEmpty(geom)").fetch_arrow_table()
-        lon = arrow.column("__lon").to_numpy()
-        lat = arrow.column("__lat").to_numpy()
-        x, y = web_mercator(lon, lat)
-        cells = float(1 << _LEVEL)
-        col = np.clip(np.floor((x + _HALF_WORLD) / (2 * _HALF_WORLD) * cells), 0, cells - 1)
-        row = np.clip(np.floor((_HALF_WORLD - y) / (2 * _HALF_WORLD) * cells), 0, cells - 1)
-        keys = morton(col.astype(np.uint64), row.astype(np.uint64))
+        arrow, fid, columns = _read_features(layer, "ST_X(geom) AS __lon, ST_Y(geom) AS __lat")
+        x, y = web_mercator(arrow.column("__lon").to_numpy(), arrow.column("__lat").to_numpy())
+        keys = _cell_keys(x, y)
         order = np.argsort(keys, kind="stable")
-        columns = [PropertyColumn.from_arrow(f.name, arrow.column(f.name)) for f in layer.info.fields]
-        return cls(np.ascontiguousarray(x[order]), np.ascontiguousarray(y[order]), keys[order],
-                   arrow.column("fid").to_numpy().astype(np.int64)[order], [c.take(order) for c in columns])
+        return cls(np.ascontiguousarray(x[order]), np.ascontiguousarray(y[order]), keys[order], fid[order],
+                   [c.take(order) for c in columns])
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -382,7 +381,7 @@ class PointIndex:
         keep = length > 0
         a, length = a[keep], length[keep]
         if len(a):
-            outer = np.repeat(a - (np.cumsum(length) - length), length) + np.arange(int(length.sum()))
+            outer = _ranges(a, length)
             xs, ys = self.x[outer], self.y[outer]
             outer = outer[(xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)]
             inner = np.concatenate([inner, outer])
@@ -659,14 +658,10 @@ class ShapeIndex:
     @classmethod
     def from_layer(cls, layer: VectorTileLayer) -> ShapeIndex:
         """Read a layer's geometries (projected to Web Mercator with numpy) and properties once, and index them."""
-        props = "".join(f"{mvt_property(f)} AS {_quoted(f.name)}, " for f in layer.info.fields)
-        arrow = layer.store.cursor().execute(
-            f"SELECT fid, {props}ST_AsWKB(geom) AS __wkb FROM {layer.table} "
-            "WHERE geom IS NOT NULL AND NOT ST_IsEmpty(geom)").fetch_arrow_table()
+        arrow, fid, columns = _read_features(layer, "ST_AsWKB(geom) AS __wkb")
         geoms = shapely.from_wkb(arrow.column("__wkb").to_numpy(zero_copy_only=False))
         geoms = shapely.transform(geoms, lambda c: np.column_stack(web_mercator(c[:, 0], c[:, 1])))
-        columns = [PropertyColumn.from_arrow(f.name, arrow.column(f.name)) for f in layer.info.fields]
-        return cls.build(geoms, arrow.column("fid").to_numpy().astype(np.int64), columns)
+        return cls.build(geoms, fid, columns)
 
     @classmethod
     def build(cls, geoms: np.ndarray, fid: np.ndarray, properties: Sequence[PropertyColumn]) -> ShapeIndex:
