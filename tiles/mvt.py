@@ -381,7 +381,7 @@ class PointIndex:
         keep = length > 0
         a, length = a[keep], length[keep]
         if len(a):
-            outer = _ranges(a, length)
+            outer = pbf.ranges(a, length)
             xs, ys = self.x[outer], self.y[outer]
             outer = outer[(xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)]
             inner = np.concatenate([inner, outer])
@@ -609,18 +609,11 @@ class Rings(NamedTuple):
         features = np.asarray(features, dtype=np.int64)
         lo, hi = np.searchsorted(self.feature, features), np.searchsorted(self.feature, features + 1)
         count = hi - lo
-        rings = _ranges(lo, count)
+        rings = pbf.ranges(lo, count)
         sizes = np.diff(self.offsets)[rings]
-        points = _ranges(self.offsets[rings], sizes)
+        points = pbf.ranges(self.offsets[rings], sizes)
         return Rings(self.coords[points], np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
                      np.repeat(np.arange(len(features)), count), self.exterior[rings])
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """(sum(lengths),) int64 indices start..start + length - 1 of every range, ranges one after another."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    total = int(lengths.sum())
-    return np.repeat(np.asarray(starts, dtype=np.int64) - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
 
 
 @dataclass(frozen=True)
@@ -709,7 +702,7 @@ class ShapeIndex:
             keep = length > 0
             if not keep.any():
                 continue
-            rows = a + _ranges(lo[keep], length[keep])
+            rows = a + pbf.ranges(lo[keep], length[keep])
             bb = self.bounds[rows]
             found.append(rows[(bb[:, 2] >= x0) & (bb[:, 0] <= x1) & (bb[:, 3] >= y0) & (bb[:, 1] <= y1)])
         return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
@@ -872,7 +865,7 @@ def tile_geometries(rings: Rings, kind: int, bounds: morecantile.commons.Boundin
                 order = np.argsort(clean.feature, kind="stable")
                 if np.any(np.diff(clean.feature) < 0):
                     start = np.cumsum(clean.counts) - clean.counts
-                    clean = _Clean(clean.points[_ranges(start[order], clean.counts[order])], clean.counts[order],
+                    clean = _Clean(clean.points[pbf.ranges(start[order], clean.counts[order])], clean.counts[order],
                                    clean.feature[order])
     return _commands(clean, closed=kind == _POLYGON)
 
@@ -881,7 +874,7 @@ def _polygons(clean: _Clean, features: np.ndarray) -> np.ndarray:
     """(k,) object MultiPolygons of cleaned rings (one per entry of `features`, the ids in `clean.feature`), in tile
     units, for a validity check (rings re-closed; a positive ring starts a new polygon)."""
     start = np.cumsum(clean.counts) - clean.counts
-    closed = _ranges(start, clean.counts + 1)
+    closed = pbf.ranges(start, clean.counts + 1)
     within = closed - np.repeat(start, clean.counts + 1)
     closed = np.where(within == np.repeat(clean.counts, clean.counts + 1), np.repeat(start, clean.counts + 1), closed)
     coords = clean.points[closed].astype(np.float64)

@@ -100,6 +100,13 @@ def record_lengths(segments: list[Segment]) -> np.ndarray:
     return total
 
 
+def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(sum(lengths),) int64 indices start..start + length - 1 of every range, ranges one after another."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    return np.repeat(np.asarray(starts, dtype=np.int64) - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
+
+
 def assemble(segments: list[Segment]) -> tuple[np.ndarray, np.ndarray]:
     """Write every record's segments in order, records one after another.
 
@@ -127,11 +134,8 @@ def assemble(segments: list[Segment]) -> tuple[np.ndarray, np.ndarray]:
         elif s.lengths.sum():
             nz = s.lengths > 0
             src_start, dst_start, ln = s.offsets[nz], at[nz], s.lengths[nz]
-            # every byte's source index, shifted to its destination
-            shift = np.repeat(dst_start - src_start, ln)
-            first = np.repeat(src_start - (np.cumsum(ln) - ln), ln)
-            src = np.arange(int(ln.sum()), dtype=np.int64) + first
-            out[src + shift] = s.data[src]
+            src = ranges(src_start, ln)  # every byte's source index, shifted below to its destination
+            out[src + np.repeat(dst_start - src_start, ln)] = s.data[src]
         at += s.lengths
     return out, lengths
 
@@ -184,4 +188,4 @@ def length_delimited(number: int, payload: bytes) -> bytes:
 
 
 __all__ = ["Segment", "assemble", "const", "encode_varint", "field_key", "fixed", "length_delimited",
-           "record_lengths", "strings", "varint_lengths", "varint_rows", "varints", "zigzag"]
+           "ranges", "record_lengths", "strings", "varint_lengths", "varint_rows", "varints", "zigzag"]
