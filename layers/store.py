@@ -748,7 +748,8 @@ class LayerStore:
             order: sort by fid; by default only when paging (otherwise rows come in the store's Hilbert order).
 
         A bbox selection without `intersects` and `where` is answered from the in-memory layer cache
-        (`layers.cache`) when the layer fits its budget: the first such query of a layer version loads it.
+        (`layers.cache`) when the layer fits its budget: the second such query of a layer version loads it
+        (`layers.cache.LOAD_ON_QUERY`).
         """
         out = self._query_arrow(name, bbox=bbox, intersects=intersects, where=where, fields=fields, limit=limit,
                                 offset=offset, version=version, order=order, cached=True)
