@@ -33,6 +33,7 @@ FID = "fid"
 _RESERVED = {FID, GEOM}
 _CHUNK = 1 << 14
 _PIECE = 1 << 16  # rows per piece of the numpy passes: long enough kernels for threads, small enough for the cache
+_CACHED = 1 << 13  # polygons per step of the convexity test: its (vertices, polygons) temporaries fit in L2
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 _OUT_OF_RANGE = "coordinates outside the lon/lat range (is the CRS right? pass --crs)"
@@ -44,7 +45,8 @@ class Staged:
 
     Attributes:
         table: `fid` (n,) int64, attribute columns, `geom` (n,) binary WKB in EPSG:4490 lon/lat; rows in the
-            Hilbert order of their bounding-box centres, so that features close on the map are close in the file.
+            Hilbert order of their bounding-box centres (rows with equal keys in source order), so that features
+            close on the map are close in the file.
         read: features read from the source.
         repaired: features whose geometry was invalid and was repaired.
         rejected: features left out, with reasons.
@@ -52,6 +54,8 @@ class Staged:
         key_field: the column that identifies a feature across versions.
         renamed: source column name -> stored name, for columns that had to be renamed.
         extent: (xmin, ymin, xmax, ymax) of the kept geometries, lon/lat.
+        types: the geometry types of the kept features, as DuckDB's `ST_GeometryType` names them (POINT, ...).
+        has_z: whether any kept geometry has Z coordinates.
     """
 
     source: SourceData
@@ -63,6 +67,8 @@ class Staged:
     key_field: str
     renamed: dict[str, str]
     extent: tuple[float, float, float, float]
+    types: tuple[str, ...]
+    has_z: bool
 
 
 def crs_label(crs: CRS) -> str:
@@ -141,13 +147,12 @@ def stage(source: SourceData, *, key_field: str | None = None) -> Staged:
             f"{source.path}: none of the {n} features has a usable geometry ({sample}); "
             f"if the coordinates look projected, the CRS is wrong: pass --crs"
         )
-    kept = np.flatnonzero(keep)
-    box = bounds[kept]
-    extent = (float(box[:, 0].min()), float(box[:, 1].min()), float(box[:, 2].max()), float(box[:, 3].max()))
-    cx, cy = (box[:, 0] + box[:, 2]) / 2, (box[:, 1] + box[:, 3]) / 2
-    keys = np.concatenate(_parallel(lambda i: hilbert_keys(cx[i:i + _PIECE], cy[i:i + _PIECE], extent),
-                                    range(0, len(kept), _PIECE)))
-    order = kept[np.argsort(keys)]
+    kept = None if keep.all() else np.flatnonzero(keep)
+    box = bounds if kept is None else bounds[kept]
+    extent = _extent(box)
+    order = hilbert_order(box, extent)
+    if kept is not None:
+        order = kept[order]
     attrs, renamed = _normalise(source.table.drop_columns([GEOM]))
     table = take_rows(attrs.add_column(0, FID, pa.array(fids, pa.int64())).append_column(GEOM, wkb), order)
     key = key_field or source.key_field or FID
@@ -155,7 +160,71 @@ def stage(source: SourceData, *, key_field: str | None = None) -> Staged:
     if key not in table.column_names or key == GEOM:
         raise LayerInputError(f"--key {key_field!r} is not a field of {source.path}; fields: "
                               f"{', '.join(c for c in table.column_names if c != GEOM)}")
-    return Staged(source, table, n, len(replacement), rejected, source.crs, key, renamed, extent)
+    types, has_z = wkb_types(table.column(GEOM))
+    return Staged(source, table, n, len(replacement), rejected, source.crs, key, renamed, extent, types, has_z)
+
+
+_WKB_TYPES = {1: "POINT", 2: "LINESTRING", 3: "POLYGON", 4: "MULTIPOINT", 5: "MULTILINESTRING", 6: "MULTIPOLYGON",
+              7: "GEOMETRYCOLLECTION"}
+
+
+def wkb_types(wkb: pa.ChunkedArray) -> tuple[tuple[str, ...], bool]:
+    """The distinct top-level geometry types of WKB values and whether any has Z, read from their headers.
+
+    Reads ISO WKB (Z as type + 1000, ZM + 3000) and extended WKB (Z flag 0x80000000) in either byte order, which
+    is what GDAL, Arrow sources and shapely write; the values must be WKB DuckDB reads (checked in staging).
+
+    Args:
+        wkb: (n,) binary WKB without nulls.
+
+    Returns:
+        Sorted type names as DuckDB's `ST_GeometryType` gives them (POINT, MULTIPOLYGON, ...), and has-Z.
+    """
+    def codes(chunk: pa.Array) -> np.ndarray:
+        if len(chunk) == 0:
+            return np.zeros(0, np.uint32)
+        _, off_buf, data_buf = chunk.buffers()
+        start = np.frombuffer(off_buf, np.int32, len(chunk), chunk.offset * 4)
+        data = np.frombuffer(data_buf, np.uint8)
+        little = data[start] == 1
+        byte = [data[start + i].astype(np.uint32) for i in range(1, 5)]
+        code = np.where(little, byte[0] | byte[1] << 8 | byte[2] << 16 | byte[3] << 24,
+                        byte[3] | byte[2] << 8 | byte[1] << 16 | byte[0] << 24)
+        return np.unique(code) if (code != code[0]).any() else code[:1]
+
+    found = {int(c) for part in _parallel(codes, wkb.chunks) for c in part}
+    names, has_z = set(), False
+    for code in found:
+        iso = code & 0x0FFFFFFF
+        names.add(_WKB_TYPES.get(iso % 1000, "GEOMETRY"))
+        has_z |= bool(code & 0x80000000) or iso // 1000 in (1, 3)
+    return tuple(sorted(names)), has_z
+
+
+def _extent(box: np.ndarray) -> tuple[float, float, float, float]:
+    """xmin, ymin, xmax, ymax of (m, 4) bounds, m >= 1, reduced piece by piece on a few threads."""
+    low, high = _parallel(lambda f: [f(box[:, c]) for c in ((0, 1) if f is np.min else (2, 3))], (np.min, np.max))
+    return float(low[0]), float(low[1]), float(high[0]), float(high[1])
+
+
+def hilbert_order(box: np.ndarray, extent: tuple[float, float, float, float]) -> np.ndarray:
+    """The order of boxes along the Hilbert curve of their centres; boxes with equal keys keep their order.
+
+    Args:
+        box: (m, 4) float64 xmin, ymin, xmax, ymax, m < 2**32.
+        extent: the grid of the curve (see `hilbert_keys`).
+
+    Returns:
+        (m,) int64 positions into `box`.
+    """
+    def packed(i: int) -> np.ndarray:  # key in the high half, position in the low half: one sort, stable
+        b = box[i:i + _PIECE]
+        keys = hilbert_keys((b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, extent)
+        return keys.astype(np.uint64) << np.uint64(32) | np.arange(i, i + len(b), dtype=np.uint64)
+
+    keyed = np.concatenate(_parallel(packed, range(0, len(box), _PIECE)) or [np.zeros(0, np.uint64)])
+    keyed.sort()
+    return (keyed & np.uint64(0xFFFFFFFF)).astype(np.int64)
 
 
 def _parallel(fn: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
@@ -199,8 +268,12 @@ def _find_problems(wkb: pa.ChunkedArray, *, geographic: bool) -> tuple[dict[int,
     simple, bounds = simply_valid(wkb)
     problems: dict[int, str] = {}
     if geographic:
-        outside = simple & ((bounds[:, 0] < -180) | (bounds[:, 2] > 180) | (bounds[:, 1] < -90) | (bounds[:, 3] > 90))
-        problems.update({int(r): _OUT_OF_RANGE for r in np.flatnonzero(outside)})
+        def outside(i: int) -> np.ndarray:
+            b = bounds[i:i + _PIECE]
+            return i + np.flatnonzero(simple[i:i + _PIECE] & ((b[:, 0] < -180) | (b[:, 2] > 180)
+                                                              | (b[:, 1] < -90) | (b[:, 3] > 90)))
+        for part in _parallel(outside, range(0, len(bounds), _PIECE)):
+            problems.update({int(r): _OUT_OF_RANGE for r in part})
     rest = np.flatnonzero(~simple)
     if len(rest) == 0:
         return problems, bounds
@@ -247,16 +320,25 @@ def simply_valid(wkb: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarra
         bounds: (n, 4) float64 xmin, ymin, xmax, ymax of the `ok` rows (NaN elsewhere).
     """
     n = len(wkb)
-    chunks = wkb.chunks if isinstance(wkb, pa.ChunkedArray) else [wkb]
-    if n > _PIECE or len(chunks) != 1:  # small temporaries stay in cache and are not faulted in afresh every step
-        pieces = [c.slice(i, _PIECE) for c in chunks for i in range(0, len(c), _PIECE)]
-        parts = _parallel(simply_valid, pieces) or [(np.zeros(0, dtype=bool), np.zeros((0, 4)))]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    wkb = chunks[0]
-    ok = np.zeros(n, dtype=bool)
-    bounds = np.full((n, 4), np.nan)
+    ok = np.empty(n, dtype=bool)
+    bounds = np.empty((n, 4))
+    jobs, at = [], 0
+    for chunk in wkb.chunks if isinstance(wkb, pa.ChunkedArray) else [wkb]:
+        jobs += [(chunk.slice(i, _PIECE), at + i) for i in range(0, len(chunk), _PIECE)]
+        at += len(chunk)
+    # pieces small enough for their temporaries to stay in cache, each filling its rows of the output
+    _parallel(lambda job: _simply_valid_piece(job[0], ok[job[1]:job[1] + len(job[0])],
+                                              bounds[job[1]:job[1] + len(job[0])]), jobs)
+    return ok, bounds
+
+
+def _simply_valid_piece(wkb: pa.Array, ok: np.ndarray, bounds: np.ndarray) -> None:
+    """`simply_valid` of one array, written into `ok` (n,) and `bounds` (n, 4)."""
+    n = len(wkb)
+    ok[:] = False
+    bounds[:] = np.nan
     if n == 0 or not pa.types.is_binary(wkb.type):
-        return ok, bounds
+        return
     _, off_buf, data_buf = wkb.buffers()
     offsets = np.frombuffer(off_buf, np.int32, n + 1, wkb.offset * 4).astype(np.int64)
     data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
@@ -265,7 +347,7 @@ def simply_valid(wkb: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarra
         size[wkb.is_null().to_numpy(zero_copy_only=False)] = 0
 
     def u32(rows: np.ndarray, at: np.ndarray | int) -> np.ndarray:
-        return data[(start[rows] + at)[:, None] + np.arange(4)].view("<u4")[:, 0]
+        return _values(data, start[rows] + at, 1, "<u4")[:, 0]
 
     def kind(rows: np.ndarray, at: np.ndarray | int) -> np.ndarray:  # -1 unless little-endian
         return np.where(data[start[rows] + at] == 1, u32(rows, np.asarray(at) + 1).astype(np.int64), -1)
@@ -280,10 +362,15 @@ def simply_valid(wkb: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarra
     gtype[multi] = kind(multi, body[multi])  # a single part is read like the plain geometry
 
     points = np.flatnonzero((gtype == 1) & (size == body + 21))
-    xy = _doubles(data, start[points] + body[points] + 5, 2)
-    fine = np.isfinite(xy).all(axis=1)
-    ok[points[fine]] = True
-    bounds[points[fine]] = np.hstack([xy[fine], xy[fine]])
+    xy = _values(data, start[points] + body[points] + 5, 2, "<f8")
+    x, y = xy[:, 0], xy[:, 1]
+    fine = np.isfinite(x) & np.isfinite(y)
+    if not fine.all():
+        points, x, y = points[fine], x[fine], y[fine]
+    rows = slice(None) if len(points) == n else points  # a layer of points: no scatter
+    ok[rows] = True
+    bounds[rows, 0] = bounds[rows, 2] = x
+    bounds[rows, 1] = bounds[rows, 3] = y
 
     polys = np.flatnonzero((gtype == 3) & (size >= body + 13))
     polys = polys[u32(polys, body[polys] + 5) == 1]
@@ -291,30 +378,37 @@ def simply_valid(wkb: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarra
     exact = (count >= 4) & (count <= 64) & (size[polys] == body[polys] + 13 + 16 * count)
     polys, count = polys[exact], count[exact]
     for k in np.unique(count):
-        rows = polys[count == k]
-        xy = _doubles(data, start[rows] + body[rows] + 13, 2 * int(k))
-        x, y = np.ascontiguousarray(xy[:, 0::2].T), np.ascontiguousarray(xy[:, 1::2].T)  # (k, m): fast reductions
-        convex = _strictly_convex(x, y)
-        ok[rows[convex]] = True
-        bounds[rows[convex]] = np.column_stack([x.min(axis=0), y.min(axis=0), x.max(axis=0), y.max(axis=0)])[convex]
-    return ok, bounds
+        same_size = polys[count == k]
+        xy_all = _values(data, start[same_size] + body[same_size] + 13, 2 * int(k), "<f8", copy=False)
+        for i in range(0, len(same_size), _CACHED):  # (k, _CACHED) temporaries stay in the core's cache
+            rows, xy = same_size[i:i + _CACHED], xy_all[i:i + _CACHED]
+            x, y = np.ascontiguousarray(xy[:, 0::2].T), np.ascontiguousarray(xy[:, 1::2].T)  # (k, m): fast reductions
+            convex = _strictly_convex(x, y)
+            if not convex.all():
+                rows, x, y = rows[convex], x[:, convex], y[:, convex]
+            ok[rows] = True
+            bounds[rows, 0], bounds[rows, 1] = x.min(axis=0), y.min(axis=0)
+            bounds[rows, 2], bounds[rows, 3] = x.max(axis=0), y.max(axis=0)
 
 
-def _doubles(data: np.ndarray, at: np.ndarray, count: int) -> np.ndarray:
-    """(len(at), count) little-endian float64 values starting at byte offsets `at` (any alignment).
+def _values(data: np.ndarray, at: np.ndarray, count: int, dtype: str, copy: bool = True) -> np.ndarray:
+    """(len(at), count) little-endian numbers of `dtype` starting at byte offsets `at` (any alignment).
 
-    The values must lie inside `data`; the result may be a read-only view of it.
+    The values must lie inside `data`. With `copy=False` the result may be a read-only, unaligned view of `data`
+    (for a caller that copies it anyway).
     """
-    if len(at) > 1 and (step := int(at[1] - at[0])) >= 8 * count and bool((np.diff(at) == step).all()):
-        # evenly spaced records (a run of same-size geometries): a strided view, no gather
-        base = np.frombuffer(data, "<f8", (len(data) - int(at[0])) // 8, int(at[0]))
-        return np.lib.stride_tricks.as_strided(base, (len(at), count), (step, 8), writeable=False)
-    out = np.empty((len(at), count), dtype=np.float64)
-    shift = at % 8
-    for s in np.unique(shift):  # one float64 view of the buffer per byte alignment: gather values, not bytes
-        view = data[s:s + (len(data) - s) // 8 * 8].view("<f8")
+    size = np.dtype(dtype).itemsize
+    if len(at) > 1 and (step := int(at[1] - at[0])) >= size * count and bool((np.diff(at) == step).all()):
+        # evenly spaced records (a run of same-size geometries): one strided copy, no gather
+        base = np.frombuffer(data, dtype, (len(data) - int(at[0])) // size, int(at[0]))
+        view = np.lib.stride_tricks.as_strided(base, (len(at), count), (step, size), writeable=False)
+        return np.array(view) if copy else view
+    out = np.empty((len(at), count), dtype=dtype)
+    shift = at % size
+    for s in np.unique(shift):  # one view of the buffer per byte alignment: gather values, not bytes
+        view = data[s:s + (len(data) - s) // size * size].view(dtype)
         rows = np.flatnonzero(shift == s)
-        out[rows] = view[((at[rows] - s) // 8)[:, None] + np.arange(count)]
+        out[rows] = view[((at[rows] - s) // size)[:, None] + np.arange(count)]
     return out
 
 
@@ -324,15 +418,20 @@ def _strictly_convex(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     Such a ring is simple exactly when its edge direction goes round once, i.e. when the edges leave the upper
     half-plane of directions once (a step turns by less than half a turn, so it cannot skip a half-plane).
     """
-    closed = (x[0] == x[-1]) & (y[0] == y[-1]) & np.isfinite(x).all(axis=0) & np.isfinite(y).all(axis=0)
-    ex, ey = np.diff(np.vstack([x, x[1]]), axis=0), np.diff(np.vstack([y, y[1]]), axis=0)  # edges, first again
+    # a sum that overflows only sends a (huge) ring to GEOS
+    closed = (x[0] == x[-1]) & (y[0] == y[-1]) & np.isfinite(x.sum(axis=0) + y.sum(axis=0))
+    ex, ey = np.empty_like(x), np.empty_like(y)  # edges, the first one again at the end
+    np.subtract(x[1:], x[:-1], out=ex[:-1])
+    np.subtract(y[1:], y[:-1], out=ey[:-1])
+    ex[-1], ey[-1] = ex[0], ey[0]
     cross = ex[:-1] * ey[1:] - ey[:-1] * ex[1:]
+    length = ex * ex + ey * ey
     # a x b from rounded differences is off by a few 1e-16 |a||b|: a 1e-9 margin leaves no doubt about the sign
-    clear = cross * cross > 1e-18 * (ex[:-1] ** 2 + ey[:-1] ** 2) * (ex[1:] ** 2 + ey[1:] ** 2)
-    same = (cross > 0).all(axis=0) | (cross < 0).all(axis=0)
+    clear = (cross * cross > 1e-18 * length[:-1] * length[1:]).all(axis=0)
+    same = (cross.min(axis=0) > 0) | (cross.max(axis=0) < 0)
     upper = (ey > 0) | ((ey == 0) & (ex > 0))  # direction in [0, pi): exact, from the signs alone
     rounds = (upper[:-1] & ~upper[1:]).sum(axis=0)
-    return closed & clear.all(axis=0) & same & (rounds == 1)
+    return closed & clear & same & (rounds == 1)
 
 
 def _repair(wkb: bytes) -> tuple[bytes | None, str]:
@@ -468,4 +567,4 @@ def _normalise(table: pa.Table) -> tuple[pa.Table, dict[str, str]]:
     return pa.table(columns, names=names), renamed
 
 
-__all__ = ["FID", "Staged", "crs_label", "is_store_crs", "stage", "take_rows"]
+__all__ = ["FID", "Staged", "crs_label", "hilbert_keys", "hilbert_order", "is_store_crs", "stage", "take_rows", "wkb_types"]

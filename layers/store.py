@@ -423,11 +423,8 @@ class LayerStore:
             try:
                 fields = self._write_features(cur, staged.table, table)
                 ext = staged.extent
+                gtype = _geometry_type(staged.types, staged.has_z)
                 with self._transaction() as tx:
-                    types, has_z = tx.execute(f"SELECT coalesce(list(DISTINCT ST_GeometryType(geom)::VARCHAR), []), "
-                                              f"coalesce(bool_or(ST_HasZ(geom)), false) "
-                                              f"FROM data.{quote(table)}").fetchone()
-                    gtype = _geometry_type(types, has_z)
                     self._record_version(tx, staged, name, version, table, gtype, ext, fields, theme_obj,
                                          title=title, department=department, security=security, level=level)
             except BaseException:
@@ -1042,7 +1039,7 @@ class LayerStore:
 
 
 # ---------------------------------------------------------------------- helpers and module-level API
-def _geometry_type(types: list[str], has_z: bool) -> str:
+def _geometry_type(types: Sequence[str], has_z: bool) -> str:
     names = {"POINT": "Point", "LINESTRING": "LineString", "POLYGON": "Polygon", "MULTIPOINT": "MultiPoint",
              "MULTILINESTRING": "MultiLineString", "MULTIPOLYGON": "MultiPolygon",
              "GEOMETRYCOLLECTION": "GeometryCollection"}

@@ -7,7 +7,8 @@ import pyarrow as pa
 import pytest
 import shapely
 
-from layers.ingest import hilbert_keys, simply_valid
+from layers.db import connect
+from layers.ingest import hilbert_keys, hilbert_order, simply_valid, wkb_types
 
 
 def ring(angles: np.ndarray, radius: float | np.ndarray = 1.0) -> np.ndarray:
@@ -78,3 +79,36 @@ def test_hilbert_order_moves_to_a_neighbouring_cell_at_every_step(cells):
     order = np.argsort(keys)
     assert len(np.unique(keys)) == cells * cells
     assert (np.abs(np.diff(ix[order])) + np.abs(np.diff(iy[order])) == 1).all()
+
+
+def test_hilbert_order_is_the_key_order_with_ties_in_source_order():
+    rng = np.random.default_rng(3)
+    xy = rng.integers(0, 8, (5000, 2)).astype(np.float64)  # 64 distinct cells: many rows share a key
+    box = np.hstack([xy, xy])
+    order = hilbert_order(box, (0.0, 0.0, 8.0, 8.0))
+    keys = hilbert_keys(xy[:, 0], xy[:, 1], (0.0, 0.0, 8.0, 8.0))
+    assert np.array_equal(order, np.argsort(keys, kind="stable"))
+
+
+def _iso_wkb(code: int, coords: list[float], little: bool = True) -> bytes:
+    fmt = "<" if little else ">"
+    return bytes([1 if little else 0]) + np.array([code], fmt + "u4").tobytes() + np.array(coords, fmt + "f8").tobytes()
+
+
+def test_wkb_types_agree_with_duckdb_for_every_flavour_byte_order_and_dimension():
+    shapes = [shapely.Point(1, 2), shapely.Point(1, 2, 3), shapely.box(0, 0, 1, 1),
+              shapely.LineString([(0, 0, 1), (1, 1, 2)]), shapely.MultiPolygon([shapely.box(0, 0, 1, 1)]),
+              shapely.MultiLineString([[(0, 0), (1, 1)]]), shapely.MultiPoint([(0, 0), (1, 1)]),
+              shapely.GeometryCollection([shapely.Point(0, 0)])]
+    cases = [[shapely.to_wkb(g, byte_order=order, flavor=flavor) for g in shapes[:k]]
+             for flavor in ("iso", "extended") for order in (0, 1) for k in range(1, len(shapes) + 1)]
+    cases += [[_iso_wkb(2001, [1, 2, 5])], [_iso_wkb(3001, [1, 2, 3, 5], little=False)],  # POINT M, POINT ZM
+              [shapely.to_wkb(shapely.box(0, 0, 1, 1))] * 3 + [shapely.to_wkb(shapely.Point(0, 0))]]
+    con = connect(None)
+    for values in cases:
+        wkb = pa.chunked_array([pa.array(values[:2], pa.binary()), pa.array(values[2:], pa.binary())], pa.binary())
+        con.register("t", pa.table({"g": wkb}))
+        types, has_z = con.execute("SELECT list(DISTINCT ST_GeometryType(g)::VARCHAR), bool_or(ST_HasZ(g)) "
+                                   "FROM (SELECT ST_GeomFromWKB(g) AS g FROM t)").fetchone()
+        con.unregister("t")
+        assert wkb_types(wkb) == (tuple(sorted(types)), has_z), values
