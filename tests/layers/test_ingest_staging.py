@@ -60,6 +60,29 @@ def test_take_rows_is_a_take_cut_into_row_groups(monkeypatch: pytest.MonkeyPatch
     assert [len(b) for b in out.to_batches()] == [1000, 1000, 1000, 1000]
 
 
+def test_take_rows_joins_chunks_and_takes_same_size_records_like_arrow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunked text and WKB are joined by copying bytes, same-length values are taken as numpy records."""
+    monkeypatch.setattr(ingest, "ROW_GROUP_SIZE", 700)
+    n = 3000
+    rng = np.random.default_rng(9)
+    points = pa.array(shapely.to_wkb(shapely.points(rng.uniform(116, 117, n + 5), rng.uniform(39, 40, n + 5))),
+                      pa.binary())
+    words = pa.array([f"地块{i:05d}" for i in range(n + 5)])  # all 17 bytes
+    mixed = pa.array([f"名称{i}" * (i % 3) for i in range(n)])  # empty strings and several lengths
+    table = pa.table({
+        "points": pa.chunked_array([points.slice(5, 1000), points.slice(1005, 0), points.slice(1005, n - 1000)]),
+        "words": pa.chunked_array([words.slice(0, 1234), words.slice(1239, n - 1234)]),
+        "mixed": pa.chunked_array([mixed.slice(0, 10), mixed.slice(10)]),
+        "empty": pa.array([""] * n),
+        "geom": squares_and_stars(n),
+    })
+    order = rng.permutation(n)[:2500]
+    out = take_rows(table, order)
+    assert out.equals(table.take(pa.array(order)))
+    assert ingest._records(out.column("points").chunk(0)) is not None  # the record path was there to take
+    assert ingest._records(out.column("mixed").chunk(0)) is None
+
+
 def test_same_size_records_read_in_place_agree_with_geos() -> None:
     """Runs of equal-size WKB records (a layer of squares, of points) are read as a strided view of the buffer."""
     rng = np.random.default_rng(11)
