@@ -186,10 +186,10 @@ def wkb_types(wkb: pa.ChunkedArray) -> tuple[tuple[str, ...], bool]:
         _, off_buf, data_buf = chunk.buffers()
         start = np.frombuffer(off_buf, np.int32, len(chunk), chunk.offset * 4)
         data = np.frombuffer(data_buf, np.uint8)
-        little = data[start] == 1
-        byte = [data[start + i].astype(np.uint32) for i in range(1, 5)]
-        code = np.where(little, byte[0] | byte[1] << 8 | byte[2] << 16 | byte[3] << 24,
-                        byte[3] | byte[2] << 8 | byte[1] << 16 | byte[0] << 24)
+        code = _values(data, start.astype(np.int64) + 1, 1, "<u4")[:, 0]
+        big = data[start] == 0
+        if big.any():
+            code[big] = code[big].byteswap()
         return np.unique(code) if (code != code[0]).any() else code[:1]
 
     found = {int(c) for part in _parallel(codes, wkb.chunks) for c in part}
