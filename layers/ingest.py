@@ -548,15 +548,34 @@ def hilbert_keys(x: np.ndarray, y: np.ndarray, extent: tuple[float, float, float
     x0, y0, x1, y1 = extent
     gx = np.clip((x - x0) / max(x1 - x0, 1e-12) * side, 0, side - 1).astype(np.uint16)
     gy = np.clip((y - y0) / max(y1 - y0, 1e-12) * side, 0, side - 1).astype(np.uint16)
-    digits, after = _hilbert_tables()
+    digits, after = _hilbert_tables_4()
     key = np.zeros(len(gx), dtype=np.uint32)  # 4**16 positions fit
-    state = np.zeros(len(gx), dtype=np.uint8)  # 16 x the state: the row of the tables
-    for shift in range(14, -1, -2):  # two levels of the curve per step, from the top
-        cell = state | (((gx >> shift) & 3) << 2 | ((gy >> shift) & 3)).astype(np.uint8)
-        key <<= 4
+    state = np.zeros(len(gx), dtype=np.uint16)  # 256 x the state: the row of the tables
+    for shift in (12, 8, 4, 0):  # four levels of the curve per step, from the top
+        cell = state | ((gx >> shift) & 15) << 4 | ((gy >> shift) & 15)
+        key <<= 8
         key |= np.take(digits, cell)
         state = np.take(after, cell)
     return key
+
+
+@functools.cache
+def _hilbert_tables_4() -> tuple[np.ndarray, np.ndarray]:
+    """Four levels at a time: (1024,) uint8 digits and next state (x256) by state x256 + x nibble x16 + y nibble.
+
+    Two steps of the two-level tables of `_hilbert_tables`.
+    """
+    digits2, after2 = _hilbert_tables()
+    digits = np.zeros(1024, dtype=np.uint8)
+    after = np.zeros(1024, dtype=np.uint16)
+    for state in range(4):
+        for xn in range(16):
+            for yn in range(16):
+                first = state * 16 + ((xn >> 2) << 2 | yn >> 2)  # the upper two levels, then the lower two
+                second = int(after2[first]) + ((xn & 3) << 2 | yn & 3)
+                digits[state * 256 + xn * 16 + yn] = int(digits2[first]) << 4 | int(digits2[second])
+                after[state * 256 + xn * 16 + yn] = int(after2[second]) // 16 * 256
+    return digits, after
 
 
 @functools.cache
