@@ -202,9 +202,9 @@ def wkb_types(wkb: pa.ChunkedArray) -> tuple[tuple[str, ...], bool]:
 
 
 def _extent(box: np.ndarray) -> tuple[float, float, float, float]:
-    """xmin, ymin, xmax, ymax of (m, 4) bounds, m >= 1, reduced piece by piece on a few threads."""
-    low, high = _parallel(lambda f: [f(box[:, c]) for c in ((0, 1) if f is np.min else (2, 3))], (np.min, np.max))
-    return float(low[0]), float(low[1]), float(high[0]), float(high[1])
+    """xmin, ymin, xmax, ymax of (m, 4) bounds, m >= 1: one column each (a row-wise reduction is far slower)."""
+    xmin, ymin, xmax, ymax = _parallel(lambda c: float((np.min if c < 2 else np.max)(box[:, c])), range(4))
+    return xmin, ymin, xmax, ymax
 
 
 def hilbert_order(box: np.ndarray, extent: tuple[float, float, float, float]) -> np.ndarray:
