@@ -211,12 +211,16 @@ def hilbert_order(box: np.ndarray, extent: tuple[float, float, float, float]) ->
     """The order of boxes along the Hilbert curve of their centres; boxes with equal keys keep their order.
 
     Args:
-        box: (m, 4) float64 xmin, ymin, xmax, ymax, m < 2**32.
+        box: (m, 4) float64 xmin, ymin, xmax, ymax.
         extent: the grid of the curve (see `hilbert_keys`).
 
     Returns:
         (m,) int64 positions into `box`.
     """
+    if len(box) >= 1 << 32:  # positions no longer fit beside the key
+        keys = hilbert_keys((box[:, 0] + box[:, 2]) / 2, (box[:, 1] + box[:, 3]) / 2, extent)
+        return np.argsort(keys, kind="stable")
+
     def packed(i: int) -> np.ndarray:  # key in the high half, position in the low half: one sort, stable
         b = box[i:i + _PIECE]
         keys = hilbert_keys((b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, extent)
