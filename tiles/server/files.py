@@ -89,12 +89,16 @@ class FileCache:
             st = path.stat()
         except OSError:
             return None
+        return self._lookup(path, st)[1]
+
+    def _lookup(self, path: Path, st: os.stat_result) -> tuple[tuple[str, int, int], FileEntry | None]:
+        """The cache key of a file as it is on disk, and its entry (marked recently used) if cached."""
         key = (str(path), st.st_mtime_ns, st.st_size)
         with self._lock:
             hit = self._items.get(key)
             if hit is not None:
                 self._items.move_to_end(key)
-            return hit
+        return key, hit
 
     def get(self, path: Path) -> FileEntry:
         """The entry of a file (read, hashed and compressed on a miss, or when the file changed on disk).
@@ -106,12 +110,9 @@ class FileCache:
             st = path.stat()
         except OSError as exc:
             raise TileNotFoundError(f"{path.name} is no longer on disk") from exc
-        key = (str(path), st.st_mtime_ns, st.st_size)
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-                return hit
+        key, hit = self._lookup(path, st)
+        if hit is not None:
+            return hit
         content = path.read_bytes()
         suffix = path.suffix.lower()
         gz = gzip.compress(content, self.gzip_level, mtime=0) if suffix in COMPRESSIBLE and len(content) > 256 else None
