@@ -314,26 +314,34 @@ def test_cache_disabled_by_argument_or_environment(store_file, monkeypatch):
         LayerStore(store_file)
 
 
+def _on_four_threads(check, count: int, step: int) -> list[BaseException]:
+    """Run check(0..count-1) on four threads at once, each starting `step` further round; the errors they raised."""
+    errors: list[BaseException] = []
+
+    def run(shift: int) -> None:
+        try:
+            for i in range(count):
+                check((i + shift) % count)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k * step,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return errors
+
+
 def test_threads_share_one_load_and_get_the_duckdb_answer(store_file):
     windows = random_windows(30, seed=5)
     with LayerStore(store_file, cache_mb=100) as hot, LayerStore(store_file, cache_mb=0) as cold:
         want = [cold.query_arrow("lines", bbox=w) for w in windows]
-        errors: list[BaseException] = []
 
-        def run(shift: int) -> None:
-            try:
-                for i in range(len(windows)):
-                    j = (i + shift) % len(windows)
-                    assert hot.query_arrow("lines", bbox=windows[j]).equals(want[j])
-            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-                errors.append(exc)
+        def check(j: int) -> None:
+            assert hot.query_arrow("lines", bbox=windows[j]).equals(want[j])
 
-        threads = [threading.Thread(target=run, args=(k * 7,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert not errors
+        assert not _on_four_threads(check, len(windows), step=7)
         assert hot.cache.stats().loads == 1
 
 
@@ -342,22 +350,11 @@ def test_threads_share_one_frame_and_get_the_duckdb_geodataframe(store_file):
     with LayerStore(store_file, cache_mb=100) as hot, LayerStore(store_file, cache_mb=0) as cold:
         want = [cold.query("polygons", bbox=w) for w in windows]
         hot_query(hot, "polygons", EXTENT)
-        errors: list[BaseException] = []
 
-        def run(shift: int) -> None:
-            try:
-                for i in range(len(windows)):
-                    j = (i + shift) % len(windows)
-                    assert_geodataframe_equal(hot.query("polygons", bbox=windows[j]), want[j])
-            except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-                errors.append(exc)
+        def check(j: int) -> None:
+            assert_geodataframe_equal(hot.query("polygons", bbox=windows[j]), want[j])
 
-        threads = [threading.Thread(target=run, args=(k * 5,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert not errors
+        assert not _on_four_threads(check, len(windows), step=5)
         assert hot.cache.stats().frames == 1  # the others were answered by conversion while it was built
 
 
