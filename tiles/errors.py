@@ -27,3 +27,15 @@ class InvalidKeyError(TilesError, PermissionError):
 
 class ServerConfigError(TilesError, InputError):
     """`cim serve` was given a model folder, map file or setting it cannot use."""
+
+
+class JobNotFoundError(TileNotFoundError):
+    """A job id that does not exist, expired, or belongs to another API key."""
+
+
+class JobNotReadyError(JobNotFoundError):
+    """A job's result was asked for before the job succeeded (OGC API - Processes: result-not-ready)."""
+
+
+class JobLimitError(TilesError):
+    """The server runs and queues as many jobs as it allows; submit again later."""

@@ -25,12 +25,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import cim
 from cim.errors import CimError, InputError, InputNotFoundError
 from layers.errors import LayerInputError, LayerNotFoundError, StoreError, StoreLockedError
-from tiles.errors import InvalidKeyError, TileNotFoundError, TileRequestError
+from tiles.errors import InvalidKeyError, JobLimitError, TileNotFoundError, TileRequestError
 from tiles.server import ogc
 from tiles.server.catalog import ServiceCatalog
 from tiles.server.fastpath import StaticFastPath
+from tiles.server.jobs import JobManager
 from tiles.server.responses import json_response, log_request, with_key_vary
-from tiles.server.routes import core, features, maps, tiles3d, vector, viewer
+from tiles.server.routes import core, features, jobs, maps, tiles3d, vector, viewer
 from tiles.server.settings import ServerSettings
 
 log = logging.getLogger("cim.server")
@@ -44,6 +45,7 @@ STATUS_CODES: list[tuple[type[BaseException], int]] = [
     (TileRequestError, 400),
     (LayerInputError, 400),
     (InputError, 400),
+    (JobLimitError, 503),
     (StoreLockedError, 503),
     (StoreError, 503),
     (CimError, 500),
@@ -167,10 +169,12 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
     """
     settings = settings or (catalog.settings if catalog else ServerSettings())
     catalog = catalog or ServiceCatalog(settings).open()
+    job_manager = JobManager(settings.jobs_max_running, settings.jobs_max_queued, settings.jobs_keep_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        job_manager.shutdown()
         catalog.close()
 
     app = CimApp(title=settings.title, version=cim.__version__, openapi_url=None, docs_url=None, redoc_url=None,
@@ -178,11 +182,12 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
                   description="3D Tiles, raster and vector tiles and OGC API - Features of a city digital twin. "
                               "Send an API key as X-API-Key, Authorization: Bearer, or api_key=.")
     app.state.catalog = catalog
+    app.state.jobs = job_manager
     app.add_exception_handler(CimError, _cim_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
-    for module in (viewer, core, tiles3d, maps, vector, features):  # viewer first: it answers browsers at /
+    for module in (viewer, core, tiles3d, maps, vector, features, jobs):  # viewer first: it answers browsers at /
         app.include_router(module.router)
 
     @app.get("/api", summary="This API's OpenAPI 3.0 document", tags=["core"])
@@ -193,9 +198,9 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
     gzip_excluded = (*DEFAULT_EXCLUDED_CONTENT_TYPES, "model/gltf-binary")
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_size, compresslevel=settings.gzip_level,
                        exclude_content_types=gzip_excluded)
-    cors = {"allow_origins": settings.cors_origins, "allow_methods": ["GET", "HEAD", "OPTIONS"],
-            "allow_headers": ["X-API-Key", "Authorization", "If-None-Match", "Range"],
-            "expose_headers": ["ETag", "Content-Range", "Content-Length"], "max_age": 3600}
+    cors = {"allow_origins": settings.cors_origins, "allow_methods": ["GET", "HEAD", "OPTIONS", "POST", "DELETE"],
+            "allow_headers": ["X-API-Key", "Authorization", "If-None-Match", "Range", "Content-Type"],
+            "expose_headers": ["ETag", "Content-Range", "Content-Length", "Location"], "max_age": 3600}
     app.add_middleware(CORSMiddleware, **cors)  # type: ignore[arg-type]
     app.add_middleware(RequestLog, enabled=settings.log_requests)
     app.fast_path = StaticFastPath(catalog, settings.gzip_min_size, gzip_excluded, cors, settings.log_requests)

@@ -30,6 +30,8 @@ class ServerSettings(BaseSettings):
         public_url: base URL clients see, when behind a proxy (default: from each request).
         workers: uvicorn worker processes (each opens the store read-only and keeps its own caches).
         tile_cache_mb: rendered vector and raster tiles kept in memory (0: none).
+        jobs_max_running, jobs_max_queued, jobs_keep_seconds: background jobs (long analyses) that run at once,
+            that may wait, and how long a finished job's result is kept (`tiles.server.jobs`).
     """
 
     model_config = SettingsConfigDict(env_prefix="CIM_", extra="ignore")
@@ -56,6 +58,9 @@ class ServerSettings(BaseSettings):
     gzip_level: int = 6
     log_requests: bool = True
     workers: int = 1
+    jobs_max_running: int = 1
+    jobs_max_queued: int = 16
+    jobs_keep_seconds: float = 3600.0
 
 
 def named_paths(values: Iterable[str], what: str) -> dict[str, Path]:
