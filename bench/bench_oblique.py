@@ -39,7 +39,7 @@ PRODUCTION = ROOT.parent / "shared" / "data" / "oblique_osgb" / "zhongshan"
 
 def osgconv_floor(production: Path, work: Path, suffix: str, options: str = "") -> float:
     """Seconds for osgconv alone to convert every file of the production, two at a time."""
-    from cim.osgb import osgconv_path
+    from cim.sources.osgb import osgconv_path
 
     exe = osgconv_path()
     files = sorted((production / "Data").rglob("*.osgb"))
@@ -77,8 +77,8 @@ def bench_osgb(production: Path, work: Path, repeat: int = 3) -> dict:
     """Floors, the native read alone and both builds, `repeat` times in turn; best and worst of each."""
     import numpy as np
 
-    from cim.contextcapture import read_metadata
-    from cim.osgb import read_osgb_native
+    from cim.sources.contextcapture import read_metadata
+    from cim.sources.osgb import read_osgb_native
 
     read_metadata(production).to_ecef(np.zeros((1, 3)))  # pyproj's first transformer is slow: not any run's cost
     files = sorted((production / "Data").rglob("*.osgb"))

@@ -126,7 +126,7 @@ def make_data(work: Path, n_features: int) -> dict[str, Path]:
     import shapely
     from rasterio.transform import from_origin
 
-    from cim.crs import transformer
+    from cim.sources.crs import transformer
     from layers import LayerStore
 
     out = {"store": work / "city.duckdb", "gpkg": work / "pois.gpkg", "cog": work / "ortho.tif",

@@ -1,7 +1,7 @@
 """CIM engine: build city information models (CIM levels 1-3) as 3D Tiles from DEM, orthophoto, footprints and
 oblique photography.
 
-Public entry points live in submodules (`cim.sample`, `cim.build`, `cim.crs`); importing this package does no I/O.
+Public entry points live in submodules (`cim.sample`, `cim.build`, `cim.sources.crs`); importing this package does no I/O.
 """
 
 from __future__ import annotations

@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from cim import crs as crsmod
 from cim.buildings import BuildingOptions, BuildingsResult, build_buildings
 from cim.errors import InputError, OutputExistsError
 from cim.files import replace_dir
 from cim.geodesy import union_regions
+from cim.sources import crs as crsmod
 from tiles.tileset import (
     BoundingVolume,
     Content,

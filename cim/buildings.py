@@ -28,10 +28,10 @@ from pyproj import CRS
 from rasterio.vrt import WarpedVRT
 from scipy import ndimage
 
-from cim import crs as crsmod
 from cim.errors import BuildError, InputError, InputNotFoundError
-from cim.footprints import Skipped, building_ids, clean_footprints, numeric_field, read_footprints
 from cim.geodesy import LocalFrame, enu_frame, union_regions
+from cim.sources import crs as crsmod
+from cim.sources.footprints import Skipped, building_ids, clean_footprints, numeric_field, read_footprints
 from tiles.gltf import Material, MeshContent, Primitive, PropertyTable, StringColumn
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 

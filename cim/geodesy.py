@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from cim.crs import transformer
+from cim.sources.crs import transformer
 
 # WGS 84 ellipsoid (CGCS2000 differs by 0.1 mm in the semi-minor axis: negligible here).
 _A = 6378137.0

@@ -32,7 +32,6 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from cim import crs as crsmod
 from cim.buildings import (
     BuildingOptions,
     _geojson,
@@ -43,7 +42,6 @@ from cim.buildings import (
     prepare_footprints,
     run_tile_jobs,
 )
-from cim.footprints import Skipped, numeric_field
 from cim.geodesy import enu_frame, region_of
 from cim.roofs import (
     MIN_ROOF_SAMPLES,
@@ -57,6 +55,8 @@ from cim.roofs import (
     rectangle_solids,
     roof_frames,
 )
+from cim.sources import crs as crsmod
+from cim.sources.footprints import Skipped, numeric_field
 from tiles.gltf import Material, MeshContent, Primitive, PropertyTable, StringColumn
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 

@@ -1,6 +1,6 @@
 """Oblique photography (ContextCapture productions) to 3D Tiles 1.1, with optional singulation by footprints.
 
-Data flow: `metadata.xml` -> Georeference; every mesh file of every tile (`.osgb` through `cim.osgb`, or OBJ/PLY/glTF
+Data flow: `metadata.xml` -> Georeference; every mesh file of every tile (`.osgb` through `cim.sources.osgb`, or OBJ/PLY/glTF
 through trimesh) is read on its own, in parallel -> one glb per PagedLOD node: vertices placed exactly (per-vertex
 pyproj transform to ECEF, then float32 in an east-north-up frame at the node), the original JPEG as texture, unlit
 (the photos carry their light) -> the pyramid becomes a REPLACE tree whose geometric errors come from the PagedLOD
@@ -37,12 +37,19 @@ import pandas as pd
 import shapely
 from PIL import Image
 
-from cim import crs as crsmod
-from cim.contextcapture import Georeference, ProductionTile, enu_at, find_tiles, level_of, read_metadata
 from cim.errors import BuildError, InputError, InputNotFoundError
 from cim.files import replace_dir
 from cim.geodesy import ecef_to_geodetic, region_of, union_regions
-from cim.osgb import Geometry, LodNode, OsgFile, read_osgb
+from cim.sources import crs as crsmod
+from cim.sources.contextcapture import (
+    Georeference,
+    ProductionTile,
+    enu_at,
+    find_tiles,
+    level_of,
+    read_metadata,
+)
+from cim.sources.osgb import Geometry, LodNode, OsgFile, read_osgb
 from tiles.gltf import Material, MeshContent, Primitive, PropertyTable
 from tiles.tileset import BoundingVolume, Content, Tile, Tileset, relative_transforms, write_atomic
 
@@ -484,7 +491,7 @@ def _merge_node(items: list[tuple[Tile, _Coarse]], centers: np.ndarray, out: Pat
 
 # ------------------------------------------------------------------------------------------------------- the build
 def _singulation(buildings: str | os.PathLike[str], id_field: str | None) -> dict[str, Any]:
-    from cim.footprints import Skipped, building_ids, clean_footprints, read_footprints
+    from cim.sources.footprints import Skipped, building_ids, clean_footprints, read_footprints
 
     gdf = read_footprints(buildings)
     ids = building_ids(gdf, id_field)
@@ -538,7 +545,7 @@ def build_oblique(
     geo = read_metadata(prod)
     tiles = find_tiles(prod)
     if any(f.suffix.lower() == ".osgb" for t in tiles for f in t.files):
-        from cim.osgb import osgb_reader, osgconv_path
+        from cim.sources.osgb import osgb_reader, osgconv_path
 
         if osgb_reader() == "osgconv":
             osgconv_path()

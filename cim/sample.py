@@ -38,9 +38,9 @@ import shapely
 from shapely import STRtree
 
 import cim
-from cim.crs import lonlat, parse_crs, transformer
 from cim.errors import CimError, InputError, InputNotFoundError, OutputExistsError
 from cim.files import replace_dir
+from cim.sources.crs import lonlat, parse_crs, transformer
 
 CRS = "EPSG:4547"
 CENTER_LONLAT = (113.30, 40.09)
@@ -324,15 +324,15 @@ def write_oblique(city: SampleCity, out: str | Path, *, tile_size: float = 250.0
 
     The city's DSM (buildings with their roof shapes) becomes a textured mesh in the ContextCapture layout
     (`metadata.xml` + `Data/Tile_+xxx_+yyy/`, two pyramid levels, the orthophoto as texture): `.osgb` when osgconv
-    is installed, else OBJ (see `cim.contextcapture.write_dsm_production`) into any folder `out`; the city's
+    is installed, else OBJ (see `cim.sources.contextcapture.write_dsm_production`) into any folder `out`; the city's
     manifest does not change (`add_oblique` writes it into the city and lists it).
 
     Raises:
         InputError: the city has no DSM or no orthophoto.
         OutputExistsError: `out` exists and is not empty, without `overwrite`.
     """
-    from cim.contextcapture import write_dsm_production
-    from cim.osgb import has_osgconv
+    from cim.sources.contextcapture import write_dsm_production
+    from cim.sources.osgb import has_osgconv
 
     if city.dsm is None or city.ortho is None:
         raise InputError(f"sample city {city.root} has no DSM or orthophoto; generate it with rasters and ortho")
@@ -373,7 +373,7 @@ def add_oblique(city: SampleCity, *, tile_size: float = 250.0,
     Raises:
         InputError: the city has no DSM or no orthophoto.
     """
-    from cim.osgb import has_osgconv
+    from cim.sources.osgb import has_osgconv
 
     fmt = fmt or ("osgb" if has_osgconv() else "obj")
     folder = write_oblique(city, city.root / OBLIQUE_DIR, tile_size=tile_size, fmt=fmt, overwrite=True)

@@ -36,10 +36,10 @@ from PIL import Image
 from pydelatin import Delatin
 from pyproj import CRS
 
-from cim.crs import ECEF, to_3d, transformer
 from cim.errors import InputError
 from cim.geodesy import LocalFrame, enu_frame, region_of, union_regions
-from cim.raster import NEUTRAL_RGB, DemGrid, DemSampler, OrthoReader, fill_small_holes, read_dem
+from cim.sources.crs import ECEF, to_3d, transformer
+from cim.sources.raster import NEUTRAL_RGB, DemGrid, DemSampler, OrthoReader, fill_small_holes, read_dem
 from tiles.gltf import Material, MeshContent, Primitive
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 
@@ -146,7 +146,7 @@ class _Tiling:
     _to_ecef: Any = None
 
     def to_ecef(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """(n, 3) float64 ECEF of source coordinates, heights as ellipsoidal (cim.crs.to_ecef, cached)."""
+        """(n, 3) float64 ECEF of source coordinates, heights as ellipsoidal (cim.sources.crs.to_ecef, cached)."""
         if self._to_ecef is None:
             self._to_ecef = transformer(to_3d(self.horizontal), ECEF)
         ex, ey, ez = self._to_ecef.transform(

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import shapely
 from pyproj import CRS
 
-from cim.crs import parse_crs, transformer
+from cim.sources.crs import parse_crs, transformer
 from layers.db import ROW_GROUP_SIZE, connect
 from layers.errors import GeometryRejectedError, LayerInputError
 from layers.models import Rejection

@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 import shapely
 from pyproj import CRS
 
-from cim.crs import parse_crs
 from cim.errors import CRSError, InputNotFoundError
+from cim.sources.crs import parse_crs
 from layers.errors import LayerInputError
 
 GEOM = "geom"

@@ -38,8 +38,8 @@ import pyarrow as pa
 import shapely
 from pyproj import CRS
 
-from cim.crs import parse_crs, transformer
 from cim.errors import OutputExistsError
+from cim.sources.crs import parse_crs, transformer
 from layers import themes as theme_registry
 from layers.cache import CachedLayer, LayerCache, budget_mb_from_env, estimate_bytes, load_layer
 from layers.db import ROW_GROUP_SIZE, connect

@@ -52,7 +52,7 @@ class _Reader(Reader):
     def _to_dataset(self) -> pyproj.Transformer | None:
         if self.tms.rasterio_crs == self.crs:
             return None
-        from cim.crs import transformer
+        from cim.sources.crs import transformer
 
         return transformer(self.tms.rasterio_crs.to_wkt(), self.crs.to_wkt())
 

@@ -13,8 +13,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cim.build import build_city
-from cim.crs import from_ecef, transformer
 from cim.errors import InputError, OutputExistsError
+from cim.sources.crs import from_ecef, transformer
+from tests.support.paths import SHARED_DATA
 from tiles.check import check_tileset
 from tiles.gltf import read_glb
 
@@ -167,7 +168,7 @@ def test_failed_build_leaves_nothing_behind(small_city, tmp_path):
 def test_delft_real_data_builds_end_to_end(tmp_path):
     from tests.support.gltf_validator import validate
 
-    shared = Path(__file__).resolve().parents[3] / "shared" / "data"
+    shared = SHARED_DATA
     if not shared.is_dir():
         pytest.skip(f"real test data not found at {shared}")
     report = build_city(tmp_path / "delft", dem=shared / "dem/delft_ahn3_dtm_0.5m.tif",

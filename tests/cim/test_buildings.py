@@ -11,20 +11,19 @@ import pytest
 import rasterio
 import shapely
 import trimesh
+from pyproj import CRS
 from rasterio.transform import from_origin
 from shapely.geometry import MultiPolygon, Point, Polygon, box
 
-from pyproj import CRS
-
 from cim.buildings import BuildingOptions, build_buildings
-from cim.crs import from_ecef
 from cim.errors import CRSError, InputError, InputNotFoundError
+from cim.sources.crs import from_ecef
+from tests.support.paths import SHARED_DATA as SHARED
 from tiles.check import check_tileset
 from tiles.gltf import read_glb
 from tiles.tileset import Tileset, rebase_uris, relative_transforms
 
 X0, Y0 = 440000.0, 4440000.0  # EPSG:4547, near 113.30E 40.09N
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 FOOTPRINT_WITH_HOLE = Polygon(
     [(X0 + 50, Y0 + 10), (X0 + 90, Y0 + 10), (X0 + 90, Y0 + 50), (X0 + 50, Y0 + 50)],

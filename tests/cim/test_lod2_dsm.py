@@ -17,6 +17,7 @@ from cim.roofs import (
     rectangle_solids,
     roof_frames,
 )
+from tests.support.paths import SHARED_DATA
 
 CELL = 0.5
 NOISE = 0.05  # m, standard deviation of the DSM noise
@@ -291,12 +292,11 @@ def test_detection_agrees_with_the_sample_city_roofs():
 def test_real_delft_row_houses_have_parallel_gables():
     """AHN3 DSM (0.5 m) over BGT footprints in Delft: the rectangular footprints are mostly row houses whose gabled
     roofs all run along the street (measured: 15 of 21 gabled, rms 0.04-0.7 m, ridges at 54-55 degrees but one)."""
-    from pathlib import Path
 
     from cim.buildings import prepare_footprints
     from cim.lod2 import detect_roofs
 
-    shared = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    shared = SHARED_DATA
     dsm = shared / "dem/delft_ahn3_dsm_0.5m.tif"
     if not dsm.is_file():
         pytest.skip(f"real test data not found at {shared}")

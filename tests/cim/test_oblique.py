@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cim.contextcapture import parse_srs, read_metadata
-from cim.crs import CRSLabelWarning
 from cim.errors import CRSError, InputNotFoundError, MissingToolError
-from cim.osgb import has_osgconv, parse_osg, read_osgb
+from cim.sources.contextcapture import parse_srs, read_metadata
+from cim.sources.crs import CRSLabelWarning
+from cim.sources.osgb import has_osgconv, parse_osg, read_osgb
+from tests.support.paths import SHARED_DATA as SHARED
 from tiles.check import check_tileset
 from tiles.gltf import read_glb
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 ZHONGSHAN = SHARED / "oblique_osgb" / "zhongshan"
 
 
@@ -203,7 +203,7 @@ def test_levels_errors_and_textures_match_the_source(zhongshan):
     # the merged level on top draws everything from afar
     assert doc["root"]["content"]["uri"].startswith("oblique/merged/")
     # every source texture is kept, byte for byte
-    from cim.osgb import embedded_images
+    from cim.sources.osgb import embedded_images
 
     src_jpegs = {b for f in prod.rglob("*.osgb") for b, _ in embedded_images(f.read_bytes())}
     out_jpegs = set()
@@ -272,8 +272,8 @@ def sample_production(tmp_path_factory):
     import geopandas as gpd
     import shapely
 
-    from cim.contextcapture import write_dsm_production
     from cim.sample import generate
+    from cim.sources.contextcapture import write_dsm_production
 
     city = generate(tmp_path_factory.mktemp("sample") / "city", buildings=300, seed=3)
     footprints = gpd.read_file(city.buildings)
@@ -305,7 +305,7 @@ def _inner_building(footprints, bounds, margin=30.0):
 def test_singulated_triangles_carry_their_footprint_building(singulated, sample_production):
     import shapely
 
-    from cim.crs import from_ecef
+    from cim.sources.crs import from_ecef
 
     out, res = singulated
     _, footprints, bounds, _ = sample_production
@@ -345,7 +345,7 @@ def test_singulated_triangles_carry_their_footprint_building(singulated, sample_
 def test_picking_the_oblique_mesh_returns_the_building(singulated, sample_production):
     import rasterio
 
-    from cim.crs import transformer
+    from cim.sources.crs import transformer
     from tests.support.browser import CesiumClient
 
     out, _ = singulated
@@ -365,8 +365,8 @@ def test_picking_the_oblique_mesh_returns_the_building(singulated, sample_produc
 
 
 def test_obj_production_converts_like_osgb(sample_production, tmp_path):
-    from cim.contextcapture import write_dsm_production
     from cim.oblique import convert_production
+    from cim.sources.contextcapture import write_dsm_production
 
     city, _, bounds, _ = sample_production
     small = (bounds[0], bounds[1], bounds[0] + 200, bounds[1] + 200)

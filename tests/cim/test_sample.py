@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 import cim
 from cim import sample
-from cim.crs import lonlat, parse_crs
 from cim.errors import InputNotFoundError, OutputExistsError
+from cim.sources.crs import lonlat, parse_crs
 
 SMALL = 300
 ATTRIBUTES = ("code", "name", "use", "floors", "height", "roof_type", "eave_height", "ridge_height", "year_built",
@@ -284,7 +284,7 @@ def test_oblique_production_goes_into_the_city_and_its_manifest(small_city: samp
                                                                 tmp_path: Path) -> None:
     import shutil
 
-    from cim.contextcapture import find_tiles, read_metadata
+    from cim.sources.contextcapture import find_tiles, read_metadata
 
     shutil.copytree(small_city.root, tmp_path / "city")
     city = sample.add_oblique(small_city.relocated(tmp_path / "city"), tile_size=1000, fmt="obj")

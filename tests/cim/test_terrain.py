@@ -17,16 +17,16 @@ import shapely
 from PIL import Image
 from rasterio.transform import from_origin
 
-from cim.crs import from_ecef, transformer
 from cim.errors import CRSError, InputError
-from cim.raster import NEUTRAL_RGB, OrthoReader
+from cim.sources.crs import from_ecef, transformer
+from cim.sources.raster import NEUTRAL_RGB, OrthoReader
 from cim.terrain import DemSampler, TerrainOptions, TerrainResult, build_terrain
 from tests.support.gltf_validator import assert_valid
+from tests.support.paths import SHARED_DATA as SHARED
 from tiles.check import check_tileset
 from tiles.gltf import read_glb
 from tiles.tileset import Tile, Tileset, relative_transforms
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 CRS = "EPSG:32650"
 X0, Y0, RES = 500000.0, 4400000.0, 2.0  # top-left corner of the fixtures' DEM, metres
 ROWS, COLS = 300, 260
@@ -576,7 +576,7 @@ def test_untextured_terrain_is_a_neutral_colour(holes: Built) -> None:
 def test_ortho_reader_makes_alpha_and_uncovered_areas_neutral(ortho_gradient: Path) -> None:
     from affine import Affine
 
-    from cim.crs import parse_crs
+    from cim.sources.crs import parse_crs
 
     with OrthoReader(ortho_gradient) as reader:
         # a 40 x 10 strip of 10 m pixels from inside the ortho, over the transparent strip, to outside it

@@ -12,8 +12,8 @@ import pytest
 import shapely
 
 from layers import LayerStore
+from tests.support.paths import SHARED_DATA as SHARED
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 BGT = SHARED / "buildings" / "delft_bgt"
 
 # a 3x2 grid of 0.01-degree "communities" near Beijing, in CGCS2000 lon/lat

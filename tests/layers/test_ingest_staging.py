@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 import shapely
 
-from cim.crs import parse_crs
+from cim.sources.crs import parse_crs
 from layers import ingest
 from layers.ingest import simply_valid, stage, take_rows
 from layers.sources import GEOM, SourceData

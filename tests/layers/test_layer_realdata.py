@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pyogrio
 import pytest
@@ -11,8 +10,8 @@ import pytest
 from layers import LayerStore
 from layers.errors import LayerInputError
 from layers.themes import builtin
+from tests.support.paths import SHARED_DATA as SHARED
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 BGT = SHARED / "buildings" / "delft_bgt"
 
 pytestmark = pytest.mark.realdata

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -25,6 +24,7 @@ from layers.errors import (
     VersionNotFoundError,
 )
 from layers.ingest import hilbert_keys
+from tests.support.paths import SHARED_DATA
 
 SOCIETY = "public_topics/society"
 ADMIN = "spatiotemporal_base/admin_division"
@@ -254,7 +254,7 @@ def test_export_round_trips_with_crs(store, communities_geojson, tmp_path, fmt, 
 
 
 def test_cityjson_buildings_become_footprints(store):
-    city = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "buildings" / "delft_lod1.city.json"
+    city = SHARED_DATA / "buildings" / "delft_lod1.city.json"
     if not city.is_file():
         pytest.skip(f"real data not found at {city}")
     report = store.import_file(city, "lod1", "spatiotemporal_base/model_3d")

@@ -4,7 +4,7 @@ The fixture is written from the specifications directly, not with the project's 
 does not depend on the code it will later judge: one glb holding boxes on the ground near a given longitude/latitude,
 each box one feature (`EXT_mesh_features`, per-vertex `_FEATURE_ID_0`) with a row in an `EXT_structural_metadata`
 property table (`code` string, `height` float64). The root tile's `transform` is the east-north-up frame at the
-origin, whose ECEF position comes from `cim.crs.to_ecef`.
+origin, whose ECEF position comes from `cim.sources.crs.to_ecef`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cim.crs import from_ecef, to_ecef
+from cim.sources.crs import from_ecef, to_ecef
 
 GLB_MAGIC = 0x46546C67
 _JSON_CHUNK = 0x4E4F534A

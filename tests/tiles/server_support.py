@@ -21,7 +21,7 @@ import rasterio
 import shapely
 from rasterio.transform import from_origin
 
-from cim.crs import transformer
+from cim.sources.crs import transformer
 
 LON0, LAT0 = 113.30, 40.09
 

@@ -18,7 +18,7 @@ import shapely
 import shapely.affinity
 import shapely.geometry
 
-from cim.crs import transformer
+from cim.sources.crs import transformer
 from layers import LayerStore, open_read_only
 from tiles import pbf
 from tiles.mvt import (

@@ -3,7 +3,7 @@
 A production is a folder with `metadata.xml` and `Data/Tile_<x>_<y>/` folders. `metadata.xml` says where the mesh
 vertices are: `<SRS>` is `EPSG:n`, a WKT or `ENU:lat,lon` (a local east-north-up frame on the ellipsoid), and
 `<SRSOrigin>x,y,z</SRSOrigin>` is added to every vertex first. A WKT is built from its parameters through
-`cim.crs.parse_crs`, which drops an authority code its parameters contradict (real productions carry such labels).
+`cim.sources.crs.parse_crs`, which drops an authority code its parameters contradict (real productions carry such labels).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from pyproj import CRS
 
-from cim import crs as crsmod
 from cim.errors import CRSError, InputError, InputNotFoundError
 from cim.geodesy import LocalFrame, enu_frame
+from cim.sources import crs as crsmod
 
 MESH_SUFFIXES = (".osgb", ".obj", ".ply", ".glb", ".gltf")
 _ENU = re.compile(r"^\s*ENU\s*:\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*$", re.I)
@@ -336,7 +336,7 @@ def _osg_paged_lod(folder: Path, stem: str, mesh: tuple[np.ndarray, np.ndarray, 
 
 
 def _osg_to_osgb(folder: Path, stem: str, text: str) -> None:
-    from cim.osgb import run_osgconv
+    from cim.sources.osgb import run_osgconv
 
     src = folder / f"{stem}.osg"
     src.write_text(text, encoding="utf-8")

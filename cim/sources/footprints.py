@@ -17,8 +17,8 @@ import pandas as pd
 import pyogrio
 import shapely
 
-from cim.crs import CRSLike, parse_crs
 from cim.errors import CRSError, InputError, InputNotFoundError
+from cim.sources.crs import CRSLike, parse_crs
 
 MIN_AREA_M2 = 1.0
 ID_FIELDS = ("code", "id", "building_id", "identificatie", "identificatiebagpnd", "gml_id", "fid")

@@ -23,8 +23,8 @@ from pyproj import CRS
 from rasterio.enums import ColorInterp, Resampling
 from scipy import ndimage
 
-from cim.crs import parse_crs
 from cim.errors import CimWarning, CRSError, InputError, InputNotFoundError
+from cim.sources.crs import parse_crs
 
 #: Colour of terrain without orthophoto coverage (RGB, 0-255): a neutral, slightly warm grey.
 NEUTRAL_RGB = (158, 154, 140)

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import re
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pyproj
 import pytest
 
-from cim.crs import CRSLabelWarning, from_ecef, parse_crs, to_ecef, transformer
 from cim.errors import CRSError
-
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+from cim.sources.crs import CRSLabelWarning, from_ecef, parse_crs, to_ecef, transformer
+from tests.support.paths import SHARED_DATA as SHARED
 
 # A ContextCapture-style WKT: labelled EPSG:4547 but with its own central meridian and false northing.
 MISLABELLED_WKT = """PROJCS["LOCAL0 / 3-degree Gauss-Kruger CM 113.36E",

@@ -8,9 +8,9 @@ class reads the wrappers of its associates (`osg::Object osg::Node osg::Group`) 
 written as its id alone. Versions seen: 80 (ContextCapture's OSG, no brackets, arrays and primitive sets in the old
 inline form) and 161 (osgconv 3.6.5, 8-byte brackets, arrays and primitive sets as objects).
 
-The scene graph is flattened the way `cim.osgb.parse_osg` flattens osgconv's `.osg` text, so both readers give the
+The scene graph is flattened the way `cim.sources.osgb.parse_osg` flattens osgconv's `.osg` text, so both readers give the
 same `OsgFile`. What this reader does not know (another class, a compressed stream, a schema) raises
-`OsgbFormatError` naming the file, the class, the property and the byte offset; `cim.osgb.read_osgb` then falls back
+`OsgbFormatError` naming the file, the class, the property and the byte offset; `cim.sources.osgb.read_osgb` then falls back
 to osgconv.
 """
 

@@ -2,7 +2,7 @@
 
 Two readers give the same `OsgFile`:
 
-- `native` (the default): `cim.osgb_binary` deserialises the binary stream itself (struct and numpy over the bytes)
+- `native` (the default): `cim.sources.osgb_binary` deserialises the binary stream itself (struct and numpy over the bytes)
   and this module flattens its scene graph; the embedded JPEG files are taken as they are.
 - `osgconv`: `osgconv` (Debian package `openscenegraph`) turns one `.osgb` into the old text format `.osg` with 9
   significant digits (float32 round-trips exactly; the newer `.osgt` writer keeps only 6, about 5 mm at 1 km from
@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 
 from cim.errors import CimWarning, InputError, MissingToolError
-from cim.osgb_binary import Obj, OsgbFormatError, read_scene
+from cim.sources.osgb_binary import Obj, OsgbFormatError, read_scene
 
 OSGCONV_ENV = "CIM_OSGCONV"
 READER_ENV = "CIM_OSGB_READER"

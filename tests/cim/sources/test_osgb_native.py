@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cim import osgb_binary
 from cim.errors import InputError, MissingToolError
-from cim.osgb import OsgbReaderWarning, OsgFile, has_osgconv, read_osgb, read_osgb_native, run_osgconv
-from cim.osgb_binary import OsgbFormatError
+from cim.sources import osgb_binary
+from cim.sources.osgb import OsgbReaderWarning, OsgFile, has_osgconv, read_osgb, read_osgb_native, run_osgconv
+from cim.sources.osgb_binary import OsgbFormatError
+from tests.support.paths import SHARED_DATA
 
-ZHONGSHAN = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "oblique_osgb" / "zhongshan"
+ZHONGSHAN = SHARED_DATA / "oblique_osgb" / "zhongshan"
 needs_osgconv = pytest.mark.skipif(not has_osgconv(), reason="osgconv missing: apt-get install -y openscenegraph")
 
 
