@@ -127,8 +127,8 @@ def build_cmd(
 ) -> None:
     """Build a CIM city model (3D Tiles 1.1) from DEM, orthophoto and footprints."""
     from cim.build import build_city
-    from cim.buildings import BuildingOptions
-    from cim.terrain import TerrainOptions
+    from cim.models.lod1 import BuildingOptions
+    from cim.models.terrain import TerrainOptions
 
     bopts = BuildingOptions(height_field=height_field, floors_field=floors_field, storey_height=storey_height,
                             default_height=default_height, id_field=id_field)

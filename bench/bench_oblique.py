@@ -3,12 +3,12 @@
 OSGB -> 3D Tiles (the real ContextCapture production in ../shared/data/oblique_osgb/zhongshan, or --production):
   - floor: `osgconv` alone on every file of the production, two files at a time (2 cores), written as `.osgb`
     (read + the cheapest write osgconv has) and as the `.osg` text the osgconv reader parses;
-  - build: `cim.oblique.convert_production` end to end with 2 workers (read, georeference, glb, tileset, merged
+  - build: `cim.models.oblique.convert_production` end to end with 2 workers (read, georeference, glb, tileset, merged
     levels), with each `.osgb` reader (CIM_OSGB_READER=native, the default, and =osgconv);
   - read: the native reader alone on every file (one process), against the same floor;
   printing input MB/s, triangles/s, peak memory (PSS of the process tree) and time / floor, best (and worst) of
   --repeat runs taken in turn.
-LOD2: `cim.lod2.build_lod2_buildings` on a generated city (footprints with roof types, no rasters), buildings/s,
+LOD2: `cim.models.lod2.build_lod2_buildings` on a generated city (footprints with roof types, no rasters), buildings/s,
 against the LOD1 build of the same footprints.
 
     python bench/bench_oblique.py                      # production + 100k LOD2 buildings
@@ -57,7 +57,7 @@ def osgconv_floor(production: Path, work: Path, suffix: str, options: str = "") 
 
 
 def _build(production: Path, work: Path, reader: str) -> tuple[object, float, int]:
-    from cim.oblique import ObliqueOptions, convert_production
+    from cim.models.oblique import ObliqueOptions, convert_production
 
     old = os.environ.get("CIM_OSGB_READER")
     os.environ["CIM_OSGB_READER"] = reader
@@ -115,8 +115,8 @@ def bench_osgb(production: Path, work: Path, repeat: int = 3) -> dict:
 
 
 def bench_lod2(n: int, work: Path) -> dict:
-    from cim.buildings import build_buildings
-    from cim.lod2 import build_lod2_buildings
+    from cim.models.lod1 import build_buildings
+    from cim.models.lod2 import build_lod2_buildings
     from cim.sample import generate, load
 
     city_dir = work / f"city-{n}"

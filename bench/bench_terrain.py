@@ -2,7 +2,7 @@
 
   - the floor: read the DEM, run pydelatin alone on each leaf tile's 257 x 257 samples at the same tolerance,
     and read the orthophoto once at full resolution (TIN and pixel work no terrain builder can skip);
-  - the build: `cim.terrain.build_terrain` end to end (pyramid, TINs for every level, stitching, nodata, error
+  - the build: `cim.models.terrain.build_terrain` end to end (pyramid, TINs for every level, stitching, nodata, error
     measurement, textures, glb encoding, writing), with and without the orthophoto.
 It prints tiles, triangles, seconds and build time / floor time.
 
@@ -22,7 +22,7 @@ import numpy as np
 import rasterio
 from pydelatin import Delatin
 
-from cim.terrain import TerrainOptions, build_terrain
+from cim.models.terrain import TerrainOptions, build_terrain
 
 
 def floor(dem: Path, ortho: Path | None, options: TerrainOptions) -> float:

@@ -1,8 +1,8 @@
 """Build a CIM city model as a 3D Tiles 1.1 tileset: the library function behind `cim build`.
 
 Level 2 (framework model, CJJ/T 315-2022) = terrain from the DEM, textured with the orthophoto, plus LOD1 buildings
-from the footprints. Level 3 = an oblique-photography production (cim.oblique; singulated by the footprints when
-given) over the terrain when a DEM is given; without a production, LOD2 buildings (cim.lod2) on the level-2
+from the footprints. Level 3 = an oblique-photography production (cim.models.oblique; singulated by the footprints when
+given) over the terrain when a DEM is given; without a production, LOD2 buildings (cim.models.lod2) on the level-2
 terrain. The output folder holds:
 
     tileset.json             root: terrain, buildings and oblique layers as external tilesets (ADD)
@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from cim.buildings import BuildingOptions, BuildingsResult, build_buildings
 from cim.errors import InputError, OutputExistsError
 from cim.files import replace_dir
 from cim.geodesy import union_regions
+from cim.models.lod1 import BuildingOptions, BuildingsResult, build_buildings
 from cim.sources import crs as crsmod
 from tiles.tileset import (
     BoundingVolume,
@@ -110,9 +110,9 @@ def build_city(
         dsm: surface model, for heights of buildings without height attributes (optional).
         oblique: ContextCapture production folder (level 3; its footprints singulate it).
         crs: CRS of inputs that declare none.
-        building_options: see `cim.buildings.BuildingOptions` (height field, storey height, ...).
-        terrain_options: see `cim.terrain.TerrainOptions` (max error, tile size, ...).
-        oblique_options: see `cim.oblique.ObliqueOptions` (workers, atlas size, ...).
+        building_options: see `cim.models.lod1.BuildingOptions` (height field, storey height, ...).
+        terrain_options: see `cim.models.terrain.TerrainOptions` (max error, tile size, ...).
+        oblique_options: see `cim.models.oblique.ObliqueOptions` (workers, atlas size, ...).
         overwrite: replace an existing output folder.
         progress: called as progress(stage, done, total).
 
@@ -120,7 +120,7 @@ def build_city(
         InputError: an input is missing or unusable.
         OutputExistsError: `out` exists and is not empty, without `overwrite`.
     """
-    from cim.terrain import TerrainOptions, build_terrain
+    from cim.models.terrain import TerrainOptions, build_terrain
 
     t0 = time.perf_counter()
     if level not in (2, 3):
@@ -167,14 +167,14 @@ def build_city(
         lod2 = None
         ores = None
         if oblique is not None:
-            from cim.oblique import build_oblique
+            from cim.models.oblique import build_oblique
 
             ores = build_oblique(oblique, work, buildings=buildings, options=oblique_options, progress=progress)
             oroot = relative_transforms(rebase_uris(ores.root, "oblique/"))
             layers.append(("oblique", oroot, {"layer": "oblique", "georeference": ores.georeference,
                                               "singulated": buildings is not None}))
         elif buildings is not None and level == 3:
-            from cim.lod2 import build_lod2_buildings
+            from cim.models.lod2 import build_lod2_buildings
 
             lod2 = build_lod2_buildings(buildings, dem, work, ortho=ortho, dsm=dsm, options=building_options,
                                         crs=crs, progress=progress)

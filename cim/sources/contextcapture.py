@@ -251,7 +251,7 @@ def write_dsm_production(
         "\t<Texture><ColorSource>Visible</ColorSource></Texture>\n</ModelMetadata>\n", encoding="utf-8")
 
     def heights(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        from cim.buildings import bilinear
+        from cim.models.lod1 import bilinear
 
         gx, gy = np.meshgrid(xs, ys)
         z = bilinear(arr, tf, gx.ravel(), gy.ravel())
@@ -316,7 +316,7 @@ def _osg_paged_lod(folder: Path, stem: str, mesh: tuple[np.ndarray, np.ndarray, 
     pos, tris, uv, jpeg = mesh
     (folder / f"{stem}.jpg").write_bytes(jpeg)
     centre, radius = _sphere(pos)
-    # inverse of the error rule in cim.oblique: error = 16 * 2 r / pixels
+    # inverse of the error rule in cim.models.oblique: error = 16 * 2 r / pixels
     px = 32.0 * radius / error if child else 1e30
     ranges = f"      0 {px:.6g}\n      {px:.6g} 1e+30\n" if child else "      0 1e+30\n"
     names = f'      ""\n      {child}\n' if child else '      ""\n'

@@ -13,7 +13,7 @@ import rasterio
 from rasterio.transform import from_origin
 from shapely.geometry import box
 
-from cim.buildings import BuildingOptions, build_buildings
+from cim.models.lod1 import BuildingOptions, build_buildings
 from tiles.check import check_tileset
 from tiles.tileset import Tileset, rebase_uris, relative_transforms
 

@@ -341,7 +341,7 @@ def flat_solids(geoms: np.ndarray, base: np.ndarray, top: np.ndarray) -> tuple[n
     Returns:
         (positions (v, 3) float64, roof (r, 3), walls and floor (w, 3), building index (v,) of each vertex).
     """
-    from cim.buildings import _rings, _roof_triangles
+    from cim.models.lod1 import _rings, _roof_triangles
 
     r = _rings(geoms)
     v = len(r.xy)
@@ -551,7 +551,7 @@ def _profiles(fr: RoofFrames, part: np.ndarray, x: np.ndarray, y: np.ndarray) ->
     if len(odd):
         d = _boundary_distance(fr, part[odd], x[odd], y[odd])
         out[8, odd] = np.minimum(1.0, d / fr.reach[part[odd]])
-    # pitched roofs other than hipped are built on rectangles only (cim.roofs.building_solid)
+    # pitched roofs other than hipped are built on rectangles only (cim.models.roofs.building_solid)
     out[1:8, ~fr.building_rect[fr.owner[part]]] = np.nan
     return out
 

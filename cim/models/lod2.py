@@ -1,15 +1,15 @@
-"""LOD2 buildings: footprints with roof shapes (cim.roofs), walls from the terrain up, roofs textured with the
+"""LOD2 buildings: footprints with roof shapes (cim.models.roofs), walls from the terrain up, roofs textured with the
 orthophoto, tiled as 3D Tiles with per-building metadata (the same tiling and attributes as LOD1).
 
 Heights per building: base = lowest terrain under the footprint; eave and ridge from the `eave_height` and
 `ridge_height` attributes (metres above the base); when they are missing, the LOD1 height (attribute, floors x
-storey height, DSM - DEM median, default; see cim.buildings) is taken as the roof's median height and a pitched
+storey height, DSM - DEM median, default; see cim.models.lod1) is taken as the roof's median height and a pitched
 roof spans 1.5 m either side of it. Roof type from the `roof_type` attribute (flat/shed/gabled/hipped/pyramidal),
 flat when absent or unknown.
 
 Footprints with none of the three roof attributes, given a DSM and a DEM, get their roof from the DSM instead
 (`detect_roofs`): the DSM cells inside the footprint, read window by window, are fitted with every candidate roof
-(cim.roofs.fit_roofs), which gives the roof type, eave and ridge heights above the base and the ridge direction;
+(cim.models.roofs.fit_roofs), which gives the roof type, eave and ridge heights above the base and the ridge direction;
 footprints with fewer than MIN_ROOF_SAMPLES cells get a flat roof at their median DSM height above the base.
 Attribute values, when present, win.
 
@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from cim.buildings import (
+from cim.geodesy import enu_frame, region_of
+from cim.models.lod1 import (
     BuildingOptions,
     _geojson,
     _open_raster,
@@ -42,8 +43,7 @@ from cim.buildings import (
     prepare_footprints,
     run_tile_jobs,
 )
-from cim.geodesy import enu_frame, region_of
-from cim.roofs import (
+from cim.models.roofs import (
     MIN_ROOF_SAMPLES,
     ROOF_TYPES,
     RoofFit,
@@ -169,7 +169,7 @@ def _detect_block(idx: np.ndarray) -> tuple[np.ndarray, RoofFit]:
 
 def detect_roofs(geoms: np.ndarray, crs: crsmod.CRSLike, base: np.ndarray, dsm: str | os.PathLike[str], *,
                  min_samples: int = MIN_ROOF_SAMPLES, block_px: int = 1024, workers: int | None = None) -> RoofFit:
-    """Roof type, eave and ridge heights and ridge direction of footprints from a DSM (see cim.roofs.fit_roofs).
+    """Roof type, eave and ridge heights and ridge direction of footprints from a DSM (see cim.models.roofs.fit_roofs).
 
     The footprints are grouped by the `block_px` x `block_px` block of the DSM their centroid falls in; each group
     reads one DSM window and rasterises its footprint parts once (cells whose centre is inside), so no Python
@@ -367,7 +367,7 @@ def build_lod2_buildings(
         ortho: orthophoto for the roof textures (same CRS as the footprints), or None for plain roofs.
         dsm: surface raster for the roofs of footprints without roof attributes (with a DEM; see the module
             docstring) and for the heights of buildings without height attributes.
-        options: see cim.buildings.BuildingOptions (heights, tile capacity, colours, workers).
+        options: see cim.models.lod1.BuildingOptions (heights, tile capacity, colours, workers).
         crs: the footprints' CRS when the file declares none.
         texture_px: largest side of a tile's roof texture.
         progress: called as progress(stage, done, total).

@@ -18,9 +18,9 @@ from PIL import Image
 from rasterio.transform import from_origin
 
 from cim.errors import CRSError, InputError
+from cim.models.terrain import DemSampler, TerrainOptions, TerrainResult, build_terrain
 from cim.sources.crs import from_ecef, transformer
 from cim.sources.raster import NEUTRAL_RGB, OrthoReader
-from cim.terrain import DemSampler, TerrainOptions, TerrainResult, build_terrain
 from tests.support.gltf_validator import assert_valid
 from tests.support.paths import SHARED_DATA as SHARED
 from tiles.check import check_tileset

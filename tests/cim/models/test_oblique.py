@@ -137,7 +137,7 @@ OSG_TEXT = """Group {
 
 
 def test_parse_osg_paged_lod_strip_and_error():
-    from cim.oblique import geometric_error
+    from cim.models.oblique import geometric_error
 
     nodes = parse_osg(OSG_TEXT)
     assert len(nodes) == 1
@@ -162,7 +162,7 @@ def test_missing_osgconv_names_the_debian_package(monkeypatch, tmp_path):
 # ------------------------------------------------------------------------------------------ the real production
 @pytest.fixture(scope="module")
 def zhongshan(tmp_path_factory):
-    from cim.oblique import ObliqueOptions, convert_production
+    from cim.models.oblique import ObliqueOptions, convert_production
 
     prod = _require_production()
     out = tmp_path_factory.mktemp("oblique") / "zhongshan"
@@ -287,7 +287,7 @@ def sample_production(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def singulated(sample_production, tmp_path_factory):
-    from cim.oblique import convert_production
+    from cim.models.oblique import convert_production
 
     city, _, _, prod = sample_production
     out = tmp_path_factory.mktemp("singulated") / "model"
@@ -365,7 +365,7 @@ def test_picking_the_oblique_mesh_returns_the_building(singulated, sample_produc
 
 
 def test_obj_production_converts_like_osgb(sample_production, tmp_path):
-    from cim.oblique import convert_production
+    from cim.models.oblique import convert_production
     from cim.sources.contextcapture import write_dsm_production
 
     city, _, bounds, _ = sample_production

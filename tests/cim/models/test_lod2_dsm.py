@@ -8,7 +8,7 @@ import pytest
 import shapely
 from shapely import affinity
 
-from cim.roofs import (
+from cim.models.roofs import (
     MIN_ROOF_SAMPLES,
     as_rectangle,
     building_solid,
@@ -141,7 +141,7 @@ def scene(tmp_path_factory):
 
 
 def test_detects_type_heights_and_ridge_direction(scene):
-    from cim.lod2 import detect_roofs
+    from cim.models.lod2 import detect_roofs
 
     geoms = np.array([v[0] for v in BUILDINGS.values()], dtype=object)
     base = np.array([_base(g) for g in geoms])
@@ -186,9 +186,10 @@ def test_outliers_are_trimmed_and_few_samples_fall_back():
 
 
 def test_build_uses_the_dsm_roofs_keeps_attributes_and_stays_watertight(scene, tmp_path):
-    from cim.buildings import BuildingOptions
-    from cim.lod2 import build_lod2_buildings
-    from tests.cim.test_lod2 import _closed_and_volume
+    from tests.cim.models.test_lod2 import _closed_and_volume
+
+    from cim.models.lod1 import BuildingOptions
+    from cim.models.lod2 import build_lod2_buildings
     from tiles.gltf import read_glb
 
     res = build_lod2_buildings(scene["footprints"], scene["dem"], tmp_path, dsm=scene["dsm"],
@@ -228,7 +229,7 @@ def test_build_uses_the_dsm_roofs_keeps_attributes_and_stays_watertight(scene, t
 
 def test_built_gable_and_shed_follow_the_detected_direction(scene, tmp_path):
     """The rebuilt roofs reproduce the DSM: the mesh's ridge runs across, the shed's high edge is on the right side."""
-    from cim.lod2 import detect_roofs
+    from cim.models.lod2 import detect_roofs
 
     for name in ("gabled_across", "shed_end"):
         geom, kind, eave, ridge, rdir, udir = BUILDINGS[name]
@@ -260,8 +261,8 @@ def test_detection_agrees_with_the_sample_city_roofs():
     import rasterio
 
     from cim import sample
-    from cim.buildings import bilinear
-    from cim.lod2 import detect_roofs
+    from cim.models.lod1 import bilinear
+    from cim.models.lod2 import detect_roofs
 
     city = sample.load(sample.committed_sample_dir())
     df = pyogrio.read_dataframe(city.buildings)
@@ -293,8 +294,8 @@ def test_real_delft_row_houses_have_parallel_gables():
     """AHN3 DSM (0.5 m) over BGT footprints in Delft: the rectangular footprints are mostly row houses whose gabled
     roofs all run along the street (measured: 15 of 21 gabled, rms 0.04-0.7 m, ridges at 54-55 degrees but one)."""
 
-    from cim.buildings import prepare_footprints
-    from cim.lod2 import detect_roofs
+    from cim.models.lod1 import prepare_footprints
+    from cim.models.lod2 import detect_roofs
 
     shared = SHARED_DATA
     dsm = shared / "dem/delft_ahn3_dsm_0.5m.tif"

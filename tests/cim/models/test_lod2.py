@@ -9,7 +9,7 @@ import pytest
 import shapely
 from shapely import affinity
 
-from cim.roofs import ROOF_TYPES, as_rectangle, building_solid, rectangle_solids
+from cim.models.roofs import ROOF_TYPES, as_rectangle, building_solid, rectangle_solids
 
 RECTANGLE = affinity.rotate(shapely.box(0, 0, 20, 10), 30, origin=(0, 0))
 L_SHAPE = shapely.Polygon([(0, 0), (20, 0), (20, 8), (8, 8), (8, 20), (0, 20)])
@@ -85,7 +85,7 @@ def test_vectorised_rectangles_match_the_single_builder():
 
 @pytest.fixture(scope="module")
 def lod2_city(tmp_path_factory):
-    from cim.lod2 import build_lod2_buildings
+    from cim.models.lod2 import build_lod2_buildings
     from cim.sample import generate
     from tiles.tileset import Tileset, relative_transforms
 
@@ -134,7 +134,7 @@ def test_level3_without_oblique_builds_lod2_on_terrain(lod2_city, tmp_path):
 
 
 def test_bulk_flat_solids_are_closed_for_any_shape():
-    from cim.roofs import flat_solids
+    from cim.models.roofs import flat_solids
 
     geoms = np.array([RECTANGLE, L_SHAPE, COURTYARD, shapely.MultiPolygon([L_SHAPE, affinity.translate(
         RECTANGLE, 100, 0)])], dtype=object)
