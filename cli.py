@@ -127,7 +127,7 @@ def build_cmd(
 ) -> None:
     """Build a CIM city model (3D Tiles 1.1) from DEM, orthophoto and footprints."""
     from cim.build import build_city
-    from cim.models.lod1 import BuildingOptions
+    from cim.models.footprints import BuildingOptions
     from cim.models.terrain import TerrainOptions
 
     bopts = BuildingOptions(height_field=height_field, floors_field=floors_field, storey_height=storey_height,

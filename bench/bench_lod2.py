@@ -77,9 +77,9 @@ def one(n: int, work: Path, what: str, max_dem_px: int) -> dict:
         import geopandas as gpd
         import shapely
 
-        from cim.models.lod1 import bilinear
         from cim.models.lod2 import detect_roofs
         from cim.models.roofs import roof_frames
+        from cim.sources.raster import bilinear
 
         # agreement with the generator's roof types (what the builder makes of them), on a 20k subset
         gdf = gpd.read_parquet(city.buildings)

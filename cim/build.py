@@ -32,7 +32,8 @@ import numpy as np
 from cim.errors import InputError, OutputExistsError
 from cim.files import replace_dir
 from cim.geodesy import union_regions
-from cim.models.lod1 import BuildingOptions, BuildingsResult, build_buildings
+from cim.models.footprints import BuildingOptions
+from cim.models.lod1 import BuildingsResult, build_buildings
 from cim.sources import crs as crsmod
 from tiles.tileset import (
     BoundingVolume,
@@ -110,7 +111,7 @@ def build_city(
         dsm: surface model, for heights of buildings without height attributes (optional).
         oblique: ContextCapture production folder (level 3; its footprints singulate it).
         crs: CRS of inputs that declare none.
-        building_options: see `cim.models.lod1.BuildingOptions` (height field, storey height, ...).
+        building_options: see `cim.models.footprints.BuildingOptions` (height field, storey height, ...).
         terrain_options: see `cim.models.terrain.TerrainOptions` (max error, tile size, ...).
         oblique_options: see `cim.models.oblique.ObliqueOptions` (workers, atlas size, ...).
         overwrite: replace an existing output folder.

@@ -3,7 +3,7 @@ orthophoto, tiled as 3D Tiles with per-building metadata (the same tiling and at
 
 Heights per building: base = lowest terrain under the footprint; eave and ridge from the `eave_height` and
 `ridge_height` attributes (metres above the base); when they are missing, the LOD1 height (attribute, floors x
-storey height, DSM - DEM median, default; see cim.models.lod1) is taken as the roof's median height and a pitched
+storey height, DSM - DEM median, default; see cim.models.footprints) is taken as the roof's median height and a pitched
 roof spans 1.5 m either side of it. Roof type from the `roof_type` attribute (flat/shed/gabled/hipped/pyramidal),
 flat when absent or unknown.
 
@@ -33,16 +33,7 @@ import pandas as pd
 import shapely
 
 from cim.geodesy import enu_frame, region_of
-from cim.models.lod1 import (
-    BuildingOptions,
-    _geojson,
-    _open_raster,
-    _take,
-    _window_over,
-    nest_tiles,
-    prepare_footprints,
-    run_tile_jobs,
-)
+from cim.models.footprints import BuildingOptions, prepare_footprints, take_column
 from cim.models.roofs import (
     MIN_ROOF_SAMPLES,
     ROOF_TYPES,
@@ -57,6 +48,8 @@ from cim.models.roofs import (
 )
 from cim.sources import crs as crsmod
 from cim.sources.footprints import Skipped, numeric_field
+from cim.sources.raster import open_raster, polygons_geojson, window_over
+from cim.tiling import nest_tiles, run_tile_jobs
 from tiles.gltf import Material, MeshContent, Primitive, PropertyTable, StringColumn
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 
@@ -147,13 +140,13 @@ def _detect_block(idx: np.ndarray) -> tuple[np.ndarray, RoofFit]:
     d = _DETECT
     g = d["geoms"][idx]
     frames = roof_frames(g)
-    with _open_raster(d["dsm"]) as src:
-        window = _window_over(src, d["crs"], d["crs"], tuple(shapely.total_bounds(g)))
+    with open_raster(d["dsm"]) as src:
+        window = window_over(src, d["crs"], d["crs"], tuple(shapely.total_bounds(g)))
         if window is None:
             return idx, RoofFit.empty(len(idx))
         z = np.ma.filled(src.read(1, window=window, masked=True).astype(np.float64), np.nan)
         tf = rasterio.windows.transform(window, src.transform)
-    labels = rasterio.features.rasterize(list(zip(_geojson(frames.parts), range(1, len(frames.parts) + 1))),
+    labels = rasterio.features.rasterize(list(zip(polygons_geojson(frames.parts), range(1, len(frames.parts) + 1))),
                                          out_shape=z.shape, transform=tf, all_touched=False, fill=0,
                                          dtype="int32")
     rows, cols = np.nonzero(labels)
@@ -192,7 +185,7 @@ def detect_roofs(geoms: np.ndarray, crs: crsmod.CRSLike, base: np.ndarray, dsm: 
     out = RoofFit.empty(k)
     if k == 0:
         return out
-    with _open_raster(dsm) as src:
+    with open_raster(dsm) as src:
         dsm_crs = crsmod.parse_crs(src.crs.to_wkt(), what=str(dsm))
         inv = ~src.transform
     fp_crs = crsmod.parse_crs(crs)
@@ -334,7 +327,7 @@ def _write_tile(job: tuple[str, np.ndarray, float]) -> tuple[str, Tile, int, lis
     wp, wn, wf, wt = _unindexed(local, walls, owner)
     prims.append(Primitive(positions=wp.astype(np.float32), indices=wt.astype(np.uint32), normals=wn,
                            feature_ids=wf, material=Material(base_color=j["color"])))
-    cols = {c: _take(v, sel) for c, v in j["columns"].items()}
+    cols = {c: take_column(v, sel) for c, v in j["columns"].items()}
     cols["roof_type_built"] = np.asarray(built, dtype=object)
     uri = f"buildings/{path}.glb"
     write_atomic(j["out"] / uri, MeshContent(prims, PropertyTable("building", cols)).to_glb())
@@ -367,7 +360,7 @@ def build_lod2_buildings(
         ortho: orthophoto for the roof textures (same CRS as the footprints), or None for plain roofs.
         dsm: surface raster for the roofs of footprints without roof attributes (with a DEM; see the module
             docstring) and for the heights of buildings without height attributes.
-        options: see cim.models.lod1.BuildingOptions (heights, tile capacity, colours, workers).
+        options: see cim.models.footprints.BuildingOptions (heights, tile capacity, colours, workers).
         crs: the footprints' CRS when the file declares none.
         texture_px: largest side of a tile's roof texture.
         progress: called as progress(stage, done, total).

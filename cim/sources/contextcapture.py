@@ -251,7 +251,7 @@ def write_dsm_production(
         "\t<Texture><ColorSource>Visible</ColorSource></Texture>\n</ModelMetadata>\n", encoding="utf-8")
 
     def heights(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        from cim.models.lod1 import bilinear
+        from cim.sources.raster import bilinear
 
         gx, gy = np.meshgrid(xs, ys)
         z = bilinear(arr, tf, gx.ravel(), gy.ravel())

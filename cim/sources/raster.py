@@ -18,13 +18,16 @@ import rasterio
 import rasterio.features
 import rasterio.fill
 import rasterio.warp
+import rasterio.windows
+import shapely
 from affine import Affine
 from pyproj import CRS
 from rasterio.enums import ColorInterp, Resampling
+from rasterio.vrt import WarpedVRT
 from scipy import ndimage
 
 from cim.errors import CimWarning, CRSError, InputError, InputNotFoundError
-from cim.sources.crs import parse_crs
+from cim.sources.crs import parse_crs, transformer
 
 #: Colour of terrain without orthophoto coverage (RGB, 0-255): a neutral, slightly warm grey.
 NEUTRAL_RGB = (158, 154, 140)
@@ -365,3 +368,85 @@ class OrthoReader:
 
 
 __all__ = ["NEUTRAL_RGB", "DemGrid", "DemSampler", "OrthoReader", "fill_small_holes", "read_dem"]
+
+
+# ------------------------------------------------------------------- raster windows under footprints
+def polygons_geojson(geoms: np.ndarray) -> list[dict[str, Any]]:
+    """GeoJSON-like dicts of (Multi)Polygons, built in bulk (shapely's per-object __geo_interface__ is slow)."""
+    parts, part_geom = shapely.get_parts(geoms, return_index=True)
+    rings, ring_part = shapely.get_rings(parts, return_index=True)
+    coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
+    ring_coords = np.split(coords, np.cumsum(np.bincount(coord_ring, minlength=len(rings)))[:-1])
+    polys: list[list[Any]] = [[] for _ in range(len(parts))]
+    for r, c in zip(ring_part.tolist(), ring_coords):
+        polys[r].append(c.tolist())
+    out: list[list[Any]] = [[] for _ in range(len(geoms))]
+    for p, g in zip(polys, part_geom.tolist()):
+        out[g].append(p)
+    return [{"type": "MultiPolygon", "coordinates": o} for o in out]
+
+
+def open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:
+    p = Path(path)
+    if not p.exists():
+        raise InputNotFoundError(f"raster {p} does not exist")
+    try:
+        src = rasterio.open(p)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(f"cannot read raster {p}: {exc}") from exc
+    if src.crs is None:
+        src.close()
+        raise InputError(f"raster {p} declares no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:4547 {p})")
+    return src
+
+
+def window_over(src: rasterio.io.DatasetReader, src_crs: CRS, crs: CRS,
+                 bounds: tuple[float, float, float, float]) -> rasterio.windows.Window | None:
+    """The raster window (one cell of margin) covering `bounds` given in `crs`; None when they do not meet."""
+    if not src_crs.equals(crs):
+        t = transformer(crs, src_crs)
+        gx, gy = np.meshgrid(np.linspace(bounds[0], bounds[2], 21), np.linspace(bounds[1], bounds[3], 21))
+        tx, ty = t.transform(gx.ravel(), gy.ravel())
+        bounds = (float(np.min(tx)), float(np.min(ty)), float(np.max(tx)), float(np.max(ty)))
+    win = rasterio.windows.from_bounds(*bounds, transform=src.transform)
+    col0, row0 = max(int(np.floor(win.col_off)) - 1, 0), max(int(np.floor(win.row_off)) - 1, 0)
+    col1 = min(int(np.ceil(win.col_off + win.width)) + 1, src.width)
+    row1 = min(int(np.ceil(win.row_off + win.height)) + 1, src.height)
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return rasterio.windows.Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def read_on_grid(path: str | os.PathLike[str], like: rasterio.io.DatasetReader,
+                  window: rasterio.windows.Window) -> np.ndarray:
+    """A raster read on `like`'s grid over `window` (resampled when its grid differs), float32 with NaN nodata."""
+    with open_raster(path) as src:
+        if src.crs == like.crs and src.transform == like.transform and src.shape == like.shape:
+            data = src.read(1, window=window, masked=True)
+        else:
+            with WarpedVRT(src, crs=like.crs, transform=like.transform, width=like.width, height=like.height,
+                           resampling=rasterio.enums.Resampling.bilinear) as vrt:
+                data = vrt.read(1, window=window, masked=True)
+    return np.ma.filled(data.astype(np.float32), np.nan)
+
+
+def bilinear(arr: np.ndarray, transform: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear interpolation of a grid (cell centres) at points; NaN outside or next to nodata."""
+    c, r = (~transform) @ (np.asarray(x, np.float64), np.asarray(y, np.float64))
+    c, r = c - 0.5, r - 0.5
+    out = np.full(len(c), np.nan)
+    if arr.size == 0:
+        return out
+    h, w = arr.shape
+    outside = (c < -0.5) | (c > w - 0.5) | (r < -0.5) | (r > h - 0.5)
+    c = np.clip(c, 0, w - 1)
+    r = np.clip(r, 0, h - 1)
+    c0 = np.minimum(np.floor(c).astype(np.int64), max(w - 2, 0))
+    r0 = np.minimum(np.floor(r).astype(np.int64), max(h - 2, 0))
+    c1, r1 = np.minimum(c0 + 1, w - 1), np.minimum(r0 + 1, h - 1)
+    fc, fr = c - c0, r - r0
+    out = (arr[r0, c0] * (1 - fc) * (1 - fr) + arr[r0, c1] * fc * (1 - fr)
+           + arr[r1, c0] * (1 - fc) * fr + arr[r1, c1] * fc * fr)
+    out[outside] = np.nan
+    return out
+

@@ -13,7 +13,8 @@ import rasterio
 from rasterio.transform import from_origin
 from shapely.geometry import box
 
-from cim.models.lod1 import BuildingOptions, build_buildings
+from cim.models.footprints import BuildingOptions
+from cim.models.lod1 import build_buildings
 from tiles.check import check_tileset
 from tiles.tileset import Tileset, rebase_uris, relative_transforms
 

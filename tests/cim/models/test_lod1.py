@@ -16,7 +16,8 @@ from rasterio.transform import from_origin
 from shapely.geometry import MultiPolygon, Point, Polygon, box
 
 from cim.errors import CRSError, InputError, InputNotFoundError
-from cim.models.lod1 import BuildingOptions, build_buildings
+from cim.models.footprints import BuildingOptions
+from cim.models.lod1 import build_buildings
 from cim.sources.crs import from_ecef
 from tests.support.paths import SHARED_DATA as SHARED
 from tiles.check import check_tileset
@@ -105,7 +106,8 @@ def test_heights_come_from_attribute_floors_dsm_and_default(city):
 
 def test_base_is_lowest_terrain_under_the_footprint(tmp_path):
     """On a bumpy DEM, the base equals a brute-force minimum of the bilinear surface over each footprint."""
-    from cim.models.lod1 import bilinear, footprint_heights
+    from cim.models.footprints import footprint_heights
+    from cim.sources.raster import bilinear
 
     rows = cols = 120
     r, c = np.mgrid[0:rows, 0:cols]

@@ -188,7 +188,7 @@ def test_outliers_are_trimmed_and_few_samples_fall_back():
 def test_build_uses_the_dsm_roofs_keeps_attributes_and_stays_watertight(scene, tmp_path):
     from tests.cim.models.test_lod2 import _closed_and_volume
 
-    from cim.models.lod1 import BuildingOptions
+    from cim.models.footprints import BuildingOptions
     from cim.models.lod2 import build_lod2_buildings
     from tiles.gltf import read_glb
 
@@ -261,8 +261,8 @@ def test_detection_agrees_with_the_sample_city_roofs():
     import rasterio
 
     from cim import sample
-    from cim.models.lod1 import bilinear
     from cim.models.lod2 import detect_roofs
+    from cim.sources.raster import bilinear
 
     city = sample.load(sample.committed_sample_dir())
     df = pyogrio.read_dataframe(city.buildings)
@@ -294,7 +294,7 @@ def test_real_delft_row_houses_have_parallel_gables():
     """AHN3 DSM (0.5 m) over BGT footprints in Delft: the rectangular footprints are mostly row houses whose gabled
     roofs all run along the street (measured: 15 of 21 gabled, rms 0.04-0.7 m, ridges at 54-55 degrees but one)."""
 
-    from cim.models.lod1 import prepare_footprints
+    from cim.models.footprints import prepare_footprints
     from cim.models.lod2 import detect_roofs
 
     shared = SHARED_DATA

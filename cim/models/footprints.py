@@ -1,0 +1,316 @@
+"""Footprints prepared for any building model: IDs, clean geometry, base on the terrain, heights, attributes.
+
+Shared by LOD1 (`cim.models.lod1`), LOD2 (`cim.models.lod2`) and oblique singulation: footprints (any
+projected CRS) -> cleaned (Multi)Polygons with stable IDs -> the lowest terrain under each (DEM) -> a height per
+building (attribute, floors, DSM, default) -> the per-building metadata columns written into the tiles.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import rasterio
+import rasterio.features
+import rasterio.windows
+import shapely
+from pyproj import CRS
+from scipy import ndimage
+
+from cim.errors import BuildError, InputError
+from cim.sources import crs as crsmod
+from cim.sources.footprints import Skipped, building_ids, clean_footprints, numeric_field, read_footprints
+from cim.sources.raster import bilinear, open_raster, polygons_geojson, read_on_grid, window_over
+from cim.tiling import QuadNode, quadtree, run_tile_jobs, walk
+from tiles.gltf import StringColumn
+
+HEIGHT_SOURCES = ("attribute", "floors", "dsm", "default")
+
+
+@dataclass
+class BuildingOptions:
+    """How footprints become LOD1 buildings.
+
+    Attributes:
+        height_field: attribute holding the height in metres; None -> "height" when that column exists.
+        floors_field: attribute holding the number of floors; None -> "floors" when that column exists.
+        storey_height: metres per floor when the height comes from floors.
+        default_height: metres when nothing else gives a height (reported).
+        min_dsm_height: DSM - DEM medians below this are not taken as a building height.
+        id_field: attribute holding a stable building ID; None -> the first unique known ID column, else row number.
+        sink: metres the walls reach below the base so no building floats over a simplified terrain.
+        tile_capacity: buildings per tile content.
+        color: RGBA of the buildings.
+        workers: processes meshing and encoding tiles; None -> one per CPU core.
+    """
+
+    height_field: str | None = None
+    floors_field: str | None = None
+    storey_height: float = 3.0
+    default_height: float = 10.0
+    min_dsm_height: float = 2.0
+    id_field: str | None = None
+    sink: float = 0.0
+    tile_capacity: int = 1000
+    color: tuple[float, float, float, float] = (0.92, 0.90, 0.86, 1.0)
+    workers: int | None = None
+
+
+_HEIGHTS: dict[str, Any] = {}  # footprints and DEM shared with forked workers of footprint_heights
+
+
+def _lowest_terrain(job: tuple[int, int]) -> tuple[int, np.ndarray]:
+    """Lowest bilinear DEM value over footprints a..b: at vertices, along edges every half cell, at cell centres."""
+    a, b = job
+    g, dem_arr, dem_tf = _HEIGHTS["g"][a:b], _HEIGHTS["dem"], _HEIGHTS["tf"]
+    k = len(g)
+    cell = min(abs(dem_tf.a), abs(dem_tf.e))
+    edge_xy, edge_idx = shapely.get_coordinates(shapely.segmentize(g, cell / 2), return_index=True)
+    z = bilinear(dem_arr, dem_tf, edge_xy[:, 0], edge_xy[:, 1])
+    base = np.full(k, np.inf)
+    np.minimum.at(base, edge_idx, np.where(np.isnan(z), np.inf, z))
+    # cell centres inside each footprint: candidates from each bounding box, kept if inside
+    inv = ~dem_tf
+    x0, y0, x1, y1 = shapely.bounds(g).T
+    ca, ra = inv * (x0, y1)
+    cb, rb = inv * (x1, y0)
+    c0 = np.ceil(np.minimum(ca, cb) - 0.5).astype(np.int64)
+    c1 = np.floor(np.maximum(ca, cb) - 0.5).astype(np.int64)
+    r0 = np.ceil(np.minimum(ra, rb) - 0.5).astype(np.int64)
+    r1 = np.floor(np.maximum(ra, rb) - 0.5).astype(np.int64)
+    h, w = dem_arr.shape
+    c0, r0 = np.maximum(c0, 0), np.maximum(r0, 0)
+    c1, r1 = np.minimum(c1, w - 1), np.minimum(r1, h - 1)
+    nc, nr = np.maximum(c1 - c0 + 1, 0), np.maximum(r1 - r0 + 1, 0)
+    counts = nc * nr
+    if counts.sum():
+        owner = np.repeat(np.arange(k), counts)
+        offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        col = c0[owner] + offset % nc[owner]
+        row = r0[owner] + offset // nc[owner]
+        cx, cy = dem_tf * (col + 0.5, row + 0.5)
+        inside = shapely.contains_xy(g[owner], cx, cy)
+        values = dem_arr[row[inside], col[inside]]
+        np.minimum.at(base, owner[inside], np.where(np.isnan(values), np.inf, values))
+    base[~np.isfinite(base)] = np.nan
+    return a, base
+
+
+def footprint_heights(
+    geoms: np.ndarray, crs: CRS, dem: str | os.PathLike[str], dsm: str | os.PathLike[str] | None = None,
+    need_dsm: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per footprint: the lowest terrain height under it and the median DSM - DEM inside it.
+
+    The terrain is the DEM's bilinear surface; its minimum over a footprint is taken over the footprint's vertices,
+    points along its edges at most half a cell apart, and every DEM cell centre inside it (all in bulk, no
+    per-building Python).
+
+    Args:
+        geoms: (k,) (Multi)Polygons in `crs`.
+        crs: the footprints' CRS.
+        dem: terrain raster path.
+        dsm: surface raster path, or None.
+        need_dsm: (k,) bool, the footprints whose DSM height is wanted (default: all, when `dsm` is given).
+
+    Returns:
+        (base, dsm_height): (k,) float64 each; NaN where the footprint misses the raster (or no DSM value).
+    """
+    k = len(geoms)
+    base = np.full(k, np.nan)
+    dsm_h = np.full(k, np.nan)
+    bounds = tuple(shapely.total_bounds(geoms))
+    with open_raster(dem) as src:
+        dem_crs = crsmod.parse_crs(src.crs.to_wkt(), what=str(dem))
+        window = window_over(src, dem_crs, crs, bounds)
+        if window is None:
+            return base, dsm_h
+        dem_arr = read_on_grid(dem, src, window)
+        dem_tf = rasterio.windows.transform(window, src.transform)
+        dsm_arr = read_on_grid(dsm, src, window) if dsm is not None else None
+    g = geoms
+    if not dem_crs.equals(crs):
+        t = crsmod.transformer(crs, dem_crs)
+        g = shapely.transform(geoms, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
+    _HEIGHTS.update(g=g, dem=dem_arr, tf=dem_tf)
+    step = max(20_000, -(-k // (2 * (os.cpu_count() or 1))))
+    jobs = [(a, min(a + step, k)) for a in range(0, k, step)]
+    # chunks run in forked workers (the DEM array is shared copy-on-write) when there are several
+    results = run_tile_jobs(_lowest_terrain, jobs, _HEIGHTS, workers=None if len(jobs) > 1 else 1)
+    for a, values in results:
+        base[a:a + len(values)] = values
+    if dsm_arr is not None:
+        want = np.ones(k, bool) if need_dsm is None else np.asarray(need_dsm, bool)
+        idx = np.flatnonzero(want)
+        if len(idx):
+            labels = rasterio.features.rasterize(
+                list(zip(polygons_geojson(g[idx]), range(1, len(idx) + 1))), out_shape=dem_arr.shape, transform=dem_tf,
+                all_touched=False, fill=0, dtype="int32")
+            diff = dsm_arr - dem_arr
+            valid = np.isfinite(diff) & (labels > 0)
+            if valid.any():
+                med = np.asarray(ndimage.median(diff[valid], labels[valid], np.arange(1, len(idx) + 1)), np.float64)
+                present = np.bincount(labels[valid], minlength=len(idx) + 1)[1:] > 0
+                dsm_h[idx[present]] = med[present]
+    return base, dsm_h
+
+
+def attribute_heights(frame: pd.DataFrame, options: BuildingOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Heights from the height attribute and from floors x storey height: (k,) float64 each, NaN where absent."""
+    hfield = options.height_field
+    if hfield is not None and hfield not in frame.columns:
+        raise InputError(f"height field {hfield!r} is not a column of the footprints; columns: {list(frame.columns)}")
+    ffield = options.floors_field
+    if ffield is not None and ffield not in frame.columns:
+        raise InputError(f"floors field {ffield!r} is not a column of the footprints; columns: {list(frame.columns)}")
+    hfield = hfield or ("height" if "height" in frame.columns else None)
+    ffield = ffield or ("floors" if "floors" in frame.columns else None)
+    return numeric_field(frame, hfield), numeric_field(frame, ffield) * options.storey_height
+
+
+def resolve_heights(
+    frame: pd.DataFrame, dsm_height: np.ndarray, options: BuildingOptions, has_dsm: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Height and its source per building: attribute, else floors x storey height, else DSM, else default.
+
+    Returns:
+        (height (k,) float64, source (k,) object array of HEIGHT_SOURCES).
+    """
+    attr, floors = attribute_heights(frame, options)
+    dsm_ok = np.where(dsm_height >= options.min_dsm_height, dsm_height, np.nan) if has_dsm else dsm_height * np.nan
+    height = np.full(len(frame), options.default_height)
+    source = np.full(len(frame), "default", dtype=object)
+    for values, name in ((dsm_ok, "dsm"), (floors, "floors"), (attr, "attribute")):
+        ok = np.isfinite(values)
+        height[ok] = values[ok]
+        source[ok] = name
+    return height, source
+
+
+_INTERNAL_COLUMNS = ("base_height", "height", "height_source")
+
+
+def take_column(column: Any, index: np.ndarray) -> Any:
+    return column.take(index) if isinstance(column, StringColumn) else column[index]
+
+
+
+@dataclass
+class PreparedFootprints:
+    """Footprints ready to model: cleaned geometry, stable IDs, attributes, base and height per building.
+
+    Attributes:
+        geoms: (k,) (Multi)Polygons in `crs`.
+        ids: (k,) stable building IDs (str).
+        attrs: the source attributes of the kept buildings.
+        base: (k,) float64 lowest terrain height under each footprint (0 without a DEM).
+        height: (k,) float64 building height in metres.
+        source: (k,) where each height came from (HEIGHT_SOURCES).
+        skipped: the buildings left out and why.
+        crs: the footprints' CRS.
+        seconds: time spent per stage.
+    """
+
+    geoms: np.ndarray
+    ids: np.ndarray
+    attrs: pd.DataFrame
+    base: np.ndarray
+    height: np.ndarray
+    source: np.ndarray
+    skipped: Skipped
+    crs: CRS
+    seconds: dict[str, float]
+
+    def columns(self) -> dict[str, Any]:
+        """The per-building metadata columns (see `attribute_columns`)."""
+        return attribute_columns(self.attrs, self.ids, self.base, self.height, self.source)
+
+    def quadtree(self, size: np.ndarray, capacity: int) -> list[tuple[QuadNode, str]]:
+        """ADD-refinement tiles over the footprints' centroids, largest `size` first; (node, path) root first."""
+        cent = shapely.centroid(self.geoms)
+        b = shapely.total_bounds(self.geoms)
+        side = max(b[2] - b[0], b[3] - b[1]) or 1.0
+        root = quadtree(shapely.get_x(cent), shapely.get_y(cent), size, np.arange(len(self.geoms)),
+                         (b[0], b[1], b[0] + side, b[1] + side), max(1, capacity))
+        return list(walk(root))
+
+
+def prepare_footprints(
+    footprints: str | os.PathLike[str],
+    dem: str | os.PathLike[str] | None,
+    *,
+    dsm: str | os.PathLike[str] | None = None,
+    options: BuildingOptions | None = None,
+    crs: crsmod.CRSLike | None = None,
+) -> PreparedFootprints:
+    """Read, clean and give a base and a height to every footprint (the common first half of LOD1 and LOD2).
+
+    Raises:
+        BuildError: no footprint can be built.
+    """
+    options = options or BuildingOptions()
+    t0 = time.perf_counter()
+    gdf = read_footprints(footprints, crs=crs)
+    src_crs = gdf.crs
+    ids = building_ids(gdf, options.id_field)
+    skipped = Skipped()
+    keep, geoms = clean_footprints(gdf, ids, skipped)
+    attrs = gdf.drop(columns=gdf.geometry.name).loc[keep].reset_index(drop=True)
+    del gdf
+    ids = ids[keep]
+    t1 = time.perf_counter()
+    attr_h, floors_h = attribute_heights(attrs, options)
+    if dem is not None:
+        need_dsm = ~(np.isfinite(attr_h) | np.isfinite(floors_h))
+        base, dsm_h = footprint_heights(geoms, src_crs, dem, dsm, need_dsm=need_dsm)
+        outside = np.isnan(base)
+        skipped.add("outside the DEM (no terrain height under the footprint)", ids[outside])
+    else:
+        base = np.zeros(len(geoms))
+        dsm_h = np.full(len(geoms), np.nan)
+        outside = np.zeros(len(geoms), bool)
+    height, source = resolve_heights(attrs, dsm_h, options, dsm is not None)
+    ok = ~outside
+    if not ok.all():
+        geoms, ids, base, height, source = geoms[ok], ids[ok], base[ok], height[ok], source[ok]
+        attrs = attrs.loc[ok].reset_index(drop=True)
+    if len(geoms) == 0:
+        raise BuildError(f"no building of {footprints} could be built: {skipped.to_dict(5)}")
+    return PreparedFootprints(geoms, ids, attrs, base, height, source, skipped, src_crs,
+                              {"read": t1 - t0, "heights": time.perf_counter() - t1})
+
+
+
+def attribute_columns(attrs: pd.DataFrame, ids: np.ndarray, base: np.ndarray, height: np.ndarray,
+                      source: np.ndarray) -> dict[str, Any]:
+    """The per-building metadata: stable `id`, every source attribute, and the model's own heights.
+
+    Numbers stay numpy arrays (NaN for missing); text becomes `StringColumn`s, so slicing per tile and sharing with
+    forked workers touches no Python object per value.
+    """
+    columns: dict[str, Any] = {"id": StringColumn.from_values(np.asarray(ids, dtype=object))}
+    for col in attrs.columns:
+        if col in ("id", *_INTERNAL_COLUMNS):
+            continue
+        values = attrs[col]
+        if pd.api.types.is_datetime64_any_dtype(values.dtype):
+            columns[col] = StringColumn.from_values(values.dt.strftime("%Y-%m-%dT%H:%M:%S"))
+        elif pd.api.types.is_bool_dtype(values.dtype):
+            columns[col] = values.to_numpy(dtype=bool, na_value=False)
+        elif pd.api.types.is_integer_dtype(values.dtype):
+            columns[col] = values.astype("Int64").array if values.isna().any() else values.to_numpy(np.int64)
+        elif pd.api.types.is_numeric_dtype(values.dtype):
+            columns[col] = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        elif hasattr(values.array, "__arrow_array__") and pd.api.types.is_string_dtype(values.dtype):
+            columns[col] = StringColumn.from_values(values.array)
+        else:
+            columns[col] = StringColumn.from_values(values.astype(object).where(values.notna(), None).to_numpy())
+    columns["height"] = np.round(height, 3)
+    columns["base_height"] = np.round(base, 3)
+    columns["height_source"] = StringColumn.from_values(np.asarray(source, dtype=object))
+    return columns
+
