@@ -33,11 +33,12 @@ from bench_lod1 import _measured  # noqa: E402  (wall time and peak PSS of the p
 
 def _city(n: int, work: Path, max_dem_px: int):
     from cim import sample
+    from cim.sample import generator
 
     city_dir = work / f"city-{n}-{max_dem_px}"
     if (city_dir / "sample.json").exists():
         return sample.load(city_dir)
-    sample.MAX_DEM_PX = max_dem_px  # finer DEM and DSM than the generator's default for large cities (2 m at most)
+    generator.MAX_DEM_PX = max_dem_px  # finer DEM and DSM than the generator's default for large cities (2 m at most)
     return sample.generate(city_dir, buildings=n, seed=1, footprint_format="parquet", ortho=False,
                            layers=("buildings",))
 
