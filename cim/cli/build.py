@@ -1,0 +1,87 @@
+"""`cim build` and `cim sample`: city models from inputs, and the embedded sample city (cim/)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cim.cli.options import JsonOpt, OverwriteOpt, emit, progress_bar
+
+
+def build_cmd(
+    out: Annotated[Path, typer.Argument(help="Output folder for the tileset.")],
+    level: Annotated[int, typer.Option("--level", help="CIM level (2: terrain + LOD1 buildings; 3: oblique "
+                                                       "photography, or LOD2 buildings without --oblique).")] = 2,
+    dem: Annotated[Optional[Path], typer.Option("--dem", help="DEM GeoTIFF (default: the sample city).")] = None,
+    ortho: Annotated[Optional[Path], typer.Option("--ortho", help="Orthophoto draped on the terrain.")] = None,
+    buildings: Annotated[Optional[Path], typer.Option("--buildings", help="Building footprints file.")] = None,
+    dsm: Annotated[Optional[Path], typer.Option("--dsm", help="DSM for heights missing from attributes.")] = None,
+    oblique: Annotated[Optional[Path], typer.Option(
+        "--oblique", help="ContextCapture production folder (metadata.xml + Data/), level 3.")] = None,
+    height_field: Annotated[Optional[str], typer.Option("--height-field", help="Attribute with heights (m).")] = None,
+    floors_field: Annotated[Optional[str], typer.Option("--floors-field", help="Attribute with floor counts.")] = None,
+    storey_height: Annotated[float, typer.Option("--storey-height", help="Metres per floor.")] = 3.0,
+    default_height: Annotated[float, typer.Option("--default-height", help="Height when nothing else gives one.")] = 10.0,
+    id_field: Annotated[Optional[str], typer.Option("--id-field", help="Attribute with stable building IDs.")] = None,
+    max_error: Annotated[float, typer.Option("--max-error", help="Terrain TIN tolerance in metres.")] = 0.5,
+    crs: Annotated[Optional[str], typer.Option("--crs", help="CRS of inputs that declare none (EPSG:n or WKT).")] = None,
+    overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build a CIM city model (3D Tiles 1.1) from DEM, orthophoto and footprints."""
+    from cim.build import build_city
+    from cim.models.footprints import BuildingOptions
+    from cim.models.terrain import TerrainOptions
+
+    bopts = BuildingOptions(height_field=height_field, floors_field=floors_field, storey_height=storey_height,
+                            default_height=default_height, id_field=id_field)
+    with progress_bar(as_json) as cb:
+        report = build_city(out, level=level, dem=dem, ortho=ortho, buildings=buildings, dsm=dsm, oblique=oblique,
+                            crs=crs,
+                            building_options=bopts, terrain_options=TerrainOptions(max_error=max_error, crs=crs),
+                            overwrite=overwrite, progress=cb)
+    b = report.buildings or {}
+    lines = [f"[green]built[/] {report.tileset}  ({report.seconds:.1f} s)"]
+    if b:
+        sources = ", ".join(f"{k} {v}" for k, v in b["height_sources"].items())
+        lines.append(f"buildings: {b['buildings']} in {b['tiles']} tiles; heights from {sources}")
+    if report.oblique:
+        o = report.oblique
+        lines.append(f"oblique: {o['files']} files, {o['contents']} tiles, {o['triangles']} triangles, "
+                     f"{o['textures']} textures, {o['singulated_triangles']} triangles singulated")
+    lines.extend(f"[yellow]warning:[/] {w}" for w in report.warnings)
+    emit(report, as_json, "\n".join(lines))
+
+
+def sample_cmd(
+    out: Annotated[Path, typer.Argument(help="Output folder for the sample city.")],
+    buildings: Annotated[int, typer.Option("--buildings", min=1, help="Number of building footprints.")] = 2500,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed and size: same city).")] = 7,
+    no_rasters: Annotated[bool, typer.Option("--no-rasters", help="Vectors only: no DEM, DSM or orthophoto.")] = False,
+    no_ortho: Annotated[bool, typer.Option("--no-ortho", help="Leave out the orthophoto (the slowest raster).")] = False,
+    footprints_only: Annotated[
+        bool, typer.Option("--footprints-only", help="Of the vector layers, write only the buildings.")
+    ] = False,
+    footprint_format: Annotated[
+        str, typer.Option("--footprint-format", help="Footprints as gpkg (GeoPackage) or parquet (GeoParquet).")
+    ] = "gpkg",
+    no_oblique: Annotated[bool, typer.Option(
+        "--no-oblique", help="Leave out the synthetic oblique production (oblique/; also left out by --no-rasters "
+                             "and --no-ortho).")] = False,
+    overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate the embedded sample city (Datong, EPSG:4547): DEM, DSM, orthophoto, footprints, layers, oblique
+    production, manifest."""
+    from cim.sample import generate
+
+    with progress_bar(as_json) as cb:
+        city = generate(out, buildings=buildings, seed=seed, overwrite=overwrite, rasters=not no_rasters,
+                        ortho=not no_ortho, layers=("buildings",) if footprints_only else None,
+                        footprint_format=footprint_format,  # type: ignore[arg-type]
+                        oblique=not (no_oblique or no_rasters or no_ortho),
+                        progress=None if cb is None else (lambda stage, f: cb("sample", round(f * 100), 100)))
+    emit(city, as_json, f"[green]sample city[/] {city.root}: {city.n_buildings} buildings, "
+                        f"{len(city.layers)} vector layers, manifest {city.manifest}")
