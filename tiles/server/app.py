@@ -31,7 +31,7 @@ from tiles.server.catalog import ServiceCatalog
 from tiles.server.fastpath import StaticFastPath
 from tiles.server.jobs import JobManager
 from tiles.server.responses import json_response, log_request, with_key_vary
-from tiles.server.routes import core, features, jobs, maps, tiles3d, vector, viewer
+from tiles.server.routes import analysis, core, features, jobs, maps, tiles3d, vector, viewer
 from tiles.server.settings import ServerSettings
 
 log = logging.getLogger("cim.server")
@@ -187,7 +187,7 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
-    for module in (viewer, core, tiles3d, maps, vector, features, jobs):  # viewer first: it answers browsers at /
+    for module in (viewer, core, tiles3d, maps, vector, features, jobs, analysis):  # viewer first: it answers browsers at /
         app.include_router(module.router)
 
     @app.get("/api", summary="This API's OpenAPI 3.0 document", tags=["core"])

@@ -351,9 +351,16 @@ class CityScene:
         fp, dem = inputs.get("buildings"), inputs.get("dem")
         if not fp:
             raise InputError(f"model {root} was built without building footprints; the planning analyses need them")
-        for p in (fp, dem):
-            if p and not Path(p).exists():
-                raise InputNotFoundError(f"model {root}: its input {p} is gone; rebuild the model or pass the inputs")
+
+        def locate(p: str | None) -> str | None:
+            if not p:
+                return None
+            for cand in (Path(p), root / p, root.parent / p):  # as written, else relative to the model
+                if cand.exists():
+                    return str(cand)
+            raise InputNotFoundError(f"model {root}: its input {p} is gone; rebuild the model or pass the inputs")
+
+        fp, dem = locate(fp), locate(dem)
         lvl = level or int(report.get("level") or 2)
         return cls.open(fp, dem, level=3 if lvl >= 3 else 2)
 

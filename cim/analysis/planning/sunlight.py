@@ -211,9 +211,12 @@ class SunlightResult:
             out["windows"] = _records(self.windows.drop(columns=["x", "y"]))
         return out
 
-    def windows_frame(self) -> gpd.GeoDataFrame:
-        """Window points as a GeoDataFrame (3D points in the scene's CRS)."""
+    def windows_frame(self, only_failing: bool = False) -> gpd.GeoDataFrame:
+        """Window points as a GeoDataFrame (3D points in the scene's CRS); `only_failing`: the windows that fail
+        the requirement on facades that could meet it."""
         w = self.windows
+        if only_failing:
+            w = w[~w["passes"] & ~w["unfavourable"]]
         geom = shapely.points(w["x"].to_numpy(), w["y"].to_numpy(), w["z"].to_numpy())
         return gpd.GeoDataFrame(w.drop(columns=["x", "y", "z", "segment_index"]), geometry=geom, crs=self.crs)
 
@@ -223,14 +226,15 @@ class SunlightResult:
         geoms = [scene.buildings.geoms[idx[i]] for i in self.buildings["id"]]
         return gpd.GeoDataFrame(self.buildings.copy(), geometry=geoms, crs=self.crs)
 
-    def to_geojson(self, scene: CityScene | None = None, what: str = "windows") -> dict[str, Any]:
-        """GeoJSON (lon/lat): window points (`what="windows"`) or building footprints with verdicts
-        (`what="buildings"`, needs the scene)."""
+    def to_geojson(self, scene: CityScene | None = None, what: str = "windows", only_failing: bool = False
+                   ) -> dict[str, Any]:
+        """GeoJSON (lon/lat): window points (`what="windows"`; `only_failing` keeps the failing ones) or building
+        footprints with verdicts (`what="buildings"`, needs the scene)."""
         if what == "buildings":
             if scene is None:
                 raise InputError("building footprints need the scene: to_geojson(scene, what='buildings')")
             return geojson(self.buildings_frame(scene))
-        return geojson(self.windows_frame())
+        return geojson(self.windows_frame(only_failing))
 
     def to_layer(self, store: Any, name: str, **kw: Any) -> Any:
         """Store the window points as a layer (see `output.write_layer`)."""

@@ -11,7 +11,6 @@ no windows: a point whose probe 0.3 m outside the wall lies inside another footp
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,34 +48,51 @@ class WindowPoints:
         return WindowPoints(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
 
-def _facades(geom: shapely.Geometry, merge_angle: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Straight facades of a (Multi)Polygon: list of (start (2,), end (2,)) with the building on their left."""
-    out = []
-    cos_merge = math.cos(math.radians(merge_angle))
-    for part in shapely.get_parts(shapely.orient_polygons(geom)):
-        for ring in [part.exterior, *part.interiors]:
-            c = np.asarray(ring.coords)[:-1, :2]
-            if len(c) < 3:
-                continue
-            d = np.roll(c, -1, axis=0) - c
-            length = np.linalg.norm(d, axis=1)
-            keep = length > 1e-6
-            c, d, length = c[keep], d[keep], length[keep]
-            u = d / length[:, None]
-            turn = np.einsum("ij,ij->i", u, np.roll(u, 1, axis=0)) < cos_merge  # a facade starts at vertex i
-            if not turn.any():
-                continue
-            starts = np.flatnonzero(turn)
-            n = len(c)
-            for a, b in zip(starts, np.r_[starts[1:], starts[0] + n]):
-                out.append((c[a % n], c[b % n]))
-    return out
+def facades(geoms: np.ndarray, merge_angle: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Straight facades of (Multi)Polygons, all at once: (start (f, 2), end (f, 2), owner (f,) index into
+    `geoms`), each with its building on the left (exterior rings counter-clockwise, courtyard rings clockwise), in
+    the order of the polygons, their parts and rings."""
+    polys, owner = shapely.get_parts(shapely.orient_polygons(np.asarray(geoms, dtype=object)), return_index=True)
+    rings, ring_poly = shapely.get_rings(polys, return_index=True)
+    coords, ring_of = shapely.get_coordinates(rings, return_index=True)
+    counts = np.bincount(ring_of, minlength=len(rings))
+    first = np.r_[0, np.cumsum(counts)[:-1]]
+    # drop the closing vertex of every ring, then edges i -> i + 1 within the ring (cyclically)
+    last = first + counts - 1
+    keep = np.ones(len(coords), bool)
+    keep[last] = False
+    c = coords[keep]
+    ring = ring_of[keep]
+    n = counts - 1
+    start = np.r_[0, np.cumsum(n)[:-1]]
+    pos = np.arange(len(c)) - start[ring]
+    nxt = start[ring] + (pos + 1) % n[ring]
+    d = c[nxt] - c
+    length = np.hypot(d[:, 0], d[:, 1])
+    ok = length > 1e-6
+    u = np.zeros_like(d)
+    u[ok] = d[ok] / length[ok, None]
+    prv = start[ring] + (pos - 1) % n[ring]
+    # a facade starts where the outline turns by more than merge_angle (zero-length edges never start one)
+    prev_u = u[prv]
+    turn = ok & (np.einsum("ij,ij->i", u, prev_u) < np.cos(np.radians(merge_angle)))
+    turn |= ok & (np.hypot(prev_u[:, 0], prev_u[:, 1]) == 0)
+    idx = np.flatnonzero(turn)
+    if len(idx) == 0:
+        return np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, np.int64)
+    r = ring[idx]
+    same = np.r_[r[1:] == r[:-1], False]
+    # the end of a facade is the start of the next facade of the same ring (the ring's first one, cyclically)
+    ring_first = np.r_[0, np.flatnonzero(r[1:] != r[:-1]) + 1]
+    first_of = np.repeat(ring_first, np.diff(np.r_[ring_first, len(idx)]))
+    end_idx = np.where(same, np.r_[idx[1:], 0], idx[first_of])
+    return c[idx], c[end_idx], owner[ring_poly[r]]
 
 
 def window_points(buildings: BuildingSet, which: np.ndarray, *, spacing: float = 3.0, sill: float = 0.9,
                   storey_height: float = 3.0, min_facade: float = 1.0, offset: float = 0.02,
                   merge_angle: float = 1.0) -> WindowPoints:
-    """Window sill points of the buildings `which` (indices into `buildings`).
+    """Window sill points of the buildings `which` (indices into `buildings`), in bulk.
 
     Args:
         buildings: every building of the scene (neighbours are needed for party walls).
@@ -88,45 +104,56 @@ def window_points(buildings: BuildingSet, which: np.ndarray, *, spacing: float =
         offset: metres out of the wall.
         merge_angle: consecutive outline edges turning less than this (degrees) are one facade.
     """
-    tree = shapely.STRtree(buildings.geoms)
-    rows: list[np.ndarray] = []
-    for b in np.asarray(which, np.int64).tolist():
-        top = float(min(buildings.eave[b], buildings.height[b]))
-        floors = buildings.floors[b]
-        n_floor = int(floors) if np.isfinite(floors) and floors >= 1 else max(1, int(round(top / storey_height)))
-        storey = top / n_floor if np.isfinite(floors) and floors >= 1 else storey_height
-        levels = np.arange(n_floor) * storey + sill
-        levels = levels[levels < top]
-        if len(levels) == 0:
-            continue
-        for f_i, (p, q) in enumerate(_facades(buildings.geoms[b], merge_angle)):
-            v = q - p
-            length = float(np.hypot(*v))
-            if length < min_facade:
-                continue
-            u = v / length
-            normal = np.array([u[1], -u[0]])  # building on the left: outward is to the right
-            k = max(1, int(length // spacing))
-            t = (np.arange(k) + 0.5) * (length / k)
-            xy = p + t[:, None] * u
-            probe = shapely.points(xy + normal * PROBE)
-            hits = tree.query(probe, predicate="within")
-            blocked = np.zeros(k, bool)
-            blocked[hits[0][hits[1] != b]] = True
-            xy = xy[~blocked] + normal * offset
-            if len(xy) == 0:
-                continue
-            m = len(xy)
-            az = math.degrees(math.atan2(normal[0], normal[1])) % 360.0
-            for fl, z in enumerate(levels, start=1):
-                rows.append(np.column_stack([xy, np.full(m, buildings.base[b] + z), np.tile(normal, (m, 1)),
-                                             np.full(m, b), np.full(m, f_i), np.full(m, fl), np.full(m, az)]))
-    if not rows:
-        return WindowPoints(np.zeros((0, 3)), np.zeros((0, 2)), np.zeros(0, np.int64), np.zeros(0, np.int64),
-                            np.zeros(0, np.int64), np.zeros(0))
-    a = np.vstack(rows)
-    return WindowPoints(a[:, 0:3], a[:, 3:5], a[:, 5].astype(np.int64), a[:, 6].astype(np.int64),
-                        a[:, 7].astype(np.int64), a[:, 8])
+    which = np.asarray(which, np.int64)
+    p, q, local = facades(buildings.geoms[which], merge_angle)
+    b = which[local]
+    v = q - p
+    length = np.hypot(v[:, 0], v[:, 1])
+    keep = length >= min_facade
+    p, v, length, b = p[keep], v[keep], length[keep], b[keep]
+    # facade number within its building (in outline order)
+    fac = np.arange(len(b)) - np.searchsorted(b, b, side="left") if len(b) and np.all(np.diff(b) >= 0) else \
+        _rank_within(b)
+    u = v / length[:, None]
+    normal = np.column_stack([u[:, 1], -u[:, 0]])  # building on the left: outward is to the right
+    k = np.maximum(1, np.floor(length / spacing)).astype(np.int64)
+    f = np.repeat(np.arange(len(b)), k)
+    j = np.arange(len(f)) - np.repeat(np.cumsum(k) - k, k)
+    t = (j + 0.5) * (length / k)[f]
+    xy = p[f] + t[:, None] * u[f]
+    probe = shapely.points(xy + normal[f] * PROBE)
+    hits = shapely.STRtree(buildings.geoms).query(probe, predicate="within")
+    party = np.zeros(len(f), bool)
+    party[hits[0][hits[1] != b[f][hits[0]]]] = True
+    f, xy = f[~party], xy[~party] + normal[f[~party]] * offset
+    # floors: `floors` equal storeys up to the eave, else storeys of `storey_height`
+    top = np.minimum(buildings.eave, buildings.height)[b]
+    fl = buildings.floors[b]
+    known = np.isfinite(fl) & (fl >= 1)
+    n_floor = np.where(known, np.floor(np.nan_to_num(fl, nan=1.0)), np.maximum(1, np.round(top / storey_height)))
+    storey = np.where(known, top / np.maximum(n_floor, 1), storey_height)
+    n_floor = n_floor.astype(np.int64)
+    nf = n_floor[f]
+    g = np.repeat(np.arange(len(f)), nf)
+    level = np.arange(len(g)) - np.repeat(np.cumsum(nf) - nf, nf)
+    ff = f[g]
+    z = level * storey[ff] + sill
+    ok = z < top[ff]
+    g, ff, level, z = g[ok], ff[ok], level[ok], z[ok]
+    bb = b[ff]
+    az = np.degrees(np.arctan2(normal[ff, 0], normal[ff, 1])) % 360.0
+    xyz = np.column_stack([xy[g], buildings.base[bb] + z])
+    return WindowPoints(xyz, normal[ff], bb, fac[ff], level + 1, az)
 
 
-__all__ = ["WindowPoints", "window_points"]
+def _rank_within(b: np.ndarray) -> np.ndarray:
+    order = np.argsort(b, kind="stable")
+    sb = b[order]
+    starts = np.r_[0, np.flatnonzero(sb[1:] != sb[:-1]) + 1]
+    rank = np.arange(len(b)) - np.repeat(starts, np.diff(np.r_[starts, len(b)]))
+    out = np.empty(len(b), np.int64)
+    out[order] = rank
+    return out
+
+
+__all__ = ["WindowPoints", "facades", "window_points"]
