@@ -1,0 +1,330 @@
+"""`cim analyze ...`: the planning analyses (cim.analysis.planning), each command one library call.
+
+    cim analyze height-control [--scheme FILE]
+    cim analyze sunlight --zone II [--ground-cell 5 --raster sun.tif] [--scheme FILE]
+    cim analyze shadow --at 10 --of scheme --scheme FILE
+    cim analyze viewshed --observer 113.305,40.09 --radius 500 --raster view.tif
+    cim analyze skyline --viewpoint 113.305,40.09
+    cim analyze compare --scheme FILE --viewpoint 113.305,40.09
+
+The city is the sample city unless `--model DIR` (a `cim build` output) or `--buildings FILE [--dem FILE]` says
+otherwise. Results: a summary on the terminal, the whole result with `--json`, GeoJSON with `--out FILE`, a GeoTIFF
+with `--raster FILE`, a layer of the store with `--to-layer NAME [--store FILE]`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from cim.cli.options import JsonOpt, OverwriteOpt, StoreOpt, emit, progress_bar
+from cim.errors import InputError, OutputExistsError
+
+app = typer.Typer(help="Planning analyses: height control, sunlight hours (GB 50180), shadow, viewshed, skyline, "
+                       "scheme comparison.", no_args_is_help=True)
+
+ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="A `cim build` output folder (its build.json "
+                                                                  "names the footprints and DEM).")]
+BuildingsOpt = Annotated[Optional[Path], typer.Option("--buildings", help="Footprints file (default: the sample "
+                                                                          "city).")]
+DemOpt = Annotated[Optional[Path], typer.Option("--dem", help="DEM of --buildings (terrain and bases).")]
+LevelOpt = Annotated[int, typer.Option("--level", help="2: LOD1 prisms; 3: LOD2 roofs.")]
+SchemeOpt = Annotated[Optional[Path], typer.Option("--scheme", help="A proposed massing: footprints with a "
+                                                                    "`height` (or `floors`), any vector format.")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Write the result as GeoJSON (lon/lat).")]
+LayerOpt = Annotated[Optional[str], typer.Option("--to-layer", help="Store the result as this layer of --store.")]
+BboxOpt = Annotated[Optional[str], typer.Option("--bbox", help="minlon,minlat,maxlon,maxlat: only this area.")]
+YearOpt = Annotated[int, typer.Option("--year", help="Year of the standard day (1..6000).")]
+IdsOpt = Annotated[Optional[str], typer.Option("--ids", help="Building IDs, comma-separated.")]
+
+
+def _floats(text: Optional[str], n: int, opt: str) -> Optional[tuple[float, ...]]:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != n:
+        raise InputError(f"{opt} {text!r}: expected {n} comma-separated numbers")
+    return values
+
+
+def _ids(text: Optional[str]) -> Optional[list[str]]:
+    return None if not text else [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _scene(model: Optional[Path], buildings: Optional[Path], dem: Optional[Path], level: int,
+           scheme: Optional[Path]) -> Any:
+    from cim.analysis.planning.scene import CityScene, Scheme
+
+    if model is not None:
+        scene = CityScene.from_build(model, level=level if level != 2 else None)
+    elif buildings is not None:
+        scene = CityScene.open(buildings, dem, level=level)
+    else:
+        scene = CityScene.sample(level=level)
+    return scene.with_scheme(Scheme.read(scheme)) if scheme is not None else scene
+
+
+def _params(cls: type, **values: Any) -> Any:
+    from cim.analysis.planning.sunlight import build_params
+
+    return build_params(cls, **{k: v for k, v in values.items() if v is not None})
+
+
+def _outputs(result: Any, as_json: bool, human: str, out: Optional[Path], overwrite: bool, to_layer: Optional[str],
+             store: Optional[Path], geojson: Any = None) -> None:
+    import json
+
+    if out is not None:
+        if out.exists() and not overwrite:
+            raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+        doc = geojson() if geojson is not None else result.to_geojson()
+        out.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    if to_layer is not None:
+        from layers.store import default_store_path
+
+        result.to_layer(store or default_store_path(), to_layer)
+    emit(result, as_json, human)
+
+
+def _sample_zones() -> Path:
+    from cim.sample import default_sample
+
+    return default_sample().layers["height_zones"]
+
+
+@app.command("height-control")
+def height_control_cmd(
+    zones: Annotated[Optional[Path], typer.Option("--zones", help="Height-control zones file (default: the "
+                                                                  "store's layer with --store, else the sample "
+                                                                  "city's).")] = None,
+    zones_layer: Annotated[str, typer.Option("--zones-layer", help="The zones layer of --store.")] = "height_zones",
+    limit_field: Annotated[str, typer.Option("--limit-field", help="The zones' limit field (m).")] = "max_height_m",
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Metres allowed over the limit.")] = 0.0,
+    ids: IdsOpt = None, bbox: BboxOpt = None,
+    model: ModelOpt = None, buildings: BuildingsOpt = None, dem: DemOpt = None, level: LevelOpt = 2,
+    scheme: SchemeOpt = None, out: OutOpt = None, to_layer: LayerOpt = None, store: StoreOpt = None,
+    overwrite: OverwriteOpt = False, as_json: JsonOpt = False,
+) -> None:
+    """Buildings (and a scheme) against the height-control zones: violations with height, limit and excess."""
+    from cim.analysis.planning.height import HeightControlParams, height_control, load_zones
+
+    params = _params(HeightControlParams, limit_field=limit_field, tolerance=tolerance, buildings=_ids(ids),
+                     bbox=_floats(bbox, 4, "--bbox"))
+    scene = _scene(model, buildings, dem, level, scheme)
+    if zones is not None:
+        z = load_zones(zones)
+    elif store is not None:
+        z = load_zones(store=store, layer=zones_layer)
+    else:
+        z = load_zones(_sample_zones())
+    r = height_control(scene, z, params)
+    s = r.summary()
+    lines = [f"{s['violations']} violations by {s['buildings_violating']} of {s['buildings_checked']} buildings "
+             f"(largest excess {s['max_excess']:.1f} m)"]
+    for _, v in r.violations().head(15).iterrows():
+        lines.append(f"  {v['id']} {v['name']}: {v['height']:.1f} m in {v['zone_code']} {v['zone_name']} "
+                     f"(limit {v['limit']:g} m, +{v['excess']:.1f} m)")
+    _outputs(r, as_json, "\n".join(lines), out, overwrite, to_layer, store)
+
+
+@app.command("sunlight")
+def sunlight_cmd(
+    zone: Annotated[str, typer.Option("--zone", help="Building climate zone (GB 50178): I..VII.")] = "II",
+    small_city: Annotated[bool, typer.Option("--small-city", help="Urban population under 500,000.")] = False,
+    kind: Annotated[str, typer.Option("--kind", help="housing, elderly or renewal.")] = "housing",
+    day: Annotated[Optional[str], typer.Option("--day", help="dahan (大寒日) or dongzhi (冬至日); default: the "
+                                                             "zone's.")] = None,
+    year: YearOpt = 2001,
+    counting: Annotated[str, typer.Option("--counting", help="cumulative or continuous.")] = "cumulative",
+    min_segment: Annotated[float, typer.Option("--min-segment", help="Shortest counted segment (min).")] = 5.0,
+    sweep: Annotated[float, typer.Option("--sweep", help="Sweep angle (degrees).")] = 15.0,
+    step: Annotated[int, typer.Option("--step", help="Seconds between rays (<= 60).")] = 60,
+    spacing: Annotated[float, typer.Option("--spacing", help="Metres between windows along a facade.")] = 3.0,
+    ground_cell: Annotated[Optional[float], typer.Option("--ground-cell", help="Also a ground raster with this "
+                                                                               "cell (m).")] = None,
+    raster: Annotated[Optional[Path], typer.Option("--raster", help="Write the ground raster (GeoTIFF).")] = None,
+    ids: IdsOpt = None, bbox: BboxOpt = None,
+    model: ModelOpt = None, buildings: BuildingsOpt = None, dem: DemOpt = None, level: LevelOpt = 2,
+    scheme: SchemeOpt = None, out: OutOpt = None, to_layer: LayerOpt = None, store: StoreOpt = None,
+    overwrite: OverwriteOpt = False, as_json: JsonOpt = False,
+) -> None:
+    """Sunlight hours of every housing window (GB 50180-2018, counted as GB/T 50947-2014 prescribes)."""
+    from cim.analysis.planning.standards import SunlightRule
+    from cim.analysis.planning.sunlight import GroundGrid, SunlightParams, sunlight
+
+    if raster is not None and ground_cell is None:
+        ground_cell = 5.0
+    rule = _params(SunlightRule, counting=counting, min_segment_minutes=min_segment, sweep_angle=sweep,
+                   step_seconds=step)
+    params = _params(SunlightParams, year=year, climate_zone=zone, large_city=not small_city, kind=kind, day=day,
+                     rule=rule, spacing=spacing, buildings=_ids(ids), bbox=_floats(bbox, 4, "--bbox"),
+                     ground=None if ground_cell is None else GroundGrid(cell=ground_cell))
+    if raster is not None and raster.exists() and not overwrite:
+        raise OutputExistsError(f"{raster} exists; pass --overwrite to replace it")
+    scene = _scene(model, buildings, dem, level, scheme)
+    with progress_bar(as_json) as progress:
+        r = sunlight(scene, params, progress=progress)
+    if raster is not None:
+        r.to_raster(raster, overwrite=overwrite)
+    s = r.summary()
+    day_lines = [f"{d['date']} {d['requirement']}" for d in r.to_dict()["days"].values()]
+    lines = [*day_lines,
+             f"{s['buildings_failing']} of {s['buildings']} buildings fail; {s['windows_failing']} of {s['windows']} "
+             f"windows fail ({s['windows_unfavourable']} face away from the sun); {s['rays']:,} rays"]
+    for _, b in r.buildings[~r.buildings["passes"]].head(10).iterrows():
+        lines.append(f"  {b['id']} {b['name']}: floors {b['floors_failing']} fail")
+    _outputs(r, as_json, "\n".join(lines), out, overwrite, to_layer, store,
+             geojson=lambda: r.to_geojson(only_failing=False))
+
+
+@app.command("shadow")
+def shadow_cmd(
+    at: Annotated[Optional[float], typer.Option("--at", help="True solar hour of an instant shadow; without it: "
+                                                             "minutes in shadow over the day.")] = None,
+    on_date: Annotated[Optional[str], typer.Option("--date", help="A civil date YYYY-MM-DD (default: the standard "
+                                                                  "day).")] = None,
+    day: Annotated[str, typer.Option("--day", help="dahan or dongzhi.")] = "dahan",
+    year: YearOpt = 2001,
+    of: Annotated[Optional[str], typer.Option("--of", help="Building IDs (comma-separated) or `scheme`: whose "
+                                                           "shadow.")] = None,
+    cell: Annotated[float, typer.Option("--cell", help="Grid cell (m).")] = 2.0,
+    raster: Annotated[Optional[Path], typer.Option("--raster", help="Write the raster (GeoTIFF).")] = None,
+    bbox: BboxOpt = None,
+    model: ModelOpt = None, buildings: BuildingsOpt = None, dem: DemOpt = None, level: LevelOpt = 2,
+    scheme: SchemeOpt = None, out: OutOpt = None, to_layer: LayerOpt = None, store: StoreOpt = None,
+    overwrite: OverwriteOpt = False, as_json: JsonOpt = False,
+) -> None:
+    """The shadow of buildings (or a scheme) at an instant, or the minutes in shadow over a day."""
+    from cim.analysis.planning.shadow import ShadowParams, shadow
+
+    params = _params(ShadowParams, at=at, on_date=on_date, day=day, year=year, of=_ids(of), cell=cell,
+                     bbox=_floats(bbox, 4, "--bbox"))
+    if raster is not None and raster.exists() and not overwrite:
+        raise OutputExistsError(f"{raster} exists; pass --overwrite to replace it")
+    scene = _scene(model, buildings, dem, level, scheme)
+    with progress_bar(as_json) as progress:
+        r = shadow(scene, params, progress=progress)
+    if raster is not None:
+        r.to_raster(raster, overwrite=overwrite, caused=r.caused is not None)
+    s = r.summary()
+    if r.instant:
+        human = (f"{s['date']} {at:g} h: sun at {s['sun']['elevation']:.1f} deg; shadow of {len(r.of) or 'all'} "
+                 f"buildings {s['shadow_of_m2']:.0f} m2, other shadow {s['shadow_other_m2']:.0f} m2")
+    else:
+        human = f"{s['date']}: mean {s['mean_shadow_min']} min in shadow per ground cell" + (
+            f"; the {len(r.of)} buildings add >= 1 h of shadow to {s['caused_m2_over_60min']:.0f} m2"
+            if r.caused is not None else "")
+    _outputs(r, as_json, human, out, overwrite, to_layer, store)
+
+
+@app.command("viewshed")
+def viewshed_cmd(
+    observer: Annotated[str, typer.Option("--observer", help="lon,lat of the observer.")],
+    height: Annotated[float, typer.Option("--height", help="Metres above the surface (eye: 1.6).")] = 1.6,
+    absolute: Annotated[bool, typer.Option("--absolute", help="--height is an elevation.")] = False,
+    radius: Annotated[float, typer.Option("--radius", help="Metres.")] = 500.0,
+    cell: Annotated[float, typer.Option("--cell", help="Grid cell (m).")] = 2.0,
+    raster: Annotated[Optional[Path], typer.Option("--raster", help="Write the visibility raster.")] = None,
+    model: ModelOpt = None, buildings: BuildingsOpt = None, dem: DemOpt = None, level: LevelOpt = 2,
+    scheme: SchemeOpt = None, out: OutOpt = None, to_layer: LayerOpt = None, store: StoreOpt = None,
+    overwrite: OverwriteOpt = False, as_json: JsonOpt = False,
+) -> None:
+    """What an observer sees over terrain and buildings: visible area and visible buildings."""
+    from cim.analysis.planning.viewshed import ViewshedParams, viewshed
+
+    params = _params(ViewshedParams, observer=_floats(observer, 2, "--observer"), height=height, absolute=absolute,
+                     radius=radius, cell=cell)
+    if raster is not None and raster.exists() and not overwrite:
+        raise OutputExistsError(f"{raster} exists; pass --overwrite to replace it")
+    scene = _scene(model, buildings, dem, level, scheme)
+    with progress_bar(as_json) as progress:
+        r = viewshed(scene, params, progress=progress)
+    if raster is not None:
+        r.to_raster(raster, overwrite=overwrite)
+    s = r.summary()
+    human = (f"visible: {s['visible_area_m2']:.0f} m2 ({100 * s['visible_fraction']:.1f}% of {radius:g} m around), "
+             f"{s['visible_buildings']} buildings")
+    _outputs(r, as_json, human, out, overwrite, to_layer, store)
+
+
+@app.command("skyline")
+def skyline_cmd(
+    viewpoint: Annotated[str, typer.Option("--viewpoint", help="lon,lat of the viewpoint.")],
+    height: Annotated[float, typer.Option("--height", help="Metres above the surface.")] = 1.6,
+    absolute: Annotated[bool, typer.Option("--absolute", help="--height is an elevation.")] = False,
+    step: Annotated[float, typer.Option("--step", help="Degrees between azimuths.")] = 0.5,
+    max_distance: Annotated[float, typer.Option("--max-distance", help="Metres.")] = 5000.0,
+    model: ModelOpt = None, buildings: BuildingsOpt = None, dem: DemOpt = None, level: LevelOpt = 2,
+    scheme: SchemeOpt = None, out: OutOpt = None, to_layer: LayerOpt = None, store: StoreOpt = None,
+    overwrite: OverwriteOpt = False, as_json: JsonOpt = False,
+) -> None:
+    """The skyline from a viewpoint (elevation angle by azimuth) and the buildings forming it."""
+    from cim.analysis.planning.skyline import SkylineParams, skyline
+
+    params = _params(SkylineParams, viewpoint=_floats(viewpoint, 2, "--viewpoint"), height=height,
+                     absolute=absolute, azimuth_step=step, max_distance=max_distance)
+    scene = _scene(model, buildings, dem, level, scheme)
+    r = skyline(scene, params)
+    lines = [f"highest point {r.summary()['max_elevation']} deg; {r.summary()['buildings']} buildings form it"]
+    for _, f in r.formers().head(10).iterrows():
+        lines.append(f"  {f['id']} {f['name'] or ''}: {f['degrees']:g} deg wide, up to {f['max_elevation']:.2f} deg "
+                     f"at {f['distance']:.0f} m")
+    _outputs(r, as_json, "\n".join(lines), out, overwrite, to_layer, store)
+
+
+@app.command("compare")
+def compare_cmd(
+    scheme: Annotated[Path, typer.Option("--scheme", help="The proposed massing (footprints with height).")],
+    viewpoint: Annotated[Optional[str], typer.Option("--viewpoint", help="lon,lat: also compare the skyline.")]
+    = None,
+    with_shadow: Annotated[bool, typer.Option("--shadow", help="Also the shadow the scheme adds over the day.")]
+    = False,
+    zones: Annotated[Optional[Path], typer.Option("--zones", help="Height-control zones file (default: --store's "
+                                                                  "layer, else the sample city's).")] = None,
+    zone: Annotated[str, typer.Option("--zone", help="Building climate zone (GB 50178).")] = "II",
+    year: YearOpt = 2001,
+    spacing: Annotated[float, typer.Option("--spacing", help="Metres between windows.")] = 3.0,
+    bbox: BboxOpt = None,
+    model: ModelOpt = None, buildings: BuildingsOpt = None, dem: DemOpt = None, level: LevelOpt = 2,
+    out: OutOpt = None, to_layer: LayerOpt = None, store: StoreOpt = None,
+    overwrite: OverwriteOpt = False, as_json: JsonOpt = False,
+) -> None:
+    """Every analysis with and without a scheme: what changes, and which scheme building causes it."""
+    from cim.analysis.planning.compare import ComparisonParams, compare_scheme
+    from cim.analysis.planning.height import load_zones
+    from cim.analysis.planning.scene import Scheme
+    from cim.analysis.planning.shadow import ShadowParams
+    from cim.analysis.planning.skyline import SkylineParams
+    from cim.analysis.planning.sunlight import SunlightParams
+
+    sp = _params(SunlightParams, climate_zone=zone, year=year, spacing=spacing, bbox=_floats(bbox, 4, "--bbox"))
+    params = _params(ComparisonParams, sunlight=sp,
+                     skyline=None if viewpoint is None else _params(SkylineParams,
+                                                                    viewpoint=_floats(viewpoint, 2, "--viewpoint")),
+                     shadow=ShadowParams(year=year) if with_shadow else None)
+    the_scheme = Scheme.read(scheme)
+    scene = _scene(model, buildings, dem, level, None)
+    z = load_zones(zones) if zones is not None else (load_zones(store=store) if store is not None else
+                                                      load_zones(_sample_zones()) if model is None and buildings is None
+                                                      else None)
+    with progress_bar(as_json) as progress:
+        r = compare_scheme(scene, the_scheme, params, zones=z, progress=progress)
+    s = r.summary()
+    lines = [f"scheme {s['scheme']}: {len(s['buildings'])} buildings, demolishes {len(s['removed'])}"]
+    if "sunlight" in s:
+        su = s["sunlight"]
+        lines.append(f"sunlight: {su['windows_losing']} windows lose time ({su['windows_newly_failing']} newly fail, "
+                     f"{su['windows_worsened']} already failing lose more); causes {su['by_cause']}")
+    if "height" in s:
+        lines.append(f"height control: {s['height']['new_violations']} new violations")
+    if "skyline" in s:
+        lines.append(f"skyline: raised over {s['skyline']['degrees_raised']:g} deg by {s['skyline']['by_building']}")
+    _outputs(r, as_json, "\n".join(lines), out, overwrite, to_layer, store)
+
+
+__all__ = ["app"]
