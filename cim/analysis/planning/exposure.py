@@ -102,39 +102,68 @@ class Segments:
         return list(zip(self.start[lo:hi].tolist(), self.end[lo:hi].tolist()))
 
 
-def _valid(sun: SunTable, idx: np.ndarray, normal: np.ndarray | None, cos_limit: float) -> np.ndarray:
-    """(p, len(idx)) bool: the sun is up and (for facades) in front of the facade by the sweep angle."""
-    up = sun.elevation[idx] > 0.0
-    if normal is None:
-        return np.broadcast_to(up, (1, len(idx)))
-    h = sun.vectors[idx, :2]
-    hn = np.linalg.norm(h, axis=1)
-    facing = (normal @ h.T) / np.maximum(hn, 1e-12)  # cosine of the plan angle between sun and facade normal
-    return up[None, :] & (facing >= cos_limit) & (hn[None, :] > 1e-9)
+@dataclass
+class _Steps:
+    """What every batch needs from the sun table, computed once: the ray steps and per-instant arrays."""
+
+    coarse: np.ndarray  # (K,) instants rays are cast at
+    vec32: np.ndarray  # (T, 3) float32 sun vectors
+    inv_dz: np.ndarray  # (T,) float32 1 / z of the sun vector (inf when the sun is not above the horizon)
+    hdir: np.ndarray  # (T, 2) float64 horizontal unit vector towards the sun (0 when the sun is at the zenith)
+    up: np.ndarray  # (T,) bool: the sun is above the horizon
+
+    @classmethod
+    def of(cls, sun: SunTable, step: int) -> _Steps:
+        T = len(sun)
+        h = sun.vectors[:, :2]
+        hn = np.linalg.norm(h, axis=1)
+        up = (sun.elevation > 0.0) & (hn > 1e-9)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            hdir = np.where(hn[:, None] > 1e-9, h / hn[:, None], 0.0)
+            inv_dz = np.where(sun.vectors[:, 2] > 1e-9, 1.0 / sun.vectors[:, 2], np.inf).astype(np.float32)
+        return cls(np.unique(np.r_[np.arange(0, T, step), T - 1]), sun.vectors.astype(np.float32), inv_dz, hdir, up)
+
+    def valid(self, idx: np.ndarray, normal: np.ndarray | None, cos_limit: float) -> np.ndarray:
+        """(p, len(idx)) bool: the sun is up and (for facades) in front of the facade by the sweep angle."""
+        up = self.up[idx]
+        if normal is None:
+            return np.broadcast_to(up, (1, len(idx)))
+        uniq, inv = np.unique(normal, axis=0, return_inverse=True)  # points of a facade share its normal
+        ok = ((uniq @ self.hdir[idx].T) >= cos_limit) & up[None, :]
+        return ok[inv.ravel()]
+
+    def valid_at(self, t: np.ndarray, normal: np.ndarray | None, cos_limit: float) -> np.ndarray:
+        """(n,) bool: `valid` for one instant per point."""
+        ok = self.up[t]
+        if normal is not None:
+            ok = ok & (np.einsum("ij,ij->i", normal, self.hdir[t]) >= cos_limit)
+        return ok
 
 
-def _tfar(origin_z: np.ndarray, dirs_z: np.ndarray, ztop: float) -> np.ndarray:
-    """Ray length after which a rising ray is above everything in the scene."""
-    with np.errstate(divide="ignore"):
-        d = np.where(dirs_z > 1e-6, (ztop - origin_z) / dirs_z, np.inf)
-    return np.minimum(np.maximum(d, 0.0) + 1.0, 1e30).astype(np.float32)
-
-
-def _chunk(tracer: RayTracer, sun: SunTable, org: np.ndarray, normal: np.ndarray | None, cos_limit: float,
-           step: int, ztop: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _chunk(tracer: RayTracer, steps: _Steps, org: np.ndarray, normal: np.ndarray | None, cos_limit: float,
+           ztop: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Sunlit segments of one batch of points: (point, start, end) arrays and the number of rays cast."""
-    T = len(sun)
+    coarse = steps.coarse
+    T = int(coarse[-1]) + 1
     p = len(org)
-    coarse = np.unique(np.r_[np.arange(0, T, step), T - 1])
-    valid = np.array(_valid(sun, coarse, normal, cos_limit), dtype=bool)
+    valid = np.array(steps.valid(coarse, normal, cos_limit), dtype=bool)
     if valid.shape[0] != p:
         valid = np.repeat(valid, p, axis=0)
+    rise = (ztop - org[:, 2]).astype(np.float32)  # how far each point is below the top of everything
+
+    def occluded(pts: np.ndarray, t: np.ndarray) -> np.ndarray:
+        # a rising ray is above everything after (ztop - z) / dz metres: Embree need not look further
+        far = rise[pts] * steps.inv_dz[t] + np.float32(1.0)
+        return tracer.occluded(org[pts], steps.vec32[t], np.minimum(far, np.float32(1e30)))
+
     pi, ki = np.nonzero(valid)
-    d = sun.vectors[coarse[ki]].astype(np.float32)
-    o = org[pi]
-    occ = tracer.occluded(o, d, _tfar(o[:, 2], d[:, 2], ztop))
+    counts = valid.sum(axis=1)
+    t = coarse[ki]
+    # rays grouped by point (row-major nonzero): the per-point arrays are repeated, not gathered
+    far = np.repeat(rise, counts) * steps.inv_dz[t] + np.float32(1.0)
+    occ = tracer.occluded(np.repeat(org, counts, axis=0), steps.vec32[t], np.minimum(far, np.float32(1e30)))
     rays = len(pi)
-    lit = valid.copy()
+    lit = valid
     lit[pi[occ], ki[occ]] = False
     # changes between consecutive steps, located to the second
     tp, tj = np.nonzero(lit[:, :-1] != lit[:, 1:])
@@ -145,19 +174,10 @@ def _chunk(tracer: RayTracer, sun: SunTable, org: np.ndarray, normal: np.ndarray
     while len(active):
         mid = (lo[active] + hi[active]) // 2
         pts = tp[active]
-        nrm = None if normal is None else normal[pts]
-        if nrm is None:
-            ok = sun.elevation[mid] > 0.0
-        else:
-            h = sun.vectors[mid, :2]
-            hn = np.linalg.norm(h, axis=1)
-            ok = (sun.elevation[mid] > 0.0) & (np.einsum("ij,ij->i", nrm, h) >= cos_limit * hn) & (hn > 1e-9)
-        st = ok.copy()
-        if ok.any():
-            w = np.flatnonzero(ok)
-            dd = sun.vectors[mid[w]].astype(np.float32)
-            oo = org[pts[w]]
-            st[w] = ~tracer.occluded(oo, dd, _tfar(oo[:, 2], dd[:, 2], ztop))
+        st = steps.valid_at(mid, None if normal is None else normal[pts], cos_limit)
+        if st.any():
+            w = np.flatnonzero(st)
+            st[w] = ~occluded(pts[w], mid[w])
             rays += len(w)
         same = st == state_lo[active]
         lo[active[same]] = mid[same]
@@ -197,6 +217,7 @@ def sunlit_segments(scene: CityScene, sun: SunTable, xyz: np.ndarray, normal: np
     ztop = _scene_top(scene) - float(scene.origin[2])
     cos_limit = math.sin(math.radians(sweep_angle)) if normal is not None else -1.0
     nrm = None if normal is None else np.asarray(normal, np.float64)
+    steps = _Steps.of(sun, step)
     bounds = [(a, min(a + CHUNK, n)) for a in range(0, n, CHUNK)]
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     rays = 0
@@ -204,7 +225,7 @@ def sunlit_segments(scene: CityScene, sun: SunTable, xyz: np.ndarray, normal: np
     if progress:
         progress(stage, 0, n)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cim-rays") as pool:
-        futures = [pool.submit(_chunk, tracer, sun, org[a:b], None if nrm is None else nrm[a:b], cos_limit, step,
+        futures = [pool.submit(_chunk, tracer, steps, org[a:b], None if nrm is None else nrm[a:b], cos_limit,
                                ztop) for a, b in bounds]
         done = 0
         try:

@@ -230,8 +230,8 @@ class RayTracer:
         if len(o) == 0:
             return np.zeros(0, bool)
         d = np.ascontiguousarray(directions, np.float32)
-        dists = None if tfar is None else (float(tfar) if np.isscalar(tfar) else
-                                           np.ascontiguousarray(tfar, np.float32).copy())
+        # an occlusion query only reads the lengths (embreex writes them for INTERSECT / DISTANCE only)
+        dists = None if tfar is None else (float(tfar) if np.isscalar(tfar) else np.ascontiguousarray(tfar, np.float32))
         return self._scene.run(o, d, dists=dists, query="OCCLUDED") == 0
 
     def first_hit(self, origins: np.ndarray, directions: np.ndarray, tfar: np.ndarray | float | None = None

@@ -237,3 +237,18 @@ def test_empty_or_bad_schemes_are_refused() -> None:
         "geometry": {"type": "Polygon", "coordinates": [[[114.0, 40.09], [114.0002, 40.09], [114.0002, 40.0902],
                                                          [114.0, 40.0902], [114.0, 40.09]]]}}]})
     assert len(s.frame) == 1
+
+
+def test_results_become_layers_of_the_store(zoned: tuple[CityScene, gpd.GeoDataFrame], tmp_path: Path) -> None:
+    from layers import LayerStore
+
+    scene, zones = zoned
+    r = height_control(scene, zones)
+    store = tmp_path / "city.duckdb"
+    report = r.to_layer(store, "kg_check")
+    with LayerStore(store, read_only=True) as s:
+        info = s.info("kg_check")
+        assert info.theme.startswith("planning_control") and info.feature_count == len(r.checks)
+        got = s.query("kg_check")
+        assert sorted(got["id"]) == sorted(r.checks["id"]) and set(got["violation"]) == {True, False}
+    assert report is not None
