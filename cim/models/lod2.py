@@ -211,44 +211,65 @@ _JOB: dict[str, Any] = {}
 
 
 def _mesh_tile(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
-    """Solids of the buildings `sel`: absolute positions (v, 3), roof and wall triangles (into positions), building
-    of each vertex, the roof type built per building and fallback reasons (one per fallback)."""
+    """Solids of the buildings `sel` of the job (see `lod2_solids`)."""
     j = _JOB
+    return lod2_solids(j["geoms"][sel], j["kinds"][sel], j["base"][sel], j["eave"][sel], j["ridge"][sel],
+                       j["ridge_dir"][sel], j["up_dir"][sel])
+
+
+def lod2_solids(geoms: np.ndarray, kinds: np.ndarray, base: np.ndarray, eave: np.ndarray, ridge: np.ndarray,
+                ridge_dir: np.ndarray | None = None, up_dir: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
+    """Closed LOD2 buildings, as `cim build --level 3` makes them (also used by the planning analyses).
+
+    Args:
+        geoms: (k,) (Multi)Polygons; kinds: (k,) roof types (ROOF_TYPES); base: (k,) absolute ground heights;
+            eave, ridge: (k,) roof heights above the base.
+        ridge_dir, up_dir: (k, 2) detected gable and shed directions (NaN rows or None: along the long side).
+
+    Returns:
+        (positions (v, 3) float64 absolute, roof triangles (r, 3), wall and floor triangles (w, 3), building of each
+        vertex (v,) (index into the inputs), the roof type built per building, fallback reasons (one per
+        fallback)).
+    """
+    k_all = len(geoms)
+    if ridge_dir is None:
+        ridge_dir = np.full((k_all, 2), np.nan)
+    if up_dir is None:
+        up_dir = np.full((k_all, 2), np.nan)
     pos_parts, roof_parts, wall_parts, owner_parts = [], [], [], []
     n = 0
-    built = ["flat"] * len(sel)
+    built = ["flat"] * k_all
     reasons: list[str] = []
     rect_groups: dict[str, list[tuple[int, np.ndarray]]] = {}
     others: list[tuple[int, Any]] = []
-    flat = (j["kinds"][sel] == "flat") | (j["ridge"][sel] <= j["eave"][sel])
+    flat = (kinds == "flat") | (ridge <= eave)
     if flat.any():
-        fb = sel[flat]
-        pos, roof, walls, owner = flat_solids(j["geoms"][fb], j["base"][fb], j["base"][fb] + j["eave"][fb])
+        fb = np.flatnonzero(flat)
+        pos, roof, walls, owner = flat_solids(geoms[fb], base[fb], base[fb] + eave[fb])
         pos_parts.append(pos)
         roof_parts.append(roof)
         wall_parts.append(walls)
-        owner_parts.append(np.flatnonzero(flat)[owner])
+        owner_parts.append(fb[owner])
         n += len(pos)
-    for local, b in enumerate(sel.tolist()):
-        if flat[local]:
+    for b in range(k_all):
+        if flat[b]:
             continue
-        for part in shapely.get_parts(j["geoms"][b]):
+        for part in shapely.get_parts(geoms[b]):
             corners = as_rectangle(part)
-            kind = j["kinds"][b]
+            kind = kinds[b]
             if corners is not None:
                 lengths = np.linalg.norm(corners[[1, 2]] - corners[[0, 1]], axis=1)
                 if kind == "hipped" and lengths[0] - lengths[1] < 1e-3:
                     kind = "pyramidal"
-                rect_groups.setdefault(kind, []).append((local, corners))
+                rect_groups.setdefault(kind, []).append((b, corners))
             else:
-                others.append((local, part))
+                others.append((b, part))
     for kind, items in rect_groups.items():
         locs = np.array([i for i, _ in items])
-        b = sel[locs]
-        corners = orient_rectangles(np.stack([c for _, c in items]), kind, j["ridge_dir"][b], j["up_dir"][b])
-        base = j["base"][b]
-        pos, roof, walls, floor = rectangle_solids(corners, base, base + j["eave"][b], base + j["ridge"][b],
-                                                   kind)
+        corners = orient_rectangles(np.stack([c for _, c in items]), kind, ridge_dir[locs], up_dir[locs])
+        bb = base[locs]
+        pos, roof, walls, floor = rectangle_solids(corners, bb, bb + eave[locs], bb + ridge[locs], kind)
         k, nv = pos.shape[:2]
         offs = (n + np.arange(k) * nv)[:, None, None]
         pos_parts.append(pos.reshape(-1, 3))
@@ -257,17 +278,16 @@ def _mesh_tile(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
         owner_parts.append(np.repeat(locs, nv))
         n += k * nv
         for i in locs.tolist():
-            built[i] = "flat" if j["ridge"][sel[i]] <= j["eave"][sel[i]] else j["kinds"][sel[i]]
-    for local, part in others:
-        b = sel[local]
-        base = float(j["base"][b])
-        s = building_solid(part, base, base + float(j["eave"][b]), base + float(j["ridge"][b]), j["kinds"][b])
+            built[i] = "flat" if ridge[i] <= eave[i] else kinds[i]
+    for b, part in others:
+        b0 = float(base[b])
+        s = building_solid(part, b0, b0 + float(eave[b]), b0 + float(ridge[b]), kinds[b])
         pos_parts.append(s.positions)
         roof_parts.append(s.roof + n)
         wall_parts.append(np.vstack([s.walls, s.floor]) + n)
-        owner_parts.append(np.full(len(s.positions), local))
+        owner_parts.append(np.full(len(s.positions), b))
         n += len(s.positions)
-        built[local] = s.roof_type
+        built[b] = s.roof_type
         if s.fallback:
             reasons.append(s.fallback.split(";")[0].split(" (")[0])
     return (np.vstack(pos_parts), np.vstack(roof_parts), np.vstack(wall_parts), np.concatenate(owner_parts),
@@ -426,4 +446,5 @@ def build_lod2_buildings(
         seconds=time.perf_counter() - t0, stage_seconds=stages)
 
 
-__all__ = ["Lod2Result", "build_lod2_buildings", "detect_roofs", "roof_attributes_present", "roof_heights"]
+__all__ = ["Lod2Result", "build_lod2_buildings", "detect_roofs", "lod2_solids", "roof_attributes_present",
+           "roof_heights"]
