@@ -15,7 +15,7 @@ import rasterio
 import shapely
 from rasterio.transform import from_origin
 
-from cim.crs import transformer
+from cim.sources.crs import transformer
 from tests.tiles.server_support import Served, running_server
 
 X0, Y0 = transformer("EPSG:4326", "EPSG:4547").transform(114.0, 40.09)

@@ -29,13 +29,11 @@ import shapely
 
 from cim.analysis.planning.sun import Site
 from cim.errors import InputError, InputNotFoundError
-
-# The model builders this module shares its rules with (one place to follow them when they move).
-from cim.buildings import BuildingOptions, footprint_heights, prepare_footprints  # noqa: E402
-from cim.crs import lonlat, parse_crs, transformer  # noqa: E402
-from cim.footprints import numeric_field  # noqa: E402
-from cim.raster import read_dem  # noqa: E402
-from cim.roofs import flat_solids  # noqa: E402
+from cim.models.footprints import BuildingOptions, footprint_heights, prepare_footprints
+from cim.models.roofs import flat_solids
+from cim.sources.crs import lonlat, parse_crs, transformer
+from cim.sources.footprints import numeric_field
+from cim.sources.raster import read_dem
 
 TERRAIN = -2  # owner of terrain triangles
 NOTHING = -1  # owner when a ray hits nothing
@@ -110,7 +108,7 @@ def _text_column(attrs: pd.DataFrame, names: tuple[str, ...]) -> np.ndarray:
 def _roofs(attrs: pd.DataFrame, height: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if level < 3:
         return np.full(len(height), "flat", dtype=object), height.copy(), height.copy()
-    from cim.lod2 import roof_heights
+    from cim.models.lod2 import roof_heights
 
     kinds, eave, ridge = roof_heights(attrs, height)
     return kinds, eave, ridge
@@ -470,9 +468,11 @@ class CityScene:
         if len(bs) == 0:
             return np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros(0, np.int32)
         if self.level >= 3:
-            from cim.analysis.planning.lod2mesh import lod2_solids
+            from cim.models.lod2 import lod2_solids
 
-            return lod2_solids(bs)
+            pos, roof, rest, vowner, _, _ = lod2_solids(bs.geoms, bs.roof, bs.base, bs.eave, bs.ridge)
+            tris = np.vstack([roof, rest])
+            return pos, tris, vowner[tris[:, 0]].astype(np.int32)
         pos, roof, rest, vowner = flat_solids(bs.geoms, bs.base, bs.base + bs.height)
         tris = np.vstack([roof, rest])
         return pos, tris, vowner[tris[:, 0]].astype(np.int32)

@@ -21,7 +21,7 @@ from cim.analysis.planning.skyline import SkylineParams, skyline
 from cim.analysis.planning.sun import sun_positions, true_solar_to_utc
 from cim.analysis.planning.sunlight import SunlightParams
 from cim.analysis.planning.viewshed import ViewshedParams, line_of_sight, viewshed
-from cim.crs import transformer
+from cim.sources.crs import transformer
 from cim.errors import InputError
 from tests.support.planning_reference import Prisms, segments_blocked
 
@@ -252,3 +252,19 @@ def test_results_become_layers_of_the_store(zoned: tuple[CityScene, gpd.GeoDataF
         got = s.query("kg_check")
         assert sorted(got["id"]) == sorted(r.checks["id"]) and set(got["violation"]) == {True, False}
     assert report is not None
+
+
+def test_height_control_at_level_3_measures_the_roof_in_each_zone() -> None:
+    # a gabled house 10 m x 8 m, eaves at 6 m, ridge at 10 m along its long axis (y = 4); zone A takes its southern
+    # 2 m, where the roof reaches 6 + 4 * 2/4 = 8 m; zone B holds the ridge
+    gdf = _frame([{"code": "house", "height": 8.0, "roof_type": "gabled", "eave_height": 6.0,
+                   "ridge_height": 10.0}], [(0, 0, 10, 8)])
+    zones = gpd.GeoDataFrame({"zone_code": ["A", "B"], "max_height_m": [7.0, 12.0]},
+                             geometry=[shapely.box(X0 - 50, Y0 - 50, X0 + 50, Y0 + 2),
+                                       shapely.box(X0 - 50, Y0 + 2, X0 + 50, Y0 + 50)], crs="EPSG:4547")
+    r3 = height_control(CityScene.from_frame(gdf, level=3), zones).checks.set_index("zone_code")
+    assert r3.loc["A", "height"] == pytest.approx(8.0, abs=1e-6) and r3.loc["A", "measure"] == "roof"
+    assert r3.loc["B", "height"] == pytest.approx(10.0, abs=1e-6)
+    assert bool(r3.loc["A", "violation"]) and not bool(r3.loc["B", "violation"])
+    r2 = height_control(CityScene.from_frame(gdf, level=2), zones).checks.set_index("zone_code")
+    assert r2["height"].tolist() == [8.0, 8.0] and (r2["measure"] == "lod1").all()

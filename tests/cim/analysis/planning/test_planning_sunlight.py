@@ -20,7 +20,7 @@ from cim.analysis.planning.scene import CityScene
 from cim.analysis.planning.standards import SunlightRule
 from cim.analysis.planning.sun import Site, delta_t, standard_date, true_solar_to_utc
 from cim.analysis.planning.sunlight import GroundGrid, SunlightParams, _counted, build_params, sunlight
-from cim.crs import transformer
+from cim.sources.crs import transformer
 from cim.errors import InputError
 from tests.support.planning_reference import Prisms, counted_seconds, lit_seconds
 
