@@ -129,15 +129,22 @@ def test_failed_job_reports_library_errors_only() -> None:
 
 
 def test_finished_jobs_expire() -> None:
-    m = JobManager(max_running=1, keep_seconds=0.05, max_kept=2)
+    def finished(m: JobManager) -> str:
+        g = Gate()
+        g.release.set()
+        job = m.submit(g, owner="k", kind="demo", render=_render)
+        m.wait(job.id, "k", 5)
+        return job.id
+
+    m = JobManager(max_running=1, keep_seconds=3600, max_kept=2)
     try:
-        ids = []
-        for _ in range(3):
-            g = Gate()
-            g.release.set()
-            ids.append(m.submit(g, owner="k", kind="demo", render=_render).id)
-            m.wait(ids[-1], "k", 5)
-        assert len(m.list("k")) == 2  # the oldest finished one was dropped
+        ids = [finished(m) for _ in range(3)]
+        assert [j.id for j in m.list("k")] == ids[:0:-1]  # the oldest finished one was dropped
+    finally:
+        m.shutdown()
+    m = JobManager(max_running=1, keep_seconds=0.05)
+    try:
+        finished(m)
         time.sleep(0.1)
         assert m.list("k") == []
     finally:
