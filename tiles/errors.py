@@ -39,3 +39,7 @@ class JobNotReadyError(JobNotFoundError):
 
 class JobLimitError(TilesError):
     """The server runs and queues as many jobs as it allows; submit again later."""
+
+
+class RequestTooLargeError(TileRequestError):
+    """A request body is larger than the server accepts."""

@@ -162,3 +162,39 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     app = create_app(settings)
     with running_server(app) as base:
         yield Served(base, root, store, model, keys, app.state.catalog)
+
+
+@contextlib.contextmanager
+def server_process(settings: object, timeout: float = 60.0) -> Iterator[str]:
+    """Run `tiles.server.serve(settings)` in a child process (a separate DuckDB client, as a real deployment has);
+    yields its base URL once `/health` answers."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    data = settings.model_copy(update={"port": port, "host": "127.0.0.1"}).model_dump_json()  # type: ignore[attr-defined]
+    code = ("import sys; from tiles.server.settings import ServerSettings; from tiles.server.app import serve; "
+            "serve(ServerSettings.model_validate_json(sys.argv[1]))")
+    proc = subprocess.Popen([sys.executable, "-c", code, data], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server process ended: {proc.stderr.read().decode()[-2000:]}")  # type: ignore
+            try:
+                if httpx.get(base + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server process did not answer /health")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

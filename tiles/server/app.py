@@ -25,13 +25,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import cim
 from cim.errors import CimError, InputError, InputNotFoundError
 from layers.errors import LayerInputError, LayerNotFoundError, StoreError, StoreLockedError
-from tiles.errors import InvalidKeyError, JobLimitError, TileNotFoundError, TileRequestError
+from layers.sensing.errors import WriteForbiddenError
+from tiles.errors import (InvalidKeyError, JobLimitError, RequestTooLargeError, ServerConfigError, TileNotFoundError,
+                          TileRequestError)
 from tiles.server import ogc
 from tiles.server.catalog import ServiceCatalog
 from tiles.server.fastpath import StaticFastPath
 from tiles.server.jobs import JobManager
 from tiles.server.responses import json_response, log_request, with_key_vary
-from tiles.server.routes import analysis, core, features, jobs, maps, tiles3d, vector, viewer
+from tiles.server.routes import analysis, core, features, jobs, maps, sensing, sta, tiles3d, vector, viewer
 from tiles.server.settings import ServerSettings
 
 log = logging.getLogger("cim.server")
@@ -39,6 +41,8 @@ log = logging.getLogger("cim.server")
 # One table from error class to HTTP status; the first matching class (most specific first) wins.
 STATUS_CODES: list[tuple[type[BaseException], int]] = [
     (InvalidKeyError, 401),
+    (WriteForbiddenError, 403),
+    (RequestTooLargeError, 413),
     (TileNotFoundError, 404),
     (LayerNotFoundError, 404),
     (InputNotFoundError, 404),
@@ -50,8 +54,8 @@ STATUS_CODES: list[tuple[type[BaseException], int]] = [
     (StoreError, 503),
     (CimError, 500),
 ]
-_CODES = {400: "InvalidParameterValue", 401: "InvalidApiKey", 404: "NotFound", 405: "MethodNotAllowed",
-          500: "ServerError", 503: "ServiceUnavailable"}
+_CODES = {400: "InvalidParameterValue", 401: "InvalidApiKey", 403: "Forbidden", 404: "NotFound",
+          405: "MethodNotAllowed", 413: "PayloadTooLarge", 500: "ServerError", 503: "ServiceUnavailable"}
 
 
 def status_for(exc: BaseException) -> int:
@@ -173,9 +177,12 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        job_manager.shutdown()
-        catalog.close()
+        catalog.start()
+        try:
+            yield
+        finally:
+            job_manager.shutdown()
+            catalog.close()
 
     app = CimApp(title=settings.title, version=cim.__version__, openapi_url=None, docs_url=None, redoc_url=None,
                   lifespan=lifespan,
@@ -187,7 +194,7 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
-    for module in (viewer, core, tiles3d, maps, vector, features, jobs, analysis):  # viewer first: it answers browsers at /
+    for module in (viewer, core, tiles3d, maps, vector, features, jobs, analysis, sta, sensing):  # viewer first: it answers /
         app.include_router(module.router)
 
     @app.get("/api", summary="This API's OpenAPI 3.0 document", tags=["core"])
@@ -198,8 +205,10 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
     gzip_excluded = (*DEFAULT_EXCLUDED_CONTENT_TYPES, "model/gltf-binary")
     app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_min_size, compresslevel=settings.gzip_level,
                        exclude_content_types=gzip_excluded)
-    cors = {"allow_origins": settings.cors_origins, "allow_methods": ["GET", "HEAD", "OPTIONS", "POST", "DELETE"],
-            "allow_headers": ["X-API-Key", "Authorization", "If-None-Match", "Range", "Content-Type"],
+    cors = {"allow_origins": settings.cors_origins,
+            "allow_methods": ["GET", "HEAD", "OPTIONS", "POST", "PATCH", "PUT", "DELETE"],  # writes: /jobs, /sta/v1.1/
+            "allow_headers": ["X-API-Key", "Authorization", "If-None-Match", "Range", "Content-Type",
+                              "Last-Event-ID"],
             "expose_headers": ["ETag", "Content-Range", "Content-Length", "Location"], "max_age": 3600}
     app.add_middleware(CORSMiddleware, **cors)  # type: ignore[arg-type]
     app.add_middleware(RequestLog, enabled=settings.log_requests)
@@ -231,6 +240,11 @@ def serve(settings: ServerSettings) -> None:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
+    if settings.workers > 1 and settings.writes_store:
+        raise ServerConfigError(
+            f"--workers {settings.workers} with --ingest/--mqtt: DuckDB lets one process write the store or many "
+            f"read it, never both, so the server that takes observations is one process; drop --workers, or use "
+            f"--workers N without --ingest/--mqtt when no process takes observations (docs/sensing.md)")
     common = {"host": settings.host, "port": settings.port, "access_log": False, "log_level": "info",
               "server_header": False}
     if settings.workers <= 1:

@@ -10,7 +10,9 @@ secret is stored, and the secret is shown once, at creation. A scope is a list o
 
 - `public`, `internal`, `confidential`: every layer up to that security level;
 - `layer:<name>`: that layer, whatever its level;
-- `theme:<path>`: every layer in that theme or below it.
+- `theme:<path>`: every layer in that theme or below it;
+- `sensing:write`: may create, change and delete SensorThings entities and post observations (`/sta/v1.1/`), within
+  what its other grants let it see (docs/sensing.md).
 
 Anonymous callers see public layers only.
 """
@@ -36,7 +38,7 @@ from layers.types import SECURITY_LEVELS, security_rank
 from tiles.errors import InvalidKeyError, TileRequestError
 
 _KEY = re.compile(r"^cim_([0-9a-f]{8})_([A-Za-z0-9_-]{20,64})$")
-_GRANT = re.compile(r"^(public|internal|confidential|layer:[a-z][a-z0-9_]{0,62}|theme:[^\s,]{1,200})$")
+_GRANT = re.compile(r"^(public|internal|confidential|layer:[a-z][a-z0-9_]{0,62}|theme:[^\s,]{1,200}|sensing:write)$")
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS keys (
@@ -68,8 +70,8 @@ def parse_scope(scope: str | Iterable[str]) -> tuple[str, ...]:
         if not g:
             continue
         if not _GRANT.match(g):
-            raise TileRequestError(f"scope grant {g!r} is not one of {', '.join(SECURITY_LEVELS)}, layer:NAME or "
-                                   f"theme:PATH (e.g. --scope internal,layer:hazards)")
+            raise TileRequestError(f"scope grant {g!r} is not one of {', '.join(SECURITY_LEVELS)}, layer:NAME, "
+                                   f"theme:PATH or sensing:write (e.g. --scope internal,layer:hazards)")
         if g not in grants:
             grants.append(g)
     if not grants:

@@ -6,7 +6,9 @@ Something the caller may not see answers exactly like something that does not ex
 access to a confidential layer is written to the audit log (`tiles.server.auth`).
 
 The store is opened read-only for the server's life, so its catalogue cannot change underneath: layer records and
-vector tile sources are read once at start.
+vector tile sources are read once at start. With `ingest` (or `mqtt`) the server opens it read-write instead and is
+its only writer: it writes the sensing tables (SensorThings, `layers.sensing`) and nothing else, so the layer
+catalogue still cannot change underneath (docs/sensing.md, "Who writes the store").
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from layers.errors import LayerNotFoundError
+from layers.errors import LayerNotFoundError, StoreLockedError
+from layers.sensing.mqtt import MqttIngest, parse_address
+from layers.sensing.store import SensingStore, claim_writer, locked_message, release_writer
 from layers.models import LayerInfo
 from layers.store import LayerStore, default_store_path
 from layers.types import SECURITY_LEVELS
@@ -59,6 +63,8 @@ class ServiceCatalog:
     layers: dict[str, LayerInfo] = field(default_factory=dict)
     store: LayerStore | None = None
     access: AccessStore | None = None
+    sensing: SensingStore | None = None
+    mqtt: MqttIngest | None = None
     _vector: dict[str, VectorTileLayer] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -108,8 +114,12 @@ class ServiceCatalog:
             raise ServerConfigError(f"security given for {unknown}, which are not served models or maps "
                                     f"(models: {sorted(self.models)}, maps: {sorted(self.maps)})")
         store_path = s.store if s.store is not None else default_store_path()
-        if s.store is not None or store_path.is_file():
-            self.store = LayerStore(store_path, read_only=True, clearance="confidential").open()
+        if s.store is not None or store_path.is_file() or s.writes_store:
+            try:
+                self.store = LayerStore(store_path, read_only=not s.writes_store, clearance="confidential").open()
+            except StoreLockedError as exc:
+                raise StoreLockedError(f"{exc}. {locked_message(store_path)}") from exc
+            self.sensing = SensingStore(store=self.store, default_top=s.sta_default_top, max_top=s.sta_max_top).open()
             for info in self.store.list():
                 self.layers[info.name] = info
                 self._vector[info.name] = VectorTileLayer(self.store, info, self.store.table_name(info.name),
@@ -117,12 +127,35 @@ class ServiceCatalog:
         self.access = AccessStore(s.access_file or access_path(store_path)).open()
         return self
 
+    def start(self, url: str | None = None) -> None:
+        """Start what runs beside the requests: record this process as the store's writer, subscribe to the MQTT
+        broker (`settings.mqtt`).
+
+        Raises:
+            SensingError: the broker cannot be reached.
+        """
+        s = self.settings
+        if self.sensing is None or self.store is None or not s.writes_store:
+            return
+        claim_writer(self.store.path, url or s.public_url or f"http://{s.host}:{s.port}")
+        if s.mqtt:
+            host, port = parse_address(s.mqtt)
+            self.mqtt = MqttIngest(self.sensing, host, port, client_id=s.mqtt_client_id).start()
+
     def _add_map(self, name: str, path: Path, kind: str, security: str) -> None:
         self.maps[name] = RasterMap(name, path.resolve(), kind, title=name)  # type: ignore[arg-type]
         self.map_security[name] = security
 
     def close(self) -> None:
-        """Close the store, the projected layers and the key file."""
+        """Stop MQTT, commit queued observations, close the store, the projected layers and the key file."""
+        if self.mqtt is not None:
+            self.mqtt.stop()
+            self.mqtt = None
+        if self.sensing is not None:
+            self.sensing.close()
+            if self.store is not None and not self.store.read_only:
+                release_writer(self.store.path)
+            self.sensing = None
         self.workspace.close()
         if self.store is not None:
             self.store.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -36,13 +37,21 @@ class Ctx:
 
 
 def presented_key(request: Request) -> str | None:
-    """The API key of a request: `X-API-Key`, `Authorization: Bearer ...`, or the `api_key` query parameter."""
+    """The API key of a request: `X-API-Key`, `Authorization: Bearer ...`, `Authorization: Basic` with the key as
+    the password (for clients that only speak Basic, such as FROST's SensorThings client), or the `api_key` query
+    parameter."""
     key = request.headers.get(KEY_HEADER)
     if key:
         return key
     auth = request.headers.get("authorization", "")
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip()
+    if auth[:6].lower() == "basic ":
+        try:
+            _, _, password = base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return auth  # not Basic credentials: refused as a malformed key
+        return password or auth
     return request.query_params.get(KEY_PARAM) or None
 
 

@@ -32,6 +32,12 @@ class ServerSettings(BaseSettings):
         tile_cache_mb: rendered vector and raster tiles kept in memory (0: none).
         jobs_max_running, jobs_max_queued, jobs_keep_seconds: background jobs (long analyses) that run at once,
             that may wait, and how long a finished job's result is kept (`tiles.server.jobs`).
+        ingest: open the store read-write and take SensorThings writes (this process becomes the store's only
+            writer; see docs/sensing.md). Implied by `mqtt`.
+        mqtt: an MQTT broker `HOST:PORT` to subscribe to for observations (`v1.1/Datastreams(n)/Observations`).
+        sta_default_top, sta_max_top: SensorThings page size without `$top`, and the largest `$top`.
+        sta_max_body_mb: the largest SensorThings request body.
+        stream_max_queue: live-stream batches waiting for a slow client before it is disconnected.
     """
 
     model_config = SettingsConfigDict(env_prefix="CIM_", extra="ignore")
@@ -61,6 +67,18 @@ class ServerSettings(BaseSettings):
     jobs_max_running: int = 1
     jobs_max_queued: int = 16
     jobs_keep_seconds: float = 3600.0
+    ingest: bool = False
+    mqtt: str | None = None
+    mqtt_client_id: str = "cim-serve"
+    sta_default_top: int = 100
+    sta_max_top: int = 10_000
+    sta_max_body_mb: int = 64
+    stream_max_queue: int = 1000
+
+    @property
+    def writes_store(self) -> bool:
+        """True when the server is the store's writer (`--ingest` or `--mqtt`)."""
+        return self.ingest or bool(self.mqtt)
 
 
 def named_paths(values: Iterable[str], what: str) -> dict[str, Path]:

@@ -1,0 +1,326 @@
+"""`SensingStore` on a DuckDB file: the STA data model, every query option against answers computed in Python,
+access control, writes (deep insert, patch, put, delete), the frames analyses use, alerts across reopening."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from layers.sensing import Access, SensingStore
+from layers.sensing.errors import (
+    EntityNotFoundError,
+    QueryError,
+    ReadOnlySensingError,
+    SensingInputError,
+    WriteForbiddenError,
+)
+from layers.sensing.observations import parse_observation
+from tests.support.sensing import HOURS, T0, THINGS, populate, series, thing_doc, times
+
+PUBLIC = Access()
+INTERNAL = Access(levels=("public", "internal"))
+WRITER = Access(levels=("public", "internal"), write=True)
+BASE = "http://h/sta/v1.1"
+BOX = "POLYGON ((113.31 40.095, 113.33 40.095, 113.33 40.105, 113.31 40.105, 113.31 40.095))"
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SensingStore]:
+    """Three Things (public, internal, confidential) with 48 hourly readings each; read by most tests."""
+    path = tmp_path_factory.mktemp("sensing") / "city.duckdb"
+    with SensingStore(path) as s:
+        populate(s)
+        yield s
+
+
+def ids(doc: dict) -> list[int]:
+    return [e["@iot.id"] for e in doc["value"]]
+
+
+def get(s: SensingStore, path: str, access: Access | None = None, **params: str) -> dict:
+    return s.get(path, {f"${k}": v for k, v in params.items()}, access or Access(("public", "internal",
+                                                                                   "confidential")), base=BASE)
+
+
+# ---------------------------------------------------------------------- data model
+def test_deep_insert_made_every_related_entity(city: SensingStore) -> None:
+    thing = get(city, "Things(1)", expand="Locations,HistoricalLocations($expand=Locations),"
+                                          "Datastreams($expand=Sensor,ObservedProperty,Thing)")
+    assert thing["name"] == THINGS[0][0] and thing["properties"]["security"] == "public"
+    assert thing["Locations"][0]["location"] == {"type": "Point", "coordinates": [113.3, 40.09]}
+    assert len(thing["HistoricalLocations"]) == 1
+    assert thing["HistoricalLocations"][0]["Locations"][0]["@iot.id"] == thing["Locations"][0]["@iot.id"]
+    ds = thing["Datastreams"][0]
+    assert ds["Sensor"]["name"] == "sensor 1" and ds["ObservedProperty"]["name"] == "water_level"
+    assert ds["Thing"]["@iot.id"] == 1 and ds["unitOfMeasurement"]["symbol"] == "m"
+    # computed: the Datastream's time extent and observed area (its one feature of interest, a point)
+    assert ds["phenomenonTime"] == f"{T0.isoformat()}Z/{(T0 + timedelta(hours=HOURS - 1)).isoformat()}Z"
+    assert ds["observedArea"] == {"type": "Point", "coordinates": [113.3, 40.09]}
+    assert thing["Datastreams@iot.navigationLink"] == f"{BASE}/Things(1)/Datastreams"
+
+
+def test_observations_got_a_feature_of_interest_from_the_location(city: SensingStore) -> None:
+    foi = get(city, "Observations(1)/FeatureOfInterest")
+    assert foi["feature"] == {"type": "Point", "coordinates": [113.3, 40.09]}
+    assert get(city, f"FeaturesOfInterest({foi['@iot.id']})/Observations", count="true", top="1")["@iot.count"] \
+        == HOURS
+
+
+def test_property_value_and_ref(city: SensingStore) -> None:
+    assert get(city, "Things(2)/name") == {"name": THINGS[1][0]}
+    assert str(city.get("Things(2)/name/$value")) == THINGS[1][0]
+    assert get(city, "Things(1)/Datastreams/$ref")["value"] == [{"@iot.selfLink": f"{BASE}/Datastreams(1)"}]
+
+
+# ---------------------------------------------------------------------- query options vs Python
+def test_paging_count_and_next_link(city: SensingStore) -> None:
+    page = get(city, "Datastreams(1)/Observations", top="10", skip="5", count="true", orderby="phenomenonTime")
+    assert page["@iot.count"] == HOURS and len(page["value"]) == 10
+    assert page["value"][0]["phenomenonTime"] == f"{(T0 + timedelta(hours=5)).isoformat()}Z"
+    nxt = page["@iot.nextLink"]
+    assert "$skip=15" in nxt and "$top=10" in nxt and "$orderby=phenomenonTime" in nxt
+    last = get(city, "Datastreams(1)/Observations", top="10", skip=str(HOURS - 3))
+    assert len(last["value"]) == 3 and "@iot.nextLink" not in last
+
+
+def test_filter_by_result_and_time_matches_python(city: SensingStore) -> None:
+    values = series(0)
+    lo, hi = T0 + timedelta(hours=10), T0 + timedelta(hours=30)
+    want = [i + 1 for i, (t, v) in enumerate(zip(times(), values, strict=True)) if v > 3.0 and lo <= t < hi]
+    got = get(city, "Observations", filter=f"Datastream/id eq 1 and result gt 3.0 and phenomenonTime ge "
+                                           f"{lo.isoformat()}Z and phenomenonTime lt {hi.isoformat()}Z", top="1000")
+    assert ids(got) == want and want
+
+
+def test_orderby_descending_and_select(city: SensingStore) -> None:
+    got = get(city, "Datastreams(2)/Observations", orderby="result desc", top="3", select="result,phenomenonTime")
+    assert [o["result"] for o in got["value"]] == sorted(series(1), reverse=True)[:3]
+    assert set(got["value"][0]) == {"result", "phenomenonTime"}
+
+
+def test_expand_latest_observation_per_datastream(city: SensingStore) -> None:
+    got = get(city, "Datastreams", expand="Observations($orderby=phenomenonTime desc;$top=1;$select=result)")
+    assert [d["Observations"] for d in got["value"]] == [[{"result": float(series(i)[-1])}] for i in range(3)]
+    assert all("Observations@iot.nextLink" in d for d in got["value"])
+
+
+@pytest.mark.parametrize("expr, want", [
+    (f"geo.intersects(Locations/location, geography'{BOX}')", [2]),
+    (f"st_within(Locations/location, geography'{BOX}')", [2]),
+    ("geo.distance(Locations/location, geography'POINT (113.3 40.09)') lt 0.001", [1]),
+    ("Datastreams/ObservedProperty/name eq 'settlement'", [3]),
+    ("startswith(name, '御河')", [1]),
+    ("substringof('量站', name)", [2]),
+    ("properties/security eq 'internal'", [2]),
+    ("properties/river eq '御河' and not (id eq 2)", [1, 3]),
+    ("length(name) gt 5", [1, 3]),
+    ("Datastreams/Observations/result ge 42", [2]),  # only the rain gauge peaks at 42.5
+    ("year(Datastreams/phenomenonTime) eq 2024 and month(Datastreams/phenomenonTime) eq 7", [1, 2, 3]),
+    ("name eq 'x'' OR 1=1 --'", []),  # text is a parameter, never SQL
+])
+def test_filters_on_things(city: SensingStore, expr: str, want: list[int]) -> None:
+    assert ids(get(city, "Things", filter=expr)) == want
+
+
+def test_filter_on_interval_and_geometry_of_observations(city: SensingStore) -> None:
+    got = get(city, "Observations", filter=f"geo.intersects(FeatureOfInterest/feature, geography'{BOX}') and "
+                                           f"phenomenonTime lt {(T0 + timedelta(hours=2)).isoformat()}Z", top="100")
+    assert ids(got) == [HOURS + 1, HOURS + 2]
+
+
+@pytest.mark.parametrize("params", [
+    {"$filter": "nosuch eq 1"}, {"$filter": "name gt 3"}, {"$filter": "result eq geography'POINT (1 1)'"},
+    {"$orderby": "Datastream/name"}, {"$select": "nosuch"}, {"$expand": "Nothing"}, {"$filter": "name"},
+    {"$filter": "geo.intersects(name, geography'POINT (1 1)')"}, {"$filter": "Datastreams eq 1"},
+])
+def test_bad_queries_are_query_errors(city: SensingStore, params: dict[str, str]) -> None:
+    with pytest.raises(QueryError):
+        city.get("Things", params, base=BASE)
+
+
+def test_bad_paths(city: SensingStore) -> None:
+    with pytest.raises(EntityNotFoundError):
+        city.get("Things(99)")
+    with pytest.raises(EntityNotFoundError):
+        city.get("Things(1)/Datastreams(2)")  # exists, but not Thing 1's
+    with pytest.raises(EntityNotFoundError):
+        city.get("Nothing")
+    with pytest.raises(QueryError):
+        city.get("Things/Datastreams")
+
+
+# ---------------------------------------------------------------------- access control
+def test_hidden_things_are_absent_everywhere(city: SensingStore) -> None:
+    assert ids(get(city, "Things", PUBLIC)) == [1]
+    assert ids(get(city, "Things", INTERNAL)) == [1, 2]
+    assert ids(get(city, "Datastreams", PUBLIC)) == [1]
+    assert get(city, "Observations", PUBLIC, count="true", top="1")["@iot.count"] == HOURS
+    assert len(ids(get(city, "Locations", PUBLIC))) == 1
+    assert len(ids(get(city, "Sensors", INTERNAL))) == 2
+    assert len(ids(get(city, "FeaturesOfInterest", PUBLIC))) == 1
+    for path in ("Things(3)", "Datastreams(3)", f"Observations({2 * HOURS + 1})", "Things(3)/Datastreams",
+                 "Datastreams(3)/Observations", "Things(2)/Locations"):
+        with pytest.raises(EntityNotFoundError):
+            get(city, path, PUBLIC)
+    # a filter path through hidden entities reveals nothing about them
+    assert ids(get(city, "Locations", PUBLIC, filter=f"Things/name eq '{THINGS[2][0]}'")) == []
+    assert ids(get(city, "Sensors", INTERNAL, expand="Datastreams")) == [1, 2]
+    sensors = get(city, "ObservedProperties", PUBLIC, expand="Datastreams")["value"]
+    assert [len(o["Datastreams"]) for o in sensors] == [1]
+
+
+def test_frames_respect_access(city: SensingStore) -> None:
+    assert city.datastreams(access=PUBLIC).datastream_id.tolist() == [1]
+    with pytest.raises(EntityNotFoundError):
+        city.observations([3], access=INTERNAL)
+    assert [r["datastream"] for r in city.latest(INTERNAL)] == [1, 2]
+    assert {a.datastream_id for a in city.alerts(PUBLIC)} == {1}
+
+
+# ---------------------------------------------------------------------- frames for analyses
+def test_datastreams_frame(city: SensingStore) -> None:
+    gdf = city.datastreams(observed_property="urn:cim:property:rainfall_rate")
+    assert gdf.datastream_id.tolist() == [2] and gdf.crs.to_epsg() == 4490
+    assert (gdf.geometry.x[0], gdf.geometry.y[0]) == (113.32, 40.10)
+    assert gdf.unit[0] == "mm/h" and gdf.thresholds[0]["orange"] == 35
+    assert gdf.last_result[0] == series(1)[-1]
+
+
+def test_observations_frame_window(city: SensingStore) -> None:
+    frame = city.observations([2, 1], start=T0 + timedelta(hours=2), end=f"{(T0 + timedelta(hours=5)).isoformat()}Z")
+    assert frame.datastream_id.tolist() == [1, 1, 1, 2, 2, 2]
+    assert frame.phenomenon_time.tolist() == [pd.Timestamp(T0 + timedelta(hours=h)) for h in (2, 3, 4)] * 2
+    np.testing.assert_array_equal(frame.result.to_numpy()[:3], series(0)[2:5])
+    assert frame.result.dtype == np.float64
+
+
+def test_latest_now_and_replayed(city: SensingStore) -> None:
+    now = {r["datastream"]: r for r in city.latest()}
+    assert now[1]["result"] == series(0)[-1] and now[1]["level"] is None
+    at = T0 + timedelta(hours=24, minutes=30)
+    past = {r["datastream"]: r for r in city.latest(at=f"{at.isoformat()}Z")}
+    assert past[1]["result"] == series(0)[24] and past[1]["level"] == "orange"
+    assert past[1]["location"] == [113.3, 40.09]
+
+
+def test_each_series_opened_and_closed_one_alert(city: SensingStore) -> None:
+    alerts = sorted(city.alerts(), key=lambda a: a.datastream_id)
+    assert [(a.datastream_id, a.open, a.max_level) for a in alerts] == [(1, False, "orange"), (2, False, "orange"),
+                                                                       (3, False, "orange")]
+    a = alerts[0]
+    first = next(i for i, v in enumerate(series(0)) if v >= 2.0)
+    assert a.opened_by.result == series(0)[first] and a.opened_at == T0 + timedelta(hours=first)
+    assert a.peak.result == max(series(0))
+    doc = a.to_dict()
+    assert (doc["status"], doc["maxLevel"], doc["level"], doc["levelZh"]) == ("closed", "orange", "blue", "蓝色")
+    assert doc["thing"]["name"] == THINGS[0][0] and doc["unit"] == "m" and doc["location"] == [113.3, 40.09]
+
+
+# ---------------------------------------------------------------------- writes
+def test_write_lifecycle_and_cascade(tmp_path: Path) -> None:
+    with SensingStore(tmp_path / "w.duckdb") as s:
+        populate(s)
+        s.update("Things(1)", {"description": "changed", "properties": {"security": "internal"}})
+        assert ids(get(s, "Things", PUBLIC)) == []  # it moved up: the public no longer see it, nor its stream
+        assert get(s, "Datastreams(1)", INTERNAL)["name"].startswith(THINGS[0][0])
+        s.update("Things(1)", [{"op": "replace", "path": "/name", "value": "renamed"},
+                               {"op": "remove", "path": "/properties"}], mode="json-patch")
+        assert get(s, "Things(1)", PUBLIC)["name"] == "renamed"  # no properties: public again
+        with pytest.raises(SensingInputError, match="needs name"):
+            s.update("Things(1)", {"description": "only"}, mode="put")
+        s.update("Sensors(1)", {"name": "new sensor", "description": "", "encodingType": "text/html",
+                                "metadata": "m"}, mode="put")
+        s.update("Observations(1)", {"result": 9.5})
+        assert get(s, "Observations(1)")["result"] == 9.5
+        s.delete("Things(1)")
+        assert ids(get(s, "Datastreams")) == [2, 3]
+        assert get(s, "Observations", count="true", top="1")["@iot.count"] == 2 * HOURS
+        assert ids(get(s, "Sensors")) == [1, 2, 3]  # Sensors are independent of Things
+        s.delete("Sensors(2)")  # takes its Datastream and that Datastream's observations
+        assert ids(get(s, "Datastreams")) == [3] and {a.datastream_id for a in s.alerts()} == {3}
+        s.delete(f"Observations({3 * HOURS})")  # the latest reading of Datastream 3
+        assert s.latest()[0]["result"] == series(2)[-2]
+
+
+def test_bad_writes_store_nothing(tmp_path: Path) -> None:
+    with SensingStore(tmp_path / "b.duckdb") as s:
+        populate(s)
+        before = {n: get(s, n, count="true", top="0")["@iot.count"] for n in ("Things", "Locations", "Sensors",
+                                                                               "Datastreams", "Observations")}
+        bad = thing_doc(0)
+        bad["Datastreams"][0]["Sensor"] = {"@iot.id": 99}  # fails after the Thing and Location were inserted
+        with pytest.raises(EntityNotFoundError, match="Sensor 99"):
+            s.create("Things", bad)
+        for doc, message in [({"name": "x", "nosuch": 1}, "unknown member"), ({"description": "x"}, "no name"),
+                             ({"name": "x", "Locations": [{"name": "l", "location": {"type": "Point",
+                                                                                     "coordinates": [500, 40]}}]},
+                              "outside longitude"),
+                             ({"name": "x", "properties": {"security": "secret"}}, "not one of")]:
+            with pytest.raises(SensingInputError, match=message):
+                s.create("Things", doc)
+        ds = thing_doc(0)["Datastreams"][0]
+        with pytest.raises(SensingInputError, match="ascending"):
+            s.create("Datastreams", {**ds, "Thing": {"@iot.id": 1}, "Sensor": {"@iot.id": 1},
+                                     "ObservedProperty": {"@iot.id": 1},
+                                     "properties": {"thresholds": {"blue": 5, "red": 1}}})
+        rows = [parse_observation({"result": 1.0}, datastream_id=1), parse_observation({"result": "high"},
+                                                                                       datastream_id=1)]
+        with pytest.raises(SensingInputError, match="not a number"):
+            s.add_observations(rows)  # one bad row: neither is stored
+        with pytest.raises(EntityNotFoundError):
+            s.add_observations([parse_observation({"result": 1.0}, datastream_id=77)])
+        with pytest.raises(SensingInputError):
+            s.create_observations([{"Datastream": {"@iot.id": 1}, "components": ["result"],
+                                    "dataArray": [[1.0], [None]]}])
+        after = {n: get(s, n, count="true", top="0")["@iot.count"] for n in before}
+        assert after == before
+
+
+def test_write_access(tmp_path: Path) -> None:
+    with SensingStore(tmp_path / "a.duckdb") as s:
+        populate(s)
+        with pytest.raises(WriteForbiddenError):
+            s.create("Things", {"name": "x"}, INTERNAL)  # may read, may not write
+        with pytest.raises(WriteForbiddenError, match="clearance"):
+            s.create("Things", {"name": "x", "properties": {"security": "confidential"}}, WRITER)
+        with pytest.raises(EntityNotFoundError):
+            s.update("Things(3)", {"name": "y"}, WRITER)  # hidden: as if it did not exist
+        with pytest.raises(EntityNotFoundError):
+            s.add_observations([parse_observation({"result": 1.0}, datastream_id=3)], WRITER)
+        created = s.create("Things(2)/Datastreams", {**thing_doc(1)["Datastreams"][0], "Sensor": {"@iot.id": 2},
+                                                     "ObservedProperty": {"@iot.id": 2}}, WRITER)
+        assert get(s, f"Datastreams({created.id})/Thing", INTERNAL)["@iot.id"] == 2
+
+
+def test_alert_state_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "r.duckdb"
+    with SensingStore(path) as s:
+        s.create("Things", thing_doc(0))
+        s.add_observations([parse_observation({"phenomenonTime": "2024-07-20T00:00:00Z", "result": 4.5},
+                                              datastream_id=1)])
+        assert [a.level for a in s.alerts(status="open")] == ["orange"]
+    with SensingStore(path) as s:
+        seen = []
+        s.on_alert(seen.append)
+        s.add_observations([parse_observation({"phenomenonTime": "2024-07-20T01:00:00Z", "result": 0.5},
+                                              datastream_id=1)])
+        s.dispatcher.join()
+        assert [(e.kind, e.alert.id) for e in seen] == [("closed", 1)]
+        assert s.alerts(status="open") == [] and s.alerts()[0].closed_by.result == 0.5
+
+
+def test_read_only_store_reads_and_refuses_writes(tmp_path: Path) -> None:
+    path = tmp_path / "ro.duckdb"
+    with SensingStore(path) as s:
+        populate(s)
+    with SensingStore(path, read_only=True) as s:
+        assert len(ids(get(s, "Things"))) == 3
+        with pytest.raises(ReadOnlySensingError, match="--ingest"):
+            s.create("Things", {"name": "x"})
+        with pytest.raises(ReadOnlySensingError):
+            s.add_observations([parse_observation({"result": 1.0}, datastream_id=1)])
