@@ -23,6 +23,7 @@ does not move alerts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime
 from typing import Any, Literal
 
@@ -63,16 +64,23 @@ class Thresholds(BaseModel):
                              f"{self.direction!r}: {dict(given)}")
         return self
 
+    @cached_property
+    def _levels(self) -> list[tuple[str, float]]:
+        return [(lv, getattr(self, lv)) for lv in LEVELS if getattr(self, lv) is not None]
+
     def levels(self) -> list[tuple[str, float]]:
         """(level, threshold) from least to most severe, only the levels given."""
-        return [(lv, getattr(self, lv)) for lv in LEVELS if getattr(self, lv) is not None]
+        return list(self._levels)
 
     def level(self, value: float) -> str | None:
         """The most severe level `value` reaches, or None."""
         out = None
-        for lv, thr in self.levels():
-            if (value >= thr) if self.direction == "above" else (value <= thr):
+        above = self.direction == "above"
+        for lv, thr in self._levels:
+            if (value >= thr) if above else (value <= thr):
                 out = lv
+            else:
+                break
         return out
 
     def holds(self, value: float, level: str) -> bool:
@@ -217,10 +225,10 @@ class AlertEngine:
             thr = thresholds.get(ds)
             if value is None:
                 continue
-            reading = Reading(observation_id=oid, result=value, phenomenon_time=t)
             a = st.alert
             if thr is None:
                 if a is not None:  # thresholds were removed: the alert closes
+                    reading = Reading(observation_id=oid, result=value, phenomenon_time=t)
                     a.closed_at, a.closed_by, a.changed_at = t, reading, t
                     events.append(AlertEvent("closed", a.model_copy()))
                     st.alert = None
@@ -228,6 +236,7 @@ class AlertEngine:
             level = thr.level(value)
             if a is None:
                 if level is not None:
+                    reading = Reading(observation_id=oid, result=value, phenomenon_time=t)
                     a = Alert(id=next_id, datastream_id=ds, level=level, max_level=level, direction=thr.direction,
                               threshold=getattr(thr, level), opened_at=t, opened_by=reading, changed_at=t,
                               peak=reading)
@@ -235,6 +244,7 @@ class AlertEngine:
                     st.alert = a
                     events.append(AlertEvent("opened", a.model_copy()))
                 continue
+            reading = Reading(observation_id=oid, result=value, phenomenon_time=t)  # a reading of an open alert
             if _worse(value, a.peak.result if a.peak else value, thr.direction):
                 a.peak = reading
             current = LEVELS.index(a.level)

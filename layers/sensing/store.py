@@ -116,12 +116,23 @@ class Created:
 
 @dataclass
 class _Job:
-    """Observations waiting for the batch writer: a table in the `observations` layout (ids may be null: they are
-    given at commit)."""
+    """Observations waiting for the batch writer: rows (with their ids, or None to give them at commit), or a table
+    in the `observations` layout (ids may be null). Rows of many jobs become one table per batch."""
 
-    table: pa.Table
+    rows: Sequence[ObsRow] | None = None
+    ids: Sequence[int] | None = None
+    table: pa.Table | None = None
     future: Future[list[int]] | None = None
     on_done: Callable[[BaseException | None], None] | None = None
+
+    @property
+    def n(self) -> int:
+        return self.table.num_rows if self.table is not None else len(self.rows or ())
+
+    def datastreams(self) -> np.ndarray:
+        if self.table is not None:
+            return self.table["datastream_id"].to_numpy()
+        return np.fromiter((r.datastream_id for r in self.rows or ()), np.int64, self.n)
 
 
 @dataclass
@@ -309,6 +320,13 @@ class SensingStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def layer_store(self) -> LayerStore:
+        """The layer store this sensing store lives in (for the city's layers: sensor sites, buildings)."""
+        if self._store is None:
+            raise SensingInputError("the sensing store is not open; use `with SensingStore(...)` or call open()")
+        return self._store
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
@@ -563,16 +581,17 @@ class SensingStore:
                 message.
         """
         self._require_writable()
-        table = rows if isinstance(rows, pa.Table) else rows_table(rows, ids)
+        job = _Job(table=rows) if isinstance(rows, pa.Table) else _Job(rows=rows, ids=ids)
         fut: Future[list[int]] = Future()
-        n = table.num_rows
+        job.future, job.on_done = fut, on_done
+        n = job.n
         with self._pending_cv:
             while self._pending + n > self.max_pending and self._pending > 0:
                 self._pending_cv.wait(timeout=1.0)
             self._pending += n
             self.stats.pending = self._pending
         self._ensure_writer()
-        self._queue.put(_Job(table, fut, on_done))
+        self._queue.put(job)
         return fut
 
     def flush(self, timeout: float = 60.0) -> None:
@@ -597,7 +616,7 @@ class SensingStore:
                 job = self._queue.get()
                 if job is None:
                     return
-                jobs, n, stop = [job], job.table.num_rows, False
+                jobs, n, stop = [job], job.n, False
                 while n < self.max_batch:
                     try:
                         nxt = self._queue.get_nowait()
@@ -607,7 +626,7 @@ class SensingStore:
                         stop = True
                         break
                     jobs.append(nxt)
-                    n += nxt.table.num_rows
+                    n += nxt.n
                 self._commit(cur, jobs)
                 if stop:
                     return
@@ -621,7 +640,7 @@ class SensingStore:
             self._pending_cv.notify_all()
 
     def _commit(self, cur: duckdb.DuckDBPyConnection, jobs: list[_Job]) -> None:
-        total = sum(j.table.num_rows for j in jobs)
+        total = sum(j.n for j in jobs)
         t0 = time.perf_counter()
         table = None
         try:
@@ -629,13 +648,17 @@ class SensingStore:
                 meta = self.meta()
                 good: list[_Job] = []
                 for j in jobs:
-                    present = np.isin(j.table["datastream_id"].to_numpy(), np.fromiter(meta, np.int64, len(meta)))
+                    ds = j.datastreams()
+                    present = np.isin(ds, np.fromiter(meta, np.int64, len(meta)))
                     if not present.all():
-                        gone = int(j.table["datastream_id"].to_numpy()[~present][0])
+                        gone = int(ds[~present][0])
                         self._finish(j, None, EntityNotFoundError(f"Datastream {gone} was deleted"))
                     else:
                         good.append(j)
-                tables = [j.table for j in good if j.table.num_rows]
+                rows = [r for j in good if j.rows for r in j.rows]
+                ids = [i for j in good if j.rows for i in (j.ids if j.ids is not None else [None] * len(j.rows))]
+                tables = [rows_table(rows, ids)] if rows else []
+                tables += [j.table for j in good if j.table is not None and j.table.num_rows]
                 if tables:
                     table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
                     events, alerts, table = self._write_batch(cur, table, meta)
@@ -657,12 +680,12 @@ class SensingStore:
         if table is not None:  # events first: a caller that waited for its write finds its listeners notified
             self.hub.publish(events, alerts, {m.id: m.security for m in meta.values()})
             self.dispatcher.dispatch(table, alerts)
+        # the table holds the row jobs first (in order), then the table jobs
         start = 0
         all_ids = table["id"].to_pylist() if table is not None else []
-        for j in good:
-            k = j.table.num_rows
-            self._finish(j, all_ids[start:start + k], None)
-            start += k
+        for j in [j for j in good if j.table is None] + [j for j in good if j.table is not None]:
+            self._finish(j, all_ids[start:start + j.n], None)
+            start += j.n
         self._release(total)
 
     @staticmethod

@@ -245,8 +245,9 @@ def serve(settings: ServerSettings) -> None:
             f"--workers {settings.workers} with --ingest/--mqtt: DuckDB lets one process write the store or many "
             f"read it, never both, so the server that takes observations is one process; drop --workers, or use "
             f"--workers N without --ingest/--mqtt when no process takes observations (docs/sensing.md)")
+    # live streams (/sensing/stream) never end by themselves: give open connections 5 s at shutdown, then close
     common = {"host": settings.host, "port": settings.port, "access_log": False, "log_level": "info",
-              "server_header": False}
+              "server_header": False, "timeout_graceful_shutdown": 5}
     if settings.workers <= 1:
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
         return
