@@ -40,7 +40,6 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,12 +56,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from layers.sensing import SensingStore  # noqa: E402
-from layers.sensing.entities import OM_MEASUREMENT  # noqa: E402
-from layers.sensing.store import rows_table  # noqa: E402
-from layers.sensing.observations import ObsRow  # noqa: E402
-from tests.support.mosquitto import MOSQUITTO  # noqa: E402
-from tiles.server.auth import AccessStore, access_path  # noqa: E402
+from layers.sensing import SensingStore
+from layers.sensing.entities import OM_MEASUREMENT
+from layers.sensing.observations import ObsRow
+from layers.sensing.store import rows_table
+from tests.support.mosquitto import MOSQUITTO
+from tiles.server.auth import AccessStore, access_path
 
 T0 = datetime(2025, 1, 1)
 

@@ -7,10 +7,14 @@
       l2/                level-2 model: terrain + LOD1 blocks (cim build --level 2)
       l3/                level-3 model: LOD2 buildings with roofs on the terrain (cim build --level 3)
       oblique/           with `oblique=True`: the synthetic oblique production as a model (and oblique-src/)
-      city.duckdb        every vector layer of the city's manifest, with its theme, title and security level
-      city.access.sqlite API keys of the server; the demo's own key (scope confidential) is in demo-key.txt
+      city.duckdb        every vector layer of the city's manifest, with its theme, title and security level, and
+                         the city's sensors (SensorThings, `layers.sensing.sample`) with the last 24 h of readings
+      city.access.sqlite API keys of the server; the demo's own key (scope confidential) is in demo-key.txt, the
+                         simulator's (confidential,sensing:write) in simulator-key.txt
 
-`run_demo()` then serves it with `cim serve` (tiles.server) and prints the viewer's URL.
+`run_demo()` then serves it with `cim serve --ingest` (tiles.server), prints the viewer's URL, and feeds the server
+simulated readings over HTTP (`layers.sensing.simulate`: a storm every 10 minutes, its flood wave down the river,
+settling buildings), so the city's sensors move on the map and open and close alerts.
 
     >>> site = prepare_demo("cim-demo")          # doctest: +SKIP
     >>> site.viewer_url(port=8000)                # doctest: +SKIP
@@ -27,6 +31,7 @@ import threading
 import webbrowser
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
 
 DEFAULT_DEMO_DIR = Path("cim-demo")
 KEY_FILE = "demo-key.txt"
+SIMULATOR_KEY_FILE = "simulator-key.txt"
 STORE_FILE = "city.duckdb"
 
 Echo = Callable[[str], None]
@@ -69,6 +75,8 @@ class DemoSite:
         key: an API key that sees everything (scope `confidential`), for the local user.
         security: security levels of the models and maps, from the city's manifest.
         maps: the orthophoto and DEM by served name.
+        sensors: the simulated sensors of the city (`layers.sensing.simulate.SimSensor`), in the store.
+        simulator_key: a key with the grant sensing:write, for the simulator that feeds the server.
     """
 
     root: Path
@@ -78,11 +86,15 @@ class DemoSite:
     key: str
     security: dict[str, str] = field(default_factory=dict)
     maps: dict[str, Path] = field(default_factory=dict)
+    sensors: list[Any] = field(default_factory=list)
+    simulator_key: str | None = None
 
     def settings(self, host: str = "127.0.0.1", port: int = 8000, **kw: Any) -> ServerSettings:
-        """Server settings that publish the site (extra keyword arguments go to `ServerSettings`)."""
+        """Server settings that publish the site (extra keyword arguments go to `ServerSettings`); the server takes
+        observations (`ingest`) when the site has sensors."""
         from tiles.server.settings import ServerSettings
 
+        kw.setdefault("ingest", bool(self.sensors))
         return ServerSettings(store=self.store, models=self.models, maps=self.maps, security=self.security,
                               host=host, port=port, title="cim demo: 大同市平城区", **kw)
 
@@ -94,7 +106,8 @@ class DemoSite:
     def to_dict(self) -> dict[str, Any]:
         return {"root": str(self.root), "city": str(self.city.root), "store": str(self.store),
                 "models": {k: str(v) for k, v in self.models.items()},
-                "maps": {k: str(v) for k, v in self.maps.items()}, "security": self.security}
+                "maps": {k: str(v) for k, v in self.maps.items()}, "security": self.security,
+                "sensors": len(self.sensors)}
 
 
 def _manifest(city: SampleCity) -> dict[str, Any]:
@@ -151,11 +164,12 @@ def _built_from(model: Path, city: SampleCity) -> bool:
     return (model / "tileset.json").is_file() and report.get("inputs", {}).get("buildings") == str(city.buildings)
 
 
-def _demo_key(root: Path, store: Path) -> str:
+def _demo_key(root: Path, store: Path, file: str = KEY_FILE, scope: str = "confidential",
+              label: str = "cim demo") -> str:
     from tiles.errors import InvalidKeyError
     from tiles.server.auth import AccessStore, access_path
 
-    path = root / KEY_FILE
+    path = root / file
     with AccessStore(access_path(store)) as access:
         if path.is_file():
             key = path.read_text(encoding="utf-8").strip()
@@ -164,10 +178,66 @@ def _demo_key(root: Path, store: Path) -> str:
                 return key
             except InvalidKeyError:
                 pass
-        key = access.create("confidential", "cim demo").key
+        key = access.create(scope, label).key
     path.write_text(key + "\n", encoding="utf-8")
     path.chmod(0o600)
     return key
+
+
+DEMO_SCENARIO = {"period_minutes": 10.0, "storm_minutes": 4.0, "nash_k_minutes": 1.0}  # a storm every 10 minutes
+
+
+def prepare_sensors(store: Path, *, hours: float = 24.0, echo: Echo | None = None) -> list[Any]:
+    """Seed the sample city's sensors into the store (once) and write their readings of the last `hours` that are
+    missing (every 5 minutes), so the viewer's charts and time slider have a history.
+
+    Returns:
+        The simulated sensors (`layers.sensing.simulate.SimSensor`).
+    """
+    from datetime import timedelta
+
+    from layers.sensing import SensingStore
+    from layers.sensing.sample import seed_sample_city
+    from layers.sensing.simulate import Scenario, backfill_rows, store_publisher
+    from layers.sensing.values import now_utc
+
+    with SensingStore(store) as s:
+        sensors = seed_sample_city(s)
+        now = now_utc()
+        times = [r["phenomenonTime"] for r in s.latest() if r["phenomenonTime"]]
+        last = max((datetime.fromisoformat(t.rstrip("Z")) for t in times), default=now - timedelta(hours=hours))
+        missing = (now - max(last, now - timedelta(hours=hours))).total_seconds() / 3600
+        if missing * 12 >= 1:
+            rows = backfill_rows(sensors, Scenario(**DEMO_SCENARIO), now, hours=missing)
+            if echo:
+                echo(f"sensors: writing {len(rows)} readings of the last {missing:.1f} h")
+            store_publisher(s)(rows)
+    return sensors
+
+
+def _simulate_into(site: DemoSite, base: str, stop: threading.Event) -> None:
+    """Feed the running server simulated readings over HTTP until `stop` is set (every sensor every 5 s)."""
+    import logging
+
+    import httpx
+
+    from layers.sensing.simulate import Scenario, http_publisher, simulate
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per POST would drown the server's log
+    while not stop.is_set():  # wait for the server
+        try:
+            if httpx.get(base + "/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            stop.wait(0.3)
+    publish, client = http_publisher(base, site.simulator_key)
+    try:
+        simulate(publish, site.sensors, Scenario(**DEMO_SCENARIO), rate=max(1.0, len(site.sensors) / 5),
+                 stop=stop.is_set, tick=1.0)
+    except Exception as exc:  # noqa: BLE001 - the demo server keeps serving when its simulator stops
+        print(f"cim demo: the sensor simulator stopped: {exc}")
+    finally:
+        client.close()
 
 
 def prepare_demo(
@@ -177,9 +247,11 @@ def prepare_demo(
     seed: int = 7,
     levels: Sequence[int] = (2, 3),
     oblique: bool = False,
+    sensors: bool = True,
     echo: Echo | None = None,
 ) -> DemoSite:
-    """Make (or reuse) everything the demo serves: the sample city, its models, its layer store and a key.
+    """Make (or reuse) everything the demo serves: the sample city, its models, its layer store, its sensors and
+    keys.
 
     Args:
         root: the demo folder (created when missing).
@@ -188,6 +260,7 @@ def prepare_demo(
         seed: seed of a generated city.
         levels: CIM levels to build: 2 (terrain + LOD1), 3 (LOD2 roofs on the terrain).
         oblique: also build the synthetic oblique production as a model (slower; uses osgconv when installed).
+        sensors: seed the city's sensors into the store with their last 24 h of readings (`prepare_sensors`).
         echo: called with one line per step.
 
     Returns:
@@ -254,8 +327,11 @@ def prepare_demo(
     imported = load_sample_layers(city, store, echo=say)
     if imported:
         say(f"layer store {store}: imported {len(imported)} layer(s)")
+    sim = prepare_sensors(store, echo=say) if sensors else []
+    simulator_key = _demo_key(root, store, SIMULATOR_KEY_FILE, "confidential,sensing:write",
+                              "cim demo simulator") if sensors else None
     return DemoSite(root=root, city=city, models=models, store=store, key=_demo_key(root, store),
-                    security=security, maps=maps)
+                    security=security, maps=maps, sensors=sim, simulator_key=simulator_key)
 
 
 def _has_display() -> bool:
@@ -283,7 +359,17 @@ def run_demo(
     echo(f"viewer (anonymous, public layers only):    {site.viewer_url(host, port, with_key=False)}")
     if open_browser and _has_display():
         threading.Timer(2.0, webbrowser.open, args=(url,)).start()
-    serve(site.settings(host, port))
+    stop = threading.Event()
+    if site.sensors:
+        echo(f"sensors: {len(site.sensors)} simulated, a storm every {DEMO_SCENARIO['period_minutes']:g} minutes "
+             f"(alerts: http://{host}:{port}/alerts)")
+        threading.Thread(target=_simulate_into, args=(site, f"http://{host}:{port}", stop), name="cim-demo-simulator",
+                         daemon=True).start()
+    try:
+        serve(site.settings(host, port))
+    finally:
+        stop.set()
 
 
-__all__ = ["DEFAULT_DEMO_DIR", "DemoSite", "ensure_theme", "load_sample_layers", "prepare_demo", "run_demo"]
+__all__ = ["DEFAULT_DEMO_DIR", "DEMO_SCENARIO", "DemoSite", "ensure_theme", "load_sample_layers", "prepare_demo",
+           "prepare_sensors", "run_demo"]

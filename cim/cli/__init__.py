@@ -2,7 +2,7 @@
 
 Every command calls one public library function (the same one a notebook calls) and prints its result: rich
 text on a terminal, one JSON document with `--json`. Library errors become exit codes in `EXIT_CODES`, here and
-nowhere else. Each command group lives in a module of its own (`build`, `layers`, `serve`, `demo`, `analyze`; shared options
+nowhere else. Each command group lives in a module of its own (`build`, `layers`, `sensors`, `serve`, `demo`, `analyze`; shared options
 and output in `options`) and is registered below; the repository's `cli.py` is only a face over this package.
 """
 
@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 import cim
-from cim.cli import analyze, build, demo, layers, serve
+from cim.cli import analyze, build, demo, layers, sensors, serve
 from cim.cli.options import err_console
 from cim.errors import (
     BuildError,
@@ -71,6 +71,7 @@ def root(
 app.command("build")(build.build_cmd)
 app.command("sample")(build.sample_cmd)
 app.add_typer(layers.app, name="layers")
+app.add_typer(sensors.app, name="sensors")
 app.command("serve")(serve.serve_cmd)
 app.add_typer(serve.keys_app, name="keys")
 app.command("view")(serve.view_cmd)

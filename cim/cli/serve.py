@@ -22,8 +22,16 @@ def serve_cmd(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
     public_url: Annotated[Optional[str], typer.Option("--public-url", help="Base URL clients see (behind a proxy).")
                           ] = None,
+    ingest: Annotated[bool, typer.Option("--ingest", help="Open the store read-write and take SensorThings writes "
+                                                          "(this server becomes the store's only writer).")] = False,
+    mqtt: Annotated[Optional[str], typer.Option("--mqtt", help="Subscribe to this MQTT broker (HOST:PORT) for "
+                                                               "observations; implies --ingest.")] = None,
+    mqtt_client_id: Annotated[Optional[str], typer.Option("--mqtt-client-id", help="MQTT client id (a persistent "
+                                                                                   "session; default cim-serve).")
+                              ] = None,
 ) -> None:
-    """Serve the models, maps and layers over HTTP: 3D Tiles, XYZ/WMTS, MVT, OGC API - Features (docs/http-api.md)."""
+    """Serve the models, maps and layers over HTTP: 3D Tiles, XYZ/WMTS, MVT, OGC API - Features, SensorThings
+    (docs/http-api.md; --ingest/--mqtt: docs/sensing.md)."""
     from tiles.server import ServerSettings, serve
     from tiles.server.settings import named_paths
 
@@ -34,6 +42,8 @@ def serve_cmd(
         "models": {**base.models, **named_paths(models or [], "--models")},
         "maps": {**base.maps, **named_paths(maps or [], "--map")},
         "security": {**base.security, **{k: str(v) for k, v in named_paths(restrict or [], "--restrict").items()}},
+        "ingest": ingest or base.ingest, "mqtt": mqtt or base.mqtt,
+        "mqtt_client_id": mqtt_client_id or base.mqtt_client_id,
     })
     serve(settings)  # uvicorn logs the address once the catalogue is open and the port bound
 

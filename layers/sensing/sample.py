@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from layers.errors import LayerNotFoundError
-
 from layers.sensing.entities import OM_MEASUREMENT
 from layers.sensing.simulate import SimSensor
 

@@ -169,7 +169,8 @@ Publisher = Callable[[list[tuple[int, datetime, float]]], None]
 
 def simulate(publish: Publisher, sensors: Sequence[SimSensor], scenario: Scenario | None = None, *,
              rate: float = 10.0, duration: float | None = None, clock: Callable[[], datetime] | None = None,
-             stop: Callable[[], bool] | None = None, progress: Callable[[int], None] | None = None) -> int:
+             stop: Callable[[], bool] | None = None, progress: Callable[[int], None] | None = None,
+             tick: float | None = None) -> int:
     """Publish readings in real time: `rate` observations per second in total, the sensors in turn, each stamped
     with the time it is sent and valued by the scenario at that time (the library function behind
     `cim sensors simulate`).
@@ -184,6 +185,8 @@ def simulate(publish: Publisher, sensors: Sequence[SimSensor], scenario: Scenari
         clock: the time source (naive UTC; default now).
         stop: checked every tick.
         progress: called with the number of observations sent so far.
+        tick: seconds between publications (default 1/rate, within 0.05..1): the readings due meanwhile go
+            together.
 
     Returns:
         The number of observations published.
@@ -192,7 +195,7 @@ def simulate(publish: Publisher, sensors: Sequence[SimSensor], scenario: Scenari
         return 0
     scenario = scenario or Scenario()
     clock = clock or (lambda: datetime.now(UTC).replace(tzinfo=None))
-    tick = max(0.05, min(1.0, 1.0 / rate))
+    tick = tick or max(0.05, min(1.0, 1.0 / rate))
     start, sent, turn = time.monotonic(), 0, 0
     while duration is None or time.monotonic() - start < duration:
         if stop is not None and stop():

@@ -42,6 +42,15 @@ def test_prepare_demo_builds_once_and_reuses_everything(tmp_path: Path) -> None:
     with LayerStore(again.store, read_only=True) as store:
         assert all(i.version == 1 for i in store.list())
     assert again.viewer_url(port=8123) == f"http://127.0.0.1:8123/?api_key={site.key}"
+    # the city's sensors, seeded once, with the last 24 h of readings; the server takes observations
+    assert len(site.sensors) == len(again.sensors) == 20 and site.settings().ingest
+    from layers.sensing import SensingStore
+
+    with SensingStore(site.store, read_only=True) as s:
+        latest = s.latest()
+        assert len(latest) == 20 and all(r["result"] is not None for r in latest)
+        assert {r["observedProperty"] for r in latest} == {"water_level", "rainfall_rate", "settlement"}
+        assert len(s.observations([latest[0]["datastream"]])) >= 24 * 12
 
 
 def test_cim_demo_serves_the_viewer_and_prints_its_url(tmp_path: Path) -> None:
@@ -73,6 +82,17 @@ def test_cim_demo_serves_the_viewer_and_prints_its_url(tmp_path: Path) -> None:
         catalog = httpx.get(f"http://127.0.0.1:{port}/catalog", params={"api_key": url.split("=", 1)[1]}).json()
         assert {m["name"] for m in catalog["models"]} == {"city", "lod2"}
         assert "hazards" in {layer["name"] for layer in catalog["layers"]}
+        # a city that moves: the simulator feeds the server, readings newer than the server's start arrive
+        key = url.split("=", 1)[1]
+        first = {f["id"]: f["properties"]["phenomenonTime"]
+                 for f in httpx.get(f"http://127.0.0.1:{port}/sensing/latest", params={"api_key": key}).json()["features"]}
+        assert len(first) == 20
+        moved: set[int] = set()
+        while time.monotonic() < deadline and len(moved) < 5:
+            time.sleep(1)
+            now = httpx.get(f"http://127.0.0.1:{port}/sensing/latest", params={"api_key": key}).json()["features"]
+            moved = {f["id"] for f in now if f["properties"]["phenomenonTime"] > first[f["id"]]}
+        assert len(moved) >= 5
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -1,0 +1,100 @@
+"""`cim sensors seed | simulate | import` through typer's CliRunner and `main` (exit codes), on a store holding
+the sample city's `sensors` layer and a few buildings; and the simulator's readings against their definition."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import shapely
+from typer.testing import CliRunner
+
+from cli import app, main
+from layers import LayerStore
+from layers.sensing import SensingStore
+from layers.sensing.simulate import Scenario, SimSensor, readings, seconds
+
+REPO = Path(__file__).resolve().parents[3]
+runner = CliRunner()
+
+
+def cim(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["sensors", *args], catch_exceptions=False)
+    return result.exit_code, result.stdout
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample city's river stations (the committed `sensors` layer) and ten buildings near them."""
+    root = tmp_path_factory.mktemp("sensors_cli")
+    stations = gpd.read_file(REPO / "data" / "sample_city" / "sensors.gpkg")
+    c = stations.to_crs(4490).geometry.union_all().centroid
+    boxes = [shapely.box(c.x + i * 1e-3, c.y, c.x + i * 1e-3 + 2e-4, c.y + 2e-4) for i in range(10)]
+    buildings = gpd.GeoDataFrame({"code": [f"B{i}" for i in range(10)], "name": [f"楼{i}" for i in range(10)],
+                                  "height": [10.0 + 7 * i for i in range(10)]}, geometry=boxes, crs="EPSG:4490")
+    buildings.to_file(root / "b.gpkg")
+    path = root / "city.duckdb"
+    with LayerStore(path) as s:
+        s.import_file(REPO / "data" / "sample_city" / "sensors.gpkg", "sensors", "iot_sensing", security="internal")
+        s.import_file(root / "b.gpkg", "buildings", "spatiotemporal_base", security="internal")
+    return path
+
+
+def test_seed_then_simulate_into_the_store(store: Path) -> None:
+    code, out = cim("seed", "--store", str(store), "--json")
+    assert code == 0
+    doc = json.loads(out)
+    n_stations = len(gpd.read_file(REPO / "data" / "sample_city" / "sensors.gpkg"))
+    assert doc["kinds"] == {"water_level": n_stations, "rainfall_rate": 6, "settlement": 6}
+    assert json.loads(cim("seed", "--store", str(store), "--json")[1]) == doc  # seeded once
+    code, out = cim("simulate", "--store", str(store), "--rate", "40", "--duration", "1.5", "--backfill", "1",
+                    "--json")
+    assert code == 0 and json.loads(out)["observations"] >= 20
+    with SensingStore(store, read_only=True) as s:
+        latest = s.latest()
+        assert len(latest) == doc["sensors"] and all(r["result"] is not None for r in latest)
+        stations = s.datastreams("water_level")
+        assert stations.security.unique().tolist() == ["internal"]  # the layer's level
+        assert all(abs(t["red"] - t["orange"] - 0.3) < 1e-9 for t in stations.thresholds)
+        # 1 h of history every 5 minutes, then the live readings
+        assert len(s.observations([int(stations.datastream_id[0])])) >= 12
+
+
+def test_import_history_file_and_bad_files(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                           ) -> None:
+    with SensingStore(store, read_only=True) as s:
+        ds = int(s.datastreams("rainfall_rate").datastream_id[0])
+    good = tmp_path / "rain.csv"
+    good.write_text("datastream_id,phenomenon_time,result\n" + "".join(
+        f"{ds},2024-07-20T{h:02d}:00:00+08:00,{h * 1.5}\n" for h in range(10)))
+    code, out = cim("import", str(good), "--store", str(store), "--json")
+    assert code == 0 and json.loads(out)["stored"] == 10 and json.loads(out)["first_time"] == "2024-07-19T16:00:00Z"
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"datastream_id,phenomenon_time,result\n{ds},yesterday,1\n")
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("datastream_id,phenomenon_time,result\n99999,2024-07-20T00:00:00Z,1\n")
+    for path, message in ((bad, "'yesterday' is not an ISO 8601 time"), (unknown, "no Datastream 99999")):
+        with pytest.raises(SystemExit) as exc:
+            main(["sensors", "import", str(path), "--store", str(store)])
+        assert exc.value.code == 2 and message in " ".join(capsys.readouterr().err.split())
+    with SensingStore(store, read_only=True) as s:
+        assert len(s.observations([ds], end="2024-08-01T00:00:00Z")) == 10  # the bad files stored nothing
+
+
+def test_simulated_readings_follow_their_definition() -> None:
+    sc = Scenario(period_minutes=10, storm_minutes=4, nash_k_minutes=1)
+    gauge = SimSensor(1, "rainfall_rate", 113.30, 40.09, index=100)
+    station = SimSensor(2, "water_level", 113.30, 40.09, index=0, base=1036.0, peak=1038.0, downstream_km=1.5)
+    t = seconds([datetime(2026, 12, 1) + timedelta(seconds=10 * k) for k in range(6 * 60)])  # one hour
+    r = readings(sc, [gauge, station], t)
+    assert np.array_equal(r, readings(sc, [gauge, station], t))  # deterministic
+    rain, level = r
+    cycle, since = sc.cycle(t - (113.30 - 113.0) * 85.0 / sc.storm_speed_kmh * 3600)
+    assert (rain[since > sc.storm_minutes * 60] == 0).all() and rain.max() > 10  # it rains only during storms
+    assert level.min() >= 1036.0 - 0.01 and level.max() <= 1038.0 + 0.5  # base .. about peak x strength
+    # the wave peaks after the rain: the station's level lags the gauge
+    assert np.argmax(level[:60]) > np.argmax(rain[:60])
