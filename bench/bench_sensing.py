@@ -76,7 +76,7 @@ def make_store(path: Path, n_datastreams: int, readings: int = 0) -> str:
     with SensingStore(path) as s:
         s.create("Sensors", {"name": "gauge", "description": "", "encodingType": "text/html", "metadata": ""})
         s.create("ObservedProperties", {"name": "water_level", "definition": "urn:wl", "description": ""})
-        batch = []
+        batch: list[dict[str, object]] = []
         for i in range(n_datastreams):
             batch.append({"name": f"站{i}", "description": "",
                           "Locations": [{"name": f"l{i}", "description": "", "location": {
@@ -86,9 +86,8 @@ def make_store(path: Path, n_datastreams: int, readings: int = 0) -> str:
                                            "properties": {"thresholds": {"blue": 2.0, "yellow": 2.5, "orange": 3.0,
                                                                          "red": 3.5}},
                                            "Sensor": {"@iot.id": 1}, "ObservedProperty": {"@iot.id": 1}}]})
-            if len(batch) == 200 or i == n_datastreams - 1:
-                for doc in batch:
-                    s.create("Things", doc)
+            if len(batch) == 1000 or i == n_datastreams - 1:
+                s.create_many("Things", batch)
                 batch = []
         if readings:
             rows = [ObsRow(d, T0 + timedelta(minutes=k), None, None, 1.0 + 0.1 * k, None, None, None, None, None,

@@ -616,7 +616,7 @@ class Reader:
         doc: dict[str, Any] = {}
         if opts.count:
             doc["@iot.count"] = self.count(step, opts, access)
-        if more:
+        if more and top > 0:  # $top=0 asks for the count alone: no page follows
             doc["@iot.nextLink"] = self.next_link(segments, pairs, opts.skip + top, top)
         if ref:
             doc["value"] = [{"@iot.selfLink": r["@iot.selfLink"]} for r in rows]

@@ -95,11 +95,12 @@ REFRESH_SECURITY = [
     f"UPDATE {SCHEMA}.locations l SET security = " + _lowest(
         f"SELECT t.security AS s FROM {SCHEMA}.thing_locations tl JOIN {SCHEMA}.things t ON t.id = tl.thing_id "
         f"WHERE tl.location_id = l.id UNION ALL SELECT h.security FROM {SCHEMA}.historical_location_locations hl "
-        f"JOIN {SCHEMA}.historical_locations h ON h.id = hl.historical_location_id WHERE hl.location_id = l.id"),
+        f"JOIN {SCHEMA}.historical_locations h ON h.id = hl.historical_location_id WHERE hl.location_id = l.id")
+    + " WHERE TRUE",
     f"UPDATE {SCHEMA}.sensors x SET security = " + _lowest(
-        f"SELECT d.security AS s FROM {SCHEMA}.datastreams d WHERE d.sensor_id = x.id"),
+        f"SELECT d.security AS s FROM {SCHEMA}.datastreams d WHERE d.sensor_id = x.id") + " WHERE TRUE",
     f"UPDATE {SCHEMA}.observed_properties x SET security = " + _lowest(
-        f"SELECT d.security AS s FROM {SCHEMA}.datastreams d WHERE d.observed_property_id = x.id"),
+        f"SELECT d.security AS s FROM {SCHEMA}.datastreams d WHERE d.observed_property_id = x.id") + " WHERE TRUE",
     f"UPDATE {SCHEMA}.features f SET security = " + _lowest(
         f"SELECT d.security AS s FROM {SCHEMA}.datastream_features df JOIN {SCHEMA}.datastreams d "
         f"ON d.id = df.datastream_id WHERE df.feature_id = f.id UNION ALL SELECT l.security FROM {SCHEMA}.locations l "
@@ -126,10 +127,40 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"INSERT INTO {SCHEMA}.meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
 
 
-def refresh_security(cur: duckdb.DuckDBPyConnection) -> None:
-    """Recompute every derived security level (inside the caller's transaction)."""
-    for sql in REFRESH_SECURITY:
-        cur.execute(sql)
+_IDS = "(SELECT unnest(${}::BIGINT[]))"
+_THING_DS = f"(SELECT id FROM {SCHEMA}.datastreams WHERE thing_id IN {_IDS.format('things')} OR id IN " \
+            f"{_IDS.format('datastreams')})"
+_THING_LOC = f"(SELECT location_id FROM {SCHEMA}.thing_locations WHERE thing_id IN {_IDS.format('things')})"
+# per statement of REFRESH_SECURITY: the rows a write to some entities can change
+_SCOPES = [
+    f" AND (d.thing_id IN {_IDS.format('things')} OR d.id IN {_IDS.format('datastreams')})",
+    f" AND h.thing_id IN {_IDS.format('things')}",
+    f" AND (l.id IN {_IDS.format('locations')} OR l.id IN {_THING_LOC})",
+    f" AND (x.id IN {_IDS.format('sensors')} OR x.id IN (SELECT sensor_id FROM {SCHEMA}.datastreams "
+    f"WHERE id IN {_THING_DS}))",
+    f" AND (x.id IN {_IDS.format('observed_properties')} OR x.id IN (SELECT observed_property_id FROM "
+    f"{SCHEMA}.datastreams WHERE id IN {_THING_DS}))",
+    f" AND (f.id IN {_IDS.format('features')} OR f.location_id IN {_IDS.format('locations')} OR f.location_id IN "
+    f"{_THING_LOC} OR f.id IN (SELECT feature_id FROM {SCHEMA}.datastream_features WHERE datastream_id IN "
+    f"{_THING_DS}))",
+]
+SCOPE_KEYS = ("things", "datastreams", "locations", "sensors", "observed_properties", "features")
+
+
+def refresh_security(cur: duckdb.DuckDBPyConnection, scope: dict[str, set[int]] | None = None) -> None:
+    """Recompute derived security levels inside the caller's transaction: all of them, or those a write to the
+    entities in `scope` (entity-set table name -> ids: things, datastreams, locations, sensors,
+    observed_properties, features) can change."""
+    if scope is None:
+        for sql in REFRESH_SECURITY:
+            cur.execute(sql)
+        return
+    params = {k: sorted(scope.get(k, ())) for k in SCOPE_KEYS}
+    if not any(params.values()):
+        return
+    for sql, where in zip(REFRESH_SECURITY, _SCOPES, strict=True):
+        used = {k: v for k, v in params.items() if f"${k}" in where}
+        cur.execute(sql + where, used)
 
 
 __all__ = ["DDL", "SCHEMA", "SCHEMA_VERSION", "create_schema", "has_schema", "refresh_security"]

@@ -446,7 +446,7 @@ class SensingStore:
                 cur.begin()
                 try:
                     result = work(writer)
-                    refresh_security(cur)
+                    refresh_security(cur, None if writer.full_refresh else writer.touched)
                     cur.commit()
                 except BaseException:
                     with contextlib.suppress(duckdb.TransactionException):
@@ -478,6 +478,22 @@ class SensingStore:
             self._validate_rows(writer.observations, access, check_visible=False)
             self.submit(writer.observations, ids=writer.observation_ids).result()
         return Created(name, eid)
+
+    def create_many(self, path: str, bodies: Sequence[Any], access: Access = LOCAL) -> list[Created]:
+        """Create many entities on one collection path in one transaction (a city's sensor inventory): all of
+        them, or none when one is refused. Observations are refused here: send them with `add_observations`."""
+        def work(w: EntityWriter) -> list[Created]:
+            es, _, parent = self._target(w.cur, path, access, collection=True)
+            if es.name == "Observations":
+                raise SensingInputError("create observations with add_observations or CreateObservations")
+            return [Created(es.name, w.create(es, body, f"{es.singular} [{i}]", parent=parent))
+                    for i, body in enumerate(bodies)]
+
+        created, writer = self._entity_transaction(access, work)
+        if writer.observations:
+            self._validate_rows(writer.observations, access, check_visible=False)
+            self.submit(writer.observations, ids=writer.observation_ids).result()
+        return created
 
     def update(self, path: str, body: Any, access: Access = LOCAL, *, mode: str = "merge") -> None:
         """Change an entity (`mode`: `merge` for PATCH with JSON, `json-patch` for RFC 6902, `put`)."""
@@ -678,7 +694,9 @@ class SensingStore:
         self.stats.largest_batch = max(self.stats.largest_batch, n)
         self.stats.commit_seconds += time.perf_counter() - t0
         if table is not None:  # events first: a caller that waited for its write finds its listeners notified
-            self.hub.publish(events, alerts, {m.id: m.security for m in meta.values()})
+            if self.hub.subscribers:
+                self.hub.publish(events, alerts, {a.alert.datastream_id: meta[a.alert.datastream_id].security
+                                                  for a in alerts if a.alert.datastream_id in meta})
             self.dispatcher.dispatch(table, alerts)
         # the table holds the row jobs first (in order), then the table jobs
         start = 0

@@ -62,6 +62,12 @@ class EntityWriter:
         self.observation_ids: list[int] = []
         self.created = 0
         self.datastreams_changed: set[int] = set()
+        # entities created, changed or (re)linked, by table name: their derived security levels are refreshed
+        self.touched: dict[str, set[int]] = {}
+        self.full_refresh = False  # deletes change levels everywhere around them
+
+    def touch(self, es: EntitySet, eid: int) -> None:
+        self.touched.setdefault(es.table.rsplit(".", 1)[1], set()).add(eid)
 
     # ------------------------------------------------------------------ helpers
     def visible(self, es: EntitySet, eid: int, what: str) -> None:
@@ -139,6 +145,7 @@ class EntityWriter:
         if isinstance(value, dict) and ("@iot.id" in value or (set(value) == {"id"})):
             eid = entity_id(value, what)
             self.visible(target, eid, what)
+            self.touch(target, eid)
             return eid
         return self.create(target, value, what, parent=parent)
 
@@ -211,6 +218,7 @@ class EntityWriter:
             parse_thresholds(json.loads(columns["properties"]), f"{what}.properties.thresholds")
         eid = self.next_id(es.table)
         self._insert(es, eid, columns)
+        self.touch(es, eid)
         if es.name == "Datastreams":
             self.datastreams_changed.add(eid)
         if parent is not None and parent[0].link is not None:
@@ -229,6 +237,7 @@ class EntityWriter:
                 if isinstance(item, dict) and ("@iot.id" in item or set(item) == {"id"}):
                     ref = entity_id(item, f"{what}.{nav.name}[{i}]")
                     self.visible(ENTITY_SETS[nav.target], ref, f"{what}.{nav.name}[{i}]")
+                    self.touch(ENTITY_SETS[nav.target], ref)
                     self._attach(here, ref)
                     linked.append(ref)
                 elif nav.link is not None:
@@ -303,6 +312,7 @@ class EntityWriter:
         """Change an entity: `mode` is `merge` (PATCH JSON), `json-patch` (PATCH RFC 6902) or `put`."""
         what = what or f"{es.singular} {eid}"
         self.visible(es, eid, what)
+        self.touch(es, eid)
         if es.name == "Observations":
             return self.update_observation(eid, doc, mode, what)
         current = self.current(es, eid)
@@ -346,6 +356,7 @@ class EntityWriter:
                                                        f"WHERE thing_id = ?", [eid]).fetchall()}
                 # only the links that change: deleting and re-inserting a primary key conflicts in DuckDB 1.4
                 gone = sorted(have - set(ids))
+                self.touched.setdefault("locations", set()).update(gone)
                 if gone:
                     self.cur.execute(f"DELETE FROM {SCHEMA}.thing_locations WHERE thing_id = ? AND location_id IN "
                                      f"(SELECT unnest(?::BIGINT[]))", [eid, gone])
@@ -393,6 +404,7 @@ class EntityWriter:
     def delete(self, es: EntitySet, eid: int) -> list[int]:
         """Delete an entity and what depends on it; returns the ids of the Datastreams deleted."""
         self.visible(es, eid, f"{es.singular} {eid}")
+        self.full_refresh = True
         s = SCHEMA
         cur = self.cur
         if es.name == "Observations":

@@ -284,7 +284,6 @@
         const info = c.info;
         selected = info && info.layer && cim.viewer.rootId(info.layer) === LAYER_ID && info.object ? info.object : null;
       });
-      cim.on('lang', () => { if (panelEl) renderPanel(panelEl); });
       Promise.all([loadLatest(null), loadAlerts()]).then(connect).catch(err => console.error(err));
     }
   });
