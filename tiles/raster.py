@@ -6,7 +6,18 @@ numbers that level 1), each level halving the cell size.
 
 A `RasterMap` is a named COG with a kind: an `image` (orthophoto: its RGB bands, alpha or nodata as transparency)
 or a `dem` (elevation band, encoded as Mapbox Terrain-RGB: height = -10000 + (R * 65536 + G * 256 + B) * 0.1 m).
-Readers are kept open per thread (rasterio datasets are not thread-safe), so a tile costs one windowed read.
+
+Why tiles read through a kept warped view: GDAL builds a new PROJ transformation for every warped read (rio-tiler's
+`calculate_default_transform` of the whole COG, the `WarpedVRT` itself and each of its implicit overviews: five or
+six per tile). When the COG's datum differs from the tile matrix set's (a CGCS2000 Gauss-Krueger COG served on
+WebMercatorQuad, whose datum is WGS 84), each of them searches PROJ's database for datum transformations, 35-50 ms
+apiece, and GDAL does not cache them on that path: 250-290 ms per 256-px tile against 20-30 ms on CGCS2000Quad, which
+shares the COG's datum (measured on the sample city's orthophoto; docs/benchmarks.md). So a map keeps, per tile
+matrix set, a small pool of views: the COG opened once and, when its CRS is not the set's, one `WarpedVRT` of the
+whole COG in the set's CRS at the COG's own resolution, made once (transformations, overviews and all). A tile is
+then a read of that view in the same CRS, which needs no new datum search; every tile matrix set costs the same.
+A view serves one request at a time (rasterio datasets are not thread-safe); the pool grows to the number of
+concurrent requests and its views are reused.
 
     >>> m = RasterMap("ortho", "city/ortho.tif", "image")
     >>> png = m.tile("WebMercatorQuad", 16, 53573, 24698, "png").content  # doctest: +SKIP
@@ -14,11 +25,12 @@ Readers are kept open per thread (rasterio datasets are not thread-safe), so a t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -26,8 +38,14 @@ from typing import Literal, NamedTuple
 import morecantile
 import numpy as np
 import pyproj
+import rasterio
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import calculate_default_transform
 from rio_tiler.errors import TileOutsideBounds
 from rio_tiler.io import Reader
+from rio_tiler.utils import has_alpha_band
 
 from tiles.errors import TileNotFoundError, TileRequestError
 
@@ -41,32 +59,63 @@ TERRAIN_RGB_BASE = -10000.0
 TERRAIN_RGB_STEP = 0.1
 
 
+def _tile_touches(tms: morecantile.TileMatrixSet, tile: morecantile.Tile, to_dataset: pyproj.Transformer | None,
+                  bounds: Sequence[float]) -> bool:
+    """True when a tile's bounds, densified (21 points a side) into a dataset's CRS, overlap the dataset's `bounds`
+    (rio-tiler's tile-in-dataset rule); non-finite bounds count as overlapping."""
+    b = tuple(tms.xy_bounds(tile))
+    if to_dataset is not None:
+        try:
+            b = to_dataset.transform_bounds(*b, densify_pts=21)
+        except pyproj.exceptions.ProjError:
+            return True
+    if not all(np.isfinite(b)):
+        return True
+    return b[0] < bounds[2] and b[2] > bounds[0] and b[3] > bounds[1] and b[1] < bounds[3]
+
+
+def _transformer(src: CRS, dst: CRS) -> pyproj.Transformer | None:
+    if src == dst:
+        return None
+    from cim.sources.crs import transformer
+
+    return transformer(src.to_wkt(), dst.to_wkt())
+
+
 class _Reader(Reader):
     """rio-tiler's `Reader` whose tile-in-dataset test reuses one transformer: the inherited test builds a new
     TMS -> dataset CRS transformation per tile (rasterio `transform_bounds`), 22-28 ms for CGCS2000 Gauss-Krueger
-    to Web Mercator on this machine, a quarter of an orthophoto tile. Same rule: the tile's bounds, densified (21
-    points a side) into the dataset's CRS, must overlap the dataset's bounds; non-finite bounds count as overlapping.
-    """
+    to Web Mercator on this machine, a quarter of an orthophoto tile. Same rule (`_tile_touches`)."""
 
     @functools.cached_property
     def _to_dataset(self) -> pyproj.Transformer | None:
-        if self.tms.rasterio_crs == self.crs:
-            return None
-        from cim.sources.crs import transformer
-
-        return transformer(self.tms.rasterio_crs.to_wkt(), self.crs.to_wkt())
+        return _transformer(self.tms.rasterio_crs, self.crs)
 
     def tile_exists(self, tile_x: int, tile_y: int, tile_z: int) -> bool:
-        b = tuple(self.tms.xy_bounds(morecantile.Tile(x=tile_x, y=tile_y, z=tile_z)))
-        if self._to_dataset is not None:
-            try:
-                b = self._to_dataset.transform_bounds(*b, densify_pts=21)
-            except pyproj.exceptions.ProjError:
-                return True
-        if not all(np.isfinite(b)):
-            return True
-        d = self.bounds
-        return b[0] < d[2] and b[2] > d[0] and b[3] > d[1] and b[1] < d[3]
+        return _tile_touches(self.tms, morecantile.Tile(x=tile_x, y=tile_y, z=tile_z), self._to_dataset, self.bounds)
+
+
+@dataclass
+class _View:
+    """A COG opened once, and when its CRS is not the tile matrix set's, a warped view of all of it in that CRS."""
+
+    dataset: rasterio.io.DatasetReader
+    vrt: WarpedVRT | None
+    reader: _Reader
+
+    def close(self) -> None:
+        self.reader.close()
+        if self.vrt is not None:
+            self.vrt.close()
+        self.dataset.close()
+
+
+class WarpGrid(NamedTuple):
+    """The grid of a COG reprojected whole into another CRS at its own resolution (GDAL's suggested output)."""
+
+    transform: object  # affine.Affine
+    width: int
+    height: int
 
 
 @functools.cache
@@ -78,6 +127,18 @@ def _cgcs2000_quad() -> morecantile.TileMatrixSet:
 
 
 TMS_IDS = ("WebMercatorQuad", "CGCS2000Quad")
+VIEW_CRS = ("EPSG:3857", "EPSG:4490", "EPSG:4326")
+
+
+def _view_tms(crs: str) -> morecantile.TileMatrixSet:
+    """The tile matrix set whose CRS is `crs`, for views in that CRS (EPSG:4326 has no served set: WGS1984Quad)."""
+    if crs == "EPSG:3857":
+        return get_tms("WebMercatorQuad")
+    if crs == "EPSG:4490":
+        return get_tms("CGCS2000Quad")
+    if crs == "EPSG:4326":
+        return morecantile.tms.get("WGS1984Quad")
+    raise TileRequestError(f"CRS {crs!r} is not served; use one of {', '.join(VIEW_CRS)}")
 
 
 def get_tms(tms_id: str) -> morecantile.TileMatrixSet:
@@ -164,7 +225,11 @@ class RasterMap:
     path: Path
     kind: MapKind
     title: str = ""
-    _local: threading.local = field(default_factory=threading.local, repr=False)
+    _idle: dict[str, list[_View]] = field(default_factory=dict, repr=False)
+    _grids: dict[str, WarpGrid] = field(default_factory=dict, repr=False)
+    _zooms: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
+    _to_source: dict[str, pyproj.Transformer | None] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -176,27 +241,80 @@ class RasterMap:
         """Tile formats offered: lossy JPEG would corrupt Terrain-RGB heights, so DEMs offer PNG and WebP."""
         return ("png", "webp") if self.kind == "dem" else ("png", "jpg", "webp")
 
-    def _reader(self, tms: morecantile.TileMatrixSet) -> Reader:
-        readers: dict[str, Reader] | None = getattr(self._local, "readers", None)
-        if readers is None:
-            readers = self._local.readers = {}
-        r = readers.get(tms.id)
-        if r is None:
-            r = readers[tms.id] = _Reader(str(self.path), tms=tms)
-        return r
+    @property
+    def _resampling(self) -> Resampling:
+        # heights are interpolated; photographs keep their pixels (rio-tiler's default for images)
+        return Resampling.bilinear if self.kind == "dem" else Resampling.nearest
+
+    def warp_grid(self, dataset: rasterio.io.DatasetReader, crs: CRS) -> WarpGrid:
+        """The COG's grid in `crs` (computed once per CRS: it is one of the expensive PROJ calls)."""
+        key = crs.to_string()
+        grid = self._grids.get(key)
+        if grid is None:
+            tr, w, h = calculate_default_transform(dataset.crs, crs, dataset.width, dataset.height, *dataset.bounds)
+            grid = self._grids[key] = WarpGrid(tr, int(w), int(h))
+        return grid
+
+    def _open_view(self, tms: morecantile.TileMatrixSet) -> _View:
+        dataset = rasterio.open(self.path)
+        try:
+            crs = tms.rasterio_crs
+            if dataset.crs is None or dataset.crs == crs:
+                return _View(dataset, None, _Reader(None, dataset=dataset, tms=tms))
+            grid = self.warp_grid(dataset, crs)
+            # the same warped-VRT options rio-tiler uses for a tile: nodata kept, else an alpha band
+            params: dict[str, object] = {"crs": crs, "transform": grid.transform, "width": grid.width,
+                                         "height": grid.height, "resampling": self._resampling,
+                                         "dtype": dataset.dtypes[0], "add_alpha": not has_alpha_band(dataset)}
+            if dataset.nodata is not None:
+                params.update(nodata=dataset.nodata, src_nodata=dataset.nodata, add_alpha=False)
+            vrt = WarpedVRT(dataset, **params)
+            return _View(dataset, vrt, _Reader(None, dataset=vrt, tms=tms))
+        except Exception:
+            dataset.close()
+            raise
+
+    @contextlib.contextmanager
+    def _view(self, tms: morecantile.TileMatrixSet) -> Iterator[_View]:
+        """An idle view of the map on `tms` for the duration of one read (made when none is idle)."""
+        with self._lock:
+            pool = self._idle.setdefault(tms.id, [])
+            view = pool.pop() if pool else None
+        if view is None:
+            view = self._open_view(tms)
+        try:
+            yield view
+        finally:
+            with self._lock:
+                self._idle.setdefault(tms.id, []).append(view)
+
+    @functools.cached_property
+    def _footprint(self) -> tuple[CRS, tuple[float, float, float, float], int, str]:
+        with rasterio.open(self.path) as ds:
+            return ds.crs, tuple(ds.bounds), int(ds.count), str(ds.dtypes[0])  # type: ignore[return-value]
+
+    def tile_exists(self, tms: morecantile.TileMatrixSet, z: int, x: int, y: int) -> bool:
+        """True when the tile touches the COG (its bounds in the COG's CRS overlap the COG's bounds)."""
+        crs, bounds, _, _ = self._footprint
+        if tms.id not in self._to_source:
+            self._to_source[tms.id] = _transformer(tms.rasterio_crs, crs) if crs is not None else None
+        return _tile_touches(tms, morecantile.Tile(x, y, z), self._to_source[tms.id], bounds)
 
     @functools.cached_property
     def info(self) -> MapInfo:
         """Bounds in lon/lat, native zoom range on WebMercatorQuad, band count and data type."""
-        r = self._reader(get_tms("WebMercatorQuad"))
-        b = r.get_geographic_bounds(pyproj.CRS.from_epsg(4326))
-        return MapInfo((float(b[0]), float(b[1]), float(b[2]), float(b[3])), int(r.minzoom), int(r.maxzoom),
-                       int(r.dataset.count), str(r.dataset.dtypes[0]))
+        with rasterio.open(self.path) as ds, Reader(None, dataset=ds) as r:
+            b = r.get_geographic_bounds(pyproj.CRS.from_epsg(4326))
+            lo, hi = int(r.minzoom), int(r.maxzoom)
+        _, _, count, dtype = self._footprint
+        return MapInfo((float(b[0]), float(b[1]), float(b[2]), float(b[3])), lo, hi, count, dtype)
 
     def zoom_range(self, tms: morecantile.TileMatrixSet) -> tuple[int, int]:
-        """The map's native zoom range on `tms`."""
-        r = self._reader(tms)
-        return int(r.minzoom), int(r.maxzoom)
+        """The map's native zoom range on `tms` (rio-tiler's, from the COG itself)."""
+        if tms.id not in self._zooms:
+            with rasterio.open(self.path) as ds, Reader(None, dataset=ds, tms=tms) as r:
+                self._zooms[tms.id] = (int(r.minzoom), int(r.maxzoom))
+        return self._zooms[tms.id]
 
     def tile(self, tms_id: str, z: int, x: int, y: int, fmt: str) -> RasterTile:
         """Render one tile.
@@ -215,34 +333,57 @@ class RasterMap:
                                    f"not {fmt!r}")
         tms = get_tms(tms_id)
         check_tms_tile(tms, z, x, y)
-        reader = self._reader(tms)
+        if not self.tile_exists(tms, z, x, y):
+            raise TileNotFoundError(f"map {self.name!r} has no data in Tile(x={x}, y={y}, z={z}) of {tms.id}")
         try:
-            if self.kind == "dem":
-                img = reader.tile(x, y, z, tilesize=TILE_SIZE, indexes=1, resampling_method="bilinear",
-                                  reproject_method="bilinear")
-                valid = img.mask > 0 if img.mask.ndim == 2 else img.mask[0] > 0
-                data = terrain_rgb(np.asarray(img.data[0], dtype=np.float64), valid)
-                from rio_tiler.utils import render
-
-                content = render(data, img_format=_GDAL_DRIVERS[fmt], **({"lossless": True} if fmt == "webp" else {}))
-            else:
-                indexes = (1, 2, 3) if self.info.count >= 3 else (1,)
-                img = reader.tile(x, y, z, tilesize=TILE_SIZE, indexes=indexes)
-                if fmt == "jpg":
-                    content = img.render(add_mask=False, img_format="JPEG", quality=85)
+            with self._view(tms) as view:
+                if self.kind == "dem":
+                    img = view.reader.tile(x, y, z, tilesize=TILE_SIZE, indexes=1, resampling_method="bilinear",
+                                           reproject_method="bilinear")
                 else:
-                    # PNG of photographs: zlib level 1 is 2.4x faster than the default 6 for +-3% of bytes
-                    extra = {"lossless": False, "quality": 85} if fmt == "webp" else {"zlevel": 1}
-                    content = img.render(add_mask=True, img_format=_GDAL_DRIVERS[fmt], **extra)
+                    img = view.reader.tile(x, y, z, tilesize=TILE_SIZE, indexes=self._bands)
         except TileOutsideBounds as exc:
             raise TileNotFoundError(f"map {self.name!r} has no data in Tile(x={x}, y={y}, z={z}) of {tms.id}") from exc
-        return RasterTile(content, MEDIA_TYPES[fmt])
+        return RasterTile(self._encode(img, fmt), MEDIA_TYPES[fmt])
+
+    @property
+    def _bands(self) -> tuple[int, ...]:
+        return (1, 2, 3) if self._footprint[2] >= 3 else (1,)
+
+    def _encode(self, img: object, fmt: str) -> bytes:
+        """PNG/JPEG/WebP of a rio-tiler `ImageData` (DEMs as Terrain-RGB)."""
+        if self.kind == "dem":
+            valid = img.mask > 0 if img.mask.ndim == 2 else img.mask[0] > 0  # type: ignore[attr-defined]
+            data = terrain_rgb(np.asarray(img.data[0], dtype=np.float64), valid)  # type: ignore[attr-defined]
+            from rio_tiler.utils import render
+
+            return render(data, img_format=_GDAL_DRIVERS[fmt], **({"lossless": True} if fmt == "webp" else {}))
+        if fmt == "jpg":
+            return img.render(add_mask=False, img_format="JPEG", quality=85)  # type: ignore[attr-defined]
+        # PNG of photographs: zlib level 1 is 2.4x faster than the default 6 for +-3% of bytes
+        extra = {"lossless": False, "quality": 85} if fmt == "webp" else {"zlevel": 1}
+        return img.render(add_mask=True, img_format=_GDAL_DRIVERS[fmt], **extra)  # type: ignore[attr-defined]
+
+    def part(self, bbox: tuple[float, float, float, float], crs: str, width: int, height: int) -> object:
+        """A rio-tiler `ImageData` of `bbox` (x/y = east/north in `crs`: EPSG:3857, EPSG:4490 or EPSG:4326) at
+        `width` x `height` px, through the same kept views as tiles (WMS GetMap). Outside the data: masked.
+
+        Raises:
+            TileRequestError: another CRS.
+        """
+        tms = _view_tms(crs)
+        with self._view(tms) as view:
+            kw = {"resampling_method": "bilinear", "reproject_method": "bilinear"} if self.kind == "dem" else {}
+            return view.reader.part(bbox, dst_crs=tms.rasterio_crs, bounds_crs=tms.rasterio_crs, width=width,
+                                    height=height, indexes=1 if self.kind == "dem" else self._bands, **kw)
 
     def close(self) -> None:
-        """Close the readers of the calling thread."""
-        for r in getattr(self._local, "readers", {}).values():
-            r.close()
-        self._local.readers = {}
+        """Close every idle view (views in use are closed by the next `close` after they are returned)."""
+        with self._lock:
+            views = [v for pool in self._idle.values() for v in pool]
+            self._idle.clear()
+        for v in views:
+            v.close()
 
 
 def guess_kind(path: str | os.PathLike[str]) -> MapKind:
@@ -354,5 +495,5 @@ def wmts_capabilities(maps: Sequence[RasterMap], base_url: str, *, title: str = 
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
 
 
-__all__ = ["MEDIA_TYPES", "TMS_IDS", "MapInfo", "RasterMap", "RasterTile", "check_tms_tile", "decode_terrain_rgb",
+__all__ = ["MEDIA_TYPES", "TMS_IDS", "VIEW_CRS", "WarpGrid", "MapInfo", "RasterMap", "RasterTile", "check_tms_tile", "decode_terrain_rgb",
            "get_tms", "guess_kind", "terrain_rgb", "wmts_capabilities"]
