@@ -417,7 +417,7 @@ def _crs_urn(tms: morecantile.TileMatrixSet) -> str:
 
 
 def wmts_capabilities(maps: Sequence[RasterMap], base_url: str, *, title: str = "cim tile services",
-                      query: str = "") -> str:
+                      query: str = "", abstract: str | None = None) -> str:
     """A WMTS 1.0.0 GetCapabilities document (KVP and RESTful) for `maps` on both tile matrix sets.
 
     Args:
@@ -425,6 +425,7 @@ def wmts_capabilities(maps: Sequence[RasterMap], base_url: str, *, title: str = 
         base_url: the server's public base URL, no trailing slash.
         title: service title.
         query: a query string appended to every URL (e.g. `api_key=...` for clients that cannot send headers).
+        abstract: the service's `ows:Abstract` (what a client shows about the service, e.g. how to add a key).
     """
     for prefix, uri in _NS.items():
         ET.register_namespace(prefix, uri)
@@ -432,6 +433,8 @@ def wmts_capabilities(maps: Sequence[RasterMap], base_url: str, *, title: str = 
     root = ET.Element(f"{{{_NS['']}}}Capabilities", {"version": "1.0.0"})
     ident = _el(root, "ows:ServiceIdentification")
     _el(ident, "ows:Title", title)
+    if abstract:
+        _el(ident, "ows:Abstract", abstract)
     _el(ident, "ows:ServiceType", "OGC WMTS")
     _el(ident, "ows:ServiceTypeVersion", "1.0.0")
     ops = _el(root, "ows:OperationsMetadata")

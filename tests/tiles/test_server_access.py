@@ -28,8 +28,13 @@ def test_anonymous_sees_public_layers_only_and_hidden_ones_are_404(served: Serve
             for path in PROTECTED:
                 r = c.get(path.format(n=name))
                 assert r.status_code == 404, (name, path, r.status_code)
-                assert r.json() == {"code": "NotFound", "status": 404,
-                                    "description": f"no collection {name!r} on this server; see /collections"}
+                body = r.json()
+                assert body.pop("hint") == r.headers["x-cim-hint"] and "HTTP Basic" in r.headers["x-cim-hint"]
+                assert body == {"code": "NotFound", "status": 404,
+                                "description": f"no collection {name!r} on this server; see /collections"}
+                # a hidden layer answers exactly like one that does not exist, hint included
+                missing = c.get(path.format(n=name + "x"))
+                assert missing.json()["hint"] == r.headers["x-cim-hint"] == missing.headers["x-cim-hint"]
 
 
 def test_internal_key_sees_internal_not_confidential(served: Served) -> None:

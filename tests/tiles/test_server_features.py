@@ -84,7 +84,7 @@ def test_one_item(served: Served) -> None:
 
 @pytest.mark.parametrize("params", [
     {"bbox": "1,2,3"}, {"bbox": "a,b,c,d"}, {"bbox": "10,50,20,40"}, {"bbox": "0,0,200,10"}, {"bbox": "nan,0,1,1"},
-    {"limit": "0"}, {"limit": "10001"}, {"limit": "99999999999999999999"}, {"limit": "ten"}, {"offset": "-1"},
+    {"limit": "0"}, {"limit": "-5"}, {"limit": "ten"}, {"offset": "-1"},
     {"filter": "capacity >"}, {"filter": "nosuchfield = 1"}, {"filter": "capacity = 'x' OR"},
     {"filter": "1 = 1; DROP TABLE x"}, {"filter-lang": "cql2-json", "filter": "{}"}, {"capacity": "many"},
     {"nosuchparam": "1"}, {"crs": "http://www.opengis.net/def/crs/EPSG/0/3857"},

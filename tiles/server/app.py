@@ -30,8 +30,10 @@ from tiles.errors import (InvalidKeyError, JobLimitError, RequestTooLargeError, 
                           TileRequestError)
 from tiles.server import ogc
 from tiles.server.catalog import ServiceCatalog
+from tiles.server.deps import HINT_HEADER, KEY_HEADER, KEY_PARAM
 from tiles.server.fastpath import StaticFastPath
 from tiles.server.jobs import JobManager
+from tiles.server.openapi import openapi_document
 from tiles.server.responses import json_response, log_request, with_key_vary
 from tiles.server.routes import analysis, core, features, jobs, maps, sensing, sta, tiles3d, vector, viewer
 from tiles.server.settings import ServerSettings
@@ -68,12 +70,35 @@ def error_body(status: int, description: str) -> dict[str, Any]:
     return {"code": _CODES.get(status, "Error"), "status": status, "description": description}
 
 
+# A 401 asks for HTTP Basic first: the one scheme QGIS, ArcGIS and GDAL prompt for and keep in their credential stores.
+WWW_AUTHENTICATE = 'Basic realm="cim", charset="UTF-8", ApiKey header="X-API-Key"'
+
+
+def not_found_hint(request: Request) -> str:
+    """What a client can show for a 404 of a model, map or layer. The same for a hidden and a missing one (a 404
+    never tells which), but it says whether the request carried a key, since a silent blank is what desktop users
+    see when they forgot it."""
+    keyed = bool(request.headers.get(KEY_HEADER) or request.headers.get("authorization")
+                 or request.query_params.get(KEY_PARAM))
+    if keyed:
+        return ("not found for this key: it does not exist, or the key does not grant it; "
+                "/catalog lists what the key can see")
+    return ("not found for anonymous callers, who see public data only; if it needs a key, send the key as the "
+            "password of HTTP Basic authentication (QGIS, ArcGIS: a Basic credential), as the X-API-Key header "
+            "or as ?api_key=; /catalog lists what you can see")
+
+
 async def _cim_error(request: Request, exc: Exception) -> Response:
     status = status_for(exc)
     if status >= 500:
         log.error("%s %s: %s", request.method, request.url.path, exc, exc_info=exc)
-    headers = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'} if status == 401 else None
-    return json_response(error_body(status, str(exc)), status=status, headers=headers)
+    headers: dict[str, str] = {}
+    body = error_body(status, str(exc))
+    if status == 401:
+        headers["WWW-Authenticate"] = WWW_AUTHENTICATE
+    elif status == 404:
+        body["hint"] = headers[HINT_HEADER] = not_found_hint(request)
+    return json_response(body, status=status, headers=headers or None)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -125,28 +150,6 @@ class RequestLog:
                 log_request(scope, state["status"], state["bytes"], t0)
 
 
-def _openapi_30(doc: dict[str, Any]) -> dict[str, Any]:
-    """FastAPI writes OpenAPI 3.1; OGC API asks for 3.0: `anyOf [X, null]` becomes `X` + `nullable`."""
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            any_of = node.get("anyOf")
-            if isinstance(any_of, list) and {"type": "null"} in any_of:
-                rest = [walk(s) for s in any_of if s != {"type": "null"}]
-                node = {k: walk(v) for k, v in node.items() if k != "anyOf"}
-                node.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
-                node["nullable"] = True
-                return node
-            return {k: walk(v) for k, v in node.items() if k != "examples" or not isinstance(v, list)}
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
-
-    out = walk(doc)
-    out["openapi"] = "3.0.3"
-    return out
-
-
 class CimApp(FastAPI):
     """The FastAPI application with `StaticFastPath` asked before any middleware (and FastAPI's own per-request
     checks): cached public 3D Tiles files are answered there, with the headers and log line of the stack below."""
@@ -187,7 +190,8 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
     app = CimApp(title=settings.title, version=cim.__version__, openapi_url=None, docs_url=None, redoc_url=None,
                   lifespan=lifespan,
                   description="3D Tiles, raster and vector tiles and OGC API - Features of a city digital twin. "
-                              "Send an API key as X-API-Key, Authorization: Bearer, or api_key=.")
+                              "Send an API key as the password of HTTP Basic authentication, as X-API-Key, as "
+                              "Authorization: Bearer, or as api_key=.")
     app.state.catalog = catalog
     app.state.jobs = job_manager
     app.add_exception_handler(CimError, _cim_error)
@@ -199,7 +203,7 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
 
     @app.get("/api", summary="This API's OpenAPI 3.0 document", tags=["core"])
     def api() -> Response:
-        return json_response(_openapi_30(app.openapi()), media_type=ogc.OPENAPI)
+        return json_response(openapi_document(app.openapi(), settings), media_type=ogc.OPENAPI)
 
     # gzip everything compressible that a route did not compress itself; glb textures do not gain from it
     gzip_excluded = (*DEFAULT_EXCLUDED_CONTENT_TYPES, "model/gltf-binary")
@@ -209,7 +213,7 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
             "allow_methods": ["GET", "HEAD", "OPTIONS", "POST", "PATCH", "PUT", "DELETE"],  # writes: /jobs, /sta/v1.1/
             "allow_headers": ["X-API-Key", "Authorization", "If-None-Match", "Range", "Content-Type",
                               "Last-Event-ID"],
-            "expose_headers": ["ETag", "Content-Range", "Content-Length", "Location"], "max_age": 3600}
+            "expose_headers": ["ETag", "Content-Range", "Content-Length", "Location", HINT_HEADER], "max_age": 3600}
     app.add_middleware(CORSMiddleware, **cors)  # type: ignore[arg-type]
     app.add_middleware(RequestLog, enabled=settings.log_requests)
     app.fast_path = StaticFastPath(catalog, settings.gzip_min_size, gzip_excluded, cors, settings.log_requests)
@@ -257,4 +261,4 @@ def serve(settings: ServerSettings) -> None:
                 **common)  # type: ignore[arg-type]
 
 
-__all__ = ["STATUS_CODES", "CimApp", "create_app", "error_body", "serve", "status_for", "worker_app"]
+__all__ = ["HINT_HEADER", "STATUS_CODES", "WWW_AUTHENTICATE", "not_found_hint", "CimApp", "create_app", "error_body", "serve", "status_for", "worker_app"]

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import base64
+import binascii
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from fastapi import Request
 
+from tiles.errors import InvalidKeyError
 from tiles.server.auth import Principal
 from tiles.server.catalog import ServiceCatalog
 
 KEY_HEADER = "x-api-key"
 KEY_PARAM = "api_key"
+HINT_HEADER = "X-Cim-Hint"  # a sentence a client can show: why a response is empty or 404, and what to do
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,8 @@ class Ctx:
         catalog: the service catalogue.
         who: the caller.
         base: public base URL, no trailing slash.
-        query: `api_key=...` when the caller passed its key in the URL (carried into links), else "".
+        query: `api_key=...` when the caller passed its key in the URL (carried into every link we write), else ""
+            (a key sent in a header, `X-API-Key`, Bearer or Basic, is sent again by the client with every request).
         path: the request path with the key removed (for the audit log).
         client: the client address.
     """
@@ -36,22 +40,42 @@ class Ctx:
     client: str | None
 
 
+def basic_key(value: str) -> str:
+    """The API key in an `Authorization: Basic ...` value: the password (any user name), or the user name when the
+    password is empty (`curl -u KEY:`). Desktop clients (QGIS, ArcGIS, GDAL) keep such credentials in their stores
+    and send them with every request, which no custom header or query parameter survives in all of them.
+
+    Raises:
+        InvalidKeyError: not base64 of `user:password`, or both empty.
+    """
+    try:
+        user, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidKeyError("the Authorization: Basic credentials are not base64 of user:password; put the API "
+                              "key in the password (any user name)") from exc
+    key = password or user
+    if not key:
+        raise InvalidKeyError("the Authorization: Basic credentials are empty; put the API key in the password")
+    return key
+
+
 def presented_key(request: Request) -> str | None:
-    """The API key of a request: `X-API-Key`, `Authorization: Bearer ...`, `Authorization: Basic` with the key as
-    the password (for clients that only speak Basic, such as FROST's SensorThings client), or the `api_key` query
-    parameter."""
+    """The API key of a request: `X-API-Key`, `Authorization: Bearer ...`, `Authorization: Basic ...` (the key as
+    the password: QGIS, ArcGIS, GDAL and FROST's SensorThings client keep such logins), or the `api_key` query
+    parameter.
+
+    Raises:
+        InvalidKeyError: Basic credentials that are not base64 of `user:password`.
+    """
     key = request.headers.get(KEY_HEADER)
     if key:
         return key
     auth = request.headers.get("authorization", "")
-    if auth[:7].lower() == "bearer ":
+    scheme = auth[:7].lower()
+    if scheme == "bearer ":
         return auth[7:].strip()
-    if auth[:6].lower() == "basic ":
-        try:
-            _, _, password = base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return auth  # not Basic credentials: refused as a malformed key
-        return password or auth
+    if scheme.startswith("basic "):
+        return basic_key(auth[6:])
     return request.query_params.get(KEY_PARAM) or None
 
 

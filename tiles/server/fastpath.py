@@ -87,7 +87,9 @@ class StaticFastPath:
         accept = inm = b""
         origin = False
         for name, value in scope["headers"]:
-            if name in _LEAVE or (name == b"authorization" and value[:7].lower() == b"bearer "):
+            # a key in Authorization (Bearer, or Basic with the key as password) must be checked: 401 if bad
+            scheme = value.split(b" ", 1)[0].lower() if name == b"authorization" else b""
+            if name in _LEAVE or scheme in (b"bearer", b"basic"):
                 return None
             if name == b"accept-encoding":
                 accept = value

@@ -45,13 +45,15 @@ def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
     return v[0], v[1], v[2], v[3]
 
 
-def _int(name: str, text: str | None, default: int, lo: int, hi: int) -> int:
+def _int(name: str, text: str | None, default: int, lo: int, hi: int, clamp: bool = False) -> int:
     if text is None:
         return default
     try:
         value = int(text)
     except ValueError as exc:
         raise LayerInputError(f"{name}={text!r} is not an integer") from exc
+    if clamp and value > hi:
+        return hi
     if not lo <= value <= hi:
         raise LayerInputError(f"{name}={value} is outside {lo}..{hi}")
     return value
@@ -82,7 +84,7 @@ def items(
     request: Request,
     ctx: CtxDep,
     bbox: Annotated[str | None, Query(description="minlon,minlat,maxlon,maxlat (CRS84)")] = None,
-    limit: Annotated[str | None, Query(description="1..10000, default 20")] = None,
+    limit: Annotated[str | None, Query(description="page size (the API document gives default and maximum)")] = None,
     offset: Annotated[str | None, Query(description="features to skip, default 0")] = None,
     filter: Annotated[str | None, Query(description="CQL2-text, e.g. capacity > 100 AND kind = 'school'")] = None,  # noqa: A002
     filter_lang: Annotated[str | None, Query(alias="filter-lang")] = None,
@@ -96,7 +98,8 @@ def items(
     for pname, value in (("filter-crs", filter_crs), ("bbox-crs", bbox_crs), ("crs", crs)):
         if value not in (None, ogc.CRS84):
             raise LayerInputError(f"{pname}={value!r}: only {ogc.CRS84} is supported")
-    lim = _int("limit", limit, s.items_limit, 1, s.items_max_limit)
+    # OGC API Features: a limit above the advertised maximum is served as the maximum, with a next link, not refused
+    lim = _int("limit", limit, s.items_limit, 1, s.items_max_limit, clamp=True)
     off = _int("offset", offset, 0, 0, 2**62)
     props = {k: v for k, v in request.query_params.items() if k not in _RESERVED}
     info = ctx.catalog.layer(collection_id, ctx.who, "items", ctx.path, ctx.client)

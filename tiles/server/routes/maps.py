@@ -6,12 +6,12 @@ import hashlib
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 
 from tiles.errors import TileRequestError
 from tiles.raster import MEDIA_TYPES, RasterMap, wmts_capabilities
 from tiles.server import ogc
-from tiles.server.deps import Ctx, context
+from tiles.server.deps import HINT_HEADER, Ctx, context
 from tiles.server.responses import cache_control, etag_matches, json_response
 
 router = APIRouter(tags=["Raster maps"])
@@ -58,10 +58,19 @@ def tilejson(name: str, ctx: CtxDep, tms: str = "WebMercatorQuad", format: str |
     return json_response(ogc.raster_tilejson(m, ctx.base, fmt, tms, ctx.query))
 
 
-def _capabilities(ctx: Ctx) -> Response:
+ANONYMOUS_NOTE = ("Anonymous capabilities list public maps only. With an API key, send it as the password of HTTP "
+                  "Basic authentication (QGIS, ArcGIS: a Basic credential on this URL) or use the keyed URL "
+                  "{base}/wmts/1.0.0/WMTSCapabilities.xml?api_key=KEY")
+
+
+def _capabilities(ctx: Ctx, hint: str | None = None) -> Response:
+    note = ANONYMOUS_NOTE.format(base=ctx.base) if ctx.who.anonymous else None
     xml = wmts_capabilities(ctx.catalog.visible_maps(ctx.who), ctx.base, title=ctx.catalog.settings.title,
-                            query=ctx.query)
-    return Response(xml, media_type="application/xml", headers={"Cache-Control": "no-cache"})
+                            query=ctx.query, abstract=note)
+    headers = {"Cache-Control": "no-cache"}
+    if hint or note:
+        headers[HINT_HEADER] = " ".join(h for h in (hint, note) if h)
+    return Response(xml, media_type="application/xml", headers=headers)
 
 
 @router.get("/wmts/1.0.0/WMTSCapabilities.xml", summary="WMTS 1.0.0 capabilities (RESTful)")
@@ -72,11 +81,19 @@ def wmts_rest(ctx: CtxDep) -> Response:
 @router.get("/wmts", summary="WMTS 1.0.0 KVP: GetCapabilities and GetTile")
 def wmts_kvp(request: Request, ctx: CtxDep) -> Response:
     q = {k.upper(): v for k, v in request.query_params.items()}
-    if q.get("SERVICE", "WMTS").upper() != "WMTS":
-        raise TileRequestError(f"SERVICE={q['SERVICE']!r}: this endpoint serves WMTS")
+    service = q.get("SERVICE", "WMTS").upper()
     op = q.get("REQUEST", "GetCapabilities")
     if op.lower() == "getcapabilities":
-        return _capabilities(ctx)
+        # QGIS appends SERVICE=WMS&REQUEST=GetCapabilities to any capabilities URL it is given, and reads WMTS
+        # capabilities from the answer: give it (and anyone probing) the WMTS document and say where WMS is
+        hint = None if service == "WMTS" else f"SERVICE={q['SERVICE']}: this is the WMTS endpoint; WMS 1.3.0 is " \
+                                              f"at {ctx.base}/wms"
+        return _capabilities(ctx, hint)
+    if service == "WMS":
+        # a WMS request sent here: the WMS endpoint answers it, with the same query string
+        return RedirectResponse(f"{ctx.base}/wms?{request.url.query}", status_code=307)
+    if service != "WMTS":
+        raise TileRequestError(f"SERVICE={q['SERVICE']!r}: this endpoint serves WMTS (WMS is at /wms)")
     if op.lower() != "gettile":
         raise TileRequestError(f"REQUEST={op!r}: use GetCapabilities or GetTile")
     missing = [p for p in ("LAYER", "TILEMATRIXSET", "TILEMATRIX", "TILEROW", "TILECOL") if not q.get(p)]
