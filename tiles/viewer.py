@@ -38,17 +38,13 @@ import shapely
 
 from cim.errors import OutputExistsError
 from tiles.errors import TileRequestError, TilesError
+from tiles.styles import PALETTE, layer_style
 
 ReadJson = Callable[[str, str], dict[str, Any]]  # (model name, path inside the model) -> parsed JSON
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "viewer"
 ASSETS = {"viewer.js": "text/javascript; charset=utf-8", "viewer.css": "text/css; charset=utf-8"}
-HEIGHT_FIELDS = ("height", "max_height_m", "height_m")
-DENSE_FEATURES = 2000  # layers with more features start hidden (trees would cover the city)
 SEARCH_FIELDS = ("address", "name", "code", "zone_code", "shelter_id", "sensor_id", "hazard_id")
-_PALETTE = [(230, 85, 13), (49, 130, 189), (49, 163, 84), (117, 107, 177), (222, 45, 38), (253, 174, 107),
-            (99, 99, 99), (158, 202, 225), (161, 217, 155), (188, 189, 220), (214, 97, 107), (140, 86, 75),
-            (231, 186, 82), (23, 190, 207)]
 # top-level CIM catalogue themes (CJJ/T 315-2022), in the standard's order
 _TOP_THEMES = ("spatiotemporal_base", "resource_survey", "planning_control", "construction_projects",
                "public_topics", "iot_sensing")
@@ -71,7 +67,7 @@ def _with_key(url: str, key_query: str) -> str:
 
 
 def _color(i: int) -> list[int]:
-    return list(_PALETTE[i % len(_PALETTE)])
+    return list(PALETTE[i % len(PALETTE)])
 
 
 def _theme_group(theme: str) -> str:
@@ -140,11 +136,8 @@ def home_view(extent: Sequence[float] | None, width: int = 1000, height: int = 7
 
 def _vector_layer(info: dict[str, Any], i: int, ground: float, key_query: str
                   ) -> tuple[pdk.Layer, dict[str, Any]]:
-    gtype = (info.get("geometry_type") or "").upper()
-    color = _color(i)
-    height_field = next((f for f in HEIGHT_FIELDS if f in (info.get("fields") or ())), None)
-    extruded = "POLYGON" in gtype and height_field is not None
-    dense = (info.get("feature_count") or 0) > DENSE_FEATURES
+    look = layer_style(info, i, info.get("fields") or ())  # the same look as the /styles documents
+    color = list(look.color)
     kwargs: dict[str, Any] = {
         "data": _with_key(info["urls"]["tiles"], key_query),
         "pickable": True,
@@ -155,27 +148,27 @@ def _vector_layer(info: dict[str, Any], i: int, ground: float, key_query: str
         "binary": False,
         "loaders": {"@@function": "cimMvtLoaders"},
         "load_options": {"worker": False},
-        "get_fill_color": color + [40 if "POLYGON" in gtype else 220],
+        "get_fill_color": color + [look.fill_alpha],
         "get_line_color": color + [255],
-        "line_width_min_pixels": 1 if "POLYGON" in gtype else 2,
+        "line_width_min_pixels": look.line_width,
         "get_line_width": 1,
-        "point_radius_min_pixels": 2 if dense else 4,
-        "get_point_radius": 1.5 if dense else 3,
+        "point_radius_min_pixels": look.point_radius,
+        "get_point_radius": look.point_radius * 0.75,
         "stroked": True,
         "filled": True,
         "render_sub_layers": {"@@function": "cimVectorTile", "ground": ground},
     }
-    if extruded:
-        kwargs.update(extruded=True, wireframe=True, get_elevation=f"properties.{height_field}",
-                      get_fill_color=color + [150], material=False)
+    if look.extruded:
+        kwargs.update(extruded=True, wireframe=True, get_elevation=f"properties.{look.height_field}",
+                      material=False)
     else:
         kwargs["parameters"] = {"depthCompare": "always", "depthWriteEnabled": False}
     entry = {"id": f"layer:{info['name']}", "kind": "vector", "name": info["name"], "title": info["title"],
              "group": _theme_group(info.get("theme", "")), "theme": info.get("theme"),
              "theme_title": info.get("theme_title"), "security": info.get("security"),
-             "geometry": "polygon" if "POLYGON" in gtype else "line" if "LINE" in gtype else "point",
-             "color": color, "extruded": extruded, "height_field": height_field,
-             "feature_count": info.get("feature_count"), "visible": not extruded and not dense}
+             "geometry": look.geometry, "color": color, "extruded": look.extruded,
+             "height_field": look.height_field,
+             "feature_count": info.get("feature_count"), "visible": look.visible}
     return pdk.Layer("MVTLayer", id=entry["id"], visible=entry["visible"], **kwargs), entry
 
 

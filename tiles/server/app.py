@@ -35,7 +35,8 @@ from tiles.server.fastpath import StaticFastPath
 from tiles.server.jobs import JobManager
 from tiles.server.openapi import openapi_document
 from tiles.server.responses import json_response, log_request, with_key_vary
-from tiles.server.routes import analysis, core, features, jobs, maps, sensing, sta, tiles3d, vector, viewer
+from tiles.server.routes import (analysis, core, features, jobs, maps, sensing, sta, styles, tiles3d, vector,
+                                 viewer, wms)
 from tiles.server.settings import ServerSettings
 
 log = logging.getLogger("cim.server")
@@ -198,7 +199,8 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
-    for module in (viewer, core, tiles3d, maps, vector, features, jobs, analysis, sta, sensing):  # viewer first: it answers /
+    # viewer first: it answers browsers at /
+    for module in (viewer, core, tiles3d, maps, vector, features, jobs, analysis, sta, sensing, styles, wms):
         app.include_router(module.router)
 
     @app.get("/api", summary="This API's OpenAPI 3.0 document", tags=["core"])
