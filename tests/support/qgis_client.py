@@ -115,6 +115,10 @@ def main() -> None:
                                              "EPSG:3857")
     result["wmts_hidden_keyed"] = render(QgsRasterLayer(hidden + auth_param, "hidden", "wms"), "wmts_hidden_keyed",
                                          "EPSG:3857")
+    # the keyed half of the URL pair: /basic/... challenges, QGIS answers with the stored login
+    result["wmts_basic_prefix"] = render(QgsRasterLayer(hidden.replace(caps, f"{base}/basic/wmts/1.0.0/"
+                                                                             f"WMTSCapabilities.xml") + auth_param,
+                                                        "hidden /basic", "wms"), "wmts_basic_prefix", "EPSG:3857")
     for crs in ("EPSG:3857", "EPSG:4490", "EPSG:4326"):
         uri = f"crs={crs}&format=image/png&layers=ortho&styles=&url={base}/wms"
         result[f"wms_ortho_{crs}"] = render(QgsRasterLayer(uri, "ortho wms", "wms"), f"wms_ortho_{crs[5:]}", crs)

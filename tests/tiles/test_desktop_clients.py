@@ -180,9 +180,11 @@ def test_qgis_wmts_on_both_tile_matrix_sets_and_the_kvp_url(qgis: dict[str, Any]
 
 def test_qgis_hidden_map_needs_the_basic_key(qgis: dict[str, Any]) -> None:
     assert not qgis["wmts_hidden_anonymous"]["valid"]
-    keyed = qgis["wmts_hidden_keyed"]
-    assert keyed["valid"], keyed
-    assert_gradient(_rgba(keyed["png"]), "QGIS keyed WMTS")
+    for name in ("wmts_hidden_keyed", "wmts_basic_prefix"):
+        keyed = qgis[name]
+        assert keyed["valid"], keyed
+        assert_gradient(_rgba(keyed["png"]), f"QGIS {name}")
+    assert any("/basic/" in ln and "secret_ortho" in ln and " 200 " in ln for ln in qgis["requests"])
 
 
 def test_qgis_wms_and_xyz(qgis: dict[str, Any], desktop: Desktop) -> None:
@@ -229,14 +231,14 @@ def test_qgis_vector_tiles_through_the_style_document(qgis: dict[str, Any], desk
 
 
 # --------------------------------------------------------------------------------------------------------- GDAL
-def _gdal(args: list[str], key: str | None = None) -> subprocess.CompletedProcess[str]:
+def _gdal(args: list[str], key: str | None = None, auth: str = "BASIC") -> subprocess.CompletedProcess[str]:
     if shutil.which(args[0]) is None:
         pytest.skip(f"{args[0]} is missing: Debian's gdal-bin (bin/setup installs it as root)")
     env = {**os.environ, "GDAL_HTTP_TIMEOUT": "60", "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": "", "GDAL_DISABLE_READDIR_ON_OPEN": "YES"}
     for k in ("GDAL_DATA", "PROJ_DATA", "PROJ_LIB"):  # the venv's rasterio data is not Debian GDAL's
         env.pop(k, None)
     if key:
-        env.update(GDAL_HTTP_AUTH="BASIC", GDAL_HTTP_USERPWD=f"gdal:{key}")
+        env.update(GDAL_HTTP_AUTH=auth, GDAL_HTTP_USERPWD=f"gdal:{key}")
     return subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
 
 
@@ -255,6 +257,18 @@ def test_gdal_ogc_api_features_anonymous_and_keyed(desktop: Desktop) -> None:
     assert sorted(f["properties"]["name"] for f in doc["features"]) == sorted(store.index)
     for feat in doc["features"]:
         assert feat["properties"]["level"] == store.loc[feat["properties"]["name"], "level"]
+
+
+def test_gdal_sends_its_login_after_the_challenge_under_basic(desktop: Desktop) -> None:
+    """The ArcGIS flow: a client that sends credentials only when challenged (curl's ANY: ask, get 401 Basic,
+    answer) sees the keyed collections under /basic; anonymous at the root it would see the public one only."""
+    r = _gdal(["ogrinfo", "-ro", "-q", f"OAPIF:{desktop.base}/basic"], desktop.key, auth="ANY")
+    assert r.returncode == 0, r.stderr
+    assert all(n in r.stdout for n in ("shelters", "sensors", "hazards")), r.stdout
+    root = _gdal(["ogrinfo", "-ro", "-q", f"OAPIF:{desktop.base}"], desktop.key, auth="ANY")
+    assert "shelters" in root.stdout and "hazards" not in root.stdout
+    challenged = [ln for ln in desktop.log if " /basic" in ln and " 401 " in ln]
+    assert challenged, "GDAL was not challenged"
 
 
 @pytest.mark.parametrize(("tms", "crs"), [("WebMercatorQuad", "EPSG:3857"), ("CGCS2000Quad", "EPSG:4490")])

@@ -244,3 +244,23 @@ def test_wms_getfeatureinfo_answers_from_the_store(served: Served) -> None:
                                   "CRS": "CRS:84", "BBOX": f"{lon - d},{lat - d},{lon + d},{lat + d}", "WIDTH": 10,
                                   "HEIGHT": 10, "I": 5, "J": 5})
         assert r.status_code == 404 and "LayerNotDefined" in r.text
+
+
+def test_basic_prefix_challenges_and_keeps_itself_in_links(served: Served) -> None:
+    """ArcGIS sends a stored login only after a 401 Basic challenge: every URL also exists under /basic/, which
+    challenges a request without credentials, and the links it writes stay under /basic."""
+    with served.client() as c:
+        r = c.get("/basic/wmts/1.0.0/WMTSCapabilities.xml")
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith('Basic realm="cim"')
+        assert c.get("/wmts/1.0.0/WMTSCapabilities.xml").status_code == 200  # the anonymous half of the pair
+    with _basic(served, "internal") as c:
+        caps = c.get("/basic/wmts/1.0.0/WMTSCapabilities.xml")
+        assert caps.status_code == 200 and f"{served.base}/basic/maps/ortho/" in caps.text
+        landing = c.get("/basic/", headers={"Accept": "application/json"}).json()
+        assert all(link["href"].startswith(f"{served.base}/basic/") for link in landing["links"])
+        assert sorted(col["id"] for col in c.get("/basic/collections").json()["collections"]) == ["sensors",
+                                                                                                   "shelters"]
+        items = c.get("/basic/collections/sensors/items", params={"limit": 5}).json()
+        assert items["numberMatched"] == 30 and all("/basic/collections/" in link["href"] for link in items["links"])
+        assert c.get("/basic/styles/layers/sensors").json()["sources"]["sensors"]["tiles"][0].startswith(
+            f"{served.base}/basic/tiles/sensors/")

@@ -85,8 +85,8 @@ def not_found_hint(request: Request) -> str:
         return ("not found for this key: it does not exist, or the key does not grant it; "
                 "/catalog lists what the key can see")
     return ("not found for anonymous callers, who see public data only; if it needs a key, send the key as the "
-            "password of HTTP Basic authentication (QGIS, ArcGIS: a Basic credential), as the X-API-Key header "
-            "or as ?api_key=; /catalog lists what you can see")
+            "password of HTTP Basic authentication (QGIS, ArcGIS: a stored Basic login; the same URL under /basic/ "
+            "asks for it), as the X-API-Key header or as ?api_key=; /catalog lists what you can see")
 
 
 async def _cim_error(request: Request, exc: Exception) -> Response:
@@ -149,6 +149,40 @@ class RequestLog:
         finally:
             if self.enabled:
                 log_request(scope, state["status"], state["bytes"], t0)
+
+
+BASIC_PREFIX = "/basic"
+
+
+class BasicChallenge:
+    """ASGI middleware: every URL also exists under `/basic/...`, where a request without credentials is answered
+    401 with a `WWW-Authenticate: Basic` challenge instead of as anonymous.
+
+    Why: ArcGIS Pro sends a stored login only after a server challenges it (RFC 7617's flow), and our services
+    answer anonymous requests with the public data, so it would never send the key. Under `/basic` the base URL of
+    every link the server writes keeps the prefix (ASGI `root_path`), so the links a client follows challenge too.
+    This is the keyed half of the documented URL pair: `/wmts/1.0.0/WMTSCapabilities.xml` (anonymous) and
+    `/basic/wmts/1.0.0/WMTSCapabilities.xml` (asks for the key as a Basic password)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not (path == BASIC_PREFIX or path.startswith(BASIC_PREFIX + "/")):
+            await self.app(scope, receive, send)
+            return
+        scope = {**scope, "root_path": scope.get("root_path", "") + BASIC_PREFIX}
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        keyed = (b"authorization" in headers or KEY_HEADER.encode() in headers
+                 or f"{KEY_PARAM}=".encode() in scope.get("query_string", b""))
+        if keyed or scope.get("method") == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        response = json_response(error_body(401, "this URL asks for an API key: send it as the password of HTTP "
+                                                 "Basic authentication (any user name)"), status=401,
+                                 headers={"WWW-Authenticate": WWW_AUTHENTICATE})
+        await response(scope, receive, send)
 
 
 class CimApp(FastAPI):
@@ -217,6 +251,7 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
                               "Last-Event-ID"],
             "expose_headers": ["ETag", "Content-Range", "Content-Length", "Location", HINT_HEADER], "max_age": 3600}
     app.add_middleware(CORSMiddleware, **cors)  # type: ignore[arg-type]
+    app.add_middleware(BasicChallenge)
     app.add_middleware(RequestLog, enabled=settings.log_requests)
     app.fast_path = StaticFastPath(catalog, settings.gzip_min_size, gzip_excluded, cors, settings.log_requests)
     return app
@@ -263,4 +298,4 @@ def serve(settings: ServerSettings) -> None:
                 **common)  # type: ignore[arg-type]
 
 
-__all__ = ["HINT_HEADER", "STATUS_CODES", "WWW_AUTHENTICATE", "not_found_hint", "CimApp", "create_app", "error_body", "serve", "status_for", "worker_app"]
+__all__ = ["BASIC_PREFIX", "HINT_HEADER", "BasicChallenge", "STATUS_CODES", "WWW_AUTHENTICATE", "not_found_hint", "CimApp", "create_app", "error_body", "serve", "status_for", "worker_app"]

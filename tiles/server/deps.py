@@ -83,7 +83,10 @@ def context(request: Request) -> Ctx:
     """FastAPI dependency: resolve the caller (raises `InvalidKeyError` for a bad key) and the base URL."""
     catalog: ServiceCatalog = request.app.state.catalog
     who = catalog.authenticate(presented_key(request))
-    base = catalog.settings.public_url or str(request.base_url)
+    base = str(request.base_url)
+    if catalog.settings.public_url:  # behind a proxy; keep the /basic prefix a request came in under
+        base = catalog.settings.public_url.rstrip("/") + ("/basic" if request.scope.get("root_path", "")
+                                                          .endswith("/basic") else "")
     in_url = request.query_params.get(KEY_PARAM)
     return Ctx(catalog, who, base.rstrip("/"), urlencode({KEY_PARAM: in_url}) if in_url else "",
                request.url.path, request.client.host if request.client else None)

@@ -58,13 +58,14 @@ def tilejson(name: str, ctx: CtxDep, tms: str = "WebMercatorQuad", format: str |
     return json_response(ogc.raster_tilejson(m, ctx.base, fmt, tms, ctx.query))
 
 
-ANONYMOUS_NOTE = ("Anonymous capabilities list public maps only. With an API key, send it as the password of HTTP "
-                  "Basic authentication (QGIS, ArcGIS: a Basic credential on this URL) or use the keyed URL "
-                  "{base}/wmts/1.0.0/WMTSCapabilities.xml?api_key=KEY")
+ANONYMOUS_NOTE = ("Anonymous capabilities list public maps only. With an API key use {base}/basic{path}, which asks "
+                  "for the key as the password of HTTP Basic authentication (QGIS, ArcGIS, GDAL: a stored Basic "
+                  "login, any user name), or {base}{path}?api_key=KEY")
+WMTS_CAPABILITIES = "/wmts/1.0.0/WMTSCapabilities.xml"
 
 
 def _capabilities(ctx: Ctx, hint: str | None = None) -> Response:
-    note = ANONYMOUS_NOTE.format(base=ctx.base) if ctx.who.anonymous else None
+    note = ANONYMOUS_NOTE.format(base=ctx.base, path=WMTS_CAPABILITIES) if ctx.who.anonymous else None
     xml = wmts_capabilities(ctx.catalog.visible_maps(ctx.who), ctx.base, title=ctx.catalog.settings.title,
                             query=ctx.query, abstract=note)
     headers = {"Cache-Control": "no-cache"}

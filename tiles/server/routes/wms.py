@@ -27,8 +27,7 @@ def _capabilities(ctx: Ctx) -> Response:
     layers = [wms.WmsLayer(e["name"], e["title"], e.get("extent"), True, e.get("theme_title") or "",
                            [k for k in (e.get("theme"), e.get("security")) if k])
               for e, _ in styled_layers(ctx)]
-    note = ANONYMOUS_NOTE.format(base=ctx.base).replace("/wmts/1.0.0/WMTSCapabilities.xml?api_key=KEY",
-                                                        "/wms?SERVICE=WMS&REQUEST=GetCapabilities&api_key=KEY") \
+    note = ANONYMOUS_NOTE.format(base=ctx.base, path="/wms").replace("/wms?api_key", "/wms?SERVICE=WMS&api_key") \
         if ctx.who.anonymous else None
     xml = wms.wms_capabilities([*maps, *layers], ctx.base, title=ctx.catalog.settings.title, query=ctx.query,
                                abstract=note)
