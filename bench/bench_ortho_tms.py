@@ -1,0 +1,124 @@
+"""Orthophoto tile latency per tile matrix set and zoom, ours against TiTiler on the same COG, in one run.
+
+    .venv/bin/python bench/bench_ortho_tms.py [--duration 5] [--connections 4] [--markdown]
+
+The COG is the sample city's orthophoto (4000 x 4000 px, 0.5 m, JPEG, overviews 2-8, EPSG:4547: CGCS2000
+Gauss-Krueger), made once by `cim.sample.default_sample()`. For each tile matrix set and zoom, `wrk` (1 thread, 4
+keep-alive connections) cycles through every tile of that zoom over the COG (at most 256), first 2 s of warm-up,
+then `--duration` seconds measured, against
+
+- ours: `cim serve` with that COG as a map, one worker, rendered-tile cache off (`CIM_TILE_CACHE_MB=0`: every
+  request renders its tile; the URL list repeats within a run): `/maps/ortho/{tms}/{z}/{x}/{y}.png`;
+- TiTiler (`titiler.application`, same rio-tiler underneath), one worker: `/cog/tiles/{tms}/{z}/{x}/{y}.png?url=`,
+  with CGCS2000Quad registered in morecantile by a small launcher written into the work folder (the same
+  definition as ours, `tiles.raster.get_tms`).
+
+Zooms: WebMercatorQuad 13-18 and CGCS2000Quad 12-17 (CGCS2000Quad zoom z has about the ground resolution of
+WebMercatorQuad z+1 at this latitude). QGIS 3.22 drawing the whole city (1000 x 700 and 1920 x 1080 px) asked
+WebMercatorQuad 15 and 16 and CGCS2000Quad 15 (tools/desktop_screenshots.py). Printed: p50/p95 ms and tiles/s of
+both, ours/TiTiler throughput, and each of our rows' p50 against the faster tile matrix set at the same ground
+resolution. The peer lives in a venv of its own, never a project dependency:
+
+    apt-get install -y wrk
+    /usr/bin/python3 -m venv /tmp/cim-bench-peers && /tmp/cim-bench-peers/bin/pip install titiler.application uvicorn
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from bench_serve import free_port, guarded, process, wrk  # noqa: E402
+
+LAUNCHER = '''
+import morecantile, pyproj
+cgcs = morecantile.TileMatrixSet.custom(
+    [-180.0, -90.0, 180.0, 90.0], pyproj.CRS.from_epsg(4490), matrix_scale=[2, 1], id="CGCS2000Quad",
+    ordered_axes=["Lat", "Lon"], minzoom=0, maxzoom=20)
+morecantile.tms = morecantile.tms.register({"CGCS2000Quad": cgcs})
+from titiler.application.main import app  # noqa: E402  (after the registry has CGCS2000Quad)
+'''
+ZOOMS = {"WebMercatorQuad": range(13, 19), "CGCS2000Quad": range(12, 18)}
+
+
+def tiles_of(cog: Path, tms_id: str, z: int, limit: int = 256) -> list[str]:
+    import numpy as np
+
+    from tiles.raster import RasterMap, get_tms
+
+    m = RasterMap("ortho", cog, "image")
+    tms = get_tms(tms_id)
+    tiles = [t for t in tms.tiles(*m.info.bounds, [z]) if m.tile_exists(tms, t.z, t.x, t.y)]
+    order = np.random.default_rng(11).permutation(len(tiles))[:limit]
+    return [f"{tiles[i].z}/{tiles[i].x}/{tiles[i].y}" for i in order]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--duration", type=int, default=5, help="seconds measured per server, tile matrix set and zoom")
+    ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "cim-bench-ortho-tms")
+    ap.add_argument("--peers", type=Path, default=Path("/tmp/cim-bench-peers"), help="venv with titiler")
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args()
+    from cim.sample import default_sample
+
+    cog = default_sample().ortho
+    args.work.mkdir(parents=True, exist_ok=True)
+    (args.work / "cim_bench_titiler.py").write_text(LAUNCHER)
+    print(f"COG {cog}; load average at start {os.getloadavg()}", flush=True)
+    plan = {(t, z): tiles_of(cog, t, z) for t, zs in ZOOMS.items() for z in zs}
+    ours: dict[tuple[str, int], dict[str, float]] = {}
+    peer: dict[tuple[str, int], dict[str, float] | None] = {}
+    port = free_port()
+    code = ("from tiles.server import ServerSettings, serve; import sys; "
+            "serve(ServerSettings(maps={'ortho': sys.argv[1]}, port=int(sys.argv[2]), log_requests=False))")
+    with process([sys.executable, "-c", code, str(cog), str(port)], f"http://127.0.0.1:{port}/health",
+                 env={"PYTHONPATH": str(HERE.parent), "CIM_TILE_CACHE_MB": "0"}, cwd=HERE.parent):
+        for (t, z), tiles in plan.items():
+            ours[t, z] = wrk(f"http://127.0.0.1:{port}", [f"/maps/ortho/{t}/{p}.png" for p in tiles], args.work,
+                             args.duration, args.connections)
+            print(f"ours {t} z{z}: {ours[t, z]}", flush=True)
+    peer_py = args.peers / "bin" / "python"
+    if peer_py.is_file():
+        pport = free_port()
+
+        def run_peer() -> dict[tuple[str, int], dict[str, float]]:
+            out = {}
+            with process([str(peer_py), "-m", "uvicorn", "cim_bench_titiler:app", "--port", str(pport),
+                          "--no-access-log", "--log-level", "error"], f"http://127.0.0.1:{pport}/healthz",
+                         env={"PYTHONPATH": str(args.work)}, cwd=args.work):
+                for (t, z), tiles in plan.items():
+                    out[t, z] = wrk(f"http://127.0.0.1:{pport}",
+                                    [f"/cog/tiles/{t}/{p}.png?url={cog}" for p in tiles], args.work, args.duration,
+                                    args.connections)
+                    print(f"TiTiler {t} z{z}: {out[t, z]}", flush=True)
+            return out
+
+        got = guarded("TiTiler", run_peer)  # type: ignore[arg-type]
+        peer = dict(got) if got else {}
+    print(f"\nload average at end {os.getloadavg()}")
+    rows = ["| tile matrix set | zoom | tiles | p50 ms | p95 ms | tiles/s | TiTiler p50 ms | TiTiler p95 ms | "
+            "TiTiler tiles/s | ours/TiTiler (tiles/s) | p50 / best set at same resolution |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for (t, z), r in ours.items():
+        twin = ("CGCS2000Quad", z - 1) if t == "WebMercatorQuad" else ("WebMercatorQuad", z + 1)
+        best = min(r["p50_ms"], ours[twin]["p50_ms"]) if twin in ours else r["p50_ms"]
+        p = peer.get((t, z))
+        ratio = f"{r['rps'] / p['rps']:.2f}" if p and p['rps'] else "-"
+        ptxt = f"{p['p50_ms']:.1f} | {p['p95_ms']:.1f} | {p['rps']:.0f}" if p else "- | - | -"
+        bad = f" ({r['bad_status']} bad)" if r["bad_status"] or r["errors"] else ""
+        rows.append(f"| {t} | {z} | {len(plan[t, z])} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['rps']:.0f}{bad} | "
+                    f"{ptxt} | {ratio} | {r['p50_ms'] / best:.2f} |")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
