@@ -5,7 +5,8 @@
 The COG is the sample city's orthophoto (4000 x 4000 px, 0.5 m, JPEG, overviews 2-8, EPSG:4547: CGCS2000
 Gauss-Krueger), made once by `cim.sample.default_sample()`. For each tile matrix set and zoom, `wrk` (1 thread, 4
 keep-alive connections) cycles through every tile of that zoom over the COG (at most 256), first 2 s of warm-up,
-then `--duration` seconds measured, against
+then `--duration` seconds measured (each server first gets 10 s of zoom 15 per tile matrix set, unmeasured;
+wrk's request timeout is raised to 60 s, so a slow server is measured, not dropped), against
 
 - ours: `cim serve` with that COG as a map, one worker, rendered-tile cache off (`CIM_TILE_CACHE_MB=0`: every
   request renders its tile; the URL list repeats within a run): `/maps/ortho/{tms}/{z}/{x}/{y}.png`;
@@ -35,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_serve import free_port, guarded, process, wrk  # noqa: E402
+from bench_serve import free_port, guarded, process, wrk
 
 LAUNCHER = '''
 import morecantile, pyproj
@@ -60,6 +61,13 @@ def tiles_of(cog: Path, tms_id: str, z: int, limit: int = 256) -> list[str]:
     return [f"{tiles[i].z}/{tiles[i].x}/{tiles[i].y}" for i in order]
 
 
+def warm(base: str, paths_by_tms: dict[str, list[str]], work: Path, connections: int) -> None:
+    """Make the servers' per-connection state before measuring (our kept views, GDAL's caches): 10 s of each tile
+    matrix set's QGIS zoom, unmeasured."""
+    for paths in paths_by_tms.values():
+        wrk(base, paths, work, 10, connections, timeout=60)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=int, default=5, help="seconds measured per server, tile matrix set and zoom")
@@ -82,9 +90,11 @@ def main() -> None:
             "serve(ServerSettings(maps={'ortho': sys.argv[1]}, port=int(sys.argv[2]), log_requests=False))")
     with process([sys.executable, "-c", code, str(cog), str(port)], f"http://127.0.0.1:{port}/health",
                  env={"PYTHONPATH": str(HERE.parent), "CIM_TILE_CACHE_MB": "0"}, cwd=HERE.parent):
+        warm(f"http://127.0.0.1:{port}", {t: [f"/maps/ortho/{t}/{p}.png" for p in plan[t, 15]] for t in ZOOMS},
+             args.work, args.connections)
         for (t, z), tiles in plan.items():
             ours[t, z] = wrk(f"http://127.0.0.1:{port}", [f"/maps/ortho/{t}/{p}.png" for p in tiles], args.work,
-                             args.duration, args.connections)
+                             args.duration, args.connections, timeout=60)
             print(f"ours {t} z{z}: {ours[t, z]}", flush=True)
     peer_py = args.peers / "bin" / "python"
     if peer_py.is_file():
@@ -95,18 +105,20 @@ def main() -> None:
             with process([str(peer_py), "-m", "uvicorn", "cim_bench_titiler:app", "--port", str(pport),
                           "--no-access-log", "--log-level", "error"], f"http://127.0.0.1:{pport}/healthz",
                          env={"PYTHONPATH": str(args.work)}, cwd=args.work):
+                warm(f"http://127.0.0.1:{pport}", {t: [f"/cog/tiles/{t}/{p}.png?url={cog}" for p in plan[t, 15]]
+                                                   for t in ZOOMS}, args.work, args.connections)
                 for (t, z), tiles in plan.items():
                     out[t, z] = wrk(f"http://127.0.0.1:{pport}",
                                     [f"/cog/tiles/{t}/{p}.png?url={cog}" for p in tiles], args.work, args.duration,
-                                    args.connections)
+                                    args.connections, timeout=60)
                     print(f"TiTiler {t} z{z}: {out[t, z]}", flush=True)
             return out
 
         got = guarded("TiTiler", run_peer)  # type: ignore[arg-type]
         peer = dict(got) if got else {}
     print(f"\nload average at end {os.getloadavg()}")
-    rows = ["| tile matrix set | zoom | tiles | p50 ms | p95 ms | tiles/s | TiTiler p50 ms | TiTiler p95 ms | "
-            "TiTiler tiles/s | ours/TiTiler (tiles/s) | p50 / best set at same resolution |",
+    rows = [("| tile matrix set | zoom | tiles | p50 ms | p95 ms | tiles/s | TiTiler p50 ms | TiTiler p95 ms | "
+             "TiTiler tiles/s | ours/TiTiler (tiles/s) | p50 / best set at same resolution |"),
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for (t, z), r in ours.items():
         twin = ("CGCS2000Quad", z - 1) if t == "WebMercatorQuad" else ("WebMercatorQuad", z + 1)
@@ -116,7 +128,7 @@ def main() -> None:
         ptxt = f"{p['p50_ms']:.1f} | {p['p95_ms']:.1f} | {p['rps']:.0f}" if p else "- | - | -"
         bad = f" ({r['bad_status']} bad)" if r["bad_status"] or r["errors"] else ""
         rows.append(f"| {t} | {z} | {len(plan[t, z])} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['rps']:.0f}{bad} | "
-                    f"{ptxt} | {ratio} | {r['p50_ms'] / best:.2f} |")
+                    f"{ptxt} | {ratio} | {(r['p50_ms'] / best) if best else float('nan'):.2f} |")
     print("\n".join(rows))
 
 

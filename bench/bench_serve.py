@@ -102,16 +102,19 @@ def process(cmd: list[str], health: str, env: dict[str, str] | None = None, cwd:
             proc.kill()
 
 
-def wrk(base: str, paths: list[str], work: Path, duration: int, connections: int) -> dict[str, float]:
-    """Run wrk over `paths` (cycled) against `base`; p50/p95 in ms, requests/s, counts."""
+def wrk(base: str, paths: list[str], work: Path, duration: int, connections: int, timeout: int = 2
+        ) -> dict[str, float]:
+    """Run wrk over `paths` (cycled) against `base`; p50/p95 in ms, requests/s, counts. A request slower than
+    `timeout` seconds counts as an error (wrk's default: 2 s)."""
     lst = work / f"urls-{abs(hash((base, paths[0]))) % 10**8}.txt"
     lst.write_text("\n".join(paths) + "\n")
     script = work / "bench.lua"
     script.write_text(WRK_LUA)
     # warm-up: fill OS and server caches the same way for every server
-    subprocess.run(["wrk", "-t1", f"-c{connections}", "-d2s", "-s", str(script), base], env={**os.environ,
-                   "BENCH_URLS": str(lst)}, capture_output=True, check=True)
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-s", str(script), base],
+    subprocess.run(["wrk", "-t1", f"-c{connections}", "-d2s", f"--timeout={timeout}s", "-s", str(script), base],
+                   env={**os.environ, "BENCH_URLS": str(lst)}, capture_output=True, check=True)
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", f"--timeout={timeout}s", "-s",
+                          str(script), base],
                          env={**os.environ, "BENCH_URLS": str(lst)}, capture_output=True, text=True, check=True)
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))
     return json.loads(line[7:])

@@ -55,6 +55,7 @@ ImageFormat = Literal["png", "jpg", "webp"]
 MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp"}
 _GDAL_DRIVERS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP"}
 TILE_SIZE = 256
+MAX_VIEWS = 4  # kept views per map and tile matrix set: concurrent reads beyond this wait for one (2-core machines)
 TERRAIN_RGB_BASE = -10000.0
 TERRAIN_RGB_STEP = 0.1
 
@@ -229,7 +230,9 @@ class RasterMap:
     _grids: dict[str, WarpGrid] = field(default_factory=dict, repr=False)
     _zooms: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
     _to_source: dict[str, pyproj.Transformer | None] = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _made: dict[str, int] = field(default_factory=dict, repr=False)
+    _lock: threading.Condition = field(default_factory=threading.Condition, repr=False)
+    _opening: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -276,17 +279,36 @@ class RasterMap:
 
     @contextlib.contextmanager
     def _view(self, tms: morecantile.TileMatrixSet) -> Iterator[_View]:
-        """An idle view of the map on `tms` for the duration of one read (made when none is idle)."""
+        """An idle view of the map on `tms` for the duration of one read. A new view is made when none is idle and
+        fewer than `MAX_VIEWS` exist (views are made one at a time: the first computes the warp grid the others
+        reuse); otherwise the read waits for one to come back."""
+        key = tms.id
         with self._lock:
-            pool = self._idle.setdefault(tms.id, [])
-            view = pool.pop() if pool else None
+            while True:
+                pool = self._idle.setdefault(key, [])
+                if pool:
+                    view: _View | None = pool.pop()
+                    break
+                if self._made.get(key, 0) < MAX_VIEWS:
+                    self._made[key] = self._made.get(key, 0) + 1
+                    view = None
+                    break
+                self._lock.wait()
         if view is None:
-            view = self._open_view(tms)
+            try:
+                with self._opening:
+                    view = self._open_view(tms)
+            except BaseException:
+                with self._lock:
+                    self._made[key] -= 1
+                    self._lock.notify()
+                raise
         try:
             yield view
         finally:
             with self._lock:
-                self._idle.setdefault(tms.id, []).append(view)
+                self._idle.setdefault(key, []).append(view)
+                self._lock.notify()
 
     @functools.cached_property
     def _footprint(self) -> tuple[CRS, tuple[float, float, float, float], int, str]:
@@ -382,6 +404,7 @@ class RasterMap:
         with self._lock:
             views = [v for pool in self._idle.values() for v in pool]
             self._idle.clear()
+            self._made.clear()
         for v in views:
             v.close()
 

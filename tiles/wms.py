@@ -191,7 +191,7 @@ def draw_features(canvas: Image.Image, req: MapRequest, geoms: Sequence[Any], st
             elif kind == "LineString":
                 pts = px(np.asarray(part.coords))
                 if len(pts) > 1:
-                    draw.line(pts, fill=line, width=lw * (1 if style.geometry != "line" else 1), joint="curve")
+                    draw.line(pts, fill=line, width=lw, joint="curve")
             elif kind == "Polygon":
                 # holes: draw the exterior filled on a mask, cut the interiors out, then outline every ring
                 mask = Image.new("L", layer.size, 0)

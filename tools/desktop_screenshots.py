@@ -45,6 +45,7 @@ def main() -> None:
     app = create_app(ServerSettings(store=site.store, maps={"city_ortho": site.city.ortho},
                                     security={"city_ortho": "public"}, log_requests=True))
     import duckdb  # noqa: F401 (the store opens here, read-only)
+
     from layers import LayerStore
 
     with LayerStore(site.store, read_only=True) as s:
@@ -55,7 +56,7 @@ def main() -> None:
         job = {"base": base, "key": site.key, "out": str(args.out), "extent": extent,
                "layers": ["communities", "river", "roads", "buildings", "hazards"]}
         r = subprocess.run(["/usr/bin/python3", str(REPO / "tools" / "qgis_screenshots.py")], input=json.dumps(job),
-                           capture_output=True, text=True, timeout=900)
+                           capture_output=True, text=True, timeout=900, check=False)
     if r.returncode != 0 or not r.stdout.strip():
         sys.exit(f"QGIS failed: {r.stderr[-3000:]}")
     result = json.loads(r.stdout)

@@ -27,12 +27,21 @@ def main() -> None:
     profile = tempfile.mkdtemp(prefix="cim-qgis-shots-")
     os.environ["XDG_CONFIG_HOME"] = os.environ["HOME"] = os.environ["XDG_RUNTIME_DIR"] = profile
     from qgis.core import (
-        QgsApplication, QgsAuthMethodConfig, QgsCoordinateReferenceSystem, QgsCoordinateTransform,
-        QgsMapRendererParallelJob, QgsMapSettings, QgsProject, QgsRasterLayer, QgsRectangle, QgsSettings,
-        QgsVectorLayer, QgsVectorTileLayer,
+        QgsApplication,
+        QgsAuthMethodConfig,
+        QgsCoordinateReferenceSystem,
+        QgsCoordinateTransform,
+        QgsMapRendererParallelJob,
+        QgsMapSettings,
+        QgsProject,
+        QgsRasterLayer,
+        QgsRectangle,
+        QgsSettings,
+        QgsVectorLayer,
+        QgsVectorTileLayer,
     )
     from qgis.gui import QgsAuthConfigSelect, QgsGui, QgsNewHttpConnection
-    from qgis.PyQt.QtCore import QSize, Qt
+    from qgis.PyQt.QtCore import QSize
     from qgis.PyQt.QtGui import QColor
     from qgis.PyQt.QtWidgets import QApplication, QPushButton
 

@@ -65,3 +65,24 @@ beside its nodata block), on
                             assert np.percentile(diff, 95) <= 0.01 and diff.max() <= 0.1, (m.name, tms_id, t)
             assert len(m._idle[tms_id]) == 1  # one view made, reused for every tile
         m.close()
+
+
+def test_concurrent_tiles_share_at_most_max_views(tmp_path: Path) -> None:
+    """Eight threads asking tiles at once: every tile is right (the same bytes as asked alone) and the map never
+    makes more than MAX_VIEWS views per tile matrix set."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tiles.raster import MAX_VIEWS, RasterMap, get_tms
+
+    cog = write_ortho_cog(tmp_path / "ortho.tif", size=512, res=1.0)
+    tms = get_tms("WebMercatorQuad")
+    alone = RasterMap("ortho", cog, "image")
+    tiles = [t for t in tms.tiles(*alone.info.bounds, [17]) if alone.tile_exists(tms, t.z, t.x, t.y)][:16]
+    expected = [alone.tile(tms.id, t.z, t.x, t.y, "png").content for t in tiles]
+    shared = RasterMap("ortho", cog, "image")
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda t: shared.tile(tms.id, t.z, t.x, t.y, "png").content, tiles * 3))
+    assert got == expected * 3
+    assert 1 <= shared._made[tms.id] <= MAX_VIEWS and len(shared._idle[tms.id]) == shared._made[tms.id]
+    alone.close()
+    shared.close()

@@ -156,7 +156,7 @@ def _viewer_tree(c: httpx.Client) -> list[dict]:
     import re
 
     page = c.get("/", headers={"Accept": "text/html"}).text
-    config = json.loads(re.search(r'<script id="cim-config" type="application/json">(.*?)</script>', page, re.S)
+    config = json.loads(re.search(r'<script id="cim-config" type="application/json">(.*?)</script>', page, re.DOTALL)
                         .group(1).replace("<\\/", "</"))
     return config["tree"]
 

@@ -38,7 +38,7 @@ def _capabilities(ctx: Ctx) -> Response:
 def _resolve(ctx: Ctx, names: tuple[str, ...]) -> tuple[dict, dict]:
     """Maps and layer looks of the requested names; a name the caller may not see is LayerNotDefined (404)."""
     rasters, styles = {}, {}
-    looks = dict((e["name"], s) for e, s in styled_layers(ctx))
+    looks = {e["name"]: s for e, s in styled_layers(ctx)}
     for name in names:
         if name in ctx.catalog.maps:
             m = ctx.catalog.raster_map(name, ctx.who)
