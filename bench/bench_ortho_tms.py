@@ -15,7 +15,9 @@ wrk's request timeout is raised to 60 s, so a slow server is measured, not dropp
   definition as ours, `tiles.raster.get_tms`).
 
 Zooms: WebMercatorQuad 13-18 and CGCS2000Quad 12-17 (CGCS2000Quad zoom z has about the ground resolution of
-WebMercatorQuad z+1 at this latitude). QGIS 3.22 drawing the whole city (1000 x 700 and 1920 x 1080 px) asked
+WebMercatorQuad z+1 at this latitude, its tiles 1.3 times the area). Both servers run side by side, and the rows
+are measured in pairs at the same ground resolution, ours then TiTiler, so that a shared machine's drifting load
+falls on both halves of every ratio alike. QGIS 3.22 drawing the whole city (1000 x 700 and 1920 x 1080 px) asked
 WebMercatorQuad 15 and 16 and CGCS2000Quad 15 (tools/desktop_screenshots.py). Printed: p50/p95 ms and tiles/s of
 both, ours/TiTiler throughput, and each of our rows' p50 against the faster tile matrix set at the same ground
 resolution. The peer lives in a venv of its own, never a project dependency:
@@ -27,6 +29,7 @@ resolution. The peer lives in a venv of its own, never a project dependency:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -83,44 +86,43 @@ def main() -> None:
     (args.work / "cim_bench_titiler.py").write_text(LAUNCHER)
     print(f"COG {cog}; load average at start {os.getloadavg()}", flush=True)
     plan = {(t, z): tiles_of(cog, t, z) for t, zs in ZOOMS.items() for z in zs}
+    # rows at the same ground resolution one after the other, each server right after the other: the load of a
+    # shared machine drifts, and these are the ratios that count
+    order = [key for zc in ZOOMS["CGCS2000Quad"] for key in (("WebMercatorQuad", zc + 1), ("CGCS2000Quad", zc))]
     ours: dict[tuple[str, int], dict[str, float]] = {}
-    peer: dict[tuple[str, int], dict[str, float] | None] = {}
-    port = free_port()
+    peer: dict[tuple[str, int], dict[str, float]] = {}
+    port, pport = free_port(), free_port()
     code = ("from tiles.server import ServerSettings, serve; import sys; "
             "serve(ServerSettings(maps={'ortho': sys.argv[1]}, port=int(sys.argv[2]), log_requests=False))")
-    with process([sys.executable, "-c", code, str(cog), str(port)], f"http://127.0.0.1:{port}/health",
-                 env={"PYTHONPATH": str(HERE.parent), "CIM_TILE_CACHE_MB": "0"}, cwd=HERE.parent):
-        warm(f"http://127.0.0.1:{port}", {t: [f"/maps/ortho/{t}/{p}.png" for p in plan[t, 15]] for t in ZOOMS},
-             args.work, args.connections)
-        for (t, z), tiles in plan.items():
-            ours[t, z] = wrk(f"http://127.0.0.1:{port}", [f"/maps/ortho/{t}/{p}.png" for p in tiles], args.work,
-                             args.duration, args.connections, timeout=60)
-            print(f"ours {t} z{z}: {ours[t, z]}", flush=True)
+    ours_url, peer_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{pport}"
     peer_py = args.peers / "bin" / "python"
-    if peer_py.is_file():
-        pport = free_port()
-
-        def run_peer() -> dict[tuple[str, int], dict[str, float]]:
-            out = {}
-            with process([str(peer_py), "-m", "uvicorn", "cim_bench_titiler:app", "--port", str(pport),
-                          "--no-access-log", "--log-level", "error"], f"http://127.0.0.1:{pport}/healthz",
-                         env={"PYTHONPATH": str(args.work)}, cwd=args.work):
-                warm(f"http://127.0.0.1:{pport}", {t: [f"/cog/tiles/{t}/{p}.png?url={cog}" for p in plan[t, 15]]
-                                                   for t in ZOOMS}, args.work, args.connections)
-                for (t, z), tiles in plan.items():
-                    out[t, z] = wrk(f"http://127.0.0.1:{pport}",
-                                    [f"/cog/tiles/{t}/{p}.png?url={cog}" for p in tiles], args.work, args.duration,
-                                    args.connections, timeout=60)
-                    print(f"TiTiler {t} z{z}: {out[t, z]}", flush=True)
-            return out
-
-        got = guarded("TiTiler", run_peer)  # type: ignore[arg-type]
-        peer = dict(got) if got else {}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(process([sys.executable, "-c", code, str(cog), str(port)], f"{ours_url}/health",
+                                    env={"PYTHONPATH": str(HERE.parent), "CIM_TILE_CACHE_MB": "0"}, cwd=HERE.parent))
+        has_peer = peer_py.is_file() and guarded("TiTiler", lambda: stack.enter_context(process(
+            [str(peer_py), "-m", "uvicorn", "cim_bench_titiler:app", "--port", str(pport), "--no-access-log",
+             "--log-level", "error"], f"{peer_url}/healthz", env={"PYTHONPATH": str(args.work)}, cwd=args.work))
+            or {}) is not None
+        warm(ours_url, {t: [f"/maps/ortho/{t}/{p}.png" for p in plan[t, 15]] for t in ZOOMS}, args.work,
+             args.connections)
+        if has_peer:
+            warm(peer_url, {t: [f"/cog/tiles/{t}/{p}.png?url={cog}" for p in plan[t, 15]] for t in ZOOMS},
+                 args.work, args.connections)
+        for t, z in order:
+            tiles = plan[t, z]
+            ours[t, z] = wrk(ours_url, [f"/maps/ortho/{t}/{p}.png" for p in tiles], args.work, args.duration,
+                             args.connections, timeout=60)
+            print(f"ours {t} z{z}: {ours[t, z]}", flush=True)
+            if has_peer:
+                peer[t, z] = wrk(peer_url, [f"/cog/tiles/{t}/{p}.png?url={cog}" for p in tiles], args.work,
+                                 args.duration, args.connections, timeout=60)
+                print(f"TiTiler {t} z{z}: {peer[t, z]}", flush=True)
     print(f"\nload average at end {os.getloadavg()}")
     rows = [("| tile matrix set | zoom | tiles | p50 ms | p95 ms | tiles/s | TiTiler p50 ms | TiTiler p95 ms | "
              "TiTiler tiles/s | ours/TiTiler (tiles/s) | p50 / best set at same resolution |"),
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for (t, z), r in ours.items():
+    for t, z in sorted(ours, key=lambda k: (k[0] != "WebMercatorQuad", k[1])):
+        r = ours[t, z]
         twin = ("CGCS2000Quad", z - 1) if t == "WebMercatorQuad" else ("WebMercatorQuad", z + 1)
         best = min(r["p50_ms"], ours[twin]["p50_ms"]) if twin in ours else r["p50_ms"]
         p = peer.get((t, z))
