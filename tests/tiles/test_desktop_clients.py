@@ -146,8 +146,8 @@ def _style_rgb(d: Desktop, name: str, key: str | None = None) -> tuple[int, int,
 
 
 # --------------------------------------------------------------------------------------------------------- QGIS
-@pytest.fixture(scope="module")
-def qgis(desktop: Desktop) -> dict[str, Any]:
+def run_qgis(desktop: Desktop) -> dict[str, Any]:
+    """One headless QGIS run of every check (tests/support/qgis_client.py); its answer plus the requests it made."""
     reason = _has_qgis()
     if reason:
         pytest.skip(reason)
@@ -164,7 +164,7 @@ def qgis(desktop: Desktop) -> dict[str, Any]:
     return result
 
 
-def test_qgis_wmts_on_both_tile_matrix_sets_and_the_kvp_url(qgis: dict[str, Any]) -> None:
+def check_qgis_wmts_on_both_tile_matrix_sets_and_the_kvp_url(qgis: dict[str, Any]) -> None:
     for name in ("wmts_WebMercatorQuad", "wmts_CGCS2000Quad", "wmts_kvp"):
         info = qgis[name]
         assert info["valid"] and not info["render_errors"], (name, info)
@@ -178,7 +178,7 @@ def test_qgis_wmts_on_both_tile_matrix_sets_and_the_kvp_url(qgis: dict[str, Any]
     assert any("/wmts?" in ln and "SERVICE=WMS" in ln.upper() and " 200 " in ln for ln in qgis["requests"])
 
 
-def test_qgis_hidden_map_needs_the_basic_key(qgis: dict[str, Any]) -> None:
+def check_qgis_hidden_map_needs_the_basic_key(qgis: dict[str, Any]) -> None:
     assert not qgis["wmts_hidden_anonymous"]["valid"]
     for name in ("wmts_hidden_keyed", "wmts_basic_prefix"):
         keyed = qgis[name]
@@ -187,7 +187,7 @@ def test_qgis_hidden_map_needs_the_basic_key(qgis: dict[str, Any]) -> None:
     assert any("/basic/" in ln and "secret_ortho" in ln and " 200 " in ln for ln in qgis["requests"])
 
 
-def test_qgis_wms_and_xyz(qgis: dict[str, Any], desktop: Desktop) -> None:
+def check_qgis_wms_and_xyz(qgis: dict[str, Any], desktop: Desktop) -> None:
     for name in ("wms_ortho_EPSG:3857", "wms_ortho_EPSG:4490", "wms_ortho_EPSG:4326", "xyz"):
         info = qgis[name]
         assert info["valid"] and not info["render_errors"], (name, info)
@@ -200,7 +200,7 @@ def test_qgis_wms_and_xyz(qgis: dict[str, Any], desktop: Desktop) -> None:
                                _style_rgb(desktop, "hazards", desktop.key), "QGIS WMS hazards (Basic key)", 20)
 
 
-def test_qgis_ogc_api_features_anonymous_and_keyed(qgis: dict[str, Any], desktop: Desktop) -> None:
+def check_qgis_ogc_api_features_anonymous_and_keyed(qgis: dict[str, Any], desktop: Desktop) -> None:
     f = qgis["oapif"]
     for name in ("shelters", "sensors", "hazards"):
         count = desktop.store.count(name)
@@ -218,7 +218,7 @@ def test_qgis_ogc_api_features_anonymous_and_keyed(qgis: dict[str, Any], desktop
     assert max(limits) >= 1000, pages
 
 
-def test_qgis_vector_tiles_through_the_style_document(qgis: dict[str, Any], desktop: Desktop) -> None:
+def check_qgis_vector_tiles_through_the_style_document(qgis: dict[str, Any], desktop: Desktop) -> None:
     for name, key in (("shelters", None), ("hazards", desktop.key)):
         vt = qgis[f"vector_tiles_{name}"]
         assert vt["valid"] and vt["style_loaded"], vt
@@ -228,6 +228,17 @@ def test_qgis_vector_tiles_through_the_style_document(qgis: dict[str, Any], desk
         lon, lat = _points(desktop, name)
         assert_symbols_on_features(_rgba(vt["png"]), vt, lon, lat, rgb, f"QGIS vector tiles {name}",
                                    100 if name == "shelters" else 20)
+
+
+def test_qgis_against_the_server(desktop: Desktop) -> None:
+    """Everything QGIS did, checked in one test: QGIS starts slowly, and pytest-xdist would start it once per worker
+    for a module's separate tests."""
+    qgis = run_qgis(desktop)
+    check_qgis_wmts_on_both_tile_matrix_sets_and_the_kvp_url(qgis)
+    check_qgis_hidden_map_needs_the_basic_key(qgis)
+    check_qgis_wms_and_xyz(qgis, desktop)
+    check_qgis_ogc_api_features_anonymous_and_keyed(qgis, desktop)
+    check_qgis_vector_tiles_through_the_style_document(qgis, desktop)
 
 
 # --------------------------------------------------------------------------------------------------------- GDAL
