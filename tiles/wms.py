@@ -135,7 +135,7 @@ def _to_crs(crs: str) -> Any:
     """A (lon, lat) -> map CRS transform function of numpy arrays."""
     if crs != "EPSG:3857":
         return lambda x, y: (x, y)
-    from cim.crs import transformer
+    from cim.sources.crs import transformer
 
     t = transformer("EPSG:4490", "EPSG:3857")
     return lambda x, y: t.transform(x, y)
@@ -144,7 +144,7 @@ def _to_crs(crs: str) -> Any:
 def _from_crs(crs: str) -> Any:
     if crs != "EPSG:3857":
         return lambda x, y: (x, y)
-    from cim.crs import transformer
+    from cim.sources.crs import transformer
 
     t = transformer("EPSG:3857", "EPSG:4490")
     return lambda x, y: t.transform(x, y)
@@ -271,7 +271,7 @@ def _bbox_elements(layer: ET.Element, ext: Sequence[float]) -> None:
     for tag, v in zip(("westBoundLongitude", "eastBoundLongitude", "southBoundLatitude", "northBoundLatitude"),
                       (ext[0], ext[2], ext[1], ext[3]), strict=True):
         _el(geo, tag, repr(float(v)))
-    from cim.crs import transformer
+    from cim.sources.crs import transformer
 
     x, y = transformer("EPSG:4490", "EPSG:3857").transform([ext[0], ext[2]], [max(ext[1], -85.05), min(ext[3], 85.05)])
     boxes = {"CRS:84": (ext[0], ext[1], ext[2], ext[3]), "EPSG:4326": (ext[1], ext[0], ext[3], ext[2]),

@@ -106,7 +106,7 @@ def assert_gradient(img: np.ndarray, what: str, min_coverage: float = 0.2) -> No
 
 def _pixels(extent: list[float], size: tuple[int, int], crs: str, lon: np.ndarray, lat: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray]:
-    from cim.crs import transformer
+    from cim.sources.crs import transformer
 
     x, y = (lon, lat) if crs != "EPSG:3857" else transformer("EPSG:4490", "EPSG:3857").transform(lon, lat)
     w, s, e, n = extent
@@ -284,7 +284,7 @@ def test_gdal_sends_its_login_after_the_challenge_under_basic(desktop: Desktop) 
 
 @pytest.mark.parametrize(("tms", "crs"), [("WebMercatorQuad", "EPSG:3857"), ("CGCS2000Quad", "EPSG:4490")])
 def test_gdal_wmts_on_both_tile_matrix_sets(desktop: Desktop, tms: str, crs: str) -> None:
-    from cim.crs import transformer
+    from cim.sources.crs import transformer
 
     w, s, e, n = desktop.extents["ortho"]
     cx, cy = (w + e) / 2, (s + n) / 2

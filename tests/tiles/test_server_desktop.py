@@ -178,7 +178,7 @@ def test_wms_capabilities_read_by_owslib(served: Served) -> None:
 
 
 def test_wms_getmap_matches_the_tiles_and_the_store(served: Served) -> None:
-    from cim.crs import transformer
+    from cim.sources.crs import transformer
 
     t = WMQ.tile(LON0, LAT0, 16)
     b = WMQ.xy_bounds(t)
