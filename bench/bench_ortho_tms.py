@@ -18,9 +18,11 @@ Zooms: WebMercatorQuad 13-18 and CGCS2000Quad 12-17 (CGCS2000Quad zoom z has abo
 WebMercatorQuad z+1 at this latitude, its tiles 1.3 times the area). Both servers run side by side, and the rows
 are measured in pairs at the same ground resolution, ours then TiTiler, so that a shared machine's drifting load
 falls on both halves of every ratio alike. QGIS 3.22 drawing the whole city (1000 x 700 and 1920 x 1080 px) asked
-WebMercatorQuad 15 and 16 and CGCS2000Quad 15 (tools/desktop_screenshots.py). Printed: p50/p95 ms and tiles/s of
-both, ours/TiTiler throughput, and each of our rows' p50 against the faster tile matrix set at the same ground
-resolution. The peer lives in a venv of its own, never a project dependency:
+WebMercatorQuad 15 and 16 and CGCS2000Quad 15 (tools/desktop_screenshots.py).
+
+First, in one process, the render cost per tile before and after the kept views (`in_process`). Then: p50/p95 ms
+and tiles/s of both servers, ours/TiTiler throughput, and each of our rows' p50 against the faster tile matrix set
+at the same ground resolution. The peer lives in a venv of its own, never a project dependency:
 
     apt-get install -y wrk
     /usr/bin/python3 -m venv /tmp/cim-bench-peers && /tmp/cim-bench-peers/bin/pip install titiler.application uvicorn
@@ -34,6 +36,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -64,6 +67,53 @@ def tiles_of(cog: Path, tms_id: str, z: int, limit: int = 256) -> list[str]:
     return [f"{tiles[i].z}/{tiles[i].x}/{tiles[i].y}" for i in order]
 
 
+def in_process(cog: Path, rounds: int = 12) -> list[str]:
+    """Render cost per tile in one process, before and after the kept views, rows in pairs at the same ground
+    resolution and every kind of tile interleaved (so a drifting load falls on all four alike). "Before" is the code
+    this replaced: one rio-tiler reader of the COG per tile matrix set (with our cached tile-in-data test)."""
+    import statistics
+    import time
+
+    from tiles.raster import RasterMap, _Reader, get_tms
+
+    m = RasterMap("ortho", cog, "image")
+    wm, cg = get_tms("WebMercatorQuad"), get_tms("CGCS2000Quad")
+    old = {wm.id: _Reader(str(cog), tms=wm), cg.id: _Reader(str(cog), tms=cg)}
+
+    def before(tms: Any, t: Any) -> bytes:
+        img = old[tms.id].tile(t.x, t.y, t.z, tilesize=256, indexes=(1, 2, 3))
+        return img.render(add_mask=True, img_format="PNG", zlevel=1)
+
+    def after(tms: Any, t: Any) -> bytes:
+        return m.tile(tms.id, t.z, t.x, t.y, "png").content
+
+    def tiles(tms: Any, z: int) -> list[Any]:
+        ts = [t for t in tms.tiles(*m.info.bounds, [z]) if m.tile_exists(tms, t.z, t.x, t.y)]
+        return ts[len(ts) // 2 - rounds // 2: len(ts) // 2 + rounds // 2] if len(ts) > rounds else ts
+
+    for tms, z in ((wm, 15), (cg, 14)):  # open the readers and views first
+        for t in tiles(tms, z)[:2]:
+            before(tms, t)
+            after(tms, t)
+    rows = [("| CGCS2000Quad zoom | WebMercatorQuad zoom | before: WMQ p50 ms | before: CGCS p50 ms | before WMQ/CGCS | "
+             "after: WMQ p50 ms | after: CGCS p50 ms | after WMQ/CGCS |"), "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for zc in ZOOMS["CGCS2000Quad"]:
+        a, b = tiles(wm, zc + 1), tiles(cg, zc)
+        ms: dict[str, list[float]] = {"bw": [], "bc": [], "aw": [], "ac": []}
+        for i in range(max(len(a), len(b))):
+            ta, tb = a[i % len(a)], b[i % len(b)]
+            for k, fn, tms, t in (("bw", before, wm, ta), ("bc", before, cg, tb), ("aw", after, wm, ta),
+                                  ("ac", after, cg, tb)):
+                t0 = time.perf_counter()
+                fn(tms, t)
+                ms[k].append((time.perf_counter() - t0) * 1000)
+        p = {k: statistics.median(v) for k, v in ms.items()}
+        rows.append(f"| {zc} | {zc + 1} | {p['bw']:.0f} | {p['bc']:.0f} | {p['bw'] / p['bc']:.2f} | {p['aw']:.0f} | "
+                    f"{p['ac']:.0f} | {p['aw'] / p['ac']:.2f} |")
+    m.close()
+    return rows
+
+
 def warm(base: str, paths_by_tms: dict[str, list[str]], work: Path, connections: int) -> None:
     """Make the servers' per-connection state before measuring (our kept views, GDAL's caches): 10 s of each tile
     matrix set's QGIS zoom, unmeasured."""
@@ -78,6 +128,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "cim-bench-ortho-tms")
     ap.add_argument("--peers", type=Path, default=Path("/tmp/cim-bench-peers"), help="venv with titiler")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--in-process-only", action="store_true", help="only the in-process before/after table")
     args = ap.parse_args()
     from cim.sample import default_sample
 
@@ -85,6 +136,10 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     (args.work / "cim_bench_titiler.py").write_text(LAUNCHER)
     print(f"COG {cog}; load average at start {os.getloadavg()}", flush=True)
+    print("\n".join(in_process(cog)), flush=True)
+    print(f"load average after the in-process table {os.getloadavg()}", flush=True)
+    if args.in_process_only:
+        return
     plan = {(t, z): tiles_of(cog, t, z) for t, zs in ZOOMS.items() for z in zs}
     # rows at the same ground resolution one after the other, each server right after the other: the load of a
     # shared machine drifts, and these are the ratios that count
