@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,7 +246,9 @@ def test_qgis_against_the_server(desktop: Desktop) -> None:
 def _gdal(args: list[str], key: str | None = None, auth: str = "BASIC") -> subprocess.CompletedProcess[str]:
     if shutil.which(args[0]) is None:
         pytest.skip(f"{args[0]} is missing: Debian's gdal-bin (bin/setup installs it as root)")
-    env = {**os.environ, "GDAL_HTTP_TIMEOUT": "60", "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": "", "GDAL_DISABLE_READDIR_ON_OPEN": "YES"}
+    # GDAL's WMS/WMTS drivers cache tiles in ./gdalwmscache unless told otherwise: keep the checkout clean
+    env = {**os.environ, "GDAL_HTTP_TIMEOUT": "60", "GDAL_DISABLE_READDIR_ON_OPEN": "YES",
+           "GDAL_DEFAULT_WMS_CACHE_PATH": tempfile.mkdtemp(prefix="cim-gdal-wms-cache-")}
     for k in ("GDAL_DATA", "PROJ_DATA", "PROJ_LIB"):  # the venv's rasterio data is not Debian GDAL's
         env.pop(k, None)
     if key:
