@@ -11,6 +11,7 @@ KVP parameters case-insensitively (WMTS, WMS); this module declares them as clie
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from tiles.raster import MEDIA_TYPES, TMS_IDS
@@ -98,19 +99,32 @@ def wms_parameters(max_size: int) -> list[dict[str, Any]]:
 
 
 def _to_30(doc: Any) -> Any:
-    """OpenAPI 3.1 -> 3.0: `anyOf [X, null]` becomes `X` + `nullable`, list `examples` go."""
-    if isinstance(doc, dict):
-        any_of = doc.get("anyOf")
-        if isinstance(any_of, list) and {"type": "null"} in any_of:
-            rest = [_to_30(s) for s in any_of if s != {"type": "null"}]
-            node = {k: _to_30(v) for k, v in doc.items() if k != "anyOf"}
-            node.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
-            node["nullable"] = True
-            return node
-        return {k: _to_30(v) for k, v in doc.items() if k != "examples" or not isinstance(v, list)}
+    """OpenAPI 3.1 (JSON Schema 2020-12) -> 3.0: `anyOf [X, null]` becomes `X` + `nullable`; numeric
+    `exclusiveMinimum`/`exclusiveMaximum` become `minimum`/`maximum` + the boolean; tuple `prefixItems` become
+    `items` (the one item schema, or `anyOf` of them); `const` becomes a one-value `enum`; list `examples` go."""
     if isinstance(doc, list):
         return [_to_30(v) for v in doc]
-    return doc
+    if not isinstance(doc, dict):
+        return doc
+    any_of = doc.get("anyOf")
+    if isinstance(any_of, list) and {"type": "null"} in any_of:
+        rest = [_to_30(s) for s in any_of if s != {"type": "null"}]
+        node = {k: _to_30(v) for k, v in doc.items() if k != "anyOf"}
+        node.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+        node["nullable"] = True
+        return node
+    node = {k: _to_30(v) for k, v in doc.items() if k != "examples" or not isinstance(v, list)}
+    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        value = node.get(bound)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            node[plain], node[bound] = value, True
+    if isinstance(node.get("prefixItems"), list):
+        items = node.pop("prefixItems")
+        unique = [json.loads(t) for t in dict.fromkeys(json.dumps(i, sort_keys=True) for i in items)]
+        node.setdefault("items", unique[0] if len(unique) == 1 else {"anyOf": unique})
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    return node
 
 
 def openapi_document(doc: dict[str, Any], settings: ServerSettings, wms_max_size: int = 4096) -> dict[str, Any]:
