@@ -210,10 +210,10 @@ def link_counts(store: Any, by: str = "building", kinds: Sequence[str] | None = 
     return pa.table(cols)
 
 
-def building_links(store: Any, building_code: str, *, records: bool = False, limit: int = 200
-                   ) -> dict[str, Any]:
+def building_links(store: Any, building_code: str, *, records: bool = False, limit: int = 200,
+                   kinds: Sequence[str] | None = None) -> dict[str, Any]:
     """One building's 一标三实: counts per kind, and with `records` the records themselves (personal fields
-    included), from the link layers this store can see.
+    included), from the link layers this store can see (and, with `kinds`, only those registries).
 
     Returns:
         {"building_code", "counts": {kind: n}, "records": {kind: [dict, ...]} (only with `records`)}.
@@ -224,6 +224,8 @@ def building_links(store: Any, building_code: str, *, records: bool = False, lim
     if records:
         out["records"] = {}
     for kind, name in layers.items():
+        if kinds is not None and kind not in kinds:
+            continue
         t = store.query_arrow(name, where=f"building_code = '{code}'")
         out["counts"][kind] = t.num_rows
         if records:
