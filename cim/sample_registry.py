@@ -47,6 +47,7 @@ CONFUSABLE = {"胜": "圣", "利": "立", "友": "有", "谊": "宜", "兴": "�
 ORG_KINDS = {"商业": ("超市", "餐馆", "便利店", "药店", "理发店", "五金店"), "办公": ("有限公司", "事务所", "服务中心"),
              "教育": ("学校", "培训中心"), "医疗": ("医院", "诊所"), "工业": ("厂", "有限公司"), "文物": ("文物管理所",)}
 _FULLWIDTH = str.maketrans("0123456789#-", "０１２３４５６７８９＃－")
+_CN_DIGITS = set("零〇一二两三四五六七八九十百千")
 _OTHER_CITIES = ("北京市朝阳区", "太原市小店区", "河北省张家口市桥西区", "呼和浩特市新城区")
 
 
@@ -170,8 +171,10 @@ class MessyWriter:
             return number + "号院"
         return number + "号"
 
-    def _building(self, b: str, kinds: list[str]) -> str:
+    def _building(self, b: str, kinds: list[str], after: str = "") -> str:
         x = self.rng.random()
+        if after and after[-1] in _CN_DIGITS and x >= 0.85:
+            x = 0.0  # 春晖苑二 + 一号楼 would read 春晖苑 + 21号楼: nobody could tell, so it is not written
         if x < 0.5:
             return b + "号楼"
         kinds.append("building-forms")
@@ -221,7 +224,7 @@ class MessyWriter:
             and self.rng.random() < 0.35
         if use_estate:
             kinds.append("estate-form")
-            place = [r["estate"], self._building(r["estate_building"], kinds)]
+            place = [r["estate"], self._building(r["estate_building"], kinds, r["estate"])]
         else:
             place = [self._road(r["road"], kinds), self._number(r["number"], kinds, courtyard)]
             if r["building"]:
@@ -339,6 +342,7 @@ def write_registry(out: str | Path, buildings: Any, divisions: Sequence[tuple[st
         Manifest entries: file name -> {kind, rows, ...}.
     """
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     gaz = Gazetteer.from_divisions(divisions)
     addresses, _ = addresses_from_footprints(buildings, gaz)
     gdf = addresses.to_geodataframe()

@@ -43,7 +43,8 @@ from tiles.styles import PALETTE, layer_style
 ReadJson = Callable[[str, str], dict[str, Any]]  # (model name, path inside the model) -> parsed JSON
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "viewer"
-ASSETS = {"viewer.js": "text/javascript; charset=utf-8", "viewer.css": "text/css; charset=utf-8"}
+ASSETS = {"viewer.js": "text/javascript; charset=utf-8", "viewer.css": "text/css; charset=utf-8",
+          "addresses.js": "text/javascript; charset=utf-8"}
 SEARCH_FIELDS = ("address", "name", "code", "zone_code", "shelter_id", "sensor_id", "hazard_id")
 # top-level CIM catalogue themes (CJJ/T 315-2022), in the standard's order
 _TOP_THEMES = ("spatiotemporal_base", "resource_survey", "planning_control", "construction_projects",
@@ -236,7 +237,10 @@ def viewer_config(catalog: dict[str, Any], read: ReadJson, *, key_query: str = "
     return {"title": catalog.get("title", "cim"), "base": base, "key_query": key_query, "ground": ground,
             "home": view, "extent": extent, "deck": json.loads(deck.to_json()), "tree": tree,
             "groups": theme_titles(),
-            "routes": {"identify": f"{base}/identify", "search": f"{base}/search", "catalog": f"{base}/catalog"}}
+            "routes": {"identify": f"{base}/identify", "search": f"{base}/search", "catalog": f"{base}/catalog",
+                       # standard addresses (tiles/static/viewer/addresses.js)
+                       "geocode": f"{base}/geocode", "suggest": f"{base}/geocode/suggest",
+                       "reverse": f"{base}/reverse"}}
 
 
 def render_page(config: dict[str, Any], asset_base: str = "") -> str:
@@ -260,6 +264,7 @@ def render_page(config: dict[str, Any], asset_base: str = "") -> str:
 <script id="cim-config" type="application/json">{doc}</script>
 <script src="{asset_base}/viewer/deck.js"></script>
 <script src="{asset_base}/viewer/viewer.js"></script>
+<script src="{asset_base}/viewer/addresses.js"></script>
 </body>
 </html>
 """

@@ -92,6 +92,9 @@ class Gazetteer:
                     self._add(normalise(d.name[: -len(suffix)]), d, False)
                     break
         self.max_len = max((len(n) for n in self._names), default=0)
+        # first two characters -> the lengths of the names starting with them, longest first: a position where
+        # no name starts costs one dict lookup
+        self._starts = _lengths_by_start(self._names)
         codes = list(self.polygons)
         self._poly_codes = np.array(codes, dtype=object)
         self._poly_levels = np.array([level_of_code(c) for c in codes], dtype=object)
@@ -176,7 +179,9 @@ class Gazetteer:
                  ) -> tuple[Division, int] | None:
         """The longest division name starting at `text[pos]` whose level is at least `min_level` (an index into
         LEVELS); returns (division, length)."""
-        for n in range(min(self.max_len, len(text) - pos), 1, -1):
+        for n in self._starts.get(text[pos: pos + 2], ()):
+            if pos + n > len(text):
+                continue
             hit = self.lookup(text[pos: pos + n], context=context)
             if hit is not None and _RANK[hit[0].level] >= min_level:
                 return hit[0], n
@@ -204,6 +209,15 @@ class Gazetteer:
         keep = self._poly_levels[gi] == level
         out[pi[keep]] = self._poly_codes[gi[keep]]
         return out
+
+
+def _lengths_by_start(names: Iterable[str]) -> dict[str, tuple[int, ...]]:
+    """First two characters of names -> their distinct lengths, longest first."""
+    out: dict[str, set[int]] = {}
+    for n in names:
+        if len(n) >= 2:
+            out.setdefault(n[:2], set()).add(len(n))
+    return {k: tuple(sorted(v, reverse=True)) for k, v in out.items()}
 
 
 @functools.cache

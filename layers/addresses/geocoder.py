@@ -253,8 +253,8 @@ class Geocoder:
             community=self._community[i], town=self._town[i], components=_components(a), note=note.strip("; "),
             candidates=[self._code[c] for c in candidates if c != i][:5])
 
-    def _geocode(self, text: str) -> GeocodeResult:
-        a = self.parser.parse(text)
+    def _geocode(self, text: str, a: ParsedAddress | None = None) -> GeocodeResult:
+        a = a if a is not None else self.parser.parse(text)
         if not a.text:
             return GeocodeResult(text=text, note="no address text")
         exact = self._exact.get("".join(text.split()))
@@ -437,13 +437,13 @@ class Geocoder:
         limit = max(1, min(int(limit), 100))
         out: list[dict[str, Any]] = []
         seen: set[int] = set()
-        m = self._geocode(text)
+        a = self.parser.parse(text)
+        m = self._geocode(text, a)
         if m.code is not None and m.reason in MATCHED:
             i = self._by_code[m.code]
             seen.add(i)
             out.append(self._suggestion(i, m.score))
         index = self._search_index()
-        a = self.parser.parse(text)
         core = q
         for k in ("province", "city", "district", "town", "community"):
             v = getattr(a, k)
@@ -582,13 +582,12 @@ class _BigramIndex:
         if not use.any():
             return []
         rows = np.concatenate([self.rows[a:b] for a, b in zip(lo[use], hi[use], strict=True)])
-        counts = np.bincount(rows, minlength=0)
-        top = np.flatnonzero(counts)
-        if len(top) > 400:
-            top = top[np.argpartition(-counts[top], 400)[:400]]
+        top, counts = np.unique(rows, return_counts=True)
+        if len(top) > 256:
+            top = top[np.argpartition(-counts, 256)[:256]]
         cands = [self.keys[i] for i in top]
-        scores = np.array([fuzz.ratio(q, c) for c in cands]) / 100.0
-        partial = np.array([fuzz.partial_ratio(q, c) for c in cands]) / 100.0
+        scores = process.cdist([q], cands, scorer=fuzz.ratio, dtype=np.uint8)[0] / 100.0
+        partial = process.cdist([q], cands, scorer=fuzz.partial_ratio, dtype=np.uint8)[0] / 100.0
         s = np.maximum(scores, 0.9 * partial)
         best = np.argsort(-s, kind="stable")[:k]
         return [(int(top[b]), float(s[b])) for b in best]

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from layers.addresses.gazetteer import LEVELS, Gazetteer
+from layers.addresses.gazetteer import LEVELS, Gazetteer, _lengths_by_start
 from layers.addresses.text import normalise
 
 # road types, longest first; 路/街/大街/道/大道 are one alias group (registries mix them up), 巷 and the others not
@@ -95,13 +95,13 @@ class AddressParser:
         self.gazetteer = gazetteer
         self.roads = {normalise(r) for r in roads if r}
         self.estates = {normalise(e) for e in estates if e}
-        self._road_len = max((len(r) for r in self.roads), default=0)
-        self._estate_len = max((len(e) for e in self.estates), default=0)
-        # first characters of roads and estates: the admin loop stops where one of them starts
-        self._starts = {r[:2] for r in self.roads} | {e[:2] for e in self.estates}
+        self._road_len = _lengths_by_start(self.roads)
+        self._estate_len = _lengths_by_start(self.estates)
 
-    def _known(self, names: set[str], maxlen: int, s: str, i: int) -> str | None:
-        for n in range(min(maxlen, len(s) - i), 1, -1):
+    @staticmethod
+    def _known(names: set[str], lengths: dict[str, tuple[int, ...]], s: str, i: int) -> str | None:
+        """The longest of `names` starting at s[i]."""
+        for n in lengths.get(s[i: i + 2], ()):
             if s[i: i + n] in names:
                 return s[i: i + n]
         return None

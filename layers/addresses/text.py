@@ -5,8 +5,8 @@
     >>> chinese_to_int("三十四"), chinese_to_int("二〇一"), int_to_chinese(34)
     (34, 201, '三十四')
 
-Numerals are converted only where an address counts: before 号/#/栋/幢/座/楼/单元/门/层/室/户 (and at the end of
-the text), so road names such as 二府巷 or 九龙壁街 keep their characters.
+Numerals are converted only where an address counts: before 号/#/栋/幢/座/楼/单元/门/层/室/户 or a dash, and
+two or more at the end of the text (a room: 五零二), so names such as 二府巷, 九龙壁街 or 春晖苑二 keep theirs.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ _DIGITS = {"零": 0, "〇": 0, "○": 0, "Ｏ": 0, "一": 1, "壹": 1, "幺": 1,
 _UNITS = {"十": 10, "拾": 10, "百": 100, "佰": 100, "千": 1000, "仟": 1000}
 _NUMERAL = "".join(_DIGITS) + "".join(_UNITS)
 # a Chinese numeral followed by a counting word (or the end): converted to Arabic digits
-_COUNTED = re.compile(rf"([{_NUMERAL}]+)(?=号|#|栋|幢|座|号楼|楼|单元|门|层|室|户|-|$)")
+_COUNTED = re.compile(rf"([{_NUMERAL}]+)(?=号|#|栋|幢|座|号楼|楼|单元|门|层|室|户|-)|([{_NUMERAL}]{{2,}})$")
 # 34之1 -> 34-1
 _ZHI = re.compile(r"(\d)之(\d)")
 
@@ -77,10 +77,11 @@ def int_to_chinese(value: int) -> str:
 
 
 def _numeral(m: re.Match[str]) -> str:
+    text = m.group(1) or m.group(2)
     try:
-        return str(chinese_to_int(m.group(1)))
+        return str(chinese_to_int(text))
     except ValueError:
-        return m.group(1)
+        return text
 
 
 def strip_controls(text: str) -> str:
@@ -91,11 +92,10 @@ def strip_controls(text: str) -> str:
 def normalise(text: str) -> str:
     """The comparable form of an address: NFKC (full-width -> ASCII), traditional address characters simplified,
     control characters, spaces and punctuation dropped (keeping `-` and `#`), upper-case Latin letters, and
-    counted Chinese numerals as Arabic digits (三十四号 -> 34号, 二单元 -> 2单元, 34之1 -> 34-1)."""
+    counted Chinese numerals (before a counting word) as Arabic digits (三十四号 -> 34号, 二单元 -> 2单元, 34之1 -> 34-1)."""
     s = unicodedata.normalize("NFKC", strip_controls(text)).translate(_CHARS)
     s = _DROP.sub("", s).upper()
-    if any(c in _NUMERAL for c in s):
-        s = _COUNTED.sub(_numeral, s)
+    s = _COUNTED.sub(_numeral, s)
     if "之" in s:
         s = _ZHI.sub(r"\1-\2", s)
     return s

@@ -121,3 +121,30 @@ def test_cleared_callers_see_records_and_are_audited(served: Served, population:
     with AccessStore(access_path(served.store)) as acc:
         log = acc.audit_log("address_population")
     assert {r.action for r in log} >= {"links", "reverse"}
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_viewer_search_box_suggests_as_you_type_and_geocodes_typos(served: Served) -> None:
+    from tests.support.browser import chromium_page
+
+    with served.client() as c:
+        target = c.get("/geocode", params={"q": "胜利大街34号"}).json()["result"]
+    with chromium_page(viewport=(900, 600), timeout_s=90) as bp:
+        page = bp.page
+        page.goto(f"{served.base}/?api_key={served.keys['confidential']}")
+        page.wait_for_function("window.cimViewer && window.cimAddresses && cimViewer.loaded()", timeout=60_000)
+        page.locator("form.search input").press_sequentially("胜利大", delay=30)
+        page.wait_for_selector(".address-suggestions li")
+        items = page.locator(".address-suggestions li").all_inner_texts()
+        assert items and all("胜利大街" in t for t in items)
+        page.fill("form.search input", "大同圣利街三十四号")  # misspelt, 街 for 大街, Chinese numerals
+        page.click("form.search button")
+        page.wait_for_function("cimViewer.lastIdentify !== null", timeout=30_000)
+        lon, lat = page.evaluate("[cimViewer.deck.props.viewState.longitude, cimViewer.deck.props.viewState.latitude]")
+        assert abs(lon - target["lon"]) < 1e-6 and abs(lat - target["lat"]) < 1e-6
+        assert target["address"] in page.inner_text(".search-results")
+        page.wait_for_selector("#info section.address")
+        info = page.inner_text("#info section.address")
+        assert target["code"] in info and "实有人口" in info
+        assert bp.log.console_errors == [] and bp.log.page_errors == []

@@ -375,6 +375,8 @@
     const list = panel.querySelector('.search-results');
     list.innerHTML = '';
     if (!q.trim()) return [];
+    const geocoded = globalThis.cimAddresses && await globalThis.cimAddresses.search(q);  // addresses.js
+    if (geocoded) return geocoded;
     const resp = await fetch(withKey(`${config.routes.search}?q=${encodeURIComponent(q)}`));
     const results = resp.ok ? (await resp.json()).results : [];
     if (!results.length) list.innerHTML = `<li>${t('noResult')}</li>`;
