@@ -24,7 +24,7 @@ _EXPORTS = {
     "Division": "gazetteer", "Gazetteer": "gazetteer",
     "AddressParser": "parser", "ParsedAddress": "parser",
     "AddressTable": "model", "addresses_from_footprints": "model", "addresses_from_layer": "model",
-    "compose": "model", "load_addresses": "model", "read_address_file": "model", "save_addresses": "model",
+    "compose": "model", "build_address_layer": "model", "import_address_file": "model", "AddressBuild": "model", "load_addresses": "model", "read_address_file": "model", "save_addresses": "model",
     "Geocoder": "geocoder", "GeocodeResult": "geocoder", "ReverseResult": "geocoder",
     "LinkReport": "links", "building_links": "links", "link_counts": "links", "link_registry": "links",
     "REGISTRIES": "links",

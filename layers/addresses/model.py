@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import shapely
+from pydantic import BaseModel
 
 from layers.addresses.errors import AddressInputError
 from layers.addresses.gazetteer import Gazetteer
@@ -311,6 +312,46 @@ def save_addresses(store: Any, addresses: AddressTable, *, name: str = LAYER, se
                         started=t0)
 
 
+class AddressBuild(BaseModel):
+    """What `build_address_layer` / `import_address_file` stored."""
+
+    layer: str
+    version: int
+    addresses: int
+    skipped: list[tuple[str, str]]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def build_address_layer(store: Any, source_layer: str = "buildings", *, name: str = LAYER,
+                        address_field: str = "address", name_field: str | None = "name",
+                        code_field: str | None = "code", security: str | None = None, new_version: bool = False,
+                        progress: ProgressFn | None = None) -> AddressBuild:
+    """Standard addresses of a footprint layer of the store, written as the layer `name` (the library function
+    behind `cim geocode build`)."""
+    t0 = time.perf_counter()
+    table, skipped = addresses_from_layer(store, source_layer, address_field=address_field, name_field=name_field,
+                                          code_field=code_field, progress=progress)
+    report = save_addresses(store, table, name=name, security=security, new_version=new_version,
+                            source=f"layer {source_layer}")
+    return AddressBuild(layer=name, version=report.version, addresses=len(table), skipped=skipped,
+                        seconds=round(time.perf_counter() - t0, 3))
+
+
+def import_address_file(store: Any, path: str | Path, *, name: str = LAYER, crs: str | None = None,
+                        encoding: str | None = None, security: str | None = None, new_version: bool = False
+                        ) -> AddressBuild:
+    """A registry file of standard addresses written as the layer `name`, with the store's divisions as
+    gazetteer (the library function behind `cim geocode import`)."""
+    t0 = time.perf_counter()
+    table = read_address_file(path, Gazetteer.from_store(store), crs=crs, encoding=encoding)
+    report = save_addresses(store, table, name=name, security=security, new_version=new_version, source=str(path))
+    return AddressBuild(layer=name, version=report.version, addresses=len(table), skipped=[],
+                        seconds=round(time.perf_counter() - t0, 3))
+
+
 def load_addresses(store: Any, name: str = LAYER, version: int | None = None) -> AddressTable:
     """A standard-address layer of the store back in memory.
 
@@ -342,5 +383,5 @@ def select(addresses: AddressTable, mask: Sequence[bool] | np.ndarray) -> Addres
     return AddressTable(addresses.table.filter(pa.array(np.asarray(mask, bool))))
 
 
-__all__ = ["COMPONENT_TITLES", "FIELDS", "LAYER", "THEME", "AddressTable", "addresses_from_footprints",
-           "addresses_from_layer", "compose", "load_addresses", "read_address_file", "save_addresses", "select"]
+__all__ = ["COMPONENT_TITLES", "FIELDS", "LAYER", "THEME", "AddressBuild", "AddressTable",
+           "addresses_from_footprints", "addresses_from_layer", "build_address_layer", "import_address_file", "compose", "load_addresses", "read_address_file", "save_addresses", "select"]

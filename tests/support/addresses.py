@@ -49,15 +49,14 @@ def build_address_store(path: Path, registry: Path) -> Path:
     internal)."""
     from cim.sample_registry import REGISTRY_FILES
     from layers import LayerStore
-    from layers.addresses import Geocoder, addresses_from_layer, link_registry, save_addresses
+    from layers.addresses import Geocoder, build_address_layer, link_registry
 
     with LayerStore(path) as store:
         store.import_file(SAMPLE / "buildings.gpkg", "buildings", "时空基础/三维模型/建筑", security="internal")
         for name in DIVISION_LAYERS:
             store.import_file(SAMPLE / f"{name}.gpkg", name, "时空基础/行政区划", security="public")
-        table, skipped = addresses_from_layer(store, "buildings")
-        assert not skipped
-        save_addresses(store, table)
+        built = build_address_layer(store, "buildings")
+        assert built.addresses == 2500 and not built.skipped and built.version == 1
         gc = Geocoder.from_store(store)
         for kind, fname in REGISTRY_FILES.items():
             link_registry(store, registry / fname, kind, geocoder=gc)

@@ -102,7 +102,7 @@
   let identified = null;
   async function annotate() {
     const last = viewer.lastIdentify;
-    if (!last || infoEl.hidden || infoEl.querySelector('section.address') || identified === last) return;
+    if (!available || !last || infoEl.hidden || infoEl.querySelector('section.address') || identified === last) return;
     identified = last;
     const doc = await getJson(`${routes.reverse}?lon=${last.lon.toFixed(7)}&lat=${last.lat.toFixed(7)}`);
     if (!doc || !doc.code || identified !== last || infoEl.querySelector('section.address')) return;
