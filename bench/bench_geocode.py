@@ -4,7 +4,7 @@ the registry's ground truth, beside a brute-force matcher measured in the same r
 Two registries:
 
 - **sample**: the embedded sample city's standard addresses (2,500) and its messy registry (about 24,000 records),
-  written by `cim.sample_registry.write_registry`;
+  written by `cim.sample.addresses.write_registry`;
 - **large**: a generated city of `--buildings` footprints (default 110,000: about 110,000 standard addresses) and a
   registry of `--records` messy records (default 1,000,000) written by the same generator.
 
@@ -127,7 +127,7 @@ def sample_registry(work: Path):
 
     import pyogrio
 
-    from cim.sample_registry import REGISTRY_FILES, TRUTH_FILE, write_registry
+    from cim.sample.addresses import REGISTRY_FILES, TRUTH_FILE, write_registry
     from layers.addresses import Gazetteer, Geocoder, addresses_from_footprints
 
     root = Path(__file__).resolve().parents[1] / "data" / "sample_city"
@@ -153,7 +153,7 @@ def large_registry(work: Path, buildings: int, records: int):
     import pyogrio
 
     from cim.sample import generate
-    from cim.sample_registry import messy_records
+    from cim.sample.addresses import messy_records
     from layers.addresses import Gazetteer, Geocoder, addresses_from_footprints
 
     t0 = time.perf_counter()

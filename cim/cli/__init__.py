@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 import cim
-from cim.cli import analyze, build, demo, layers, sensors, serve
+from cim.cli import analyze, build, demo, geocode, layers, sensors, serve
 from cim.cli.options import err_console
 from cim.errors import (
     BuildError,
@@ -72,6 +72,7 @@ app.command("build")(build.build_cmd)
 app.command("sample")(build.sample_cmd)
 app.add_typer(layers.app, name="layers")
 app.add_typer(sensors.app, name="sensors")
+app.add_typer(geocode.app, name="geocode")
 app.command("serve")(serve.serve_cmd)
 app.add_typer(serve.keys_app, name="keys")
 app.command("view")(serve.view_cmd)

@@ -70,12 +70,16 @@ def sample_cmd(
     no_oblique: Annotated[bool, typer.Option(
         "--no-oblique", help="Leave out the synthetic oblique production (oblique/; also left out by --no-rasters "
                              "and --no-ortho).")] = False,
+    no_registry: Annotated[bool, typer.Option(
+        "--no-registry", help="Leave out the standard addresses and the messy 一标三实 registry (addresses.gpkg, "
+                              "registry_*.csv; also left out by --footprints-only).")] = False,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate the embedded sample city (Datong, EPSG:4547): DEM, DSM, orthophoto, footprints, layers, oblique
-    production, manifest."""
+    production, manifest; then its standard addresses and messy registry (cim.sample.addresses.add_registry)."""
     from cim.sample import generate
+    from cim.sample.addresses import add_registry
 
     with progress_bar(as_json) as cb:
         city = generate(out, buildings=buildings, seed=seed, overwrite=overwrite, rasters=not no_rasters,
@@ -83,5 +87,7 @@ def sample_cmd(
                         footprint_format=footprint_format,  # type: ignore[arg-type]
                         oblique=not (no_oblique or no_rasters or no_ortho),
                         progress=None if cb is None else (lambda stage, f: cb("sample", round(f * 100), 100)))
+    if not (no_registry or footprints_only):
+        add_registry(city)
     emit(city, as_json, f"[green]sample city[/] {city.root}: {city.n_buildings} buildings, "
                         f"{len(city.layers)} vector layers, manifest {city.manifest}")

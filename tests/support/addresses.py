@@ -24,7 +24,7 @@ def sample_divisions() -> list[tuple[str, str, Any]]:
 
 def write_sample_registry(out: Path) -> dict[str, Any]:
     """The sample city's standard addresses and messy registry, written by the generator into `out`."""
-    from cim.sample_registry import write_registry
+    from cim.sample.addresses import write_registry
 
     out.mkdir(parents=True, exist_ok=True)
     return write_registry(out, pyogrio.read_dataframe(SAMPLE / "buildings.gpkg"), sample_divisions(), seed=7)
@@ -32,7 +32,7 @@ def write_sample_registry(out: Path) -> dict[str, Any]:
 
 def read_registry(root: Path) -> list[dict[str, str]]:
     """Every registry record with its ground truth: registry, record_id, address, building_code, kinds..."""
-    from cim.sample_registry import REGISTRY_FILES, TRUTH_FILE
+    from cim.sample.addresses import REGISTRY_FILES, TRUTH_FILE
 
     truth = {(r["registry"], r["record_id"]): r for r in csv.DictReader((root / TRUTH_FILE).open(encoding="utf-8"))}
     out = []
@@ -47,7 +47,7 @@ def build_address_store(path: Path, registry: Path) -> Path:
     """A store with the sample's buildings (internal), towns and communities (public), the standard addresses
     built from the buildings (public) and the three registries linked (population confidential, the others
     internal)."""
-    from cim.sample_registry import REGISTRY_FILES
+    from cim.sample.addresses import REGISTRY_FILES
     from layers import LayerStore
     from layers.addresses import Geocoder, build_address_layer, link_registry
 

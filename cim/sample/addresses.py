@@ -1,6 +1,8 @@
 """The sample city's standard addresses and its messy 一标三实 registry (residents, organisations, houses).
 
-`write_registry(out, buildings, divisions, seed)` writes, beside the sample city's other files:
+`add_registry(city)` (what `cim sample` runs after `generate`, like `add_oblique`) and
+`write_registry(out, buildings, divisions, seed)` write, beside the sample city's other files (not in the
+manifest: they are derived from the buildings and divisions, and the committed copy leaves them out):
 
 - `addresses.gpkg`: the standard address of every building (GB/T 35639 components, code, point, building code),
   built from the footprints' `address` and `name` attributes (`layers.addresses.addresses_from_footprints`);
@@ -383,5 +385,41 @@ def write_registry(out: str | Path, buildings: Any, divisions: Sequence[tuple[st
     return files
 
 
-__all__ = ["ADDRESS_FILE", "REGISTRY_FILES", "TRUTH_FILE", "MessyWriter", "Record", "messy_records",
+def add_registry(city: Any, *, seed: int | None = None, n_records: int | None = None) -> dict[str, Any]:
+    """Write the standard addresses and the messy registry of a generated sample city into its folder.
+
+    Args:
+        city: a `SampleCity` with its buildings and the `streets` and `communities` layers.
+        seed: the random seed (default: the city's).
+        n_records: stop after this many registry records (default: the whole city once).
+
+    Returns:
+        file name -> {kind, rows, ...} of what was written.
+
+    Raises:
+        InputError: the city has no streets or communities layer (generated with --footprints-only).
+    """
+    import geopandas as gpd
+    import pyogrio
+
+    from cim.errors import InputError
+
+    missing = [n for n in ("streets", "communities") if n not in city.layers]
+    if missing:
+        raise InputError(f"sample city {city.root} has no {', '.join(missing)} layer: the registry needs the "
+                         f"divisions (generate it without --footprints-only)")
+    divisions: list[tuple[str, str, Any]] = []
+    for name in ("streets", "communities"):
+        d = pyogrio.read_dataframe(city.layers[name]).to_crs(4490)
+        divisions += list(zip(d["code"], d["name"], d.geometry.values, strict=True))
+    path = Path(city.buildings)
+    buildings = gpd.read_parquet(path) if path.suffix == ".parquet" else pyogrio.read_dataframe(path)
+    if seed is None:
+        import json
+
+        seed = int(json.loads(Path(city.manifest).read_text(encoding="utf-8")).get("seed", 7))
+    return write_registry(city.root, buildings, divisions, seed, n_records=n_records)
+
+
+__all__ = ["ADDRESS_FILE", "add_registry", "REGISTRY_FILES", "TRUTH_FILE", "MessyWriter", "Record", "messy_records",
            "write_registry"]
