@@ -42,16 +42,25 @@
       geometry: {type: 'Polygon', coordinates: [ring.concat([ring[0]])]}}))};
   }
 
+  /** The map's view as a lon/lat bbox: sunlight and shadow are computed for what the user looks at. */
+  function viewBbox() {
+    const vp = cim.viewer.viewport();
+    if (!vp || !vp.getBounds) return null;
+    const b = vp.getBounds();
+    return b && b.every(Number.isFinite) ? b : null;
+  }
+
   function body() {
     const b = {};
     const scheme = st.scheme.length ? schemeGeoJson() : null;
-    if (st.kind === 'sunlight') Object.assign(b, {climate_zone: st.zone, year: st.year});
+    const bbox = viewBbox();
+    if (st.kind === 'sunlight') Object.assign(b, {climate_zone: st.zone, year: st.year, bbox});
     if (st.kind === 'shadow') Object.assign(b, {year: st.year, at: st.at === '' ? null : Number(st.at),
-      of: scheme ? ['scheme'] : null, cell: 2});
+      of: scheme ? ['scheme'] : null, cell: 2, bbox});
     if (st.kind === 'viewshed') Object.assign(b, {observer: st.observer, radius: st.radius});
     if (st.kind === 'skyline') Object.assign(b, {viewpoint: st.observer});
     if (st.kind === 'compare') {
-      Object.assign(b, {sunlight: {climate_zone: st.zone, year: st.year}});
+      Object.assign(b, {sunlight: {climate_zone: st.zone, year: st.year, bbox}});
       if (st.observer) b.skyline = {viewpoint: st.observer};
       b.scheme = scheme;
     } else if (scheme) b.scheme = scheme;
