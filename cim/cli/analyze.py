@@ -282,6 +282,8 @@ def compare_cmd(
     scheme: Annotated[Path, typer.Option("--scheme", help="The proposed massing (footprints with height).")],
     viewpoint: Annotated[Optional[str], typer.Option("--viewpoint", help="lon,lat: also compare the skyline.")]
     = None,
+    observer: Annotated[Optional[str], typer.Option("--observer", help="lon,lat: also compare the viewshed.")]
+    = None,
     with_shadow: Annotated[bool, typer.Option("--shadow", help="Also the shadow the scheme adds over the day.")]
     = False,
     zones: Annotated[Optional[Path], typer.Option("--zones", help="Height-control zones file (default: --store's "
@@ -301,11 +303,14 @@ def compare_cmd(
     from cim.analysis.planning.shadow import ShadowParams
     from cim.analysis.planning.skyline import SkylineParams
     from cim.analysis.planning.sunlight import SunlightParams
+    from cim.analysis.planning.viewshed import ViewshedParams
 
     sp = _params(SunlightParams, climate_zone=zone, year=year, spacing=spacing, bbox=_floats(bbox, 4, "--bbox"))
     params = _params(ComparisonParams, sunlight=sp,
                      skyline=None if viewpoint is None else _params(SkylineParams,
                                                                     viewpoint=_floats(viewpoint, 2, "--viewpoint")),
+                     viewshed=None if observer is None else _params(ViewshedParams,
+                                                                    observer=_floats(observer, 2, "--observer")),
                      shadow=ShadowParams(year=year) if with_shadow else None)
     the_scheme = Scheme.read(scheme)
     scene = _scene(model, buildings, dem, level, None)
@@ -324,6 +329,9 @@ def compare_cmd(
         lines.append(f"height control: {s['height']['new_violations']} new violations")
     if "skyline" in s:
         lines.append(f"skyline: raised over {s['skyline']['degrees_raised']:g} deg by {s['skyline']['by_building']}")
+    if "viewshed" in s:
+        v = s["viewshed"]
+        lines.append(f"viewshed: {v['newly_hidden_m2']:.0f} m2 newly hidden, buildings hidden {v['buildings_hidden']}")
     _outputs(r, as_json, "\n".join(lines), out, overwrite, to_layer, store)
 
 

@@ -14,6 +14,7 @@
   The scheme's own housing is checked too.
 - Height control: the violations of the scheme's buildings.
 - Skyline (with a viewpoint): the azimuths where the skyline rises, and which scheme building raises it.
+- Viewshed (with an observer): the area and the buildings the scheme hides from it, and whether it is seen.
 - Shadow (optional): the minutes of shadow the scheme adds to the ground over the standard day.
 """
 
@@ -37,6 +38,7 @@ from cim.analysis.planning.scene import CityScene, Scheme
 from cim.analysis.planning.shadow import ShadowParams, ShadowResult, shadow
 from cim.analysis.planning.skyline import SkylineParams, SkylineResult, skyline
 from cim.analysis.planning.sunlight import SunlightParams, SunlightResult, select_buildings, sunlight
+from cim.analysis.planning.viewshed import ViewshedParams, ViewshedResult, viewshed
 from cim.errors import InputError
 
 
@@ -47,6 +49,7 @@ class ComparisonParams(BaseModel):
         sunlight: sunlight parameters (the buildings under test are the existing housing they select).
         height: height-control parameters (needs zones).
         skyline: a viewpoint and sweep.
+        viewshed: an observer: what the scheme hides from it.
         shadow: the day shadow of the scheme (`of` is set to the scheme).
         min_loss_minutes: smaller losses are not reported.
     """
@@ -56,6 +59,7 @@ class ComparisonParams(BaseModel):
     sunlight: SunlightParams | None = SunlightParams()
     height: HeightControlParams | None = HeightControlParams()
     skyline: SkylineParams | None = None
+    viewshed: ViewshedParams | None = None
     shadow: ShadowParams | None = None
     min_loss_minutes: float = Field(1.0, ge=0.0)
 
@@ -73,6 +77,7 @@ class SchemeComparison:
         before, after: the sunlight results; scheme_sunlight: the scheme's own housing (or None).
         height: height control with the scheme (its violations are the new ones).
         skyline_before, skyline_after, skyline_changes: the skyline, and the azimuths where it rose.
+        viewshed_before, viewshed_after: what the observer sees without and with the scheme.
         shadow: the shadow the scheme adds over the day.
     """
 
@@ -90,8 +95,10 @@ class SchemeComparison:
     skyline_after: SkylineResult | None
     skyline_changes: pd.DataFrame | None
     shadow: ShadowResult | None
+    viewshed_before: ViewshedResult | None
     crs: Any
     footprints: gpd.GeoDataFrame
+    viewshed_after: ViewshedResult | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
     def new_violations(self) -> gpd.GeoDataFrame | None:
@@ -128,6 +135,16 @@ class SchemeComparison:
                               if len(c) else 0.0,
                               "max_rise": float(c["rise"].max()) if len(c) else 0.0,
                               "by_building": {str(k): int(v) for k, v in c["owner"].value_counts().items()}}
+        if self.viewshed_before is not None and self.viewshed_after is not None:
+            vb, va = self.viewshed_before, self.viewshed_after
+            cell = abs(vb.transform.a * vb.transform.e)
+            hidden = (np.nan_to_num(vb.values) == 1) & (np.nan_to_num(va.values) == 0)
+            seen_after = set(va.buildings["id"])
+            out["viewshed"] = {
+                "visible_m2_before": round(vb.visible_area_m2, 1), "visible_m2_after": round(va.visible_area_m2, 1),
+                "newly_hidden_m2": round(float(hidden.sum()) * cell, 1),
+                "buildings_hidden": sorted(set(vb.buildings["id"]) - seen_after),
+                "scheme_visible": sorted(i for i in seen_after if i in set(self.scheme_ids))}
         if self.shadow is not None:
             out["shadow"] = self.shadow.summary()
         return out
@@ -286,6 +303,12 @@ def compare_scheme(scene: CityScene, scheme: Scheme, params: ComparisonParams | 
                                 "owner": pa["owner"][up], "scheme": pa["scheme"][up],
                                 "x": pa["x"][up], "y": pa["y"][up], "z": pa["z"][up]}).reset_index(drop=True)
         seconds["skyline"] = time.perf_counter() - tick
+    view_b = view_a = None
+    if params.viewshed is not None:
+        tick = time.perf_counter()
+        view_b = viewshed(scene, params.viewshed, progress=progress)
+        view_a = viewshed(after_scene, params.viewshed, progress=progress)
+        seconds["viewshed"] = time.perf_counter() - tick
     shade = None
     if params.shadow is not None:
         tick = time.perf_counter()
@@ -296,8 +319,8 @@ def compare_scheme(scene: CityScene, scheme: Scheme, params: ComparisonParams | 
     return SchemeComparison(scheme=scheme.name, scheme_ids=scheme_ids, removed=list(after_scene.removed),
                             params=params, windows=windows, buildings=buildings, before=before, after=after,
                             scheme_sunlight=own, height=height, skyline_before=sky_b, skyline_after=sky_a,
-                            skyline_changes=changes, shadow=shade, crs=scene.crs, footprints=footprints,
-                            seconds=seconds)
+                            skyline_changes=changes, shadow=shade, viewshed_before=view_b, crs=scene.crs,
+                            footprints=footprints, viewshed_after=view_a, seconds=seconds)
 
 
 def _sunlight_changes(after_scene: CityScene, before: SunlightResult, after: SunlightResult, min_loss: float

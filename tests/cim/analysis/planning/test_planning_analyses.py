@@ -208,7 +208,8 @@ def test_scheme_that_shades_a_window_is_the_cause() -> None:
     zones = gpd.GeoDataFrame({"zone_code": ["KG"], "max_height_m": [18.0]},
                              geometry=[shapely.box(X0 - 500, Y0 - 500, X0 + 500, Y0 + 500)], crs="EPSG:4547")
     params = ComparisonParams(sunlight=SunlightParams(year=2024, spacing=10.0),
-                              skyline=SkylineParams(viewpoint=_lonlat(0.0, 20.0), azimuth_step=1.0))
+                              skyline=SkylineParams(viewpoint=_lonlat(0.0, 20.0), azimuth_step=1.0),
+                              viewshed=ViewshedParams(observer=_lonlat(30.0, 20.0), radius=300.0, cell=4.0))
     cmp = compare_scheme(scene, Scheme.from_frame(slab), params, zones=zones)
     w = cmp.windows
     south = w[w["floor"] == 1].iloc[0]
@@ -219,6 +220,9 @@ def test_scheme_that_shades_a_window_is_the_cause() -> None:
     assert s["sunlight"]["by_cause"] == {"scheme:新楼": len(w)}
     assert s["height"] == {"new_violations": 1, "max_excess": 2.0}
     assert s["skyline"]["azimuths_raised"] > 0 and set(s["skyline"]["by_building"]) == {"scheme:新楼"}
+    v = s["viewshed"]  # the slab hides the ground south of it and the shop behind it, and is itself seen
+    assert v["newly_hidden_m2"] > 1000 and v["visible_m2_after"] < v["visible_m2_before"]
+    assert v["buildings_hidden"] == ["shop"] and v["scheme_visible"] == ["scheme:新楼"]
     kinds = {f["properties"]["kind"] for f in cmp.to_geojson()["features"]}
     assert kinds == {"scheme", "window", "violation"}
 
