@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from cim.errors import InputError, OutputExistsError
-from cim.files import replace_dir
+from cim.files import replace_dir, user_path
 from cim.geodesy import union_regions
 from cim.models.footprints import BuildingOptions
 from cim.models.lod1 import BuildingsResult, build_buildings
@@ -128,7 +128,9 @@ def build_city(
         raise InputError(f"--level {level}: choose 2 (terrain + LOD1) or 3 (oblique photography or LOD2)")
     if oblique is not None and level != 3:
         raise InputError("--oblique builds a level-3 model; pass --level 3")
-    out = Path(out)
+    out = user_path(out)
+    dem, ortho, buildings, dsm, oblique = (None if p is None else user_path(p)
+                                           for p in (dem, ortho, buildings, dsm, oblique))
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputExistsError(f"output folder {out} exists and is not empty; pass --overwrite to replace it")
     if dem is None and ortho is None and buildings is None and dsm is None and oblique is None:

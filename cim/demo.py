@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cim.errors import InputError
+from cim.files import user_path
 from cim.sample import SampleCity, default_sample, generate, is_complete, load
 
 if TYPE_CHECKING:
@@ -272,7 +273,7 @@ def prepare_demo(
     from cim.build import build_city
 
     say = echo or (lambda line: None)
-    root = Path(root)
+    root = user_path(root)
     root.mkdir(parents=True, exist_ok=True)
     if not set(levels) <= {2, 3}:
         raise InputError(f"levels={list(levels)}: the demo builds level 2 and/or 3")

@@ -1,10 +1,19 @@
-"""Writing outputs so that nothing half-written is ever left in place."""
+"""User paths made absolute at the edge, and outputs written so that nothing half-written is left in place."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
+
+
+def user_path(path: str | os.PathLike[str]) -> Path:
+    """A path a user gave, made absolute once at the edge: `~` expanded, `..` normalised, symlinks kept.
+
+    Library entry points call this on every path they are given, so that nothing later depends on the working
+    directory (a subprocess runs elsewhere; a notebook may change directory) and messages show where a file is.
+    """
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
 
 
 def replace_dir(src: Path, dst: Path) -> None:

@@ -39,6 +39,7 @@ import shapely
 from pyproj import CRS
 
 from cim.errors import OutputExistsError
+from cim.files import user_path
 from cim.sources.crs import parse_crs, transformer
 from layers import themes as theme_registry
 from layers.cache import CachedLayer, LayerCache, budget_mb_from_env, estimate_bytes, load_layer
@@ -176,7 +177,7 @@ class LayerStore:
     ) -> None:
         if clearance not in SECURITY_LEVELS:
             raise LayerInputError(f"clearance {clearance!r} is not one of {', '.join(SECURITY_LEVELS)}")
-        self.path = Path(path) if path is not None else default_store_path()
+        self.path = user_path(path) if path is not None else default_store_path()
         self.read_only = read_only
         self.clearance = clearance
         self.lock_timeout = lock_timeout
@@ -369,7 +370,7 @@ class LayerStore:
         self.connection  # fail fast when not open
         self._check_import_args(name, theme, security, level, new_version)
         t0 = time.perf_counter()
-        staged = stage(read_source(path, crs=crs, encoding=encoding, layer=source_layer), key_field=key)
+        staged = stage(read_source(user_path(path), crs=crs, encoding=encoding, layer=source_layer), key_field=key)
         return self.commit(staged, name, theme, title=title, department=department, security=security,
                            level=level, new_version=new_version, started=t0)
 
@@ -1015,7 +1016,7 @@ class LayerStore:
         """
         from layers.writers import write_table
 
-        out = Path(path)
+        out = user_path(path)
         fmt = format or _format_from_suffix(out)
         if out.exists() and not overwrite:
             raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")

@@ -37,6 +37,7 @@ import pydeck as pdk
 import shapely
 
 from cim.errors import OutputExistsError
+from cim.files import user_path
 from tiles.errors import TileRequestError, TilesError
 from tiles.styles import PALETTE, layer_style
 
@@ -289,7 +290,7 @@ def write_viewer_html(out: str | os.PathLike[str], server: str, *, api_key: str 
         OutputExistsError: `out` exists, without `overwrite`.
         TileRequestError: the server cannot be reached.
     """
-    out = Path(out)
+    out = user_path(out)
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
     base = server.rstrip("/")

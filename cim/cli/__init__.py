@@ -94,5 +94,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv)
     except CimError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        # soft_wrap: a path in the message stays on one line, whatever the terminal width
+        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(exit_code_for(exc))

@@ -30,7 +30,7 @@ def emit(result: Any, as_json: bool, human: str | None = None) -> None:
         payload = result.to_dict() if hasattr(result, "to_dict") else result
         sys.stdout.write(json.dumps(payload, ensure_ascii=False, indent=2, default=str) + "\n")
     elif human is not None:
-        Console().print(human)
+        Console().print(human, soft_wrap=True)  # paths stay on one line, copyable
 
 
 def echo_result(result: Any, as_json: bool, human: str) -> None:

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 import cim
 from cim.errors import CimError, InputError, InputNotFoundError, OutputExistsError
-from cim.files import replace_dir
+from cim.files import replace_dir, user_path
 from cim.sample.common import (
     DEFAULT_BUILDINGS,
     DEFAULT_SEED,
@@ -130,7 +130,7 @@ def generate(
         OutputExistsError: `out` exists and is not empty, and `overwrite` is False.
         InputError: an argument is out of range.
     """
-    out = Path(out)
+    out = user_path(out)
     if buildings < 1:
         raise InputError(f"buildings={buildings} must be at least 1")
     if footprint_format not in ("gpkg", "parquet"):

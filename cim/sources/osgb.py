@@ -123,7 +123,12 @@ def has_osgconv() -> bool:
 
 
 def run_osgconv(src: Path, dst: Path, options: str = "", timeout: float = 600.0) -> None:
-    """Run `osgconv [-O options] src dst` and raise InputError with its output when it fails."""
+    """Run `osgconv [-O options] src dst` and raise InputError with its output when it fails.
+
+    osgconv runs in `dst`'s folder (it writes side files there), so both paths are handed over absolute: a relative
+    path would be resolved against that folder instead of the caller's working directory.
+    """
+    src, dst = Path(src).absolute(), Path(dst).absolute()
     cmd = [osgconv_path()]
     if options:
         cmd += ["-O", options]

@@ -9,9 +9,10 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cim.files import user_path
 from tiles.errors import ServerConfigError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -80,11 +81,21 @@ class ServerSettings(BaseSettings):
         """True when the server is the store's writer (`--ingest` or `--mqtt`)."""
         return self.ingest or bool(self.mqtt)
 
+    @field_validator("store", "access_file")
+    @classmethod
+    def _absolute(cls, v: Path | None) -> Path | None:
+        return None if v is None else user_path(v)
+
+    @field_validator("models", "maps")
+    @classmethod
+    def _absolute_values(cls, v: dict[str, Path]) -> dict[str, Path]:
+        return {name: user_path(path) for name, path in v.items()}
+
 
 def named_paths(values: Iterable[str], what: str) -> dict[str, Path]:
-    """`["city=out/city", "out/other"]` -> `{"city": Path("out/city"), "other": Path("out/other")}`.
+    """`["city=out/city", "out/other"]` -> `{"city": <cwd>/out/city, "other": <cwd>/out/other}`.
 
-    A bare path is named after its file or folder stem, lower-cased.
+    A bare path is named after its file or folder stem, lower-cased; paths are made absolute.
 
     Raises:
         ServerConfigError: a name that is not lower-case letters, digits, `_` or `-`, or a name given twice.
@@ -99,7 +110,7 @@ def named_paths(values: Iterable[str], what: str) -> dict[str, Path]:
                                     f"(at most 63); give one as NAME={path}")
         if name in out:
             raise ServerConfigError(f"{what} name {name!r} is given twice; name them NAME=PATH")
-        out[name] = Path(path)
+        out[name] = user_path(path)
     return out
 
 
