@@ -203,7 +203,7 @@ def _inside(inner: list[float], outer: list[float], tol: float) -> bool:
 def _check_glb(path: Path, tf: np.ndarray, region: list[float] | None, report: CheckReport, tol: float,
                where: str) -> None:
     try:
-        glb = read_glb(path.read_bytes())
+        glb = read_glb(path.read_bytes(), join_parts=False)
     except Exception as exc:  # noqa: BLE001 - any decoding failure is a finding, not a crash
         report.problems.append(Problem(where, "glb", f"cannot decode {path.name}: {exc}"))
         return

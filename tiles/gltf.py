@@ -8,14 +8,20 @@ tile's transform) and, optionally, a `PropertyTable` of feature attributes. `to_
 
 from __future__ import annotations
 
+import hashlib
 import json
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import pygltflib as gl
 
+from tiles.compression import (
+    ARRAY_BUFFER, BYTE, ELEMENT_ARRAY_BUFFER, FLOAT, SHORT, UNSIGNED_BYTE, UNSIGNED_INT, UNSIGNED_SHORT, GlbOptions,
+    Grid, draco_decode, draco_encode, meshopt_decode, meshopt_encode_attribute, meshopt_encode_triangles, pad_rows,
+    quantize_normals, quantize_uv, split_parts, vertex_cache_order,
+)
 from tiles.errors import TilesError
 
 MimeType = Literal["image/jpeg", "image/png", "image/webp"]
@@ -154,9 +160,13 @@ class MeshContent:
     properties: PropertyTable | None = None
     copyright: str | None = None
 
-    def to_glb(self) -> bytes:
-        """Encode as a glb (glTF 2.0 binary) with EXT_mesh_features / EXT_structural_metadata."""
-        return _Encoder(self).encode()
+    def to_glb(self, options: GlbOptions | None = None) -> bytes:
+        """Encode as a glb (glTF 2.0 binary) with EXT_mesh_features / EXT_structural_metadata.
+
+        Args:
+            options: compression and texture encoding; None -> `GlbOptions()` (meshopt + quantization).
+        """
+        return _Encoder(self, options or GlbOptions()).encode()
 
     def vertex_count(self) -> int:
         return int(sum(len(p.positions) for p in self.primitives))
@@ -166,119 +176,329 @@ class MeshContent:
 
 
 def _z_up_to_y_up(a: np.ndarray) -> np.ndarray:
-    """(e, n, u) -> glTF (x, y, z) = (e, u, -n); 3D Tiles turns glTF's y-up back to z-up when it loads."""
-    out = np.empty_like(a, dtype=np.float32)
-    out[:, 0] = a[:, 0]
-    out[:, 1] = a[:, 2]
-    out[:, 2] = -a[:, 1]
-    return out
+    """(e, n, u) -> glTF (x, y, z) = (e, u, -n) in float64; 3D Tiles turns glTF's y-up back to z-up when it loads."""
+    a = np.asarray(a, np.float64)
+    return np.column_stack([a[:, 0], a[:, 2], -a[:, 1]]) if len(a) else np.zeros((0, 3))
+
+
+def _y_up_to_z_up(a: np.ndarray) -> np.ndarray:
+    return np.column_stack([a[:, 0], -a[:, 2], a[:, 1]]) if len(a) else np.zeros((0, 3))
+
+
+_GLB_MAGIC, _JSON_CHUNK, _BIN_CHUNK = 0x46546C67, 0x4E4F534A, 0x004E4942
+_WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
+_NUMPY = {BYTE: "<i1", UNSIGNED_BYTE: "<u1", SHORT: "<i2", UNSIGNED_SHORT: "<u2", UNSIGNED_INT: "<u4", FLOAT: "<f4"}
+_NORMALIZE = {BYTE: 127.0, UNSIGNED_BYTE: 255.0, SHORT: 32767.0, UNSIGNED_SHORT: 65535.0}
+
+
+@dataclass
+class _Source:
+    """One primitive in glTF axes, ready to encode: float64 positions, optional normals, UVs, feature IDs."""
+
+    positions: np.ndarray
+    indices: np.ndarray
+    normals: np.ndarray | None
+    texcoords: np.ndarray | None
+    feature_ids: np.ndarray | None
+    material: int
+
+    def take(self, triangles: np.ndarray) -> _Source:
+        """The sub-mesh of some triangles, with only the vertices they use."""
+        tris = self.indices[triangles]
+        used, inv = np.unique(tris.reshape(-1), return_inverse=True)
+
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[used]
+
+        return _Source(self.positions[used], inv.reshape(-1, 3), pick(self.normals), pick(self.texcoords),
+                       pick(self.feature_ids), self.material)
 
 
 class _Encoder:
-    def __init__(self, content: MeshContent) -> None:
+    """Writes one glb: JSON dicts and one binary buffer (plus meshopt's fallback buffer, which holds no bytes)."""
+
+    def __init__(self, content: MeshContent, options: GlbOptions) -> None:
         self.content = content
+        self.options = options
         self.chunks: list[bytes] = []
         self.offset = 0
-        self.gltf = gl.GLTF2(
-            asset=gl.Asset(version="2.0", generator="cim-engine", copyright=content.copyright),
-            scene=0,
-            scenes=[gl.Scene(nodes=[0])],
-            nodes=[gl.Node(mesh=0)],
-        )
-        self.extensions_used: set[str] = set()
+        self.fallback = 0
+        asset: dict[str, Any] = {"version": "2.0", "generator": "cim-engine"}
+        if content.copyright:
+            asset["copyright"] = content.copyright
+        self.js: dict[str, Any] = {"asset": asset, "scene": 0, "scenes": [{"nodes": []}], "nodes": [], "meshes": [],
+                                   "accessors": [], "bufferViews": []}
+        self.used: set[str] = set()
+        self.required: set[str] = set()
+        self.materials: dict[tuple[Any, ...], int] = {}
+        self.images: dict[tuple[bytes, str], int] = {}
+
+    # ------------------------------------------------------------------ buffers
+    def _append(self, data: bytes) -> int:
+        pad = (-self.offset) % 8  # 8-byte alignment satisfies glTF accessors, meshopt and EXT_structural_metadata
+        if pad:
+            self.chunks.append(b"\0" * pad)
+            self.offset += pad
+        start = self.offset
+        self.chunks.append(data)
+        self.offset += len(data)
+        return start
 
     def _view(self, data: bytes, target: int | None = None, stride: int | None = None) -> int:
         if not data:
             data = b"\0"  # glTF forbids empty buffer views (e.g. a text column whose values are all empty)
-        pad = (-self.offset) % 8  # 8-byte alignment satisfies both glTF accessors and EXT_structural_metadata
-        if pad:
-            self.chunks.append(b"\0" * pad)
-            self.offset += pad
-        self.gltf.bufferViews.append(
-            gl.BufferView(buffer=0, byteOffset=self.offset, byteLength=len(data), target=target, byteStride=stride)
-        )
-        self.chunks.append(data)
-        self.offset += len(data)
-        return len(self.gltf.bufferViews) - 1
+        view: dict[str, Any] = {"buffer": 0, "byteOffset": self._append(data), "byteLength": len(data)}
+        if stride is not None:
+            view["byteStride"] = stride
+        if target is not None:
+            view["target"] = target
+        self.js["bufferViews"].append(view)
+        return len(self.js["bufferViews"]) - 1
 
-    def _accessor(self, array: np.ndarray, kind: str, target: int | None, with_bounds: bool = False) -> int:
-        ctype = {
-            np.dtype(np.float32): gl.FLOAT,
-            np.dtype(np.uint32): gl.UNSIGNED_INT,
-            np.dtype(np.uint16): gl.UNSIGNED_SHORT,
-            np.dtype(np.uint8): gl.UNSIGNED_BYTE,
-        }[array.dtype]
-        view = self._view(np.ascontiguousarray(array).tobytes(), target)
-        acc = gl.Accessor(bufferView=view, componentType=ctype, count=len(array), type=kind)
-        if with_bounds:
-            flat = array.reshape(len(array), -1)
-            acc.min = [float(v) for v in flat.min(axis=0)]
-            acc.max = [float(v) for v in flat.max(axis=0)]
-        self.gltf.accessors.append(acc)
-        return len(self.gltf.accessors) - 1
+    def _vertex_view(self, rows: np.ndarray) -> int:
+        """A vertex attribute's view from (n, k) uint8 rows (k a multiple of 4): meshopt-compressed or plain."""
+        n, k = rows.shape
+        if self.options.compression != "meshopt":
+            return self._view(rows.tobytes(), ARRAY_BUFFER, k)
+        return self._meshopt_view(meshopt_encode_attribute(rows), n * k, ARRAY_BUFFER,
+                                  {"byteStride": k, "count": n, "mode": "ATTRIBUTES"}, stride=k)
+
+    def _meshopt_view(self, encoded: bytes, length: int, target: int, ext: dict[str, Any],
+                      stride: int | None = None) -> int:
+        self.fallback += (-self.fallback) % 8
+        view: dict[str, Any] = {"buffer": 1, "byteOffset": self.fallback, "byteLength": length}
+        self.fallback += length
+        if stride is not None:
+            view["byteStride"] = stride
+        view["target"] = target
+        start = self._append(encoded)
+        view["extensions"] = {"EXT_meshopt_compression": {"buffer": 0, "byteOffset": start,
+                                                          "byteLength": len(encoded), **ext}}
+        self.used.add("EXT_meshopt_compression")
+        self.required.add("EXT_meshopt_compression")
+        self.js["bufferViews"].append(view)
+        return len(self.js["bufferViews"]) - 1
+
+    def _accessor(self, view: int | None, ctype: int, count: int, kind: str, *, normalized: bool = False,
+                  bounds: np.ndarray | None = None, lo: list[float] | None = None,
+                  hi: list[float] | None = None) -> int:
+        acc: dict[str, Any] = {"componentType": ctype, "count": int(count), "type": kind}
+        if view is not None:
+            acc["bufferView"] = view
+        if normalized:
+            acc["normalized"] = True
+        if bounds is not None:
+            flat = bounds.reshape(len(bounds), -1)
+            cast = float if ctype == FLOAT else int
+            lo, hi = [cast(v) for v in flat.min(axis=0)], [cast(v) for v in flat.max(axis=0)]
+        if lo is not None:
+            acc["min"], acc["max"] = lo, hi
+        self.js["accessors"].append(acc)
+        return len(self.js["accessors"]) - 1
+
+    # ---------------------------------------------------------------- materials
+    def _image(self, data: bytes, mime: str) -> int:
+        key = (hashlib.blake2b(data, digest_size=16).digest(), mime)
+        if key not in self.images:
+            self.js.setdefault("images", []).append({"bufferView": self._view(data), "mimeType": mime})
+            self.images[key] = len(self.js["images"]) - 1
+        return self.images[key]
+
+    def _texture(self, m: Material) -> int:
+        from tiles.textures import texture_variants
+
+        variants = texture_variants(m.texture, m.mime_type, self.options)  # type: ignore[arg-type]
+        if not self.js.get("samplers"):
+            self.js["samplers"] = [{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}]
+        tex: dict[str, Any] = {"sampler": 0}
+        ext: dict[str, Any] = {}
+        for data, mime in variants:
+            index = self._image(data, mime)
+            if mime == "image/ktx2":
+                ext["KHR_texture_basisu"] = {"source": index}
+            elif mime == "image/webp":
+                ext["EXT_texture_webp"] = {"source": index}
+            else:
+                tex["source"] = index
+        for name in ext:
+            self.used.add(name)
+            if "source" not in tex:  # no fallback image a client could use instead
+                self.required.add(name)
+        if ext:
+            tex["extensions"] = ext
+        textures = self.js.setdefault("textures", [])
+        if tex in textures:
+            return textures.index(tex)
+        textures.append(tex)
+        return len(textures) - 1
 
     def _material(self, m: Material) -> int:
-        pbr = gl.PbrMetallicRoughness(
-            baseColorFactor=list(m.base_color), metallicFactor=m.metallic, roughnessFactor=m.roughness
-        )
+        digest = hashlib.blake2b(m.texture, digest_size=16).digest() if m.texture is not None else None
+        key = (tuple(m.base_color), digest, m.mime_type, m.metallic, m.roughness, m.double_sided, m.unlit)
+        if key in self.materials:
+            return self.materials[key]
+        pbr: dict[str, Any] = {"baseColorFactor": [float(v) for v in m.base_color], "metallicFactor": m.metallic,
+                               "roughnessFactor": m.roughness}
         if m.texture is not None:
-            view = self._view(m.texture)
-            self.gltf.images.append(gl.Image(bufferView=view, mimeType=m.mime_type))
-            if not self.gltf.samplers:
-                self.gltf.samplers.append(
-                    gl.Sampler(magFilter=gl.LINEAR, minFilter=gl.LINEAR_MIPMAP_LINEAR, wrapS=gl.CLAMP_TO_EDGE,
-                               wrapT=gl.CLAMP_TO_EDGE)
-                )
-            tex: dict[str, Any] = {"sampler": 0, "source": len(self.gltf.images) - 1}
-            if m.mime_type == "image/webp":
-                self.extensions_used.add("EXT_texture_webp")
-                tex = {"sampler": 0, "extensions": {"EXT_texture_webp": {"source": tex["source"]}}}
-            self.gltf.textures.append(gl.Texture(**tex))
-            pbr.baseColorTexture = gl.TextureInfo(index=len(self.gltf.textures) - 1)
-        mat = gl.Material(pbrMetallicRoughness=pbr, doubleSided=m.double_sided)
+            pbr["baseColorTexture"] = {"index": self._texture(m)}
+        mat: dict[str, Any] = {"pbrMetallicRoughness": pbr}
+        if m.double_sided:
+            mat["doubleSided"] = True
         if m.base_color[3] < 1.0:
-            mat.alphaMode = gl.BLEND
+            mat["alphaMode"] = "BLEND"
         if m.unlit:
-            mat.extensions = {"KHR_materials_unlit": {}}
-            self.extensions_used.add("KHR_materials_unlit")
-        self.gltf.materials.append(mat)
-        return len(self.gltf.materials) - 1
+            mat["extensions"] = {"KHR_materials_unlit": {}}
+            self.used.add("KHR_materials_unlit")
+        self.js.setdefault("materials", []).append(mat)
+        self.materials[key] = len(self.js["materials"]) - 1
+        return self.materials[key]
 
-    def _primitive(self, p: Primitive) -> gl.Primitive:
+    # --------------------------------------------------------------- primitives
+    def _source(self, p: Primitive) -> _Source:
         n = len(p.positions)
         if n == 0 or len(p.indices) == 0:
             raise TilesError("cannot encode an empty primitive (no vertices or no triangles)")
-        if p.indices.max() >= n:
-            raise TilesError(f"primitive index {int(p.indices.max())} out of range for {n} vertices")
-        attrs = gl.Attributes(
-            POSITION=self._accessor(_z_up_to_y_up(np.asarray(p.positions)), gl.VEC3, gl.ARRAY_BUFFER, True)
-        )
-        if p.normals is not None:
-            attrs.NORMAL = self._accessor(_z_up_to_y_up(np.asarray(p.normals)), gl.VEC3, gl.ARRAY_BUFFER)
-        if p.texcoords is not None:
-            attrs.TEXCOORD_0 = self._accessor(np.asarray(p.texcoords, np.float32), gl.VEC2, gl.ARRAY_BUFFER)
-        extensions: dict[str, Any] = {}
+        indices = np.asarray(p.indices, np.int64).reshape(-1, 3)
+        if indices.max() >= n or indices.min() < 0:
+            raise TilesError(f"primitive index {int(indices.max())} out of range for {n} vertices")
+        fids = None
         if p.feature_ids is not None:
-            # float32 keeps every vertex attribute 4-byte aligned (glTF core) and is exact up to 2^24 features.
-            fid = np.asarray(p.feature_ids).astype(np.float32)
-            setattr(attrs, "_FEATURE_ID_0", self._accessor(fid, gl.SCALAR, gl.ARRAY_BUFFER))
-            # featureCount is the number of distinct features in this primitive (EXT_mesh_features)
-            fid_info: dict[str, Any] = {"featureCount": int(len(np.unique(fid))), "attribute": 0}
-            if self.content.properties is not None:
-                fid_info["propertyTable"] = 0
-            extensions["EXT_mesh_features"] = {"featureIds": [fid_info]}
-            self.extensions_used.add("EXT_mesh_features")
-        idx = np.asarray(p.indices).reshape(-1)
-        idx = idx.astype(np.uint16 if n <= 0xFFFF else np.uint32)
-        prim = gl.Primitive(
-            attributes=attrs,
-            indices=self._accessor(idx, gl.SCALAR, gl.ELEMENT_ARRAY_BUFFER),
-            material=self._material(p.material),
-            mode=gl.TRIANGLES,
-        )
-        if extensions:
-            prim.extensions = extensions
+            fids = np.asarray(p.feature_ids)
+            if len(fids) != n or (len(fids) and (fids.min() < 0 or np.any(fids != np.round(fids)))):
+                raise TilesError("feature IDs must be one non-negative integer per vertex")
+            fids = fids.astype(np.int64)
+        return _Source(_z_up_to_y_up(p.positions), indices,
+                       None if p.normals is None else _z_up_to_y_up(p.normals),
+                       None if p.texcoords is None else np.asarray(p.texcoords, np.float64), fids,
+                       self._material(p.material))
+
+    def _feature_ids(self, s: _Source, attrs: dict[str, int]) -> dict[str, Any] | None:
+        if s.feature_ids is None:
+            return None
+        fids = s.feature_ids
+        if fids.max() < 0xFFFF:
+            # exact unsigned integers; padded to 4 bytes (glTF aligns every vertex attribute element to 4)
+            view = self._vertex_view(pad_rows(fids.astype("<u2")))
+            ctype = UNSIGNED_SHORT
+        else:
+            # glTF forbids UNSIGNED_INT for application attributes; float32 is exact below 2^24
+            if fids.max() >= 2**24:
+                raise TilesError(f"feature ID {int(fids.max())} exceeds 2^24, the largest a float32 holds exactly")
+            view = self._vertex_view(pad_rows(fids.astype("<f4")))
+            ctype = FLOAT
+        attrs["_FEATURE_ID_0"] = self._accessor(view, ctype, len(fids), "SCALAR")
+        # featureCount is the number of distinct features in this primitive (EXT_mesh_features)
+        info: dict[str, Any] = {"featureCount": int(len(np.unique(fids))), "attribute": 0}
+        if self.content.properties is not None and self.content.properties.columns:
+            info["propertyTable"] = 0
+        self.used.add("EXT_mesh_features")
+        return {"EXT_mesh_features": {"featureIds": [info]}}
+
+    def _plain_primitive(self, s: _Source, grid: Grid | None) -> dict[str, Any]:
+        """A primitive with plain (or meshopt-compressed) attribute views; quantized when `grid` is given."""
+        n = len(s.positions)
+        indices = s.indices
+        if self.options.compression == "meshopt":
+            indices, order = vertex_cache_order(indices, n)
+            s = _Source(s.positions[order], indices, None if s.normals is None else s.normals[order],
+                        None if s.texcoords is None else s.texcoords[order],
+                        None if s.feature_ids is None else s.feature_ids[order], s.material)
+            n = len(order)
+        attrs: dict[str, int] = {}
+        if grid is not None:
+            q = grid.quantize(s.positions)
+            attrs["POSITION"] = self._accessor(self._vertex_view(pad_rows(q.astype("<u2"))), UNSIGNED_SHORT, n,
+                                               "VEC3", bounds=q)
+        else:
+            pos = s.positions.astype("<f4")
+            attrs["POSITION"] = self._accessor(self._vertex_view(pad_rows(pos)), FLOAT, n, "VEC3", bounds=pos)
+        if s.normals is not None:
+            if self.options.compression == "meshopt":
+                attrs["NORMAL"] = self._accessor(self._vertex_view(quantize_normals(s.normals)), BYTE, n, "VEC3",
+                                                 normalized=True)
+                self.used.add("KHR_mesh_quantization")
+            else:
+                attrs["NORMAL"] = self._accessor(self._vertex_view(pad_rows(s.normals.astype("<f4"))), FLOAT, n,
+                                                 "VEC3")
+        if s.texcoords is not None:
+            quv = quantize_uv(s.texcoords) if self.options.compression == "meshopt" else None
+            if quv is not None:
+                attrs["TEXCOORD_0"] = self._accessor(self._vertex_view(pad_rows(quv.astype("<u2"))),
+                                                     UNSIGNED_SHORT, n, "VEC2", normalized=True)
+                self.used.add("KHR_mesh_quantization")
+            else:
+                attrs["TEXCOORD_0"] = self._accessor(self._vertex_view(pad_rows(s.texcoords.astype("<f4"))), FLOAT,
+                                                     n, "VEC2")
+        ext = self._feature_ids(s, attrs)
+        flat = indices.reshape(-1)
+        small = n <= 0xFFFF
+        if self.options.compression == "meshopt":
+            data, size = meshopt_encode_triangles(flat, n)
+            size = 2 if small else 4
+            view = self._meshopt_view(data, len(flat) * size, ELEMENT_ARRAY_BUFFER,
+                                      {"byteStride": size, "count": len(flat), "mode": "TRIANGLES"})
+        else:
+            view = self._view(flat.astype("<u2" if small else "<u4").tobytes(), ELEMENT_ARRAY_BUFFER)
+        prim: dict[str, Any] = {"attributes": attrs, "material": s.material, "mode": 4,
+                                "indices": self._accessor(view, UNSIGNED_SHORT if small else UNSIGNED_INT,
+                                                          len(flat), "SCALAR")}
+        if ext:
+            prim["extensions"] = ext
         return prim
+
+    def _draco_primitive(self, s: _Source) -> dict[str, Any]:
+        d = draco_encode(s.positions, s.indices, s.normals, s.texcoords, s.feature_ids,
+                         self.options.position_tolerance, self.options.draco_level)
+        attrs = {"POSITION": self._accessor(None, FLOAT, d.count, "VEC3", lo=d.position_min, hi=d.position_max)}
+        if s.normals is not None:
+            attrs["NORMAL"] = self._accessor(None, FLOAT, d.count, "VEC3")
+        if s.texcoords is not None:
+            attrs["TEXCOORD_0"] = self._accessor(None, FLOAT, d.count, "VEC2")
+        ext: dict[str, Any] = {}
+        if s.feature_ids is not None:
+            attrs["_FEATURE_ID_0"] = self._accessor(None, UNSIGNED_SHORT, d.count, "SCALAR")
+            info: dict[str, Any] = {"featureCount": int(len(np.unique(s.feature_ids))), "attribute": 0}
+            if self.content.properties is not None and self.content.properties.columns:
+                info["propertyTable"] = 0
+            ext["EXT_mesh_features"] = {"featureIds": [info]}
+            self.used.add("EXT_mesh_features")
+        ext["KHR_draco_mesh_compression"] = {"bufferView": self._view(d.data),
+                                             "attributes": {k: v for k, v in d.attribute_ids.items() if k in attrs}}
+        self.used.add("KHR_draco_mesh_compression")
+        self.required.add("KHR_draco_mesh_compression")
+        indices = self._accessor(None, UNSIGNED_SHORT if d.count <= 0xFFFF else UNSIGNED_INT, d.index_count,
+                                 "SCALAR")
+        return {"attributes": attrs, "indices": indices, "material": s.material, "mode": 4, "extensions": ext}
+
+    def _meshes(self, sources: list[_Source]) -> None:
+        opts = self.options
+        if opts.compression != "meshopt":
+            build = self._draco_primitive if opts.compression == "draco" else (lambda s: self._plain_primitive(s, None))
+            self.js["meshes"].append({"primitives": [build(s) for s in sources]})
+            self.js["nodes"].append({"mesh": 0})
+            self.js["scenes"][0]["nodes"].append(0)
+            return
+        parts = split_parts([s.positions for s in sources], [s.indices for s in sources], opts.position_tolerance)
+        for part in parts:
+            pieces = [(i, s if len(part) == 1 and len(tris) == len(s.indices) else s.take(tris))
+                      for i, (s, tris) in enumerate(zip(sources, part)) if len(tris)]
+            grid = Grid.fit(np.concatenate([p.positions for _, p in pieces]), opts.position_tolerance)
+            prims = []
+            for i, piece in pieces:
+                prim = self._plain_primitive(piece, grid)
+                if len(parts) > 1:
+                    prim["extras"] = {"source": i}  # read_glb joins the parts of one source primitive
+                prims.append(prim)
+            node: dict[str, Any] = {"mesh": len(self.js["meshes"])}
+            if grid is not None:
+                node["translation"] = [float(v) for v in grid.origin]
+                node["scale"] = [grid.step] * 3
+                self.used.add("KHR_mesh_quantization")
+            self.js["meshes"].append({"primitives": prims})
+            self.js["nodes"].append(node)
+            self.js["scenes"][0]["nodes"].append(len(self.js["nodes"]) - 1)
+        if "KHR_mesh_quantization" in self.used:
+            self.required.add("KHR_mesh_quantization")
 
     def _metadata(self, table: PropertyTable) -> dict[str, Any]:
         class_props: dict[str, Any] = {}
@@ -293,7 +513,7 @@ class _Encoder:
                 entry["stringOffsets"] = self._view(views["stringOffsets"])
                 entry["stringOffsetType"] = "UINT32"
             table_props[name] = entry
-        self.extensions_used.add("EXT_structural_metadata")
+        self.used.add("EXT_structural_metadata")
         return {
             "schema": {"id": "cim", "classes": {table.class_name: {"properties": class_props}}},
             "propertyTables": [{"class": table.class_name, "count": table.count, "properties": table_props}],
@@ -301,19 +521,54 @@ class _Encoder:
 
     def encode(self) -> bytes:
         content = self.content
-        prims = [self._primitive(p) for p in content.primitives]
-        self.gltf.meshes.append(gl.Mesh(primitives=prims))
+        sources = [self._source(p) for p in content.primitives]
+        if not sources:
+            raise TilesError("cannot encode a tile without primitives")
+        self._meshes(sources)
         if content.properties is not None and content.properties.columns:
-            self.gltf.extensions = {"EXT_structural_metadata": self._metadata(content.properties)}
-        pad = (-self.offset) % 4
-        if pad:
-            self.chunks.append(b"\0" * pad)
-            self.offset += pad
+            self.js["extensions"] = {"EXT_structural_metadata": self._metadata(content.properties)}
+        self.chunks.append(b"\0" * ((-self.offset) % 4))
         blob = b"".join(self.chunks)
-        self.gltf.buffers.append(gl.Buffer(byteLength=len(blob)))
-        self.gltf.extensionsUsed = sorted(self.extensions_used)
-        self.gltf.set_binary_blob(blob)
-        return b"".join(self.gltf.save_to_bytes())
+        self.js["buffers"] = [{"byteLength": len(blob)}]
+        if self.fallback:
+            self.js["buffers"].append({"byteLength": self.fallback,
+                                       "extensions": {"EXT_meshopt_compression": {"fallback": True}}})
+        if self.used:
+            self.js["extensionsUsed"] = sorted(self.used)
+        if self.required:
+            self.js["extensionsRequired"] = sorted(self.required)
+        return write_glb(self.js, blob)
+
+
+def write_glb(doc: dict[str, Any], blob: bytes) -> bytes:
+    """A glb from its JSON and binary chunk (the JSON padded with spaces, the binary chunk with zeros, to 4 bytes)."""
+    text = json.dumps({k: v for k, v in doc.items() if v != []}, ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False).encode("utf-8")
+    text += b" " * ((-len(text)) % 4)
+    blob += b"\0" * ((-len(blob)) % 4)
+    total = 12 + 8 + len(text) + (8 + len(blob) if blob else 0)
+    out = [struct.pack("<III", _GLB_MAGIC, 2, total), struct.pack("<II", len(text), _JSON_CHUNK), text]
+    if blob:
+        out += [struct.pack("<II", len(blob), _BIN_CHUNK), blob]
+    return b"".join(out)
+
+
+def parse_glb(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """The JSON and binary chunk of a glb."""
+    if len(data) < 20 or struct.unpack_from("<I", data, 0)[0] != _GLB_MAGIC:
+        raise TilesError("not a glb (bad magic)")
+    pos, doc, blob = 12, None, b""
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack_from("<II", data, pos)
+        chunk = data[pos + 8:pos + 8 + length]
+        if kind == _JSON_CHUNK:
+            doc = json.loads(chunk)
+        elif kind == _BIN_CHUNK:
+            blob = bytes(chunk)
+        pos += 8 + length
+    if doc is None:
+        raise TilesError("glb has no JSON chunk")
+    return doc, blob
 
 
 def _encode_column(raw: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -353,53 +608,127 @@ def _encode_column(raw: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
     return _encode_column(StringColumn.from_values(strings))
 
 
-def read_glb(data: bytes) -> dict[str, Any]:
-    """Decode a glb written by this module: its JSON and, per primitive, positions back in z-up frame.
+def read_glb(data: bytes, join_parts: bool = True) -> dict[str, Any]:
+    """Decode a glb written by this module (any compression): its JSON and its primitives back in the z-up frame.
+
+    Meshopt views are decoded with meshoptimizer's decoder and Draco primitives with Draco's; quantized values are
+    dequantized (normalized components and the node's translation/scale), as a client does.
 
     Returns:
-        {"json": dict, "primitives": [{"positions": (n, 3) float64 z-up, "feature_ids": (n,) or None}],
-         "properties": {name: list} of the first property table, or {}}
+        {"json": dict, "primitives": [{"positions": (n, 3) float64 z-up, "normals": (n, 3) z-up or None,
+         "texcoords": (n, 2) or None, "feature_ids": (n,) int64 or None, "indices": (m, 3), "material": int}],
+         "properties": {name: list} of the first property table, or {}}. The parts of one source primitive that the
+        writer cut for quantization (primitive `extras.source`) come back joined, in order, unless `join_parts` is
+        False (then one entry per glTF primitive, in node order).
     """
-    doc = gl.GLTF2.load_from_bytes(data)
-    blob = doc.binary_blob()
-    js = json.loads(doc.to_json())
-
-    def accessor(i: int) -> np.ndarray:
-        acc = doc.accessors[i]
-        view = doc.bufferViews[acc.bufferView]
-        dtype = {gl.FLOAT: "<f4", gl.UNSIGNED_INT: "<u4", gl.UNSIGNED_SHORT: "<u2", gl.UNSIGNED_BYTE: "u1"}[
-            acc.componentType
-        ]
-        width = {gl.SCALAR: 1, gl.VEC2: 2, gl.VEC3: 3, gl.VEC4: 4}[acc.type]
-        start = (view.byteOffset or 0) + (acc.byteOffset or 0)
-        arr = np.frombuffer(blob, dtype=dtype, count=acc.count * width, offset=start)
-        return arr.reshape(acc.count, width) if width > 1 else arr
-
-    prims = []
-    for mesh in doc.meshes:
-        for p in mesh.primitives:
-            pos = accessor(p.attributes.POSITION).astype(np.float64)
-            zup = np.column_stack([pos[:, 0], -pos[:, 2], pos[:, 1]])
-            fid_index = getattr(p.attributes, "_FEATURE_ID_0", None)
-            prims.append({"positions": zup, "feature_ids": accessor(fid_index) if fid_index is not None else None,
-                          "indices": accessor(p.indices).reshape(-1, 3)})
+    doc, blob = parse_glb(data)
+    dec = _Decoder(doc, blob)
+    prims: list[dict[str, Any]] = []
+    joined: dict[int, int] = {}
+    scene = doc.get("scenes", [{}])[doc.get("scene", 0)] if doc.get("scenes") else {"nodes": []}
+    for node_index in scene.get("nodes", []):
+        node = doc["nodes"][node_index]
+        if "mesh" not in node:
+            continue
+        scale = np.asarray(node.get("scale", [1.0, 1.0, 1.0]), np.float64)
+        shift = np.asarray(node.get("translation", [0.0, 0.0, 0.0]), np.float64)
+        for p in doc["meshes"][node["mesh"]]["primitives"]:
+            out = dec.primitive(p)
+            out["positions"] = _y_up_to_z_up(out["positions"] * scale + shift)
+            if out["normals"] is not None:
+                n = out["normals"] / scale
+                n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+                out["normals"] = _y_up_to_z_up(n)
+            source = (p.get("extras") or {}).get("source") if join_parts else None
+            if source is not None and source in joined:
+                _join(prims[joined[source]], out)
+                continue
+            if source is not None:
+                joined[source] = len(prims)
+            prims.append(out)
     props: dict[str, list[Any]] = {}
-    meta = (js.get("extensions") or {}).get("EXT_structural_metadata")
+    meta = (doc.get("extensions") or {}).get("EXT_structural_metadata")
     if meta:
         table = meta["propertyTables"][0]
         schema = meta["schema"]["classes"][table["class"]]["properties"]
         for name, entry in table["properties"].items():
-            props[name] = _decode_column(blob, js["bufferViews"], schema[name], entry, table["count"])
-    return {"json": js, "primitives": prims, "properties": props}
+            props[name] = _decode_column(dec.view, schema[name], entry, table["count"])
+    return {"json": doc, "primitives": prims, "properties": props}
 
 
-def _decode_column(blob: bytes, views: list[dict[str, Any]], prop: dict[str, Any], entry: dict[str, Any],
-                   count: int) -> list[Any]:
-    def view_bytes(i: int) -> bytes:
-        v = views[i]
-        start = v.get("byteOffset", 0)
-        return blob[start:start + v["byteLength"]]
+def _join(into: dict[str, Any], part: dict[str, Any]) -> None:
+    offset = len(into["positions"])
+    into["indices"] = np.concatenate([into["indices"], part["indices"] + offset])
+    for key in ("positions", "normals", "texcoords", "feature_ids"):
+        if into[key] is not None and part[key] is not None:
+            into[key] = np.concatenate([into[key], part[key]])
 
+
+class _Decoder:
+    """Buffer views (meshopt decoded on first use) and accessors of one glb."""
+
+    def __init__(self, doc: dict[str, Any], blob: bytes) -> None:
+        self.doc, self.blob = doc, blob
+        self.cache: dict[int, bytes] = {}
+
+    def view(self, i: int) -> bytes:
+        if i not in self.cache:
+            v = self.doc["bufferViews"][i]
+            ext = (v.get("extensions") or {}).get("EXT_meshopt_compression")
+            if ext is not None:
+                if ext.get("buffer", 0) != 0:
+                    raise TilesError("meshopt data outside the glb's binary chunk is not supported")
+                start = ext.get("byteOffset", 0)
+                raw = self.blob[start:start + ext["byteLength"]]
+                self.cache[i] = meshopt_decode(raw, ext["count"], ext["byteStride"], ext["mode"], ext.get("filter"))
+            else:
+                if v.get("buffer", 0) != 0:
+                    raise TilesError(f"bufferView {i} is in buffer {v.get('buffer')}, not the glb's binary chunk")
+                start = v.get("byteOffset", 0)
+                self.cache[i] = self.blob[start:start + v["byteLength"]]
+        return self.cache[i]
+
+    def accessor(self, i: int, dequantize: bool = True) -> np.ndarray:
+        """(count, width) values (width 1 squeezed); normalized integers as floats when `dequantize`."""
+        acc = self.doc["accessors"][i]
+        dtype = np.dtype(_NUMPY[acc["componentType"]])
+        width = _WIDTH[acc["type"]]
+        raw = self.view(acc["bufferView"])
+        stride = self.doc["bufferViews"][acc["bufferView"]].get("byteStride") or dtype.itemsize * width
+        arr = np.ndarray((acc["count"], width), dtype, raw, acc.get("byteOffset", 0), (stride, dtype.itemsize)).copy()
+        if dequantize and acc.get("normalized"):
+            arr = np.maximum(arr.astype(np.float64) / _NORMALIZE[acc["componentType"]], -1.0)
+        return arr[:, 0] if width == 1 else arr
+
+    def primitive(self, p: dict[str, Any]) -> dict[str, Any]:
+        attrs = p["attributes"]
+        draco = (p.get("extensions") or {}).get("KHR_draco_mesh_compression")
+        if draco is not None:
+            decoded = draco_decode(self.view(draco["bufferView"]))
+            ids = draco["attributes"]
+
+            def get(name: str) -> np.ndarray | None:
+                return decoded[ids[name]] if name in ids else None
+
+            fids = get("_FEATURE_ID_0")
+            normals = get("NORMAL")
+            return {"positions": np.asarray(get("POSITION"), np.float64),
+                    "normals": None if normals is None else np.asarray(normals, np.float64),
+                    "texcoords": get("TEXCOORD_0"), "feature_ids": None if fids is None else
+                    np.asarray(fids).reshape(-1).astype(np.int64),
+                    "indices": decoded[-1].astype(np.int64), "material": p.get("material")}
+        fid = attrs.get("_FEATURE_ID_0")
+        return {
+            "positions": self.accessor(attrs["POSITION"]).astype(np.float64),
+            "normals": self.accessor(attrs["NORMAL"]).astype(np.float64) if "NORMAL" in attrs else None,
+            "texcoords": self.accessor(attrs["TEXCOORD_0"]).astype(np.float64) if "TEXCOORD_0" in attrs else None,
+            "feature_ids": None if fid is None else self.accessor(fid).astype(np.int64),
+            "indices": self.accessor(p["indices"]).astype(np.int64).reshape(-1, 3),
+            "material": p.get("material"),
+        }
+
+
+def _decode_column(view_bytes: Any, prop: dict[str, Any], entry: dict[str, Any], count: int) -> list[Any]:
     values = view_bytes(entry["values"])
     if prop["type"] == "STRING":
         offs = np.frombuffer(view_bytes(entry["stringOffsets"]), "<u4")
@@ -427,4 +756,5 @@ def vertex_normals(positions: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-__all__ = ["Material", "MeshContent", "Primitive", "PropertyTable", "StringColumn", "read_glb", "vertex_normals"]
+__all__ = ["GlbOptions", "Material", "MeshContent", "Primitive", "PropertyTable", "StringColumn", "parse_glb", "read_glb",
+           "vertex_normals", "write_glb"]

