@@ -16,6 +16,7 @@ Everything is written into a temporary folder beside the output and renamed into
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -35,6 +36,8 @@ from cim.geodesy import union_regions
 from cim.models.footprints import BuildingOptions
 from cim.models.lod1 import BuildingsResult, build_buildings
 from cim.sources import crs as crsmod
+from cim.sources.vertical import VerticalDatum
+from tiles.compression import GlbOptions
 from tiles.tileset import (
     BoundingVolume,
     Content,
@@ -95,6 +98,8 @@ def build_city(
     building_options: BuildingOptions | None = None,
     terrain_options: Any = None,
     oblique_options: Any = None,
+    glb: GlbOptions | None = None,
+    vertical_datum: str | os.PathLike[str] | VerticalDatum | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> BuildReport:
@@ -114,6 +119,11 @@ def build_city(
         building_options: see `cim.models.footprints.BuildingOptions` (height field, storey height, ...).
         terrain_options: see `cim.models.terrain.TerrainOptions` (max error, tile size, ...).
         oblique_options: see `cim.models.oblique.ObliqueOptions` (workers, atlas size, ...).
+        glb: how every tile is encoded (`tiles.compression.GlbOptions`: compression, textures); it replaces the
+            `glb` of the three option objects. None keeps theirs (meshopt + quantization by default).
+        vertical_datum: what the input heights are measured from: "ellipsoidal", "egm96" or a geoid grid path
+            (`cim.sources.vertical.VerticalDatum`); it replaces the datum of the three option objects. None keeps
+            theirs (ellipsoidal: heights are used as they are).
         overwrite: replace an existing output folder.
         progress: called as progress(stage, done, total).
 
@@ -131,6 +141,7 @@ def build_city(
     out = user_path(out)
     dem, ortho, buildings, dsm, oblique = (None if p is None else user_path(p)
                                            for p in (dem, ortho, buildings, dsm, oblique))
+    datum = None if vertical_datum is None else VerticalDatum.parse(vertical_datum)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputExistsError(f"output folder {out} exists and is not empty; pass --overwrite to replace it")
     if dem is None and ortho is None and buildings is None and dsm is None and oblique is None:
@@ -162,6 +173,10 @@ def build_city(
         terrain = None
         if dem is not None:
             topts = terrain_options or TerrainOptions(crs=None if crs is None else str(crs))
+            if glb is not None:
+                topts = dataclasses.replace(topts, glb=glb)
+            if datum is not None:
+                topts = dataclasses.replace(topts, vertical_datum=datum)
             terrain = build_terrain(dem, ortho, work, topts, progress=progress)
             terrain_root = relative_transforms(rebase_uris(terrain.root, "terrain/"))
             layers.append(("terrain", terrain_root,
@@ -169,6 +184,14 @@ def build_city(
         bres: BuildingsResult | None = None
         lod2 = None
         ores = None
+        for key, value in (("glb", glb), ("vertical_datum", datum)):
+            if value is None:
+                continue
+            building_options = dataclasses.replace(building_options or BuildingOptions(), **{key: value})
+            if oblique is not None:
+                from cim.models.oblique import ObliqueOptions
+
+                oblique_options = dataclasses.replace(oblique_options or ObliqueOptions(), **{key: value})
         if oblique is not None:
             from cim.models.oblique import build_oblique
 
@@ -196,7 +219,9 @@ def build_city(
             children.append(_external(f"{name}/tileset.json", layer_root, diag))
         root = Tile(bounding_volume=BoundingVolume(region=region), geometric_error=diag, refine="ADD",
                     children=children)
-        Tileset(geometric_error=diag, root=root, extras={"cim": {"level": level}}).write(work / "tileset.json")
+        used = datum or getattr(building_options, "vertical_datum", None) or VerticalDatum()
+        Tileset(geometric_error=diag, root=root, extras={"cim": {"level": level, **used.to_dict()}}).write(
+            work / "tileset.json")
 
         if terrain is not None:
             bounds = terrain.bounds

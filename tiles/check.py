@@ -243,18 +243,25 @@ def check_glb_metadata(glb: dict[str, Any]) -> list[str]:
                 if ids is None:
                     problems.append(f"mesh {m} primitive {p}: featureIds names an attribute the primitive lacks")
                     continue
-                if len(ids) and (ids.min() < 0 or ids.max() >= count or np.any(ids != np.floor(ids))):
-                    problems.append(f"mesh {m} primitive {p}: feature IDs outside 0..{count - 1}")
+                table = fid.get("propertyTable")
+                # IDs index the property table's rows when there is one (a primitive may use any subset of them);
+                # without a table they number the primitive's features 0..featureCount-1
+                rows = tables[table]["count"] if table is not None and table < len(tables) else count
+                if len(ids) and (ids.min() < 0 or ids.max() >= rows or np.any(ids != np.floor(ids))):
+                    problems.append(f"mesh {m} primitive {p}: feature IDs outside 0..{rows - 1}")
                 if count != len(np.unique(ids)):
                     problems.append(f"mesh {m} primitive {p}: featureCount {count} but {len(np.unique(ids))} "
                                     f"distinct IDs are used")
-                table = fid.get("propertyTable")
                 if table is not None:
                     if table >= len(tables):
                         problems.append(f"mesh {m} primitive {p}: property table {table} does not exist")
                     elif tables[table]["count"] < count:
                         problems.append(f"property table {table} has {tables[table]['count']} rows for "
                                         f"{count} features")
+                acc = js["accessors"][prim["attributes"].get(f"_FEATURE_ID_{fid.get('attribute', 0)}", 0)]
+                if acc.get("componentType") not in (5121, 5123, 5126) or acc.get("normalized"):
+                    problems.append(f"mesh {m} primitive {p}: feature ID accessor must be unnormalized UNSIGNED_BYTE, "
+                                    f"UNSIGNED_SHORT or FLOAT")
     if meta:
         classes = meta.get("schema", {}).get("classes", {})
         views = js.get("bufferViews", [])

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tiles.errors import TilesError
+from tiles.errors import EncodingOptionError, TilesError
 
 Compression = Literal["none", "meshopt", "draco"]
 TextureFormat = Literal["original", "webp", "ktx2"]
@@ -63,17 +63,17 @@ class GlbOptions:
 
     def __post_init__(self) -> None:
         if self.compression not in COMPRESSIONS:
-            raise TilesError(f"compression {self.compression!r} is not one of {', '.join(COMPRESSIONS)}")
+            raise EncodingOptionError(f"compression {self.compression!r} is not one of {', '.join(COMPRESSIONS)}")
         if self.textures not in ("original", "webp", "ktx2"):
-            raise TilesError(f"textures {self.textures!r} is not one of original, webp, ktx2")
+            raise EncodingOptionError(f"textures {self.textures!r} is not one of original, webp, ktx2")
         if self.ktx2_mode not in ("etc1s", "uastc"):
-            raise TilesError(f"ktx2_mode {self.ktx2_mode!r} is not one of etc1s, uastc")
+            raise EncodingOptionError(f"ktx2_mode {self.ktx2_mode!r} is not one of etc1s, uastc")
         if not 0.0001 <= self.position_tolerance <= 1.0:
-            raise TilesError(f"position_tolerance {self.position_tolerance} m must be between 0.0001 and 1")
+            raise EncodingOptionError(f"position_tolerance {self.position_tolerance} m must be between 0.0001 and 1")
         if not 1 <= self.texture_quality <= 100:
-            raise TilesError(f"texture_quality {self.texture_quality} must be between 1 and 100")
+            raise EncodingOptionError(f"texture_quality {self.texture_quality} must be between 1 and 100")
         if not 0 <= self.draco_level <= 10:
-            raise TilesError(f"draco_level {self.draco_level} must be between 0 and 10")
+            raise EncodingOptionError(f"draco_level {self.draco_level} must be between 0 and 10")
 
 
 # --------------------------------------------------------------------------------------------- quantization

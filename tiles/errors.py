@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from cim.errors import CimError, InputError
+from cim.errors import CimError, InputError, MissingToolError
 
 
 class TilesError(CimError):
     """Root of the errors raised by `tiles`."""
+
+
+class EncodingOptionError(TilesError, InputError):
+    """A tile encoding option (compression, texture format, tolerance) has a value the writer cannot use."""
+
+
+class TextureEncoderMissing(TilesError, MissingToolError):
+    """The KTX2 encoder (`basisu`) is not installed."""
 
 
 class TilesetCheckError(TilesError):

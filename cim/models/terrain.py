@@ -40,6 +40,8 @@ from cim.errors import InputError
 from cim.geodesy import LocalFrame, enu_frame, region_of, union_regions
 from cim.sources.crs import ECEF, to_3d, transformer
 from cim.sources.raster import NEUTRAL_RGB, DemGrid, DemSampler, OrthoReader, fill_small_holes, read_dem
+from cim.sources.vertical import ELLIPSOIDAL, VerticalDatum
+from tiles.compression import GlbOptions
 from tiles.gltf import Material, MeshContent, Primitive
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 
@@ -57,6 +59,9 @@ class TerrainOptions:
         jpeg_quality: JPEG quality of the textures (1-100).
         crs: the DEM's CRS when the file declares none (overrides the file's otherwise).
         fill_holes_px: nodata holes up to this many DEM cells (not touching the edge) are interpolated.
+        glb: how tiles are encoded (compression, textures; `tiles.compression.GlbOptions`).
+        vertical_datum: what input heights are measured from (`cim.sources.vertical.VerticalDatum`); they become
+            ellipsoidal heights (h = H + N) before anything is placed.
     """
 
     max_error: float = 0.5
@@ -65,6 +70,8 @@ class TerrainOptions:
     jpeg_quality: int = 85
     crs: str | None = None
     fill_holes_px: int = 16
+    glb: GlbOptions = field(default_factory=GlbOptions)
+    vertical_datum: VerticalDatum = ELLIPSOIDAL
 
     def check(self) -> None:
         """Raise InputError for a value the build cannot use."""
@@ -143,16 +150,18 @@ class _Tiling:
     tile_px: int
     depth: int  # index of the leaf level
     pyramid: list[np.ndarray]
+    vertical: VerticalDatum = ELLIPSOIDAL
     _to_ecef: Any = None
 
     def to_ecef(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """(n, 3) float64 ECEF of source coordinates, heights as ellipsoidal (cim.sources.crs.to_ecef, cached)."""
+        """(n, 3) float64 ECEF of source coordinates (cim.sources.crs.to_ecef, cached), heights made ellipsoidal
+        by the vertical datum."""
         if self._to_ecef is None:
             self._to_ecef = transformer(to_3d(self.horizontal), ECEF)
         ex, ey, ez = self._to_ecef.transform(
             np.asarray(x, np.float64), np.asarray(y, np.float64), np.asarray(z, np.float64)
         )
-        return np.column_stack([ex, ey, ez])
+        return self.vertical.apply_ecef(np.column_stack([ex, ey, ez]))
 
     def step(self, level: int) -> int:
         return 2 ** (self.depth - level)
@@ -196,6 +205,7 @@ def build_terrain(
     grid = read_dem(dem, options.crs)
     grid.heights = fill_small_holes(grid.heights, options.fill_holes_px)
     tiling = _tiling(grid, options.tile_px)
+    tiling.vertical = options.vertical_datum
 
     tins: dict[tuple[int, int, int], _Tin] = {}
     for level in range(tiling.depth, -1, -1):
@@ -496,7 +506,7 @@ def _write_tile(
         material=material,
     )
     uri = f"terrain/{level}/{tx}/{ty}.glb"
-    write_atomic(out / uri, MeshContent([prim]).to_glb())
+    write_atomic(out / uri, MeshContent([prim]).to_glb(options.glb))
     return _Written(uri, frame.matrix, region_of(ecef, pad_m=0.01), skirt_depth, len(all_tris))
 
 

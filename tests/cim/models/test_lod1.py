@@ -131,7 +131,10 @@ def test_base_is_lowest_terrain_under_the_footprint(tmp_path):
 
 
 def test_prisms_are_closed_with_the_footprint_volume(city):
-    res = build_buildings(city["fp"], city["dem"], city["out"])
+    from tiles.compression import GlbOptions
+
+    # the volume to 5e-4 is a property of the meshing: uncompressed (5 mm quantization alone moves it by ~1e-3)
+    res = build_buildings(city["fp"], city["dem"], city["out"], options=BuildingOptions(glb=GlbOptions("none")))
     glb = read_glb(_tiles(city["out"])[0].read_bytes())
     prim = glb["primitives"][0]
     props = glb["properties"]

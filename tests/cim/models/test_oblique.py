@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 
 from cim.errors import CRSError, InputNotFoundError, MissingToolError
 from cim.sources.contextcapture import parse_srs, read_metadata
@@ -234,7 +235,8 @@ def test_vertices_georeferenced_to_the_centimetre(zhongshan):
         pos = read_glb((out / uri).read_bytes())["primitives"][0]["positions"]
         back = geo.from_ecef(pos @ m[:3, :3].T + m[:3, 3])
         assert back.shape == expected.shape
-        err = np.linalg.norm(back - expected, axis=1)
+        # meshopt puts vertices in vertex-cache order: match each source vertex to its nearest decoded one (both ways)
+        err = np.maximum(cKDTree(back).query(expected)[0], cKDTree(expected).query(back)[0])
         assert err.max() < 0.01, f"{uri}: {err.max():.4f} m"
         checked += len(err)
     assert checked > 10_000

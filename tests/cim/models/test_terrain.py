@@ -24,6 +24,7 @@ from cim.sources.raster import NEUTRAL_RGB, OrthoReader
 from tests.support.gltf_validator import assert_valid
 from tests.support.paths import SHARED_DATA as SHARED
 from tiles.check import check_tileset
+from tiles.compression import GlbOptions
 from tiles.gltf import read_glb
 from tiles.tileset import Tile, Tileset, relative_transforms
 
@@ -135,18 +136,47 @@ def ortho_gradient(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _write_ortho(tmp_path_factory.mktemp("ortho") / "ortho_gradient_rgba_4326.tif")
 
 
+# The terrain's own invariants (vertices on the level grid, identical shared borders, skirt depths) are checked on
+# uncompressed tiles: quantization moves a vertex by up to 5 mm per axis on each tile's own grid.
+# `test_compressed_tiles_keep_every_vertex_within_the_tolerance` checks that bound on the default (meshopt) output.
+PLAIN = GlbOptions(compression="none")
+
+
 @pytest.fixture(scope="module")
 def hills(tmp_path_factory: pytest.TempPathFactory, dem_hills: Path, ortho_gradient: Path) -> Built:
     out = tmp_path_factory.mktemp("hills")
     return Built(
-        out, build_terrain(dem_hills, ortho_gradient, out, TerrainOptions(tile_px=TILE_PX, texture_px=256))
+        out, build_terrain(dem_hills, ortho_gradient, out, TerrainOptions(tile_px=TILE_PX, texture_px=256, glb=PLAIN))
     )
 
 
 @pytest.fixture(scope="module")
 def holes(tmp_path_factory: pytest.TempPathFactory, dem_with_nodata: Path) -> Built:
     out = tmp_path_factory.mktemp("holes")
-    return Built(out, build_terrain(dem_with_nodata, None, out, TerrainOptions(tile_px=TILE_PX)))
+    return Built(out, build_terrain(dem_with_nodata, None, out, TerrainOptions(tile_px=TILE_PX, glb=PLAIN)))
+
+
+def test_compressed_tiles_keep_every_vertex_within_the_tolerance(hills: Built, dem_hills: Path,
+                                                                 ortho_gradient: Path, tmp_path: Path) -> None:
+    from scipy.spatial import cKDTree
+
+    result = build_terrain(dem_hills, ortho_gradient, tmp_path, TerrainOptions(tile_px=TILE_PX, texture_px=256))
+    plain = {t.content.uri: t for t, _ in hills.result.root.walk() if t.content}
+    checked = 0
+    for tile, _ in result.root.walk():
+        if tile.content is None:
+            continue
+        assert tile.transform == plain[tile.content.uri].transform
+        packed = read_glb((tmp_path / tile.content.uri).read_bytes())
+        exact = read_glb((hills.out / tile.content.uri).read_bytes())
+        assert "EXT_meshopt_compression" in packed["json"]["extensionsRequired"]
+        (a,), (b,) = packed["primitives"], exact["primitives"]
+        assert len(a["positions"]) == len(b["positions"]) and len(a["indices"]) == len(b["indices"])
+        # 5 mm per axis, same local frame; texture coordinates to 1/65535, normals to 1/127
+        assert cKDTree(a["positions"]).query(b["positions"])[0].max() <= 0.005 * 3**0.5 + 1e-4
+        assert cKDTree(b["positions"]).query(a["positions"])[0].max() <= 0.005 * 3**0.5 + 1e-4
+        checked += len(a["positions"])
+    assert checked > 1000
 
 
 @dataclass
@@ -482,7 +512,7 @@ def test_hole_in_a_plane_is_left_open(tmp_path: Path) -> None:
     z = (50 + 0.3 * c + 0.2 * r).astype(np.float32)
     z[10:20, 12:22] = -9999
     path = _write_dem(tmp_path / "dem_plane_with_hole.tif", z, nodata=-9999)
-    built = Built(tmp_path, build_terrain(path, None, tmp_path, TerrainOptions(tile_px=32)))
+    built = Built(tmp_path, build_terrain(path, None, tmp_path, TerrainOptions(tile_px=32, glb=PLAIN)))
     (m,) = list(_meshes(built))
     hr, hc = np.mgrid[10:20, 12:22]
     assert np.isnan(
