@@ -235,6 +235,14 @@ class CesiumClient:
         args = [lon, lat, height, range_m, pitch_deg, self.timeout_s * 1000]
         return self.page.evaluate("(a) => harness.pickAt(...a)", args)
 
+    def use_terrain(self, url: str) -> dict[str, Any]:
+        """Make a quantized-mesh terrain the globe's terrain (CesiumTerrainProvider); `url`: the folder of layer.json."""
+        return self.page.evaluate("(u) => harness.useTerrain(u)", self.url(url))
+
+    def sample_heights(self, points: list[tuple[float, float]]) -> list[float]:
+        """Heights of the terrain's most detailed tiles at (lon, lat) degrees (Cesium.sampleTerrainMostDetailed)."""
+        return self.page.evaluate("(p) => harness.sampleHeights(p)", [list(p) for p in points])
+
     def clear(self) -> None:
         """Remove every loaded tileset from the scene (to load another one in the same page)."""
         self.page.evaluate("() => harness.clear()")

@@ -66,6 +66,8 @@ class ServiceCatalog:
     sensing: SensingStore | None = None
     mqtt: MqttIngest | None = None
     _vector: dict[str, VectorTileLayer] = field(default_factory=dict)
+    _terrain: dict[str, Any] = field(default_factory=dict)
+    _map_datum: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.files = FileCache(self.settings.file_cache_mb * 1024 * 1024, self.settings.gzip_level)
@@ -104,6 +106,9 @@ class ServiceCatalog:
                 src = (report.get("inputs") or {}).get(key)
                 if src and Path(src).is_file() and f"{name}_{key}" not in s.maps:
                     self._add_map(f"{name}_{key}", Path(src), kind, self.models[name].security)
+                    if key == "dem":  # the model's heights were made ellipsoidal with this datum: so is its terrain
+                        cim = (_read_json(root / "tileset.json").get("extras") or {}).get("cim") or {}
+                        self._map_datum[f"{name}_{key}"] = cim.get("verticalDatum") or "ellipsoidal"
         for name, path in s.maps.items():
             check_name(name, "map")
             if not path.is_file():
@@ -195,6 +200,26 @@ class ServiceCatalog:
         if m is None or not who.can_see(name, self.map_security[name]):
             raise TileNotFoundError(f"no map {name!r} on this server; see /catalog")
         return m
+
+    def terrain(self, name: str, who: Principal) -> Any:
+        """The quantized-mesh terrain (`cim.models.qmterrain.QuantizedMeshTerrain`) of a DEM map the caller may see.
+
+        A model's own DEM map uses the model's vertical datum when it is `egm96`; every other DEM is ellipsoidal.
+
+        Raises:
+            TileNotFoundError: no such map, hidden from the caller, or not a DEM.
+        """
+        m = self.raster_map(name, who)
+        if m.kind != "dem":
+            raise TileNotFoundError(f"map {name!r} is an image, not a DEM: it has no quantized-mesh terrain")
+        terrain = self._terrain.get(name)
+        if terrain is None:
+            from cim.models.qmterrain import QuantizedMeshOptions, QuantizedMeshTerrain
+            from cim.sources.vertical import VerticalDatum
+
+            datum = VerticalDatum.parse("egm96" if self._map_datum.get(name) == "egm96" else None)
+            terrain = self._terrain[name] = QuantizedMeshTerrain(m.path, QuantizedMeshOptions(vertical_datum=datum))
+        return terrain
 
     def layer(self, name: str, who: Principal, action: str = "read", path: str = "", client: str | None = None
               ) -> LayerInfo:
