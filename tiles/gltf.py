@@ -2,8 +2,11 @@
 
 A `MeshContent` holds one or more `Primitive`s in a local east-north-up frame (z up, metres, float32 relative to the
 tile's transform) and, optionally, a `PropertyTable` of feature attributes. `to_glb()` writes glTF's y-up axes, a
-`_FEATURE_ID_0` vertex attribute described by EXT_mesh_features and the table as EXT_structural_metadata, so a client
-(CesiumJS, deck.gl) can pick a feature and read its attributes. Encoding goes through pygltflib.
+`_FEATURE_ID_0` vertex attribute (exact unsigned integers) described by EXT_mesh_features and the table as
+EXT_structural_metadata (8-byte aligned, uncompressed), so a client (CesiumJS, deck.gl) can pick a feature and read
+its attributes. `to_glb(GlbOptions)` compresses the geometry (`tiles.compression`: meshopt + quantization by default,
+Draco, or none) and encodes textures (`tiles.textures`); equal textures and materials are written once. `read_glb`
+decodes any of them. The JSON and binary chunks are written here directly (no glTF object model in between).
 """
 
 from __future__ import annotations
@@ -434,7 +437,6 @@ class _Encoder:
         small = n <= 0xFFFF
         if self.options.compression == "meshopt":
             data, size = meshopt_encode_triangles(flat, n)
-            size = 2 if small else 4
             view = self._meshopt_view(data, len(flat) * size, ELEMENT_ARRAY_BUFFER,
                                       {"byteStride": size, "count": len(flat), "mode": "TRIANGLES"})
         else:

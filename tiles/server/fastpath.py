@@ -107,7 +107,7 @@ class StaticFastPath:
             etag, body = etag.removesuffix('"') + '-gzip"', entry.gzipped  # type: ignore[assignment]
         headers = [(b"etag", etag.encode()), (b"cache-control", self.cache), (b"accept-ranges", b"bytes")]
         if inm and inm_matches(inm.decode("latin-1"), entry.etag):
-            headers[0] = (b"etag", entry.etag.encode())
+            headers[0] = (b"etag", etag.encode())  # the validator of what a 200 would have sent (gzip or not)
             headers.append((b"vary", b"Accept-Encoding"))
             return 304, headers, b"", origin
         if (not gzip and b"gzip" in accept and len(body) >= self.gzip_min_size

@@ -82,6 +82,8 @@ def tile_response(
     if ranges:
         headers["Accept-Ranges"] = "bytes"
     if etag_matches(request, etag):
+        if gzipped is not None and _accepts_gzip(request):
+            headers["ETag"] = etag.removesuffix('"') + '-gzip"'  # the validator of what a 200 would have sent
         return Response(status_code=304, headers=headers)
     rng = request.headers.get("range") if ranges else None
     if rng and request.headers.get("if-range", etag) == etag:
