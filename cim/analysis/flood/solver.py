@@ -1,0 +1,694 @@
+"""The dynamic model: a local-inertial 2D shallow-water solver on the DEM grid.
+
+Scheme (Bates, Horritt & Fewtrell 2010, J. Hydrol. 387, 33-45, eq. 11, with the stability improvement of de Almeida,
+Bates, Freer & Souvignet 2012, Water Resour. Res. 48, W05528, eq. 12): depths `h` live at cell centres, unit-width
+discharges `q` (m²/s) on the faces of a staggered grid. Each step updates every face
+
+    q' = [theta q + (1 - theta)/2 (q_prev + q_next) - g h_f dt d(eta)/dx] / [1 + g dt n² |q| / h_f^(7/3)]
+
+with `h_f = max(eta_L, eta_R) - max(z_L, z_R)` the depth of water that can flow across the face (a face is dry, no
+flow, while it is at most `h_min`: this is the wet/dry front), `|q|` the magnitude of the discharge vector at the
+face (its own component and the mean of the four orthogonal faces around it, de Almeida & Bates 2013, Water Resour.
+Res. 49) and `theta` (0.7 by default; 1 gives Bates 2010) weighting the face against its two neighbours along the
+flow direction (a neighbour that is a wall counts as the face itself). Then every cell
+
+    h' = h + dt [sum(q_in) - sum(q_out)] / (porosity x cell area) + rain - drainage - infiltration
+
+The time step is adaptive: `dt = cfl * min(dx, dy) / sqrt(g max(h))` (Bates 2010 eq. 12; `cfl` 0.5 by default,
+see `ShallowWaterSolver`), capped by `dt_max` and cut to land on every output time and change of rain.
+
+Positivity and mass: a cell whose outgoing faces would take more than the water it holds has those faces scaled
+down so that they take exactly what it holds (each face has one upwind cell, so every face is scaled at most once
+and what leaves one cell enters the next). Depths stay >= 0 without clipping, and rain in = stored + out + losses to
+rounding; every term is reported (`MassBalance`).
+
+Boundaries: every face between an active cell and the outside (beyond the raster, or nodata) is closed or open. An
+open face lets water out only: a ghost cell beyond it continues the bed at the inner cell's outward slope (at least
+`min_boundary_slope`) with the same depth, which is free outflow at the local normal depth. Buildings as walls are
+cells without storage whose faces are closed; as porosity they shrink a cell's storage area and its faces' widths.
+
+Layout for speed: the grid is padded by one ring of outside cells (bed `_ZOUT`, so a face to the outside is dry in
+the vector code and the few open faces are done by a scalar loop); state in float64, fixed fields in float32; depths
+and discharges double-buffered. One step is one parallel pass: rows are split into chunks (`prange`, all cores),
+and each chunk walks its rows as a pipeline: faces of row k, limiter of row k-1, continuity of row k-2, with rows
+held in small per-chunk buffers and two rows past each chunk edge recomputed instead of shared. The inner loops are
+branch-free, so LLVM vectorises them (`error_model="numpy"`, `_cbrt` instead of the scalar libm call); this is what
+makes the solver reach a few times the memory-bandwidth floor (bench/bench_flood.py). A chunk reads only its own
+rows and two on each side, so the same kernel can run chunk by chunk elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+from cim.analysis.flood.errors import FloodError
+
+G = 9.80665
+#: bed of the outside ring: any face towards it is dry in the vector loops
+_ZOUT = 1.0e15
+#: fast-math flags without "nnan"/"ninf": the loops compute on masked lanes and discard them with selects
+_FM = {"nsz", "arcp", "contract", "afn", "reassoc"}
+_JIT = {"cache": True, "error_model": "numpy", "fastmath": _FM}
+#: buffer rows per chunk: raw x faces (4), raw y faces (4), limiter (4), effective x faces, effective y (2)
+_SLOTS = 4
+_WORK_ROWS = 3 * _SLOTS + 3
+
+
+@dataclass
+class MassBalance:
+    """Volumes (m³) over a run: what came in, what is stored, what left, and the difference.
+
+    Attributes:
+        rain: rain that fell on the active grid (roof rain included: it reaches the ground beside the building).
+        inflow: water added by point inflows.
+        initial: water on the grid at the start.
+        stored: water on the grid now.
+        outflow: water that left through open boundaries.
+        drainage: water taken by the drainage network.
+        infiltration: water that infiltrated.
+        rounding: water removed where rounding left a depth a hair below zero.
+    """
+
+    rain: float = 0.0
+    inflow: float = 0.0
+    initial: float = 0.0
+    stored: float = 0.0
+    outflow: float = 0.0
+    drainage: float = 0.0
+    infiltration: float = 0.0
+    rounding: float = 0.0
+
+    @property
+    def error(self) -> float:
+        """Water in minus water accounted for (m³): initial + rain + inflow - (stored + out + losses)."""
+        return (self.initial + self.rain + self.inflow) - (
+            self.stored + self.outflow + self.drainage + self.infiltration + self.rounding)
+
+    @property
+    def relative_error(self) -> float:
+        """|error| as a fraction of the water that came in (0 when none came in)."""
+        total = self.initial + self.rain + self.inflow
+        return abs(self.error) / total if total > 0 else 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        """The volumes, the error and the relative error (run.json's `mass_balance`)."""
+        return {"rain_m3": self.rain, "inflow_m3": self.inflow, "initial_m3": self.initial,
+                "stored_m3": self.stored, "outflow_m3": self.outflow, "drainage_m3": self.drainage,
+                "infiltration_m3": self.infiltration, "rounding_m3": self.rounding,
+                "error_m3": self.error, "relative_error": self.relative_error}
+
+
+# ---------------------------------------------------------------------------------------------------------- kernels
+
+
+@intrinsic
+def _bits(typingctx, x):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """The IEEE-754 bits of a float64 as an int64 (no conversion)."""
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.IntType(64))
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def _from_bits(typingctx, x):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """The float64 whose IEEE-754 bits are the int64 `x`."""
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(types.int64), codegen
+
+
+@njit(inline="always", **_JIT)
+def _cbrt(x):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
+    """Cube root of a positive normal float64 to ~1e-14, vectorisable: exponent / 3 on the bits, two Halley steps.
+
+    (numba's `np.cbrt` is a scalar libm call that blocks vectorisation of the face loop: ~20x slower there.)
+    """
+    y = _from_bits(np.int64(np.float64(_bits(x)) * 0.3333333333333333) + 3071306043645493248)
+    y3 = y * y * y
+    y = y * (y3 + 2.0 * x) / (2.0 * y3 + x)
+    y3 = y * y * y
+    return y * (y3 + 2.0 * x) / (2.0 * y3 + x)
+
+
+@njit(inline="always", **_JIT)
+def _x_faces(k, z, h, qxo, qyo, wx, n2, bx_ptr, bx_i, bx_dir, bx_s, nx, dx, dt, theta, hmin, out):  # pragma: no cover
+    """Raw (unlimited) discharges of the x faces of row k into `out[1..nx+1]` (face i: cells i-1 | i)."""
+    for i in range(1, nx + 2):
+        zl = z[k, i - 1]
+        zr = z[k, i]
+        el = zl + h[k, i - 1]
+        er = zr + h[k, i]
+        hf = max(el, er) - max(zl, zr)
+        wet = (hf > hmin) & (wx[k, i] > 0.0)
+        hs = hf if wet else 1.0
+        q0 = qxo[k, i]
+        qm = qxo[k, i - 1] if wx[k, i - 1] > 0.0 else q0
+        qp = qxo[k, i + 1] if wx[k, i + 1] > 0.0 else q0
+        qo = 0.25 * (qyo[k, i - 1] + qyo[k + 1, i - 1] + qyo[k, i] + qyo[k + 1, i])
+        qbar = theta * q0 + 0.5 * (1.0 - theta) * (qm + qp)
+        den = 1.0 + G * dt * 0.5 * (n2[k, i - 1] + n2[k, i]) * math.sqrt(q0 * q0 + qo * qo) / (hs * hs * _cbrt(hs))
+        q = (qbar - G * hs * dt * (er - el) / dx) / den
+        out[i] = q if wet else 0.0
+    # open boundary faces: ghost cell continuing the bed at the inner cell's outward slope, outflow only
+    for b in range(bx_ptr[k], bx_ptr[k + 1]):
+        i = bx_i[b]
+        d = bx_dir[b]  # +1: the inside is west (cell i-1), water leaves eastwards; -1: the inside is east
+        c = i - 1 if d > 0 else i
+        hin = h[k, c]
+        q0 = qxo[k, i]
+        q = 0.0
+        if hin > hmin:
+            q = (q0 + d * G * hin * dt * bx_s[b]) / (1.0 + G * dt * n2[k, c] * abs(q0) / (hin * hin * _cbrt(hin)))
+            q = max(q, 0.0) if d > 0 else min(q, 0.0)
+        out[i] = q
+
+
+@njit(inline="always", **_JIT)
+def _y_faces(k, z, h, qxo, qyo, wy, n2, by_ptr, by_i, by_dir, by_s, nx, dy, dt, theta, hmin, out):  # pragma: no cover
+    """Raw discharges of the faces north of row k into `out[1..nx]` (face (k, i): cells (k-1, i) | (k, i))."""
+    for i in range(1, nx + 1):
+        zu = z[k - 1, i]
+        zd = z[k, i]
+        eu = zu + h[k - 1, i]
+        ed = zd + h[k, i]
+        hf = max(eu, ed) - max(zu, zd)
+        wet = (hf > hmin) & (wy[k, i] > 0.0)
+        hs = hf if wet else 1.0
+        q0 = qyo[k, i]
+        qm = qyo[k - 1, i] if wy[k - 1, i] > 0.0 else q0
+        qp = qyo[k + 1, i] if wy[k + 1, i] > 0.0 else q0
+        qo = 0.25 * (qxo[k - 1, i] + qxo[k - 1, i + 1] + qxo[k, i] + qxo[k, i + 1])
+        qbar = theta * q0 + 0.5 * (1.0 - theta) * (qm + qp)
+        den = 1.0 + G * dt * 0.5 * (n2[k - 1, i] + n2[k, i]) * math.sqrt(q0 * q0 + qo * qo) / (hs * hs * _cbrt(hs))
+        q = (qbar - G * hs * dt * (ed - eu) / dy) / den
+        out[i] = q if wet else 0.0
+    for b in range(by_ptr[k], by_ptr[k + 1]):
+        i = by_i[b]
+        d = by_dir[b]  # +1: the inside is north (row k-1), water leaves southwards; -1: the inside is south
+        c = k - 1 if d > 0 else k
+        hin = h[c, i]
+        q0 = qyo[k, i]
+        q = 0.0
+        if hin > hmin:
+            q = (q0 + d * G * hin * dt * by_s[b]) / (1.0 + G * dt * n2[c, i] * abs(q0) / (hin * hin * _cbrt(hin)))
+            q = max(q, 0.0) if d > 0 else min(q, 0.0)
+        out[i] = q
+
+
+@njit(inline="always", **_JIT)
+def _limits(k, h, sa, wx, wy, qxr, qyr, qyr_s, nx, dx, dy, dt, s):  # pragma: no cover
+    """Per cell of row k, the factor (<= 1) that keeps its outgoing faces from taking more water than it holds."""
+    for i in range(1, nx + 1):
+        out = dt * (max(-qxr[i], 0.0) * wx[k, i] * dy + max(qxr[i + 1], 0.0) * wx[k, i + 1] * dy
+                    + max(-qyr[i], 0.0) * wy[k, i] * dx + max(qyr_s[i], 0.0) * wy[k + 1, i] * dx)
+        have = h[k, i] * sa[k, i]
+        s[i] = have / out if out > have else 1.0
+
+
+@njit(parallel=True, **_JIT)
+def _step(z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15,
+          bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
+          rain_rate, t_end, depth_mark, work, acc, chunk_hmax):  # pragma: no cover
+    """One time step over every chunk: new discharges into `qxn`/`qyn`, new depths into `hn`."""
+    ny = z.shape[0] - 2
+    for c in prange(bounds.shape[0] - 1):
+        r0 = bounds[c]
+        r1 = bounds[c + 1]
+        wk = work[c]
+        ex = wk[3 * _SLOTS]
+        ey = wk[3 * _SLOTS + 1]
+        ey_next = wk[3 * _SLOTS + 2]
+        v_drain = 0.0
+        v_infil = 0.0
+        v_out = 0.0
+        v_clamp = 0.0
+        top = 0.0
+        bad = 0
+        for k in range(r0 - 1, r1 + 2):
+            # stage 1: raw faces of row k (x faces, and the y faces north of it)
+            qxr = wk[k % _SLOTS]
+            qyr = wk[_SLOTS + k % _SLOTS]
+            if 1 <= k <= ny:
+                _x_faces(k, z, h, qxo, qyo, wx, n2, bx_ptr, bx_i, bx_dir, bx_s, nx, dx, dt, theta, hmin, qxr)
+            else:
+                qxr[:] = 0.0
+            if 1 <= k <= ny + 1:
+                _y_faces(k, z, h, qxo, qyo, wy, n2, by_ptr, by_i, by_dir, by_s, nx, dy, dt, theta, hmin, qyr)
+            else:
+                qyr[:] = 0.0
+            # stage 2: limiter of row k-1 (needs the faces north of row k, i.e. its south faces)
+            m = k - 1
+            if m >= r0 - 1:
+                sm = wk[2 * _SLOTS + m % _SLOTS]
+                if 1 <= m <= ny:
+                    _limits(m, h, sa, wx, wy, wk[m % _SLOTS], wk[_SLOTS + m % _SLOTS], qyr, nx, dx, dy, dt, sm)
+                else:
+                    sm[:] = 1.0
+            # stage 3: continuity of row k-2
+            m = k - 2
+            if m < r0 or m > ny:
+                continue
+            s_up = wk[2 * _SLOTS + (m - 1) % _SLOTS]
+            s_m = wk[2 * _SLOTS + m % _SLOTS]
+            s_dn = wk[2 * _SLOTS + (m + 1) % _SLOTS]
+            qxm = wk[m % _SLOTS]
+            if m == r0:  # the faces north of the chunk's first row: no previous row computed them
+                qym = wk[_SLOTS + m % _SLOTS]
+                for i in range(1, nx + 1):
+                    q = qym[i]
+                    ey[i] = q * (s_up[i] if q > 0.0 else s_m[i])
+            qys = wk[_SLOTS + (m + 1) % _SLOTS]
+            for i in range(1, nx + 1):
+                q = qys[i]
+                ey_next[i] = q * (s_m[i] if q > 0.0 else s_dn[i])
+            for i in range(1, nx + 2):
+                q = qxm[i]
+                ex[i] = q * (s_m[i - 1] if q > 0.0 else s_m[i])
+                qxn[m, i] = ex[i]
+            for i in range(1, nx + 1):
+                qyn[m, i] = ey[i]
+            if m == ny:
+                for i in range(1, nx + 1):
+                    qyn[m + 1, i] = ey_next[i]
+            for i in range(1, nx + 1):
+                a = sa[m, i]
+                net = (ex[i] * wx[m, i] - ex[i + 1] * wx[m, i + 1]) * dy + (
+                    ey[i] * wy[m, i] - ey_next[i] * wy[m + 1, i]) * dx
+                vol = h[m, i] * a + dt * (net + rain_rate * rain_arr[m, i])
+                ld = drain[m, i] * dt
+                li = infil[m, i] * dt
+                f = min(1.0, max(vol, 0.0) / (ld + li)) if ld + li > 0.0 else 0.0
+                ld *= f
+                li *= f
+                vol -= ld + li
+                v_drain += ld
+                v_infil += li
+                neg = min(vol, 0.0)
+                v_clamp += neg
+                vol -= neg
+                d = vol / a if a > 0.0 else 0.0
+                hn[m, i] = d
+                old = hmax[m, i]
+                if d > old:
+                    hmax[m, i] = d
+                    if old < depth_mark and d >= depth_mark:
+                        t15[m, i] = t_end
+                top = max(top, d)
+                bad += not (d < 1.0e6)
+            # boundary outflow through the faces this row owns (its x faces, the faces north of it; the last row
+            # also owns the faces south of it)
+            for b in range(bx_ptr[m], bx_ptr[m + 1]):
+                v_out += abs(ex[bx_i[b]]) * wx[m, bx_i[b]] * dy * dt
+            for b in range(by_ptr[m], by_ptr[m + 1]):
+                v_out += abs(ey[by_i[b]]) * wy[m, by_i[b]] * dx * dt
+            if m == ny:
+                for b in range(by_ptr[m + 1], by_ptr[m + 2]):
+                    v_out += abs(ey_next[by_i[b]]) * wy[m + 1, by_i[b]] * dx * dt
+            ey, ey_next = ey_next, ey
+        acc[c, 1] += v_drain
+        acc[c, 2] += v_infil
+        acc[c, 3] += v_out
+        acc[c, 5] += v_clamp
+        chunk_hmax[c] = top if bad == 0 else -1.0
+
+
+@njit(**_JIT)
+def _advance(z, h, hn, qx, qy, qxb, qyb, sa, wx, wy, n2, rain_arr, rain_sum, drain, infil, hmax, t15,
+             bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, t, t_stop, dt_first,
+             cfl, dt_max, theta, hmin, rain_rate, depth_mark, src_cell, src_rate, work, acc, chunk_hmax,
+             max_steps):  # pragma: no cover
+    """Step from `t` to `t_stop` with constant forcing; returns (t, steps, next dt, parity); steps < 0: unstable."""
+    steps = 0
+    parity = 0
+    dt = dt_first
+    cell = min(dx, dy)
+    while t < t_stop and steps < max_steps:
+        if t_stop - t < dt * (1.0 + 1e-9):
+            dt = t_stop - t
+        cur_h = h if parity == 0 else hn
+        for k in range(src_cell.shape[0]):  # point inflows: adding water keeps depths >= 0
+            j = src_cell[k] // (nx + 2)
+            i = src_cell[k] - j * (nx + 2)
+            cur_h[j, i] += src_rate[k] * dt / sa[j, i]
+            acc[0, 4] += src_rate[k] * dt
+        acc[0, 0] += rain_rate * rain_sum * dt
+        if parity == 0:
+            _step(z, h, hn, qx, qy, qxb, qyb, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr, bx_i,
+                  bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin, rain_rate,
+                  t + dt, depth_mark, work, acc, chunk_hmax)
+        else:
+            _step(z, hn, h, qxb, qyb, qx, qy, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr, bx_i,
+                  bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin, rain_rate,
+                  t + dt, depth_mark, work, acc, chunk_hmax)
+        parity = 1 - parity
+        t += dt
+        steps += 1
+        top = 0.0
+        for c in range(chunk_hmax.shape[0]):
+            if chunk_hmax[c] < 0.0 or chunk_hmax[c] != chunk_hmax[c]:
+                return t, -steps, dt, parity
+            top = max(top, chunk_hmax[c])
+        dt = dt_max
+        if top > 0.0:
+            dt = min(dt_max, cfl * cell / math.sqrt(G * top))
+    return t, steps, dt, parity
+
+
+# ---------------------------------------------------------------------------------------------------------- grid
+
+
+def _pad(a: np.ndarray | float, shape: tuple[int, int], value: float, dtype: type) -> np.ndarray:
+    out = np.full((shape[0] + 2, shape[1] + 2), value, dtype)
+    out[1:-1, 1:-1] = np.broadcast_to(np.asarray(a, dtype), shape)
+    return out
+
+
+def _csr(rows: np.ndarray, ny: int, *cols: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Group face records by row: (row pointer of length ny + 3, then each column sorted by row)."""
+    order = np.argsort(rows, kind="stable")
+    ptr = np.zeros(ny + 4, np.int64)
+    np.add.at(ptr, rows + 1, 1)
+    return (np.cumsum(ptr)[: ny + 3],) + tuple(c[order] for c in cols)
+
+
+@dataclass
+class SolverGrid:
+    """The grid as the solver sees it: padded by one ring of outside cells.
+
+    Cell (j, i) of the unpadded grid is (j + 1, i + 1). Cell arrays are (ny + 2, nx + 2); `qx`/`wx` hold the west
+    face of cell (j, i) at [j, i] and are (ny + 2, nx + 3); `qy`/`wy` its north face and are (ny + 3, nx + 2) (the
+    extra column/row is always 0 so that neighbours of the last face need no bounds check).
+
+    Attributes:
+        z: bed elevation, float64; `_ZOUT` outside the domain (beyond the raster, nodata).
+        sa: storage area of a cell (m²) = porosity x cell area, float32; 0 outside and in walls.
+        wx, wy: face width factors (0..1; 0 closed), float32.
+        n2: Manning's n squared per cell, float32.
+        rain_area: area (m²) whose rain lands in this cell (its own plus roof cells routed to it), float32.
+        drain, infil: loss capacities (m³/s) of a cell, float32.
+        bx, by: open boundary faces (row pointer, face index, +1/-1 side of the inside, outward slope).
+        dx, dy: cell size (m).
+    """
+
+    z: np.ndarray
+    sa: np.ndarray
+    wx: np.ndarray
+    wy: np.ndarray
+    n2: np.ndarray
+    rain_area: np.ndarray
+    drain: np.ndarray
+    infil: np.ndarray
+    bx: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    by: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    dx: float
+    dy: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(ny, nx) of the unpadded grid."""
+        return self.z.shape[0] - 2, self.z.shape[1] - 2
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the fixed arrays one step reads."""
+        return sum(a.nbytes for a in (self.z, self.sa, self.wx, self.wy, self.n2, self.rain_area, self.drain,
+                                      self.infil))
+
+
+def solver_grid(z: np.ndarray, phi: np.ndarray, dx: float, dy: float, *, manning: np.ndarray | float,
+                open_boundary: bool, rain_area: np.ndarray | None = None, drainage: np.ndarray | float = 0.0,
+                infiltration: np.ndarray | float = 0.0, boundary_slope: float | None = None,
+                min_boundary_slope: float = 1e-3) -> SolverGrid:
+    """Build the padded solver grid from unpadded arrays.
+
+    Args:
+        z: (ny, nx) bed elevation, NaN outside the domain.
+        phi: (ny, nx) porosity in [0, 1] (1 open ground, 0 a wall).
+        dx, dy: cell size (m).
+        manning: Manning's n (s m^-1/3), a scalar or (ny, nx).
+        open_boundary: faces to the outside let water out (True) or are walls (False).
+        rain_area: (ny, nx) area collecting into each cell (m²); default: each cell with storage its own area.
+        drainage, infiltration: loss rates (m/s), scalars or (ny, nx): drainage over the whole cell area,
+            infiltration over its open part.
+        boundary_slope: bed slope of the ghost cells beyond open faces; default each inner cell's outward slope.
+        min_boundary_slope: the least slope used on an open face.
+    """
+    ny, nx = z.shape
+    shape = (ny, nx)
+    zf = np.asarray(z, np.float64)
+    inside = _pad(np.isfinite(zf), shape, False, bool)
+    phi = np.where(np.isfinite(zf), np.clip(np.asarray(phi, np.float64), 0.0, 1.0), 0.0)
+    phip = _pad(phi, shape, 0.0, np.float64)
+    zp = _pad(np.where(np.isfinite(zf), zf, _ZOUT), shape, _ZOUT, np.float64)
+    area = dx * dy
+    sa = (phip * area).astype(np.float32)
+    live = sa > 0
+    # interior faces take the narrower side (0 next to a wall); open faces the inner cell's porosity
+    wx = np.zeros((ny + 2, nx + 3), np.float32)
+    wy = np.zeros((ny + 3, nx + 2), np.float32)
+    lft, rgt = phip[:, :-1], phip[:, 1:]
+    in_l, in_r = inside[:, :-1], inside[:, 1:]
+    wx[:, 1:-1] = np.where(in_l & in_r, np.minimum(lft, rgt), 0.0)
+    up, dn = phip[:-1, :], phip[1:, :]
+    in_u, in_d = inside[:-1, :], inside[1:, :]
+    wy[1:-1, :] = np.where(in_u & in_d, np.minimum(up, dn), 0.0)
+    empty = (np.zeros(ny + 3, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    bx: tuple[np.ndarray, ...] = empty
+    by: tuple[np.ndarray, ...] = empty
+    if open_boundary:
+        # x faces: face i of row j between padded cells (j, i-1) and (j, i)
+        east_out = live[:, :-1] & ~inside[:, 1:]   # inside west, outside east: d = +1
+        west_out = ~inside[:, :-1] & live[:, 1:]   # d = -1
+        jj_e, ii_e = np.nonzero(east_out)
+        jj_w, ii_w = np.nonzero(west_out)
+        fj = np.concatenate([jj_e, jj_w])
+        fi = np.concatenate([ii_e + 1, ii_w + 1])
+        fd = np.concatenate([np.ones(jj_e.size, np.int64), -np.ones(jj_w.size, np.int64)])
+        inner_i = np.where(fd > 0, fi - 1, fi)
+        wx[fj, fi] = phip[fj, inner_i]
+        slope = _outward_slope(zp, inside, fj, inner_i, fj, inner_i - fd, dx, boundary_slope, min_boundary_slope)
+        bx = _csr(fj, ny, fi.astype(np.int64), fd, slope)
+        # y faces: face (j, i) between padded cells (j-1, i) and (j, i)
+        south_out = live[:-1, :] & ~inside[1:, :]  # inside north, outside south: d = +1
+        north_out = ~inside[:-1, :] & live[1:, :]  # d = -1
+        jj_s, ii_s = np.nonzero(south_out)
+        jj_n, ii_n = np.nonzero(north_out)
+        fj = np.concatenate([jj_s + 1, jj_n + 1])
+        fi = np.concatenate([ii_s, ii_n])
+        fd = np.concatenate([np.ones(jj_s.size, np.int64), -np.ones(jj_n.size, np.int64)])
+        inner_j = np.where(fd > 0, fj - 1, fj)
+        wy[fj, fi] = phip[inner_j, fi]
+        slope = _outward_slope(zp, inside, inner_j, fi, inner_j - fd, fi, dy, boundary_slope, min_boundary_slope)
+        by = _csr(fj, ny, fi.astype(np.int64), fd, slope)
+    n2 = _pad(np.asarray(manning, np.float64) ** 2, shape, 0.0, np.float32)
+    if rain_area is None:
+        rain_area = np.where(phi > 0, area, 0.0)
+    ra = np.where(live, _pad(rain_area, shape, 0.0, np.float32), 0.0).astype(np.float32)
+    drain = np.where(live, _pad(drainage, shape, 0.0, np.float64) * area, 0.0).astype(np.float32)
+    infil = np.where(live, _pad(infiltration, shape, 0.0, np.float64) * sa, 0.0).astype(np.float32)
+    return SolverGrid(zp, sa, wx, wy, n2, ra, drain, infil, bx, by, float(dx), float(dy))  # type: ignore[arg-type]
+
+
+def _outward_slope(zp: np.ndarray, inside: np.ndarray, j: np.ndarray, i: np.ndarray, jn: np.ndarray,
+                   in_: np.ndarray, d: float, fixed: float | None, floor: float) -> np.ndarray:
+    """Slope (>= floor) of the bed down towards an open face: inner neighbour (jn, in_) minus the boundary cell."""
+    if fixed is not None:
+        return np.full(j.size, max(float(fixed), floor))
+    ok = (jn >= 0) & (jn < zp.shape[0]) & (in_ >= 0) & (in_ < zp.shape[1])
+    jn_c, in_c = np.where(ok, jn, j), np.where(ok, in_, i)
+    has = ok & inside[jn_c, in_c]
+    s = np.where(has, (zp[jn_c, in_c] - zp[j, i]) / d, 0.0)
+    return np.maximum(s, floor)
+
+
+# ---------------------------------------------------------------------------------------------------------- solver
+
+
+@dataclass
+class SolverState:
+    """What changes during a run (arrays padded like `SolverGrid`).
+
+    Attributes:
+        h: depth (m), float64.
+        qx, qy: face discharges (m²/s), float64.
+        hmax: the deepest water each cell saw (m), float32.
+        t15: seconds until a cell first held `depth_mark`, float32, NaN where it never did.
+        t: time (s); dt: the next step (s); steps: steps taken.
+    """
+
+    h: np.ndarray
+    qx: np.ndarray
+    qy: np.ndarray
+    hmax: np.ndarray
+    t15: np.ndarray
+    t: float = 0.0
+    dt: float = 0.0
+    steps: int = 0
+
+
+@dataclass
+class ShallowWaterSolver:
+    """Advances a `SolverGrid` in time (the scheme is in the module docstring).
+
+    Args:
+        grid: the padded grid.
+        cfl: Courant number of the adaptive step. Bates 2010 recommend 0.2-0.7, but in 2D the explicit staggered
+            scheme's limit for the gravity wave is 1/sqrt(2) and wet/dry fronts on steep slopes with weak friction
+            went unstable at 0.65 in the bowl test (tests/cim/analysis/flood/test_solver.py); 0.5 keeps a margin.
+        theta: de Almeida's weighting (1: Bates 2010; 0.7 default).
+        h_min: depth that can flow across a face below which the face is dry (m).
+        dt_max: the longest step (s), used while the grid is (nearly) dry.
+        depth_mark: the depth whose first arrival time is recorded (m; 0.15 = GB 51222's limit on a lane).
+        chunk_rows: rows per chunk (chunks are what the cores share).
+        threads: numba threads (default: all).
+    """
+
+    grid: SolverGrid
+    cfl: float = 0.5
+    theta: float = 0.7
+    h_min: float = 1e-3
+    dt_max: float = 10.0
+    depth_mark: float = 0.15
+    chunk_rows: int = 256
+    threads: int | None = None
+    state: SolverState = field(init=False)
+    balance: MassBalance = field(init=False)
+
+    def __post_init__(self) -> None:
+        ny, nx = self.grid.shape
+        cells = (ny + 2, nx + 2)
+        self.state = SolverState(np.zeros(cells), np.zeros((ny + 2, nx + 3)), np.zeros((ny + 3, nx + 2)),
+                                 np.zeros(cells, np.float32), np.full(cells, np.nan, np.float32))
+        self.balance = MassBalance()
+        step = max(1, int(self.chunk_rows))
+        self._bounds = np.append(np.arange(1, ny + 1, step), ny + 1).astype(np.int64)
+        nchunks = self._bounds.size - 1
+        self._acc = np.zeros((nchunks, 6))
+        self._chunk_hmax = np.zeros(nchunks)
+        self._work = np.zeros((nchunks, _WORK_ROWS, nx + 3))
+        self._hb = np.zeros(cells)
+        self._qxb = np.zeros_like(self.state.qx)
+        self._qyb = np.zeros_like(self.state.qy)
+        self._src_cell = np.zeros(0, np.int64)
+        self._src_rate = np.zeros(0)
+        self._rain_sum = float(self.grid.rain_area.sum(dtype=np.float64))
+
+    @property
+    def ncells(self) -> int:
+        """Cells with storage."""
+        return int(np.count_nonzero(self.grid.sa))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes one step reads or writes at least once: the fixed arrays plus the state and its buffers."""
+        s = self.state
+        return self.grid.nbytes + sum(a.nbytes for a in (s.h, s.qx, s.qy, s.hmax, self._hb, self._qxb, self._qyb))
+
+    def set_depth(self, depth: np.ndarray) -> None:
+        """Start from water depths (ny, nx), e.g. a still lake; they count as the initial volume."""
+        d = np.asarray(depth, np.float64)
+        if not np.isfinite(d).all() or (d < 0).any():
+            raise FloodError("initial depths must be finite and >= 0")
+        ny, nx = self.grid.shape
+        h = np.where(self.grid.sa > 0, _pad(d, (ny, nx), 0.0, np.float64), 0.0)
+        self.state.h[...] = h
+        self.state.hmax[...] = np.maximum(self.state.hmax, h)
+        self.balance.initial = self.stored_volume()
+
+    def set_inflows(self, cells: np.ndarray, rates: np.ndarray) -> None:
+        """Point inflows (m³/s) at unpadded flat cell indices; they apply from the next `advance` on."""
+        ny, nx = self.grid.shape
+        j, i = np.divmod(np.asarray(cells, np.int64), nx)
+        cell = ((j + 1) * (nx + 2) + (i + 1)).astype(np.int64)
+        if (self.grid.sa.ravel()[cell] <= 0).any():
+            raise FloodError("an inflow point lies on a wall or outside the domain")
+        self._src_cell = cell
+        self._src_rate = np.asarray(rates, np.float64)
+
+    def stored_volume(self) -> float:
+        """Water on the grid now (m³)."""
+        return float(np.sum(self.state.h * self.grid.sa, dtype=np.float64))
+
+    def advance(self, t_stop: float, rain_rate: float = 0.0, rain_volume: np.ndarray | None = None,
+                max_steps: int = 2**62) -> int:
+        """Advance to `t_stop` (s) with constant forcing; returns the steps taken.
+
+        Args:
+            t_stop: the time to reach.
+            rain_rate: rain intensity (m/s) over each cell's rain area (`SolverGrid.rain_area`).
+            rain_volume: instead, rain as a volume rate (m³/s) per unpadded cell (ny, nx), already routed off the
+                walls (`FloodGrid.route`), for rain that varies in space.
+            max_steps: stop after this many steps even before `t_stop` (benchmarks).
+        """
+        g, s = self.grid, self.state
+        if self.threads:
+            numba.set_num_threads(max(1, min(int(self.threads), numba.config.NUMBA_NUM_THREADS)))
+        rain_arr, rain_sum = g.rain_area, self._rain_sum
+        if rain_volume is not None:
+            ny, nx = g.shape
+            rain_arr = np.where(g.sa > 0, _pad(rain_volume, (ny, nx), 0.0, np.float32), 0.0).astype(np.float32)
+            rain_sum = float(rain_arr.sum(dtype=np.float64))
+            rain_rate = 1.0
+        if not (rain_rate >= 0 and (rain_volume is None or (rain_arr >= 0).all())):
+            raise FloodError(f"rain must be >= 0 (got a rate of {rain_rate} m/s or a negative cell)")
+        if s.dt <= 0:
+            top = float(s.h.max())
+            s.dt = self.dt_max if top <= 0 else min(self.dt_max, self.cfl * min(g.dx, g.dy) / math.sqrt(G * top))
+        ny, nx = g.shape
+        t, steps, dt, parity = _advance(
+            g.z, s.h, self._hb, s.qx, s.qy, self._qxb, self._qyb, g.sa, g.wx, g.wy, g.n2, rain_arr, rain_sum,
+            g.drain, g.infil, s.hmax, s.t15, *g.bx, *g.by, self._bounds, nx, g.dx, g.dy, s.t, float(t_stop), s.dt,
+            self.cfl, self.dt_max, self.theta, self.h_min, float(rain_rate), self.depth_mark, self._src_cell,
+            self._src_rate, self._work, self._acc, self._chunk_hmax, max_steps)
+        if parity:
+            s.h, self._hb = self._hb, s.h
+            s.qx, self._qxb = self._qxb, s.qx
+            s.qy, self._qyb = self._qyb, s.qy
+        if steps < 0:
+            raise FloodError(f"the solver became unstable at t={t:.1f} s (a depth went non-finite or above 1 km); "
+                             f"lower cfl (now {self.cfl}) or raise theta (now {self.theta})")
+        s.t, s.dt, s.steps = t, dt, s.steps + steps
+        acc = self._acc.sum(axis=0)
+        b = self.balance
+        b.rain, b.drainage, b.infiltration, b.outflow, b.inflow = (float(v) for v in acc[:5])
+        b.rounding = -float(acc[5])
+        b.stored = self.stored_volume()
+        return steps
+
+    # unpadded views of the results
+    def depth(self) -> np.ndarray:
+        """(ny, nx) water depth now (m)."""
+        return self.state.h[1:-1, 1:-1]
+
+    def max_depth(self) -> np.ndarray:
+        """(ny, nx) the deepest water each cell saw (m)."""
+        return self.state.hmax[1:-1, 1:-1]
+
+    def time_to_mark(self) -> np.ndarray:
+        """(ny, nx) seconds until each cell first held `depth_mark` of water; NaN where it never did."""
+        return self.state.t15[1:-1, 1:-1]
+
+    def velocity(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ny, nx) cell-centred velocity (u towards east, v towards north) in m/s; 0 where the cell is dry.
+
+        The face discharges are averaged to the centre and divided by the depth.
+        """
+        s = self.state
+        qx = 0.5 * (s.qx[1:-1, 1:-2] + s.qx[1:-1, 2:-1])
+        qy = 0.5 * (s.qy[1:-2, 1:-1] + s.qy[2:-1, 1:-1])
+        h = s.h[1:-1, 1:-1]
+        wet = h > self.h_min
+        safe = np.where(wet, h, 1.0)
+        return np.where(wet, qx / safe, 0.0), np.where(wet, -qy / safe, 0.0)
+
+    def speed(self) -> np.ndarray:
+        """(ny, nx) flow speed (m/s)."""
+        u, v = self.velocity()
+        return np.hypot(u, v)
