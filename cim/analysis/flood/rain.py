@@ -98,7 +98,7 @@ class ChicagoStorm(BaseModel):
                                 ("peak_ratio", self.peak_ratio, 0 < self.peak_ratio < 1),
                                 ("step_min", self.step_min, 0 < self.step_min <= self.duration_min)):
             if not (ok and math.isfinite(value)):
-                raise FloodInputError(
+                raise ValueError(
                     f"Chicago storm {name}={value} is out of range (return period >= 1 year, duration > 0 min, "
                     f"0 < peak ratio < 1, 0 < step <= duration)")
         return self

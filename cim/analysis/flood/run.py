@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cim.analysis.flood.errors import FloodInputError
 from cim.analysis.flood.fill import fill_spill_merge
@@ -117,14 +117,28 @@ class FloodParams(BaseModel):
     def _one_rain(self) -> FloodParams:
         given = [n for n in ("storm", "rain_file", "gauges_file") if getattr(self, n) is not None]
         if len(given) > 1:
-            raise FloodInputError(f"give one rain source, not {' and '.join(given)}")
+            raise ValueError(f"give one rain source, not {' and '.join(given)}")
         if self.gauges_file is not None and self.start is None:
-            raise FloodInputError("gauge rain needs the run's start time (start, UTC)")
+            raise ValueError("gauge rain needs the run's start time (start, UTC)")
         for name in ("drainage", "infiltration", "manning"):
             v = getattr(self, name)
             if isinstance(v, float | int) and (not math.isfinite(v) or v < 0 or (name == "manning" and v == 0)):
-                raise FloodInputError(f"{name} {v} must be a number > 0 (or >= 0 for losses), or a file")
+                raise ValueError(f"{name} {v} must be a number > 0 (or >= 0 for losses), or a file")
         return self
+
+    @classmethod
+    def build(cls, **values: Any) -> FloodParams:
+        """Validate like the constructor, but report bad values as `FloodInputError` (for the CLI's exit codes).
+
+        Raises:
+            FloodInputError: naming each bad field, its value and why.
+        """
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'parameters'}: "
+                                 f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+            raise FloodInputError(f"flood parameters: {problems}") from None
 
     def storm_or_default(self) -> ChicagoStorm:
         return self.storm if self.storm is not None else ChicagoStorm()
@@ -195,33 +209,40 @@ class FloodResult:
         return gpd.read_file(self.root / "inundation.gpkg", layer="inundation")
 
     def to_layer(self, store: Any, name: str = "flood_inundation", *, title: str | None = None,
-                 theme: str | None = None, security: str = "internal", message: str | None = None) -> Any:
-        """Import the inundation polygons into a layer store as a new version of layer `name`.
+                 security: str = "internal") -> Any:
+        """Import the inundation polygons into a layer store: a new layer, or a new version of `name`.
+
+        The layer goes under the theme `public_topics/waterlogging` (公共专题/内涝风险), created when missing.
 
         Args:
-            store: an open `layers.store.LayerStore`.
-            name: the layer's name (a new version when it exists).
-            title, theme, security: catalogue metadata.
-            message: the version's message (default: the run's rain and time).
+            store: an open, writable `layers.store.LayerStore`.
+            name: the layer's name.
+            title: its display title (default 内涝淹没范围 and the run's folder name).
+            security: public, internal or confidential.
+
+        Returns:
+            The store's import report.
         """
-        kwargs: dict[str, Any] = {"title_zh": title or "内涝淹没范围", "title_en": "Waterlogging inundation",
-                                  "security": security}
-        if theme:
-            kwargs["theme"] = theme
-        msg = message or f"flood run {self.root.name}: {self.report.get('rain', {}).get('source', '')}"
-        return _import_layer(store, self.root / "inundation.gpkg", name, msg, kwargs)
+        return import_layer(store, self.root / "inundation.gpkg", "inundation", name,
+                            title or f"内涝淹没范围 {self.root.name}", security)
 
 
-def _import_layer(store: Any, path: Path, name: str, message: str, meta: dict[str, Any]) -> Any:
-    import inspect
+#: the catalogue theme of flood results (a sub-theme of 公共专题 the store adds on first use)
+THEME = ("public_topics", "waterlogging", "内涝风险", "Waterlogging risk")
 
-    params = inspect.signature(store.import_file).parameters
-    kw = {k: v for k, v in meta.items() if k in params}
-    if "message" in params:
-        kw["message"] = message
-    if "layer" in params:
-        kw["layer"] = "inundation"
-    return store.import_file(path, name, **kw)
+
+def import_layer(store: Any, path: Path, source_layer: str, name: str, title: str, security: str) -> Any:
+    """Import one layer of a file into the store, under the waterlogging theme, as a new layer or version."""
+    from layers.errors import LayerError
+
+    parent, tid, zh, en = THEME
+    try:
+        store.themes().get(f"{parent}/{tid}")
+    except LayerError:
+        store.add_theme(parent, tid, zh, en)
+    exists = any(info.name == name for info in store.list())
+    return store.import_file(path, name, None if exists else f"{parent}/{tid}", title=title, security=security,
+                             source_layer=source_layer, new_version=exists)
 
 
 # ------------------------------------------------------------------------------------------------------- run

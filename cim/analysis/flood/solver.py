@@ -29,8 +29,8 @@ cells without storage whose faces are closed; as porosity they shrink a cell's s
 
 Layout for speed: the grid is padded by one ring of outside cells (bed `_ZOUT`, so a face to the outside is dry in
 the vector code and the few open faces are done by a scalar loop); state in float64, fixed fields in float32; depths
-and discharges double-buffered. One step is one parallel pass: rows are split into chunks (`prange`, all cores),
-and each chunk walks its rows as a pipeline: faces of row k, limiter of row k-1, continuity of row k-2, with rows
+and discharges double-buffered. One step is one parallel pass: rows are split into chunks (`prange`, all cores;
+one thread for small grids), and each chunk (`_chunk`) walks its rows as a pipeline: faces of row k, limiter of row k-1, continuity of row k-2, with rows
 held in small per-chunk buffers and two rows past each chunk edge recomputed instead of shared. The inner loops are
 branch-free, so LLVM vectorises them (`error_model="numpy"`, `_cbrt` instead of the scalar libm call); this is what
 makes the solver reach a few times the memory-bandwidth floor (bench/bench_flood.py). A chunk reads only its own
@@ -40,15 +40,22 @@ rows and two on each side, so the same kernel can run chunk by chunk elsewhere.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
-import numba
-import numpy as np
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic
+# GNU OpenMP's default is to spin between parallel regions; on a shared machine (more runnable threads than cores)
+# the spinning threads take the cores from the ones with work, and one step (one parallel region) took 20x longer
+# (measured: 103 s instead of 5 s for the sample city at 16 m under a load of 27 on 2 cores). Passive waiting costs
+# a few microseconds per step on an idle machine. It only takes effect if set before the OpenMP runtime starts.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from cim.analysis.flood.errors import FloodError
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+from llvmlite import ir  # noqa: E402
+from numba import njit, prange, types  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
+
+from cim.analysis.flood.errors import FloodError  # noqa: E402
 
 G = 9.80665
 #: bed of the outside ring: any face towards it is dry in the vector loops
@@ -59,6 +66,8 @@ _JIT = {"cache": True, "error_model": "numpy", "fastmath": _FM}
 #: buffer rows per chunk: raw x faces (4), raw y faces (4), limiter (4), effective x faces, effective y (2)
 _SLOTS = 4
 _WORK_ROWS = 3 * _SLOTS + 3
+#: grids with fewer cells run on one thread unless told otherwise
+SMALL_GRID = 65536
 
 
 @dataclass
@@ -212,119 +221,147 @@ def _limits(k, h, sa, wx, wy, qxr, qyr, qyr_s, nx, dx, dy, dt, s):  # pragma: no
         s[i] = have / out if out > have else 1.0
 
 
-@njit(parallel=True, **_JIT)
-def _step(z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15,
-          bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
-          rain_rate, t_end, depth_mark, work, acc, chunk_hmax):  # pragma: no cover
-    """One time step over every chunk: new discharges into `qxn`/`qyn`, new depths into `hn`."""
+@njit(**_JIT)
+def _chunk(c, z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15,
+           bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
+           rain_rate, t_end, depth_mark, work, acc, chunk_hmax):  # pragma: no cover
+    """One time step over chunk c (rows bounds[c]..bounds[c+1]): new discharges into `qxn`/`qyn` for the faces the
+    chunk owns, new depths into `hn`; volumes into `acc[c]`, the deepest water into `chunk_hmax[c]`.
+
+    Reads the chunk's rows and two rows on each side, writes only its own: chunks can run in any order or at once.
+    """
     ny = z.shape[0] - 2
+    r0 = bounds[c]
+    r1 = bounds[c + 1]
+    wk = work[c]
+    ex = wk[3 * _SLOTS]
+    ey = wk[3 * _SLOTS + 1]
+    ey_next = wk[3 * _SLOTS + 2]
+    v_drain = 0.0
+    v_infil = 0.0
+    v_out = 0.0
+    v_clamp = 0.0
+    top = 0.0
+    bad = 0
+    for k in range(r0 - 1, r1 + 2):
+        # stage 1: raw faces of row k (x faces, and the y faces north of it)
+        qxr = wk[k % _SLOTS]
+        qyr = wk[_SLOTS + k % _SLOTS]
+        if 1 <= k <= ny:
+            _x_faces(k, z, h, qxo, qyo, wx, n2, bx_ptr, bx_i, bx_dir, bx_s, nx, dx, dt, theta, hmin, qxr)
+        else:
+            qxr[:] = 0.0
+        if 1 <= k <= ny + 1:
+            _y_faces(k, z, h, qxo, qyo, wy, n2, by_ptr, by_i, by_dir, by_s, nx, dy, dt, theta, hmin, qyr)
+        else:
+            qyr[:] = 0.0
+        # stage 2: limiter of row k-1 (needs the faces north of row k, i.e. its south faces)
+        m = k - 1
+        if m >= r0 - 1:
+            sm = wk[2 * _SLOTS + m % _SLOTS]
+            if 1 <= m <= ny:
+                _limits(m, h, sa, wx, wy, wk[m % _SLOTS], wk[_SLOTS + m % _SLOTS], qyr, nx, dx, dy, dt, sm)
+            else:
+                sm[:] = 1.0
+        # stage 3: continuity of row k-2
+        m = k - 2
+        if m < r0 or m > ny:
+            continue
+        s_up = wk[2 * _SLOTS + (m - 1) % _SLOTS]
+        s_m = wk[2 * _SLOTS + m % _SLOTS]
+        s_dn = wk[2 * _SLOTS + (m + 1) % _SLOTS]
+        qxm = wk[m % _SLOTS]
+        if m == r0:  # the faces north of the chunk's first row: no previous row computed them
+            qym = wk[_SLOTS + m % _SLOTS]
+            for i in range(1, nx + 1):
+                q = qym[i]
+                ey[i] = q * (s_up[i] if q > 0.0 else s_m[i])
+        qys = wk[_SLOTS + (m + 1) % _SLOTS]
+        for i in range(1, nx + 1):
+            q = qys[i]
+            ey_next[i] = q * (s_m[i] if q > 0.0 else s_dn[i])
+        for i in range(1, nx + 2):
+            q = qxm[i]
+            ex[i] = q * (s_m[i - 1] if q > 0.0 else s_m[i])
+            qxn[m, i] = ex[i]
+        for i in range(1, nx + 1):
+            qyn[m, i] = ey[i]
+        if m == ny:
+            for i in range(1, nx + 1):
+                qyn[m + 1, i] = ey_next[i]
+        for i in range(1, nx + 1):
+            a = sa[m, i]
+            net = (ex[i] * wx[m, i] - ex[i + 1] * wx[m, i + 1]) * dy + (
+                ey[i] * wy[m, i] - ey_next[i] * wy[m + 1, i]) * dx
+            vol = h[m, i] * a + dt * (net + rain_rate * rain_arr[m, i])
+            ld = drain[m, i] * dt
+            li = infil[m, i] * dt
+            f = min(1.0, max(vol, 0.0) / (ld + li)) if ld + li > 0.0 else 0.0
+            ld *= f
+            li *= f
+            vol -= ld + li
+            v_drain += ld
+            v_infil += li
+            neg = min(vol, 0.0)
+            v_clamp += neg
+            vol -= neg
+            d = vol / a if a > 0.0 else 0.0
+            hn[m, i] = d
+            old = hmax[m, i]
+            if d > old:
+                hmax[m, i] = d
+                if old < depth_mark and d >= depth_mark:
+                    t15[m, i] = t_end
+            top = max(top, d)
+            bad += not (d < 1.0e6)
+        # boundary outflow through the faces this row owns (its x faces, the faces north of it; the last row
+        # also owns the faces south of it)
+        for b in range(bx_ptr[m], bx_ptr[m + 1]):
+            v_out += abs(ex[bx_i[b]]) * wx[m, bx_i[b]] * dy * dt
+        for b in range(by_ptr[m], by_ptr[m + 1]):
+            v_out += abs(ey[by_i[b]]) * wy[m, by_i[b]] * dx * dt
+        if m == ny:
+            for b in range(by_ptr[m + 1], by_ptr[m + 2]):
+                v_out += abs(ey_next[by_i[b]]) * wy[m + 1, by_i[b]] * dx * dt
+        ey, ey_next = ey_next, ey
+    acc[c, 1] += v_drain
+    acc[c, 2] += v_infil
+    acc[c, 3] += v_out
+    acc[c, 5] += v_clamp
+    chunk_hmax[c] = top if bad == 0 else -1.0
+
+
+@njit(parallel=True, **_JIT)
+def _step_parallel(z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15,
+                   bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
+                   rain_rate, t_end, depth_mark, work, acc, chunk_hmax):  # pragma: no cover
+    """One time step, the chunks shared among the cores."""
     for c in prange(bounds.shape[0] - 1):
-        r0 = bounds[c]
-        r1 = bounds[c + 1]
-        wk = work[c]
-        ex = wk[3 * _SLOTS]
-        ey = wk[3 * _SLOTS + 1]
-        ey_next = wk[3 * _SLOTS + 2]
-        v_drain = 0.0
-        v_infil = 0.0
-        v_out = 0.0
-        v_clamp = 0.0
-        top = 0.0
-        bad = 0
-        for k in range(r0 - 1, r1 + 2):
-            # stage 1: raw faces of row k (x faces, and the y faces north of it)
-            qxr = wk[k % _SLOTS]
-            qyr = wk[_SLOTS + k % _SLOTS]
-            if 1 <= k <= ny:
-                _x_faces(k, z, h, qxo, qyo, wx, n2, bx_ptr, bx_i, bx_dir, bx_s, nx, dx, dt, theta, hmin, qxr)
-            else:
-                qxr[:] = 0.0
-            if 1 <= k <= ny + 1:
-                _y_faces(k, z, h, qxo, qyo, wy, n2, by_ptr, by_i, by_dir, by_s, nx, dy, dt, theta, hmin, qyr)
-            else:
-                qyr[:] = 0.0
-            # stage 2: limiter of row k-1 (needs the faces north of row k, i.e. its south faces)
-            m = k - 1
-            if m >= r0 - 1:
-                sm = wk[2 * _SLOTS + m % _SLOTS]
-                if 1 <= m <= ny:
-                    _limits(m, h, sa, wx, wy, wk[m % _SLOTS], wk[_SLOTS + m % _SLOTS], qyr, nx, dx, dy, dt, sm)
-                else:
-                    sm[:] = 1.0
-            # stage 3: continuity of row k-2
-            m = k - 2
-            if m < r0 or m > ny:
-                continue
-            s_up = wk[2 * _SLOTS + (m - 1) % _SLOTS]
-            s_m = wk[2 * _SLOTS + m % _SLOTS]
-            s_dn = wk[2 * _SLOTS + (m + 1) % _SLOTS]
-            qxm = wk[m % _SLOTS]
-            if m == r0:  # the faces north of the chunk's first row: no previous row computed them
-                qym = wk[_SLOTS + m % _SLOTS]
-                for i in range(1, nx + 1):
-                    q = qym[i]
-                    ey[i] = q * (s_up[i] if q > 0.0 else s_m[i])
-            qys = wk[_SLOTS + (m + 1) % _SLOTS]
-            for i in range(1, nx + 1):
-                q = qys[i]
-                ey_next[i] = q * (s_m[i] if q > 0.0 else s_dn[i])
-            for i in range(1, nx + 2):
-                q = qxm[i]
-                ex[i] = q * (s_m[i - 1] if q > 0.0 else s_m[i])
-                qxn[m, i] = ex[i]
-            for i in range(1, nx + 1):
-                qyn[m, i] = ey[i]
-            if m == ny:
-                for i in range(1, nx + 1):
-                    qyn[m + 1, i] = ey_next[i]
-            for i in range(1, nx + 1):
-                a = sa[m, i]
-                net = (ex[i] * wx[m, i] - ex[i + 1] * wx[m, i + 1]) * dy + (
-                    ey[i] * wy[m, i] - ey_next[i] * wy[m + 1, i]) * dx
-                vol = h[m, i] * a + dt * (net + rain_rate * rain_arr[m, i])
-                ld = drain[m, i] * dt
-                li = infil[m, i] * dt
-                f = min(1.0, max(vol, 0.0) / (ld + li)) if ld + li > 0.0 else 0.0
-                ld *= f
-                li *= f
-                vol -= ld + li
-                v_drain += ld
-                v_infil += li
-                neg = min(vol, 0.0)
-                v_clamp += neg
-                vol -= neg
-                d = vol / a if a > 0.0 else 0.0
-                hn[m, i] = d
-                old = hmax[m, i]
-                if d > old:
-                    hmax[m, i] = d
-                    if old < depth_mark and d >= depth_mark:
-                        t15[m, i] = t_end
-                top = max(top, d)
-                bad += not (d < 1.0e6)
-            # boundary outflow through the faces this row owns (its x faces, the faces north of it; the last row
-            # also owns the faces south of it)
-            for b in range(bx_ptr[m], bx_ptr[m + 1]):
-                v_out += abs(ex[bx_i[b]]) * wx[m, bx_i[b]] * dy * dt
-            for b in range(by_ptr[m], by_ptr[m + 1]):
-                v_out += abs(ey[by_i[b]]) * wy[m, by_i[b]] * dx * dt
-            if m == ny:
-                for b in range(by_ptr[m + 1], by_ptr[m + 2]):
-                    v_out += abs(ey_next[by_i[b]]) * wy[m + 1, by_i[b]] * dx * dt
-            ey, ey_next = ey_next, ey
-        acc[c, 1] += v_drain
-        acc[c, 2] += v_infil
-        acc[c, 3] += v_out
-        acc[c, 5] += v_clamp
-        chunk_hmax[c] = top if bad == 0 else -1.0
+        _chunk(c, z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr, bx_i,
+               bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin, rain_rate, t_end,
+               depth_mark, work, acc, chunk_hmax)
+
+
+@njit(**_JIT)
+def _step_serial(z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15,
+                 bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
+                 rain_rate, t_end, depth_mark, work, acc, chunk_hmax):  # pragma: no cover
+    """One time step, chunk after chunk on this thread (small grids: no thread to wake)."""
+    for c in range(bounds.shape[0] - 1):
+        _chunk(c, z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr, bx_i,
+               bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin, rain_rate, t_end,
+               depth_mark, work, acc, chunk_hmax)
 
 
 @njit(**_JIT)
 def _advance(z, h, hn, qx, qy, qxb, qyb, sa, wx, wy, n2, rain_arr, rain_sum, drain, infil, hmax, t15,
              bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, t, t_stop, dt_first,
              cfl, dt_max, theta, hmin, rain_rate, depth_mark, src_cell, src_rate, work, acc, chunk_hmax,
-             max_steps):  # pragma: no cover
-    """Step from `t` to `t_stop` with constant forcing; returns (t, steps, next dt, parity); steps < 0: unstable."""
+             max_steps, parallel):  # pragma: no cover
+    """Step from `t` to `t_stop` with constant forcing; returns (t, steps, next dt, parity); steps < 0: unstable.
+
+    `parallel` runs each step's chunks on all numba threads, else one after the other on this one.
+    """
     steps = 0
     parity = 0
     dt = dt_first
@@ -340,13 +377,22 @@ def _advance(z, h, hn, qx, qy, qxb, qyb, sa, wx, wy, n2, rain_arr, rain_sum, dra
             acc[0, 4] += src_rate[k] * dt
         acc[0, 0] += rain_rate * rain_sum * dt
         if parity == 0:
-            _step(z, h, hn, qx, qy, qxb, qyb, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr, bx_i,
-                  bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin, rain_rate,
-                  t + dt, depth_mark, work, acc, chunk_hmax)
+            if parallel:
+                _step_parallel(z, h, hn, qx, qy, qxb, qyb, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr,
+                               bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
+                               rain_rate, t + dt, depth_mark, work, acc, chunk_hmax)
+            else:
+                _step_serial(z, h, hn, qx, qy, qxb, qyb, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr,
+                             bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
+                             rain_rate, t + dt, depth_mark, work, acc, chunk_hmax)
+        elif parallel:
+            _step_parallel(z, hn, h, qxb, qyb, qx, qy, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr,
+                           bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
+                           rain_rate, t + dt, depth_mark, work, acc, chunk_hmax)
         else:
-            _step(z, hn, h, qxb, qyb, qx, qy, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr, bx_i,
-                  bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin, rain_rate,
-                  t + dt, depth_mark, work, acc, chunk_hmax)
+            _step_serial(z, hn, h, qxb, qyb, qx, qy, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr,
+                         bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
+                         rain_rate, t + dt, depth_mark, work, acc, chunk_hmax)
         parity = 1 - parity
         t += dt
         steps += 1
@@ -547,7 +593,8 @@ class ShallowWaterSolver:
         dt_max: the longest step (s), used while the grid is (nearly) dry.
         depth_mark: the depth whose first arrival time is recorded (m; 0.15 = GB 51222's limit on a lane).
         chunk_rows: rows per chunk (chunks are what the cores share).
-        threads: numba threads (default: all).
+        threads: numba threads (default: all cores, or 1 below `SMALL_GRID` cells, where waking a second thread
+            every step costs more than it brings).
     """
 
     grid: SolverGrid
@@ -579,11 +626,12 @@ class ShallowWaterSolver:
         self._src_cell = np.zeros(0, np.int64)
         self._src_rate = np.zeros(0)
         self._rain_sum = float(self.grid.rain_area.sum(dtype=np.float64))
+        self._ncells = int(np.count_nonzero(self.grid.sa))
 
     @property
     def ncells(self) -> int:
         """Cells with storage."""
-        return int(np.count_nonzero(self.grid.sa))
+        return self._ncells
 
     @property
     def nbytes(self) -> int:
@@ -628,8 +676,10 @@ class ShallowWaterSolver:
             max_steps: stop after this many steps even before `t_stop` (benchmarks).
         """
         g, s = self.grid, self.state
-        if self.threads:
-            numba.set_num_threads(max(1, min(int(self.threads), numba.config.NUMBA_NUM_THREADS)))
+        threads = self.threads or (1 if self.ncells < SMALL_GRID else numba.config.NUMBA_NUM_THREADS)
+        threads = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
+        if threads > 1:
+            numba.set_num_threads(threads)
         rain_arr, rain_sum = g.rain_area, self._rain_sum
         if rain_volume is not None:
             ny, nx = g.shape
@@ -646,7 +696,7 @@ class ShallowWaterSolver:
             g.z, s.h, self._hb, s.qx, s.qy, self._qxb, self._qyb, g.sa, g.wx, g.wy, g.n2, rain_arr, rain_sum,
             g.drain, g.infil, s.hmax, s.t15, *g.bx, *g.by, self._bounds, nx, g.dx, g.dy, s.t, float(t_stop), s.dt,
             self.cfl, self.dt_max, self.theta, self.h_min, float(rain_rate), self.depth_mark, self._src_cell,
-            self._src_rate, self._work, self._acc, self._chunk_hmax, max_steps)
+            self._src_rate, self._work, self._acc, self._chunk_hmax, max_steps, threads > 1)
         if parity:
             s.h, self._hb = self._hb, s.h
             s.qx, self._qxb = self._qxb, s.qx
@@ -676,17 +726,26 @@ class ShallowWaterSolver:
         return self.state.t15[1:-1, 1:-1]
 
     def velocity(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ny, nx) cell-centred velocity (u towards east, v towards north) in m/s; 0 where the cell is dry.
+        """(ny, nx) cell-centred velocity (u towards east, v towards north) in m/s; 0 where no face flows.
 
-        The face discharges are averaged to the centre and divided by the depth.
+        Each face's velocity is its discharge over its own flow depth `h_f` (not the cell's depth, which can be far
+        smaller beside a deeper neighbour); a cell takes the mean of its two faces in each direction.
         """
-        s = self.state
-        qx = 0.5 * (s.qx[1:-1, 1:-2] + s.qx[1:-1, 2:-1])
-        qy = 0.5 * (s.qy[1:-2, 1:-1] + s.qy[2:-1, 1:-1])
-        h = s.h[1:-1, 1:-1]
-        wet = h > self.h_min
-        safe = np.where(wet, h, 1.0)
-        return np.where(wet, qx / safe, 0.0), np.where(wet, -qy / safe, 0.0)
+        g, s = self.grid, self.state
+        eta = g.z + s.h
+
+        def face_velocity(q: np.ndarray, e0: np.ndarray, e1: np.ndarray, z0: np.ndarray, z1: np.ndarray
+                          ) -> np.ndarray:
+            hf = np.maximum(e0, e1) - np.maximum(z0, z1)
+            ok = hf > self.h_min
+            return np.where(ok, q / np.where(ok, hf, 1.0), 0.0)
+
+        ux = face_velocity(s.qx[:, 1:-1], eta[:, :-1], eta[:, 1:], g.z[:, :-1], g.z[:, 1:])  # (ny+2, nx+1)
+        uy = face_velocity(s.qy[1:-1, :], eta[:-1, :], eta[1:, :], g.z[:-1, :], g.z[1:, :])  # (ny+1, nx+2)
+        u = 0.5 * (ux[1:-1, :-1] + ux[1:-1, 1:])
+        v = -0.5 * (uy[:-1, 1:-1] + uy[1:, 1:-1])
+        dry = s.h[1:-1, 1:-1] <= 0
+        return np.where(dry, 0.0, u), np.where(dry, 0.0, v)
 
     def speed(self) -> np.ndarray:
         """(ny, nx) flow speed (m/s)."""
