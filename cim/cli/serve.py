@@ -29,6 +29,8 @@ def serve_cmd(
     mqtt_client_id: Annotated[Optional[str], typer.Option("--mqtt-client-id", help="MQTT client id (a persistent "
                                                                                    "session; default cim-serve).")
                               ] = None,
+    flood: Annotated[Optional[Path], typer.Option("--flood", help="A folder of flood runs (`cim analyze flood` "
+                                                                  "outputs) to publish; new runs go there.")] = None,
 ) -> None:
     """Serve the models, maps and layers over HTTP: 3D Tiles, XYZ/WMTS, MVT, OGC API - Features, SensorThings
     (docs/http-api.md; --ingest/--mqtt: docs/sensing.md)."""
@@ -44,6 +46,7 @@ def serve_cmd(
         "security": {**base.security, **{k: str(v) for k, v in named_paths(restrict or [], "--restrict").items()}},
         "ingest": ingest or base.ingest, "mqtt": mqtt or base.mqtt,
         "mqtt_client_id": mqtt_client_id or base.mqtt_client_id,
+        "flood_runs": flood if flood is not None else base.flood_runs,
     })
     serve(settings)  # uvicorn logs the address once the catalogue is open and the port bound
 

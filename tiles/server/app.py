@@ -35,8 +35,8 @@ from tiles.server.fastpath import StaticFastPath
 from tiles.server.jobs import JobManager
 from tiles.server.openapi import openapi_document
 from tiles.server.responses import json_response, log_request, with_key_vary
-from tiles.server.routes import (addresses, analysis, core, features, jobs, maps, sensing, sta, styles, terrain,
-                                 tiles3d, vector, viewer, wms)
+from tiles.server.routes import (addresses, analysis, core, features, flood, jobs, maps, sensing, sta, styles,
+                                 terrain, tiles3d, vector, viewer, wms)
 from tiles.server.settings import ServerSettings
 
 log = logging.getLogger("cim.server")
@@ -235,7 +235,7 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
     app.add_exception_handler(Exception, _unexpected)
     # viewer first: it answers browsers at /
     for module in (viewer, core, tiles3d, maps, vector, features, jobs, analysis, sta, sensing, styles, wms,
-                   addresses, terrain):
+                   addresses, terrain, flood):
         app.include_router(module.router)
 
     @app.get("/api", summary="This API's OpenAPI 3.0 document", tags=["core"])

@@ -39,6 +39,8 @@ class ServerSettings(BaseSettings):
         sta_default_top, sta_max_top: SensorThings page size without `$top`, and the largest `$top`.
         sta_max_body_mb: the largest SensorThings request body.
         stream_max_queue: live-stream batches waiting for a slow client before it is disconnected.
+        flood_runs: a folder of flood runs (`cim analyze flood` outputs) to publish; new runs go there too.
+        flood_security: who may see flood runs and start them (default internal: they show the buildings).
     """
 
     model_config = SettingsConfigDict(env_prefix="CIM_", extra="ignore")
@@ -80,6 +82,8 @@ class ServerSettings(BaseSettings):
     def writes_store(self) -> bool:
         """True when the server is the store's writer (`--ingest` or `--mqtt`)."""
         return self.ingest or bool(self.mqtt)
+    flood_runs: Path | None = None
+    flood_security: str = "internal"
 
     @field_validator("store", "access_file")
     @classmethod

@@ -143,14 +143,14 @@ def _crop(z: np.ndarray, transform: Affine, bbox: tuple[float, float, float, flo
           ) -> tuple[np.ndarray, Affine]:
     left, bottom, right, top = bbox
     inv = ~transform
-    c0, r0 = inv * (left, top)
-    c1, r1 = inv * (right, bottom)
+    c0, r0 = inv @ (left, top)
+    c1, r1 = inv @ (right, bottom)
     c0, c1 = max(0, int(np.floor(min(c0, c1)))), min(z.shape[1], int(np.ceil(max(c0, c1))))
     r0, r1 = max(0, int(np.floor(min(r0, r1)))), min(z.shape[0], int(np.ceil(max(r0, r1))))
     if c1 - c0 < 3 or r1 - r0 < 3:
         raise FloodInputError(f"bbox {list(bbox)} leaves fewer than 3 x 3 cells of DEM {path}; give a bbox inside "
                               f"the DEM, in its CRS")
-    return z[r0:r1, c0:c1], transform * Affine.translation(c0, r0)
+    return z[r0:r1, c0:c1], transform @ Affine.translation(c0, r0)
 
 
 def _footprint_geoms(path: str | os.PathLike[str], crs: CRS, bounds: tuple[float, float, float, float]
@@ -193,7 +193,7 @@ def _coverage(geoms: np.ndarray, shape: tuple[int, int], transform: Affine, mode
                                            fill=0, dtype="uint8").astype(np.float64)
     k = _SUPERSAMPLE
     fine = rasterio.features.rasterize(((g, 1) for g in geoms), out_shape=(shape[0] * k, shape[1] * k),
-                                       transform=transform * Affine.scale(1 / k), fill=0, dtype="uint8")
+                                       transform=transform @ Affine.scale(1 / k), fill=0, dtype="uint8")
     return fine.reshape(shape[0], k, shape[1], k).mean(axis=(1, 3))
 
 
