@@ -9,6 +9,7 @@
       oblique/           with `oblique=True`: the synthetic oblique production as a model (and oblique-src/)
       city.duckdb        every vector layer of the city's manifest, with its theme, title and security level, and
                          the city's sensors (SensorThings, `layers.sensing.sample`) with the last 24 h of readings
+      flood/storm-50y/   the storm scenario: a 50-year one-hour storm on the sample city (cim.analysis.flood)
       city.access.sqlite API keys of the server; the demo's own key (scope confidential) is in demo-key.txt, the
                          simulator's (confidential,sensing:write) in simulator-key.txt
 
@@ -89,6 +90,7 @@ class DemoSite:
     maps: dict[str, Path] = field(default_factory=dict)
     sensors: list[Any] = field(default_factory=list)
     simulator_key: str | None = None
+    flood: Path | None = None
 
     def settings(self, host: str = "127.0.0.1", port: int = 8000, **kw: Any) -> ServerSettings:
         """Server settings that publish the site (extra keyword arguments go to `ServerSettings`); the server takes
@@ -97,7 +99,7 @@ class DemoSite:
 
         kw.setdefault("ingest", bool(self.sensors))
         return ServerSettings(store=self.store, models=self.models, maps=self.maps, security=self.security,
-                              host=host, port=port, title="cim demo: 大同市平城区", **kw)
+                              host=host, port=port, title="cim demo: 大同市平城区", flood_runs=self.flood, **kw)
 
     def viewer_url(self, host: str = "127.0.0.1", port: int = 8000, *, with_key: bool = True) -> str:
         """The viewer's URL; with the demo key, the page shows every layer."""
@@ -108,7 +110,7 @@ class DemoSite:
         return {"root": str(self.root), "city": str(self.city.root), "store": str(self.store),
                 "models": {k: str(v) for k, v in self.models.items()},
                 "maps": {k: str(v) for k, v in self.maps.items()}, "security": self.security,
-                "sensors": len(self.sensors)}
+                "sensors": len(self.sensors), "flood": str(self.flood) if self.flood else None}
 
 
 def _manifest(city: SampleCity) -> dict[str, Any]:
@@ -249,6 +251,8 @@ def prepare_demo(
     levels: Sequence[int] = (2, 3),
     oblique: bool = False,
     sensors: bool = True,
+    flood: bool = True,
+    flood_resolution: float = 8.0,
     echo: Echo | None = None,
 ) -> DemoSite:
     """Make (or reuse) everything the demo serves: the sample city, its models, its layer store, its sensors and
@@ -262,6 +266,8 @@ def prepare_demo(
         levels: CIM levels to build: 2 (terrain + LOD1), 3 (LOD2 roofs on the terrain).
         oblique: also build the synthetic oblique production as a model (slower; uses osgconv when installed).
         sensors: seed the city's sensors into the store with their last 24 h of readings (`prepare_sensors`).
+        flood: also run the storm scenario into `root/flood` (the emergency map's flood; reused when done).
+        flood_resolution: its cell size (m); 8 m takes seconds, the city's own 2 m a few minutes.
         echo: called with one line per step.
 
     Returns:
@@ -331,8 +337,15 @@ def prepare_demo(
     sim = prepare_sensors(store, echo=say) if sensors else []
     simulator_key = _demo_key(root, store, SIMULATOR_KEY_FILE, "confidential,sensing:write",
                               "cim demo simulator") if sensors else None
+    runs = None
+    if flood and buildings is None:
+        from cim.analysis.flood.scenario import SCENARIO, sample_storm
+
+        runs = root / "flood"
+        say(f"storm scenario: a 50-year one-hour storm into {runs / SCENARIO} (reused when done)")
+        sample_storm(runs, resolution=flood_resolution)
     return DemoSite(root=root, city=city, models=models, store=store, key=_demo_key(root, store),
-                    security=security, maps=maps, sensors=sim, simulator_key=simulator_key)
+                    security=security, maps=maps, sensors=sim, simulator_key=simulator_key, flood=runs)
 
 
 def _has_display() -> bool:

@@ -364,6 +364,9 @@ def flood_cmd(
     buildings: Annotated[Optional[Path], typer.Option("--buildings", help="Footprints to burn in.")] = None,
     no_buildings: Annotated[bool, typer.Option("--no-buildings", help="Bare terrain, no buildings.")] = False,
     building_mode: Annotated[str, typer.Option("--building-mode", help="walls | porosity.")] = "walls",
+    outlets: Annotated[Optional[Path], typer.Option("--outlets", help="Rivers/lakes (polygons) that take the water "
+                                                    "reaching them (default with the sample city: its river).")] = None,
+    no_outlets: Annotated[bool, typer.Option("--no-outlets", help="No outlets but the raster's edge.")] = False,
     storm: Annotated[Optional[float], typer.Option("--storm", help="Design storm return period P (years); the "
                                                                    "default rain, P=50.")] = None,
     rain: Annotated[Optional[Path], typer.Option("--rain", help="Rainfall CSV (minutes or time; mm_h or mm)."
@@ -406,7 +409,8 @@ def flood_cmd(
     elif storm is not None:
         raise InputError("--storm cannot be combined with --rain or --gauges")
     params = FloodParams.build(
-        dem=dem, buildings="" if no_buildings else buildings, building_mode=building_mode, storm=storm_spec,
+        dem=dem, buildings="" if no_buildings else buildings, building_mode=building_mode,
+        outlets="" if no_outlets else outlets, storm=storm_spec,
         rain_file=rain, gauges_file=gauges, start=start, after_min=after,
         duration_min=(duration + after) if gauges is not None else None,
         drainage=_rate(drainage, "--drainage"), infiltration=_rate(infiltration, "--infiltration"),

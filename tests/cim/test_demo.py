@@ -35,9 +35,14 @@ def test_prepare_demo_builds_once_and_reuses_everything(tmp_path: Path) -> None:
     with AccessStore(access_path(site.store)) as acc:
         assert acc.authenticate(site.key).can_see("hazards", "confidential")
 
+    storm = site.flood / "storm-50y" / "run.json"
+    assert site.flood == tmp_path / "demo" / "flood" and storm.is_file()
+    assert site.settings().flood_runs == site.flood
     stamp = (site.models["city"] / "build.json").stat().st_mtime_ns
+    storm_stamp = storm.stat().st_mtime_ns
     again = prepare_demo(tmp_path / "demo", levels=(2,))
     assert (again.models["city"] / "build.json").stat().st_mtime_ns == stamp
+    assert storm.stat().st_mtime_ns == storm_stamp  # the storm scenario is reused too
     assert again.key == site.key
     with LayerStore(again.store, read_only=True) as store:
         assert all(i.version == 1 for i in store.list())
@@ -93,6 +98,8 @@ def test_cim_demo_serves_the_viewer_and_prints_its_url(tmp_path: Path) -> None:
             now = httpx.get(f"http://127.0.0.1:{port}/sensing/latest", params={"api_key": key}).json()["features"]
             moved = {f["id"] for f in now if f["properties"]["phenomenonTime"] > first[f["id"]]}
         assert len(moved) >= 5
+        runs = httpx.get(f"http://127.0.0.1:{port}/flood", params={"api_key": url.split("=", 1)[1]}).json()
+        assert [r["id"] for r in runs["runs"]] == ["storm-50y"]
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -153,9 +153,9 @@ def _crop(z: np.ndarray, transform: Affine, bbox: tuple[float, float, float, flo
     return z[r0:r1, c0:c1], transform @ Affine.translation(c0, r0)
 
 
-def _footprint_geoms(path: str | os.PathLike[str], crs: CRS, bounds: tuple[float, float, float, float]
-                     ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Footprints reprojected to the grid's CRS, those that touch the grid, and counts."""
+def _footprint_geoms(path: str | os.PathLike[str], crs: CRS, bounds: tuple[float, float, float, float],
+                     what: str = "buildings") -> tuple[np.ndarray, dict[str, Any]]:
+    """Polygons (footprints, outlets) reprojected to the grid's CRS, those that touch the grid, and counts."""
     import shapely
 
     from cim.sources.footprints import read_footprints
@@ -173,12 +173,12 @@ def _footprint_geoms(path: str | os.PathLike[str], crs: CRS, bounds: tuple[float
     if n and not inside.any():
         b = gdf.total_bounds
         raise FloodInputError(
-            f"buildings file {path}: none of its {n} footprints lies on the DEM (footprints span "
+            f"{what} file {path}: none of its {n} polygons lies on the DEM (footprints span "
             f"[{b[0]:.1f}, {b[1]:.1f}, {b[2]:.1f}, {b[3]:.1f}], the DEM [{bounds[0]:.1f}, {bounds[1]:.1f}, "
             f"{bounds[2]:.1f}, {bounds[3]:.1f}] in {crs.to_string()}); check the file's CRS or pass the right DEM")
     info = {"file": str(path), "burned": int(inside.sum()),
             "skipped": {"outside_dem": int((poly & ~inside).sum()), "not_polygonal": int((~poly).sum())}}
-    if info["skipped"]["outside_dem"]:
+    if info["skipped"]["outside_dem"] and what == "buildings":
         warnings.warn(f"{info['skipped']['outside_dem']} of {n} footprints in {path} lie outside the DEM and were "
                       f"left out", FloodWarning, stacklevel=3)
     return geoms[inside], info
@@ -258,7 +258,7 @@ def prepare_grid(dem: str | os.PathLike[str], *, buildings: str | os.PathLike[st
                  building_mode: str = "walls", resolution: float | None = None,
                  bbox: tuple[float, float, float, float] | None = None, manning: float | str = 0.035,
                  drainage_mm_h: LossLike = 0.0, infiltration_mm_h: LossLike = 0.0, dem_crs: str | None = None,
-                 fill_holes_px: int = 16) -> FloodGrid:
+                 fill_holes_px: int = 16, outlets: str | os.PathLike[str] | None = None) -> FloodGrid:
     """Read a DEM, burn the buildings in and lay out losses and roughness.
 
     Args:
@@ -272,6 +272,8 @@ def prepare_grid(dem: str | os.PathLike[str], *, buildings: str | os.PathLike[st
         infiltration_mm_h: infiltration capacity (number, raster, vector layer with `infiltration_mm_h`).
         dem_crs: the DEM's CRS when the file declares none.
         fill_holes_px: nodata holes up to this many cells are interpolated (dropouts); larger ones stay outside.
+        outlets: polygons of water bodies that take the water reaching them (rivers, lakes: the outfalls of the
+            city's drainage): their cells leave the grid and, with open boundaries, water flows out into them.
 
     Raises:
         FloodInputError / InputError / CRSError: the input named in the message is unusable.
@@ -301,6 +303,14 @@ def prepare_grid(dem: str | os.PathLike[str], *, buildings: str | os.PathLike[st
         raise InputError(f"DEM {dem} has no valid height in the area to model")
     shape = z.shape
     info: dict[str, Any] = {}
+    outlet_cells = 0
+    if outlets is not None:
+        ny, nx = shape
+        bounds = (transform.c, transform.f + ny * transform.e, transform.c + nx * transform.a, transform.f)
+        ogeoms, _ = _footprint_geoms(outlets, g.crs, bounds, what="outlets")
+        mask = _coverage(ogeoms, shape, transform, "walls") > 0
+        outlet_cells = int((mask & np.isfinite(z)).sum())
+        z = np.where(mask, np.nan, z)
     cover = np.zeros(shape)
     if buildings is not None:
         ny, nx = shape
@@ -328,4 +338,6 @@ def prepare_grid(dem: str | os.PathLike[str], *, buildings: str | os.PathLike[st
             raise FloodInputError(f"manning raster {manning} has cells <= 0 inside the DEM")
     drain = loss_field(drainage_mm_h, "drainage", shape, transform, g.crs) / 3.6e6
     infil = loss_field(infiltration_mm_h, "infiltration", shape, transform, g.crs) / 3.6e6
+    if outlets is not None:
+        info = {**info, "outlets": {"file": str(outlets), "cells": outlet_cells}}
     return FloodGrid(z, phi, walls, rain_area, roof_target, n, drain, infil, transform, g.crs, info, str(dem))

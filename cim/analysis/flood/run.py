@@ -60,6 +60,8 @@ class FloodParams(BaseModel):
         dem: the DEM; None = the sample city (its DEM and buildings).
         buildings: footprints to burn in (None with the sample city = its buildings; "" = none).
         building_mode: "walls" or "porosity".
+        outlets: polygons of rivers and lakes that take the water reaching them (None with the sample city = its
+            river; "" = none).
         storm: a Chicago design storm (the default rain: P = 50 years, 60 min).
         rain_file: a rainfall series CSV (instead of the storm).
         gauges_file: recorded rain-gauge readings CSV (instead of the storm); `start` is the run's start.
@@ -85,6 +87,7 @@ class FloodParams(BaseModel):
     dem: Path | None = None
     buildings: Path | str | None = None
     building_mode: Literal["walls", "porosity"] = "walls"
+    outlets: Path | str | None = None
     storm: ChicagoStorm | None = None
     rain_file: Path | None = None
     gauges_file: Path | None = None
@@ -248,17 +251,17 @@ def import_layer(store: Any, path: Path, source_layer: str, name: str, title: st
 # ------------------------------------------------------------------------------------------------------- run
 
 
-def _sample_inputs(params: FloodParams) -> tuple[Path, Path | None]:
+def _sample_inputs(params: FloodParams) -> tuple[Path, Path | None, Path | None]:
+    """DEM, buildings and outlets: as given, or the sample city's (its DEM, buildings and river)."""
+    b, o = params.buildings, params.outlets
     if params.dem is not None:
-        b = params.buildings
-        return params.dem, (Path(b) if b else None)
+        return params.dem, (Path(b) if b else None), (Path(o) if o else None)
     from cim.sample import default_sample
 
     city = default_sample()
-    b = params.buildings
-    if b is None:
-        return Path(city.dem), Path(city.buildings)
-    return Path(city.dem), (Path(b) if b else None)
+    river = city.layers.get("river")
+    return (Path(city.dem), Path(city.buildings) if b is None else (Path(b) if b else None),
+            (Path(river) if river else None) if o is None else (Path(o) if o else None))
 
 
 def _rain(params: FloodParams, gauges: GaugeSource | None) -> RainSeries | None:
@@ -329,7 +332,7 @@ def run_flood(params: FloodParams, out: str | os.PathLike[str], *, overwrite: bo
         raise OutputExistsError(f"{dst} exists; pass overwrite=True (--overwrite) to replace it")
     t_start = time.perf_counter()
     report_progress("prepare", 0, 1)
-    dem, buildings = _sample_inputs(params)
+    dem, buildings, outlets = _sample_inputs(params)
     rain = _rain(params, gauges)
     storm = params.storm_or_default()
     rain_min = rain.duration_s / 60.0 if rain is not None else (params.duration_min or 60.0)
@@ -338,7 +341,7 @@ def run_flood(params: FloodParams, out: str | os.PathLike[str], *, overwrite: bo
     manning = _loss(params.manning, rain_min, storm.formula, "manning")
     grid = prepare_grid(dem, buildings=buildings, building_mode=params.building_mode,
                         resolution=params.resolution, bbox=params.bbox, manning=manning,
-                        drainage_mm_h=drainage, infiltration_mm_h=infiltration)
+                        drainage_mm_h=drainage, infiltration_mm_h=infiltration, outlets=outlets)
     gauge_rain = None
     if rain is None:
         source = gauges if gauges is not None else RecordedGauges(params.gauges_file)  # type: ignore[arg-type]

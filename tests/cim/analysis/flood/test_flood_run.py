@@ -124,7 +124,7 @@ def test_bad_input_gives_a_clear_error_and_no_output(tmp_path, case):
     elif case == "buildings_outside":
         kwargs["buildings"] = default_sample().buildings
         kwargs["dem"] = _dem(tmp_path / "far.tif", z, crs="EPSG:4548")
-        expect = (FloodInputError, "none of its 2500 footprints lies on the DEM")
+        expect = (FloodInputError, "buildings file .* none of its 2500 polygons lies on the DEM")
     elif case == "bad_storm":
         kwargs["storm"] = {"return_period": 10, "peak_ratio": 0.0}
         expect = (FloodInputError, "peak_ratio=0.0 is out of range")
