@@ -124,6 +124,7 @@ def test_runs_are_listed_only_for_callers_who_may_see_them(flood_served):
         assert report["mass_balance"]["relative_error"] < 1e-9
         assert {link["rel"] for link in report["links"]} >= {"tilejson", "wmts", "impacts"}
         assert c.get("/flood/../etc").status_code == 404
+        assert c.get("/flood/alerts").json() == {"alerts": []}  # no warning run yet
 
 
 def test_depth_tiles_through_time(flood_served):

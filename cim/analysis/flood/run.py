@@ -66,6 +66,8 @@ class FloodParams(BaseModel):
         rain_file: a rainfall series CSV (instead of the storm).
         gauges_file: recorded rain-gauge readings CSV (instead of the storm); `start` is the run's start.
         start: the run's start (UTC) for gauge rain.
+        gauge_hold_min: after each gauge's last reading, keep its rate this long (a persistence nowcast: warning
+            runs look ahead from the current readings).
         duration_min: simulated time; default: the rain's duration + `after_min`.
         after_min: time simulated after the rain stops (default run length).
         drainage: drainage capacity: mm/h, a raster or vector file, or "3y" (a network built for the 3-year storm).
@@ -92,6 +94,7 @@ class FloodParams(BaseModel):
     rain_file: Path | None = None
     gauges_file: Path | None = None
     start: datetime | None = None
+    gauge_hold_min: float = Field(0.0, ge=0)
     duration_min: float | None = Field(None, gt=0)
     after_min: float = Field(30.0, ge=0)
     drainage: float | str = 0.0
@@ -348,7 +351,8 @@ def run_flood(params: FloodParams, out: str | os.PathLike[str], *, overwrite: bo
         span_min = params.duration_min or 60.0
         start = params.start or datetime.now(timezone.utc).replace(tzinfo=None)
         series = source.rain_gauges(start, start + timedelta(minutes=span_min))
-        gauge_rain = GaugeRain(series, start, span_min * 60.0, grid.transform, grid.shape, grid.crs)
+        gauge_rain = GaugeRain(series, start, span_min * 60.0, grid.transform, grid.shape, grid.crs,
+                               hold_last_s=params.gauge_hold_min * 60.0)
     report_progress("prepare", 1, 1)
     tmp = dst.parent / f".{dst.name}.tmp-{os.getpid()}"
     if tmp.exists():

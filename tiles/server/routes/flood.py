@@ -9,6 +9,7 @@ MVT, impacts (JSON, CSV), and new runs as background jobs.
     GET  /flood/{run}/wmts/1.0.0/WMTSCapabilities.xml, /flood/{run}/wmts?REQUEST=GetTile&TIME=...
     GET  /flood/{run}/inundation/{z}/{x}/{y}.mvt     polygons by depth class
     GET  /flood/{run}/impacts, /flood/{run}/impacts/{table}.csv
+    GET  /flood/alerts                               waterlogging warnings (sensor-triggered runs) with their areas
     POST /analysis/{model}/flood                     a run on a served model's DEM and buildings: a job
 
 Flood runs are as secret as `flood_security` (default internal: they are made from the buildings layer); a caller
@@ -102,6 +103,16 @@ def list_runs(request: Request, ctx: CtxDep) -> Response:
         result = runs.get(run_id)
         items.append({"id": run_id, **_summary(result), "links": _links(ctx.base, run_id, ctx.query)})
     return json_response({"runs": items}, headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/flood/alerts", summary="Waterlogging warnings (sensor-triggered runs), newest first")
+def list_alerts(request: Request, ctx: CtxDep) -> Response:
+    from cim.analysis.flood.warning import read_alerts
+
+    alerts = read_alerts(_runs(request, ctx))
+    for a in alerts:
+        a["links"] = _links(ctx.base, a["run"], ctx.query)
+    return json_response({"alerts": alerts}, headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/flood/{run_id}", summary="A flood run's report (run.json) with links")
