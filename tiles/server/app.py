@@ -238,6 +238,8 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
                    addresses, terrain, flood):
         app.include_router(module.router)
 
+    flood.attach_warnings(app)
+
     @app.get("/api", summary="This API's OpenAPI 3.0 document", tags=["core"])
     def api() -> Response:
         return json_response(openapi_document(app.openapi(), settings), media_type=ogc.OPENAPI)

@@ -41,6 +41,8 @@ class ServerSettings(BaseSettings):
         stream_max_queue: live-stream batches waiting for a slow client before it is disconnected.
         flood_runs: a folder of flood runs (`cim analyze flood` outputs) to publish; new runs go there too.
         flood_security: who may see flood runs and start them (default internal: they show the buildings).
+        flood_warnings: with `flood_runs` and sensors (`ingest`), a sensor alert starts a warning run
+            (`cim.analysis.flood.warning`) on the first model whose build names a DEM.
     """
 
     model_config = SettingsConfigDict(env_prefix="CIM_", extra="ignore")
@@ -78,12 +80,14 @@ class ServerSettings(BaseSettings):
     sta_max_body_mb: int = 64
     stream_max_queue: int = 1000
 
+    flood_runs: Path | None = None
+    flood_security: str = "internal"
+    flood_warnings: bool = True
+
     @property
     def writes_store(self) -> bool:
         """True when the server is the store's writer (`--ingest` or `--mqtt`)."""
         return self.ingest or bool(self.mqtt)
-    flood_runs: Path | None = None
-    flood_security: str = "internal"
 
     @field_validator("store", "access_file")
     @classmethod

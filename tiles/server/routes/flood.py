@@ -274,6 +274,41 @@ def run_impacts_csv(run_id: str, table: Literal["buildings", "roads", "communiti
                              "Cache-Control": "private, no-cache"})
 
 
+def _model_inputs(root: Any) -> dict[str, Any]:
+    import json
+
+    path = root / "build.json"
+    return json.loads(path.read_text(encoding="utf-8")).get("inputs", {}) if path.is_file() else {}
+
+
+def attach_warnings(app: Any) -> Any:
+    """With flood runs and a sensing store (`--ingest`), start a warning run on each sensor alert.
+
+    The run uses the first served model whose build names a DEM (its footprints as buildings); its alert lands in
+    the runs folder (`GET /flood/alerts`). Returns the `FloodWarner`, or None when there is nothing to attach to.
+    """
+    from pathlib import Path
+
+    from cim.analysis.flood.gauges import SensingGauges
+    from cim.analysis.flood.warning import FloodWarner, WarningParams
+
+    catalog = app.state.catalog
+    s = catalog.settings
+    sensing = getattr(catalog, "sensing", None)
+    if not (s.flood_runs and s.flood_warnings and sensing is not None):
+        return None
+    for model in catalog.models.values():
+        inputs = _model_inputs(model.root)
+        if inputs.get("dem"):
+            base = {"dem": Path(inputs["dem"]), "buildings": Path(inputs["buildings"]) if inputs.get("buildings")
+                    else "", "outlets": "", "drainage": "3y"}
+            warner = FloodWarner(s.flood_runs, SensingGauges(sensing), WarningParams(base=base), store=catalog.store)
+            sensing.on_alert(warner.on_alert)
+            app.state.flood_warner = warner
+            return warner
+    return None
+
+
 class FloodJob(BaseModel):
     """A flood run on a served model (its build's DEM and footprints); the fields of `FloodParams` that carry no
     server path. Losses are mm/h (drainage also "3y")."""
@@ -302,10 +337,7 @@ def start_run(model: str, body: FloodJob, request: Request, ctx: CtxDep) -> Resp
 
     runs = _runs(request, ctx)
     m = ctx.catalog.model(model, ctx.who)
-    import json
-
-    inputs = json.loads((m.root / "build.json").read_text(encoding="utf-8")).get("inputs", {}) \
-        if (m.root / "build.json").is_file() else {}
+    inputs = _model_inputs(m.root)
     if not inputs.get("dem"):
         raise TileRequestError(f"model {model!r} was built without a DEM; a flood run needs one")
     if isinstance(body.drainage, str) and not body.drainage.strip().lower().endswith("y"):

@@ -84,6 +84,10 @@ def test_an_alert_starts_a_run_and_publishes_its_warning(town, tmp_path):
     report = json.loads((run / "run.json").read_text())
     assert report["rain"]["source"] == "rain gauges" and report["params"]["gauge_hold_min"] == 30
     assert report["solver"]["simulated_s"] == pytest.approx(100 * 60)
+    # measured: 80 mm/h for the hour before the alert; held: 80 mm/h for the 30 min lead; then 10 min of runoff
+    applied = np.loadtxt(run / "rain.csv", delimiter=",", skiprows=1, ndmin=2)
+    assert float(np.sum((applied[:, 1] - applied[:, 0]) * applied[:, 2]) / 60) == pytest.approx(120.0, rel=1e-6)
+    assert applied[:, 1].max() == pytest.approx(90.0)
     areas = json.loads((run / "warning_areas.geojson").read_text())
     first = areas["features"][0]["properties"]
     assert first["peak_depth_m"] >= 0.15 and first["first_at"].startswith("2024-07-20T")
@@ -101,3 +105,45 @@ def test_what_does_not_trigger(town, tmp_path):
     warner.on_alert(_event(level="yellow"))
     warner.on_alert(_event(level="red"))           # within the cooldown of the first run
     assert len(published) == 1 and published[0].buildings == []  # no store: no buildings
+
+
+@pytest.mark.slow
+def test_a_sensing_store_alert_starts_a_warning_run(tmp_path):
+    """The real thing: the sample city's sensors in a sensing store; a burst of heavy rain at its gauges opens their
+    alerts, the store's listener hands them to the warner, which runs from the stored readings."""
+    import time as _time
+
+    from cim.analysis.flood.gauges import SensingGauges
+    from cim.demo import load_sample_layers
+    from cim.sample import default_sample
+    from layers.sensing import SensingStore
+    from layers.sensing.sample import seed_sample_city
+    from layers.sensing.simulate import store_publisher
+
+    city = default_sample()
+    store_path = tmp_path / "city.duckdb"
+    load_sample_layers(city, store_path)
+    published: list = []
+    with SensingStore(store_path) as sensing:
+        gauges = [g for g in seed_sample_city(sensing) if g.kind == "rainfall_rate"]
+        base = {"dem": city.dem, "buildings": city.buildings, "outlets": city.layers["river"], "drainage": 0}
+        params = WarningParams(resolution=32.0, lookback_min=30, lead_min=30, after_min=0, base=base)
+        warner = FloodWarner(tmp_path / "runs", SensingGauges(sensing), params, store=sensing.layer_store,
+                             publish=published.append, background=False)
+        sensing.on_alert(warner.on_alert)
+        now = datetime.utcnow().replace(microsecond=0)
+        store_publisher(sensing)([(g.datastream_id, now - timedelta(minutes=30 - 5 * k), 60.0)
+                                  for k in range(7) for g in gauges])
+        deadline = _time.monotonic() + 300
+        while not published and _time.monotonic() < deadline:
+            _time.sleep(0.2)
+    assert published, "no warning was published"
+    alert = published[0]
+    assert alert.trigger.observed_property == "rainfall_rate" and alert.trigger.level == "red"
+    report = json.loads((tmp_path / "runs" / alert.run / "run.json").read_text())
+    assert report["rain"]["gauges"] and len(report["rain"]["gauges"]) == len(gauges)
+    # the alert opened with the burst's first reading (30 min ago): nothing fell in the half hour before it, and the
+    # readings since (60 mm/h) fill the run's 30 min lead: 30 mm over the grid
+    applied = np.loadtxt(tmp_path / "runs" / alert.run / "rain.csv", delimiter=",", skiprows=1, ndmin=2)
+    assert float(np.sum((applied[:, 1] - applied[:, 0]) * applied[:, 2]) / 60) == pytest.approx(30.0, rel=0.05)
+    assert alert.summary["buildings_total"] == 2500 and alert.summary["warning_areas"] >= 1
