@@ -191,6 +191,19 @@ def test_impacts_json_and_csv(flood_served):
         csv = c.get("/flood/storm/impacts/buildings.csv")
         assert csv.status_code == 200 and csv.text.lstrip("\ufeff").startswith("id,")
         assert "中心路1号" in csv.text
+        gj = c.get("/flood/storm/impacts/buildings.geojson").json()
+        assert gj["type"] == "FeatureCollection" and abs(gj["features"][0]["geometry"]["coordinates"][0][0][0]
+                                                         - LON0) < 0.01
+
+
+def test_what_happens_at_one_place(flood_served):
+    with flood_served.client() as c:
+        here = c.get("/flood/storm/point", params={"lon": LON0, "lat": LAT0}).json()
+        assert here["max_depth_m"] > 0.15 and [s["t_s"] for s in here["series"]] == [600.0, 1200.0, 1800.0]
+        assert max(s["depth_m"] for s in here["series"]) <= here["max_depth_m"] + 1e-3
+        assert here["time_to_0.15m_s"] is not None and here["time_to_0.15m_s"] <= 1800
+        away = c.get("/flood/storm/point", params={"lon": LON0 + 0.1, "lat": LAT0}).json()
+        assert away["max_depth_m"] is None
 
 
 def test_a_new_run_is_a_job(flood_served):

@@ -208,6 +208,26 @@ class FloodResult:
         shutil.copyfile(self.raster_path(what, t), dst)
         return dst
 
+    def point(self, x: float, y: float) -> dict[str, Any]:
+        """What the run says at one place (x, y in the run's CRS): maximum depth, when 0.15 m came, depth and speed
+        at every output time. Values are None outside the grid and on walls."""
+        import rasterio
+
+        def sample(path: Path) -> float | None:
+            if not path.is_file():
+                return None
+            with rasterio.open(path) as src:
+                row, col = src.index(x, y)
+                if not (0 <= row < src.height and 0 <= col < src.width):
+                    return None
+                v = float(src.read(1, window=((row, row + 1), (col, col + 1)))[0, 0])
+            return v if np.isfinite(v) else None
+
+        series = [{"t_s": t, "depth_m": sample(self.root / "depth" / f"{int(round(t)):06d}.tif"),
+                   "speed_m_s": sample(self.root / "velocity" / f"{int(round(t)):06d}.tif")} for t in self.times]
+        return {"max_depth_m": sample(self.root / "max_depth.tif"),
+                "time_to_0.15m_s": sample(self.root / "time_to_0.15m.tif"), "series": series}
+
     def inundation(self) -> Any:
         """The inundation polygons (GeoDataFrame)."""
         import geopandas as gpd

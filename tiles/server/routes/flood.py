@@ -8,7 +8,8 @@ MVT, impacts (JSON, CSV), and new runs as background jobs.
     GET  /flood/{run}/{var}/{time}/{tms}/{z}/{x}/{y}.png
     GET  /flood/{run}/wmts/1.0.0/WMTSCapabilities.xml, /flood/{run}/wmts?REQUEST=GetTile&TIME=...
     GET  /flood/{run}/inundation/{z}/{x}/{y}.mvt     polygons by depth class
-    GET  /flood/{run}/impacts, /flood/{run}/impacts/{table}.csv
+    GET  /flood/{run}/impacts, /flood/{run}/impacts/{table}.csv, /flood/{run}/impacts/{table}.geojson
+    GET  /flood/{run}/point?lon=&lat=                depth and speed through time, maximum, arrival at one place
     GET  /flood/alerts                               waterlogging warnings (sensor-triggered runs) with their areas
     POST /analysis/{model}/flood                     a run on a served model's DEM and buildings: a job
 
@@ -254,6 +255,28 @@ def _impacts(request: Request, ctx: Ctx, run_id: str) -> Any:
 def run_impacts(run_id: str, request: Request, ctx: CtxDep) -> Response:
     hit = _impacts(request, ctx, run_id)
     return json_response(hit["doc"], headers={"Cache-Control": "private, no-cache"})
+
+
+@router.get("/flood/{run_id}/impacts/{table}.geojson", summary="One impact table as GeoJSON (lon/lat)")
+def run_impacts_geojson(run_id: str, table: Literal["buildings", "roads", "communities", "shelters"],
+                        request: Request, ctx: CtxDep) -> Response:
+    hit = _impacts(request, ctx, run_id)
+    frame = getattr(hit["impacts"], table).to_crs(4326)
+    return Response(frame.to_json(drop_id=True, to_wgs84=False).encode("utf-8"), media_type="application/geo+json",
+                    headers={"Cache-Control": "private, no-cache"})
+
+
+@router.get("/flood/{run_id}/point", summary="Depth and speed through time, maximum and arrival at one place")
+def run_point(run_id: str, lon: float, lat: float, request: Request, ctx: CtxDep) -> Response:
+    import rasterio
+
+    from cim.sources.crs import transformer
+
+    result = _run(request, ctx, run_id)
+    with rasterio.open(result.raster_path("max_depth")) as src:
+        crs = src.crs.to_wkt()
+    x, y = transformer("EPSG:4326", crs).transform(lon, lat)
+    return json_response({"lon": lon, "lat": lat, **result.point(x, y)}, headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/flood/{run_id}/impacts/{table}.csv", summary="One impact table as CSV (UTF-8 with BOM, WKT lon/lat)")
