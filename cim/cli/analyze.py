@@ -390,8 +390,12 @@ def flood_cmd(
     boundary: Annotated[str, typer.Option("--boundary", help="open | closed edges.")] = "open",
     interval: Annotated[float, typer.Option("--interval", help="Minutes between depth outputs.")] = 5.0,
     threads: Annotated[Optional[int], typer.Option("--threads", help="Cores for the solver.")] = None,
+    impacts: Annotated[bool, typer.Option("--impacts", help="Also work out affected buildings, roads, people and "
+                                                            "shelters (from --store, else the sample city) into "
+                                                            "OUT/impacts.")] = False,
     to_layer: Annotated[Optional[str], typer.Option("--to-layer", help="Also store the inundation polygons as "
-                                                                       "this layer of --store.")] = None,
+                                                                       "this layer of --store (and the impacts as "
+                                                                       "NAME_buildings, ...).")] = None,
     store: StoreOpt = None,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
@@ -418,17 +422,35 @@ def flood_cmd(
         bbox=_floats(bbox, 4, "--bbox"), boundary=boundary, output_interval_min=interval, threads=threads)
     with progress_bar(as_json) as cb:
         result = run_flood(params, out, overwrite=overwrite, progress=cb)
+    found = None
+    if impacts:
+        from cim.analysis.flood.impacts import flood_impacts, sample_city_files
+
+        if store is None and dem is None:
+            found = flood_impacts(result, files=sample_city_files())
+        else:
+            from layers.store import LayerStore
+
+            with LayerStore(store, read_only=True) as s:
+                found = flood_impacts(result, s)
+        found.write(result.root / "impacts")
+        result.report["impacts"] = found.summary
     if to_layer:
         from layers.store import LayerStore
 
         with LayerStore(store) as s:
             result.to_layer(s, to_layer)
+            if found is not None:
+                found.to_layer(s, f"{to_layer}_")
     rep = result.report
     st = rep["statistics"]
     deep = sum(v for k, v in st["area_by_class_m2"].items())
     mb = rep["mass_balance"]
+    affected = (f"; {found.summary['buildings_affected']} buildings, {found.summary['affected_population']} people "
+                f"affected, {found.summary['shelters_dry']}/{found.summary['shelters_total']} shelters dry"
+                if found is not None else "")
     emit(result, as_json,
          f"[green]flood[/] {result.root}: {rep['kind']}, {rep['rain']['source']}, "
          f"{rep['rain'].get('depth_mm', 0):.1f} mm; max depth {st['max_depth_m']:.2f} m, "
          f"{deep / 1e4:.2f} ha at >= {params.depth_classes[0]:g} m; mass balance error "
-         f"{mb['relative_error']:.1e}; {rep['times']['total_s']:.1f} s")
+         f"{mb['relative_error']:.1e}{affected}; {rep['times']['total_s']:.1f} s")

@@ -44,6 +44,15 @@ _SUPERSAMPLE = 4
 
 LossLike = float | int | str | os.PathLike[str] | None
 
+#: steady infiltration rates (mm/h) by land cover, for a layer with a `landcover` field instead of rates: Musgrave's
+#: (1955) final rates by hydrologic soil group (A > 7.6, B 3.8-7.6, C 1.3-3.8, D < 1.3 mm/h), urban soils taken as
+#: compacted (group B-C); sealed surfaces and water take none
+LANDCOVER_INFILTRATION: dict[str, float] = {
+    "forest": 7.6, "林地": 7.6, "grass": 5.0, "草地": 5.0, "绿地": 5.0, "park": 5.0, "公园": 5.0,
+    "farmland": 5.0, "耕地": 5.0, "bare": 3.8, "裸地": 3.8, "soil": 3.8, "residential": 1.3, "居住用地": 1.3,
+    "paved": 0.0, "硬化": 0.0, "road": 0.0, "道路": 0.0, "square": 0.0, "广场": 0.0, "roof": 0.0, "建筑": 0.0,
+    "water": 0.0, "水体": 0.0}
+
 
 @dataclass
 class FloodGrid:
@@ -239,6 +248,14 @@ def loss_field(value: LossLike, name: str, shape: tuple[int, int], transform: Af
         except Exception as exc:  # pyogrio raises several kinds; the message names them
             raise FloodInputError(f"cannot read {name} layer {p}: {exc}") from exc
         fname = field_name or f"{name}_mm_h"
+        if fname not in gdf.columns and name == "infiltration" and "landcover" in gdf.columns:
+            known = gdf["landcover"].astype(str).str.strip().str.lower()
+            unknown = sorted(set(known) - set(LANDCOVER_INFILTRATION))
+            if unknown:
+                raise FloodInputError(f"infiltration layer {p}: land cover {', '.join(unknown[:5])} is not one of "
+                                      f"{', '.join(sorted(LANDCOVER_INFILTRATION))}; give `infiltration_mm_h` "
+                                      f"per polygon instead")
+            gdf = gdf.assign(**{fname: known.map(LANDCOVER_INFILTRATION).astype(float)})
         if fname not in gdf.columns:
             raise FloodInputError(f"{name} layer {p} has no field {fname!r} (the rate in mm/h per polygon); "
                                   f"fields: {', '.join(c for c in gdf.columns if c != gdf.geometry.name)}")
@@ -269,7 +286,8 @@ def prepare_grid(dem: str | os.PathLike[str], *, buildings: str | os.PathLike[st
         bbox: (left, bottom, right, top) in the DEM's CRS: run on this part only.
         manning: Manning's n (s m^-1/3) everywhere, or a raster of it.
         drainage_mm_h: drainage capacity (number, raster, vector layer with `drainage_mm_h`).
-        infiltration_mm_h: infiltration capacity (number, raster, vector layer with `infiltration_mm_h`).
+        infiltration_mm_h: infiltration capacity (number, raster, vector layer with `infiltration_mm_h`, or with a
+            `landcover` class: `LANDCOVER_INFILTRATION`).
         dem_crs: the DEM's CRS when the file declares none.
         fill_holes_px: nodata holes up to this many cells are interpolated (dropouts); larger ones stay outside.
         outlets: polygons of water bodies that take the water reaching them (rivers, lakes: the outfalls of the

@@ -40,6 +40,16 @@ def test_dynamic_run_prints_the_report_as_json(bumpy_dem, tmp_path):
     assert (out / "depth" / "001800.tif").exists() and (out / "inundation.gpkg").exists()
 
 
+def test_sample_city_with_impacts(tmp_path):
+    out = tmp_path / "sample"
+    res = CliRunner().invoke(app, ["analyze", "flood", str(out), "--static", "--resolution", "16", "--impacts",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["impacts"]["buildings_total"] == 2500 and doc["impacts"]["buildings_affected"] > 0
+    assert (out / "impacts" / "buildings.csv").exists() and (out / "impacts" / "impacts.json").exists()
+
+
 def test_static_run_into_the_layer_store(bumpy_dem, tmp_path):
     from layers import LayerStore
 

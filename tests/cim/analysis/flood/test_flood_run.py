@@ -147,3 +147,26 @@ def test_existing_output_is_kept_without_overwrite(tmp_path):
     assert (out / "keep.txt").exists()
     run_flood(params, out, overwrite=True)
     assert not (out / "keep.txt").exists() and (out / "run.json").exists()
+
+
+def test_losses_from_layers_and_land_cover(tmp_path):
+    """Drainage from polygons with a rate, infiltration from land-cover classes, laid out cell by cell."""
+    import geopandas as gpd
+    import shapely
+
+    from cim.analysis.flood.grid import LANDCOVER_INFILTRATION, prepare_grid
+
+    dem = _dem(tmp_path / "dem.tif", np.full((20, 20), 1040.0))
+    x0, y0 = 439300.0, 4440800.0
+    west, east = shapely.box(x0, y0 - 40, x0 + 20, y0), shapely.box(x0 + 20, y0 - 40, x0 + 40, y0)
+    gpd.GeoDataFrame({"drainage_mm_h": [30.0, 10.0]}, geometry=[west, east], crs="EPSG:4547").to_file(
+        tmp_path / "drain.gpkg")
+    gpd.GeoDataFrame({"landcover": ["绿地", "paved"]}, geometry=[west, east], crs="EPSG:4547").to_file(
+        tmp_path / "cover.gpkg")
+    g = prepare_grid(dem, drainage_mm_h=tmp_path / "drain.gpkg", infiltration_mm_h=tmp_path / "cover.gpkg")
+    assert g.drainage[5, 2] * 3.6e6 == pytest.approx(30.0) and g.drainage[5, 15] * 3.6e6 == pytest.approx(10.0)
+    assert g.infiltration[5, 2] * 3.6e6 == pytest.approx(LANDCOVER_INFILTRATION["绿地"])
+    assert g.infiltration[5, 15] == 0.0
+    gpd.GeoDataFrame({"landcover": ["lava"]}, geometry=[west], crs="EPSG:4547").to_file(tmp_path / "bad.gpkg")
+    with pytest.raises(FloodInputError, match="land cover lava is not one of"):
+        prepare_grid(dem, infiltration_mm_h=tmp_path / "bad.gpkg")
