@@ -31,8 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, types
-from numba.typed import Dict
+from numba import njit
 
 _JIT = {"cache": True}
 _OCEAN = 1
@@ -227,7 +226,11 @@ def _label(z, active, ocean, nx, connectivity):  # pragma: no cover
         if lowest:
             size = _push(hk, hs, hv, size, z[c], seq, c)
             seq += 1
-    saddles = Dict.empty(key_type=types.int64, value_type=types.float64)
+    # every contact between two labels, reduced to the lowest per pair at the end (arrays, not a typed dict: the
+    # dict costs seconds of compilation and is slower)
+    pk = np.empty(max(16, n // 8), np.int64)
+    pv = np.empty(max(16, n // 8))
+    npairs = 0
     nlab = 2
     while size > 0:
         c, _, size = _pop(hk, hs, hv, size)
@@ -254,21 +257,30 @@ def _label(z, active, ocean, nx, connectivity):  # pragma: no cover
             elif lm != lc:
                 a = min(lc, lm)
                 b = max(lc, lm)
-                key = a * 2147483648 + b
-                s = max(z[c], z[m])
-                if key in saddles:
-                    if s < saddles[key]:
-                        saddles[key] = s
-                else:
-                    saddles[key] = s
-    keys = np.empty(len(saddles), np.int64)
-    vals = np.empty(len(saddles))
-    i = 0
-    for k, v in saddles.items():
-        keys[i] = k
-        vals[i] = v
-        i += 1
-    return label, keys, vals, nlab
+                if npairs == pk.size:
+                    pk2 = np.empty(2 * pk.size, np.int64)
+                    pv2 = np.empty(2 * pk.size)
+                    pk2[:npairs] = pk[:npairs]
+                    pv2[:npairs] = pv[:npairs]
+                    pk, pv = pk2, pv2
+                pk[npairs] = a * 2147483648 + b
+                pv[npairs] = max(z[c], z[m])
+                npairs += 1
+    order = np.argsort(pk[:npairs], kind="mergesort")
+    keys = np.empty(npairs, np.int64)
+    vals = np.empty(npairs)
+    nk = 0
+    for j in range(npairs):
+        k = pk[order[j]]
+        v = pv[order[j]]
+        if nk > 0 and keys[nk - 1] == k:
+            if v < vals[nk - 1]:
+                vals[nk - 1] = v
+        else:
+            keys[nk] = k
+            vals[nk] = v
+            nk += 1
+    return label, keys[:nk], vals[:nk], nlab
 
 
 # ------------------------------------------------------------------------------------------ hierarchy and water
