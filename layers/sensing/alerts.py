@@ -211,13 +211,13 @@ class AlertEngine:
         """
         events: list[AlertEvent] = []
         changed: dict[int, _State] = {}
+        own: set[int] = set()  # Datastreams whose alert is this batch's copy (copied on first change, not before)
         next_id = self.next_id
         for ds, oid, t, value in sorted(readings, key=lambda r: (r[0], r[2], r[1])):
             st = changed.get(ds)
             if st is None:
                 old = self.states.get(ds)
-                st = _State(old.alert.model_copy(deep=True) if old and old.alert else None,
-                            old.last_time if old else None)
+                st = _State(old.alert if old else None, old.last_time if old else None)
             if st.last_time is not None and t < st.last_time:
                 continue
             st.last_time = t
@@ -226,6 +226,9 @@ class AlertEngine:
             if value is None:
                 continue
             a = st.alert
+            if a is not None and ds not in own and (thr is None or _moves(a, thr, value)):
+                a = st.alert = a.model_copy()
+                own.add(ds)
             if thr is None:
                 if a is not None:  # thresholds were removed: the alert closes
                     reading = Reading(observation_id=oid, result=value, phenomenon_time=t)
@@ -242,11 +245,11 @@ class AlertEngine:
                               peak=reading)
                     next_id += 1
                     st.alert = a
+                    own.add(ds)
                     events.append(AlertEvent("opened", a.model_copy()))
                 continue
-            reading = Reading(observation_id=oid, result=value, phenomenon_time=t)  # a reading of an open alert
             if _worse(value, a.peak.result if a.peak else value, thr.direction):
-                a.peak = reading
+                a.peak = Reading(observation_id=oid, result=value, phenomenon_time=t)
             current = LEVELS.index(a.level)
             new = LEVELS.index(level) if level is not None else -1
             if new > current:
@@ -261,7 +264,8 @@ class AlertEngine:
                     if LEVELS.index(lv) < current and thr.holds(value, lv):
                         target = lv
                 if target is None:
-                    a.closed_at, a.closed_by, a.changed_at = t, reading, t
+                    a.closed_at, a.changed_at = t, t
+                    a.closed_by = Reading(observation_id=oid, result=value, phenomenon_time=t)
                     events.append(AlertEvent("closed", a.model_copy()))
                     st.alert = None
                 else:
@@ -279,6 +283,16 @@ class AlertEngine:
         """Drop the state of deleted Datastreams."""
         for ds in datastream_ids:
             self.states.pop(ds, None)
+
+
+def _moves(a: Alert, thr: Thresholds, value: float) -> bool:
+    """True when a reading changes an open alert (its peak or its level): only then is the alert copied."""
+    if a.peak is None or _worse(value, a.peak.result, thr.direction):
+        return True
+    level = thr.level(value)
+    current = LEVELS.index(a.level)
+    new = LEVELS.index(level) if level is not None else -1
+    return new != current
 
 
 def _worse(value: float, than: float, direction: str) -> bool:

@@ -140,7 +140,7 @@ def read_history(path: str | os.PathLike[str], datastreams: dict[str, int] | Non
     Raises:
         SensingInputError: a missing column, an unreadable time, a name that matches no Datastream, an empty result.
     """
-    from layers.sensing.store import _OBS_SCHEMA
+    from layers.sensing.observations import OBS_SCHEMA
 
     p = Path(path)
     if not p.is_file():
@@ -202,7 +202,7 @@ def read_history(path: str | os.PathLike[str], datastreams: dict[str, int] | Non
     feature = pc.cast(table[f_name].combine_chunks(), pa.int64()) if f_name else pa.nulls(n, pa.int64())
     nulls_t, nulls_s = pa.nulls(n, pa.timestamp("us")), pa.nulls(n, pa.string())
     return pa.Table.from_arrays([pa.nulls(n, pa.int64()), ds, when, nulls_t, result_time, number, text, nulls_s,
-                                 nulls_t, nulls_t, nulls_s, feature], schema=_OBS_SCHEMA)
+                                 nulls_t, nulls_t, nulls_s, feature], schema=OBS_SCHEMA)
 
 
 def import_history(path: str | os.PathLike[str], store: str | os.PathLike[str] | None = None, *,
@@ -254,26 +254,12 @@ def _names(s: Any) -> dict[str, int]:
 
 
 def _check_datastreams(s: Any, table: pa.Table, ds_ids: list[int], path: Path) -> None:
-    """Every row's Datastream exists and its results have the right type (checked on the first row of each)."""
-    from layers.sensing.observations import ObsRow
-
+    """Every row's Datastream exists and its results have the right type."""
     meta = s.meta()
     unknown = [d for d in ds_ids if d not in meta]
     if unknown:
         raise SensingInputError(f"{path}: no Datastream {unknown[0]} in the store ({len(unknown)} unknown id(s))")
-    ds = table["datastream_id"].to_numpy()
-    number = table["result_number"].to_pylist()
-    text = table["result_json"].to_pylist()
-    first_of = {d: int(np.argmax(ds == d)) for d in ds_ids}
-    rows = [ObsRow(d, None, None, None, number[i], text[i], None, None, None, None,  # type: ignore[arg-type]
-                   None) for d, i in first_of.items()]
-    s._validate_rows(rows, LOCAL)
-    for d in ds_ids:
-        if meta[d].observation_type.endswith("OM_Measurement"):
-            results = table["result_number"].filter(pa.array(ds == d))
-            if results.null_count:
-                raise SensingInputError(f"{path}: Datastream {d} takes numbers, but {results.null_count} of its "
-                                        f"results are text")
+    s.validate_table(table, LOCAL, what=f"{path}: data row (counted from 0)")
 
 
 def _report(path: Path, table: pa.Table, stored: int, ds_ids: list[int], t0: float, via: str) -> HistoryReport:

@@ -47,7 +47,8 @@ from layers.sensing.alerts import Alert, AlertEngine, AlertEvent, Reading, Thres
 from layers.sensing.entities import ENTITY_SETS, OM_MEASUREMENT, EntitySet
 from layers.sensing.errors import EntityNotFoundError, QueryError, ReadOnlySensingError, SensingInputError
 from layers.sensing.events import Dispatcher, Hub, ObservationEvent
-from layers.sensing.observations import ObsRow, check_result, parse_data_array
+from layers.sensing.observations import (OBS_SCHEMA, ObsRow, check_result, data_array_table,
+                                         rows_table)
 from layers.sensing.odata import parse_time
 from layers.sensing.query import Reader
 from layers.sensing.schema import (
@@ -67,13 +68,6 @@ if TYPE_CHECKING:
     from layers.store import LayerStore
 
 log = logging.getLogger("cim.sensing")
-
-_OBS_SCHEMA = pa.schema([
-    ("id", pa.int64()), ("datastream_id", pa.int64()), ("phenomenon_time", pa.timestamp("us")),
-    ("phenomenon_time_end", pa.timestamp("us")), ("result_time", pa.timestamp("us")),
-    ("result_number", pa.float64()), ("result_json", pa.string()), ("result_quality", pa.string()),
-    ("valid_time_start", pa.timestamp("us")), ("valid_time_end", pa.timestamp("us")),
-    ("parameters", pa.string()), ("feature_id", pa.int64())])
 
 
 _ALERT_COLUMNS = ("id", "datastream_id", "level", "max_level", "direction", "threshold", "opened_at",
@@ -150,17 +144,6 @@ class WriterStats:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-def rows_table(rows: Sequence[ObsRow], ids: Sequence[int] | None = None) -> pa.Table:
-    """Observations as a table in the `observations` layout (null ids are given at commit)."""
-    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in range(11)]
-    return pa.Table.from_arrays(
-        [pa.array(ids if ids is not None else [None] * len(rows), pa.int64()), pa.array(cols[0], pa.int64()),
-         pa.array(cols[1], pa.timestamp("us")), pa.array(cols[2], pa.timestamp("us")),
-         pa.array(cols[3], pa.timestamp("us")), pa.array(cols[4], pa.float64()), pa.array(cols[5], pa.string()),
-         pa.array(cols[6], pa.string()), pa.array(cols[7], pa.timestamp("us")), pa.array(cols[8], pa.timestamp("us")),
-         pa.array(cols[9], pa.string()), pa.array(cols[10], pa.int64())], schema=_OBS_SCHEMA)
 
 
 def writer_file(store_path: str | os.PathLike[str]) -> Path:
@@ -446,6 +429,7 @@ class SensingStore:
                 cur.begin()
                 try:
                     result = work(writer)
+                    writer.flush()
                     refresh_security(cur, None if writer.full_refresh else writer.touched)
                     cur.commit()
                 except BaseException:
@@ -575,16 +559,74 @@ class SensingStore:
         fut = self.submit(list(rows))
         return fut.result() if wait else fut
 
+    def add_table(self, table: pa.Table, access: Access = LOCAL) -> list[int]:
+        """Validate and store a table of observations in the `observations` layout (one batch or part of one);
+        returns their ids.
+
+        Raises:
+            EntityNotFoundError, SensingInputError: see `validate_table`; nothing is queued.
+        """
+        self._require_writable()
+        if not access.write:
+            from layers.sensing.errors import WriteForbiddenError
+
+            raise WriteForbiddenError("this key may read but not write observations; it needs the grant "
+                                      "sensing:write")
+        self.validate_table(table, access)
+        return self.submit(table).result()
+
+    def validate_table(self, table: pa.Table, access: Access = LOCAL, what: str = "observation") -> None:
+        """Check a table of observations against their Datastreams, column-wise: each Datastream exists and the
+        caller sees it, results have its observationType, features of interest exist (or the Thing has a Location).
+
+        Raises:
+            EntityNotFoundError: a Datastream or FeatureOfInterest that does not exist or is hidden.
+            SensingInputError: a result of the wrong type (the message names the first such row).
+        """
+        meta = self.meta()
+        ds = table["datastream_id"].to_numpy()
+        number_null = table["result_number"].is_null().to_numpy(zero_copy_only=False)
+        feature_null = table["feature_id"].is_null().to_numpy(zero_copy_only=False)
+        for d in np.unique(ds).tolist():
+            m = meta.get(d)
+            if m is None or not access.sees(m.security):
+                raise EntityNotFoundError(f"no Datastream {d}")
+            mine = ds == d
+            if m.observation_type == OM_MEASUREMENT:
+                bad = mine & number_null
+                if bad.any():
+                    k = int(np.argmax(bad))
+                    shown = table["result_json"][k].as_py()
+                    raise SensingInputError(f"{what} {k}: result {str(shown)[:40]} is not a number, as Datastream {d}'s "
+                                            f"observationType OM_Measurement requires")
+            else:
+                idx = np.flatnonzero(mine)
+                numbers, texts = table["result_number"].take(idx).to_pylist(), table["result_json"].take(idx).to_pylist()
+                for k, num, txt in zip(idx.tolist(), numbers, texts, strict=True):
+                    check_result(ObsRow(d, None, None, None, num, txt, None, None, None, None, None),  # type: ignore
+                                 m.observation_type, f"{what} {k}")
+            if m.location_id is None and (mine & feature_null).any():
+                raise SensingInputError(f"{what} {int(np.argmax(mine & feature_null))} has no FeatureOfInterest and "
+                                        f"Thing {m.thing_id} of Datastream {d} has no Location to take it from")
+        fois = sorted(set(table["feature_id"].drop_null().to_pylist()))
+        if fois:
+            found = {r[0] for r in self.cursor().execute(
+                f"SELECT id FROM {SCHEMA}.features WHERE id IN (SELECT unnest($1::BIGINT[]))"
+                + ("" if access.full else " AND list_contains($2::VARCHAR[], security)"),
+                [fois] + ([] if access.full else [list(access.levels)])).fetchall()}
+            missing = [f for f in fois if f not in found]
+            if missing:
+                raise EntityNotFoundError(f"no FeatureOfInterest {missing[0]}")
+
     def create_observations(self, body: Any, access: Access = LOCAL, *, base: str = "") -> list[str]:
         """`POST /CreateObservations` (dataArray): store every row of every entry in one batch, or none.
 
         Returns:
             The selfLink of every created Observation, in the order of the rows.
         """
-        groups = parse_data_array(body, now=now_utc())
-        rows = [r for g in groups for r in g]
-        ids = self.add_observations(rows, access)
-        return [f"{base}/Observations({i})" for i in ids]  # type: ignore[union-attr]
+        table = data_array_table(body, now=now_utc())
+        ids = self.add_table(table, access)
+        return [f"{base}/Observations({i})" for i in ids]
 
     def submit(self, rows: Sequence[ObsRow] | pa.Table, ids: list[int] | None = None,
                on_done: Callable[[BaseException | None], None] | None = None) -> Future[list[int]]:
@@ -748,6 +790,7 @@ class SensingStore:
         """Write one batch in one transaction: observations (ids and default features filled in), `latest`, new
         Datastream/FeatureOfInterest pairs, alert changes."""
         n = table.num_rows
+        table = table.combine_chunks()  # many small jobs: one chunk for DuckDB's scan
         id_col = table["id"]
         if id_col.null_count:
             given = id_col.to_numpy(zero_copy_only=False)

@@ -324,3 +324,33 @@ def test_read_only_store_reads_and_refuses_writes(tmp_path: Path) -> None:
             s.create("Things", {"name": "x"})
         with pytest.raises(ReadOnlySensingError):
             s.add_observations([parse_observation({"result": 1.0}, datastream_id=1)])
+
+
+def test_data_array_column_path_equals_the_row_path(tmp_path: Path) -> None:
+    """CreateObservations entries in the common shape are converted column-wise; the rest go row by row. Both give
+    the same stored values, and the returned links follow the request's row order."""
+    from layers.sensing.entities import OM_TRUTH
+    from layers.sensing.observations import data_array_table, parse_data_array, rows_table
+
+    body = [{"Datastream": {"@iot.id": 1}, "components": ["phenomenonTime", "result", "resultTime"],
+             "dataArray": [["2024-07-20T08:00:00+08:00", 1, "2024-07-20T00:00:05Z"],
+                           ["2024-07-20T00:01:00.25Z", 2.5, None]]},
+            {"Datastream": {"@iot.id": 4}, "components": ["result", "phenomenonTime"],
+             "dataArray": [[True, "2024-07-20T00:02:00Z"]]},  # booleans take the row path
+            {"Datastream": {"@iot.id": 1}, "components": ["phenomenonTime", "result"],
+             "dataArray": [["2024-07-20T00:03:00Z", 3.75]]}]
+    fast = data_array_table(body)
+    slow = rows_table([r for g in parse_data_array(body) for r in g])
+    assert fast.to_pylist() == slow.to_pylist()
+    assert fast["result_json"].to_pylist()[:2] == ["1", None]  # an integer stays an integer
+    with SensingStore(tmp_path / "d.duckdb") as s:
+        populate(s)
+        s.create("Datastreams", {**thing_doc(0)["Datastreams"][0], "name": "door", "observationType": OM_TRUTH,
+                                 "properties": {}, "Thing": {"@iot.id": 1}, "Sensor": {"@iot.id": 1},
+                                 "ObservedProperty": {"@iot.id": 1}})
+        links = s.create_observations(body, base="B")
+        got = [get(s, link[2:]) for link in links]
+        assert [o["result"] for o in got] == [1, 2.5, True, 3.75]
+        assert [o["phenomenonTime"] for o in got] == ["2024-07-20T00:00:00Z", "2024-07-20T00:01:00.250Z",
+                                                      "2024-07-20T00:02:00Z", "2024-07-20T00:03:00Z"]
+        assert got[0]["resultTime"] == "2024-07-20T00:00:05Z" and got[1]["resultTime"] is None
