@@ -297,6 +297,7 @@ def bench_mqtt(work: Path, n_obs: int, rate: float) -> dict[str, float]:
 def bench_latest(work: Path, n_ds: int, runs: int) -> dict[str, float]:
     store = work / "latest.duckdb"
     key = make_store(store, n_ds, readings=10)
+    print(f"  latest: store of {n_ds} Datastreams made", flush=True)
     out: dict[str, float] = {"datastreams": n_ds}
     with SensingStore(store, read_only=True) as s:
         s.latest()
@@ -313,6 +314,7 @@ def bench_latest(work: Path, n_ds: int, runs: int) -> dict[str, float]:
             cur.execute("SELECT * FROM sensing.latest").fetchall()
             floor.append(time.perf_counter() - t0)
     out.update(lib_p50=pct(lib, 50), lib_p95=pct(lib, 95), floor_p50=pct(floor, 50), floor_p95=pct(floor, 95))
+    print(f"  latest: library done {out}", flush=True)
     with server(store) as base, httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=60) as c:
         http, sta = [], []
         c.get("/sensing/latest")
@@ -321,6 +323,7 @@ def bench_latest(work: Path, n_ds: int, runs: int) -> dict[str, float]:
             r = c.get("/sensing/latest")
             http.append(time.perf_counter() - t0)
         assert len(r.json()["features"]) == n_ds
+        print("  latest: HTTP done", flush=True)
         q = {"$top": str(n_ds), "$select": "id", "$expand": "Observations($top=1;$orderby=phenomenonTime desc;"
                                                              "$select=result,phenomenonTime)"}
         for _ in range(max(3, runs // 5)):

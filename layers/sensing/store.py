@@ -636,11 +636,12 @@ class SensingStore:
             rows: observations, or a table in the `observations` layout (`rows_table`).
             ids: their ids, when already allocated.
             on_done: called (on the writer thread) after the batch commits or fails, e.g. to acknowledge an MQTT
-                message.
+                message; then no future is returned (None).
         """
         self._require_writable()
         job = _Job(table=rows) if isinstance(rows, pa.Table) else _Job(rows=rows, ids=ids)
-        fut: Future[list[int]] = Future()
+        # a caller with a callback (MQTT, one message at a time) needs no future: it costs a lock per message
+        fut: Future[list[int]] | None = Future() if on_done is None else None
         job.future, job.on_done = fut, on_done
         n = job.n
         with self._pending_cv:
@@ -650,7 +651,7 @@ class SensingStore:
             self.stats.pending = self._pending
         self._ensure_writer()
         self._queue.put(job)
-        return fut
+        return fut  # type: ignore[return-value]
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until everything queued so far is committed."""
@@ -765,25 +766,32 @@ class SensingStore:
 
     def _default_features(self, cur: duckdb.DuckDBPyConnection, meta: dict[int, DatastreamMeta],
                           datastreams: Iterable[int]) -> dict[int, int]:
-        """The FeatureOfInterest of each Datastream's Thing location (created from the Location when missing)."""
-        out: dict[int, int] = {}
+        """The FeatureOfInterest of each Datastream's Thing location (created from the Location when missing; two
+        statements for any number of Locations)."""
+        locs: dict[int, int] = {}
         for ds in datastreams:
             loc = meta[ds].location_id
             if loc is None:
                 raise SensingInputError(f"Datastream {ds}'s Thing has no Location for a FeatureOfInterest")
-            foi = self._foi.get(loc)
-            if foi is None:
-                row = cur.execute(f"SELECT id FROM {SCHEMA}.features WHERE location_id = ? ORDER BY id LIMIT 1",
-                                  [loc]).fetchone()
-                if row is not None:
-                    foi = int(row[0])
-                else:
-                    foi = self._next_id(f"{SCHEMA}.features")
-                    cur.execute(f"INSERT INTO {SCHEMA}.features SELECT ?, name, description, encoding_type, location, "
-                                f"geom, properties, id, security FROM {SCHEMA}.locations WHERE id = ?", [foi, loc])
-                self._foi[loc] = foi
-            out[ds] = foi
-        return out
+            locs[ds] = loc
+        unknown = sorted({loc for loc in locs.values() if loc not in self._foi})
+        if unknown:
+            found = dict(cur.execute(f"SELECT location_id, min(id) FROM {SCHEMA}.features WHERE location_id IN "
+                                     f"(SELECT unnest($1::BIGINT[])) GROUP BY 1", [unknown]).fetchall())
+            self._foi.update(found)
+            missing = [loc for loc in unknown if loc not in found]
+            if missing:
+                ids = self._take_ids(f"{SCHEMA}.features", len(missing))
+                cur.register("sensing_new_features", pa.table({"fid": pa.array(ids, pa.int64()),
+                                                               "loc": pa.array(missing, pa.int64())}))
+                try:
+                    cur.execute(f"INSERT INTO {SCHEMA}.features SELECT m.fid, l.name, l.description, l.encoding_type, "
+                                f"l.location, l.geom, l.properties, l.id, l.security FROM sensing_new_features m "
+                                f"JOIN {SCHEMA}.locations l ON l.id = m.loc")
+                finally:
+                    cur.unregister("sensing_new_features")
+                self._foi.update(zip(missing, ids, strict=True))
+        return {ds: self._foi[loc] for ds, loc in locs.items()}
 
     def _write_batch(self, cur: duckdb.DuckDBPyConnection, table: pa.Table, meta: dict[int, DatastreamMeta]
                      ) -> tuple[list[ObservationEvent], list[AlertEvent], pa.Table]:
@@ -1006,11 +1014,17 @@ class SensingStore:
         return out
 
     # ------------------------------------------------------------------ frames (notebooks, analyses)
-    def _visible_datastreams(self, access: Access, observed_property: str | None) -> list[DatastreamMeta]:
-        out = [m for m in self.meta().values() if access.sees(m.security)]
+    def _visible_datastreams(self, access: Access, observed_property: str | None,
+                             meta: dict[int, DatastreamMeta] | None = None) -> list[DatastreamMeta]:
+        """The Datastreams `access` sees, by id (a cached list: callers must not change it)."""
+        meta = self.meta() if meta is None else meta
+        ordered = getattr(self, "_ordered", None)
+        if ordered is None or ordered[0] is not meta:
+            ordered = self._ordered = (meta, sorted(meta.values(), key=lambda m: m.id))
+        out = ordered[1] if access.full else [m for m in ordered[1] if access.sees(m.security)]
         if observed_property is not None:
             out = [m for m in out if observed_property in (m.observed_property, m.definition)]
-        return sorted(out, key=lambda m: m.id)
+        return out
 
     def datastreams(self, observed_property: str | None = None, access: Access = LOCAL) -> gpd.GeoDataFrame:
         """Datastreams with their Thing's location, optionally of one ObservedProperty (by name or definition).
@@ -1098,34 +1112,53 @@ class SensingStore:
             `location` ([lon, lat] or None), `phenomenonTime`, `result`, `level` (blue..red or None),
             `thresholds`.
         """
-        metas = self._visible_datastreams(access, observed_property)
+        meta = self.meta()  # one snapshot: an entity write may replace the cache meanwhile
+        metas = self._visible_datastreams(access, observed_property, meta)
         if not metas:
             return []
         cur = self.cursor()
-        ids = [m.id for m in metas]
-        if at is None:
-            rows = cur.execute(f"SELECT datastream_id, phenomenon_time, result_number, result_json FROM "
-                               f"{SCHEMA}.latest WHERE datastream_id IN (SELECT unnest($1::BIGINT[]))",
-                               [ids]).fetchall()
+        everything = len(metas) == len(meta)
+        if at is None:  # one small table; read all of it when the caller sees every Datastream
+            rows = cur.execute(f"SELECT datastream_id, phenomenon_time, result_number, result_json FROM {SCHEMA}.latest"
+                               + ("" if everything else " WHERE datastream_id IN (SELECT unnest($1::BIGINT[]))"),
+                               [] if everything else [[m.id for m in metas]]).fetchall()
         else:
             t = parse_time(at, "at") if isinstance(at, str) else at
             lo = t - timedelta(hours=window_hours)
             rows = cur.execute(f"SELECT datastream_id, max(phenomenon_time), arg_max_null(result_number, "
                                f"(phenomenon_time, id)), arg_max_null(result_json, (phenomenon_time, id)) FROM "
                                f"{SCHEMA}.observations WHERE phenomenon_time <= $2 AND phenomenon_time > $3 AND "
-                               f"datastream_id IN (SELECT unnest($1::BIGINT[])) GROUP BY 1", [ids, t, lo]).fetchall()
-        readings = {r[0]: r[1:] for r in rows}
-        locations = self._locations(cur, {m.location_id for m in metas if m.location_id})
+                               f"datastream_id IN (SELECT unnest($1::BIGINT[])) GROUP BY 1",
+                               [[m.id for m in metas], t, lo]).fetchall()
+        readings = {r[0]: r for r in rows}
+        static = self._latest_static(cur, meta)
         out = []
+        none = (None, None, None, None)
         for m in metas:
-            t, num, txt = readings.get(m.id, (None, None, None))
-            level = m.thresholds.level(num) if m.thresholds is not None and num is not None else None
-            out.append({"datastream": m.id, "name": m.name, "thing": m.thing_id, "thingName": m.thing,
-                        "observedProperty": m.observed_property, "unit": m.unit,
-                        "location": locations.get(m.location_id), "phenomenonTime": iso(t),
-                        "result": decode_result(num, txt) if t is not None else None, "level": level,
-                        "thresholds": m.thresholds.to_dict() if m.thresholds else None})
+            _, t, num, txt = readings.get(m.id, none)
+            d = static[m.id].copy()
+            if t is not None:
+                d["phenomenonTime"] = iso(t)
+                d["result"] = decode_result(num, txt)
+                if m.thresholds is not None and num is not None:
+                    d["level"] = m.thresholds.level(num)
+            out.append(d)
         return out
+
+    def _latest_static(self, cur: duckdb.DuckDBPyConnection, meta: dict[int, DatastreamMeta]
+                       ) -> dict[int, dict[str, Any]]:
+        """The part of `latest`'s answer that changes only with the entities (kept until the next entity write)."""
+        cache = getattr(self, "_static_cache", None)
+        if cache is not None and cache[0] is meta:
+            return cache[1]
+        locations = self._locations(cur, {m.location_id for m in meta.values() if m.location_id})
+        static = {m.id: {"datastream": m.id, "name": m.name, "thing": m.thing_id, "thingName": m.thing,
+                         "observedProperty": m.observed_property, "unit": m.unit,
+                         "location": locations.get(m.location_id), "phenomenonTime": None, "result": None,
+                         "level": None, "thresholds": m.thresholds.to_dict() if m.thresholds else None}
+                  for m in meta.values()}
+        self._static_cache = (meta, static)
+        return static
 
     def _locations(self, cur: duckdb.DuckDBPyConnection, ids: set[int]) -> dict[int, list[float]]:
         cache = getattr(self, "_location_cache", None)

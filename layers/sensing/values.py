@@ -50,10 +50,14 @@ def iso(t: datetime | None) -> str | None:
     """A naive UTC datetime as ISO 8601 with `Z` (milliseconds when the time has a fraction)."""
     if t is None:
         return None
-    s = t.strftime("%Y-%m-%dT%H:%M:%S")
-    if t.microsecond:
-        s += f".{t.microsecond:06d}".rstrip("0") if t.microsecond % 1000 else f".{t.microsecond // 1000:03d}"
-    return s + "Z"
+    if t.tzinfo is not None:  # isoformat would append the offset
+        t = t.astimezone(UTC).replace(tzinfo=None)
+    us = t.microsecond
+    if not us:
+        return t.isoformat() + "Z"
+    if us % 1000 == 0:
+        return t.isoformat(timespec="milliseconds") + "Z"
+    return t.isoformat().rstrip("0") + "Z"
 
 
 def interval(start: datetime | None, end: datetime | None) -> str | None:

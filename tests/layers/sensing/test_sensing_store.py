@@ -4,7 +4,7 @@ access control, writes (deep insert, patch, put, delete), the frames analyses us
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from layers.sensing.errors import (
     WriteForbiddenError,
 )
 from layers.sensing.observations import parse_observation
+from layers.sensing.values import iso
 from tests.support.sensing import HOURS, T0, THINGS, populate, series, thing_doc, times
 
 PUBLIC = Access()
@@ -231,6 +232,7 @@ def test_write_lifecycle_and_cascade(tmp_path: Path) -> None:
         s.update("Things(1)", [{"op": "replace", "path": "/name", "value": "renamed"},
                                {"op": "remove", "path": "/properties"}], mode="json-patch")
         assert get(s, "Things(1)", PUBLIC)["name"] == "renamed"  # no properties: public again
+        assert s.latest(PUBLIC)[0]["thingName"] == "renamed"  # latest's kept entity part follows entity writes
         with pytest.raises(SensingInputError, match="needs name"):
             s.update("Things(1)", {"description": "only"}, mode="put")
         s.update("Sensors(1)", {"name": "new sensor", "description": "", "encodingType": "text/html",
@@ -238,7 +240,7 @@ def test_write_lifecycle_and_cascade(tmp_path: Path) -> None:
         s.update("Observations(1)", {"result": 9.5})
         assert get(s, "Observations(1)")["result"] == 9.5
         s.delete("Things(1)")
-        assert ids(get(s, "Datastreams")) == [2, 3]
+        assert ids(get(s, "Datastreams")) == [2, 3] and [r["datastream"] for r in s.latest()] == [2, 3]
         assert get(s, "Observations", count="true", top="1")["@iot.count"] == 2 * HOURS
         assert ids(get(s, "Sensors")) == [1, 2, 3]  # Sensors are independent of Things
         s.delete("Sensors(2)")  # takes its Datastream and that Datastream's observations
@@ -354,3 +356,14 @@ def test_data_array_column_path_equals_the_row_path(tmp_path: Path) -> None:
         assert [o["phenomenonTime"] for o in got] == ["2024-07-20T00:00:00Z", "2024-07-20T00:01:00.250Z",
                                                       "2024-07-20T00:02:00Z", "2024-07-20T00:03:00Z"]
         assert got[0]["resultTime"] == "2024-07-20T00:00:05Z" and got[1]["resultTime"] is None
+
+
+@pytest.mark.parametrize("t, want", [
+    (datetime(2024, 7, 20, 8), "2024-07-20T08:00:00Z"),
+    (datetime(2024, 7, 20, 8, 0, 1, 250_000), "2024-07-20T08:00:01.250Z"),
+    (datetime(2024, 7, 20, 8, 0, 1, 120_400), "2024-07-20T08:00:01.1204Z"),
+    (datetime(2024, 7, 20, 16, tzinfo=timezone(timedelta(hours=8))), "2024-07-20T08:00:00Z"),
+    (None, None),
+])
+def test_iso_times_are_utc_with_z(t: datetime | None, want: str | None) -> None:
+    assert iso(t) == want
