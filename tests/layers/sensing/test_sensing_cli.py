@@ -4,10 +4,12 @@ the sample city's `sensors` layer and a few buildings; and the simulator's readi
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import geopandas as gpd
+import httpx
 import numpy as np
 import pytest
 import shapely
@@ -16,7 +18,12 @@ from typer.testing import CliRunner
 from cli import app, main
 from layers import LayerStore
 from layers.sensing import SensingStore
+from layers.sensing.sample import seed_sample_city
 from layers.sensing.simulate import Scenario, SimSensor, readings, seconds
+from tests.support.mosquitto import mosquitto_broker
+from tests.tiles.server_support import running_server
+from tiles.server import ServerSettings, create_app
+from tiles.server.auth import AccessStore, access_path
 
 REPO = Path(__file__).resolve().parents[3]
 runner = CliRunner()
@@ -44,6 +51,14 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def seeded(store: Path) -> Path:
+    """The same store with the sample sensors seeded (whichever test of this module runs first on a worker)."""
+    with SensingStore(store) as s:
+        seed_sample_city(s)
+    return store
+
+
 def test_seed_then_simulate_into_the_store(store: Path) -> None:
     code, out = cim("seed", "--store", str(store), "--json")
     assert code == 0
@@ -64,8 +79,9 @@ def test_seed_then_simulate_into_the_store(store: Path) -> None:
         assert len(s.observations([int(stations.datastream_id[0])])) >= 12
 
 
-def test_import_history_file_and_bad_files(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_import_history_file_and_bad_files(seeded: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                            ) -> None:
+    store = seeded
     with SensingStore(store, read_only=True) as s:
         ds = int(s.datastreams("rainfall_rate").datastream_id[0])
     good = tmp_path / "rain.csv"
@@ -98,3 +114,37 @@ def test_simulated_readings_follow_their_definition() -> None:
     assert level.min() >= 1036.0 - 0.01 and level.max() <= 1038.0 + 0.5  # base .. about peak x strength
     # the wave peaks after the rain: the station's level lags the gauge
     assert np.argmax(level[:60]) > np.argmax(rain[:60])
+
+
+def test_simulate_through_a_server_by_http_and_by_mqtt(seeded: Path, tmp_path: Path) -> None:
+    """`cim sensors simulate --server` posts CreateObservations; with `--mqtt` it publishes to a real mosquitto the
+    server subscribes to; every reading sent is stored, on the sample sensors the server lists."""
+    with AccessStore(access_path(seeded)) as acc:
+        key = acc.create("internal,sensing:write").key
+    with mosquitto_broker(tmp_path / "broker") as broker:
+        app = create_app(ServerSettings(store=seeded, mqtt=broker.address, mqtt_client_id="cim-sim-test",
+                                        log_requests=False))
+        with running_server(app) as base, httpx.Client(base_url=base, headers={"X-API-Key": key}) as c:
+            def stored() -> int:
+                return c.get("/sta/v1.1/Observations", params={"$count": "true", "$top": "0"}).json()["@iot.count"]
+
+            before = stored()
+            code, out = cim("simulate", "--server", base, "--api-key", key, "--rate", "30", "--duration", "1.2",
+                            "--json")
+            http = json.loads(out)
+            assert code == 0 and http["to"] == base and http["observations"] >= 20
+            assert stored() == before + http["observations"]  # the response came after the commit
+            code, out = cim("simulate", "--server", base, "--api-key", key, "--mqtt", broker.address, "--rate", "30",
+                            "--duration", "1.2", "--json")
+            mq = json.loads(out)
+            assert code == 0 and mq["to"] == broker.address and mq["observations"] >= 20
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and stored() < before + http["observations"] + mq["observations"]:
+                time.sleep(0.1)
+            status = c.get("/sensing/status").json()["mqtt"]
+            assert status["received"] == status["stored"] == mq["observations"] and status["rejected"] == 0
+            assert stored() == before + http["observations"] + mq["observations"]
+            # the readings went to the sample sensors, with their simulated values
+            latest = {r["properties"]["observedProperty"] for r in c.get("/sensing/latest").json()["features"]
+                      if r["properties"]["result"] is not None}
+            assert {"water_level", "rainfall_rate", "settlement"} <= latest
