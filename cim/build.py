@@ -158,6 +158,8 @@ def build_city(
                 write_oblique(city, oblique, overwrite=True)
     if dem is None and oblique is None:
         raise InputError(f"a DEM is required for a level-{level} model without --oblique; pass --dem PATH (GeoTIFF)")
+    if terrain_options is not None and hasattr(terrain_options, "check"):
+        terrain_options.check()  # options first: a bad number is refused before any input is read
     inputs = {"dem": _opt(dem), "ortho": _opt(ortho), "buildings": _opt(buildings), "dsm": _opt(dsm),
               "oblique": _opt(oblique)}
     for name, value in inputs.items():

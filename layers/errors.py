@@ -29,6 +29,15 @@ class StoreLockedError(StoreError):
     """Another process holds the store file (DuckDB allows one read-write process or many read-only ones)."""
 
 
+class StoreWriteError(StoreError):
+    """A write to the store failed in the file system (disk full, file size limit) or for lack of memory; the
+    change was not stored and what was stored before is intact."""
+
+
+class QueryTimeoutError(LayerError):
+    """A query ran out of the time budget of its caller (`layers.budget.time_budget`, an HTTP request's budget)."""
+
+
 class VersionNotFoundError(LayerNotFoundError):
     """A layer has no such version."""
 

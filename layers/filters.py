@@ -13,7 +13,13 @@ Grammar (keywords case-insensitive; a property is a bare name, Chinese allowed, 
     operand    := property | 'string' | number | TRUE | FALSE | DATE('...') | TIMESTAMP('...') | CASEI(operand)
 
 Safety: the user's text never reaches SQL. Properties must be fields of the layer (looked up in its catalogue
-schema, then written as quoted identifiers); every literal becomes a `?` parameter.
+schema, then written as quoted identifiers); every literal becomes a `?` parameter. The work a filter can ask for
+is bounded: at most `MAX_LENGTH` characters, `MAX_TOKENS` tokens and `MAX_DEPTH` levels of nesting (parentheses,
+NOT, CASEI), checked by the parser before any recursion could reach Python's limit; and a LIKE pattern (a string
+literal, as CQL2 requires) is compiled to a linear-time match: DuckDB's own LIKE backtracks on `_` mixed with `%`
+(`'%a_%a_%b'` over 1,000 strings of 200 characters took 50 s), so only the forms DuckDB turns into a prefix, suffix
+or substring test (`'abc'`, `'abc%'`, `'%abc'`, `'%abc%'`) stay LIKE, and every other pattern becomes an RE2
+`regexp_full_match`, whose time is linear in the text. A backslash escapes `%`, `_` and itself in patterns (CQL2).
 
     >>> compile_filter("pop > 1000 AND name LIKE '东%'", ["pop", "name"]).sql
     '(("pop" > ?) AND ("name" LIKE ?))'
@@ -41,6 +47,9 @@ _TOKEN = re.compile(r"""
 _KEYWORDS = {"AND", "OR", "NOT", "LIKE", "IN", "BETWEEN", "IS", "NULL", "TRUE", "FALSE", "CASEI", "DATE",
              "TIMESTAMP"}
 MAX_LENGTH = 4000
+MAX_TOKENS = 1000
+MAX_DEPTH = 20
+MAX_SINGLE_WILDCARDS = 1000  # `_` in one pattern (RE2 counts repetitions up to 1000)
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,9 @@ def tokenize(text: str) -> list[Token]:
             kind, value = "keyword", value.upper()
         if kind != "ws":
             tokens.append(Token(kind, value, pos))
+            if len(tokens) > MAX_TOKENS:
+                raise FilterSyntaxError(f"--where: more than {MAX_TOKENS} tokens; split the question into several "
+                                        f"queries or use IN (...) lists of fewer values")
         pos = m.end()
     tokens.append(Token("end", "", len(text)))
     return tokens
@@ -90,6 +102,14 @@ class _Parser:
         self.fields = fields  # casefolded name -> stored name
         self.params: list[Any] = []
         self.used: set[str] = set()
+        self.depth = 0
+
+    def nested(self) -> None:
+        """Count one more level of nesting (parentheses, NOT, CASEI); refuse beyond MAX_DEPTH."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise FilterSyntaxError(f"--where: nested more than {MAX_DEPTH} levels deep (parentheses, NOT, CASEI) "
+                                    f"at position {self.tok.pos + 1}; write the filter flatter")
 
     # -- token helpers
     @property
@@ -135,10 +155,15 @@ class _Parser:
 
     def factor(self) -> str:
         if self.accept("keyword", "NOT"):
-            return f"(NOT {self.factor()})"
+            self.nested()
+            inner = self.factor()
+            self.depth -= 1
+            return f"(NOT {inner})"
         if self.accept("punct", "("):
+            self.nested()
             inner = self.expr()
             self.expect("punct", ")")
+            self.depth -= 1
             return inner
         return self.predicate()
 
@@ -152,7 +177,7 @@ class _Parser:
         negate = bool(self.accept("keyword", "NOT"))
         nt = "NOT " if negate else ""
         if self.accept("keyword", "LIKE"):
-            return f"({left} {nt}LIKE {self.operand()})"
+            return f"({nt}{self.like(left)})"
         if self.accept("keyword", "IN"):
             self.expect("punct", "(")
             items = [self.literal()]
@@ -183,10 +208,30 @@ class _Parser:
             return '"' + stored.replace('"', '""') + '"'
         if self.accept("keyword", "CASEI"):
             self.expect("punct", "(")
+            self.nested()
             inner = self.operand()
             self.expect("punct", ")")
+            self.depth -= 1
             return f"lower({inner})"
         return self.literal()
+
+    def like(self, left: str) -> str:
+        """`left LIKE pattern`: the pattern is a string literal or CASEI of one (CQL2's patternExpression)."""
+        casei = bool(self.accept("keyword", "CASEI"))
+        if casei:
+            self.expect("punct", "(")
+        t = self.expect("string", what="a quoted LIKE pattern")
+        if casei:
+            self.expect("punct", ")")
+        pattern = t.value[1:-1].replace("''", "'")
+        if casei:
+            pattern = pattern.lower()
+        parts = like_parts(pattern)
+        if parts is None:  # a prefix, suffix or substring test: DuckDB's LIKE is linear there
+            self.params.append(pattern)
+            return f"{left} LIKE ?"
+        self.params.append(like_regex(parts))
+        return f"regexp_full_match({left}, ?, 's')"
 
     def literal(self) -> str:
         t = self.tok
@@ -220,6 +265,63 @@ class _Parser:
         return "?"
 
 
+def like_parts(pattern: str) -> list[str | tuple[int, bool]] | None:
+    """A CQL2 LIKE pattern as literal text runs and wildcard runs `(single wildcards, any length)`; None when the
+    pattern is plain text with `%` at most at its ends (and no `_` or backslash), which DuckDB's LIKE answers in linear
+    time.
+
+    Raises:
+        FilterSyntaxError: more than MAX_SINGLE_WILDCARDS `_`, or a pattern ending in a lone backslash.
+    """
+    core = pattern[1:] if pattern.startswith("%") else pattern
+    core = core[:-1] if core.endswith("%") else core
+    if not any(c in core for c in "%_\\"):
+        return None
+    parts: list[str | tuple[int, bool]] = []
+    text: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            if i + 1 == len(pattern):
+                raise FilterSyntaxError(f"--where: LIKE pattern {pattern!r} ends in a lone escape \\; write \\\\ for a "
+                                        f"backslash")
+            text.append(pattern[i + 1])
+            i += 2
+            continue
+        if c in "%_":
+            if text:
+                parts.append("".join(text))
+                text = []
+            single, anything = 0, False
+            while i < len(pattern) and pattern[i] in "%_":  # '_%_' is '__%': a run is n characters, or n or more
+                single += pattern[i] == "_"
+                anything |= pattern[i] == "%"
+                i += 1
+            parts.append((single, anything))
+            continue
+        text.append(c)
+        i += 1
+    if text:
+        parts.append("".join(text))
+    if sum(p[0] for p in parts if isinstance(p, tuple)) > MAX_SINGLE_WILDCARDS:
+        raise FilterSyntaxError(f"--where: LIKE pattern with more than {MAX_SINGLE_WILDCARDS} _ wildcards")
+    return parts
+
+
+def like_regex(parts: list[str | tuple[int, bool]]) -> str:
+    """The RE2 regex (for `regexp_full_match(.., 's')`) of `like_parts`: letters and digits as they are, every other
+    character as a `\\x{..}` escape, wildcard runs as `.{n}` or `.{n,}`."""
+    out = []
+    for p in parts:
+        if isinstance(p, tuple):
+            single, anything = p
+            out.append(f".{{{single},}}" if anything else f".{{{single}}}")
+        else:
+            out.append("".join(c if c.isascii() and c.isalnum() else f"\\x{{{ord(c):x}}}" for c in p))
+    return "".join(out)
+
+
 def compile_filter(text: str, fields: Iterable[str]) -> SqlFilter:
     """Compile a `--where` filter against a layer's field names.
 
@@ -237,9 +339,14 @@ def compile_filter(text: str, fields: Iterable[str]) -> SqlFilter:
         raise FilterSyntaxError(f"--where: filter longer than {MAX_LENGTH} characters")
     if not text.strip():
         raise FilterSyntaxError("--where: empty filter")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise FilterSyntaxError(f"--where: not UTF-8 text (character {exc.start + 1}); check the terminal's "
+                                f"encoding") from exc
     parser = _Parser(text, {f.casefold(): f for f in fields})
     sql = parser.parse()
     return SqlFilter(sql, parser.params, parser.used)
 
 
-__all__ = ["SqlFilter", "compile_filter", "tokenize"]
+__all__ = ["MAX_DEPTH", "MAX_LENGTH", "MAX_TOKENS", "SqlFilter", "compile_filter", "like_parts", "like_regex", "tokenize"]

@@ -23,6 +23,7 @@ import shapely
 from pyproj import CRS
 
 from cim.sources.crs import parse_crs, transformer
+from cim.sources.limits import check_wkb
 from layers.db import ROW_GROUP_SIZE, connect
 from layers.errors import GeometryRejectedError, LayerInputError
 from layers.models import Rejection
@@ -116,6 +117,7 @@ def stage(source: SourceData, *, key_field: str | None = None) -> Staged:
     keep = np.ones(n, dtype=bool)
     rejected: list[Rejection] = []
     replacement: dict[int, bytes] = {}
+    rejected.extend(Rejection(feature=label, reason=reason) for label, reason in source.missing)
     for row, reason in sorted(problems.items()):
         if reason == "invalid":
             fixed, why = _repair(bytes(wkb[row].as_py()))
@@ -143,9 +145,10 @@ def stage(source: SourceData, *, key_field: str | None = None) -> Staged:
                                              f"to {STORE_CRS} (outside the CRS's area of use?)"))
     if not keep.any():
         sample = "; ".join(f"{r.feature}: {r.reason}" for r in rejected[:5])
+        hint = ("; if the coordinates look projected, the CRS is wrong: pass --crs"
+                if any("coordinates" in r.reason for r in rejected) else "")
         raise GeometryRejectedError(
-            f"{source.path}: none of the {n} features has a usable geometry ({sample}); "
-            f"if the coordinates look projected, the CRS is wrong: pass --crs"
+            f"{source.path}: none of the {n + len(source.missing)} features has a usable geometry ({sample}){hint}"
         )
     kept = None if keep.all() else np.flatnonzero(keep)
     box = bounds if kept is None else bounds[kept]
@@ -161,7 +164,8 @@ def stage(source: SourceData, *, key_field: str | None = None) -> Staged:
         raise LayerInputError(f"--key {key_field!r} is not a field of {source.path}; fields: "
                               f"{', '.join(c for c in table.column_names if c != GEOM)}")
     types, has_z = wkb_types(table.column(GEOM))
-    return Staged(source, table, n, len(replacement), rejected, source.crs, key, renamed, extent, types, has_z)
+    return Staged(source, table, n + len(source.missing), len(replacement), rejected, source.crs, key, renamed,
+                  extent, types, has_z)
 
 
 _WKB_TYPES = {1: "POINT", 2: "LINESTRING", 3: "POLYGON", 4: "MULTIPOINT", 5: "MULTILINESTRING", 6: "MULTIPOLYGON",
@@ -318,6 +322,9 @@ def _records(column: pa.Array) -> np.ndarray | None:
 def _find_problems(wkb: pa.ChunkedArray, *, geographic: bool) -> tuple[dict[int, str], np.ndarray]:
     """Rows whose geometry is missing, unreadable, empty, invalid or (for lon/lat data) out of range.
 
+    Values that are not simply valid are walked by `cim.sources.limits.check_wkb` before DuckDB or GEOS parses them: corrupt
+    ones and ones beyond the nesting and size limits are rejected with that reason.
+
     Returns:
         Reason by row, and the (n, 4) float64 bounds xmin, ymin, xmax, ymax of every readable geometry.
     """
@@ -333,6 +340,13 @@ def _find_problems(wkb: pa.ChunkedArray, *, geographic: bool) -> tuple[dict[int,
     rest = np.flatnonzero(~simple)
     if len(rest) == 0:
         return problems, bounds
+    # nothing native parses a value before it passed the walk (DuckDB spatial crashes on deep nesting)
+    unsafe = check_wkb(wkb, rest)
+    if unsafe:
+        problems.update(unsafe)
+        rest = rest[~np.isin(rest, np.fromiter(unsafe, np.int64, len(unsafe)))]
+        if len(rest) == 0:
+            return problems, bounds
     con = connect(None)
     try:
         src = pa.table({"row": pa.array(rest, pa.int64()), "wkb": wkb.take(pa.array(rest))})
@@ -606,6 +620,13 @@ def _hilbert_tables() -> tuple[np.ndarray, np.ndarray]:
     return digits, after
 
 
+def _STORABLE(typ: pa.DataType) -> bool:
+    """Arrow types a DuckDB table column and a vector tile property can take as they are."""
+    t = pa.types
+    return bool(t.is_boolean(typ) or t.is_integer(typ) or t.is_float32(typ) or t.is_float64(typ)
+                or t.is_string(typ) or t.is_binary(typ) or t.is_date(typ) or t.is_timestamp(typ) or t.is_time(typ))
+
+
 def _normalise(table: pa.Table) -> tuple[pa.Table, dict[str, str]]:
     """Column types DuckDB and vector tiles take (no DECIMAL, no dictionaries, no nesting) and unique names."""
     columns: list[pa.Array | pa.ChunkedArray] = []
@@ -618,15 +639,24 @@ def _normalise(table: pa.Table) -> tuple[pa.Table, dict[str, str]]:
         if pa.types.is_dictionary(typ):
             col = col.cast(typ.value_type)
             typ = col.type
+        if isinstance(typ, pa.ExtensionType):
+            col = pa.chunked_array([c.storage for c in col.chunks], typ.storage_type)
+            typ = col.type
         if pa.types.is_decimal(typ):
             col = col.cast(pa.float64())
+        elif pa.types.is_float16(typ):  # DuckDB has no half float
+            col = col.cast(pa.float32())
         elif pa.types.is_null(typ):
             col = col.cast(pa.string())
         elif pa.types.is_nested(typ):
             col = pa.array([None if v is None else json.dumps(v, ensure_ascii=False, default=str)
                             for v in col.to_pylist()], pa.string())
-        elif pa.types.is_large_string(typ):
+        elif pa.types.is_large_string(typ) or pa.types.is_string_view(typ):
             col = col.cast(pa.string())
+        elif pa.types.is_large_binary(typ) or pa.types.is_fixed_size_binary(typ) or pa.types.is_binary_view(typ):
+            col = col.cast(pa.binary())
+        elif not _STORABLE(typ):  # durations, intervals, ...: kept as their text
+            col = pa.array([None if v is None else str(v) for v in col.to_pylist()], pa.string())
         new = (name or f"field_{i + 1}").strip() or f"field_{i + 1}"
         base, k = new, 1
         while new.casefold() in taken:

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import duckdb
 
+from layers.budget import bounded
 from layers.errors import FilterSyntaxError, LayerInputError, LayerNotFoundError
 from layers.filters import compile_filter
 from layers.models import FeaturePage, LayerInfo
@@ -187,7 +188,8 @@ def feature_page_json(
            f"SELECT (SELECT count(*) FROM m), count(*), coalesce(string_agg({feature}, ',' ORDER BY fid), '') FROM p")
     cur = store.cursor()
     try:
-        matched, returned, text = cur.execute(sql, [*params, int(limit), int(offset)]).fetchone()  # type: ignore[misc]
+        with bounded(cur):
+            matched, returned, text = cur.execute(sql, [*params, int(limit), int(offset)]).fetchone()  # type: ignore[misc]
     except (duckdb.ConversionException, duckdb.BinderException, duckdb.InvalidInputException) as exc:
         raise LayerInputError(f"filter {where!r}: {str(exc).splitlines()[0]}") from exc
     finally:

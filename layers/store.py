@@ -19,6 +19,7 @@ process see the old version until the catalogue commit. See docs/layers.md.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -49,10 +50,12 @@ from layers.errors import (
     LayerInputError,
     LayerNotFoundError,
     StoreError,
+    StoreWriteError,
     StoreLockedError,
     StoreNotFoundError,
     VersionNotFoundError,
 )
+from layers.budget import bounded
 from layers.filters import compile_filter
 from layers.ingest import FID, Staged, crs_label, is_store_crs, stage
 from layers.models import (
@@ -85,6 +88,18 @@ SCHEMA_VERSION = "1"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _LOCK_WORDS = ("lock", "conflicting")
 _COMPRESSION_OFF = "fsst,dict_fsst,dictionary,alp,alprd"
+# a write the file system or memory refused: the change is dropped, the store stays as it was
+_WRITE_FAILURES = (duckdb.IOException, duckdb.OutOfMemoryException, OSError)
+
+
+def _write_failure(exc: BaseException) -> bool:
+    """True for an error of the file system or memory under a write (a full disk, a file size limit): DuckDB
+    reports some of them as the commit's TransactionException or as a FatalException."""
+    if isinstance(exc, _WRITE_FAILURES):
+        return True
+    text = str(exc)
+    return isinstance(exc, (duckdb.TransactionException, duckdb.FatalException)) and any(
+        s in text for s in ("Could not write", "No space left", "File too large", "Disk quota"))
 _BATCH = ROW_GROUP_SIZE  # rows per Arrow batch handed to DuckDB: one row group each, written without merging
 _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
             "FLOAT", "DOUBLE", "REAL")
@@ -299,12 +314,21 @@ class LayerStore:
         try:
             yield cur
             cur.commit()
-        except BaseException:
-            cur.rollback()
+        except BaseException as exc:
+            with contextlib.suppress(duckdb.Error):  # a failed write may have invalidated the connection already
+                cur.rollback()
+            if _write_failure(exc):
+                raise self._write_failed(exc) from exc
             raise
         finally:
             cur.close()
             self._meta.clear()
+
+    def _write_failed(self, exc: BaseException) -> StoreWriteError:
+        """The error of a write the file system or memory refused (a full disk, a file size limit)."""
+        return StoreWriteError(
+            f"store {self.path}: the write failed ({str(exc).splitlines()[0]}); nothing of this change was stored "
+            f"and what was stored before is intact. Free disk space (or memory) and retry")
 
     # ------------------------------------------------------------------ themes
     def themes(self) -> ThemeRegistry:
@@ -428,8 +452,12 @@ class LayerStore:
                 with self._transaction() as tx:
                     self._record_version(tx, staged, name, version, table, gtype, ext, fields, theme_obj,
                                          title=title, department=department, security=security, level=level)
-            except BaseException:
-                cur.execute(f"DROP TABLE IF EXISTS data.{quote(table)}")
+            except BaseException as exc:
+                # no catalogue row names the table: a leftover is replaced by the next import of this version
+                with contextlib.suppress(duckdb.Error):
+                    cur.execute(f"DROP TABLE IF EXISTS data.{quote(table)}")
+                if _write_failure(exc):
+                    raise self._write_failed(exc) from exc
                 raise
             finally:
                 cur.close()
@@ -821,7 +849,12 @@ class LayerStore:
 
     def _run(self, sql: str, params: list[Any], where: str | None) -> pa.Table:
         try:
-            return self._reader().execute(sql, params).fetch_arrow_table()
+            if not where:
+                return self._reader().execute(sql, params).fetch_arrow_table()
+            # a filter is the caller's text: its statement is interrupted when the caller's time budget runs out
+            # (whole-layer reads that build shared caches are not bounded by one request's budget)
+            with bounded(self._reader(), "the filter") as cur:
+                return cur.execute(sql, params).fetch_arrow_table()
         except (duckdb.ConversionException, duckdb.BinderException, duckdb.InvalidInputException) as exc:
             raise LayerInputError(f"--where {where!r}: {str(exc).splitlines()[0]}") from exc
 

@@ -52,6 +52,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
 
+from layers.budget import bounded
 from tiles import pbf
 from tiles.errors import ServerConfigError, TileRequestError
 
@@ -1026,7 +1027,13 @@ class VectorTileLayer:
         if _shape_family(self.info) is not None:
             return self._shape_tile(t, xb, (box["x0"], box["y0"], box["x1"], box["y1"]))
         table = self.workspace.table(self)
-        cur = self.workspace.cursor()
+        with bounded(self.workspace.cursor(), f"vector tile {z}/{x}/{y} of {self.name!r}") as cur:
+            return self._sql_tile(cur, table, z, xb, box)
+
+    def _sql_tile(self, cur: Any, table: str, z: int, xb: morecantile.commons.BoundingBox,
+                  box: dict[str, float]) -> VectorTile:
+        """The tile cut by DuckDB (`ST_AsMVT`) from the layer's projected table."""
+        o = self.options
         stride = 1
         if self.info.feature_count > o.max_features:
             count = cur.execute(f"SELECT count(*) FROM {table} WHERE {self._where()}", box).fetchone()[0]

@@ -338,6 +338,22 @@ class RasterMap:
                 self._zooms[tms.id] = (int(r.minzoom), int(r.maxzoom))
         return self._zooms[tms.id]
 
+    def check(self, tms_id: str, z: int, x: int, y: int, fmt: str) -> morecantile.TileMatrixSet:
+        """Validate a tile request without rendering it (a server does this before any conditional logic).
+
+        Returns:
+            The tile matrix set.
+
+        Raises:
+            TileRequestError: unknown tile matrix set or format, tile outside the grid.
+        """
+        if fmt not in self.formats:
+            raise TileRequestError(f"map {self.name!r} ({self.kind}) is served as {', '.join(self.formats)}, "
+                                   f"not {fmt!r}")
+        tms = get_tms(tms_id)
+        check_tms_tile(tms, z, x, y)
+        return tms
+
     def tile(self, tms_id: str, z: int, x: int, y: int, fmt: str) -> RasterTile:
         """Render one tile.
 
@@ -350,11 +366,7 @@ class RasterMap:
             TileRequestError: unknown tile matrix set or format, tile outside the grid.
             TileNotFoundError: the tile does not touch the map's data.
         """
-        if fmt not in self.formats:
-            raise TileRequestError(f"map {self.name!r} ({self.kind}) is served as {', '.join(self.formats)}, "
-                                   f"not {fmt!r}")
-        tms = get_tms(tms_id)
-        check_tms_tile(tms, z, x, y)
+        tms = self.check(tms_id, z, x, y, fmt)
         if not self.tile_exists(tms, z, x, y):
             raise TileNotFoundError(f"map {self.name!r} has no data in Tile(x={x}, y={y}, z={z}) of {tms.id}")
         try:

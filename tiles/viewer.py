@@ -379,6 +379,7 @@ def search(store: Any, layers: Sequence[Any], text: str, *, limit: int = 20) -> 
     Raises:
         TileRequestError: empty text.
     """
+    from layers.budget import bounded
     from layers.store import quote
 
     text = text.strip()
@@ -393,13 +394,16 @@ def search(store: Any, layers: Sequence[Any], text: str, *, limit: int = 20) -> 
             if not cols:
                 continue
             label_col = next((names[f] for f in ("name", "address", "code") if f in names), cols[0])
-            match = " OR ".join(f"{quote(c)} ILIKE ?" for c in cols)
+            # a substring test, not a pattern: `%` and `_` in the text are plain characters, and the work per row is
+            # linear (DuckDB's ILIKE backtracks on crafted wildcards)
+            match = " OR ".join(f"contains(lower({quote(c)}), ?)" for c in cols)
             rank = " + ".join(f"CASE WHEN {quote(c)} = ? THEN 0 ELSE 1 END" for c in cols)
             sql = (f"SELECT fid, {quote(label_col)}, {', '.join(quote(c) for c in cols)}, "
                    f"ST_X(ST_PointOnSurface(geom)), ST_Y(ST_PointOnSurface(geom)), ST_XMin(geom), ST_YMin(geom), "
                    f"ST_XMax(geom), ST_YMax(geom), {rank} AS r FROM {store.table_name(info.name)} "
                    f"WHERE {match} ORDER BY r, length({quote(label_col)}), fid LIMIT ?")
-            rows = cur.execute(sql, [*([text] * len(cols)), *([f"%{text}%"] * len(cols)), limit]).fetchall()
+            with bounded(cur, "the search"):
+                rows = cur.execute(sql, [*([text] * len(cols)), *([text.lower()] * len(cols)), limit]).fetchall()
             for row in rows:
                 values = dict(zip(cols, row[2:2 + len(cols)], strict=True))
                 field = next((c for c in cols if values[c] and text.casefold() in str(values[c]).casefold()), cols[0])

@@ -7,6 +7,7 @@ building (attribute, floors, DSM, default) -> the per-building metadata columns 
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from scipy import ndimage
 
 from cim.errors import BuildError, InputError
 from cim.sources import crs as crsmod
+from cim.sources.limits import check_finite
 from cim.sources.footprints import Skipped, building_ids, clean_footprints, numeric_field, read_footprints
 from cim.sources.raster import bilinear, open_raster, polygons_geojson, read_on_grid, window_over
 from cim.tiling import QuadNode, quadtree, run_tile_jobs, walk
@@ -65,6 +67,25 @@ class BuildingOptions:
     workers: int | None = None
     glb: GlbOptions = field(default_factory=GlbOptions)
     vertical_datum: VerticalDatum = ELLIPSOIDAL
+
+    def __post_init__(self) -> None:
+        """Refuse values no build can use (NaN, infinite, not positive), before any input is read.
+
+        Raises:
+            InputError: names the option and the value.
+        """
+        for name, low in (("storey_height", 0.0), ("default_height", 0.0), ("min_dsm_height", 0.0),
+                          ("sink", 0.0)):
+            value = getattr(self, name)
+            check_finite(f"--{name.replace('_', '-')}", value, low=low)
+            if name in ("storey_height", "default_height") and value <= 0:
+                raise InputError(f"--{name.replace('_', '-')} {value!r} must be more than 0 metres")
+        if int(self.tile_capacity) < 1:
+            raise InputError(f"tile_capacity={self.tile_capacity} must be at least 1")
+        if len(self.color) != 4 or not all(math.isfinite(c) and 0 <= c <= 1 for c in self.color):
+            raise InputError(f"color={self.color!r} must be four numbers in 0..1 (RGBA)")
+        if self.workers is not None and int(self.workers) < 1:
+            raise InputError(f"workers={self.workers} must be at least 1")
 
 
 _HEIGHTS: dict[str, Any] = {}  # footprints and DEM shared with forked workers of footprint_heights
@@ -269,6 +290,8 @@ def prepare_footprints(
     attrs = gdf.drop(columns=gdf.geometry.name).loc[keep].reset_index(drop=True)
     del gdf
     ids = ids[keep]
+    if len(geoms) == 0:
+        raise BuildError(f"no building of {footprints} could be built: {skipped.to_dict(5)}")
     t1 = time.perf_counter()
     attr_h, floors_h = attribute_heights(attrs, options)
     if dem is not None:

@@ -141,6 +141,8 @@ def read_metadata(path: str | os.PathLike[str]) -> Georeference:
             values = [float(v) for v in re.split(r"[,\s]+", text.strip())]
         except ValueError as exc:
             raise InputError(f"{p}: <SRSOrigin> {text.strip()!r} is not 'x,y,z'") from exc
+        if not all(math.isfinite(v) for v in values):
+            raise InputError(f"{p}: <SRSOrigin> {text.strip()!r} holds a value that is not a finite number")
         origin[: min(3, len(values))] = values[:3]
     return Georeference(crs=crs, origin=origin, enu=enu, source=str(p))
 

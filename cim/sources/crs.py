@@ -33,6 +33,7 @@ class CRSLabelWarning(CimWarning):
     """A WKT's authority code disagrees with its own parameters; the parameters were used."""
 
 
+_ASCII_CODE = re.compile(r"[0-9]{1,9}")
 _WKT_START = re.compile(r"^\s*(PROJCS|GEOGCS|GEOCCS|COMPD_CS|VERT_CS|LOCAL_CS|PROJCRS|GEOGCRS|GEODCRS|COMPOUNDCRS|"
                         r"VERTCRS|BOUNDCRS|ENGCRS|PROJECTEDCRS|GEODETICCRS)\s*\[", re.I)
 
@@ -57,9 +58,13 @@ def parse_crs(value: CRSLike | os.PathLike[str], *, what: str = "CRS") -> CRS:
         if not path.is_file():
             raise CRSError(f"{what}: CRS file {path} does not exist")
         value = path.read_text(encoding="utf-8", errors="replace")
-    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+    if isinstance(value, int) or (isinstance(value, str) and _ASCII_CODE.fullmatch(value.strip())):
         value = f"EPSG:{int(value)}"
     text = str(value).strip()
+    if "[" not in text and "{" not in text and any(c.isdigit() and not c.isascii() for c in text):
+        # '٤٥٤٧', '４５４７' or '²' look like codes to a reader and to str.isdigit, and PROJ does not take them
+        raise CRSError(f"{what}: {text[:80]!r} has digits that are not ASCII 0-9; write the code with 0-9 "
+                       f"(e.g. EPSG:4547)")
     if not text:
         raise CRSError(f"{what}: empty CRS; pass an EPSG code (e.g. EPSG:4547) or WKT")
     try:
@@ -69,6 +74,24 @@ def parse_crs(value: CRSLike | os.PathLike[str], *, what: str = "CRS") -> CRS:
     if _WKT_START.match(text):
         crs = _trust_parameters(crs, what)
     return crs
+
+
+def horizontal_crs(crs: CRS, what: str = "CRS") -> CRS:
+    """The CRS that 2D coordinates of a map layer are in: a geographic or projected CRS, or the horizontal part of
+    a compound one.
+
+    Raises:
+        CRSError: a geocentric, vertical or engineering CRS: its coordinates are not lon/lat or east/north, and
+            taking them as such would put every feature in the wrong place without a word.
+    """
+    if crs.is_compound:
+        crs = crs.sub_crs_list[0]
+    if crs.is_geographic or crs.is_projected:
+        return crs
+    kind = ("geocentric (X, Y, Z from the Earth's centre)" if crs.is_geocentric
+            else "vertical" if crs.is_vertical else f"a {crs.type_name}")
+    raise CRSError(f"{what}: {crs.name} is {kind}, not a CRS of lon/lat or east/north coordinates; pass a "
+                   f"geographic or projected CRS (e.g. EPSG:4490 or EPSG:4547)")
 
 
 def _trust_parameters(crs: CRS, what: str) -> CRS:
@@ -182,6 +205,7 @@ def lonlat(crs: CRSLike, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 __all__ = [
+    "horizontal_crs",
     "CGCS2000",
     "CRSLabelWarning",
     "ECEF",

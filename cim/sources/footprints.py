@@ -14,13 +14,17 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyogrio
 import shapely
 
 from cim.errors import CRSError, InputError, InputNotFoundError
-from cim.sources.crs import CRSLike, parse_crs
+from cim.sources.crs import CRSLike, horizontal_crs, parse_crs
+from cim.sources.geoparquet import plain_binary, read_geoparquet
+from cim.sources.limits import check_wkb
 
 MIN_AREA_M2 = 1.0
+UNREADABLE = "unreadable_geometry"  # GeoDataFrame.attrs key: row -> reason, for geometries left unparsed
 ID_FIELDS = ("code", "id", "building_id", "identificatie", "identificatiebagpnd", "gml_id", "fid")
 
 
@@ -53,6 +57,10 @@ def read_footprints(
         crs: the CRS to assume when the file declares none (or to override a wrong declaration).
         layer: the layer of a multi-layer file; the first one by default.
 
+    Every geometry is walked by `cim.sources.limits.check_wkb` before GEOS parses it: a corrupt one, or one
+    beyond the nesting and size limits, is left empty and its reason is kept in `gdf.attrs[UNREADABLE]` (row ->
+    reason), which `clean_footprints` reports.
+
     Returns:
         The footprints with all their attributes, in the file's CRS.
 
@@ -64,25 +72,48 @@ def read_footprints(
     p = Path(path)
     if not p.exists():
         raise InputNotFoundError(f"footprints file {p} does not exist")
+    if p.is_dir():
+        raise InputError(f"footprints {p} is a folder; pass one of its files")
+    given = horizontal_crs(parse_crs(crs, what="--crs"), "--crs") if crs is not None else None
     try:
         if p.suffix.lower() in (".parquet", ".geoparquet"):
-            gdf = gpd.read_parquet(p)
+            data = read_geoparquet(p, read_crs=given is None)
+            attrs, wkb, declared = data.attributes, data.wkb, data.crs
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                gdf = pyogrio.read_dataframe(p, layer=layer, use_arrow=True)
-    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError, ValueError) as exc:
+                meta, table = pyogrio.read_arrow(p, layer=layer)
+            name = meta.get("geometry_name") or "wkb_geometry"
+            if name not in table.column_names:
+                raise InputError(f"footprints file {p} has no geometry column")
+            attrs, wkb, declared = table.drop_columns([name]), plain_binary(table.column(name)), meta.get("crs")
+    except pyogrio.errors.CRSError as exc:
+        raise CRSError(f"footprints file {p}: cannot read the CRS it declares ({exc}); fix or delete its "
+                       f"declaration (a .prj next to a shapefile) and pass --crs") from exc
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError, ValueError,
+            pa.ArrowException) as exc:
         raise InputError(f"cannot read footprints from {p}: {exc}") from exc
-    if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry.name not in gdf:
-        raise InputError(f"footprints file {p} has no geometry column")
-    if len(gdf) == 0:
+    if len(wkb) == 0:
         raise InputError(f"footprints file {p} holds no features")
-    if crs is not None:
-        gdf = gdf.set_crs(parse_crs(crs, what="--crs"), allow_override=True)
-    elif gdf.crs is None:
+    # nothing parses a geometry before the walk: GEOS crashes on collections nested 100,000 deep
+    unsafe = check_wkb(wkb)
+    values = wkb.to_numpy(zero_copy_only=False)
+    if unsafe:
+        values = values.copy()
+        values[np.fromiter(unsafe, np.int64, len(unsafe))] = None
+    geoms = shapely.from_wkb(values, on_invalid="ignore")
+    try:
+        frame = attrs.to_pandas()
+    except (pa.ArrowException, ValueError, TypeError) as exc:
+        raise InputError(f"cannot read the attributes of footprints file {p}: {exc}") from exc
+    gdf = gpd.GeoDataFrame(frame, geometry=geoms)
+    gdf.attrs[UNREADABLE] = unsafe
+    if given is not None:
+        gdf = gdf.set_crs(given, allow_override=True)
+    elif declared is None:
         raise CRSError(f"footprints file {p} declares no CRS; pass its CRS (e.g. --crs EPSG:4547)")
     else:
-        gdf = gdf.set_crs(parse_crs(gdf.crs.to_wkt(), what=str(p)), allow_override=True)
+        gdf = gdf.set_crs(horizontal_crs(parse_crs(declared, what=str(p)), str(p)), allow_override=True)
     if gdf.crs.is_geographic:
         raise CRSError(
             f"footprints file {p} is in a geographic CRS ({gdf.crs.name}); reproject it to a projected CRS in "
@@ -116,7 +147,18 @@ def clean_footprints(gdf: gpd.GeoDataFrame, ids: np.ndarray, skipped: Skipped) -
     """
     geoms = gdf.geometry.to_numpy()
     missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
-    skipped.add("no geometry", ids[missing])
+    unreadable: dict[int, str] = gdf.attrs.get(UNREADABLE) or {}
+    by_reason: dict[str, list[int]] = {}
+    for row, reason in unreadable.items():
+        by_reason.setdefault(reason, []).append(row)
+    for reason, rows in by_reason.items():
+        skipped.add(reason, ids[rows])
+    if unreadable:
+        missing_reported = missing.copy()
+        missing_reported[list(unreadable)] = False
+        skipped.add("no geometry", ids[missing_reported])
+    else:
+        skipped.add("no geometry", ids[missing])
     keep = ~missing
     invalid = keep & ~shapely.is_valid(geoms)
     if invalid.any():

@@ -27,7 +27,8 @@ from rasterio.vrt import WarpedVRT
 from scipy import ndimage
 
 from cim.errors import CimWarning, CRSError, InputError, InputNotFoundError
-from cim.sources.crs import parse_crs, transformer
+from cim.sources.crs import horizontal_crs, parse_crs, transformer
+from cim.sources.limits import check_raster_size
 
 #: Colour of terrain without orthophoto coverage (RGB, 0-255): a neutral, slightly warm grey.
 NEUTRAL_RGB = (158, 154, 140)
@@ -65,16 +66,22 @@ def _open(path: str | os.PathLike[str], what: str) -> Any:
         raise InputNotFoundError(f"{what} {p} does not exist")
     try:
         return rasterio.open(p)
-    except rasterio.errors.RasterioIOError as exc:
+    except rasterio.errors.RasterioError as exc:
         raise InputError(f"{what} {p} is not a raster GDAL can read: {exc}") from exc
+
+
+def _read_failed(what: str, path: str | os.PathLike[str], exc: BaseException) -> InputError:
+    """The error of a raster whose header opened but whose pixels cannot be read (a truncated or corrupt file)."""
+    return InputError(f"{what} {path}: its pixels cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                      f"is the file complete? (gdalinfo -checksum {path})")
 
 
 def _dem_crs(src: Any, override: str | CRS | None, path: str) -> CRS:
     if override is not None:
-        return parse_crs(override, what="crs option")
+        return horizontal_crs(parse_crs(override, what="crs option"), "crs option")
     if src.crs is None:
         raise CRSError(f"DEM {path} declares no CRS; pass its CRS (e.g. crs='EPSG:4547')")
-    return parse_crs(src.crs.to_wkt(), what=path)
+    return horizontal_crs(parse_crs(src.crs.to_wkt(), what=path), path)
 
 
 def read_dem(path: str | os.PathLike[str], crs: str | CRS | None = None) -> DemGrid:
@@ -91,7 +98,12 @@ def read_dem(path: str | os.PathLike[str], crs: str | CRS | None = None) -> DemG
     """
     with _open(path, "DEM") as src:
         dem_crs = _dem_crs(src, crs, str(path))
-        band = src.read(1, masked=True)
+        # the band, its mask and the float64 copy are in memory at once
+        check_raster_size(path, src.width, src.height, 1, np.dtype(src.dtypes[0]).itemsize + 1 + 8)
+        try:
+            band = src.read(1, masked=True)
+        except rasterio.errors.RasterioError as exc:
+            raise _read_failed("DEM", path, exc) from exc
         heights = np.ma.filled(band.astype(np.float64), np.nan)
         heights[~np.isfinite(heights)] = np.nan
         grid = DemGrid(heights, src.transform, dem_crs, tuple(src.bounds), str(path))
@@ -290,7 +302,7 @@ class OrthoReader:
 
     def _src_crs(self, target: CRS) -> CRS:
         if self._crs_override is not None:
-            return parse_crs(self._crs_override, what="orthophoto crs")
+            return horizontal_crs(parse_crs(self._crs_override, what="orthophoto crs"), "orthophoto crs")
         if self._src.crs is None:
             warnings.warn(
                 f"orthophoto {self.path} declares no CRS; assuming the DEM's ({target.name})",
@@ -298,7 +310,7 @@ class OrthoReader:
                 stacklevel=3,
             )
             return target
-        return parse_crs(self._src.crs.to_wkt(), what=str(self.path))
+        return horizontal_crs(parse_crs(self._src.crs.to_wkt(), what=str(self.path)), str(self.path))
 
     def _pixel_size_in(self, src_crs: CRS, crs: CRS) -> float:
         """The ortho's pixel size expressed in the target CRS's units (from its bounds; nan when unknown)."""
@@ -345,17 +357,20 @@ class OrthoReader:
         dst = np.full((len(indexes), height, width), np.nan, np.float32)
         # average when the target is much coarser than the source (no aliasing), bilinear otherwise
         resampling = Resampling.average if factor / used > 1.5 else Resampling.bilinear
-        rasterio.warp.reproject(
-            source=rasterio.band(src, indexes),
-            destination=dst,
-            src_transform=src.transform,
-            src_crs=src_crs,
-            src_nodata=src.nodata,
-            dst_transform=transform,
-            dst_crs=crs,
-            dst_nodata=np.nan,
-            resampling=resampling,
-        )
+        try:
+            rasterio.warp.reproject(
+                source=rasterio.band(src, indexes),
+                destination=dst,
+                src_transform=src.transform,
+                src_crs=src_crs,
+                src_nodata=src.nodata,
+                dst_transform=transform,
+                dst_crs=crs,
+                dst_nodata=np.nan,
+                resampling=resampling,
+            )
+        except rasterio.errors.RasterioError as exc:
+            raise _read_failed("orthophoto", self.path, exc) from exc
         planes = {b: dst[i] for i, b in enumerate(indexes)}
         rgb = np.stack([planes[b] for b in colour], axis=-1)
         missing = ~np.isfinite(rgb).all(axis=-1)
@@ -392,7 +407,7 @@ def open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:
         raise InputNotFoundError(f"raster {p} does not exist")
     try:
         src = rasterio.open(p)
-    except rasterio.errors.RasterioIOError as exc:
+    except rasterio.errors.RasterioError as exc:
         raise InputError(f"cannot read raster {p}: {exc}") from exc
     if src.crs is None:
         src.close()
@@ -421,12 +436,15 @@ def read_on_grid(path: str | os.PathLike[str], like: rasterio.io.DatasetReader,
                   window: rasterio.windows.Window) -> np.ndarray:
     """A raster read on `like`'s grid over `window` (resampled when its grid differs), float32 with NaN nodata."""
     with open_raster(path) as src:
-        if src.crs == like.crs and src.transform == like.transform and src.shape == like.shape:
-            data = src.read(1, window=window, masked=True)
-        else:
-            with WarpedVRT(src, crs=like.crs, transform=like.transform, width=like.width, height=like.height,
-                           resampling=rasterio.enums.Resampling.bilinear) as vrt:
-                data = vrt.read(1, window=window, masked=True)
+        try:
+            if src.crs == like.crs and src.transform == like.transform and src.shape == like.shape:
+                data = src.read(1, window=window, masked=True)
+            else:
+                with WarpedVRT(src, crs=like.crs, transform=like.transform, width=like.width, height=like.height,
+                               resampling=rasterio.enums.Resampling.bilinear) as vrt:
+                    data = vrt.read(1, window=window, masked=True)
+        except rasterio.errors.RasterioError as exc:
+            raise _read_failed("raster", path, exc) from exc
     return np.ma.filled(data.astype(np.float32), np.nan)
 
 

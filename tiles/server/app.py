@@ -20,15 +20,18 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import cim
 from cim.errors import CimError, InputError, InputNotFoundError
-from layers.errors import LayerInputError, LayerNotFoundError, StoreError, StoreLockedError
+from layers.budget import time_budget
+from layers.errors import LayerInputError, LayerNotFoundError, QueryTimeoutError, StoreError, StoreLockedError
 from layers.sensing.errors import WriteForbiddenError
 from tiles.errors import (InvalidKeyError, JobLimitError, RequestTooLargeError, ServerConfigError, TileNotFoundError,
                           TileRequestError)
-from tiles.server import ogc
+from tiles.server import ogc, redact
 from tiles.server.catalog import ServiceCatalog
 from tiles.server.deps import HINT_HEADER, KEY_HEADER, KEY_PARAM
 from tiles.server.fastpath import StaticFastPath
@@ -55,10 +58,12 @@ STATUS_CODES: list[tuple[type[BaseException], int]] = [
     (JobLimitError, 503),
     (StoreLockedError, 503),
     (StoreError, 503),
+    (QueryTimeoutError, 503),
     (CimError, 500),
 ]
-_CODES = {400: "InvalidParameterValue", 401: "InvalidApiKey", 403: "Forbidden", 404: "NotFound",
-          405: "MethodNotAllowed", 413: "PayloadTooLarge", 500: "ServerError", 503: "ServiceUnavailable"}
+_CODES = {308: "PermanentRedirect", 400: "InvalidParameterValue", 401: "InvalidApiKey", 403: "Forbidden",
+          404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge", 500: "ServerError",
+          503: "ServiceUnavailable"}
 
 
 def status_for(exc: BaseException) -> int:
@@ -111,9 +116,25 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404 and request.url.path.endswith("/") and request.url.path != "/":
+        target = _without_slash(request)
+        if target is not None:
+            return json_response(error_body(308, f"see {target}"), status=308, headers={"Location": target})
     text = exc.detail if exc.status_code != 404 else f"no such resource {request.url.path!r}; see / and /catalog"
     return json_response(error_body(exc.status_code, str(text)), status=exc.status_code,
                          headers=getattr(exc, "headers", None))
+
+
+def _without_slash(request: Request) -> str | None:
+    """The URL of the same request without its trailing slash when a route answers it, built from the configured
+    public URL (or relative to this host): never from the Host header a client sent."""
+    path = request.url.path.rstrip("/")
+    scope = {**request.scope, "path": path}
+    if not any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+        return None
+    public = request.app.state.catalog.settings.public_url
+    query = request.url.query
+    return (public.rstrip("/") if public else "") + path + (f"?{query}" if query else "")
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -122,12 +143,22 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 class RequestLog:
-    """ASGI middleware: one log line per request (method, path without api_key, status, bytes, ms), and
-    `Vary` on the key headers, since what a response holds depends on the caller."""
+    """ASGI middleware around every request: its time budget, HEAD answered as GET without the body, one log line
+    (method, path and query with credentials masked, the status and bytes the client got, ms), a JSON 500 for an
+    error nothing else caught (logged with its traceback), and `Vary` on the key headers, since what a response
+    holds depends on the caller.
 
-    def __init__(self, app: ASGIApp, enabled: bool = True) -> None:
+    Args:
+        app: the application.
+        enabled: write the log line.
+        budget: seconds a request may take (`layers.budget.time_budget`: DuckDB statements are interrupted at the
+            deadline and answer 503); 0 for none.
+    """
+
+    def __init__(self, app: ASGIApp, enabled: bool = True, budget: float = 0.0) -> None:
         self.app = app
         self.enabled = enabled
+        self.budget = budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -135,17 +166,33 @@ class RequestLog:
             return
         t0 = time.perf_counter()
         state = {"status": 0, "bytes": 0}
+        head = scope["method"] == "HEAD"
+        inner = {**scope, "method": "GET"} if head else scope
 
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 state["status"] = message["status"]
                 with_key_vary(message)
             elif message["type"] == "http.response.body":
+                if head:  # the headers of GET (Content-Length included), no body
+                    if message.get("more_body", False):
+                        return
+                    message = {"type": "http.response.body", "body": b"", "more_body": False}
                 state["bytes"] += len(message.get("body", b""))
             await send(message)
 
         try:
-            await self.app(scope, receive, wrapped)
+            with time_budget(self.budget):
+                await self.app(inner, receive, wrapped)
+        except Exception as exc:  # the last resort: the client gets a JSON 500, the log gets the traceback
+            if state["status"]:
+                log.error("%s %s failed after its response started (status %d)", scope["method"], scope["path"],
+                          state["status"], exc_info=exc)
+            else:
+                log.error("%s %s failed", scope["method"], scope["path"], exc_info=exc)
+                response = json_response(error_body(500, "internal error; the server log has the details"),
+                                         status=500)
+                await response(inner, receive, wrapped)
         finally:
             if self.enabled:
                 log_request(scope, state["status"], state["bytes"], t0)
@@ -229,6 +276,8 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
                               "Authorization: Bearer, or as api_key=.")
     app.state.catalog = catalog
     app.state.jobs = job_manager
+    app.router.redirect_slashes = False  # its redirect names the Host header's host; `_http_error` redirects instead
+    redact.install()
     app.add_exception_handler(CimError, _cim_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -255,7 +304,9 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
             "expose_headers": ["ETag", "Content-Range", "Content-Length", "Location", HINT_HEADER], "max_age": 3600}
     app.add_middleware(CORSMiddleware, **cors)  # type: ignore[arg-type]
     app.add_middleware(BasicChallenge)
-    app.add_middleware(RequestLog, enabled=settings.log_requests)
+    if settings.allowed_hosts != ["*"]:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts)
+    app.add_middleware(RequestLog, enabled=settings.log_requests, budget=settings.request_budget)
     app.fast_path = StaticFastPath(catalog, settings.gzip_min_size, gzip_excluded, cors, settings.log_requests)
     return app
 
@@ -268,6 +319,7 @@ def worker_app() -> FastAPI:
     """The application of one uvicorn worker process (`serve` with `workers` > 1 hands its settings over in the
     environment, as JSON)."""
     logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
+    redact.install()
     return create_app(ServerSettings.model_validate_json(os.environ[_WORKER_SETTINGS]))
 
 
@@ -289,6 +341,7 @@ def serve(settings: ServerSettings) -> None:
             f"--workers {settings.workers} with --ingest/--mqtt: DuckDB lets one process write the store or many "
             f"read it, never both, so the server that takes observations is one process; drop --workers, or use "
             f"--workers N without --ingest/--mqtt when no process takes observations (docs/sensing.md)")
+    redact.install()
     # live streams (/sensing/stream) never end by themselves: give open connections 5 s at shutdown, then close
     common = {"host": settings.host, "port": settings.port, "access_log": False, "log_level": "info",
               "server_header": False, "timeout_graceful_shutdown": 5}

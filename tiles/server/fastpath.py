@@ -82,14 +82,14 @@ class StaticFastPath:
         if model is None or model.security != "public" or not path:
             return None
         file = model.files.get(path)
-        if file is None or _KEY_QUERY in scope.get("query_string", b""):
+        query = scope.get("query_string", b"")
+        if file is None or _KEY_QUERY in query or b"%" in query:  # a key, maybe percent-encoded: the app checks it
             return None
         accept = inm = b""
         origin = False
         for name, value in scope["headers"]:
-            # a key in Authorization (Bearer, or Basic with the key as password) must be checked: 401 if bad
-            scheme = value.split(b" ", 1)[0].lower() if name == b"authorization" else b""
-            if name in _LEAVE or scheme in (b"bearer", b"basic"):
+            # any credentials (a key in Authorization: Bearer, Basic, ...) are the application's to check: 401 if bad
+            if name in _LEAVE or name == b"authorization":
                 return None
             if name == b"accept-encoding":
                 accept = value

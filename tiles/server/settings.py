@@ -28,7 +28,11 @@ class ServerSettings(BaseSettings):
             `<model>_dem` / `<model>_ortho` when its build.json names them.
         security: security level of models and maps by name (default public); layers keep the store's levels.
         access_file: key and audit file (default beside the store, see `tiles.server.auth`).
-        public_url: base URL clients see, when behind a proxy (default: from each request).
+        public_url: base URL clients see, when behind a proxy or reachable under several names; every link and
+            redirect is built from it (default: from each request's Host header; see docs/security.md).
+        allowed_hosts: Host header values accepted (others answer 400); default any.
+        request_budget: seconds one request may take: DuckDB statements are interrupted at the deadline and the
+            request answers 503 (0: no budget).
         workers: uvicorn worker processes (each opens the store read-only and keeps its own caches).
         tile_cache_mb: rendered vector and raster tiles kept in memory (0: none).
         jobs_max_running, jobs_max_queued, jobs_keep_seconds: background jobs (long analyses) that run at once,
@@ -55,6 +59,8 @@ class ServerSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str | None = None
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["*"])
+    request_budget: float = Field(1.0, ge=0, allow_inf_nan=False)
     title: str = "cim city services"
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
     items_limit: int = 20

@@ -26,6 +26,7 @@ def _key(m: RasterMap, tms_id: str, z: int, x: int, y: int, fmt: str) -> str:
 
 def _tile(request: Request, ctx: Ctx, name: str, tms_id: str, z: int, x: int, y: int, fmt: str) -> Response:
     m = ctx.catalog.raster_map(name, ctx.who)
+    m.check(tms_id, z, x, y, fmt)  # an impossible tile is a 400 whatever the validators say
     key = _key(m, tms_id, z, x, y, fmt)
     etag = '"' + hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + '"'
     cache = cache_control(ctx.catalog.map_security[name] == "public", ctx.catalog.settings.cache_max_age)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from tiles.errors import TileRequestError
-from tiles.mvt import MVT_MEDIA_TYPE, VectorTileLayer
+from tiles.mvt import MVT_MEDIA_TYPE, VectorTileLayer, check_tile
 from tiles.server import ogc
 from tiles.server.deps import Ctx, context
 from tiles.server.responses import cache_control, etag_matches, gzip_fast, json_response, tile_response
@@ -25,6 +25,7 @@ def _key(layer: VectorTileLayer, z: int, x: int, y: int) -> str:
 
 def _tile(request: Request, ctx: Ctx, name: str, z: int, x: int, y: int) -> Response:
     layer = ctx.catalog.vector_layer(name, ctx.who, ctx.path, ctx.client)
+    check_tile(z, x, y, layer.options.minzoom, layer.options.maxzoom)  # a 400 whatever the validators say
     key = _key(layer, z, x, y)
     etag = '"' + hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + '"'
     cache = cache_control(layer.info.security == "public", ctx.catalog.settings.cache_max_age)
