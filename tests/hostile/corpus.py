@@ -359,6 +359,33 @@ def _truncated(d: Path) -> Path:
     return _write(d / "truncated.tif", raw[: len(raw) // 2])
 
 
+_LAUGHS = ('<?xml version="1.0"?>\n<!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
+           + "".join(f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">' for i in range(8))
+           + ']>\n<ModelMetadata><SRS>&i;</SRS></ModelMetadata>\n')
+SHARED_OSGB = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "oblique_osgb" / "zhongshan"
+
+
+def _production(d: Path, metadata: str, osgb: bytes | None = None) -> Path:
+    """A ContextCapture production folder: `metadata.xml` and one tile whose root file holds `osgb`."""
+    tile = d / "prod" / "Data" / "Tile_+000_+000"
+    tile.mkdir(parents=True, exist_ok=True)
+    _write(d / "prod" / "metadata.xml", metadata)
+    if osgb is not None:
+        _write(tile / "Tile_+000_+000.osgb", osgb)
+    return d / "prod"
+
+
+def _real_osgb_cut(d: Path) -> Path:
+    import pytest
+
+    src = SHARED_OSGB / "Data" / "Tile_+000_+012" / "Tile_+000_+012.osgb"
+    if not src.is_file():
+        pytest.skip(f"real data not found at {src}")
+    raw = src.read_bytes()
+    meta = (SHARED_OSGB / "metadata.xml").read_text(encoding="utf-8")
+    return _production(d, meta, raw[: len(raw) * 2 // 3])
+
+
 def build_corpus() -> list[Case]:
     """Broken inputs for `cim build` (`cim.build.build_city`): footprints, DEM, orthophoto, CRS option.
 
@@ -386,6 +413,15 @@ def build_corpus() -> list[Case]:
              error=CRSError, match="geocentric", names_file=False),
         Case("crs_unicode_digits", lambda d: _build_inputs(d)["fp_gpkg"], {"role": "buildings", "crs": "EPSG:４５４７"},
              error=CRSError, match="not ASCII", names_file=False),
+        Case("oblique_metadata_entity_expansion", lambda d: _production(d, _LAUGHS), {"role": "oblique"},
+             error=InputError, match="not XML", names="metadata.xml"),
+        Case("oblique_metadata_origin_nan", lambda d: _production(
+            d, "<ModelMetadata><SRS>EPSG:4547</SRS><SRSOrigin>nan,0,inf</SRSOrigin></ModelMetadata>"),
+            {"role": "oblique"}, error=InputError, match="not a finite number", names="metadata.xml"),
+        Case("oblique_metadata_not_xml", lambda d: _production(d, "<ModelMetadata><SRS>"), {"role": "oblique"},
+             error=InputError, match="not XML", names="metadata.xml"),
+        Case("oblique_osgb_truncated", _real_osgb_cut, {"role": "oblique"}, error=InputError, match="osgb",
+             names="Tile_+000_+000.osgb"),
     ]
 
 

@@ -119,7 +119,8 @@ def with_key_vary(message: Message) -> None:
 
 
 def log_request(scope: Scope, status: int, nbytes: int, t0: float) -> None:
-    """The request log line: client, method, path (an `api_key` in the query masked), status, bytes, ms since `t0`."""
+    """The request log line: client, method, path and query, status, bytes, ms since `t0`. Credentials in any
+    spelling are masked by `tiles.server.redact.SecretFilter` on the server's loggers (installed by `create_app`)."""
     query = scope.get("query_string", b"").decode("latin-1")
     if KEY_PARAM in query:
         query = "&".join(p if not p.startswith(KEY_PARAM + "=") else KEY_PARAM + "=***" for p in query.split("&"))
