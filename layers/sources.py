@@ -11,6 +11,7 @@ import json
 import os
 import re
 import struct
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,12 +235,17 @@ def _read_ogr(path: Path, fmt: str, encoding: str | None, layer: str | None) -> 
     target = str(path)
     if path.suffix.lower() == ".zip":
         target = _zipped_shapefile(path)
+    # GDAL's warnings (pyogrio's RuntimeWarnings) are held back: a file that fails gets one error naming it, not a
+    # warning line before it; a file that reads hands them on once it is read
+    held: list[warnings.WarningMessage] = []
     try:
-        layers = pyogrio.list_layers(target)
-        if layer is None and len(layers) > 1:
-            names = ", ".join(str(n) for n in layers[:, 0])
-            raise LayerInputError(f"{path}: holds {len(layers)} layers ({names}); pass --source-layer NAME")
-        meta, table = pyogrio.read_arrow(target, layer=layer, encoding=encoding, return_fids=True)
+        with warnings.catch_warnings(record=True) as held:
+            warnings.simplefilter("always")
+            layers = pyogrio.list_layers(target)
+            if layer is None and len(layers) > 1:
+                names = ", ".join(str(n) for n in layers[:, 0])
+                raise LayerInputError(f"{path}: holds {len(layers)} layers ({names}); pass --source-layer NAME")
+            meta, table = pyogrio.read_arrow(target, layer=layer, encoding=encoding, return_fids=True)
     except OgrCRSError as exc:
         raise CRSError(f"{path}: cannot read the CRS it declares ({_first_line(exc)}); fix or delete its "
                        f"declaration (a .prj next to a shapefile) and pass --crs") from exc
@@ -252,6 +258,8 @@ def _read_ogr(path: Path, fmt: str, encoding: str | None, layer: str | None) -> 
     except pa.ArrowInvalid as exc:
         raise LayerInputError(f"{path}: cannot decode attributes ({_first_line(exc)}); pass --encoding (e.g. gbk)") \
             from exc
+    for w in held:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     geometry_name = meta.get("geometry_name") or "wkb_geometry"
     fields = set(meta["fields"])
     fid_col = next((c for c in table.column_names if c not in fields and c != geometry_name), None)

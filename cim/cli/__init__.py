@@ -9,9 +9,11 @@ and output in `options`) and is registered below; the repository's `cli.py` is o
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 import cim
 from cim.cli import analyze, build, demo, geocode, layers, sensors, serve
@@ -91,9 +93,19 @@ def exit_code_for(exc: BaseException) -> int:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `cim` console script."""
     # Standalone mode lets click handle usage errors (exit 2) and --help; library errors come through here.
+    previous = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         app(args=argv)
     except CimError as exc:
         # soft_wrap: a path in the message stays on one line, whatever the terminal width
-        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
         sys.exit(exit_code_for(exc))
+    finally:
+        warnings.showwarning = previous
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """A warning on the terminal as one `warning:` line (what it says), not Python's file:line and source line."""
+    text = " ".join(str(message).split())
+    err_console.print(f"[yellow]warning:[/] {escape(text)}", markup=True, highlight=False, soft_wrap=True)
