@@ -218,6 +218,41 @@ def prepare_sensors(store: Path, *, hours: float = 24.0, echo: Echo | None = Non
     return sensors
 
 
+def prepare_addresses(city: SampleCity, store: Path, root: Path, *, echo: Echo | None = None) -> list[str]:
+    """Standard addresses (标准地址) of the city's buildings and its three 一标三实 registries (population,
+    organisations, houses: the sample's messy registry, written into `root/registry` once) geocoded and linked to
+    them, as layers of the store; what the store already holds is kept. Returns the layers made.
+
+    The viewer's search box then geocodes typed addresses, and identify on a building lists its 一标三实 records.
+    """
+    from cim.sample.addresses import REGISTRY_FILES, add_registry
+    from layers import LayerStore
+    from layers.addresses import build_address_layer, link_registry
+    from layers.addresses.links import REGISTRIES
+
+    say = echo or (lambda line: None)
+    registry = root / "registry"
+    made: list[str] = []
+    with LayerStore(store) as s:
+        have = {i.name for i in s.list()}
+        if "addresses" not in have:
+            report = build_address_layer(s, "buildings")
+            say(f"standard addresses: {report.addresses} from the buildings layer")
+            made.append(report.layer)
+        wanted = {kind: REGISTRIES[kind]["layer"] for kind in REGISTRY_FILES}
+        if set(wanted.values()) <= have:
+            return made
+        if not all((registry / f).is_file() for f in REGISTRY_FILES.values()):
+            say(f"一标三实 registry: writing the sample's messy registry into {registry}")
+            add_registry(city, out=registry)
+        for kind, layer in wanted.items():
+            if layer not in have:
+                linked = link_registry(s, registry / REGISTRY_FILES[kind], kind)
+                say(f"一标三实 {kind}: {linked.linked} of {linked.records} records linked to buildings as {linked.layer}")
+                made.append(linked.layer)
+    return made
+
+
 def _simulate_into(site: DemoSite, base: str, stop: threading.Event) -> None:
     """Feed the running server simulated readings over HTTP until `stop` is set (every sensor every 5 s)."""
     import logging
@@ -334,6 +369,8 @@ def prepare_demo(
     imported = load_sample_layers(city, store, echo=say)
     if imported:
         say(f"layer store {store}: imported {len(imported)} layer(s)")
+    if {"streets", "communities"} <= set(city.layers):  # the divisions the registry needs
+        prepare_addresses(city, store, root, echo=say)
     sim = prepare_sensors(store, echo=say) if sensors else []
     simulator_key = _demo_key(root, store, SIMULATOR_KEY_FILE, "confidential,sensing:write",
                               "cim demo simulator") if sensors else None

@@ -385,13 +385,15 @@ def write_registry(out: str | Path, buildings: Any, divisions: Sequence[tuple[st
     return files
 
 
-def add_registry(city: Any, *, seed: int | None = None, n_records: int | None = None) -> dict[str, Any]:
+def add_registry(city: Any, *, seed: int | None = None, n_records: int | None = None,
+                 out: str | Path | None = None) -> dict[str, Any]:
     """Write the standard addresses and the messy registry of a generated sample city into its folder.
 
     Args:
         city: a `SampleCity` with its buildings and the `streets` and `communities` layers.
         seed: the random seed (default: the city's).
         n_records: stop after this many registry records (default: the whole city once).
+        out: the folder to write into (default: the city's own folder).
 
     Returns:
         file name -> {kind, rows, ...} of what was written.
@@ -418,7 +420,7 @@ def add_registry(city: Any, *, seed: int | None = None, n_records: int | None = 
         import json
 
         seed = int(json.loads(Path(city.manifest).read_text(encoding="utf-8")).get("seed", 7))
-    return write_registry(city.root, buildings, divisions, seed, n_records=n_records)
+    return write_registry(city.root if out is None else out, buildings, divisions, seed, n_records=n_records)
 
 
 __all__ = ["ADDRESS_FILE", "add_registry", "REGISTRY_FILES", "TRUTH_FILE", "MessyWriter", "Record", "messy_records",

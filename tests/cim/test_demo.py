@@ -28,7 +28,13 @@ def test_prepare_demo_builds_once_and_reuses_everything(tmp_path: Path) -> None:
                        if e["kind"] == "vector"}
     with LayerStore(site.store, read_only=True) as store:
         infos = {i.name: i for i in store.list()}
-    assert set(infos) == manifest_layers
+    # the sample's layers, its standard addresses and the three 一标三实 registries linked to the buildings
+    registries = {"address_population", "address_organisations", "address_houses"}
+    assert set(infos) == manifest_layers | {"addresses"} | registries
+    assert infos["address_population"].security == "confidential"
+    n_buildings = infos["buildings"].feature_count
+    assert 0.95 * n_buildings <= infos["addresses"].feature_count <= n_buildings
+    assert all(infos[r].feature_count > 0 for r in registries)
     assert infos["hazards"].security == "confidential" and infos["shelters"].security == "public"
     assert site.models == {"city": tmp_path / "demo" / "l2"}
     assert site.security["city"] == "internal" and site.maps["city_ortho"] == site.city.ortho
@@ -98,6 +104,15 @@ def test_cim_demo_serves_the_viewer_and_prints_its_url(tmp_path: Path) -> None:
             now = httpx.get(f"http://127.0.0.1:{port}/sensing/latest", params={"api_key": key}).json()["features"]
             moved = {f["id"] for f in now if f["properties"]["phenomenonTime"] > first[f["id"]]}
         assert len(moved) >= 5
+        # the search box geocodes: a standard address of the store, typed as a clerk would, finds its building
+        item = httpx.get(f"http://127.0.0.1:{port}/collections/addresses/items",
+                         params={"api_key": key, "limit": 1, "f": "json"}).json()["features"][0]["properties"]
+        found = httpx.get(f"http://127.0.0.1:{port}/geocode", params={"api_key": key, "q": item["address"]}).json()
+        assert found["result"]["matched"] and found["result"]["building_code"] == item["building_code"], found
+        links = httpx.get(f"http://127.0.0.1:{port}/addresses/buildings/{item['building_code']}",
+                          params={"api_key": key}).json()
+        assert links["building_code"] == item["building_code"], links
+        assert set(links["counts"]) <= {"population", "organisations", "houses"}, links
         runs = httpx.get(f"http://127.0.0.1:{port}/flood", params={"api_key": url.split("=", 1)[1]}).json()
         assert [r["id"] for r in runs["runs"]] == ["storm-50y"]
     finally:
