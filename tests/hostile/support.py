@@ -20,6 +20,7 @@ HOSTILE = settings(derandomize=True, database=None, deadline=None, print_blob=Fa
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                           HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much])
 
+OGC_EXCEPTION_TYPES = {"application/vnd.ogc.se_xml", "text/xml", "application/xml"}
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)|File \"[^\"]+\.py\", line \d+")
 
 
@@ -87,6 +88,10 @@ def assert_clean_error(r: httpx.Response) -> None:
     assert r.status_code < 500, f"{r.request.method} {r.request.url} -> {r.status_code}: {r.text[:300]}"
     assert not TRACEBACK.search(r.text), f"{r.request.url}: a traceback in the body"
     if 400 <= r.status_code < 500 and r.request.method != "HEAD":
+        if r.headers.get("content-type", "").split(";")[0] in OGC_EXCEPTION_TYPES:
+            # WMS answers errors as its standard says: an OGC ServiceExceptionReport naming the problem
+            assert re.search(r"<ServiceException\b[^>]*>\s*\S", r.text), r.text[:300]
+            return
         doc = r.json()
         assert doc["status"] == r.status_code and isinstance(doc["description"], str) and doc["description"]
 
@@ -94,3 +99,23 @@ def assert_clean_error(r: httpx.Response) -> None:
 def budget_answer(r: httpx.Response) -> bool:
     """A 503 that says the request ran out of its time budget: a bounded, honest answer."""
     return r.status_code == 503 and "time budget" in r.json().get("description", "")
+
+
+def event_stream_paths(doc: dict) -> set[str]:
+    """The paths of an OpenAPI document whose GET answers a Server-Sent Events stream (which never ends)."""
+    return {path for path, ops in doc["paths"].items()
+            if "text/event-stream" in ops.get("get", {}).get("responses", {}).get("200", {}).get("content", {})}
+
+
+def fetch(c: httpx.Client, url: str, method: str = "GET", **kw: object) -> httpx.Response:
+    """`c.get(url)` (or HEAD) that also works on an event stream: a stream's answer is read up to its first bytes
+    (status, headers and the opening comment), then closed; any other answer is read whole."""
+    with c.stream(method, url, **kw) as r:  # type: ignore[arg-type]
+        if r.headers.get("content-type", "").startswith("text/event-stream"):
+            first = next(r.iter_raw(), b"")
+            head = httpx.Response(r.status_code, headers=r.headers, content=first, request=r.request)
+            if "content-length" not in r.headers:  # httpx adds one for `content`; the stream had none
+                head.headers.pop("content-length", None)
+            return head
+        r.read()
+    return r

@@ -15,7 +15,8 @@ from hypothesis.errors import Unsatisfiable
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from tests.hostile.support import HOSTILE, HostileServer, assert_clean_error, assert_no_secret, budget_answer
+from tests.hostile.support import (HOSTILE, HostileServer, assert_clean_error, assert_no_secret, budget_answer,
+                                  event_stream_paths)
 
 EXAMPLES = 8  # per operation and generation mode
 
@@ -23,7 +24,10 @@ EXAMPLES = 8  # per operation and generation mode
 def _operations(server: HostileServer) -> list:
     doc = httpx.get(f"{server.base}/api", timeout=30).json()
     schema = schemathesis.openapi.from_dict(doc)
-    ops = [r.ok() for r in schema.get_all_operations()]
+    # an event stream never ends, so a generated request to it would never complete: test_requests.py attacks it
+    # with a client that reads only its start
+    endless = event_stream_paths(doc)
+    ops = [op for op in (r.ok() for r in schema.get_all_operations()) if op.path not in endless]
     assert len(ops) >= 20, "the OpenAPI document lists too few operations"
     return ops
 
@@ -40,7 +44,9 @@ def test_generated_requests_over_every_operation(hostile_server: HostileServer, 
         except (ValueError, UnicodeError):
             return  # a request the HTTP client itself refuses to send (e.g. a NUL in a header)
         seen.add(case.operation.label)
+        media = response.headers.get("content-type") or [""]  # Schemathesis keeps each header's values in a list
         r = httpx.Response(response.status_code, content=response.content,
+                           headers={"content-type": media if isinstance(media, str) else media[0]},
                            request=httpx.Request(case.method, f"{hostile_server.base}{case.formatted_path}"))
         if not budget_answer(r):
             assert_clean_error(r)

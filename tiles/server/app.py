@@ -33,7 +33,7 @@ from tiles.errors import (InvalidKeyError, JobLimitError, RequestTooLargeError, 
                           TileRequestError)
 from tiles.server import ogc, redact
 from tiles.server.catalog import ServiceCatalog
-from tiles.server.deps import HINT_HEADER, KEY_HEADER, KEY_PARAM
+from tiles.server.deps import HEAD_SCOPE_KEY, HINT_HEADER, KEY_HEADER, KEY_PARAM
 from tiles.server.fastpath import StaticFastPath
 from tiles.server.jobs import JobManager
 from tiles.server.openapi import openapi_document
@@ -167,7 +167,8 @@ class RequestLog:
         t0 = time.perf_counter()
         state = {"status": 0, "bytes": 0}
         head = scope["method"] == "HEAD"
-        inner = {**scope, "method": "GET"} if head else scope
+        # routes see GET; HEAD_SCOPE_KEY tells a route whose body never ends (the event stream) to send none
+        inner = {**scope, "method": "GET", HEAD_SCOPE_KEY: True} if head else scope
 
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -16,6 +16,14 @@ from tiles.server.catalog import ServiceCatalog
 KEY_HEADER = "x-api-key"
 KEY_PARAM = "api_key"
 HINT_HEADER = "X-Cim-Hint"  # a sentence a client can show: why a response is empty or 404, and what to do
+HEAD_SCOPE_KEY = "cim.head"  # in the ASGI scope of a HEAD request, which routes receive as a GET
+
+
+def header_text(text: str) -> str:
+    """Any text as a header value: printable ASCII kept, every other character (non-Latin text a client sent,
+    control characters) as a Python escape (`\\u0e01`, `\\n`), since a header cannot carry it (and must not
+    carry a line break)."""
+    return "".join(c if " " <= c < "\x7f" else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 @dataclass(frozen=True)

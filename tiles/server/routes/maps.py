@@ -11,7 +11,7 @@ from fastapi.responses import RedirectResponse, Response
 from tiles.errors import TileRequestError
 from tiles.raster import MEDIA_TYPES, RasterMap, wmts_capabilities
 from tiles.server import ogc
-from tiles.server.deps import HINT_HEADER, Ctx, context
+from tiles.server.deps import HINT_HEADER, Ctx, context, header_text
 from tiles.server.responses import cache_control, etag_matches, json_response
 
 router = APIRouter(tags=["Raster maps"])
@@ -71,7 +71,7 @@ def _capabilities(ctx: Ctx, hint: str | None = None) -> Response:
                             query=ctx.query, abstract=note)
     headers = {"Cache-Control": "no-cache"}
     if hint or note:
-        headers[HINT_HEADER] = " ".join(h for h in (hint, note) if h)
+        headers[HINT_HEADER] = header_text(" ".join(h for h in (hint, note) if h))
     return Response(xml, media_type="application/xml", headers=headers)
 
 

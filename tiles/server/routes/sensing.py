@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from layers.sensing.errors import QueryError
 from layers.sensing.events import EVENT_KINDS, sse
 from layers.sensing.values import dumps
-from tiles.server.deps import Ctx, context
+from tiles.server.deps import HEAD_SCOPE_KEY, Ctx, context
 from tiles.server.responses import json_response
 from tiles.server.routes.sta import sensing_access, sensing_of
 
@@ -34,7 +34,15 @@ def _ids(text: str | None, what: str) -> list[int] | None:
     return [int(p) for p in parts]
 
 
-@router.get("/sensing/stream", summary="Live observations and alert changes (text/event-stream)")
+class EventStream(StreamingResponse):
+    """Server-Sent Events: the media type the OpenAPI document declares for the stream (clients, and the hostile
+    suite, learn from it that the answer does not end)."""
+
+    media_type = "text/event-stream"
+
+
+@router.get("/sensing/stream", summary="Live observations and alert changes (text/event-stream)",
+            response_class=EventStream)
 async def stream(request: Request, ctx: CtxDep, datastreams: str | None = None,
                  events: Annotated[str, Query(max_length=40)] = "observations,alerts") -> Response:
     sensing = sensing_of(ctx)
@@ -43,6 +51,9 @@ async def stream(request: Request, ctx: CtxDep, datastreams: str | None = None,
     kinds = [k.strip() for k in events.split(",") if k.strip()]
     if not kinds or any(k not in EVENT_KINDS for k in kinds):
         raise QueryError(f"events={events!r}: give observations, alerts or both")
+    if request.scope.get(HEAD_SCOPE_KEY):  # HEAD: the stream's headers only, since its body never ends
+        return Response(headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+                        media_type=EventStream.media_type)
     last = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
     replay = []
     if last and last.isdigit() and "observations" in kinds:
@@ -70,7 +81,7 @@ async def stream(request: Request, ctx: CtxDep, datastreams: str | None = None,
             sensing.hub.unsubscribe(sub)
 
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+    return EventStream(body(), headers=headers)
 
 
 @router.get("/sensing/latest", summary="Every sensor's latest reading and warning level (GeoJSON)")

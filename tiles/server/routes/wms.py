@@ -12,7 +12,7 @@ from cim.errors import CimError
 from layers.errors import LayerNotFoundError
 from tiles import wms
 from tiles.errors import InvalidKeyError, TileNotFoundError
-from tiles.server.deps import HINT_HEADER, Ctx, context
+from tiles.server.deps import HINT_HEADER, Ctx, context, header_text
 from tiles.server.routes.maps import ANONYMOUS_NOTE
 from tiles.server.routes.styles import styled_layers
 
@@ -31,7 +31,7 @@ def _capabilities(ctx: Ctx) -> Response:
         if ctx.who.anonymous else None
     xml = wms.wms_capabilities([*maps, *layers], ctx.base, title=ctx.catalog.settings.title, query=ctx.query,
                                abstract=note)
-    headers = {"Cache-Control": "no-cache", **({HINT_HEADER: note} if note else {})}
+    headers = {"Cache-Control": "no-cache", **({HINT_HEADER: header_text(note)} if note else {})}
     return Response(xml, media_type=_XML, headers=headers)
 
 
