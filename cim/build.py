@@ -9,9 +9,12 @@ terrain. The output folder holds:
     terrain/tileset.json     quadtree of TIN tiles (REPLACE), glb with the orthophoto as texture
     buildings/tileset.json   quadtree of LOD1 or LOD2 tiles (ADD: the most prominent buildings first)
     oblique/tileset.json     the oblique pyramid (REPLACE) under merged coarse levels
-    build.json               the build report (counts, skipped buildings and why, bounds, seconds)
+    build.json               the build report (counts, skipped buildings and why, bounds, seconds, Dask)
 
-Everything is written into a temporary folder beside the output and renamed into place at the end.
+The tiles of each layer are Dask tasks run by one `cim.tiling.Runner`: a local cluster (`workers`), an existing
+cluster (`scheduler` address or a notebook's `client`), or this process (`scheduler="synchronous"`); the bytes
+written are the same whichever runs them. Everything is written into a temporary folder beside the output and
+renamed into place at the end.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from cim.models.footprints import BuildingOptions
 from cim.models.lod1 import BuildingsResult, build_buildings
 from cim.sources import crs as crsmod
 from cim.sources.vertical import VerticalDatum
+from cim.tiling import Runner
 from tiles.compression import GlbOptions
 from tiles.tileset import (
     BoundingVolume,
@@ -67,6 +71,7 @@ class BuildReport:
     seconds: float
     warnings: list[str] = field(default_factory=list)
     oblique: dict[str, Any] | None = None
+    dask: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +87,7 @@ class BuildReport:
             "oblique": self.oblique,
             "seconds": round(self.seconds, 3),
             "warnings": self.warnings,
+            "dask": self.dask,
         }
 
 
@@ -102,6 +108,10 @@ def build_city(
     vertical_datum: str | os.PathLike[str] | VerticalDatum | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    client: Any = None,
+    on_start: Callable[[dict[str, Any]], None] | None = None,
 ) -> BuildReport:
     """Build a city model into `out`.
 
@@ -126,6 +136,12 @@ def build_city(
             theirs (ellipsoidal: heights are used as they are).
         overwrite: replace an existing output folder.
         progress: called as progress(stage, done, total).
+        workers: worker processes of the local Dask cluster the tile tasks run on (default: one per CPU core;
+            `building_options.workers` and `oblique_options.workers` when given there).
+        scheduler: "synchronous" (every task in this process) or the address of a running Dask scheduler
+            ("tcp://10.0.0.5:8786"); its workers must see the inputs and `out` at the same paths.
+        client: a `distributed.Client` to run on (a notebook's); it is left open.
+        on_start: called once the Dask cluster is reached, with `cim.tiling.Runner.describe()` (dashboard link).
 
     Raises:
         InputError: an input is missing or unusable.
@@ -167,6 +183,9 @@ def build_city(
             raise InputError(f"--{name} {value}: no such file")
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    n_workers = workers or getattr(building_options, "workers", None) or getattr(oblique_options, "workers", None)
+    runner = Runner(workers=n_workers, scheduler=scheduler, client=client, progress=progress, on_start=on_start)
+    runner.__enter__()
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
         children: list[Tile] = []
@@ -197,7 +216,8 @@ def build_city(
         if oblique is not None:
             from cim.models.oblique import build_oblique
 
-            ores = build_oblique(oblique, work, buildings=buildings, options=oblique_options, progress=progress)
+            ores = build_oblique(oblique, work, buildings=buildings, options=oblique_options, progress=progress,
+                                 runner=runner)
             oroot = relative_transforms(rebase_uris(ores.root, "oblique/"))
             layers.append(("oblique", oroot, {"layer": "oblique", "georeference": ores.georeference,
                                               "singulated": buildings is not None}))
@@ -205,12 +225,12 @@ def build_city(
             from cim.models.lod2 import build_lod2_buildings
 
             lod2 = build_lod2_buildings(buildings, dem, work, ortho=ortho, dsm=dsm, options=building_options,
-                                        crs=crs, progress=progress)
+                                        crs=crs, progress=progress, runner=runner)
             layers.append(("buildings", relative_transforms(rebase_uris(lod2.root, "buildings/")),
                            {"layer": "buildings", "lod": 2}))
         elif buildings is not None:
             bres = build_buildings(buildings, dem, work, dsm=dsm, options=building_options, crs=crs,
-                                   progress=progress)
+                                   progress=progress, runner=runner)
             layers.append(("buildings", relative_transforms(rebase_uris(bres.root, "buildings/")),
                            {"layer": "buildings", "lod": 1}))
         regions = [r.bounding_volume.region for _, r, _ in layers]
@@ -250,6 +270,7 @@ def build_city(
             buildings=bres.to_dict() if bres else (lod2.to_dict() if lod2 else None),
             seconds=time.perf_counter() - t0,
             oblique=ores.to_dict() if ores else None,
+            dask=runner.describe(),
         )
         if lod2 is not None and lod2.fallbacks:
             report.warnings.append(f"{len(lod2.fallback_ids)} LOD2 roof(s) built with another shape: "
@@ -269,6 +290,8 @@ def build_city(
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    finally:
+        runner.__exit__(None, None, None)
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -1,20 +1,28 @@
-"""The tile quadtree and the tile job runner that every model builder uses.
+"""The tile quadtree, and the runner that executes every model builder's tile tasks on Dask.
 
 A building model is tiled as an ADD-refinement quadtree over footprint centroids (`quadtree`, `walk`): each
-node shows its most prominent buildings and hands the rest to its quadrants. Tiles are meshed, encoded and
-written by `run_tile_jobs`, and `nest_tiles` links the written tiles into one subtree with volumes grown upward.
+node shows its most prominent buildings and hands the rest to its quadrants. Each tile is one task (mesh, encode,
+write its glb) executed by `Runner` with `dask.distributed`: on a `LocalCluster` it starts (`workers=N`), on an
+existing cluster (`scheduler="tcp://host:8786"`, or a notebook's `distributed.Client`), or in this process
+(`scheduler="synchronous"`). Results come back in job order, so the output is the same bytes whatever the
+scheduler or the number of workers. `nest_tiles` links the written tiles into one subtree with volumes grown upward.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import atexit
+import contextlib
+import logging
 import os
-from collections.abc import Callable, Iterator
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from cim.errors import BuildError
 from cim.geodesy import union_regions
 from tiles.tileset import BoundingVolume, Tile
 
@@ -62,30 +70,219 @@ def walk(node: QuadNode, path: str = "0") -> Iterator[tuple[QuadNode, str]]:
 
 
 
-def run_tile_jobs(fn: Callable[[Any], Any], jobs: list[Any], state: dict[str, Any], *, workers: int | None = None,
-                  progress: Progress | None = None, stage: str = "tiles") -> list[Any]:
-    """Run `fn` over `jobs` in forked worker processes (one per core by default) that inherit `state`.
+SYNCHRONOUS = "synchronous"
+_shared: dict[int, Any] = {}
+_shared_lock = threading.Lock()
 
-    `fn` reads the build's arrays from `state` (a module-level dict it knows); forking shares them instead of
-    pickling them per job. Results come back in completion order.
+
+def _shared_cluster(n: int) -> Any:
+    """One LocalCluster per process and worker count, started on first use and closed at exit.
+
+    Starting worker processes takes seconds; a notebook or a test session building several cities reuses them.
     """
-    n = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    results: list[Any] = []
+    with _shared_lock:
+        cluster = _shared.get(n)
+        if cluster is None or cluster.status.name in ("closed", "closing", "failed"):
+            cluster = start_local_cluster(n)
+            _shared[n] = cluster
+        return cluster
+
+
+def start_local_cluster(n: int) -> Any:
+    """A `distributed.LocalCluster` of `n` single-threaded worker processes on the loopback interface.
+
+    Its dashboard (on a free port) is served when bokeh is installed. The caller closes it.
+    """
+    from distributed import LocalCluster
+
     try:
-        if n > 1:
-            with multiprocessing.get_context("fork").Pool(n) as pool:
-                for done, res in enumerate(pool.imap_unordered(fn, jobs)):
-                    results.append(res)
-                    if progress:
-                        progress(stage, done + 1, len(jobs))
+        import bokeh  # noqa: F401  (the dashboard needs it)
+
+        dashboard: str | None = "127.0.0.1:0"
+    except ImportError:
+        dashboard = None
+    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                        dashboard_address=dashboard, silence_logs=logging.ERROR)
+
+
+@atexit.register
+def _close_shared() -> None:
+    for cluster in list(_shared.values()):
+        with contextlib.suppress(Exception):
+            cluster.close()
+    _shared.clear()
+
+
+class Runner:
+    """Executes the tile tasks of a build with Dask.
+
+    Args:
+        workers: worker processes of the local cluster (`distributed.LocalCluster`) the runner starts, or reuses
+            if this process started one of that size before; None -> one per CPU core. Ignored with `scheduler`
+            or `client`.
+        scheduler: "synchronous" runs every task in this process, one after the other (no cluster), or the
+            address of a running Dask scheduler ("tcp://10.0.0.5:8786") whose workers see the inputs and the
+            output folder at the same paths.
+        client: a `distributed.Client` to run on as it is (a notebook's, a cluster's); it is not closed.
+        progress: called as progress(stage, done, total) as tasks finish.
+        on_start: called with `describe()` once the runner is connected to its cluster (its dashboard link).
+
+    Use as a context manager. Given `workers` or a scheduler address, it connects on entry; otherwise the local
+    cluster is started when a wave of more than one task first needs it (a wave of one task runs in this process,
+    which is what a cluster would do at more cost). The
+    output never depends on the scheduler, the number of workers or the order in which tasks finish: `map`
+    returns results in the order of its jobs.
+    """
+
+    def __init__(self, *, workers: int | None = None, scheduler: str | None = None, client: Any = None,
+                 progress: Progress | None = None,
+                 on_start: Callable[[dict[str, Any]], None] | None = None) -> None:
+        if workers is not None and workers < 1:
+            raise BuildError(f"workers={workers}: give at least 1 worker process")
+        self.workers = workers
+        self.scheduler = scheduler
+        self.progress = progress
+        self.on_start = on_start
+        self._client = client
+        self._own_client = False
+        self._started = client is not None
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self) -> Runner:
+        if self.workers is not None or (self.scheduler and self.scheduler != SYNCHRONOUS):
+            self._connect()
+        return self
+
+    def _connect(self) -> Any:
+        """The client, connecting to the scheduler (or starting the local cluster) on first use."""
+        if self._client is None and self.scheduler != SYNCHRONOUS:
+            from distributed import Client
+
+            if self.scheduler:
+                try:
+                    self._client = Client(self.scheduler, timeout="20s", set_as_default=False)
+                except (OSError, TimeoutError) as exc:
+                    raise BuildError(f"cannot reach the Dask scheduler at {self.scheduler}: {exc}; start one with "
+                                     f"`dask scheduler` (and `dask worker {self.scheduler}` on each machine), or "
+                                     f"leave out --scheduler for a local cluster") from exc
+            else:
+                n = self.workers or os.cpu_count() or 1
+                self._client = Client(_shared_cluster(n), set_as_default=False)
+            self._own_client = True
+        if not self._started and self._client is not None:
+            self._started = True
+            if self.on_start is not None:
+                self.on_start(self.describe())
+        return self._client
+
+    def __exit__(self, *exc: object) -> None:
+        if self._own_client and self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+        self._client = None
+        self._own_client = False
+
+    @property
+    def client(self) -> Any:
+        """The `distributed.Client` tasks are submitted to (None when they run in this process)."""
+        return self._client
+
+    @property
+    def dashboard(self) -> str | None:
+        """The Dask dashboard's address when a cluster is used and serves one."""
+        if self._client is None:
+            return None
+        try:
+            link = self._client.dashboard_link
+        except Exception:  # noqa: BLE001 - no dashboard (no bokeh on the scheduler)
+            return None
+        return link or None
+
+    def describe(self) -> dict[str, Any]:
+        """What runs the build: scheduler kind and address, worker count, dashboard, tasks run per stage."""
+        if self._client is None:
+            kind, n, address = (SYNCHRONOUS if self.scheduler == SYNCHRONOUS else "not started"), 1, None
         else:
+            kind = "distributed" if self.scheduler else ("local-cluster" if self._own_client else "client")
+            address = self._client.scheduler.address if self._client.scheduler is not None else None
+            try:
+                n = len(self._client.scheduler_info(n_workers=-1)["workers"])
+            except Exception:  # noqa: BLE001 - a closing scheduler
+                n = 0
+        return {"scheduler": kind, "address": address, "workers": n, "dashboard": self.dashboard,
+                "tasks": dict(self.counts)}
+
+    def map(self, fn: Callable[[Any, Any], Any], jobs: Sequence[Any], state: Any = None, *, stage: str = "tiles",
+            cost: Sequence[float] | None = None) -> list[Any]:
+        """`fn(job, state)` for every job, as Dask tasks; results in the order of `jobs`.
+
+        `state` (the build's shared arrays) is sent to every worker once, not once per task. `fn` must be a
+        module-level function (workers import it) that writes the same bytes whenever it runs, so a task a dead
+        worker left unfinished can be run again elsewhere (Dask does that by itself). `cost` starts the costliest
+        tasks first.
+
+        Raises:
+            whatever a task raised (the other tasks are cancelled);
+            BuildError: a task killed its worker process more often than the scheduler allows (out of memory?).
+        """
+        jobs = list(jobs)
+        self.counts[stage] = self.counts.get(stage, 0) + len(jobs)
+        if not jobs:
+            return []
+        if self.progress:
+            self.progress(stage, 0, len(jobs))
+        if len(jobs) > 1 or self._client is not None:
+            self._connect()
+        if self._client is None:
+            results = []
             for done, job in enumerate(jobs):
-                results.append(fn(job))
-                if progress:
-                    progress(stage, done + 1, len(jobs))
-    finally:
-        state.clear()
-    return results
+                results.append(fn(job, state))
+                if self.progress:
+                    self.progress(stage, done + 1, len(jobs))
+            return results
+        return self._map_distributed(fn, jobs, state, stage, cost)
+
+    def _map_distributed(self, fn: Callable[[Any, Any], Any], jobs: list[Any], state: Any, stage: str,
+                         cost: Sequence[float] | None) -> list[Any]:
+        from distributed import as_completed
+        from distributed.scheduler import KilledWorker
+
+        client = self._client
+        [shared] = client.scatter([state], broadcast=True, hash=False)
+        order = sorted(range(len(jobs)), key=lambda i: -cost[i]) if cost is not None else range(len(jobs))
+        futures = {}
+        for rank, i in enumerate(order):
+            futures[client.submit(fn, jobs[i], shared, pure=False, priority=len(jobs) - rank,
+                                  key=f"{stage}-{uuid.uuid4().hex}-{i}")] = i
+        results: list[Any] = [None] * len(jobs)
+        try:
+            for done, fut in enumerate(as_completed(list(futures), loop=client.loop)):
+                try:
+                    results[futures[fut]] = fut.result()
+                except KilledWorker as exc:
+                    raise BuildError(f"stage {stage}: a task killed its worker process more often than the "
+                                     f"scheduler allows (out of memory? a crash in a native library?): {exc}; "
+                                     f"run with fewer --workers or smaller tiles") from exc
+                fut.release()
+                if self.progress:
+                    self.progress(stage, done + 1, len(jobs))
+        except BaseException:
+            client.cancel(list(futures))
+            raise
+        finally:
+            shared.release()
+        return results
+
+
+@contextlib.contextmanager
+def runner_scope(runner: Runner | None, workers: int | None = None,
+                 progress: Progress | None = None) -> Iterator[Runner]:
+    """The given runner as it is, or a new one (a local cluster of `workers` processes, started when needed)."""
+    if runner is not None:
+        yield runner
+        return
+    with Runner(workers=workers, progress=progress) as own:
+        yield own
 
 
 def nest_tiles(nodes: list[tuple[QuadNode, str]], tiles: dict[str, Tile]) -> Tile:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from cim.cli.options import JsonOpt, OverwriteOpt, emit, progress_bar
+from cim.cli.options import JsonOpt, OverwriteOpt, emit, err_console, progress_bar
 
 
 def build_cmd(
@@ -42,6 +42,12 @@ def build_cmd(
         "--vertical-datum", help="What input heights are measured from: ellipsoidal (used as they are), egm96 "
                                  "(EGM96 geoid from proj-data) or the path of a geoid grid (.gtx/GeoTIFF, e.g. a "
                                  "national quasi-geoid); see docs/lightweight.md.")] = "ellipsoidal",
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", min=1, help="Worker processes of the local Dask cluster the tiles are built on (default: one "
+                                 "per CPU core).")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(
+        "--scheduler", help="Address of a running Dask scheduler (tcp://host:8786) whose workers see the same "
+                            "paths, or 'synchronous' to build every tile in this process; see docs/scale.md.")] = None,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -55,11 +61,16 @@ def build_cmd(
                      texture_fallback=texture_fallback)
     bopts = BuildingOptions(height_field=height_field, floors_field=floors_field, storey_height=storey_height,
                             default_height=default_height, id_field=id_field)
+    def started(info: dict) -> None:
+        if not as_json and info.get("dashboard"):
+            err_console.print(f"Dask dashboard: {info['dashboard']}  ({info['workers']} workers)")
+
     with progress_bar(as_json) as cb:
         report = build_city(out, level=level, dem=dem, ortho=ortho, buildings=buildings, dsm=dsm, oblique=oblique,
                             crs=crs,
                             building_options=bopts, terrain_options=TerrainOptions(max_error=max_error, crs=crs),
-                            glb=glb, vertical_datum=vertical_datum, overwrite=overwrite, progress=cb)
+                            glb=glb, vertical_datum=vertical_datum, overwrite=overwrite, progress=cb,
+                            workers=workers, scheduler=scheduler, on_start=started)
     b = report.buildings or {}
     lines = [f"[green]built[/] {report.tileset}  ({report.seconds:.1f} s)"]
     if b:

@@ -27,7 +27,7 @@ from cim.sources import crs as crsmod
 from cim.sources.limits import check_finite
 from cim.sources.footprints import Skipped, building_ids, clean_footprints, numeric_field, read_footprints
 from cim.sources.raster import bilinear, open_raster, polygons_geojson, read_on_grid, window_over
-from cim.tiling import QuadNode, quadtree, run_tile_jobs, walk
+from cim.tiling import QuadNode, Runner, quadtree, runner_scope, walk
 from cim.sources.vertical import ELLIPSOIDAL, VerticalDatum
 from tiles.compression import GlbOptions
 from tiles.gltf import StringColumn
@@ -49,7 +49,7 @@ class BuildingOptions:
         sink: metres the walls reach below the base so no building floats over a simplified terrain.
         tile_capacity: buildings per tile content.
         color: RGBA of the buildings.
-        workers: processes meshing and encoding tiles; None -> one per CPU core.
+        workers: Dask worker processes of the local cluster a build starts; None -> one per CPU core.
         glb: how tiles are encoded (compression, textures; `tiles.compression.GlbOptions`).
         vertical_datum: what input heights are measured from (`cim.sources.vertical.VerticalDatum`); they become
             ellipsoidal heights (h = H + N) before anything is placed.
@@ -88,13 +88,11 @@ class BuildingOptions:
             raise InputError(f"workers={self.workers} must be at least 1")
 
 
-_HEIGHTS: dict[str, Any] = {}  # footprints and DEM shared with forked workers of footprint_heights
-
-
-def _lowest_terrain(job: tuple[int, int]) -> tuple[int, np.ndarray]:
-    """Lowest bilinear DEM value over footprints a..b: at vertices, along edges every half cell, at cell centres."""
+def _lowest_terrain(job: tuple[int, int], state: dict[str, Any]) -> tuple[int, np.ndarray]:
+    """Lowest bilinear DEM value over footprints a..b: at vertices, along edges every half cell, at cell centres
+    (a Dask task; `state` holds the footprints and the DEM window)."""
     a, b = job
-    g, dem_arr, dem_tf = _HEIGHTS["g"][a:b], _HEIGHTS["dem"], _HEIGHTS["tf"]
+    g, dem_arr, dem_tf = state["g"][a:b], state["dem"], state["tf"]
     k = len(g)
     cell = min(abs(dem_tf.a), abs(dem_tf.e))
     edge_xy, edge_idx = shapely.get_coordinates(shapely.segmentize(g, cell / 2), return_index=True)
@@ -130,7 +128,7 @@ def _lowest_terrain(job: tuple[int, int]) -> tuple[int, np.ndarray]:
 
 def footprint_heights(
     geoms: np.ndarray, crs: CRS, dem: str | os.PathLike[str], dsm: str | os.PathLike[str] | None = None,
-    need_dsm: np.ndarray | None = None,
+    need_dsm: np.ndarray | None = None, runner: Runner | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per footprint: the lowest terrain height under it and the median DSM - DEM inside it.
 
@@ -144,6 +142,8 @@ def footprint_heights(
         dem: terrain raster path.
         dsm: surface raster path, or None.
         need_dsm: (k,) bool, the footprints whose DSM height is wanted (default: all, when `dsm` is given).
+        runner: the `cim.tiling.Runner` that runs chunks of footprints as tasks (default: a local Dask cluster
+            when there are several chunks, this process otherwise).
 
     Returns:
         (base, dsm_height): (k,) float64 each; NaN where the footprint misses the raster (or no DSM value).
@@ -164,11 +164,10 @@ def footprint_heights(
     if not dem_crs.equals(crs):
         t = crsmod.transformer(crs, dem_crs)
         g = shapely.transform(geoms, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
-    _HEIGHTS.update(g=g, dem=dem_arr, tf=dem_tf)
     step = max(20_000, -(-k // (2 * (os.cpu_count() or 1))))
     jobs = [(a, min(a + step, k)) for a in range(0, k, step)]
-    # chunks run in forked workers (the DEM array is shared copy-on-write) when there are several
-    results = run_tile_jobs(_lowest_terrain, jobs, _HEIGHTS, workers=None if len(jobs) > 1 else 1)
+    with runner_scope(runner) as run:
+        results = run.map(_lowest_terrain, jobs, dict(g=g, dem=dem_arr, tf=dem_tf), stage="heights")
     for a, values in results:
         base[a:a + len(values)] = values
     if dsm_arr is not None:
@@ -274,8 +273,11 @@ def prepare_footprints(
     dsm: str | os.PathLike[str] | None = None,
     options: BuildingOptions | None = None,
     crs: crsmod.CRSLike | None = None,
+    runner: Runner | None = None,
 ) -> PreparedFootprints:
     """Read, clean and give a base and a height to every footprint (the common first half of LOD1 and LOD2).
+
+    `runner` runs the terrain heights as tasks (see `footprint_heights`).
 
     Raises:
         BuildError: no footprint can be built.
@@ -296,7 +298,7 @@ def prepare_footprints(
     attr_h, floors_h = attribute_heights(attrs, options)
     if dem is not None:
         need_dsm = ~(np.isfinite(attr_h) | np.isfinite(floors_h))
-        base, dsm_h = footprint_heights(geoms, src_crs, dem, dsm, need_dsm=need_dsm)
+        base, dsm_h = footprint_heights(geoms, src_crs, dem, dsm, need_dsm=need_dsm, runner=runner)
         outside = np.isnan(base)
         skipped.add("outside the DEM (no terrain height under the footprint)", ids[outside])
     else:
@@ -320,7 +322,7 @@ def attribute_columns(attrs: pd.DataFrame, ids: np.ndarray, base: np.ndarray, he
     """The per-building metadata: stable `id`, every source attribute, and the model's own heights.
 
     Numbers stay numpy arrays (NaN for missing); text becomes `StringColumn`s, so slicing per tile and sharing with
-    forked workers touches no Python object per value.
+    Dask workers touches no Python object per value.
     """
     columns: dict[str, Any] = {"id": StringColumn.from_values(np.asarray(ids, dtype=object))}
     for col in attrs.columns:

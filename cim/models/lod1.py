@@ -25,7 +25,7 @@ from cim.models.footprints import HEIGHT_SOURCES, BuildingOptions, prepare_footp
 from cim.sources import crs as crsmod
 from cim.sources.footprints import Skipped
 from cim.sources.vertical import ELLIPSOIDAL, VerticalDatum
-from cim.tiling import Progress, nest_tiles, run_tile_jobs
+from cim.tiling import Progress, Runner, nest_tiles, runner_scope
 from tiles.gltf import Material, MeshContent, Primitive, PropertyTable
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 
@@ -232,14 +232,10 @@ def lod1_primitive(
 
 
 
-_JOB: dict[str, Any] = {}  # the build's arrays, shared with forked tile workers
-
-
-
-def _write_tile(job: tuple[str, np.ndarray, float]) -> tuple[str, Tile, int]:
-    """Mesh, encode and write one tile's buildings; returns its Tile (absolute transform) and triangle count."""
+def _write_tile(job: tuple[str, np.ndarray, float], j: dict[str, Any]) -> tuple[str, Tile, int]:
+    """Mesh, encode and write one tile's buildings (a Dask task; `j` is the build's shared arrays); returns its
+    Tile (absolute transform) and triangle count."""
     path, sel, error = job
-    j = _JOB
     prim, frame, region = lod1_primitive(j["geoms"][sel], j["bottom"][sel], j["top"][sel], j["crs"],
                                          color=j["color"], vertical=j["vertical"])
     props = PropertyTable("building", {c: take_column(v, sel) for c, v in j["columns"].items()})
@@ -265,8 +261,9 @@ def build_buildings(
     options: BuildingOptions | None = None,
     crs: crsmod.CRSLike | None = None,
     progress: Progress | None = None,
+    runner: Runner | None = None,
 ) -> BuildingsResult:
-    """Build LOD1 buildings as 3D Tiles content under `out_dir/buildings/`.
+    """Build LOD1 buildings as 3D Tiles content under `out_dir/buildings/`, one Dask task per tile.
 
     Args:
         footprints: footprints file (any GDAL vector format or GeoParquet), projected CRS.
@@ -275,7 +272,9 @@ def build_buildings(
         dsm: surface raster for heights of buildings with no height or floors attribute.
         options: see BuildingOptions.
         crs: the footprints' CRS when the file declares none.
-        progress: called as progress(stage, done, total).
+        progress: called as progress(stage, done, total) (when no `runner` is given).
+        runner: the `cim.tiling.Runner` the tile tasks run on; by default a local Dask cluster of
+            `options.workers` processes (one per core).
 
     Returns:
         BuildingsResult with the subtree root (absolute tile transforms) and the report.
@@ -284,7 +283,7 @@ def build_buildings(
     t0 = time.perf_counter()
     if progress:
         progress("heights", 0, 1)
-    fp = prepare_footprints(footprints, dem, dsm=dsm, options=options, crs=crs)
+    fp = prepare_footprints(footprints, dem, dsm=dsm, options=options, crs=crs, runner=runner)
     if progress:
         progress("heights", 1, 1)
     stages = dict(fp.seconds)
@@ -296,12 +295,11 @@ def build_buildings(
 
     out = Path(out_dir)
     (out / "buildings").mkdir(parents=True, exist_ok=True)
-    _JOB.update(geoms=fp.geoms, bottom=fp.base - options.sink, top=fp.base + fp.height, crs=fp.crs,
-                color=options.color, columns=columns, out=out, glb=options.glb,
-                vertical=options.vertical_datum)
-    _geodetic_transformer(fp.crs)  # build it once, before forking
+    state = dict(geoms=fp.geoms, bottom=fp.base - options.sink, top=fp.base + fp.height, crs=fp.crs,
+                 color=options.color, columns=columns, out=out, glb=options.glb, vertical=options.vertical_datum)
     jobs = [(path, node.content, node.error) for node, path in nodes]
-    results = run_tile_jobs(_write_tile, jobs, _JOB, workers=options.workers, progress=progress)
+    with runner_scope(runner, options.workers, progress) as run:
+        results = run.map(_write_tile, jobs, state, stage="lod1", cost=[len(j[1]) for j in jobs])
     tiles = {path: tile for path, tile, _ in results}
     triangles = sum(n for _, _, n in results)
     stages["tiles"] = time.perf_counter() - tick

@@ -49,7 +49,7 @@ from cim.models.roofs import (
 from cim.sources import crs as crsmod
 from cim.sources.footprints import Skipped, numeric_field
 from cim.sources.raster import open_raster, polygons_geojson, window_over
-from cim.tiling import nest_tiles, run_tile_jobs
+from cim.tiling import Runner, nest_tiles, runner_scope
 from tiles.gltf import Material, MeshContent, Primitive, PropertyTable, StringColumn
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 
@@ -129,15 +129,12 @@ def roof_attributes_present(attrs: pd.DataFrame) -> np.ndarray:
     return present
 
 
-_DETECT: dict[str, Any] = {}
-
-
-def _detect_block(idx: np.ndarray) -> tuple[np.ndarray, RoofFit]:
-    """Roofs of the footprints `idx` (one block of the DSM): their cells read in one window, fitted in bulk."""
+def _detect_block(idx: np.ndarray, d: dict[str, Any]) -> tuple[np.ndarray, RoofFit]:
+    """Roofs of the footprints `idx` (one block of the DSM): their cells read in one window, fitted in bulk (a Dask
+    task; `d` holds the footprints, bases and the DSM's path)."""
     import rasterio.features
     import rasterio.windows
 
-    d = _DETECT
     g = d["geoms"][idx]
     frames = roof_frames(g)
     with open_raster(d["dsm"]) as src:
@@ -161,12 +158,13 @@ def _detect_block(idx: np.ndarray) -> tuple[np.ndarray, RoofFit]:
 
 
 def detect_roofs(geoms: np.ndarray, crs: crsmod.CRSLike, base: np.ndarray, dsm: str | os.PathLike[str], *,
-                 min_samples: int = MIN_ROOF_SAMPLES, block_px: int = 1024, workers: int | None = None) -> RoofFit:
+                 min_samples: int = MIN_ROOF_SAMPLES, block_px: int = 1024, runner: Runner | None = None
+                 ) -> RoofFit:
     """Roof type, eave and ridge heights and ridge direction of footprints from a DSM (see cim.models.roofs.fit_roofs).
 
     The footprints are grouped by the `block_px` x `block_px` block of the DSM their centroid falls in; each group
     reads one DSM window and rasterises its footprint parts once (cells whose centre is inside), so no Python
-    runs per cell or per building. Groups run in forked workers.
+    runs per cell or per building. Groups run as Dask tasks.
 
     Args:
         geoms: (k,) (Multi)Polygons in `crs`.
@@ -175,7 +173,8 @@ def detect_roofs(geoms: np.ndarray, crs: crsmod.CRSLike, base: np.ndarray, dsm: 
         dsm: surface raster path.
         min_samples: fewest DSM cells for a fit (fewer: flat at the median height).
         block_px: side of the DSM blocks footprints are grouped by.
-        workers: worker processes (default: one per core).
+        runner: the `cim.tiling.Runner` the groups run on (default: a local Dask cluster when there are several
+            groups, this process otherwise).
 
     Returns:
         One row per footprint; "no_samples" where the DSM has no valid cell inside it.
@@ -200,19 +199,16 @@ def detect_roofs(geoms: np.ndarray, crs: crsmod.CRSLike, base: np.ndarray, dsm: 
     order = np.argsort(key, kind="stable")
     cuts = np.flatnonzero(np.diff(key[order])) + 1
     jobs = np.split(order, cuts)
-    _DETECT.update(geoms=g, base=np.asarray(base, np.float64), dsm=dsm, crs=dsm_crs, min_samples=min_samples)
-    for idx, fit in run_tile_jobs(_detect_block, jobs, _DETECT, workers=workers if len(jobs) > 1 else 1,
-                                  stage="roofs"):
-        out.put(idx, fit)
+    state = dict(geoms=g, base=np.asarray(base, np.float64), dsm=dsm, crs=dsm_crs, min_samples=min_samples)
+    with runner_scope(runner) as run:
+        for idx, fit in run.map(_detect_block, jobs, state, stage="roofs"):
+            out.put(idx, fit)
     return out
 
 
-_JOB: dict[str, Any] = {}
-
-
-def _mesh_tile(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
-    """Solids of the buildings `sel` of the job (see `lod2_solids`)."""
-    j = _JOB
+def _mesh_tile(sel: np.ndarray, j: dict[str, Any]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
+    """Solids of the buildings `sel` of the build (see `lod2_solids`)."""
     return lod2_solids(j["geoms"][sel], j["kinds"][sel], j["base"][sel], j["eave"][sel], j["ridge"][sel],
                        j["ridge_dir"][sel], j["up_dir"][sel])
 
@@ -304,8 +300,8 @@ def _unindexed(pos: np.ndarray, tris: np.ndarray, owner: np.ndarray) -> tuple[np
     return corners, np.repeat(nrm, 3, axis=0), owner[tris.reshape(-1)], np.arange(len(corners)).reshape(-1, 3)
 
 
-def _ortho_texture(bounds: tuple[float, float, float, float]) -> bytes | None:
-    path = _JOB.get("ortho")
+def _ortho_texture(bounds: tuple[float, float, float, float], j: dict[str, Any]) -> bytes | None:
+    path = j.get("ortho")
     if path is None:
         return None
     import rasterio
@@ -313,22 +309,23 @@ def _ortho_texture(bounds: tuple[float, float, float, float]) -> bytes | None:
     from PIL import Image
 
     with rasterio.open(path) as src:
-        if src.crs is None or not crsmod.parse_crs(src.crs.to_wkt()).equals(_JOB["crs"]):
+        if src.crs is None or not crsmod.parse_crs(src.crs.to_wkt()).equals(j["crs"]):
             return None
         win = rasterio.windows.from_bounds(*bounds, transform=src.transform)
         res = abs(src.transform.a)
-        w = int(min(_JOB["texture_px"], max(8, (bounds[2] - bounds[0]) / res)))
-        h = int(min(_JOB["texture_px"], max(8, (bounds[3] - bounds[1]) / res)))
+        w = int(min(j["texture_px"], max(8, (bounds[2] - bounds[0]) / res)))
+        h = int(min(j["texture_px"], max(8, (bounds[3] - bounds[1]) / res)))
         img = src.read([1, 2, 3], window=win, out_shape=(3, h, w), boundless=True, fill_value=160)
     buf = io.BytesIO()
     Image.fromarray(np.moveaxis(img, 0, -1).astype(np.uint8)).save(buf, "JPEG", quality=85)
     return buf.getvalue()
 
 
-def _write_tile(job: tuple[str, np.ndarray, float]) -> tuple[str, Tile, int, list[str], list[str]]:
+def _write_tile(job: tuple[str, np.ndarray, float], j: dict[str, Any]
+                ) -> tuple[str, Tile, int, list[str], list[str]]:
+    """Mesh, texture, encode and write one tile (a Dask task; `j` is the build's shared arrays)."""
     path, sel, error = job
-    j = _JOB
-    pos, roof, walls, owner, built, reasons = _mesh_tile(sel)
+    pos, roof, walls, owner, built, reasons = _mesh_tile(sel, j)
     ecef = j["vertical"].apply_ecef(crsmod.to_ecef(j["crs"], pos[:, 0], pos[:, 1], pos[:, 2]))
     frame = enu_frame((ecef.min(axis=0) + ecef.max(axis=0)) / 2)
     local = frame.to_local(ecef)
@@ -336,7 +333,7 @@ def _write_tile(job: tuple[str, np.ndarray, float]) -> tuple[str, Tile, int, lis
     rp, rn, rf, rt = _unindexed(local, roof, owner)
     x0, y0, x1, y1 = (float(pos[:, 0].min()), float(pos[:, 1].min()), float(pos[:, 0].max()),
                       float(pos[:, 1].max()))
-    tex = _ortho_texture((x0, y0, x1, y1))
+    tex = _ortho_texture((x0, y0, x1, y1), j)
     uv = None
     if tex is not None:
         src_xy = pos[roof.reshape(-1), :2]
@@ -370,8 +367,10 @@ def build_lod2_buildings(
     crs: crsmod.CRSLike | None = None,
     texture_px: int = 1024,
     progress: Progress | None = None,
+    runner: Runner | None = None,
 ) -> Lod2Result:
-    """Build LOD2 buildings as 3D Tiles content under `out_dir/buildings/` (see the module docstring).
+    """Build LOD2 buildings as 3D Tiles content under `out_dir/buildings/`, one Dask task per tile (see the module
+    docstring).
 
     Args:
         footprints: footprints file with optional `roof_type`, `eave_height`, `ridge_height` attributes.
@@ -383,11 +382,13 @@ def build_lod2_buildings(
         options: see cim.models.footprints.BuildingOptions (heights, tile capacity, colours, workers).
         crs: the footprints' CRS when the file declares none.
         texture_px: largest side of a tile's roof texture.
-        progress: called as progress(stage, done, total).
+        progress: called as progress(stage, done, total) (when no `runner` is given).
+        runner: the `cim.tiling.Runner` the roof detection and tile tasks run on; by default a local Dask cluster
+            of `options.workers` processes (one per core).
     """
     options = options or BuildingOptions()
     t0 = time.perf_counter()
-    fp = prepare_footprints(footprints, dem, dsm=dsm, options=options, crs=crs)
+    fp = prepare_footprints(footprints, dem, dsm=dsm, options=options, crs=crs, runner=runner)
     stages = dict(fp.seconds)
     geoms, ids, base, height, source = fp.geoms, fp.ids, fp.base, fp.height, fp.source
     kinds, eave, ridge = roof_heights(fp.attrs, height)
@@ -400,7 +401,7 @@ def build_lod2_buildings(
     if dsm is not None and dem is not None and not has_roof.all():
         tick = time.perf_counter()
         need = np.flatnonzero(~has_roof)
-        fit = detect_roofs(geoms[need], fp.crs, base[need], dsm, workers=options.workers)
+        fit = detect_roofs(geoms[need], fp.crs, base[need], dsm, runner=runner)
         got = fit.status != "no_samples"
         at = need[got]
         kinds[at] = fit.roof_type[got]
@@ -417,15 +418,15 @@ def build_lod2_buildings(
     columns = fp.columns()
     columns.update(roof_source=StringColumn.from_values(roof_source), eave_height_built=np.round(eave, 3),
                    ridge_height_built=np.round(ridge, 3), ridge_azimuth=np.round(azimuth, 1))
-    _JOB.update(geoms=geoms, kinds=kinds, base=base, eave=eave, ridge=ridge, ridge_dir=ridge_dir, up_dir=up_dir,
-                crs=fp.crs, ids=ids, columns=columns, out=out, ortho=ortho,
-                texture_px=texture_px, color=options.color, roof_color=(0.62, 0.36, 0.30, 1.0),
-                glb=options.glb, vertical=options.vertical_datum)
-    crsmod.to_ecef(fp.crs, np.zeros(1), np.zeros(1), np.zeros(1))  # build the transformer before forking
+    state = dict(geoms=geoms, kinds=kinds, base=base, eave=eave, ridge=ridge, ridge_dir=ridge_dir, up_dir=up_dir,
+                 crs=fp.crs, ids=ids, columns=columns, out=out, ortho=None if ortho is None else str(ortho),
+                 texture_px=texture_px, color=options.color, roof_color=(0.62, 0.36, 0.30, 1.0),
+                 glb=options.glb, vertical=options.vertical_datum)
     jobs = [(path, node.content, node.error) for node, path in nodes]
     stages["tiling"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    results = run_tile_jobs(_write_tile, jobs, _JOB, workers=options.workers, progress=progress, stage="lod2")
+    with runner_scope(runner, options.workers, progress) as run:
+        results = run.map(_write_tile, jobs, state, stage="lod2", cost=[len(j[1]) for j in jobs])
     tiles = {path: tile for path, tile, _, _, _ in results}
     triangles = sum(r[2] for r in results)
     reasons: Counter[str] = Counter()

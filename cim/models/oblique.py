@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import io
 import math
-import multiprocessing
 import os
 import time
 from collections.abc import Callable
@@ -51,6 +50,7 @@ from cim.sources.contextcapture import (
 )
 from cim.sources.osgb import Geometry, LodNode, OsgFile, read_osgb
 from cim.sources.vertical import ELLIPSOIDAL, VerticalDatum
+from cim.tiling import Runner, runner_scope
 from tiles.compression import GlbOptions
 from tiles.gltf import Material, MeshContent, Primitive, PropertyTable
 from tiles.tileset import BoundingVolume, Content, Tile, Tileset, relative_transforms, write_atomic
@@ -66,7 +66,7 @@ class ObliqueOptions:
     """How a production becomes 3D Tiles.
 
     Attributes:
-        workers: processes reading and converting files; None -> one per CPU core.
+        workers: Dask worker processes of the local cluster the build starts; None -> one per CPU core.
         merge_fanout: production tiles (or merged nodes) grouped under one merged coarse node.
         atlas_size: largest side in pixels of a merged node's texture atlas.
         jpeg_quality: quality of re-encoded atlas textures (source textures are copied unchanged).
@@ -240,15 +240,14 @@ def _mesh_children(tile: ProductionTile) -> dict[str, list[str]]:
 
 
 # -------------------------------------------------------------------------------------------------- conversion
-_JOB: dict[str, Any] = {}  # shared with forked workers: georeference, output folder, singulation data
+def _convert_file(job: tuple[str, str, list[str] | None, bool], state: dict[str, Any]) -> _FileOut:
+    """Read one mesh file and write one glb per node; returns placement, errors and (for tile roots) a coarse mesh.
 
-
-def _convert_file(job: tuple[str, str, list[str] | None, bool]) -> _FileOut:
-    """Read one mesh file and write one glb per node; returns placement, errors and (for tile roots) a coarse mesh."""
+    A Dask task; `state` holds the georeference, the output folder and the singulation data."""
     path_s, uri_base, mesh_children, is_root = job
     path = Path(path_s)
-    geo: Georeference = _JOB["geo"]
-    out: Path = _JOB["out"]
+    geo: Georeference = state["geo"]
+    out: Path = state["out"]
     src = read_osgb(path) if path.suffix.lower() == ".osgb" else read_mesh_file(path)
     if mesh_children is not None:
         for node in src.nodes:
@@ -262,12 +261,13 @@ def _convert_file(job: tuple[str, str, list[str] | None, bool]) -> _FileOut:
         if error is None:
             error = _error_from_mesh(node)
         uri = f"{uri_base}.glb" if len(usable) == 1 else f"{uri_base}_{k}.glb"
-        prims, ecef_all, singulated, table = _node_primitives(node, src, geo, coarse_parts if is_root else None)
+        prims, ecef_all, singulated, table = _node_primitives(node, src, geo, coarse_parts if is_root else None,
+                                                              state)
         frame = enu_at(ecef_all)
         for p, e in prims:
             p.positions = frame.to_local(e).astype(np.float32)
         content = MeshContent([p for p, _ in prims], table)
-        write_atomic(out / uri, content.to_glb(_JOB["glb"]))
+        write_atomic(out / uri, content.to_glb(state["glb"]))
         nodes.append(_NodeOut(uri=uri, region=region_of(ecef_all, pad_m=0.01), transform=frame.column_major(),
                               error=float(error), child_files=present, triangles=content.triangle_count(),
                               singulated=singulated))
@@ -291,9 +291,9 @@ def _error_from_mesh(node: LodNode) -> float:
 
 def _node_primitives(node: LodNode, src: OsgFile, geo: Georeference,
                      coarse: list[tuple[np.ndarray, np.ndarray, np.ndarray, bytes | None]] | None,
-                     ) -> tuple[list[tuple[Primitive, np.ndarray]], np.ndarray, int, PropertyTable | None]:
+                     state: dict[str, Any]) -> tuple[list[tuple[Primitive, np.ndarray]], np.ndarray, int, PropertyTable | None]:
     """Primitives of one node (positions still ECEF, paired), all ECEF vertices, singulated triangles, table."""
-    sing = _JOB.get("singulation")
+    sing = state.get("singulation")
     out: list[tuple[Primitive, np.ndarray, np.ndarray | None]] = []
     all_ecef = []
     singulated = 0
@@ -304,7 +304,7 @@ def _node_primitives(node: LodNode, src: OsgFile, geo: Georeference,
         # keep only the vertices the triangles use (ContextCapture files carry none unused, others may)
         used, inv = np.unique(g.indices.reshape(-1), return_inverse=True)
         tris = inv.reshape(-1, 3)
-        ecef = _JOB["vertical"].apply_ecef(geo.to_ecef(g.positions[used]))
+        ecef = state["vertical"].apply_ecef(geo.to_ecef(g.positions[used]))
         uv = None
         image = None
         if g.texcoords is not None and g.texture is not None:
@@ -525,15 +525,18 @@ def build_oblique(
     buildings: str | os.PathLike[str] | None = None,
     options: ObliqueOptions | None = None,
     progress: Progress | None = None,
+    runner: Runner | None = None,
 ) -> ObliqueResult:
-    """Convert a ContextCapture production into 3D Tiles content under `out_dir/<prefix>/`.
+    """Convert a ContextCapture production into 3D Tiles content under `out_dir/<prefix>/`, one Dask task per file.
 
     Args:
         production: the production folder (with `metadata.xml` and `Data/`).
         out_dir: the tileset folder; glb files go to `out_dir/<options.prefix>/`.
         buildings: footprints for singulation (any vector format; their own CRS), or None.
         options: see ObliqueOptions.
-        progress: called as progress(stage, done, total).
+        progress: called as progress(stage, done, total) (when no `runner` is given).
+        runner: the `cim.tiling.Runner` the file tasks run on; by default a local Dask cluster of
+            `options.workers` processes (one per core).
 
     Returns:
         ObliqueResult whose `root` carries absolute transforms (call `relative_transforms` before writing).
@@ -566,34 +569,17 @@ def build_oblique(
             uri_base = f"{options.prefix}/Data/{rel.as_posix()}"
             kids = None if mesh_kids is None else mesh_kids.get(f.name, [])
             jobs.append((str(f), uri_base, kids, f == t.root_file))
-    _JOB.update(geo=geo, out=out, glb=options.glb, vertical=options.vertical_datum)
-    geo.to_ecef(np.zeros((1, 3)))  # build the (slow) transformer once, before the workers fork
+    state: dict[str, Any] = dict(geo=geo, out=out, glb=options.glb, vertical=options.vertical_datum)
     n_buildings = 0
     if buildings is not None:
-        _JOB["singulation"] = _singulation(buildings, options.id_field)
-        n_buildings = len(_JOB["singulation"]["ids"])
-        crsmod.transformer(crsmod.ECEF, crsmod.to_3d(_JOB["singulation"]["crs"]))
+        state["singulation"] = _singulation(buildings, options.id_field)
+        n_buildings = len(state["singulation"]["ids"])
     stages["prepare"] = time.perf_counter() - t0
-    results: dict[str, _FileOut] = {}
-    workers = max(1, min(options.workers or os.cpu_count() or 1, len(jobs)))
-    # biggest files first so the pool does not end waiting on one large file
-    jobs.sort(key=lambda j: -Path(j[0]).stat().st_size)
-    try:
-        if workers > 1:
-            ctx = multiprocessing.get_context("fork")
-            with ctx.Pool(workers) as pool:
-                for n, res in enumerate(pool.imap_unordered(_convert_file, jobs)):
-                    results[res.path] = res
-                    if progress:
-                        progress("oblique", n + 1, len(jobs))
-        else:
-            for n, job in enumerate(jobs):
-                res = _convert_file(job)
-                results[res.path] = res
-                if progress:
-                    progress("oblique", n + 1, len(jobs))
-    finally:
-        _JOB.clear()
+    # biggest files first so the workers do not end waiting on one large file
+    sizes = [Path(j[0]).stat().st_size for j in jobs]
+    with runner_scope(runner, options.workers, progress) as run:
+        done = run.map(_convert_file, jobs, state, stage="oblique", cost=sizes)
+    results: dict[str, _FileOut] = {res.path: res for res in done}
     stages["convert"] = time.perf_counter() - t0 - stages["prepare"]
 
     tile_roots: list[tuple[Tile, _Coarse]] = []

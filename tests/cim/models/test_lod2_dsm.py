@@ -145,7 +145,7 @@ def test_detects_type_heights_and_ridge_direction(scene):
 
     geoms = np.array([v[0] for v in BUILDINGS.values()], dtype=object)
     base = np.array([_base(g) for g in geoms])
-    fit = detect_roofs(geoms, "EPSG:4547", base, scene["dsm"], workers=1)
+    fit = detect_roofs(geoms, "EPSG:4547", base, scene["dsm"])
     for i, (name, (geom, kind, eave, ridge, rdir, udir)) in enumerate(BUILDINGS.items()):
         if name == "tiny":
             assert fit.status[i] == "few_samples" and 0 < fit.samples[i] < MIN_ROOF_SAMPLES
@@ -234,7 +234,7 @@ def test_built_gable_and_shed_follow_the_detected_direction(scene, tmp_path):
     for name in ("gabled_across", "shed_end"):
         geom, kind, eave, ridge, rdir, udir = BUILDINGS[name]
         base = _base(geom)
-        fit = detect_roofs(np.array([geom], dtype=object), "EPSG:4547", np.array([base]), scene["dsm"], workers=1)
+        fit = detect_roofs(np.array([geom], dtype=object), "EPSG:4547", np.array([base]), scene["dsm"])
         corners = orient_rectangles(as_rectangle(geom)[None], kind, fit.ridge_dir, fit.up_dir)
         pos, roof, _, _ = rectangle_solids(corners, np.array([base]), base + fit.eave, base + fit.ridge, kind)
         want_pos, want_roof = _solid(geom, base, eave, ridge, kind, rdir, udir)
@@ -270,7 +270,7 @@ def test_detection_agrees_with_the_sample_city_roofs():
     x0, y0, x1, y1 = shapely.bounds(geoms).T
     with rasterio.open(city.dem) as src:
         base = bilinear(src.read(1), src.transform, (x0 + x1) / 2, (y0 + y1) / 2)  # the generator's base
-    fit = detect_roofs(geoms, sample.CRS, base, city.dsm, workers=1)
+    fit = detect_roofs(geoms, sample.CRS, base, city.dsm)
     frames = roof_frames(geoms)
     rect = frames.building_rect
     square = rect & np.isclose(np.bincount(frames.owner, frames.half_length, len(geoms)),
@@ -303,7 +303,7 @@ def test_real_delft_row_houses_have_parallel_gables():
         pytest.skip(f"real test data not found at {shared}")
     fp = prepare_footprints(shared / "buildings/delft_bgt/bgt_pand.sqlite", shared / "dem/delft_ahn3_dtm_0.5m.tif",
                             dsm=dsm, crs="EPSG:28992")
-    fit = detect_roofs(fp.geoms, fp.crs, fp.base, dsm, workers=1)
+    fit = detect_roofs(fp.geoms, fp.crs, fp.base, dsm)
     assert (fit.status == "detected").all()
     rect = roof_frames(fp.geoms).building_rect
     gabled = rect & (fit.roof_type == "gabled")

@@ -1,0 +1,165 @@
+"""Tile builds on Dask (cim.tiling.Runner): the same bytes from the synchronous scheduler, a LocalCluster of two
+workers and the machine's default cluster; a worker killed mid-build is replaced and its tiles built again; task
+errors and results come back as a notebook expects."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cim.build import build_city
+from cim.errors import BuildError
+from cim.models.footprints import BuildingOptions
+from cim.models.lod2 import build_lod2_buildings
+from cim.tiling import SYNCHRONOUS, Runner, start_local_cluster
+
+OPTIONS = BuildingOptions(tile_capacity=40)  # the small city in a dozen tiles or more
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    from cim.sample import generate
+
+    return generate(tmp_path_factory.mktemp("sample") / "city", buildings=500, seed=11)
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client
+
+    cluster = start_local_cluster(2)
+    c = Client(cluster, set_as_default=False)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _same_tree(a: Path, b: Path) -> None:
+    fa, fb = _files(a), _files(b)
+    assert sorted(fa) == sorted(fb)
+    assert len([k for k in fa if k.endswith(".glb")]) >= 10
+    different = [k for k in fa if k != "build.json" and fa[k] != fb[k]]
+    assert not different, different
+    ra, rb = json.loads(fa["build.json"]), json.loads(fb["build.json"])
+    for r in (ra, rb):
+        r.pop("dask"), r.pop("seconds"), r.pop("out"), r.pop("tileset")
+        r["buildings"].pop("seconds"), r["buildings"].pop("stage_seconds")
+        r["terrain"].pop("seconds", None)
+    assert ra == rb
+
+
+@pytest.fixture(scope="module")
+def level2(city, client, tmp_path_factory):
+    """The same level-2 build three ways: in this process, on a 2-worker LocalCluster, on the default cluster."""
+    root = tmp_path_factory.mktemp("builds")
+    kw = dict(dem=city.dem, ortho=city.ortho, buildings=city.buildings, dsm=city.dsm, building_options=OPTIONS)
+    reports = {
+        "sync": build_city(root / "sync", scheduler=SYNCHRONOUS, **kw),
+        "two": build_city(root / "two", client=client, **kw),
+        "default": build_city(root / "default", **kw),
+    }
+    return root, reports
+
+
+def test_same_bytes_whatever_runs_the_tiles(level2):
+    root, reports = level2
+    _same_tree(root / "sync", root / "two")
+    _same_tree(root / "sync", root / "default")
+    assert reports["sync"].dask["scheduler"] == SYNCHRONOUS
+    assert reports["two"].dask["scheduler"] == "client" and reports["two"].dask["workers"] == 2
+    assert reports["default"].dask["scheduler"] == "local-cluster"
+    assert reports["default"].dask["workers"] == os.cpu_count()
+    tiles = reports["sync"].buildings["tiles"]
+    assert tiles >= 10 and reports["two"].dask["tasks"]["lod1"] == tiles
+
+
+def test_lod2_same_bytes_on_a_cluster(city, client, tmp_path):
+    with Runner(scheduler=SYNCHRONOUS) as sync:
+        a = build_lod2_buildings(city.buildings, city.dem, tmp_path / "a", ortho=city.ortho, dsm=city.dsm,
+                                 options=OPTIONS, runner=sync)
+    with Runner(client=client) as two:
+        b = build_lod2_buildings(city.buildings, city.dem, tmp_path / "b", ortho=city.ortho, dsm=city.dsm,
+                                 options=OPTIONS, runner=two)
+    assert a.tiles == b.tiles >= 10 and a.fallback_ids == b.fallback_ids
+    assert a.root.model_dump() == b.root.model_dump()
+    fa, fb = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert fa == fb and len(fa) == a.tiles
+
+
+def test_a_killed_worker_is_replaced_and_the_build_is_the_same(city, level2, tmp_path):
+    """A worker process killed (SIGKILL) while tiles are being built: Dask runs its tiles again elsewhere."""
+    from distributed import Client
+
+    root, _ = level2
+    cluster = start_local_cluster(2)
+    killed: list[int] = []
+    try:
+        with Client(cluster, set_as_default=False) as c:
+            before = set(c.run(os.getpid).values())
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage == "lod1" and done == 1 and not killed:
+                    pid = sorted(before)[0]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+
+            build_city(tmp_path / "killed", dem=city.dem, ortho=city.ortho, buildings=city.buildings, dsm=city.dsm,
+                       building_options=OPTIONS, client=c, progress=progress)
+            deadline = time.monotonic() + 30
+            while len(c.scheduler_info()["workers"]) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            after = set(c.run(os.getpid).values())
+    finally:
+        cluster.close()
+    assert killed and killed[0] not in after and len(after) == 2  # the nanny started a new worker process
+    _same_tree(root / "sync", tmp_path / "killed")
+
+
+def _square(job: int, state: dict) -> int:
+    time.sleep(0.05 * (5 - job) if job < 5 else 0)  # the first jobs finish last
+    if job == state.get("fail"):
+        raise BuildError(f"job {job} failed on purpose")
+    return job * job + state["add"]
+
+
+def test_results_in_job_order_and_errors_raised(client):
+    jobs = list(range(8))
+    seen: list[tuple[str, int, int]] = []
+    with Runner(client=client, progress=lambda *a: seen.append(a)) as run:
+        assert run.map(_square, jobs, {"add": 1}, stage="squares", cost=jobs) == [j * j + 1 for j in jobs]
+        with pytest.raises(BuildError, match="job 3 failed on purpose"):
+            run.map(_square, jobs, {"add": 1, "fail": 3})
+    assert seen[:9] == [("squares", i, 8) for i in range(9)]
+    with Runner(scheduler=SYNCHRONOUS) as run:
+        assert run.map(_square, jobs, {"add": 0}) == [j * j for j in jobs]
+        assert run.describe()["scheduler"] == SYNCHRONOUS and run.client is None
+    with pytest.raises(BuildError, match="at least 1"):
+        Runner(workers=0)
+
+
+def test_cli_workers_and_synchronous(city, level2, tmp_path):
+    from cim.cli import app
+
+    root, _ = level2
+    base = ["build", "--dem", str(city.dem), "--ortho", str(city.ortho), "--buildings", str(city.buildings),
+            "--dsm", str(city.dsm), "--json"]
+    res = CliRunner().invoke(app, [*base[:1], str(tmp_path / "sync"), *base[1:], "--scheduler", "synchronous"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["dask"]["scheduler"] == SYNCHRONOUS
+    res = CliRunner().invoke(app, [*base[:1], str(tmp_path / "w2"), *base[1:], "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)["dask"]
+    assert d["workers"] == 2 and d["tasks"]["lod1"] >= 1
+    assert _files(tmp_path / "sync").keys() == _files(tmp_path / "w2").keys()
+    assert {k: v for k, v in _files(tmp_path / "sync").items() if k != "build.json"} == \
+        {k: v for k, v in _files(tmp_path / "w2").items() if k != "build.json"}
