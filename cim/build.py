@@ -14,17 +14,19 @@ terrain. The output folder holds:
 The tiles of each layer are Dask tasks run by one `cim.tiling.Runner`: a local cluster (`workers`), an existing
 cluster (`scheduler` address or a notebook's `client`), or this process (`scheduler="synchronous"`); the bytes
 written are the same whichever runs them. Everything is written into a temporary folder beside the output and
-renamed into place at the end.
+renamed into place at the end. That folder (`.<name>.building`) keeps a manifest of the finished tasks: if the
+build is killed, the same call resumes it, and writes the same bytes as an uninterrupted build.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,14 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from cim.errors import InputError, OutputExistsError
+from cim.errors import BuildError, CimError, InputError, OutputExistsError
 from cim.files import replace_dir, user_path
 from cim.geodesy import union_regions
 from cim.models.footprints import BuildingOptions
 from cim.models.lod1 import BuildingsResult, build_buildings
 from cim.sources import crs as crsmod
 from cim.sources.vertical import VerticalDatum
-from cim.tiling import Runner
+from cim.tiling import Manifest, Runner
 from tiles.compression import GlbOptions
 from tiles.tileset import (
     BoundingVolume,
@@ -112,6 +114,7 @@ def build_city(
     scheduler: str | None = None,
     client: Any = None,
     on_start: Callable[[dict[str, Any]], None] | None = None,
+    resume: bool = True,
 ) -> BuildReport:
     """Build a city model into `out`.
 
@@ -142,6 +145,8 @@ def build_city(
             ("tcp://10.0.0.5:8786"); its workers must see the inputs and `out` at the same paths.
         client: a `distributed.Client` to run on (a notebook's); it is left open.
         on_start: called once the Dask cluster is reached, with `cim.tiling.Runner.describe()` (dashboard link).
+        resume: pick up a build of the same inputs and options that was killed (its work folder
+            `.<out name>.building` beside `out`): tiles it finished are not built again. False starts afresh.
 
     Raises:
         InputError: an input is missing or unusable.
@@ -184,9 +189,15 @@ def build_city(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     n_workers = workers or getattr(building_options, "workers", None) or getattr(oblique_options, "workers", None)
-    runner = Runner(workers=n_workers, scheduler=scheduler, client=client, progress=progress, on_start=on_start)
-    runner.__enter__()
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    stack = contextlib.ExitStack()
+    stack.enter_context(_build_lock(out.parent / f".{out.name}.building.lock"))
+    work = out.parent / f".{out.name}.building"
+    manifest = Manifest(work / MANIFEST, _fingerprint(level, inputs, crs, building_options, terrain_options,
+                                                      oblique_options, glb, datum))
+    _prepare_work(work, manifest, resume)
+    stack.enter_context(manifest)
+    runner = stack.enter_context(Runner(workers=n_workers, scheduler=scheduler, client=client, progress=progress,
+                                        on_start=on_start, manifest=manifest))
     try:
         children: list[Tile] = []
         regions: list[list[float]] = []
@@ -286,14 +297,68 @@ def build_city(
             report.warnings.append(f"{bres.skipped.count} building(s) skipped: "
                                    + "; ".join(f"{k}: {len(v)}" for k, v in bres.skipped.reasons.items()))
         write_atomic(work / "build.json", json.dumps(report.to_dict(), ensure_ascii=False, indent=2).encode())
+        manifest.close()
+        (work / MANIFEST).unlink()
         replace_dir(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+    except CimError:
+        shutil.rmtree(work, ignore_errors=True)  # bad inputs or options fail the same way again: nothing to resume
         raise
     finally:
-        runner.__exit__(None, None, None)
+        stack.close()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+MANIFEST = ".cim-manifest"
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path) -> Any:
+    """One build at a time writes an output: an exclusive lock on a file beside it."""
+    with open(path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            raise BuildError(f"another build is writing {path.name.removesuffix('.building.lock')[1:]} in "
+                             f"{path.parent} (it holds {path}); wait for it to finish or stop it") from exc
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _prepare_work(work: Path, manifest: Manifest, resume: bool) -> None:
+    """Keep the work folder of a killed build of the same inputs (minus half-written files); else start empty."""
+    if work.is_dir() and resume and manifest.matches():
+        for f in work.rglob(".*"):
+            if f.is_file() and f.name != MANIFEST:
+                f.unlink()  # a temporary file a killed task left before its rename
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+
+
+def _fingerprint(level: int, inputs: dict[str, str | None], crs: Any, *options: Any) -> str:
+    """What makes two builds the same build: the inputs (path, size, modification time of every file), the level,
+    the CRS and every option except how many workers run it."""
+    from cim import __version__
+
+    files: dict[str, Any] = {}
+    for name, path in inputs.items():
+        if path is None:
+            continue
+        p = Path(path)
+        listing = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+        files[name] = [path] + [(str(f.relative_to(p)) if f != p else "", f.stat().st_size, f.stat().st_mtime_ns)
+                                for f in listing]
+    opts = []
+    for o in options:
+        if dataclasses.is_dataclass(o) and not isinstance(o, type):
+            opts.append(repr({k: v for k, v in dataclasses.asdict(o).items() if k != "workers"}))
+        else:
+            opts.append(repr(o))
+    return json.dumps({"version": __version__, "level": level, "crs": None if crs is None else str(crs),
+                       "inputs": files, "options": opts}, sort_keys=True, default=str)
 
 
 def _opt(p: str | os.PathLike[str] | None) -> str | None:

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import logging
 import os
+import pickle
+import struct
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,6 +72,106 @@ def walk(node: QuadNode, path: str = "0") -> Iterator[tuple[QuadNode, str]]:
     for k, child in enumerate(node.children):
         yield from walk(child, f"{path}{k}")
 
+
+
+class Manifest:
+    """The finished tasks of one build, so a build that was killed resumes where it stopped.
+
+    One record per finished task, appended (and flushed) as its result arrives: the task's key (its stage and a
+    digest of its job) and its pickled result. A task's files are complete before its result exists (tasks write
+    to a temporary name and rename), so a recorded task need not run again. The first record is the build's
+    fingerprint (its inputs and options); a manifest of another build is ignored. A record cut short by a kill is
+    dropped when the manifest is opened again.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fingerprint: str) -> None:
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+        self._results: dict[str, Any] = {}
+        self._file: Any = None
+        self._resumed = 0
+
+    def open(self) -> Manifest:
+        """Read the records of an earlier run of the same build (if any) and start appending."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        records = _read_records(self.path) if self.path.exists() else []
+        if records and records[0] == ("fingerprint", self.fingerprint):
+            self._results = dict(records[1:])
+            self._resumed = len(self._results)
+        else:
+            self._results = {}
+            records = [("fingerprint", self.fingerprint)]
+        self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        for key, value in [records[0], *self._results.items()]:
+            self._write(key, value)
+        return self
+
+    def matches(self) -> bool:
+        """Whether the manifest on disk is one of this build (same fingerprint)."""
+        try:
+            with open(self.path, "rb") as fh:
+                head = fh.read(8)
+                (n,) = struct.unpack("<Q", head)
+                return pickle.loads(fh.read(n)) == ("fingerprint", self.fingerprint)
+        except Exception:  # noqa: BLE001 - missing, empty or damaged: not this build's
+            return False
+
+    @property
+    def resumed(self) -> int:
+        """How many finished tasks were read back when the manifest was opened."""
+        return self._resumed
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> Manifest:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._results
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def result(self, key: str) -> Any:
+        return self._results[key]
+
+    def record(self, key: str, result: Any) -> None:
+        """Add a finished task."""
+        self._results[key] = result
+        if self._file is not None:
+            self._write(key, result)
+
+    def _write(self, key: str, value: Any) -> None:
+        blob = pickle.dumps((key, value), protocol=pickle.HIGHEST_PROTOCOL)
+        self._file.write(struct.pack("<Q", len(blob)) + blob)
+        self._file.flush()
+
+
+def _read_records(path: Path) -> list[tuple[str, Any]]:
+    data = path.read_bytes()
+    out = []
+    at = 0
+    while at + 8 <= len(data):
+        (n,) = struct.unpack_from("<Q", data, at)
+        if at + 8 + n > len(data):
+            break  # the last record was cut short by a kill
+        try:
+            out.append(pickle.loads(data[at + 8:at + 8 + n]))
+        except Exception:  # noqa: BLE001 - a damaged record: keep what came before it
+            break
+        at += 8 + n
+    return out
+
+
+def task_key(stage: str, job: Any) -> str:
+    """A task's name in a manifest: its stage and a digest of its job (the same job, the same key)."""
+    return f"{stage}/{hashlib.blake2b(pickle.dumps(job, protocol=4), digest_size=16).hexdigest()}"
 
 
 SYNCHRONOUS = "synchronous"
@@ -126,6 +230,7 @@ class Runner:
         client: a `distributed.Client` to run on as it is (a notebook's, a cluster's); it is not closed.
         progress: called as progress(stage, done, total) as tasks finish.
         on_start: called with `describe()` once the runner is connected to its cluster (its dashboard link).
+        manifest: where finished tasks are recorded and looked up (a resumable build); None keeps nothing.
 
     Use as a context manager. Given `workers` or a scheduler address, it connects on entry; otherwise the local
     cluster is started when a wave of more than one task first needs it (a wave of one task runs in this process,
@@ -136,13 +241,16 @@ class Runner:
 
     def __init__(self, *, workers: int | None = None, scheduler: str | None = None, client: Any = None,
                  progress: Progress | None = None,
-                 on_start: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_start: Callable[[dict[str, Any]], None] | None = None,
+                 manifest: Manifest | None = None) -> None:
         if workers is not None and workers < 1:
             raise BuildError(f"workers={workers}: give at least 1 worker process")
         self.workers = workers
         self.scheduler = scheduler
         self.progress = progress
         self.on_start = on_start
+        self.manifest = manifest
+        self.resumed: dict[str, int] = {}
         self._client = client
         self._own_client = False
         self._started = client is not None
@@ -210,7 +318,7 @@ class Runner:
             except Exception:  # noqa: BLE001 - a closing scheduler
                 n = 0
         return {"scheduler": kind, "address": address, "workers": n, "dashboard": self.dashboard,
-                "tasks": dict(self.counts)}
+                "tasks": dict(self.counts), "resumed": dict(self.resumed)}
 
     def map(self, fn: Callable[[Any, Any], Any], jobs: Sequence[Any], state: Any = None, *, stage: str = "tiles",
             cost: Sequence[float] | None = None) -> list[Any]:
@@ -219,7 +327,8 @@ class Runner:
         `state` (the build's shared arrays) is sent to every worker once, not once per task. `fn` must be a
         module-level function (workers import it) that writes the same bytes whenever it runs, so a task a dead
         worker left unfinished can be run again elsewhere (Dask does that by itself). `cost` starts the costliest
-        tasks first.
+        tasks first. With a `manifest`, jobs it lists as finished (`task_key`) are not run again: their recorded
+        results are used, and every result that arrives is recorded.
 
         Raises:
             whatever a task raised (the other tasks are cancelled);
@@ -229,49 +338,64 @@ class Runner:
         self.counts[stage] = self.counts.get(stage, 0) + len(jobs)
         if not jobs:
             return []
+        results: list[Any] = [None] * len(jobs)
+        todo = list(range(len(jobs)))
+        keys: list[str] = []
+        if self.manifest is not None:
+            keys = [task_key(stage, job) for job in jobs]
+            todo = [i for i in todo if keys[i] not in self.manifest]
+            for i in set(range(len(jobs))) - set(todo):
+                results[i] = self.manifest.result(keys[i])
+            self.resumed[stage] = self.resumed.get(stage, 0) + len(jobs) - len(todo)
+        total, done = len(jobs), len(jobs) - len(todo)
         if self.progress:
-            self.progress(stage, 0, len(jobs))
-        if len(jobs) > 1 or self._client is not None:
+            self.progress(stage, done, total)
+
+        def finished(i: int, value: Any) -> None:
+            nonlocal done
+            results[i] = value
+            if self.manifest is not None:
+                self.manifest.record(keys[i], value)
+            done += 1
+            if self.progress:
+                self.progress(stage, done, total)
+
+        if len(todo) > 1 or (todo and self._client is not None):
             self._connect()
         if self._client is None:
-            results = []
-            for done, job in enumerate(jobs):
-                results.append(fn(job, state))
-                if self.progress:
-                    self.progress(stage, done + 1, len(jobs))
-            return results
-        return self._map_distributed(fn, jobs, state, stage, cost)
+            for i in todo:
+                finished(i, fn(jobs[i], state))
+        elif todo:
+            self._map_distributed(fn, jobs, todo, state, stage, cost, finished)
+        return results
 
-    def _map_distributed(self, fn: Callable[[Any, Any], Any], jobs: list[Any], state: Any, stage: str,
-                         cost: Sequence[float] | None) -> list[Any]:
+    def _map_distributed(self, fn: Callable[[Any, Any], Any], jobs: list[Any], todo: list[int], state: Any,
+                         stage: str, cost: Sequence[float] | None, finished: Callable[[int, Any], None]) -> None:
         from distributed import as_completed
         from distributed.scheduler import KilledWorker
 
         client = self._client
         [shared] = client.scatter([state], broadcast=True, hash=False)
-        order = sorted(range(len(jobs)), key=lambda i: -cost[i]) if cost is not None else range(len(jobs))
+        order = sorted(todo, key=lambda i: -cost[i]) if cost is not None else todo
         futures = {}
         for rank, i in enumerate(order):
-            futures[client.submit(fn, jobs[i], shared, pure=False, priority=len(jobs) - rank,
+            futures[client.submit(fn, jobs[i], shared, pure=False, priority=len(order) - rank,
                                   key=f"{stage}-{uuid.uuid4().hex}-{i}")] = i
-        results: list[Any] = [None] * len(jobs)
         try:
-            for done, fut in enumerate(as_completed(list(futures), loop=client.loop)):
+            for fut in as_completed(list(futures), loop=client.loop):
                 try:
-                    results[futures[fut]] = fut.result()
+                    value = fut.result()
                 except KilledWorker as exc:
                     raise BuildError(f"stage {stage}: a task killed its worker process more often than the "
                                      f"scheduler allows (out of memory? a crash in a native library?): {exc}; "
                                      f"run with fewer --workers or smaller tiles") from exc
                 fut.release()
-                if self.progress:
-                    self.progress(stage, done + 1, len(jobs))
+                finished(futures[fut], value)
         except BaseException:
             client.cancel(list(futures))
             raise
         finally:
             shared.release()
-        return results
 
 
 @contextlib.contextmanager

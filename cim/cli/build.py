@@ -48,6 +48,8 @@ def build_cmd(
     scheduler: Annotated[Optional[str], typer.Option(
         "--scheduler", help="Address of a running Dask scheduler (tcp://host:8786) whose workers see the same "
                             "paths, or 'synchronous' to build every tile in this process; see docs/scale.md.")] = None,
+    no_resume: Annotated[bool, typer.Option(
+        "--no-resume", help="Start afresh instead of resuming a killed build of the same inputs and options.")] = False,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -70,7 +72,7 @@ def build_cmd(
                             crs=crs,
                             building_options=bopts, terrain_options=TerrainOptions(max_error=max_error, crs=crs),
                             glb=glb, vertical_datum=vertical_datum, overwrite=overwrite, progress=cb,
-                            workers=workers, scheduler=scheduler, on_start=started)
+                            workers=workers, scheduler=scheduler, on_start=started, resume=not no_resume)
     b = report.buildings or {}
     lines = [f"[green]built[/] {report.tileset}  ({report.seconds:.1f} s)"]
     if b:
@@ -80,6 +82,9 @@ def build_cmd(
         o = report.oblique
         lines.append(f"oblique: {o['files']} files, {o['contents']} tiles, {o['triangles']} triangles, "
                      f"{o['textures']} textures, {o['singulated_triangles']} triangles singulated")
+    resumed = sum((report.dask or {}).get("resumed", {}).values())
+    if resumed:
+        lines.append(f"resumed: {resumed} tasks of a killed build were not run again")
     lines.extend(f"[yellow]warning:[/] {w}" for w in report.warnings)
     emit(report, as_json, "\n".join(lines))
 

@@ -163,3 +163,70 @@ def test_cli_workers_and_synchronous(city, level2, tmp_path):
     assert _files(tmp_path / "sync").keys() == _files(tmp_path / "w2").keys()
     assert {k: v for k, v in _files(tmp_path / "sync").items() if k != "build.json"} == \
         {k: v for k, v in _files(tmp_path / "w2").items() if k != "build.json"}
+
+
+KILLED_BUILD = """
+import sys, time
+from cim.build import build_city
+from cim.models.footprints import BuildingOptions
+
+def slow(stage, done, total):
+    if stage == "lod1" and done:
+        time.sleep(0.3)  # slow the driver down so the test can kill it between two tiles
+
+out, dem, ortho, buildings, dsm = sys.argv[1:]
+build_city(out, dem=dem, ortho=ortho, buildings=buildings, dsm=dsm, building_options=BuildingOptions(tile_capacity=40),
+           scheduler="synchronous", progress=slow)
+"""
+
+
+def test_a_killed_build_resumes_to_the_same_bytes(city, level2, tmp_path):
+    import subprocess
+    import sys
+
+    root, reports = level2
+    out = tmp_path / "model"
+    work = tmp_path / ".model.building"
+    args = [str(out), str(city.dem), str(city.ortho), str(city.buildings), str(city.dsm)]
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, *args])
+    deadline = time.monotonic() + 300
+    try:
+        while len(list((work / "buildings").glob("*.glb"))) < 4:
+            assert proc.poll() is None and time.monotonic() < deadline, "the build ended before it could be killed"
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not out.exists() and (work / ".cim-manifest").is_file()
+    done_before = len(list((work / "buildings").glob("*.glb")))
+    report = build_city(out, dem=city.dem, ortho=city.ortho, buildings=city.buildings, dsm=city.dsm,
+                        building_options=OPTIONS, scheduler=SYNCHRONOUS)
+    tiles = reports["sync"].buildings["tiles"]
+    assert 4 <= report.dask["resumed"]["lod1"] <= done_before < tiles  # finished tiles were not built again
+    assert not work.exists() and not list(out.rglob(".*"))
+    _same_tree(root / "sync", out)
+
+
+def test_a_manifest_of_another_build_or_torn_is_not_trusted(tmp_path):
+    from cim.tiling import Manifest, task_key
+
+    path = tmp_path / "m"
+    with Manifest(path, "build A") as m:
+        for i in range(3):
+            m.record(task_key("lod1", ("0", i)), {"tile": i})
+    data = path.read_bytes()
+    path.write_bytes(data[:-5])  # the last record cut short by a kill
+    with Manifest(path, "build A") as m:
+        assert m.resumed == 2 and task_key("lod1", ("0", 1)) in m and task_key("lod1", ("0", 2)) not in m
+        assert m.result(task_key("lod1", ("0", 0))) == {"tile": 0}
+    assert Manifest(path, "build A").matches() and not Manifest(path, "build B").matches()
+    with Manifest(path, "build B") as m:
+        assert len(m) == 0 and m.resumed == 0
+    seen = []
+    with Manifest(tmp_path / "r", "x") as m, Runner(scheduler=SYNCHRONOUS, manifest=m) as run:
+        assert run.map(_square, [1, 2], {"add": 0}) == [1, 4]
+    with Manifest(tmp_path / "r", "x") as m, Runner(scheduler=SYNCHRONOUS, manifest=m,
+                                                    progress=lambda *a: seen.append(a)) as run:
+        assert run.map(_square, [1, 2, 3], {"add": 0}) == [1, 4, 9]  # 1 and 2 come from the manifest
+        assert run.describe()["resumed"] == {"tiles": 2}
+    assert seen == [("tiles", 2, 3), ("tiles", 3, 3)]

@@ -1,0 +1,125 @@
+"""LOD1 builds on Dask: the same footprints built in this process and on LocalClusters of 1 and 2 workers.
+
+For each city size (footprint-only sample cities, GeoParquet footprints + the generator's DEM, as bench_lod1) this
+runs `cim.models.lod1.build_buildings` with
+  - `scheduler="synchronous"`: every tile in the driver process (the floor: no scheduling, no transfer);
+  - a LocalCluster of 1 worker and of 2 workers (started and warmed up on a small city before the timing; the
+    start-up is printed apart).
+It prints the tile stage's seconds and the whole build's, peak memory (PSS of the driver and its workers), the
+scaling efficiency from 1 to 2 workers (t1 / (2 t2), of the tile stage and of the whole build) and the cost of
+Dask against the synchronous floor (t1 / t_sync), and checks that all three outputs are the same bytes.
+
+    python bench/bench_dask.py                  # 100k buildings
+    python bench/bench_dask.py --sizes 20000    # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+
+def _pss(stop: threading.Event, out: list[int]) -> None:
+    me = psutil.Process()
+    peak = 0
+    while not stop.is_set():
+        try:
+            peak = max(peak, sum(p.memory_full_info().pss for p in [me, *me.children(recursive=True)]))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    out.append(peak)
+
+
+def _digest(root: Path) -> str:
+    h = hashlib.blake2b()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(root).as_posix().encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def run(footprints: Path, dem: Path, out: Path, runner) -> dict:
+    from cim.models.lod1 import build_buildings
+
+    stop, peak = threading.Event(), []
+    t = threading.Thread(target=_pss, args=(stop, peak), daemon=True)
+    t.start()
+    t0 = time.perf_counter()
+    res = build_buildings(footprints, dem, out, runner=runner)
+    seconds = time.perf_counter() - t0
+    stop.set()
+    t.join()
+    return {"seconds": seconds, "tiles_s": res.stage_seconds["tiles"], "peak_mb": peak[0] / 2**20,
+            "buildings": res.buildings, "tiles": res.tiles, "digest": _digest(out)}
+
+
+def main() -> None:
+    from cim.sample import generate, load
+    from cim.tiling import SYNCHRONOUS, Runner, start_local_cluster
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    ap.add_argument("--work", type=Path, default=None, help="folder for generated cities (default: a temp dir)")
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="cim-bench-dask-"))
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+    from distributed import Client
+
+    clusters = {}
+    for n in (1, 2):
+        t0 = time.perf_counter()
+        clusters[n] = Client(start_local_cluster(n), set_as_default=False)
+        print(f"LocalCluster of {n} worker(s) started in {time.perf_counter() - t0:.1f} s", flush=True)
+    # warm the workers up (imports, pyproj's transformers) on a small city, so the timings are the build's
+    small = work / "city-warmup"
+    city = load(small) if (small / "sample.json").exists() else generate(
+        small, buildings=2000, seed=2, footprint_format="parquet", ortho=False, layers=("buildings",))
+    for n, client in clusters.items():
+        with Runner(client=client) as r:
+            run(city.buildings, city.dem, work / f"warmup-{n}", r)
+    rows = []
+    for size in args.sizes:
+        city_dir = work / f"city-{size}"
+        city = load(city_dir) if (city_dir / "sample.json").exists() else generate(
+            city_dir, buildings=size, seed=1, footprint_format="parquet", ortho=False, layers=("buildings",))
+        res = {}
+        with Runner(scheduler=SYNCHRONOUS) as r:
+            res["sync"] = run(city.buildings, city.dem, work / f"out-{size}-sync", r)
+        for n, client in clusters.items():
+            with Runner(client=client) as r:
+                res[n] = run(city.buildings, city.dem, work / f"out-{size}-{n}", r)
+        same = res["sync"]["digest"] == res[1]["digest"] == res[2]["digest"]
+        row = {"buildings": res["sync"]["buildings"], "tiles": res["sync"]["tiles"], "same_bytes": same,
+               **{f"{k}_s": round(v["seconds"], 2) for k, v in res.items()},
+               **{f"{k}_tiles_s": round(v["tiles_s"], 2) for k, v in res.items()},
+               **{f"{k}_peak_mb": round(v["peak_mb"]) for k, v in res.items()},
+               "efficiency_tiles": round(res[1]["tiles_s"] / (2 * res[2]["tiles_s"]), 2),
+               "efficiency_build": round(res[1]["seconds"] / (2 * res[2]["seconds"]), 2),
+               "one_worker_over_sync": round(res[1]["seconds"] / res["sync"]["seconds"], 2)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    for c in clusters.values():
+        c.cluster.close()
+        c.close()
+    print(f"load average at end: {os.getloadavg()}")
+    print("\n| buildings | tiles | sync s (tiles) | 1 worker s (tiles) | 2 workers s (tiles) | efficiency 1->2 tiles "
+          "(build) | 1 worker / sync | peak MB sync / 1 / 2 | same bytes |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
+    for r in rows:
+        print(f"| {r['buildings']:,} | {r['tiles']} | {r['sync_s']} ({r['sync_tiles_s']}) | {r['1_s']} "
+              f"({r['1_tiles_s']}) | {r['2_s']} ({r['2_tiles_s']}) | {r['efficiency_tiles']} "
+              f"({r['efficiency_build']}) | {r['one_worker_over_sync']} | {r['sync_peak_mb']} / {r['1_peak_mb']} / "
+              f"{r['2_peak_mb']} | {'yes' if r['same_bytes'] else 'NO'} |")
+
+
+if __name__ == "__main__":
+    main()
