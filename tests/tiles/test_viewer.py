@@ -87,8 +87,9 @@ def test_search_finds_a_standard_address_and_a_name(site: Site) -> None:
     address = gdf.iloc[0]["address"]
     with httpx.Client(base_url=site.base, timeout=30, headers={"X-API-Key": site.key}) as c:
         hits = c.get("/search", params={"q": address}).json()["results"]
-        assert hits[0]["layer"] == "buildings" and hits[0]["value"] == address
-        assert hits[0]["fid"] == int(gdf.iloc[0]["fid"])
+        # the demo also holds the standard addresses (layer `addresses`): the building is among the exact hits
+        assert any(h["layer"] == "buildings" and h["value"] == address and h["fid"] == int(gdf.iloc[0]["fid"])
+                   for h in hits), hits[:3]
         shelter = site.catalog.store.query("shelters", limit=1, order=True).iloc[0]["name"]
         hit = c.get("/search", params={"q": shelter[:4]}).json()["results"]
         assert any(h["layer"] == "shelters" and h["label"] == shelter for h in hit)
