@@ -242,11 +242,18 @@ def prepare_addresses(city: SampleCity, store: Path, root: Path, *, echo: Echo |
         wanted = {kind: REGISTRIES[kind]["layer"] for kind in REGISTRY_FILES}
         if set(wanted.values()) <= have:
             return made
-        if not all((registry / f).is_file() for f in REGISTRY_FILES.values()):
+        if not registry.is_dir():  # written beside and renamed into place: a folder that exists is complete
             say(f"一标三实 registry: writing the sample's messy registry into {registry}")
-            add_registry(city, out=registry)
+            tmp = root / ".registry.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            add_registry(city, out=tmp)
+            tmp.rename(registry)
         for kind, layer in wanted.items():
             if layer not in have:
+                if not (registry / REGISTRY_FILES[kind]).is_file():  # a small city may have no such records
+                    say(f"一标三实 {kind}: the sample city has no records of this kind")
+                    continue
                 linked = link_registry(s, registry / REGISTRY_FILES[kind], kind)
                 say(f"一标三实 {kind}: {linked.linked} of {linked.records} records linked to buildings as {linked.layer}")
                 made.append(linked.layer)
