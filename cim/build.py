@@ -9,6 +9,8 @@ terrain. The output folder holds:
     terrain/tileset.json     quadtree of TIN tiles (REPLACE), glb with the orthophoto as texture
     buildings/tileset.json   quadtree of LOD1 or LOD2 tiles (ADD: the most prominent buildings first)
     oblique/tileset.json     the oblique pyramid (REPLACE) under merged coarse levels
+    quantized-mesh/          with `quantized_mesh`: Cesium quantized-mesh terrain of the DEM (layer.json +
+                             {z}/{x}/{y}.terrain), same max error and vertical datum as the glb terrain
     build.json               the build report (counts, skipped buildings and why, bounds, seconds, Dask)
 
 The tiles of each layer are Dask tasks run by one `cim.tiling.Runner`: a local cluster (`workers`), an existing
@@ -74,6 +76,7 @@ class BuildReport:
     warnings: list[str] = field(default_factory=list)
     oblique: dict[str, Any] | None = None
     dask: dict[str, Any] | None = None
+    quantized_mesh: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +93,7 @@ class BuildReport:
             "seconds": round(self.seconds, 3),
             "warnings": self.warnings,
             "dask": self.dask,
+            "quantized_mesh": self.quantized_mesh,
         }
 
 
@@ -115,6 +119,7 @@ def build_city(
     client: Any = None,
     on_start: Callable[[dict[str, Any]], None] | None = None,
     resume: bool = True,
+    quantized_mesh: bool = False,
 ) -> BuildReport:
     """Build a city model into `out`.
 
@@ -147,6 +152,9 @@ def build_city(
         on_start: called once the Dask cluster is reached, with `cim.tiling.Runner.describe()` (dashboard link).
         resume: pick up a build of the same inputs and options that was killed (its work folder
             `.<out name>.building` beside `out`): tiles it finished are not built again. False starts afresh.
+        quantized_mesh: also write the DEM as Cesium quantized-mesh terrain into `out/quantized-mesh/`
+            (`cim.models.qmterrain.QuantizedMeshTerrain.write`, with the terrain's max error, CRS and vertical datum),
+            for `CesiumTerrainProvider` and any other reader of the format. Needs `dem`.
 
     Raises:
         InputError: an input is missing or unusable.
@@ -179,6 +187,8 @@ def build_city(
                 write_oblique(city, oblique, overwrite=True)
     if dem is None and oblique is None:
         raise InputError(f"a DEM is required for a level-{level} model without --oblique; pass --dem PATH (GeoTIFF)")
+    if quantized_mesh and dem is None:
+        raise InputError("--quantized-mesh makes terrain from the DEM; pass --dem PATH (GeoTIFF)")
     if terrain_options is not None and hasattr(terrain_options, "check"):
         terrain_options.check()  # options first: a bad number is refused before any input is read
     inputs = {"dem": _opt(dem), "ortho": _opt(ortho), "buildings": _opt(buildings), "dsm": _opt(dsm),
@@ -203,6 +213,7 @@ def build_city(
         regions: list[list[float]] = []
         layers: list[tuple[str, Tile, dict[str, Any]]] = []
         terrain = None
+        qm_report = None
         if dem is not None:
             topts = terrain_options or TerrainOptions(crs=None if crs is None else str(crs))
             if glb is not None:
@@ -213,6 +224,9 @@ def build_city(
             terrain_root = relative_transforms(rebase_uris(terrain.root, "terrain/"))
             layers.append(("terrain", terrain_root,
                            {"layer": "terrain", "maxError": getattr(topts, "max_error", None)}))
+            shutil.rmtree(work / QUANTIZED_MESH, ignore_errors=True)  # a killed build's half: rewritten
+            if quantized_mesh:
+                qm_report = _write_quantized_mesh(dem, topts, work / QUANTIZED_MESH, progress)
         bres: BuildingsResult | None = None
         lod2 = None
         ores = None
@@ -253,8 +267,10 @@ def build_city(
         root = Tile(bounding_volume=BoundingVolume(region=region), geometric_error=diag, refine="ADD",
                     children=children)
         used = datum or getattr(building_options, "vertical_datum", None) or VerticalDatum()
-        Tileset(geometric_error=diag, root=root, extras={"cim": {"level": level, **used.to_dict()}}).write(
-            work / "tileset.json")
+        cim_extras: dict[str, Any] = {"level": level, **used.to_dict()}
+        if qm_report is not None:
+            cim_extras["quantizedMesh"] = f"{QUANTIZED_MESH}/"
+        Tileset(geometric_error=diag, root=root, extras={"cim": cim_extras}).write(work / "tileset.json")
 
         if terrain is not None:
             bounds = terrain.bounds
@@ -282,6 +298,7 @@ def build_city(
             seconds=time.perf_counter() - t0,
             oblique=ores.to_dict() if ores else None,
             dask=runner.describe(),
+            quantized_mesh=qm_report,
         )
         if lod2 is not None and lod2.fallbacks:
             report.warnings.append(f"{len(lod2.fallback_ids)} LOD2 roof(s) built with another shape: "
@@ -310,6 +327,15 @@ def build_city(
 
 
 MANIFEST = ".cim-manifest"
+QUANTIZED_MESH = "quantized-mesh"
+
+
+def _write_quantized_mesh(dem: Path, topts: Any, out_dir: Path, progress: Progress | None) -> dict[str, Any]:
+    """The DEM as quantized-mesh terrain in `out_dir`, with the glb terrain's max error, CRS and vertical datum."""
+    from cim.models.qmterrain import QuantizedMeshOptions, QuantizedMeshTerrain
+
+    qopts = QuantizedMeshOptions(max_error=topts.max_error, vertical_datum=topts.vertical_datum, crs=topts.crs)
+    return QuantizedMeshTerrain(dem, qopts).write(out_dir, progress=progress)
 
 
 @contextlib.contextmanager

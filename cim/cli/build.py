@@ -48,6 +48,10 @@ def build_cmd(
     scheduler: Annotated[Optional[str], typer.Option(
         "--scheduler", help="Address of a running Dask scheduler (tcp://host:8786) whose workers see the same "
                             "paths, or 'synchronous' to build every tile in this process; see docs/scale.md.")] = None,
+    quantized_mesh: Annotated[bool, typer.Option(
+        "--quantized-mesh", help="Also write the DEM as Cesium quantized-mesh terrain (OUT/quantized-mesh/: "
+                                 "layer.json + {z}/{x}/{y}.terrain) for CesiumTerrainProvider; same --max-error "
+                                 "and --vertical-datum as the 3D Tiles terrain.")] = False,
     no_resume: Annotated[bool, typer.Option(
         "--no-resume", help="Start afresh instead of resuming a killed build of the same inputs and options.")] = False,
     overwrite: OverwriteOpt = False,
@@ -72,7 +76,8 @@ def build_cmd(
                             crs=crs,
                             building_options=bopts, terrain_options=TerrainOptions(max_error=max_error, crs=crs),
                             glb=glb, vertical_datum=vertical_datum, overwrite=overwrite, progress=cb,
-                            workers=workers, scheduler=scheduler, on_start=started, resume=not no_resume)
+                            workers=workers, scheduler=scheduler, on_start=started, resume=not no_resume,
+                            quantized_mesh=quantized_mesh)
     b = report.buildings or {}
     lines = [f"[green]built[/] {report.tileset}  ({report.seconds:.1f} s)"]
     if b:
@@ -82,6 +87,10 @@ def build_cmd(
         o = report.oblique
         lines.append(f"oblique: {o['files']} files, {o['contents']} tiles, {o['triangles']} triangles, "
                      f"{o['textures']} textures, {o['singulated_triangles']} triangles singulated")
+    if report.quantized_mesh:
+        q = report.quantized_mesh
+        lines.append(f"quantized-mesh: {q['tiles']} tiles to level {q['maxZoom']}, {q['bytes']:,} bytes, "
+                     f"finest level within {q['leafError']:.3f} m of the DEM")
     resumed = sum((report.dask or {}).get("resumed", {}).values())
     if resumed:
         lines.append(f"resumed: {resumed} tasks of a killed build were not run again")

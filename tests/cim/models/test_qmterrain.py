@@ -92,6 +92,46 @@ def test_tiles_are_made_the_same_on_the_fly_by_the_server(hills_city, monkeypatc
         assert c.get("/terrain/nothing/layer.json").status_code == 404
 
 
+def test_cli_build_writes_the_terrain_ahead_into_the_model_and_serve_sends_it(hills_city, tmp_path, monkeypatch):
+    import httpx
+    from typer.testing import CliRunner
+
+    from cli import app as cli_app
+    from tests.tiles.server_support import running_server
+    from tiles.server import ServerSettings, create_app
+
+    d, dem, _, terrain, report = hills_city
+    out = tmp_path / "model"
+    res = CliRunner().invoke(cli_app, ["build", str(out), "--dem", str(dem), "--quantized-mesh",
+                                       "--scheduler", "synchronous"])
+    assert res.exit_code == 0, res.output
+    assert f"quantized-mesh: {report['tiles']} tiles to level {terrain.max_zoom}" in res.stdout
+    qm = out / "quantized-mesh"
+    written = sorted(p.relative_to(qm).as_posix() for p in qm.rglob("*") if p.is_file())
+    library = sorted(p.relative_to(d / "qm").as_posix() for p in (d / "qm").rglob("*") if p.is_file())
+    assert written == library and len(written) == report["tiles"] + 1
+    # the same options (max error 0.5 m, ellipsoidal) as the library's own write: the same bytes
+    assert all((qm / f).read_bytes() == (d / "qm" / f).read_bytes() for f in written)
+    built = json.loads((out / "build.json").read_text())["quantized_mesh"]
+    assert built["tiles"] == report["tiles"] and built["leafError"] <= MAX_ERROR
+    assert json.loads((out / "tileset.json").read_text())["extras"]["cim"]["quantizedMesh"] == "quantized-mesh/"
+
+    monkeypatch.delenv("CIM_STORE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    server = create_app(ServerSettings(models={"hills": out}, log_requests=False, access_file=tmp_path / "k.json"))
+    with running_server(server) as base, httpx.Client(base_url=base, timeout=60) as c:
+        layer = c.get("/3dtiles/hills/quantized-mesh/layer.json")
+        assert layer.status_code == 200 and layer.json() == json.loads((qm / "layer.json").read_text())
+        leaf = next(f for f in written if f.startswith(f"{terrain.max_zoom}/"))
+        tile = c.get(f"/3dtiles/hills/quantized-mesh/{leaf}?v=1.0.0", headers={"Accept-Encoding": "gzip"})
+        assert tile.status_code == 200 and tile.headers["content-type"] == "application/vnd.quantized-mesh"
+        assert tile.content == (qm / leaf).read_bytes()
+
+    no_dem = CliRunner().invoke(cli_app, ["build", str(tmp_path / "x"), "--oblique", str(tmp_path), "--level",
+                                          "3", "--quantized-mesh"])
+    assert no_dem.exit_code != 0 and "--quantized-mesh" in str(no_dem.exception)
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_cesium_samples_our_terrain_at_the_dem_heights_and_picks_a_building(hills_city, tmp_path):
