@@ -1,8 +1,9 @@
 """Lightweight tiles: bytes and times of each compression, against gltf-transform on the same tiles in the same run.
 
 Per tileset (the sample city's level 2 and level 3 LOD2 models, the real Zhongshan oblique production):
-  - our build with `--compression none`, `meshopt` (the default) and `draco`: total glb bytes, gzip bytes (what
-    `cim serve` sends), build seconds;
+  - our build with `--compression none --textures original` (float32 + JPEG: the tiles before the lightweight
+    work), `meshopt` (the default, WebP textures), `meshopt --textures original` (geometry alone) and `draco`: total
+    glb bytes, gzip bytes (what `cim serve` sends), build seconds;
   - the peer: gltf-transform 4.5.1 (npm `@gltf-transform/cli`, dev dependency) `meshopt` and `draco` on every glb of
     the uncompressed build, its bytes and seconds;
   - decode: meshoptimizer's and Draco's reference JS decoders (node, the code browsers run) on every glb of our
@@ -48,12 +49,12 @@ def _bytes(folder: Path) -> tuple[int, int, int]:
     return n, size, gz
 
 
-def _build(which: str, out: Path, compression: str) -> float:
+def _build(which: str, out: Path, compression: str, textures: str = "auto") -> float:
     from cim.build import build_city
     from cim.sample import default_sample
     from tiles.compression import GlbOptions
 
-    glb = GlbOptions(compression=compression)  # type: ignore[arg-type]
+    glb = GlbOptions(compression=compression, textures=textures)  # type: ignore[arg-type]
     t0 = time.perf_counter()
     if which == "oblique":
         from cim.models.oblique import ObliqueOptions, convert_production
@@ -144,9 +145,11 @@ def _first_frame(folder: Path) -> float:
 def bench(which: str, work: Path, browser: bool) -> dict:
     row: dict = {"tileset": which}
     outs = {}
-    for c in ("none", "meshopt", "draco"):
+    for c in ("none", "meshopt", "meshopt_original", "draco"):
         out = work / f"{which}-{c}"
-        row[f"{c}_build_s"] = round(_build(which, out, c), 2)
+        compression = c.removesuffix("_original")
+        textures = "original" if c == "none" or c.endswith("_original") else "auto"
+        row[f"{c}_build_s"] = round(_build(which, out, compression, textures), 2)
         n, size, gz = _bytes(out)
         row.update({f"{c}_files": n, f"{c}_bytes": size, f"{c}_gzip": gz})
         outs[c] = out
@@ -161,6 +164,8 @@ def bench(which: str, work: Path, browser: bool) -> dict:
         row["cesium_none_s"] = round(_first_frame(outs["none"]), 2)
         row["cesium_meshopt_s"] = round(_first_frame(outs["meshopt"]), 2)
     row["ratio_none_over_meshopt"] = round(row["none_bytes"] / row["meshopt_bytes"], 2)
+    row["ratio_none_over_draco"] = round(row["none_bytes"] / row["draco_bytes"], 2)
+    row["ratio_meshopt_original_over_gt_meshopt"] = round(row["meshopt_original_bytes"] / row["gt_meshopt_bytes"], 3)
     row["ratio_meshopt_over_gt_meshopt"] = round(row["meshopt_bytes"] / row["gt_meshopt_bytes"], 3)
     row["ratio_draco_over_gt_draco"] = round(row["draco_bytes"] / row["gt_draco_bytes"], 3)
     return row

@@ -513,7 +513,7 @@ class _Encoder:
             entry: dict[str, Any] = {"values": self._view(views["values"])}
             if "stringOffsets" in views:
                 entry["stringOffsets"] = self._view(views["stringOffsets"])
-                entry["stringOffsetType"] = "UINT32"
+                entry["stringOffsetType"] = _string_offset_type(len(views["values"]))
             table_props[name] = entry
         self.used.add("EXT_structural_metadata")
         return {
@@ -573,6 +573,12 @@ def parse_glb(data: bytes) -> tuple[dict[str, Any], bytes]:
     return doc, blob
 
 
+def _string_offset_type(nbytes: int) -> str:
+    """The narrowest string offset type (EXT_structural_metadata `stringOffsetType`) we write for a column of
+    `nbytes` bytes: UINT16 below 64 KiB (half the bytes of UINT32), else UINT32."""
+    return "UINT16" if nbytes < 2**16 else "UINT32"
+
+
 def _encode_column(raw: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Schema property and binary views of one column (EXT_structural_metadata, little-endian)."""
     if isinstance(raw, StringColumn):
@@ -581,7 +587,8 @@ def _encode_column(raw: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
             prop["noData"] = NODATA_STRING
         if len(raw.data) >= 2**32:
             raise TilesError("a string column of over 4 GiB does not fit UINT32 string offsets")
-        return prop, {"values": raw.data.tobytes(), "stringOffsets": raw.offsets.astype("<u4").tobytes()}
+        offsets = raw.offsets.astype("<u2" if _string_offset_type(len(raw.data)) == "UINT16" else "<u4")
+        return prop, {"values": raw.data.tobytes(), "stringOffsets": offsets.tobytes()}
     values = pd.Series(raw)
     missing = values.isna().to_numpy()
     dtype = values.dtype
@@ -733,7 +740,9 @@ class _Decoder:
 def _decode_column(view_bytes: Any, prop: dict[str, Any], entry: dict[str, Any], count: int) -> list[Any]:
     values = view_bytes(entry["values"])
     if prop["type"] == "STRING":
-        offs = np.frombuffer(view_bytes(entry["stringOffsets"]), "<u4")
+        kind = {"UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8"}[entry.get("stringOffsetType",
+                                                                                        "UINT32")]
+        offs = np.frombuffer(view_bytes(entry["stringOffsets"]), kind)
         return [values[offs[i]:offs[i + 1]].decode("utf-8") for i in range(count)]
     if prop["type"] == "BOOLEAN":
         return np.unpackbits(np.frombuffer(values, "u1"), bitorder="little")[:count].astype(bool).tolist()

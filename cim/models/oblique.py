@@ -53,6 +53,7 @@ from cim.sources.vertical import ELLIPSOIDAL, VerticalDatum
 from cim.tiling import Runner, runner_scope
 from tiles.compression import GlbOptions
 from tiles.gltf import Material, MeshContent, Primitive, PropertyTable
+from tiles.textures import encode_texture
 from tiles.tileset import BoundingVolume, Content, Tile, Tileset, relative_transforms, write_atomic
 
 Progress = Callable[[str, int, int], None]
@@ -400,11 +401,13 @@ def _blank_jpeg() -> bytes:
 
 
 # --------------------------------------------------------------------------------------------------- merged levels
-def _merge(coarse: list[_Coarse], cell: float, atlas_size: int, quality: int) -> tuple[_Coarse, bytes]:
+def _merge(coarse: list[_Coarse], cell: float, atlas_size: int, quality: int, glb: GlbOptions
+           ) -> tuple[_Coarse, bytes, str]:
     """Children's coarse meshes as one mesh: vertex-clustered on a `cell`-metre grid, one texture atlas.
 
     Returns:
-        (the merged mesh, with one image: the atlas, as JPEG bytes; the atlas bytes).
+        (the merged mesh, with one image: the atlas; the atlas bytes (WebP under the default `textures="auto"`,
+        else JPEG at `quality`, see `tiles.textures.encode_texture`); its MIME type).
     """
     images = [img for c in coarse for img in c.images]
     k = len(images)
@@ -415,8 +418,7 @@ def _merge(coarse: list[_Coarse], cell: float, atlas_size: int, quality: int) ->
     atlas = Image.new("RGB", (side * grid, side * grid), (128, 128, 128))
     for i, im in enumerate(decoded):
         atlas.paste(im.resize((side, side), Image.Resampling.BILINEAR), ((i % grid) * side, (i // grid) * side))
-    buf = io.BytesIO()
-    atlas.save(buf, "JPEG", quality=quality)
+    atlas_bytes, atlas_mime = encode_texture(atlas, glb, quality)
     ecef, uv, tris = [], [], []
     n = 0
     g0 = 0
@@ -447,8 +449,8 @@ def _merge(coarse: list[_Coarse], cell: float, atlas_size: int, quality: int) ->
     t = t[keep]
     used, inv = np.unique(t.reshape(-1), return_inverse=True)
     merged = _Coarse(ecef=frame.to_ecef(snapped[used]), uv=np.vstack(uv)[used], tris=inv.reshape(-1, 3),
-                     group=np.zeros(len(t), np.int64), images=[buf.getvalue()])
-    return merged, buf.getvalue()
+                     group=np.zeros(len(t), np.int64), images=[atlas_bytes])
+    return merged, atlas_bytes, atlas_mime
 
 
 def _merged_tree(roots: list[tuple[Tile, _Coarse]], out: Path, prefix: str, options: ObliqueOptions,
@@ -480,10 +482,11 @@ def _merge_node(items: list[tuple[Tile, _Coarse]], centers: np.ndarray, out: Pat
     coarse = [c for _, c in items]
     child_error = max(t.geometric_error for t in tiles)
     error = 2.0 * max(child_error, 1.0)
-    merged, atlas = _merge(coarse, cell=error / 4.0, atlas_size=options.atlas_size, quality=options.jpeg_quality)
+    merged, atlas, mime = _merge(coarse, cell=error / 4.0, atlas_size=options.atlas_size,
+                                 quality=options.jpeg_quality, glb=options.glb)
     frame = enu_at(merged.ecef)
     prim = Primitive(positions=frame.to_local(merged.ecef).astype(np.float32), indices=merged.tris.astype(np.uint32),
-                     texcoords=merged.uv, material=Material(texture=atlas, unlit=True))
+                     texcoords=merged.uv, material=Material(texture=atlas, mime_type=mime, unlit=True))
     uri = f"{prefix}/merged/{name}.glb"
     write_atomic(out / uri, MeshContent([prim]).to_glb(options.glb))
     counter[0] += 1

@@ -20,7 +20,6 @@ Rules (see docs/architecture.md, "Terrain"):
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from collections import defaultdict
@@ -32,7 +31,6 @@ from typing import Any
 
 import numpy as np
 from affine import Affine
-from PIL import Image
 from pydelatin import Delatin
 from pyproj import CRS
 
@@ -43,6 +41,7 @@ from cim.sources.raster import NEUTRAL_RGB, DemGrid, DemSampler, OrthoReader, fi
 from cim.sources.vertical import ELLIPSOIDAL, VerticalDatum
 from tiles.compression import GlbOptions
 from tiles.gltf import Material, MeshContent, Primitive
+from tiles.textures import encode_texture
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 
 Progress = Callable[[str, int, int], None]
@@ -493,9 +492,8 @@ def _write_tile(
             @ Affine.scale(n * step / size)
         )
         rgb = reader.texture(tex_t, grid.crs if not grid.crs.is_compound else tiling.horizontal, size, size)
-        buf = io.BytesIO()
-        Image.fromarray(rgb, "RGB").save(buf, "JPEG", quality=options.jpeg_quality)
-        material = Material(texture=buf.getvalue())
+        texture, mime = encode_texture(rgb, options.glb, options.jpeg_quality)
+        material = Material(texture=texture, mime_type=mime)  # type: ignore[arg-type]
     else:
         material = Material(base_color=(*(c / 255.0 for c in NEUTRAL_RGB), 1.0))
     prim = Primitive(

@@ -226,3 +226,52 @@ def test_ktx2_textures_with_and_without_fallback(tmp_path):
         assert "KHR_texture_basisu" in r.extensions_used
         warned = {(m.code, m.pointer.removeprefix("decompressed:")) for m in r.messages if m.severity == 1}
         assert warned == {("VALUE_NOT_IN_LIST", "/images/0/mimeType"), ("IMAGE_UNRECOGNIZED_FORMAT", "/images/0")}
+
+
+def _photo(h: int = 96, w: int = 128) -> np.ndarray:
+    """Photo-like pixels: smooth gradients plus texture (roofs and fields seen from above)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    rng = np.random.default_rng(3)
+    base = np.stack([100 + 60 * np.sin(xx / 9), 120 + 50 * np.cos(yy / 7), 90 + 0.5 * xx], axis=-1)
+    return np.clip(base + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def test_textures_the_engine_makes_are_webp_by_default_with_a_jpeg_fallback_on_request(tmp_path):
+    from tiles.textures import encode_texture
+
+    pixels = _photo()
+    quad = np.array([[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]])
+    tris = np.array([[0, 1, 2], [0, 2, 3]])
+    for options, mimes, required in ((GlbOptions(), ["image/webp"], True),
+                                     (GlbOptions(texture_fallback=True), ["image/webp", "image/jpeg"], False),
+                                     (GlbOptions(textures="original"), ["image/jpeg"], None)):
+        data, mime = encode_texture(pixels, options)
+        back = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), float)
+        assert mime == mimes[0] and back.shape == pixels.shape
+        assert 10 * np.log10(255**2 / np.mean((back - pixels) ** 2)) > 30  # the pixels, not a blank image
+        glb = MeshContent([Primitive(quad, tris, texcoords=quad[:, :2],
+                                     material=Material(texture=data, mime_type=mime))]).to_glb(options)
+        doc, _ = parse_glb(glb)
+        assert sorted(i["mimeType"] for i in doc["images"]) == sorted(mimes)
+        if required is not None:
+            assert ("EXT_texture_webp" in doc.get("extensionsRequired", [])) is required
+            assert ("source" in doc["textures"][0]) is not required  # the fallback is the core source
+        else:
+            assert "EXT_texture_webp" not in doc.get("extensionsUsed", [])
+        (tmp_path / f"{len(mimes)}-{required}.glb").write_bytes(glb)
+    assert_valid(tmp_path, allow_warnings=False)
+
+
+def test_string_offsets_are_16_bit_below_64_kib_and_32_bit_above():
+    prims, _ = _boxes(2, 10)
+    for n, length, kind in ((2, 5, "UINT16"), (2, 40_000, "UINT32")):
+        names = [f"{i}" * length for i in range(n)]
+        glb = MeshContent(prims, PropertyTable("building", {"name": names, "code": ["北京", "大同"]})).to_glb(
+            GlbOptions())
+        doc, _ = parse_glb(glb)
+        props = doc["extensions"]["EXT_structural_metadata"]["propertyTables"][0]["properties"]
+        assert props["name"]["stringOffsetType"] == kind and props["code"]["stringOffsetType"] == "UINT16"
+        assert doc["bufferViews"][props["name"]["stringOffsets"]]["byteLength"] == (n + 1) * (2 if kind ==
+                                                                                               "UINT16" else 4)
+        back = read_glb(glb)["properties"]
+        assert back["name"] == names and back["code"] == ["北京", "大同"]
