@@ -68,19 +68,60 @@ def layer_json(bounds: tuple[float, float, float, float], max_zoom: int, *, name
 def encode_tile(lonlat_h: np.ndarray, triangles: np.ndarray, tile: GeoTile) -> bytes:
     """One quantized-mesh tile with the `octvertexnormals` extension.
 
+    u, v and heights are quantized here in float64 and rounded (u, v over the tile's bounds; heights over the
+    header's float32 minimum and maximum, as a decoder reads them). `quantized_mesh_encoder.encode` casts lon/lat to
+    float32 first (7.6e-6 degrees of longitude at 113 E: 0.65 m) and truncates: on 12 leaf tiles of a hilly test
+    DEM whose TINs are within 0.5 m of their grid, its tiles decoded 0.506 m off at worst, these 0.499 m.
+    Vertices are renumbered in order of first use, so the high-water-mark index codes are the canonical ones
+    (small and never negative; the library's codes wrapped around 2^16 unless the caller had ordered them so).
+
     Args:
         lonlat_h: (n, 3) float64 longitude, latitude (degrees) and ellipsoidal height (metres) of the vertices; the
             tile's corners must be among them (every tile side is an edge of the mesh).
         triangles: (m, 3) int vertex indices, counter-clockwise seen from above.
         tile: the tile, whose bounds quantize u and v.
     """
-    from quantized_mesh_encoder import VertexNormalsExtension, encode
+    from quantized_mesh_encoder import VertexNormalsExtension
+    from quantized_mesh_encoder.encode import (
+        compute_header,
+        encode_header,
+        write_edge_indices,
+        write_indices,
+        write_vertices,
+    )
 
     pos = np.ascontiguousarray(lonlat_h, np.float64)
-    tris = np.ascontiguousarray(triangles, np.uint32)
+    tris = np.ascontiguousarray(triangles, np.int64).reshape(-1, 3)
+    # first-use order of the vertices (high-water-mark encoding assumes it); unused vertices dropped
+    flat = tris.reshape(-1)
+    _, first = np.unique(flat, return_index=True)
+    order = flat[np.sort(first)]
+    remap = np.full(len(pos), -1, np.int64)
+    remap[order] = np.arange(len(order))
+    pos, tris = pos[order], remap[tris]
+    west, south, east, north = tile.bounds
+    h = pos[:, 2]
+    lo, hi = np.float32(h.min()), np.float32(h.max())
+    if lo > h.min():
+        lo = np.nextafter(lo, np.float32(-np.inf))
+    if hi < h.max():
+        hi = np.nextafter(hi, np.float32(np.inf))
+    span = float(hi) - float(lo)
+    q = np.column_stack([
+        np.rint((pos[:, 0] - west) / (east - west) * 32767),
+        np.rint((pos[:, 1] - south) / (north - south) * 32767),
+        np.rint((h - float(lo)) / span * 32767) if span > 0 else np.zeros(len(h)),
+    ])
+    q = np.clip(q, 0, 32767).astype(np.int16)
+    # bounding sphere and horizon occlusion point as the library makes them (float32: finite on level 0 too)
+    header = compute_header(pos.astype(np.float32), None)
+    header["minimumHeight"], header["maximumHeight"] = float(lo), float(hi)
     buf = io.BytesIO()
-    normals = VertexNormalsExtension(positions=pos, indices=tris)
-    encode(buf, pos, tris, bounds=tile.bounds, extensions=[normals])
+    encode_header(buf, header)
+    write_vertices(buf, q, len(q))
+    write_indices(buf, tris.astype(np.uint32), len(q))
+    write_edge_indices(buf, q, len(q))
+    buf.write(VertexNormalsExtension(positions=pos, indices=tris.astype(np.uint32)).encode())
     return buf.getvalue()
 
 

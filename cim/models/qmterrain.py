@@ -172,10 +172,11 @@ class QuantizedMeshTerrain:
         tin = Delatin(h.astype(np.float64), width=n, height=n, max_error=tol)
         verts = np.asarray(tin.vertices, np.float64)
         tris = np.asarray(tin.triangles, np.int64).reshape(-1, 3)
-        col, row = verts[:, 0].astype(np.int64), verts[:, 1].astype(np.int64)
+        # pydelatin's y axis points up (north): row = n - 1 - y. Reading y as the row (as this did before) made a
+        # TIN for the terrain mirrored north-south, its vertices then lifted to our heights: 1.25 m off where the
+        # tolerance was 0.5 m (CesiumJS sampled it so)
+        col, row = np.rint(verts[:, 0]).astype(np.int64), n - 1 - np.rint(verts[:, 1]).astype(np.int64)
         pos = np.column_stack([lon[row, col], lat[row, col], h[row, col]])
-        # delatin's rows grow southwards: flip the winding so triangles are counter-clockwise seen from above
-        tris = tris[:, ::-1]
         return QuantizedTile(encode_tile(pos, tris, tile), len(pos), len(tris), float(tin.error), tol)
 
     def available(self) -> list[GeoTile]:
