@@ -1,8 +1,8 @@
-"""The "one map" viewer: a pydeck Deck of everything a caller may see, rendered by our own page.
+"""The "one map" viewer: the layer tree of everything a caller may see, rendered by our own page.
 
-The page (`tiles/static/viewer/`) loads the deck.gl bundle that ships in the pydeck wheel from the server
-(`/viewer/deck.js`, read from the installed package at run time) and calls its `createDeck` with the Deck JSON made
-here, so the browser talks to the server's host only. Layers, bottom to top:
+The page (`tiles/static/viewer/`, see docs/viewer.md) loads the deck.gl bundle that ships in the pydeck wheel from
+the server (`/viewer/deck.js`, read from the installed package at run time) and its own modules, and makes one
+deck.gl layer per tree entry made here, so the browser talks to the server's host only. Layers, bottom to top:
 
     maps (orthophoto XYZ tiles)  ->  terrain parts of the models (3D Tiles)  ->  flat vector layers (MVT)
         ->  building / oblique parts of the models (3D Tiles)  ->  extruded vector layers (MVT, by a height field)
@@ -33,19 +33,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydeck as pdk
 import shapely
 
 from cim.errors import OutputExistsError
 from cim.files import user_path
 from tiles.errors import TileRequestError, TilesError
-from tiles.styles import PALETTE, layer_style
+from tiles.styles import layer_style
 
 ReadJson = Callable[[str, str], dict[str, Any]]  # (model name, path inside the model) -> parsed JSON
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "viewer"
-ASSETS = {"viewer.js": "text/javascript; charset=utf-8", "viewer.css": "text/css; charset=utf-8",
-          "addresses.js": "text/javascript; charset=utf-8"}
+CORE_SCRIPTS = ("core.js", "mvt.js", "layers.js", "map.js", "identify.js", "search.js", "measure.js", "compare.js",
+                "tree.js")
 SEARCH_FIELDS = ("address", "name", "code", "zone_code", "shelter_id", "sensor_id", "hazard_id")
 # top-level CIM catalogue themes (CJJ/T 315-2022), in the standard's order
 _TOP_THEMES = ("spatiotemporal_base", "resource_survey", "planning_control", "construction_projects",
@@ -66,10 +65,6 @@ def deck_bundle() -> Path:
 
 def _with_key(url: str, key_query: str) -> str:
     return url if not key_query else url + ("&" if "?" in url else "?") + key_query
-
-
-def _color(i: int) -> list[int]:
-    return list(PALETTE[i % len(PALETTE)])
 
 
 def _theme_group(theme: str) -> str:
@@ -136,61 +131,31 @@ def home_view(extent: Sequence[float] | None, width: int = 1000, height: int = 7
     return {"longitude": lon, "latitude": lat, "zoom": round(zoom, 2), "pitch": 0.0, "bearing": 0.0}
 
 
-def _vector_layer(info: dict[str, Any], i: int, ground: float, key_query: str
-                  ) -> tuple[pdk.Layer, dict[str, Any]]:
-    look = layer_style(info, i, info.get("fields") or ())  # the same look as the /styles documents
-    color = list(look.color)
-    kwargs: dict[str, Any] = {
-        "data": _with_key(info["urls"]["tiles"], key_query),
-        "pickable": True,
-        "auto_highlight": True,
-        "highlight_color": [255, 255, 0, 70],
-        "min_zoom": 0,
-        "max_zoom": 18,
-        "binary": False,
-        "loaders": {"@@function": "cimMvtLoaders"},
-        "load_options": {"worker": False},
-        "get_fill_color": color + [look.fill_alpha],
-        "get_line_color": color + [255],
-        "line_width_min_pixels": look.line_width,
-        "get_line_width": 1,
-        "point_radius_min_pixels": look.point_radius,
-        "get_point_radius": look.point_radius * 0.75,
-        "stroked": True,
-        "filled": True,
-        "render_sub_layers": {"@@function": "cimVectorTile", "ground": ground},
-    }
-    if look.extruded:
-        kwargs.update(extruded=True, wireframe=True, get_elevation=f"properties.{look.height_field}",
-                      material=False)
-    else:
-        kwargs["parameters"] = {"depthCompare": "always", "depthWriteEnabled": False}
-    entry = {"id": f"layer:{info['name']}", "kind": "vector", "name": info["name"], "title": info["title"],
-             "group": _theme_group(info.get("theme", "")), "theme": info.get("theme"),
-             "theme_title": info.get("theme_title"), "security": info.get("security"),
-             "geometry": look.geometry, "color": color, "extruded": look.extruded,
-             "height_field": look.height_field,
-             "feature_count": info.get("feature_count"), "visible": look.visible}
-    return pdk.Layer("MVTLayer", id=entry["id"], visible=entry["visible"], **kwargs), entry
+def _vector_entry(info: dict[str, Any], i: int, key_query: str) -> dict[str, Any]:
+    look = layer_style(info, i, info.get("fields") or ())  # the same look as the /styles documents and WMS
+    return {"id": f"layer:{info['name']}", "kind": "vector", "name": info["name"], "title": info["title"],
+            "group": _theme_group(info.get("theme", "")), "theme": info.get("theme"),
+            "theme_title": info.get("theme_title"), "security": info.get("security"),
+            "department": info.get("department"), "version": info.get("version"),
+            "geometry": look.geometry, "color": list(look.color), "fill_alpha": look.fill_alpha,
+            "line_width": look.line_width, "point_radius": look.point_radius, "extruded": look.extruded,
+            "height_field": look.height_field, "feature_count": info.get("feature_count"), "visible": look.visible,
+            "url": info["urls"]["tiles"]}
 
 
 def viewer_config(catalog: dict[str, Any], read: ReadJson, *, key_query: str = "", base: str = "",
                   fields: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    """Everything the page needs: the Deck JSON (pydeck), the layer tree, the home view and the routes.
+    """Everything the page needs: the layer tree (one entry per layer, from which the page makes its deck.gl
+    layers), the home view and the routes.
 
     Args:
         catalog: a `/catalog` document (only what the caller may see).
         read: reads a JSON file of a model, for its layer tilesets and terrain height.
-        key_query: `api_key=...` appended to every URL when the caller passed its key in the page's URL.
+        key_query: `api_key=...` that the page appends to every URL when the caller passed its key in the page's URL.
         base: the server's base URL (no trailing slash).
         fields: field names by layer (to find height fields for extrusion).
     """
     fields = fields or {}
-    layers_front: list[pdk.Layer] = []
-    layers_flat: list[pdk.Layer] = []
-    layers_3d: list[pdk.Layer] = []
-    layers_terrain: list[pdk.Layer] = []
-    layers_maps: list[pdk.Layer] = []
     tree: list[dict[str, Any]] = []
     ground = 0.0
     first_model = True
@@ -202,41 +167,24 @@ def viewer_config(catalog: dict[str, Any], read: ReadJson, *, key_query: str = "
             url = m["urls"]["tileset"] if not part else m["urls"]["tileset"].replace("/tileset.json",
                                                                                       f"/{part}/tileset.json")
             lid = f"model:{m['name']}:{part or 'all'}"
-            visible = first_model
-            layer = pdk.Layer("Tile3DLayer", id=lid, data=_with_key(url, key_query), visible=visible,
-                              pickable=True, load_options={"worker": False, "3d-tiles": {"loadGLTF": True}},
-                              point_size=2)
-            (layers_terrain if part == "terrain" else layers_3d).append(layer)
             tree.append({"id": lid, "kind": "3dtiles", "name": m["name"], "part": part or "all",
                          "title": f"{m['title']} {part}".strip(), "group": "models", "security": m["security"],
-                         "visible": visible})
+                         "visible": first_model, "url": url})
         first_model = False
     first_map = True
-    for i, mp in enumerate(catalog.get("maps", [])):
+    for mp in catalog.get("maps", []):
         if mp["kind"] != "image":
             continue  # DEMs come into the picture as the models' terrain
         fmt = "png" if "png" in mp.get("formats", []) else mp["formats"][0]  # PNG keeps the mask as alpha
-        url = f"{base}/maps/{mp['name']}/{{z}}/{{x}}/{{y}}.{fmt}"
-        lid = f"map:{mp['name']}"
-        layers_maps.append(pdk.Layer(
-            "TileLayer", id=lid, data=_with_key(url, key_query), visible=first_map, min_zoom=0, max_zoom=20,
-            tile_size=256, extent=mp.get("extent"), max_requests=8,
-            render_sub_layers={"@@function": "cimBitmapTile", "ground": ground},
-            on_tile_error={"@@function": "cimTileError"}))
-        tree.append({"id": lid, "kind": "map", "name": mp["name"], "title": mp["title"], "group": "maps",
-                     "security": mp["security"], "visible": first_map, "extent": mp.get("extent")})
+        tree.append({"id": f"map:{mp['name']}", "kind": "map", "name": mp["name"], "title": mp["title"],
+                     "group": "maps", "security": mp["security"], "visible": first_map, "extent": mp.get("extent"),
+                     "url": f"{base}/maps/{mp['name']}/{{z}}/{{x}}/{{y}}.{fmt}"})
         first_map = False
     for i, info in enumerate(catalog.get("layers", [])):
-        layer, entry = _vector_layer({**info, "fields": fields.get(info["name"], [])}, i, ground, key_query)
-        (layers_front if entry["extruded"] else layers_flat).append(layer)
-        tree.append(entry)
+        tree.append(_vector_entry({**info, "fields": fields.get(info["name"], [])}, i, key_query))
     extent = _home(catalog)
-    view = home_view(extent)
-    deck = pdk.Deck(layers=[*layers_maps, *layers_terrain, *layers_flat, *layers_3d, *layers_front],
-                    initial_view_state=pdk.ViewState(**view, max_pitch=85), map_provider=None,
-                    views=[pdk.View("MapView", controller=True)])
     return {"title": catalog.get("title", "cim"), "base": base, "key_query": key_query, "ground": ground,
-            "home": view, "extent": extent, "deck": json.loads(deck.to_json()), "tree": tree,
+            "home": {**home_view(extent), "maxPitch": 85}, "extent": extent, "tree": tree,
             "groups": theme_titles(),
             "routes": {"identify": f"{base}/identify", "search": f"{base}/search", "catalog": f"{base}/catalog",
                        # standard addresses (tiles/static/viewer/addresses.js)
@@ -244,10 +192,41 @@ def viewer_config(catalog: dict[str, Any], read: ReadJson, *, key_query: str = "
                        "reverse": f"{base}/reverse"}}
 
 
+def scripts() -> list[str]:
+    """The page's scripts in load order: the core modules, then every panel (`panels/*.js`, by name), then
+    `viewer.js`, which starts them. A panel is added by dropping its file there (docs/viewer.md)."""
+    panels = sorted(p.name for p in (STATIC_DIR / "panels").glob("*.js"))
+    return [*CORE_SCRIPTS, *(f"panels/{n}" for n in panels), "viewer.js"]
+
+
+def stylesheets() -> list[str]:
+    """`viewer.css`, then every panel's own style sheet (`panels/*.css`)."""
+    return ["viewer.css", *(f"panels/{p.name}" for p in sorted((STATIC_DIR / "panels").glob("*.css")))]
+
+
+def asset_path(name: str) -> tuple[Path, str] | None:
+    """The file and media type of a page asset by its URL name (`map.js`, `panels/sensors.js`), or None: names
+    resolve through the lists above only, never as paths."""
+    if name in scripts():
+        return STATIC_DIR / name, "text/javascript; charset=utf-8"
+    if name in stylesheets():
+        return STATIC_DIR / name, "text/css; charset=utf-8"
+    return None
+
+
+def _asset_version(name: str) -> str:
+    path = STATIC_DIR / name
+    st = path.stat()
+    return f"{st.st_mtime_ns:x}{st.st_size:x}"
+
+
 def render_page(config: dict[str, Any], asset_base: str = "") -> str:
     """The viewer page: our page shell, the config as JSON, the deck.gl bundle and the viewer's script."""
     doc = json.dumps(config, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
     title = html.escape(config.get("title", "cim"))
+    links = "\n".join(f'<link rel="stylesheet" href="{asset_base}/viewer/{n}?v={_asset_version(n)}">'
+                      for n in stylesheets())
+    tags = "\n".join(f'<script src="{asset_base}/viewer/{n}?v={_asset_version(n)}"></script>' for n in scripts())
     return f"""<!DOCTYPE html>
 <html lang="zh-CN">
 <head>
@@ -255,7 +234,7 @@ def render_page(config: dict[str, Any], asset_base: str = "") -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
 <link rel="icon" href="data:,">
-<link rel="stylesheet" href="{asset_base}/viewer/viewer.css">
+{links}
 </head>
 <body>
 <div id="map"></div>
@@ -264,8 +243,7 @@ def render_page(config: dict[str, Any], asset_base: str = "") -> str:
 <div id="status" role="status"></div>
 <script id="cim-config" type="application/json">{doc}</script>
 <script src="{asset_base}/viewer/deck.js"></script>
-<script src="{asset_base}/viewer/viewer.js"></script>
-<script src="{asset_base}/viewer/addresses.js"></script>
+{tags}
 </body>
 </html>
 """

@@ -111,6 +111,30 @@ def test_root_gives_browsers_the_page_and_machines_the_landing_page(site: Site) 
     assert "hazards" not in page.text  # anonymous: confidential layers are not even named
 
 
+def test_page_loads_the_core_modules_then_the_panels_then_viewer_js(site: Site, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from tiles import viewer
+
+    panels = tmp_path / "panels"
+    panels.mkdir()
+    (panels / "zz_probe.js").write_text("cim.register({id: 'probe'});", encoding="utf-8")
+    monkeypatch.setattr(viewer, "STATIC_DIR", tmp_path)
+    assert viewer.scripts()[:2] == ["core.js", "mvt.js"] and viewer.scripts()[-2:] == ["panels/zz_probe.js",
+                                                                                       "viewer.js"]
+    assert viewer.asset_path("panels/zz_probe.js") == (panels / "zz_probe.js", "text/javascript; charset=utf-8")
+    assert viewer.asset_path("../viewer.py") is None and viewer.asset_path("panels/../core.js") is None
+    monkeypatch.undo()
+    with httpx.Client(base_url=site.base, timeout=30) as c:
+        page = c.get("/", headers={"Accept": "text/html"}).text
+        scripts = re.findall(r'<script src="[^"]*/viewer/([^"?]+)', page)
+        assert scripts == ["deck.js", *viewer.scripts()]
+        for name in scripts[1:]:
+            r = c.get(f"/viewer/{name}")
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/javascript")
+        assert c.get("/viewer/panels/..%2Fcore.js").status_code == 404
+        assert c.get("/viewer/tiles.py").status_code == 404
+
+
 def test_write_viewer_html_points_at_the_running_server(site: Site, tmp_path: Path) -> None:
     from cim.errors import OutputExistsError
     from tiles.viewer import write_viewer_html

@@ -52,8 +52,8 @@ def _asset(name: str) -> FileEntry:
     if entry is None:
         if name == "deck.js":
             path, media = viewer.deck_bundle(), "text/javascript; charset=utf-8"
-        elif name in viewer.ASSETS:
-            path, media = viewer.STATIC_DIR / name, viewer.ASSETS[name]
+        elif (found := viewer.asset_path(name)) is not None:
+            path, media = found
         else:
             raise TileNotFoundError(f"the viewer has no asset {name!r}")
         content = path.read_bytes()
@@ -64,9 +64,15 @@ def _asset(name: str) -> FileEntry:
     return entry
 
 
-@router.get("/viewer/{name}", summary="The viewer's script, style sheet and the deck.gl bundle of pydeck")
+@router.get("/viewer/{name}", summary="The viewer's scripts, style sheets and the deck.gl bundle of pydeck")
 def asset(name: str, request: Request) -> Response:
     e = _asset(name)
+    return tile_response(request, e.content, e.media_type, e.etag, "public, max-age=300", gzipped=e.gzipped)
+
+
+@router.get("/viewer/panels/{name}", summary="A panel's script or style sheet (tiles/static/viewer/panels/)")
+def panel_asset(name: str, request: Request) -> Response:
+    e = _asset(f"panels/{name}")
     return tile_response(request, e.content, e.media_type, e.etag, "public, max-age=300", gzipped=e.gzipped)
 
 
