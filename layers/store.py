@@ -551,8 +551,8 @@ class LayerStore:
             raise VersionNotFoundError(f"layer {name!r} has no version {v}; versions: {known}")
         return rows[0]
 
-    def _info(self, row: dict[str, Any], vrow: dict[str, Any]) -> LayerInfo:
-        reg = self.themes()
+    def _info(self, row: dict[str, Any], vrow: dict[str, Any], reg: ThemeRegistry | None = None) -> LayerInfo:
+        reg = reg or self.themes()
         theme = reg.get(row["theme"]) if row["theme"] in reg else None
         return LayerInfo(
             name=row["name"], title=row["title"], theme=row["theme"],
@@ -578,13 +578,21 @@ class LayerStore:
         cur = self._reader()
         res = cur.execute("SELECT * FROM catalogue.layers WHERE dropped_at IS NULL ORDER BY name")
         cols = [d[0] for d in res.description]
-        for r in res.fetchall():
-            row = dict(zip(cols, r, strict=True))
+        rows = [dict(zip(cols, r, strict=True)) for r in res.fetchall()]
+        # one query for the current versions and one theme registry: a city's 2,372 layers listed one query each
+        # took 87 s under load
+        res = cur.execute("SELECT v.* FROM catalogue.versions v JOIN catalogue.layers l ON v.layer = l.name "
+                          "AND v.version = l.current_version WHERE l.dropped_at IS NULL")
+        vcols = [d[0] for d in res.description]
+        current = {r[0]: dict(zip(vcols, r, strict=True)) for r in res.fetchall()}
+        reg = self.themes()
+        for row in rows:
             if security_rank(row["security"]) > limit:
                 continue
             if prefix and not (row["theme"] == prefix or row["theme"].startswith(prefix + "/")):
                 continue
-            out.append(self._info(row, self._version_row(row["name"], None, row)))
+            vrow = current.get(row["name"]) or self._version_row(row["name"], None, row)
+            out.append(self._info(row, vrow, reg))
         return out
 
     def _layer_entry(self, name: str, version: int | None) -> tuple[LayerInfo, str, str]:

@@ -76,6 +76,9 @@ class ThemeRegistry:
         Raises:
             ThemeNotFoundError: no such theme; the message lists the top-level themes or the siblings.
         """
+        exact = self._themes.get(path)
+        if exact is not None:  # an id path as stored in the catalogue: no walk (a city lists thousands of layers)
+            return exact
         parts = [p.strip() for p in str(path).strip().strip("/").split("/") if p.strip()]
         if not parts:
             raise ThemeNotFoundError("empty theme path; pass e.g. --theme planning_control/control_lines")
