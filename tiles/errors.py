@@ -51,3 +51,11 @@ class JobLimitError(TilesError):
 
 class RequestTooLargeError(TileRequestError):
     """A request body is larger than the server accepts."""
+
+
+class KeyRequiredError(InvalidKeyError):
+    """The action saves something (a style, a scene, an annotation) and needs an API key; none was presented."""
+
+
+class NotAllowedError(TilesError, PermissionError):
+    """The caller's key may not do this (e.g. change a scene another key or the operator saved)."""

@@ -38,17 +38,14 @@ import shapely
 from cim.errors import OutputExistsError
 from cim.files import user_path
 from tiles.errors import TileRequestError, TilesError
-from tiles.styles import layer_style
+from tiles.layertree import INITIALLY_VISIBLE_MAX, TOP_THEMES, LayerIndex
 
 ReadJson = Callable[[str, str], dict[str, Any]]  # (model name, path inside the model) -> parsed JSON
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "viewer"
 CORE_SCRIPTS = ("core.js", "mvt.js", "layers.js", "map.js", "identify.js", "search.js", "measure.js", "compare.js",
-                "tree.js")
+                "thematic.js", "scenes.js", "tools3d.js", "tree.js")
 SEARCH_FIELDS = ("address", "name", "code", "zone_code", "shelter_id", "sensor_id", "hazard_id")
-# top-level CIM catalogue themes (CJJ/T 315-2022), in the standard's order
-_TOP_THEMES = ("spatiotemporal_base", "resource_survey", "planning_control", "construction_projects",
-               "public_topics", "iot_sensing")
 
 
 def deck_bundle() -> Path:
@@ -67,18 +64,13 @@ def _with_key(url: str, key_query: str) -> str:
     return url if not key_query else url + ("&" if "?" in url else "?") + key_query
 
 
-def _theme_group(theme: str) -> str:
-    top = theme.split("/", 1)[0]
-    return top if top in _TOP_THEMES else "other"
-
-
 def theme_titles() -> dict[str, dict[str, str]]:
     """Titles of the tree's groups: base maps, 3D models and the CIM catalogue's top-level themes (zh / en)."""
     from layers.themes import builtin
 
     reg = builtin()
     out = {"maps": {"zh": "底图", "en": "Base maps"}, "models": {"zh": "三维模型", "en": "3D city models"}}
-    for t in _TOP_THEMES:
+    for t in TOP_THEMES:
         theme = reg.get(t)
         out[t] = {"zh": theme.zh, "en": theme.en}
     out["other"] = {"zh": "其他", "en": "Other"}
@@ -131,32 +123,75 @@ def home_view(extent: Sequence[float] | None, width: int = 1000, height: int = 7
     return {"longitude": lon, "latitude": lat, "zoom": round(zoom, 2), "pitch": 0.0, "bearing": 0.0}
 
 
-def _vector_entry(info: dict[str, Any], i: int, key_query: str) -> dict[str, Any]:
-    look = layer_style(info, i, info.get("fields") or ())  # the same look as the /styles documents and WMS
-    return {"id": f"layer:{info['name']}", "kind": "vector", "name": info["name"], "title": info["title"],
-            "group": _theme_group(info.get("theme", "")), "theme": info.get("theme"),
-            "theme_title": info.get("theme_title"), "security": info.get("security"),
-            "department": info.get("department"), "version": info.get("version"),
-            "geometry": look.geometry, "color": list(look.color), "fill_alpha": look.fill_alpha,
-            "line_width": look.line_width, "point_radius": look.point_radius, "extruded": look.extruded,
-            "height_field": look.height_field, "feature_count": info.get("feature_count"), "visible": look.visible,
-            "url": info["urls"]["tiles"]}
+INLINE_LAYERS = 200  # a caller who sees at most this many layers gets them all in the page; more load by theme
+
+
+def tree_page(index: LayerIndex, names: Sequence[str], base: str, *, theme: str | None = None,
+              q: str | None = None, ids: str | Sequence[str] | None = None, limit: int = 500,
+              docs: Any = None) -> dict[str, Any]:
+    """Layer-tree entries for the page (the library function behind `/viewer/layers`).
+
+    Without `theme`, `q` or `ids`: the start of the tree: every theme with its layer count and, when the caller sees
+    at most `INLINE_LAYERS` layers, every entry (else none: the page loads a theme's layers when it is opened).
+
+    Args:
+        index: the server's layer index.
+        names: the layers the caller may see (`LayerIndex.names`).
+        base: the server's base URL.
+        theme: the layers of this theme path and below.
+        q: the layers matching this filter (title, name, department, theme, pinyin or its initials).
+        ids: these layers (tree ids `layer:NAME` or names, comma-separated or a list); unknown ones are skipped.
+        limit: at most this many entries.
+        docs: the store's `DocumentStore`: entries carry their layer's stored style (`style`, else null).
+
+    Returns:
+        `{"total", "matched", "lazy", "themes", "layers": [entry...]}`.
+    """
+    lazy = len(names) > INLINE_LAYERS
+    start_visible = len(names) <= INITIALLY_VISIBLE_MAX
+    if ids is not None:
+        wanted = [i.removeprefix("layer:") for i in (ids.split(",") if isinstance(ids, str) else ids) if i]
+        allowed = set(names)
+        chosen = [n for n in dict.fromkeys(wanted) if n in allowed]
+    elif theme is not None or q:
+        chosen = list(names)
+        if theme is not None:
+            chosen = index.in_theme(chosen, theme)
+        if q:
+            chosen = index.match(chosen, q)
+    else:
+        chosen = [] if lazy else list(names)
+    return {"total": len(names), "matched": len(chosen), "lazy": lazy,
+            "themes": index.themes_of(names) if theme is None and not q and ids is None else [],
+            "layers": index.entries(chosen[:limit], base, visible_default=start_visible,
+                                    styles=docs.styles(chosen[:limit]) if docs is not None else None)}
+
+
+def layer_versions(store: Any, info: Any, base: str) -> dict[str, Any]:
+    """The versions of a layer with a vector tile URL each (the current one is also `/tiles/{name}/...`)."""
+    rows = store.history(info.name)
+    return {"layer": info.name, "title": info.title, "current": info.version,
+            "versions": [{"version": v.version, "operation": v.operation, "note": v.note,
+                          "created_at": v.created_at.isoformat(), "feature_count": v.feature_count,
+                          "current": v.current,
+                          "tiles": f"{base}/tiles/{info.name}/v{v.version}/{{z}}/{{x}}/{{y}}.mvt"} for v in rows]}
 
 
 def viewer_config(catalog: dict[str, Any], read: ReadJson, *, key_query: str = "", base: str = "",
-                  fields: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    """Everything the page needs: the layer tree (one entry per layer, from which the page makes its deck.gl
-    layers), the home view and the routes.
+                  tree: dict[str, Any] | None = None, scene: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything the page needs: the layer tree's start (models, maps, the themes with counts and the layers
+    `tree_page` gives), the home view, the routes and, when one is opened, the scene.
 
     Args:
         catalog: a `/catalog` document (only what the caller may see).
         read: reads a JSON file of a model, for its layer tilesets and terrain height.
         key_query: `api_key=...` that the page appends to every URL when the caller passed its key in the page's URL.
         base: the server's base URL (no trailing slash).
-        fields: field names by layer (to find height fields for extrusion).
+        tree: `tree_page(...)` of the caller (default: no store layers).
+        scene: a scene document to open (`layers.scenes.Scene.to_dict()`).
     """
-    fields = fields or {}
-    tree: list[dict[str, Any]] = []
+    tree = tree or {"total": 0, "matched": 0, "lazy": False, "themes": [], "layers": []}
+    entries: list[dict[str, Any]] = []
     ground = 0.0
     first_model = True
     for m in catalog.get("models", []):
@@ -166,30 +201,81 @@ def viewer_config(catalog: dict[str, Any], read: ReadJson, *, key_query: str = "
         for part in parts:
             url = m["urls"]["tileset"] if not part else m["urls"]["tileset"].replace("/tileset.json",
                                                                                       f"/{part}/tileset.json")
-            lid = f"model:{m['name']}:{part or 'all'}"
-            tree.append({"id": lid, "kind": "3dtiles", "name": m["name"], "part": part or "all",
-                         "title": f"{m['title']} {part}".strip(), "group": "models", "security": m["security"],
-                         "visible": first_model, "url": url})
+            entries.append({"id": f"model:{m['name']}:{part or 'all'}", "kind": "3dtiles", "name": m["name"],
+                            "part": part or "all", "title": f"{m['title']} {part}".strip(), "group": "models",
+                            "security": m["security"], "visible": first_model, "url": url})
         first_model = False
     first_map = True
     for mp in catalog.get("maps", []):
         if mp["kind"] != "image":
             continue  # DEMs come into the picture as the models' terrain
         fmt = "png" if "png" in mp.get("formats", []) else mp["formats"][0]  # PNG keeps the mask as alpha
-        tree.append({"id": f"map:{mp['name']}", "kind": "map", "name": mp["name"], "title": mp["title"],
-                     "group": "maps", "security": mp["security"], "visible": first_map, "extent": mp.get("extent"),
-                     "url": f"{base}/maps/{mp['name']}/{{z}}/{{x}}/{{y}}.{fmt}"})
+        entries.append({"id": f"map:{mp['name']}", "kind": "map", "name": mp["name"], "title": mp["title"],
+                        "group": "maps", "security": mp["security"], "visible": first_map,
+                        "extent": mp.get("extent"), "url": f"{base}/maps/{mp['name']}/{{z}}/{{x}}/{{y}}.{fmt}"})
         first_map = False
-    for i, info in enumerate(catalog.get("layers", [])):
-        tree.append(_vector_entry({**info, "fields": fields.get(info["name"], [])}, i, key_query))
     extent = _home(catalog)
     return {"title": catalog.get("title", "cim"), "base": base, "key_query": key_query, "ground": ground,
-            "home": {**home_view(extent), "maxPitch": 85}, "extent": extent, "tree": tree,
-            "groups": theme_titles(),
+            "home": {**home_view(extent), "maxPitch": 85}, "extent": extent,
+            "tree": entries + tree["layers"], "themes": tree["themes"], "layer_total": tree["total"],
+            "lazy": tree["lazy"], "groups": theme_titles(), "scenes": catalog.get("scenes", []), "scene": scene,
             "routes": {"identify": f"{base}/identify", "search": f"{base}/search", "catalog": f"{base}/catalog",
-                       # standard addresses (tiles/static/viewer/addresses.js)
+                       "layers": f"{base}/viewer/layers", "versions": f"{base}/viewer/versions",
+                       "styles": f"{base}/viewer/styles", "scenes": f"{base}/viewer/scenes",
+                       "annotations": f"{base}/viewer/annotations", "coords": f"{base}/viewer/coords",
+                       # standard addresses (tiles/static/viewer/panels/addresses.js)
                        "geocode": f"{base}/geocode", "suggest": f"{base}/geocode/suggest",
                        "reverse": f"{base}/reverse"}}
+
+
+def coordinates(lon: float, lat: float, *, crs: str | None = None, dem: str | os.PathLike[str] | None = None
+                ) -> dict[str, Any]:
+    """A place in CGCS2000 (lon/lat degrees), in a model's CRS (x east / y north, through `cim.crs`) and the height
+    of the model's DEM there (bilinear between the four nearest cell centres, metres), for the viewer's readout.
+
+    Returns:
+        `{"lon", "lat", "crs": "EPSG:4490", "model": {"crs", "epsg", "x", "y"} | None, "ground_m": float | None}`.
+
+    Raises:
+        TileRequestError: lon/lat outside the globe or a CRS that cannot be read.
+    """
+    from cim.crs import parse_crs, transformer
+
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise TileRequestError(f"lon={lon}, lat={lat} is not a place on the globe")
+    out: dict[str, Any] = {"lon": lon, "lat": lat, "crs": "EPSG:4490", "model": None, "ground_m": None}
+    if crs:
+        try:
+            target = parse_crs(crs)
+        except Exception as exc:  # noqa: BLE001 (any unreadable CRS text is the caller's input problem)
+            raise TileRequestError(f"the model's CRS {crs!r} cannot be read ({exc})") from exc
+        x, y = transformer("EPSG:4490", target).transform(lon, lat)
+        out["model"] = {"crs": target.name, "epsg": target.to_epsg(), "x": round(x, 4), "y": round(y, 4)}
+    if dem is not None:
+        out["ground_m"] = _dem_height(Path(dem), lon, lat)
+    return out
+
+
+def _dem_height(path: Path, lon: float, lat: float) -> float | None:
+    import rasterio
+    from rasterio.windows import Window
+
+    from cim.crs import transformer
+
+    with rasterio.open(path) as src:
+        if src.crs is None:
+            return None
+        x, y = transformer("EPSG:4490", src.crs).transform(lon, lat)
+        col, row = ~src.transform * (x, y)
+        c0, r0 = math.floor(col - 0.5), math.floor(row - 0.5)  # cell centres are at +0.5
+        if c0 < 0 or r0 < 0 or c0 + 1 >= src.width or r0 + 1 >= src.height:
+            return None
+        a = src.read(1, window=Window(c0, r0, 2, 2), masked=True).astype(np.float64)
+        if np.ma.is_masked(a) and a.mask.any():
+            return None
+        fx, fy = col - 0.5 - c0, row - 0.5 - r0
+        h = (a[0, 0] * (1 - fx) * (1 - fy) + a[0, 1] * fx * (1 - fy) + a[1, 0] * (1 - fx) * fy + a[1, 1] * fx * fy)
+        return round(float(h), 3)
 
 
 def scripts() -> list[str]:
@@ -279,9 +365,8 @@ def write_viewer_html(out: str | os.PathLike[str], server: str, *, api_key: str 
     def read(model: str, path: str) -> dict[str, Any]:
         return _http_json(f"{urls[model]}/{path}", api_key)
 
-    fields = {i["name"]: list((_http_json(f"{base}/collections/{i['name']}/queryables", api_key)
-                               .get("properties") or {}).keys()) for i in catalog.get("layers", [])}
-    config = viewer_config(catalog, read, key_query=key_query, base=base, fields=fields)
+    tree = _http_json(f"{base}/viewer/layers", api_key)
+    config = viewer_config(catalog, read, key_query=key_query, base=base, tree=tree)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_page(config, base), encoding="utf-8")
     return out
@@ -395,5 +480,6 @@ def search(store: Any, layers: Sequence[Any], text: str, *, limit: int = 20) -> 
     return [h for _, h in hits[:limit]]
 
 
-__all__ = ["deck_bundle", "home_view", "identify", "model_parts", "render_page", "search", "theme_titles",
-           "viewer_config", "write_viewer_html"]
+__all__ = ["INLINE_LAYERS", "asset_path", "coordinates", "deck_bundle", "home_view", "identify", "layer_versions", "model_parts",
+           "render_page", "scripts", "search", "stylesheets", "theme_titles", "tree_page", "viewer_config",
+           "write_viewer_html"]

@@ -297,13 +297,20 @@ def test_search_flies_to_an_address_and_tools_measure_and_compare(site: Site) ->
         page.click('button[data-tool="clear"]')
 
         page.mouse.move(10, 10)  # off the map: no hover highlight in the picture
-        page.evaluate("cimViewer.goHome(); for (const id of ['map:city_ortho', 'model:city:terrain', "
-                      "'model:city:buildings', 'layer:height_zones']) cimViewer.setVisible(id, false); "
-                      "cimViewer.setCompare('map:city_ortho', 'layer:height_zones')")
+        page.evaluate("cimViewer.goHome(); for (const id of cimViewer.cim.viewer.order) cimViewer.setVisible(id, false);"
+                      "cimViewer.setCompare('map:city_ortho', 'model:city:buildings')")
         page.wait_for_timeout(300)
-        assert page.evaluate("cimViewer.deck.getViewports().map(v => v.id)") == ["left", "right"]
+        # each side is a map of its own with one camera: the 3D model renders on the right-hand side too
+        assert page.evaluate("cimViewer.cim.compare.decks.length") == 2
         _wait_loaded(page)
+        img = _pixels(page)
         _full(page, IMG / "viewer-compare.png")
+        h, w = img.shape[:2]
+        not_bg = np.abs(img - np.array(BACKGROUND)).sum(axis=2) > 30
+        assert not_bg[:, : w // 2 - 5].mean() > 0.5  # the orthophoto fills the left
+        right = not_bg[h // 4: 3 * h // 4, w // 2 + 5:]
+        assert 0.05 < right.mean() < 0.9  # buildings on the dark background at the right
+        page.evaluate("cimViewer.setCompare(null, null)")
         # zoomed in at the city's edge, orthophoto tiles in the corners of its lon/lat box hold no data: the server
         # answers 404 (docs/http-api.md) and Chromium logs each one; nothing else may be logged
         others = [m for m in bp.log.console_errors if "status of 404" not in m]

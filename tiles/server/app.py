@@ -29,8 +29,8 @@ from cim.errors import CimError, InputError, InputNotFoundError
 from layers.budget import time_budget
 from layers.errors import LayerInputError, LayerNotFoundError, QueryTimeoutError, StoreError, StoreLockedError
 from layers.sensing.errors import WriteForbiddenError
-from tiles.errors import (InvalidKeyError, JobLimitError, RequestTooLargeError, ServerConfigError, TileNotFoundError,
-                          TileRequestError)
+from tiles.errors import (InvalidKeyError, JobLimitError, NotAllowedError, RequestTooLargeError, ServerConfigError,
+                          TileNotFoundError, TileRequestError)
 from tiles.server import ogc, redact
 from tiles.server.catalog import ServiceCatalog
 from tiles.server.deps import HEAD_SCOPE_KEY, HINT_HEADER, KEY_HEADER, KEY_PARAM
@@ -38,8 +38,8 @@ from tiles.server.fastpath import StaticFastPath
 from tiles.server.jobs import JobManager
 from tiles.server.openapi import openapi_document
 from tiles.server.responses import json_response, log_request, with_key_vary
-from tiles.server.routes import (addresses, analysis, core, features, flood, jobs, maps, sensing, sta, styles,
-                                 terrain, tiles3d, vector, viewer, wms)
+from tiles.server.routes import (addresses, analysis, core, documents, features, flood, jobs, maps, sensing, sta,
+                                 styles, terrain, tiles3d, vector, viewer, wms)
 from tiles.server.settings import ServerSettings
 
 log = logging.getLogger("cim.server")
@@ -49,6 +49,7 @@ STATUS_CODES: list[tuple[type[BaseException], int]] = [
     (InvalidKeyError, 401),
     (WriteForbiddenError, 403),
     (RequestTooLargeError, 413),
+    (NotAllowedError, 403),
     (TileNotFoundError, 404),
     (LayerNotFoundError, 404),
     (InputNotFoundError, 404),
@@ -283,8 +284,9 @@ def create_app(settings: ServerSettings | None = None, catalog: ServiceCatalog |
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
-    # viewer first: it answers browsers at /
-    for module in (viewer, core, tiles3d, maps, vector, features, jobs, analysis, sta, sensing, styles, wms,
+    # documents before viewer (the viewer's `/viewer/{asset}` must not answer for /viewer/scenes or
+    # /viewer/annotations); viewer before the rest: it answers browsers at /
+    for module in (documents, viewer, core, tiles3d, maps, vector, features, jobs, analysis, sta, sensing, styles, wms,
                    addresses, terrain, flood):
         app.include_router(module.router)
 

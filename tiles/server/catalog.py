@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from layers.errors import LayerNotFoundError, StoreLockedError
+from layers.docstore import DocumentStore, docs_path
+from layers.errors import LayerNotFoundError, StoreLockedError, VersionNotFoundError
 from layers.sensing.mqtt import MqttIngest, parse_address
 from layers.sensing.store import SensingStore, claim_writer, locked_message, release_writer
 from layers.models import LayerInfo
 from layers.store import LayerStore, default_store_path
 from layers.types import SECURITY_LEVELS
 from tiles.errors import ServerConfigError, TileNotFoundError
+from tiles.layertree import LayerIndex
 from tiles.mvt import MercatorWorkspace, MvtOptions, VectorTileLayer
 from tiles.raster import RasterMap, guess_kind
 from tiles.server.auth import AccessStore, Principal, access_path
@@ -44,6 +47,8 @@ class Model:
     files: dict[str, Path]
     bounds: tuple[float, float, float, float] | None = None  # lon/lat
     title: str = ""
+    crs: str | None = None  # the model's source CRS as `cim build` reports it (a name, EPSG code or WKT)
+    dem: Path | None = None  # the DEM it was built on
 
 
 @dataclass
@@ -65,14 +70,18 @@ class ServiceCatalog:
     access: AccessStore | None = None
     sensing: SensingStore | None = None
     mqtt: MqttIngest | None = None
+    docs: DocumentStore | None = None  # styles, scenes, annotations (layers.docstore), beside the store
     _vector: dict[str, VectorTileLayer] = field(default_factory=dict)
     _terrain: dict[str, Any] = field(default_factory=dict)
     _map_datum: dict[str, str] = field(default_factory=dict)
+    _versions: dict[tuple[str, int], VectorTileLayer] = field(default_factory=dict)
+    _index: LayerIndex | None = None
 
     def __post_init__(self) -> None:
         self.files = FileCache(self.settings.file_cache_mb * 1024 * 1024, self.settings.gzip_level)
         self.tiles = TileCache(self.settings.tile_cache_mb * 1024 * 1024)
         self.workspace = MercatorWorkspace()
+        self._index_lock = threading.Lock()
         self.mvt_options = MvtOptions(max_features=self.settings.mvt_max_features,
                                       simplify_below_zoom=self.settings.mvt_simplify_below_zoom,
                                       maxzoom=self.settings.mvt_maxzoom)
@@ -100,8 +109,10 @@ class ServiceCatalog:
             report = _read_json(root / "build.json")
             bounds = tuple(report["lonlat_bounds"]) if isinstance(report.get("lonlat_bounds"), list) \
                 else _region_bounds(_read_json(root / "tileset.json"))
+            dem = (report.get("inputs") or {}).get("dem")
             self.models[name] = Model(name, root.resolve(), self._security(name), index_folder(root),
-                                      bounds, title=name)  # type: ignore[arg-type]
+                                      bounds, title=name, crs=report.get("crs") or None,  # type: ignore[arg-type]
+                                      dem=Path(dem) if dem and Path(dem).is_file() else None)
             for kind, key in (("image", "ortho"), ("dem", "dem")):
                 src = (report.get("inputs") or {}).get(key)
                 if src and Path(src).is_file() and f"{name}_{key}" not in s.maps:
@@ -127,8 +138,9 @@ class ServiceCatalog:
             self.sensing = SensingStore(store=self.store, default_top=s.sta_default_top, max_top=s.sta_max_top).open()
             for info in self.store.list():
                 self.layers[info.name] = info
-                self._vector[info.name] = VectorTileLayer(self.store, info, self.store.table_name(info.name),
-                                                          self.mvt_options, self.workspace)
+            self.docs = DocumentStore(docs_path(store_path)).open()
+            # the viewer's layer index (pinyin of every title) takes seconds to make: not in the first page's time
+            threading.Thread(target=self.layer_index, name="cim-layer-index", daemon=True).start()
         self.access = AccessStore(s.access_file or access_path(store_path)).open()
         return self
 
@@ -166,6 +178,8 @@ class ServiceCatalog:
             self.store.close()
         if self.access is not None:
             self.access.close()
+        if self.docs is not None:
+            self.docs.close()
 
     def __enter__(self) -> ServiceCatalog:
         return self.open()
@@ -237,8 +251,73 @@ class ServiceCatalog:
 
     def vector_layer(self, name: str, who: Principal, path: str = "", client: str | None = None) -> VectorTileLayer:
         """The vector tile source of a layer the caller may see (audited like `layer`)."""
-        self.layer(name, who, "tile", path, client)
-        return self._vector[name]
+        info = self.layer(name, who, "tile", path, client)
+        source = self._vector.get(name)
+        if source is None:  # made on a layer's first tile: a city's thousands of layers start in no time
+            assert self.store is not None
+            source = self._vector[name] = VectorTileLayer(self.store, info, self.store.table_name(name),
+                                                          self.mvt_options, self.workspace)
+        return source
+
+    def vector_version(self, name: str, version: int, who: Principal, path: str = "", client: str | None = None
+                       ) -> VectorTileLayer:
+        """The vector tile source of one version of a layer the caller may see (audited like `layer`).
+
+        Raises:
+            LayerNotFoundError: no such layer or version, or the layer is hidden from this caller.
+        """
+        current = self.layer(name, who, "tile", path, client)
+        if version == current.version:
+            return self.vector_layer(name, who, path, client)
+        key = (name, version)
+        source = self._versions.get(key)
+        if source is None:
+            assert self.store is not None
+            try:
+                info = self.store.info(name, version)
+                table = self.store.table_name(name, version)
+            except VersionNotFoundError as exc:
+                raise LayerNotFoundError(f"layer {name!r} has no version {version}; see /viewer/versions/{name}"
+                                         ) from exc
+            source = self._versions[key] = VectorTileLayer(self.store, info, table, self.mvt_options, self.workspace)
+        return source
+
+    def layer_index(self) -> LayerIndex:
+        """The viewer's index of every store layer (made once, on first use)."""
+        with self._index_lock:
+            if self._index is None:
+                themes = self.store.themes() if self.store is not None else None
+                from layers.themes import builtin
+
+                self._index = LayerIndex(list(self.layers.values()), themes or builtin())
+            return self._index
+
+    def can_see_id(self, tree_id: str, who: Principal) -> bool | None:
+        """Whether the caller may see a viewer tree id (`layer:N`, `model:M:PART`, `map:N`); None when it names
+        nothing this server publishes."""
+        kind, _, rest = tree_id.partition(":")
+        if kind == "layer":
+            info = self.layers.get(rest)
+            return None if info is None else who.can_see(rest, info.security, info.theme)
+        if kind == "model":
+            m = self.models.get(rest.split(":", 1)[0])
+            return None if m is None else who.can_see(m.name, m.security)
+        if kind == "map":
+            return None if rest not in self.maps else who.can_see(rest, self.map_security[rest])
+        return None
+
+    def visible_scenes(self, who: Principal) -> list[dict[str, Any]]:
+        """The stored scenes whose every layer the caller may see."""
+        if self.docs is None:
+            return []
+        from layers.scenes import Scene
+
+        out = []
+        for doc in self.docs.scenes():
+            scene = Scene.model_validate(doc)
+            if all(self.can_see_id(i, who) is not False for i in scene.names()):
+                out.append(scene.to_dict())
+        return out
 
     def visible_layers(self, who: Principal) -> list[LayerInfo]:
         return [i for i in self.layers.values() if who.can_see(i.name, i.security, i.theme)]
@@ -273,7 +352,10 @@ class ServiceCatalog:
                             "tiles": f"{base}/tiles/{i.name}/{{z}}/{{x}}/{{y}}.mvt",
                             "tilejson": f"{base}/tiles/{i.name}/tilejson.json"}}
                   for i in self.visible_layers(who)]
-        return {"title": self.settings.title, "models": models, "maps": maps, "layers": layers}
+        scenes = [{"name": sc["name"], "title": sc.get("title") or sc["name"], "title_en": sc.get("title_en", ""),
+                   "description": sc.get("description", ""), "url": f"{base}/?scene={sc['name']}",
+                   "document": f"{base}/viewer/scenes/{sc['name']}"} for sc in self.visible_scenes(who)]
+        return {"title": self.settings.title, "models": models, "maps": maps, "layers": layers, "scenes": scenes}
 
 
 def _region_bounds(tileset: dict[str, Any]) -> tuple[float, float, float, float] | None:

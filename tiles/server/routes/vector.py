@@ -23,8 +23,9 @@ def _key(layer: VectorTileLayer, z: int, x: int, y: int) -> str:
     return f"mvt|{layer.table}|{layer.info.updated_at.isoformat()}|{layer.options}|{z}/{x}/{y}"
 
 
-def _tile(request: Request, ctx: Ctx, name: str, z: int, x: int, y: int) -> Response:
-    layer = ctx.catalog.vector_layer(name, ctx.who, ctx.path, ctx.client)
+def _tile(request: Request, ctx: Ctx, name: str, z: int, x: int, y: int, version: int | None = None) -> Response:
+    layer = (ctx.catalog.vector_layer(name, ctx.who, ctx.path, ctx.client) if version is None
+             else ctx.catalog.vector_version(name, version, ctx.who, ctx.path, ctx.client))
     check_tile(z, x, y, layer.options.minzoom, layer.options.maxzoom)  # a 400 whatever the validators say
     key = _key(layer, z, x, y)
     etag = '"' + hashlib.blake2b(key.encode(), digest_size=12).hexdigest() + '"'
@@ -52,6 +53,12 @@ def ogc_tile(collection_id: str, z: int, y: int, x: int, request: Request, ctx: 
 @router.get("/tiles/{layer}/{z}/{x}/{y}.mvt", summary="XYZ vector tile of a layer; 204 when empty")
 def xyz_tile(layer: str, z: int, x: int, y: int, request: Request, ctx: CtxDep) -> Response:
     return _tile(request, ctx, layer, z, x, y)
+
+
+@router.get("/tiles/{layer}/v{version}/{z}/{x}/{y}.mvt",
+            summary="XYZ vector tile of one version of a layer (versions: /viewer/versions/{layer}); 204 when empty")
+def xyz_version_tile(layer: str, version: int, z: int, x: int, y: int, request: Request, ctx: CtxDep) -> Response:
+    return _tile(request, ctx, layer, z, x, y, version)
 
 
 @router.get("/tiles/{layer}/tilejson.json", summary="TileJSON 3.0 of a layer's vector tiles")

@@ -15,7 +15,7 @@ from tiles.errors import TileNotFoundError
 from tiles.server.deps import Ctx, context
 from tiles.server.files import FileEntry
 from tiles.server.responses import json_response, tile_response
-from tiles.server.routes import core
+from tiles.server.routes import core, documents
 
 router = APIRouter(tags=["viewer"])
 CtxDep = Annotated[Ctx, Depends(context)]
@@ -27,26 +27,79 @@ def _wants_html(request: Request, f: str | None) -> bool:
     return f == "html" or (f != "json" and "text/html" in accept and "json" not in accept)
 
 
-def page_config(ctx: Ctx) -> dict[str, Any]:
-    """The viewer's config for this caller: only the models, maps and layers the caller may see."""
+def page_config(ctx: Ctx, scene: str | None = None) -> dict[str, Any]:
+    """The viewer's config for this caller: only the models, maps, layers and scenes the caller may see; with
+    `scene`, that scene (404 when the caller may not open it)."""
     catalog = ctx.catalog
 
     def read(model: str, path: str) -> dict[str, Any]:
         return json.loads(catalog.model_file(model, path, ctx.who).content)
 
-    fields = {i.name: i.field_names() for i in catalog.visible_layers(ctx.who)}
+    doc = documents.visible_scene(ctx, scene) if scene else None
+    index = catalog.layer_index()
+    names = index.names(lambda i: ctx.who.can_see(i.name, i.security, i.theme))
+    tree = viewer.tree_page(index, names, ctx.base, docs=catalog.docs)
+    if doc and tree["lazy"]:  # the scene's layers come with the page
+        tree["layers"] = viewer.tree_page(index, names, ctx.base, ids=[x["id"] for x in doc.get("layers", [])],
+                                          docs=catalog.docs)["layers"]
     return viewer.viewer_config(catalog.describe(ctx.who, ctx.base), read, key_query=ctx.query, base=ctx.base,
-                                fields=fields)
+                                tree=tree, scene=doc)
 
 
 @router.get("/", summary="The viewer (browsers) or the OGC API landing page (JSON)", tags=["core"])
-def root(request: Request, ctx: CtxDep, f: str | None = None) -> Response:
+def root(request: Request, ctx: CtxDep, f: str | None = None, scene: str | None = None) -> Response:
     if not _wants_html(request, f):
         return core.landing(request, ctx, f)
-    page = viewer.render_page(page_config(ctx), ctx.base)
+    page = viewer.render_page(page_config(ctx, scene), ctx.base)
     return Response(page, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-store"})
 
 
+@router.get("/identify", summary="What every layer the caller may see says at a place")
+def identify(ctx: CtxDep, lon: Annotated[float, Query(ge=-180, le=180)],
+             lat: Annotated[float, Query(ge=-90, le=90)]) -> Response:
+    infos = [ctx.catalog.layer(i.name, ctx.who, "identify", ctx.path, ctx.client)
+             for i in ctx.catalog.visible_layers(ctx.who)]
+    if ctx.catalog.store is None:
+        return json_response({"lon": lon, "lat": lat, "results": []})
+    return json_response(viewer.identify(ctx.catalog.store, infos, lon, lat), headers={"Cache-Control": "no-store"})
+
+
+@router.get("/search", summary="Features whose address, name or code contains the text")
+def search(ctx: CtxDep, q: Annotated[str, Query(min_length=1, max_length=200)],
+           limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Response:
+    infos = [ctx.catalog.layer(i.name, ctx.who, "search", ctx.path, ctx.client)
+             for i in ctx.catalog.visible_layers(ctx.who)]
+    hits = viewer.search(ctx.catalog.store, infos, q, limit=limit) if ctx.catalog.store is not None else []
+    return json_response({"q": q, "results": hits}, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/viewer/layers", summary="Layer-tree entries: of a theme, matching a filter, or by id")
+def tree_layers(ctx: CtxDep, theme: str | None = None, q: Annotated[str | None, Query(max_length=200)] = None,
+                ids: Annotated[str | None, Query(max_length=20000)] = None,
+                limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> Response:
+    index = ctx.catalog.layer_index()
+    names = index.names(lambda i: ctx.who.can_see(i.name, i.security, i.theme))
+    return json_response(viewer.tree_page(index, names, ctx.base, theme=theme, q=q, ids=ids, limit=limit,
+                                          docs=ctx.catalog.docs),
+                         headers={"Cache-Control": "no-store"})
+
+
+@router.get("/viewer/versions/{layer}", summary="The versions of a layer, each with its vector tile URL")
+def versions(layer: str, ctx: CtxDep) -> Response:
+    info = ctx.catalog.layer(layer, ctx.who, "versions", ctx.path, ctx.client)
+    assert ctx.catalog.store is not None
+    return json_response(viewer.layer_versions(ctx.catalog.store, info, ctx.base), headers={"Cache-Control": "no-store"})
+
+
+@router.get("/viewer/coords", summary="A place in CGCS2000, in the first model's CRS, and the DEM height there")
+def coords(ctx: CtxDep, lon: Annotated[float, Query(ge=-180, le=180)],
+           lat: Annotated[float, Query(ge=-90, le=90)]) -> Response:
+    model = next(iter(ctx.catalog.visible_models(ctx.who)), None)
+    return json_response(viewer.coordinates(lon, lat, crs=model.crs if model else None,
+                                            dem=model.dem if model else None), headers={"Cache-Control": "no-store"})
+
+
+# the asset routes come last: `/viewer/{name}` would otherwise answer for /viewer/layers, /viewer/coords
 def _asset(name: str) -> FileEntry:
     entry = _assets.get(name)
     if entry is None:
@@ -74,22 +127,3 @@ def asset(name: str, request: Request) -> Response:
 def panel_asset(name: str, request: Request) -> Response:
     e = _asset(f"panels/{name}")
     return tile_response(request, e.content, e.media_type, e.etag, "public, max-age=300", gzipped=e.gzipped)
-
-
-@router.get("/identify", summary="What every layer the caller may see says at a place")
-def identify(ctx: CtxDep, lon: Annotated[float, Query(ge=-180, le=180)],
-             lat: Annotated[float, Query(ge=-90, le=90)]) -> Response:
-    infos = [ctx.catalog.layer(i.name, ctx.who, "identify", ctx.path, ctx.client)
-             for i in ctx.catalog.visible_layers(ctx.who)]
-    if ctx.catalog.store is None:
-        return json_response({"lon": lon, "lat": lat, "results": []})
-    return json_response(viewer.identify(ctx.catalog.store, infos, lon, lat), headers={"Cache-Control": "no-store"})
-
-
-@router.get("/search", summary="Features whose address, name or code contains the text")
-def search(ctx: CtxDep, q: Annotated[str, Query(min_length=1, max_length=200)],
-           limit: Annotated[int, Query(ge=1, le=100)] = 20) -> Response:
-    infos = [ctx.catalog.layer(i.name, ctx.who, "search", ctx.path, ctx.client)
-             for i in ctx.catalog.visible_layers(ctx.who)]
-    hits = viewer.search(ctx.catalog.store, infos, q, limit=limit) if ctx.catalog.store is not None else []
-    return json_response({"q": q, "results": hits}, headers={"Cache-Control": "no-store"})

@@ -39,8 +39,42 @@
     }
   };
 
+  /** Colour, size and elevation accessors of a stored layer style (layers.styles.LayerStyle, docs/viewer.md). */
+  function styleAccessors(style, entry) {
+    const classes = style.classes || [];
+    const last = classes.length - 1;
+    const field = style.field;
+    const valueOf = style.kind === 'choropleth'
+      ? f => { const v = (style.choropleth || {}).values || {}; const x = v[String(f.id)]; return x == null ? null : x; }
+      : f => (f.properties || {})[field];
+    const classOf = f => {
+      const v = valueOf(f);
+      if (v === null || v === undefined) return null;
+      if (style.kind === 'unique') return classes.find(c => c.value === v || String(c.value) === String(v)) || null;
+      const x = Number(v);
+      if (!Number.isFinite(x)) return null;
+      for (let i = 0; i <= last; i++) {
+        const c = classes[i];
+        const lo = c.min == null ? -Infinity : c.min, hi = c.max == null ? Infinity : c.max;
+        if ((lo <= x && x < hi) || (i === last && x === hi)) return c;
+      }
+      return null;
+    };
+    const dflt = style.default_color;
+    return {
+      classOf,
+      fill: style.kind === 'single' || !classes.length ? () => dflt : f => { const c = classOf(f); return c ? c.color : dflt; },
+      size: f => { const c = classOf(f); return c && c.size != null ? c.size : style.point_size; },
+      stroke: style.stroke_color, strokeWidth: style.stroke_width,
+      extrude: style.extrude_field || (entry.extruded ? entry.height_field : null)
+    };
+  }
+  cim.styleAccessors = styleAccessors;
+
   cim.layerKinds.vector = {
     create(entry, ctx) {
+      const style = entry.style;
+      if (style && style.kind === 'heatmap') return heatmapLayer(entry, style);
       const color = entry.color;
       const polygon = entry.geometry === 'polygon';
       const dense = (entry.feature_count || 0) > 2000;
@@ -61,16 +95,45 @@
           return new D.GeoJsonLayer(sub);
         }
       };
-      if (entry.extruded) {
-        const field = entry.height_field;
-        Object.assign(props, {extruded: true, wireframe: true, getElevation: f => f.properties[field],
-          getFillColor: color.concat([150]), material: false});
+      let extrude = entry.extruded ? entry.height_field : null;
+      if (style) {
+        const a = styleAccessors(style, entry);
+        const version = style.updated_at || JSON.stringify(style.classes || []).length + style.kind;
+        Object.assign(props, {getFillColor: a.fill, getLineColor: entry.geometry === 'line' ? a.fill : a.stroke,
+          lineWidthMinPixels: a.strokeWidth, opacity: style.opacity,
+          updateTriggers: {getFillColor: version, getLineColor: version, getPointRadius: version, getLineWidth: version}});
+        if (style.kind === 'graduated_size') {
+          Object.assign(props, {pointRadiusUnits: 'pixels', getPointRadius: a.size, pointRadiusMinPixels: 0});
+          if (entry.geometry === 'line') Object.assign(props, {lineWidthUnits: 'pixels', getLineWidth: a.size, lineWidthMinPixels: 0});
+        } else if (entry.geometry === 'point') {
+          Object.assign(props, {pointRadiusUnits: 'pixels', getPointRadius: style.point_size, pointRadiusMinPixels: 0});
+        }
+        extrude = style.extrude_field || null;
+      }
+      if (extrude) {
+        Object.assign(props, {extruded: true, wireframe: true, getElevation: f => f.properties[extrude],
+          material: false});
+        if (!style) props.getFillColor = color.concat([150]);
       } else {
         props.parameters = FLAT;
       }
       return new D.MVTLayer(props);
     }
   };
+
+  /** A heat map of a point layer: its points from the features API (at most 10,000), weighted by a field. */
+  function heatmapLayer(entry, style) {
+    const hm = style.heatmap || {};
+    const url = `${cim.config.base}/collections/${encodeURIComponent(entry.name)}/items?limit=10000`;
+    const data = cim.fetchJson(url).then(doc => doc.features.filter(f => f.geometry && f.geometry.type === 'Point'));
+    return new D.HeatmapLayer({
+      id: entry.id, data, radiusPixels: hm.radius_px || 30, intensity: hm.intensity || 1,
+      colorRange: (hm.colors || []).map(c => c.slice(0, 3)), opacity: style.opacity,
+      getPosition: f => f.geometry.coordinates,
+      getWeight: hm.weight_field ? f => Number(f.properties[hm.weight_field]) || 0 : 1,
+      parameters: FLAT
+    });
+  }
 
   /** Where a kind draws: base maps, then terrain, flat vectors, 3D models, extruded vectors, then features' layers. */
   cim.layerOrder = entry => {

@@ -41,7 +41,8 @@
       return vs;
     },
     getCursor: ({isDragging, isHovering}) => isDragging ? 'grabbing' : (clickHandler || isHovering ? 'crosshair' : 'grab'),
-    onError: err => console.error(err)
+    onError: err => console.error(err),
+    onAfterRender: () => cim.emit('render')
   };
 
   const deckgl = new D.Deck({
@@ -127,6 +128,7 @@
 
   // ------------------------------------------------------------------------------------------------ clicks
   function viewportAt(x, y) {
+    if (!deckgl.isInitialized) return null;
     const vps = deckgl.getViewports();
     return vps.find(v => x >= v.x && x < v.x + v.width && y >= v.y && y < v.y + v.height) || vps[0];
   }
@@ -189,6 +191,8 @@
         layerFilter(ctx, rootId) -> bool, visible(id) -> bool}. */
     overrides,
     project: (lon, lat, z) => deckgl.getViewports()[0].project([lon, lat, z === undefined ? ground : z]),
+    /** The first viewport (null before the map has drawn). */
+    viewport: () => (deckgl.isInitialized ? deckgl.getViewports()[0] : null),
     startFeature(f) {
       try { if (f.start) f.start(); } catch (err) { console.error(err); }
     }

@@ -55,16 +55,17 @@
   v.refresh();
 
   const timer = setInterval(() => {
-    if (v.loaded()) { loadedOnce = true; statusEl.dataset.loaded = 'true'; clearInterval(timer); v.refresh(); }
+    if (cim.compare.loaded()) { loadedOnce = true; statusEl.dataset.loaded = 'true'; clearInterval(timer); v.refresh(); }
   }, 200);
 
   globalThis.cimViewer = {
-    deck: v.deck, config: cim.config, state: v.state, loaded: v.loaded, refresh: v.refresh,
+    deck: v.deck, config: cim.config, state: v.state, loaded: () => cim.compare.loaded(), refresh: v.refresh,
     setVisible: v.setVisible, setMode: v.setMode, goHome: v.goHome, flyTo: v.flyTo,
     identifyAt: (lon, lat, picked) => cim.identify.at(lon, lat, picked),
     doSearch: q => cim.search.run(q),
     startMeasure: kind => cim.measure.start(kind),
     setCompare: (left, right) => cim.compare.set(left, right),
+    compare: cim.compare, tree: cim.tree, cim,
     get measure() { return cim.measure.current; },
     get lastIdentify() { return cim.identify.last; },
     get loadedOnce() { return loadedOnce; },
