@@ -43,8 +43,8 @@ from tiles.layertree import INITIALLY_VISIBLE_MAX, TOP_THEMES, LayerIndex
 ReadJson = Callable[[str, str], dict[str, Any]]  # (model name, path inside the model) -> parsed JSON
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "viewer"
-CORE_SCRIPTS = ("core.js", "mvt.js", "layers.js", "map.js", "identify.js", "search.js", "measure.js", "compare.js",
-                "thematic.js", "scenes.js", "tools3d.js", "tree.js")
+CORE_SCRIPTS = ("core.js", "mvt.js", "layers.js", "map.js", "identify.js", "picking.js", "search.js", "measure.js",
+                "compare.js", "thematic.js", "scenes.js", "tools3d.js", "tree.js")
 SEARCH_FIELDS = ("address", "name", "code", "zone_code", "shelter_id", "sensor_id", "hazard_id")
 
 

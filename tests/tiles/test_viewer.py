@@ -38,7 +38,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     from cim.demo import prepare_demo
     from tiles.server import create_app
 
-    demo = prepare_demo(tmp_path_factory.mktemp("viewer") / "demo", levels=(2,))
+    demo = prepare_demo(tmp_path_factory.mktemp("viewer") / "demo", levels=(2, 3), oblique=True)
     app = create_app(demo.settings(log_requests=False))
     with running_server(app) as base:
         yield Site(base, demo.key, demo, app.state.catalog)
@@ -315,3 +315,49 @@ def test_search_flies_to_an_address_and_tools_measure_and_compare(site: Site) ->
         # answers 404 (docs/http-api.md) and Chromium logs each one; nothing else may be logged
         others = [m for m in bp.log.console_errors if "status of 404" not in m]
         assert others == [] and bp.log.page_errors == []
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_picking_a_building_by_feature_id_in_l2_lod2_and_oblique(site: Site, building: dict) -> None:
+    """A click on a building of each 3D model reads its feature ID from the mesh (EXT_mesh_features), its code from
+    the tile's property table, highlights its triangles, and identify shows it beside what the layers say there."""
+    from tests.support.browser import chromium_page
+
+    with chromium_page(viewport=VIEWPORT, timeout_s=120) as bp:
+        page = bp.page
+        _open(page, f"{site.base}/?api_key={site.key}")
+        for model, part in (("city", "buildings"), ("lod2", "buildings"), ("oblique", "oblique")):
+            lid = f"model:{model}:{part}"
+            page.evaluate(f"""() => {{ const v = cimViewer.cim.viewer; for (const id of v.order) v.setVisible(id, false);
+                v.setVisible('model:{model}:terrain', true); v.setVisible('{lid}', true);
+                cimViewer.cim.picking.setHighlight(null); document.getElementById('info').hidden = true;
+                v.setViewState({{longitude: {building['lon']}, latitude: {building['lat']}, zoom: 18.5, pitch: 0,
+                                 bearing: 0}}); }}""")
+            w, h = page.evaluate("[document.getElementById('map').clientWidth, document.getElementById('map').clientHeight]")
+            # the building's tile is loaded once the ray at the centre meets it (a whole model may load for longer)
+            page.wait_for_function(f"(() => {{ const f = cimViewer.cim.picking.featureAtPixel({w / 2}, {h / 2}); "
+                                   f"return f && f.properties.code === '{building['code']}'; }})()", timeout=150_000)
+            page.wait_for_timeout(800)
+            before = _pixels(page)
+            page.evaluate("window.previousIdentify = cimViewer.cim.identify.last")
+            _click(page, w / 2, h / 2)
+            page.wait_for_function("cimViewer.cim.identify.last && cimViewer.cim.identify.last !== window.previousIdentify",
+                                   timeout=60_000)
+            feature = page.evaluate("(() => { const f = cimViewer.cim.picking.highlight; return f && {layer: f.layer, "
+                                    "id: f.featureId, props: f.properties}; })()")
+            assert feature is not None, lid
+            assert feature["layer"] == lid and feature["props"]["code"] == building["code"]
+            assert isinstance(feature["id"], (int, float))
+            section = page.locator(f'#info .feature3d[data-layer="{lid}"]')
+            assert section.count() == 1 and building["code"] in section.inner_text()
+            assert page.locator('#info .hit[data-layer="buildings"]').count() == 1  # what the layers say there
+            page.evaluate("document.getElementById('info').hidden = true")
+            page.wait_for_timeout(400)
+            after = _pixels(page)
+            c = after[h // 2 - 2: h // 2 + 3, w // 2 - 2: w // 2 + 3].reshape(-1, 3).mean(axis=0)
+            assert c[0] > 200 and c[1] > 170 and c[2] < 100, (lid, c)  # highlighted in the mesh
+            b = before[h // 2 - 2: h // 2 + 3, w // 2 - 2: w // 2 + 3].reshape(-1, 3).mean(axis=0)
+            assert np.abs(c - b).max() > 60, (lid, b, c)
+        _full(page, IMG / "viewer-pick.png")
+        assert bp.log.console_errors == [] and bp.log.page_errors == []

@@ -24,15 +24,15 @@
     if (picked) {
       parts.push(`<section class="hit picked"${picked.layer ? ` data-layer="${esc(picked.layer)}"` : ''}><h4>${t('clicked')}: ${esc(picked.title)}</h4>${propsTable(picked.properties)}</section>`);
     }
+    for (const f of cim.features()) {
+      if (!f.identify) continue;
+      try { const html = f.identify(result || {}, picked); if (html) parts.push(html); } catch (err) { console.error(err); }
+    }
     const results = (result && result.results) || [];
     results.forEach(r => {
       const rel = r.relation === 'contains' ? t('contains') : `${t('nearest')} ${fmt(r.distance_m)} ${t('metres')}`;
       parts.push(`<section class="hit" data-layer="${esc(r.layer)}"><h4>${esc(r.title)} <small>${esc(rel)}</small></h4>${propsTable(r.properties)}</section>`);
     });
-    for (const f of cim.features()) {
-      if (!f.identify) continue;
-      try { const html = f.identify(result || {}, picked); if (html) parts.push(html); } catch (err) { console.error(err); }
-    }
     if (!picked && !results.length) parts.push(`<p>${t('noResult')}</p>`);
     infoEl.innerHTML = parts.join('');
     infoEl.hidden = false;
