@@ -12,6 +12,7 @@
       flood/storm-50y/   the storm scenario: a 50-year one-hour storm on the sample city (cim.analysis.flood)
       city.access.sqlite API keys of the server; the demo's own key (scope confidential) is in demo-key.txt, the
                          simulator's (confidential,sensing:write) in simulator-key.txt
+      city.docs.sqlite   the viewer's documents: three scenes (planning, emergency, iot) with their styles
 
 `run_demo()` then serves it with `cim serve --ingest` (tiles.server), prints the viewer's URL, and feeds the server
 simulated readings over HTTP (`layers.sensing.simulate`: a storm every 10 minutes, its flood wave down the river,
@@ -388,8 +389,66 @@ def prepare_demo(
         runs = root / "flood"
         say(f"storm scenario: a 50-year one-hour storm into {runs / SCENARIO} (reused when done)")
         sample_storm(runs, resolution=flood_resolution)
+    scenes = write_demo_scenes(store, list(models), list(maps))
+    say(f"scenes: {', '.join(scenes)} (open them at /?scene=NAME)")
     return DemoSite(root=root, city=city, models=models, store=store, key=_demo_key(root, store),
                     security=security, maps=maps, sensors=sim, simulator_key=simulator_key, flood=runs)
+
+
+def write_demo_scenes(store_path: str | os.PathLike[str], models: Sequence[str], maps: Sequence[str]) -> list[str]:
+    """Save the demo's scenes into the store's document file (replacing earlier ones): `planning` (height-control
+    zones graduated by their limit over the 3D city), `emergency` (hazard sources, shelters sized by capacity,
+    population density) and `iot` (water-level sensors by status along the river, in 3D). Returns their names.
+    """
+    from layers.docstore import DocumentStore, docs_path
+    from layers.scenes import Scene, save_scene
+    from layers.store import LayerStore
+    from layers.styles import make_style
+
+    model = next((m for m in ("city", "lod2", "oblique") if m in models), None)
+    ortho = next((m for m in maps if m.endswith("_ortho")), None)
+    base = ([{"id": f"map:{ortho}"}] if ortho else []) + ([{"id": f"model:{model}:terrain"}] if model else [])
+    city3d = [{"id": f"model:{model}:{'oblique' if model == 'oblique' else 'buildings'}"}] if model else []
+    with LayerStore(store_path, read_only=True) as store:
+        names = {i.name for i in store.list()}
+        ext = store.info("communities").extent if "communities" in names else None
+        lon, lat = ((ext[0] + ext[2]) / 2, (ext[1] + ext[3]) / 2) if ext else (113.3, 40.09)
+
+        def layer(name: str, style: dict[str, Any] | None = None, opacity: float = 1.0) -> list[dict[str, Any]]:
+            return [{"id": f"layer:{name}", "opacity": opacity, **({"style": style} if style else {})}] \
+                if name in names else []
+
+        def styled(name: str, kind: str, **kw: Any) -> dict[str, Any] | None:
+            return make_style(store, name, kind, **kw).to_dict() if name in names else None  # type: ignore[arg-type]
+
+        scenes = [
+            Scene(name="planning", title="规划审查：高度控制", title_en="Planning review: height control",
+                  description="控高分区（按限高分级）、古城墙与道路，叠加三维城市",
+                  layers=[*base, *city3d, *layer("height_zones", styled("height_zones", "graduated", field="max_height_m",
+                                                                          method="equal_interval", n_classes=4,
+                                                                          ramp="Purples"), 0.7),
+                          *layer("wall"), *layer("roads")],
+                  camera={"longitude": lon, "latitude": lat - 0.006, "zoom": 15.2, "pitch": 55, "bearing": -20},
+                  mode="3d"),
+            Scene(name="emergency", title="应急一张图：避难与风险", title_en="Emergency map: shelters and hazards",
+                  description="危险源、按容量分级的避难场所与人口密度",
+                  layers=[*base, *layer("population", styled("population", "graduated", field="density",
+                                                             method="quantile", n_classes=5), 0.6),
+                          *layer("hazards"), *layer("shelters", styled("shelters", "graduated_size", field="capacity",
+                                                                       method="quantile", n_classes=4)),
+                          *layer("river")],
+                  camera={"longitude": lon, "latitude": lat, "zoom": 14.6, "pitch": 0, "bearing": 0}, mode="2d"),
+            Scene(name="iot", title="物联感知：水位监测", title_en="IoT: water-level sensors",
+                  description="河道水位传感器（按状态着色）与三维城市",
+                  layers=[*base, *city3d, *layer("river"), *layer("river_centerline"),
+                          *layer("sensors", styled("sensors", "unique", field="status"))],
+                  camera={"longitude": lon, "latitude": lat - 0.004, "zoom": 15.0, "pitch": 50, "bearing": 15},
+                  mode="3d"),
+        ]
+    with DocumentStore(docs_path(store_path)) as docs:
+        for scene in scenes:
+            save_scene(docs, scene)
+    return [sc.name for sc in scenes]
 
 
 def _has_display() -> bool:

@@ -115,6 +115,14 @@ def test_cim_demo_serves_the_viewer_and_prints_its_url(tmp_path: Path) -> None:
         assert set(links["counts"]) <= {"population", "organisations", "houses"}, links
         runs = httpx.get(f"http://127.0.0.1:{port}/flood", params={"api_key": url.split("=", 1)[1]}).json()
         assert [r["id"] for r in runs["runs"]] == ["storm-50y"]
+        # the demo ships scenes; each is listed to callers who may see all its layers, and opens by URL
+        assert {s["name"] for s in catalog["scenes"]} == {"planning", "emergency", "iot"}
+        anonymous = httpx.get(f"http://127.0.0.1:{port}/catalog").json()["scenes"]
+        assert anonymous == []  # each shows internal or confidential layers
+        scene = httpx.get(catalog["scenes"][0]["document"], params={"api_key": url.split("=", 1)[1]}).json()
+        assert scene["camera"] and len(scene["layers"]) >= 4
+        page = httpx.get(url + f"&scene={scene['name']}", headers={"Accept": "text/html"}, timeout=30)
+        assert page.status_code == 200 and f'"name":"{scene["name"]}"' in page.text
     finally:
         proc.terminate()
         proc.wait(timeout=30)
