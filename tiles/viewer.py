@@ -230,7 +230,7 @@ def viewer_config(catalog: dict[str, Any], read: ReadJson, *, key_query: str = "
 
 def coordinates(lon: float, lat: float, *, crs: str | None = None, dem: str | os.PathLike[str] | None = None
                 ) -> dict[str, Any]:
-    """A place in CGCS2000 (lon/lat degrees), in a model's CRS (x east / y north, through `cim.crs`) and the height
+    """A place in CGCS2000 (lon/lat degrees), in a model's CRS (x east / y north, through `cim.sources.crs`) and the height
     of the model's DEM there (bilinear between the four nearest cell centres, metres), for the viewer's readout.
 
     Returns:
@@ -239,7 +239,7 @@ def coordinates(lon: float, lat: float, *, crs: str | None = None, dem: str | os
     Raises:
         TileRequestError: lon/lat outside the globe or a CRS that cannot be read.
     """
-    from cim.crs import parse_crs, transformer
+    from cim.sources.crs import parse_crs, transformer
 
     if not (-180 <= lon <= 180 and -90 <= lat <= 90):
         raise TileRequestError(f"lon={lon}, lat={lat} is not a place on the globe")
@@ -250,7 +250,8 @@ def coordinates(lon: float, lat: float, *, crs: str | None = None, dem: str | os
         except Exception as exc:  # noqa: BLE001 (any unreadable CRS text is the caller's input problem)
             raise TileRequestError(f"the model's CRS {crs!r} cannot be read ({exc})") from exc
         x, y = transformer("EPSG:4490", target).transform(lon, lat)
-        out["model"] = {"crs": target.name, "epsg": target.to_epsg(), "x": round(x, 4), "y": round(y, 4)}
+        if math.isfinite(x) and math.isfinite(y):  # far outside a projection's zone PROJ answers inf
+            out["model"] = {"crs": target.name, "epsg": target.to_epsg(), "x": round(x, 4), "y": round(y, 4)}
     if dem is not None:
         out["ground_m"] = _dem_height(Path(dem), lon, lat)
     return out
@@ -260,12 +261,14 @@ def _dem_height(path: Path, lon: float, lat: float) -> float | None:
     import rasterio
     from rasterio.windows import Window
 
-    from cim.crs import transformer
+    from cim.sources.crs import transformer
 
     with rasterio.open(path) as src:
         if src.crs is None:
             return None
         x, y = transformer("EPSG:4490", src.crs).transform(lon, lat)
+        if not (math.isfinite(x) and math.isfinite(y)):
+            return None
         col, row = ~src.transform * (x, y)
         c0, r0 = math.floor(col - 0.5), math.floor(row - 0.5)  # cell centres are at +0.5
         if c0 < 0 or r0 < 0 or c0 + 1 >= src.width or r0 + 1 >= src.height:
