@@ -20,11 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from layers.models import LayerInfo
-from layers.styles import default_color
 from layers.themes import ThemeRegistry
+from tiles.styles import layer_style
 
-HEIGHT_FIELDS = ("height", "max_height_m", "height_m")
-DENSE_FEATURES = 2000  # layers with more features start hidden (trees would cover the city)
 INITIALLY_VISIBLE_MAX = 50  # with more layers than this a caller's layers all start hidden (the planner picks)
 # top-level CIM catalogue themes (CJJ/T 315-2022), in the standard's order
 TOP_THEMES = ("spatiotemporal_base", "resource_survey", "planning_control", "construction_projects",
@@ -70,7 +68,6 @@ class _Item:
     theme_zh: str
     theme_en: str
     haystack: str  # lowercase text the filter searches
-    height_field: str | None
 
 
 @dataclass
@@ -91,9 +88,8 @@ class LayerIndex:
             zh, en = self._theme_titles(info.theme)
             words = [info.title, info.name, info.department, zh, en, *pinyin_keys(info.title),
                      *pinyin_keys(info.department)]
-            height = next((f for f in HEIGHT_FIELDS if f in info.field_names()), None)
             self._items[info.name] = _Item(info, theme_group(info.theme), zh, en,
-                                           " ".join(w for w in words if w).casefold(), height)
+                                           " ".join(w for w in words if w).casefold())
 
     def _theme_titles(self, path: str) -> tuple[str, str]:
         try:
@@ -131,19 +127,22 @@ class LayerIndex:
 
     def entry(self, name: str, base: str, *, visible_default: bool = True, style: dict[str, Any] | None = None
               ) -> dict[str, Any]:
-        """The tree entry of a layer: what the page needs to list it and to draw it (`cim.layerKinds.vector`)."""
+        """The tree entry of a layer: what the page needs to list it and to draw it (`cim.layerKinds.vector`).
+
+        Its look (colour, alpha, widths, extrusion) is `tiles.styles.layer_style`, the one the style documents
+        (`/styles`) and WMS draw; `style` is the layer's stored style document, if any (its classes are applied
+        in the page)."""
         it = self._items[name]
         info = it.info
-        gtype = info.geometry_type.upper()
-        extruded = "POLYGON" in gtype and it.height_field is not None
-        dense = info.feature_count > DENSE_FEATURES
+        look = layer_style({"name": name, "geometry_type": info.geometry_type, "feature_count": info.feature_count},
+                           info.field_names(), style)
         return {"id": f"layer:{name}", "kind": "vector", "name": name, "title": info.title, "group": it.group,
                 "theme": info.theme, "theme_title": info.theme_title, "security": info.security,
-                "department": info.department, "version": info.version,
-                "geometry": "polygon" if "POLYGON" in gtype else "line" if "LINE" in gtype else "point",
-                "color": default_color(name), "extruded": extruded, "height_field": it.height_field,
+                "department": info.department, "version": info.version, "geometry": look.geometry,
+                "color": list(look.color), "fill_alpha": look.fill_alpha, "line_width": look.line_width,
+                "point_radius": look.point_radius, "extruded": look.extruded, "height_field": look.height_field,
                 "fields": info.field_names(), "feature_count": info.feature_count,
-                "visible": visible_default and not extruded and not dense,
+                "visible": visible_default and look.visible,
                 "url": f"{base}/tiles/{name}/{{z}}/{{x}}/{{y}}.mvt", "style": style}
 
     def entries(self, names: Iterable[str], base: str, *, visible_default: bool = True,
@@ -152,4 +151,4 @@ class LayerIndex:
         return [self.entry(n, base, visible_default=visible_default, style=styles.get(n)) for n in names]
 
 
-__all__ = ["DENSE_FEATURES", "INITIALLY_VISIBLE_MAX", "LayerIndex", "TOP_THEMES", "pinyin_keys", "theme_group"]
+__all__ = ["INITIALLY_VISIBLE_MAX", "LayerIndex", "TOP_THEMES", "pinyin_keys", "theme_group"]

@@ -4,9 +4,10 @@ EPSG:4326, CRS:84) and GetFeatureInfo answered from the layer store.
 Many clients and Chinese platforms still speak only WMS (CJJ/T 315-2022 lists WMS beside WMTS and WFS). A GetMap
 image stacks its layers bottom first: orthophotos are read through the maps' kept views (`tiles.raster.RasterMap.
 part`, the same fast path as tiles); vector layers are drawn from the store with the look the viewer and the style
-documents use (`tiles.styles.layer_style`), 2x supersampled for smooth edges. Store coordinates are CGCS2000
-longitude/latitude, drawn as WGS 84 ones in EPSG:4326 and CRS:84 (they agree within centimetres; PROJ applies no
-shift between them either).
+documents use (`tiles.styles.layer_style`: a stored thematic style colours each feature by its class, a heat map is
+drawn as MapLibre draws one), 2x supersampled for smooth edges. Store coordinates are CGCS2000 longitude/latitude,
+drawn as WGS 84 ones in EPSG:4326 and CRS:84 (they agree within centimetres; PROJ applies no shift between them
+either).
 
 WMS 1.3.0 axis order: EPSG:4326 and EPSG:4490 are latitude first, so their BBOX is `minlat,minlon,maxlat,maxlon`;
 CRS:84 and EPSG:3857 are east first. `MapRequest.bbox` is always east/north.
@@ -27,7 +28,7 @@ import shapely
 from PIL import Image, ImageDraw
 
 from tiles.errors import TileRequestError
-from tiles.styles import LayerStyle
+from tiles.styles import LayerStyle, Paint, feature_paint
 
 WMS_CRS = ("EPSG:3857", "EPSG:4490", "EPSG:4326", "CRS:84")
 LAT_FIRST = ("EPSG:4490", "EPSG:4326")
@@ -162,8 +163,10 @@ def lonlat_bbox(req: MapRequest, grow_px: float = 0.0) -> tuple[float, float, fl
 
 
 # ------------------------------------------------------------------------------------------------ drawing
-def draw_features(canvas: Image.Image, req: MapRequest, geoms: Sequence[Any], style: LayerStyle) -> None:
-    """Draw lon/lat shapely geometries onto an RGBA canvas of the request's size, with a layer's look."""
+def draw_features(canvas: Image.Image, req: MapRequest, geoms: Sequence[Any], style: LayerStyle,
+                  paints: Sequence[Paint] | None = None) -> None:
+    """Draw lon/lat shapely geometries onto an RGBA canvas of the request's size, with a layer's look (one
+    `tiles.styles.Paint` per geometry when a thematic style colours them, else the layer's own)."""
     if not len(geoms):
         return
     scale = SUPERSAMPLE
@@ -172,18 +175,25 @@ def draw_features(canvas: Image.Image, req: MapRequest, geoms: Sequence[Any], st
     to_crs = _to_crs(req.crs)
     w, s, e, n = req.bbox
     sx, sy = req.width * scale / (e - w), req.height * scale / (n - s)
-    color = tuple(style.color)
-    fill = (*color, style.fill_alpha)
-    line = (*color, 255)
-    lw = max(1, round(style.line_width * scale))
-    r = style.point_radius * scale
+    plain = feature_paint(style, {})
 
     def px(coords: np.ndarray) -> list[tuple[float, float]]:
         x, y = to_crs(coords[:, 0], coords[:, 1])
         return list(zip(((np.asarray(x) - w) * sx).tolist(), ((n - np.asarray(y)) * sy).tolist(), strict=True))
 
-    for g in geoms:
+    def parts(g: Any) -> Any:
         for part in getattr(g, "geoms", [g]):
+            if part.geom_type in ("Point", "LineString", "Polygon"):
+                yield part
+            else:
+                yield from parts(part)
+
+    for i, g in enumerate(geoms):
+        paint = paints[i] if paints is not None else plain
+        fill, line = paint.fill, paint.line
+        lw = max(1, round(paint.width * scale))
+        r = paint.radius * scale
+        for part in parts(g):
             kind = part.geom_type
             if kind == "Point":
                 (x, y), = px(np.array([[part.x, part.y]]))
@@ -192,7 +202,7 @@ def draw_features(canvas: Image.Image, req: MapRequest, geoms: Sequence[Any], st
                 pts = px(np.asarray(part.coords))
                 if len(pts) > 1:
                     draw.line(pts, fill=line, width=lw, joint="curve")
-            elif kind == "Polygon":
+            else:
                 # holes: draw the exterior filled on a mask, cut the interiors out, then outline every ring
                 mask = Image.new("L", layer.size, 0)
                 md = ImageDraw.Draw(mask)
@@ -202,12 +212,41 @@ def draw_features(canvas: Image.Image, req: MapRequest, geoms: Sequence[Any], st
                 layer.paste(Image.new("RGBA", layer.size, fill), (0, 0), mask)
                 for ring in (part.exterior, *part.interiors):
                     draw.line(px(np.asarray(ring.coords)), fill=line, width=lw)
-            else:
-                for sub in getattr(part, "geoms", []):
-                    draw_features(canvas, req, [sub], style)
     if scale > 1:
         layer = layer.resize((req.width, req.height), Image.Resampling.LANCZOS)
     canvas.alpha_composite(layer)
+
+
+def draw_heatmap(canvas: Image.Image, req: MapRequest, points: Any, weights: np.ndarray, style: LayerStyle) -> None:
+    """A heat map of lon/lat points as MapLibre draws one (its heatmap shader): each point adds
+    weight x intensity x exp(-4.5 (d / radius)^2) / sqrt(2 pi) at distance d pixels; the sum, clipped to 0..1, is
+    coloured along the style's colours from transparent at 0."""
+    from scipy.ndimage import gaussian_filter
+
+    t = style.thematic
+    hm = t.heatmap if t is not None else None
+    radius = hm.radius_px if hm else 30.0
+    intensity = hm.intensity if hm else 1.0
+    colors = np.asarray((hm.colors if hm else None) or [[255, 0, 0, 255]], dtype=np.float64)
+    if not len(points):
+        return
+    x, y = _to_crs(req.crs)(shapely.get_x(points), shapely.get_y(points))
+    w, s, e, n = req.bbox
+    col = np.floor((np.asarray(x) - w) / (e - w) * req.width).astype(np.int64)
+    row = np.floor((n - np.asarray(y)) / (n - s) * req.height).astype(np.int64)
+    pad = int(math.ceil(radius))
+    inside = (col >= -pad) & (col < req.width + pad) & (row >= -pad) & (row < req.height + pad)
+    grid = np.zeros((req.height + 2 * pad, req.width + 2 * pad))
+    np.add.at(grid, (row[inside] + pad, col[inside] + pad), weights[inside])
+    sigma = radius / 3  # exp(-4.5 (d / radius)^2) is a Gaussian of sigma radius / 3
+    density = gaussian_filter(grid, sigma, mode="constant", truncate=3.0) * (2 * math.pi * sigma * sigma) \
+        * intensity / math.sqrt(2 * math.pi)
+    density = np.clip(density[pad:pad + req.height, pad:pad + req.width], 0, 1)
+    stops = np.linspace(0, 1, len(colors) + 1)
+    ramp = np.vstack([[0, 0, 0, 0], colors])
+    rgba = np.stack([np.interp(density, stops, ramp[:, k]) for k in range(4)], axis=-1)
+    rgba[..., 3] *= style.opacity
+    canvas.alpha_composite(Image.fromarray(np.round(rgba).astype(np.uint8), "RGBA"))
 
 
 def raster_rgba(img: Any) -> Image.Image:
@@ -246,9 +285,22 @@ def render_map(req: MapRequest, rasters: Mapping[str, Any], styles: Mapping[str,
             canvas.alpha_composite(raster_rgba(rasters[name].part(req.bbox, crs, req.width, req.height)))
         elif name in styles:
             style = styles[name]
-            grow = style.point_radius + style.line_width + 1
+            t = style.thematic
+            if t is not None and t.kind == "heatmap" and style.geometry == "point":
+                hm = t.heatmap
+                gdf = store.query(name, bbox=lonlat_bbox(req, hm.radius_px if hm else 30), limit=MAX_FEATURES)
+                weights = np.ones(len(gdf)) if not hm or not hm.weight_field or hm.weight_field not in gdf else \
+                    np.nan_to_num(np.asarray(gdf[hm.weight_field], dtype=np.float64))
+                draw_heatmap(canvas, req, gdf.geometry.values, weights, style)
+                continue
+            sizes = [c.size for c in t.classes if c.size is not None] if t is not None else []
+            grow = max([style.point_radius, *sizes]) + style.line_width + 1
             gdf = store.query(name, bbox=lonlat_bbox(req, grow), limit=MAX_FEATURES)
-            draw_features(canvas, req, gdf.geometry.values, style)
+            paints = None
+            if t is not None and t.kind != "single":
+                records = gdf.drop(columns=gdf.geometry.name).to_dict("records")
+                paints = [feature_paint(style, rec, rec.get("fid")) for rec in records]
+            draw_features(canvas, req, gdf.geometry.values, style, paints)
         else:
             raise WmsError(f"layer {name!r} is not offered by this WMS; see REQUEST=GetCapabilities",
                            "LayerNotDefined")

@@ -133,7 +133,7 @@ def test_viewer_search_box_suggests_as_you_type_and_geocodes_typos(served: Serve
     with chromium_page(viewport=(900, 600), timeout_s=90) as bp:
         page = bp.page
         page.goto(f"{served.base}/?api_key={served.keys['confidential']}")
-        page.wait_for_function("window.cimViewer && window.cimAddresses && cimViewer.loaded()", timeout=60_000)
+        page.wait_for_function("window.cimViewer && window.cim.addresses && cimViewer.loaded()", timeout=60_000)
         page.locator("form.search input").press_sequentially("胜利大", delay=30)
         page.wait_for_selector(".address-suggestions li")
         items = page.locator(".address-suggestions li").all_inner_texts()

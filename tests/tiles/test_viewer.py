@@ -18,6 +18,7 @@ import pytest
 
 from tests.tiles.server_support import running_server
 
+pytestmark = pytest.mark.xdist_group("viewer-demo-site")  # one demo site (levels 2, 3, oblique) for the module
 REPO = Path(__file__).resolve().parents[2]
 # Screenshots go to a temp folder; `CIM_SCREENSHOT_DIR=docs/img` refreshes the README's pictures.
 IMG = Path(os.environ.get("CIM_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="cim-viewer-shots-"))
@@ -190,6 +191,15 @@ def test_page_shows_the_city_without_errors_or_off_host_requests(site: Site) -> 
         assert differs.mean() > 0.9  # the city covers the middle of the map
         tree = bp.page.evaluate("cimViewer.config.tree.map(e => e.id)")
         assert {"map:city_ortho", "model:city:terrain", "model:city:buildings", "layer:hazards"} <= set(tree)
+        # every panel of panels/ registered and started in the module structure (sensors of issue 13, planning of
+        # issue 15, addresses of issue 18): each file's feature id, and the panels that have a section show one
+        features = bp.page.evaluate("cim.features().map(f => f.id)")
+        panel_files = {p.stem for p in (REPO / "tiles" / "static" / "viewer" / "panels").glob("*.js")}
+        assert {"sensors", "planning", "addresses"} <= panel_files
+        assert panel_files <= set(features), (panel_files, features)
+        sections = bp.page.evaluate("[...document.querySelectorAll('#panel section[data-feature]')]"
+                                    ".map(s => s.dataset.feature)")
+        assert {"sensors", "planning"} <= set(sections), sections
         bp.page.evaluate("cimViewer.setMode('3d')")
         _wait_loaded(bp.page)
         _full(bp.page, IMG / "viewer-3d.png")

@@ -19,11 +19,14 @@ ONEMAP = "onemap"
 
 
 def styled_layers(ctx: Ctx) -> list[tuple[dict[str, Any], LayerStyle]]:
-    """The caller's layers (as `/catalog` lists them) with their looks, as the viewer draws them for this caller."""
+    """The caller's layers (as `/catalog` lists them) with their looks, as the viewer draws them: each layer's
+    stored style (a thematic map saved in the viewer, `layers.styles`) where it has one, else its default look."""
     catalog = ctx.catalog.describe(ctx.who, ctx.base)
     fields = {i.name: i.field_names() for i in ctx.catalog.visible_layers(ctx.who)}
-    return [(entry, layer_style(entry, i, fields.get(entry["name"], [])))
-            for i, entry in enumerate(catalog["layers"])]
+    docs = ctx.catalog.docs
+    stored = docs.styles([e["name"] for e in catalog["layers"]]) if docs is not None else {}
+    return [(entry, layer_style(entry, fields.get(entry["name"], []), stored.get(entry["name"])))
+            for entry in catalog["layers"]]
 
 
 def _image_maps(ctx: Ctx) -> list[dict[str, Any]]:

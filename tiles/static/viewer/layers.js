@@ -75,17 +75,19 @@
     create(entry, ctx) {
       const style = entry.style;
       if (style && style.kind === 'heatmap') return heatmapLayer(entry, style);
+      // the look is the server's (tiles.styles.layer_style): the same as /styles documents and WMS images
       const color = entry.color;
       const polygon = entry.geometry === 'polygon';
-      const dense = (entry.feature_count || 0) > 2000;
+      const alpha = entry.fill_alpha != null ? entry.fill_alpha : (polygon ? 40 : 220);
+      const radius = entry.point_radius || 4;
       const z = ctx.ground;
       const props = {
         id: entry.id, data: cim.withKey(entry.url), pickable: true, autoHighlight: true,
         highlightColor: [255, 255, 0, 70], minZoom: 0, maxZoom: 18, binary: false,
         loaders: [cim.mvt.loader], loadOptions: {worker: false},
-        getFillColor: color.concat([polygon ? 40 : 220]), getLineColor: color.concat([255]),
-        lineWidthMinPixels: polygon ? 1 : 2, getLineWidth: 1,
-        pointRadiusMinPixels: dense ? 2 : 4, getPointRadius: dense ? 1.5 : 3,
+        getFillColor: color.concat([alpha]), getLineColor: color.concat([255]),
+        lineWidthMinPixels: entry.line_width || (polygon ? 1 : 2), getLineWidth: 1,
+        pointRadiusMinPixels: radius, getPointRadius: radius * 0.75,
         stroked: true, filled: true,
         renderSubLayers: sub => {
           if (sub.modelMatrix && sub.coordinateOrigin) {
@@ -113,7 +115,6 @@
       if (extrude) {
         Object.assign(props, {extruded: true, wireframe: true, getElevation: f => f.properties[extrude],
           material: false});
-        if (!style) props.getFillColor = color.concat([150]);
       } else {
         props.parameters = FLAT;
       }

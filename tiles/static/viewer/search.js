@@ -8,6 +8,8 @@
     if (!list) return [];
     list.innerHTML = '';
     if (!q.trim()) return [];
+    const geocoded = cim.addresses && await cim.addresses.search(q);  // panels/addresses.js: the geocoder first
+    if (geocoded) return geocoded;
     let results = [];
     try { results = (await cim.fetchJson(`${cim.config.routes.search}?q=${encodeURIComponent(q)}`)).results; }
     catch (err) { console.error(err); }

@@ -1,29 +1,26 @@
 /* Standard addresses in the viewer (issue 18): the search box asks the geocoder, with suggestions as you type
    (typo-tolerant, from /geocode/suggest), and the identify panel shows the 一标三实 of the nearest standard address
    (counts of residents, organisations and houses the caller may see, from /reverse).
-   Hooks: viewer.js's doSearch asks globalThis.cimAddresses.search(q) first; everything else is event delegation
-   on the panel and an observer of the identify panel, so a re-rendered panel keeps working. */
+   Hooks: search.js's doSearch asks cim.addresses.search(q) first; everything else is event delegation on the side
+   panel and the `identify` event, so a re-rendered panel keeps working. */
 (function () {
   'use strict';
-  const viewer = globalThis.cimViewer;
-  if (!viewer) return;
-  const config = viewer.config;
-  const routes = config.routes || {};
+  const routes = cim.config.routes || {};
   if (!routes.geocode) return;
   const panel = document.getElementById('panel');
   const infoEl = document.getElementById('info');
-  const zh = () => document.documentElement.lang !== 'en';
+  const esc = cim.escapeHtml;
+  const zh = () => cim.lang !== 'en';
   const KINDS = {population: ['实有人口', 'Residents'], organisations: ['实有单位', 'Organisations'],
     houses: ['实有房屋', 'Houses']};
-  const withKey = url => !config.key_query ? url : url + (url.includes('?') ? '&' : '?') + config.key_query;
-  const escapeHtml = s => String(s).replace(/[&<>"']/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'}[c]));
-  // only when the caller may see the standard addresses (a server without them answers 404)
-  let available = (config.tree || []).some(e => e.kind === 'vector' && e.name === 'addresses');
+  // only when the caller may see the standard addresses (a server without them, or a caller who may not see them,
+  // answers 404); with a lazy tree (hundreds of layers) the page does not know yet: the first answer tells
+  let available = !!cim.config.lazy || (cim.config.tree || []).some(e => e.kind === 'vector' && e.name === 'addresses');
   let timer = null;
   let seq = 0;
 
   async function getJson(url) {
-    const resp = await fetch(withKey(url));
+    const resp = await fetch(cim.withKey(url));
     if (resp.status === 404) { available = false; return null; }
     return resp.ok ? resp.json() : null;
   }
@@ -42,8 +39,8 @@
   }
 
   function go(hit) {
-    viewer.flyTo(hit.lon, hit.lat, 18);
-    viewer.identifyAt(hit.lon, hit.lat, null);
+    cim.viewer.flyTo(hit.lon, hit.lat, 18);
+    cim.identify.at(hit.lon, hit.lat, null);
   }
 
   function show(hits) {
@@ -54,7 +51,7 @@
       const li = document.createElement('li');
       li.setAttribute('role', 'option');
       li.dataset.code = h.code;
-      li.innerHTML = `${escapeHtml(h.address)} <small>${Math.round(h.score * 100)}%</small>`;
+      li.innerHTML = `${esc(h.address)} <small>${Math.round(h.score * 100)}%</small>`;
       li.onclick = () => { ul.innerHTML = ''; go(h); };
       ul.appendChild(li);
     });
@@ -78,7 +75,7 @@
     timer = setTimeout(() => suggest(q), 150);
   });
 
-  // the search button: the geocoder's match, if it has one (viewer.js falls back to its text search otherwise)
+  // the search button: the geocoder's match, if it has one (search.js falls back to its text search otherwise)
   async function search(q) {
     if (!available || !q.trim()) return null;
     const doc = await getJson(`${routes.geocode}?q=${encodeURIComponent(q.slice(0, 500))}`);
@@ -89,7 +86,7 @@
     if (results) {
       results.innerHTML = '';
       const li = document.createElement('li');
-      li.innerHTML = `<b>${escapeHtml(r.address)}</b> <small>${escapeHtml(r.reason)} ${Math.round(r.score * 100)}%</small>`;
+      li.innerHTML = `<b>${esc(r.address)}</b> <small>${esc(r.reason)} ${Math.round(r.score * 100)}%</small>`;
       li.onclick = () => go(r);
       results.appendChild(li);
     }
@@ -99,25 +96,24 @@
   }
 
   // the identify panel: the standard address at the clicked place and its 一标三实 counts
-  let identified = null;
-  async function annotate() {
-    const last = viewer.lastIdentify;
-    if (!available || !last || infoEl.hidden || infoEl.querySelector('section.address') || identified === last) return;
-    identified = last;
+  async function annotate(last) {
+    if (!available || !last || infoEl.querySelector('section.address')) return;
     const doc = await getJson(`${routes.reverse}?lon=${last.lon.toFixed(7)}&lat=${last.lat.toFixed(7)}`);
-    if (!doc || !doc.code || identified !== last || infoEl.querySelector('section.address')) return;
+    if (!doc || !doc.code || cim.identify.last !== last || infoEl.querySelector('section.address')) return;
     const rows = [[zh() ? '标准地址' : 'Address', doc.address], [zh() ? '地址编码' : 'Code', doc.code],
       [zh() ? '社区' : 'Community', doc.community], [zh() ? '街道' : 'Town', doc.town]];
     Object.entries(doc.links || {}).forEach(([k, n]) => rows.push([(KINDS[k] || [k, k])[zh() ? 0 : 1], n]));
     const sec = document.createElement('section');
     sec.className = 'hit address';
-    sec.innerHTML = `<h4>${zh() ? '标准地址 · 一标三实' : 'Standard address'} <small>${escapeHtml(Math.round(doc.distance_m))} m</small></h4>` +
-      `<table>${rows.map(([k, v]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(v == null ? '' : v)}</td></tr>`).join('')}</table>`;
+    sec.innerHTML = `<h4>${zh() ? '标准地址 · 一标三实' : 'Standard address'} <small>${esc(Math.round(doc.distance_m))} m</small></h4>` +
+      `<table>${rows.map(([k, v]) => `<tr><th>${esc(k)}</th><td>${esc(v == null ? '' : v)}</td></tr>`).join('')}</table>`;
     const header = infoEl.querySelector('header');
     if (header) header.after(sec); else infoEl.prepend(sec);
   }
-  new MutationObserver(() => { annotate().catch(err => console.error(err)); })
-    .observe(infoEl, {childList: true, attributes: true, attributeFilter: ['hidden']});
 
-  globalThis.cimAddresses = {search, suggest, get available() { return available; }};
+  cim.addresses = {search, suggest, get available() { return available; }};
+  cim.register({
+    id: 'addresses', order: 11,
+    start() { cim.on('identify', last => { annotate(last).catch(err => console.error(err)); }); }
+  });
 })();
