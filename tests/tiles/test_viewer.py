@@ -331,8 +331,17 @@ def test_search_flies_to_an_address_and_tools_measure_and_compare(site: Site) ->
 @pytest.mark.slow
 def test_picking_a_building_by_feature_id_in_l2_lod2_and_oblique(site: Site, building: dict) -> None:
     """A click on a building of each 3D model reads its feature ID from the mesh (EXT_mesh_features), its code from
-    the tile's property table, highlights its triangles, and identify shows it beside what the layers say there."""
+    the tile's property table, highlights its triangles, and identify shows it beside what the layers say there.
+    The tiles are built the default way: EXT_meshopt_compression + KHR_mesh_quantization (16-bit positions that the
+    node's scale/translation dequantize), decoded by the bundle's own meshopt decoder (no request off the host)."""
     from tests.support.browser import chromium_page
+    from tiles.gltf import parse_glb
+
+    for model in ("city", "lod2", "oblique"):
+        glbs = sorted(site.site.models[model].rglob("*.glb"))
+        assert glbs, model
+        used = {e for g in glbs for e in parse_glb(g.read_bytes())[0].get("extensionsUsed", [])}
+        assert {"EXT_meshopt_compression", "KHR_mesh_quantization"} <= used, (model, used)
 
     with chromium_page(viewport=VIEWPORT, timeout_s=120) as bp:
         page = bp.page
@@ -371,3 +380,4 @@ def test_picking_a_building_by_feature_id_in_l2_lod2_and_oblique(site: Site, bui
             assert np.abs(c - b).max() > 60, (lid, b, c)
         _full(page, IMG / "viewer-pick.png")
         assert bp.log.console_errors == [] and bp.log.page_errors == []
+        assert bp.log.off_host() == []

@@ -25,22 +25,79 @@
       (p[1] - origin[1]) * Math.PI / 180 * (m + origin[2]), p[2] - origin[2]];
   }
 
+  // 4x4 column-major matrix helpers (glTF node transforms)
+  function mul(a, b) {
+    const o = new Float64Array(16);
+    for (let c = 0; c < 4; c++) {
+      for (let r = 0; r < 4; r++) {
+        o[4 * c + r] = a[r] * b[4 * c] + a[4 + r] * b[4 * c + 1] + a[8 + r] * b[4 * c + 2] + a[12 + r] * b[4 * c + 3];
+      }
+    }
+    return o;
+  }
+  /** A glTF node's local matrix: `matrix`, or translation x rotation (quaternion) x scale. */
+  function nodeMatrix(node) {
+    if (node.matrix && node.matrix.length === 16) return Float64Array.from(node.matrix);
+    const [tx, ty, tz] = node.translation || [0, 0, 0];
+    const [qx, qy, qz, qw] = node.rotation || [0, 0, 0, 1];
+    const [sx, sy, sz] = node.scale || [1, 1, 1];
+    return Float64Array.from([
+      (1 - 2 * (qy * qy + qz * qz)) * sx, 2 * (qx * qy + qz * qw) * sx, 2 * (qx * qz - qy * qw) * sx, 0,
+      2 * (qx * qy - qz * qw) * sy, (1 - 2 * (qx * qx + qz * qz)) * sy, 2 * (qy * qz + qx * qw) * sy, 0,
+      2 * (qx * qz + qy * qw) * sz, 2 * (qy * qz - qx * qw) * sz, (1 - 2 * (qx * qx + qy * qy)) * sz, 0,
+      tx, ty, tz, 1]);
+  }
+  // a normalized integer attribute's scale (glTF 2.0 3.11; KHR_mesh_quantization)
+  function unit(acc) {
+    if (!acc.normalized) return 1;
+    const v = acc.value;
+    if (v instanceof Uint8Array) return 1 / 255;
+    if (v instanceof Uint16Array) return 1 / 65535;
+    if (v instanceof Int8Array) return 1 / 127;
+    if (v instanceof Int16Array) return 1 / 32767;
+    return 1;
+  }
+  /** [[mesh, matrix]] of the default scene's nodes (loaders.gl resolves indices into objects; both are read). */
+  function meshNodes(gltf) {
+    const nodeOf = n => (typeof n === 'number' ? gltf.nodes[n] : n);
+    const meshOf = m => (typeof m === 'number' ? gltf.meshes[m] : m);
+    let scene = gltf.scene !== undefined && gltf.scene !== null ? gltf.scene : 0;
+    if (typeof scene === 'number') scene = (gltf.scenes || [])[scene];
+    const out = [];
+    const walk = (node, parent) => {
+      node = nodeOf(node);
+      if (!node) return;
+      const m = mul(parent, nodeMatrix(node));
+      if (node.mesh !== undefined && node.mesh !== null) out.push([meshOf(node.mesh), m]);
+      for (const child of node.children || []) walk(child, m);
+    };
+    const I = Float64Array.from([1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]);
+    if (scene && scene.nodes) scene.nodes.forEach(n => walk(n, I));
+    else (gltf.meshes || []).forEach(mesh => out.push([mesh, I]));  // no scene: every mesh as it is
+    return out;
+  }
+
+  /** The tile's primitives with their vertices in the tile's METER_OFFSETS frame: content.modelMatrix x the node's
+      matrix x the glTF position (dequantized: KHR_mesh_quantization keeps positions as integers on a grid whose
+      step and origin are the node's scale and translation, EXT_meshopt_compression is decoded by loaders.gl). */
   function primitives(content) {
     let out = cache.get(content);
     if (out) return out;
     out = [];
-    const M = content.modelMatrix;
     const gltf = content.gltf;
-    for (const mesh of gltf.meshes || []) {
-      for (const prim of mesh.primitives || []) {
-        const pos = prim.attributes.POSITION && prim.attributes.POSITION.value;
+    for (const [mesh, nm] of meshNodes(gltf)) {
+      const M = mul(content.modelMatrix, nm);
+      for (const prim of (mesh && mesh.primitives) || []) {
+        const acc = prim.attributes.POSITION;
+        const pos = acc && acc.value;
         const fidAttr = prim.attributes._FEATURE_ID_0;
         const ext = prim.extensions && prim.extensions.EXT_mesh_features;
         if (!pos) continue;
-        const n = pos.length / 3;
+        const k = unit(acc);
+        const n = Math.floor(pos.length / 3);
         const world = new Float64Array(n * 3);
         for (let i = 0; i < n; i++) {
-          const x = pos[3 * i], y = pos[3 * i + 1], z = pos[3 * i + 2];
+          const x = pos[3 * i] * k, y = pos[3 * i + 1] * k, z = pos[3 * i + 2] * k;
           world[3 * i] = M[0] * x + M[4] * y + M[8] * z + M[12];
           world[3 * i + 1] = M[1] * x + M[5] * y + M[9] * z + M[13];
           world[3 * i + 2] = M[2] * x + M[6] * y + M[10] * z + M[14];
