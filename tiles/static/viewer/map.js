@@ -31,7 +31,7 @@
   let viewState = fitHome();
   let clickHandler = null;
   let viewCache = {key: null, views: null};
-  const overrides = {views: null, layerFilter: null, visible: null};
+  const overrides = {views: null, layerFilter: null, visible: null, initialVisible: null};
 
   const handlers = {
     onViewStateChange: ({viewState: vs}) => {
@@ -59,7 +59,12 @@
     if (!cim.layerKinds[entry.kind]) throw new Error(`no layer kind ${entry.kind} for ${entry.id}`);
     const known = !!entries[entry.id];
     entries[entry.id] = entry;
-    if (!state[entry.id]) state[entry.id] = {visible: !!entry.visible, opacity: entry.opacity == null ? 1 : entry.opacity};
+    if (!state[entry.id]) {
+      // a scene opened with the page decides the first visibility of the layers features add as they start
+      const first = overrides.initialVisible ? overrides.initialVisible(entry) : undefined;
+      state[entry.id] = {visible: first === undefined ? !!entry.visible : !!first,
+        opacity: entry.opacity == null ? 1 : entry.opacity};
+    }
     if (!known) {
       order.push(entry.id);
       order.sort((a, b) => cim.layerOrder(entries[a]) - cim.layerOrder(entries[b]));

@@ -96,7 +96,14 @@
     id: 'scenes', order: 15,
     panel(section) { el = section; render(); },
     start() {
-      if (cim.config.scene) apply(cim.config.scene).catch(err => console.error(err));
+      const scene = cim.config.scene;
+      if (!scene) return;
+      // the scene says exactly which layers are on: a layer another feature adds while the page starts (the live
+      // sensors, say) is off unless the scene lists it (features start in one synchronous loop, viewer.js)
+      const listed = new Set((scene.layers || []).filter(l => l.visible !== false).map(l => l.id));
+      cim.viewer.overrides.initialVisible = e => listed.has(e.id);
+      setTimeout(() => { cim.viewer.overrides.initialVisible = null; }, 0);
+      apply(scene).catch(err => console.error(err));
     }
   });
 })();
