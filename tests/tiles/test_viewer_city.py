@@ -153,7 +153,10 @@ def test_2372_layers_open_collapsed_without_tiles_and_the_filter_finds_one(big: 
     names = {re.search(r"/tiles/([^/]+)/", u).group(1) for u in browser.log.requests if "/tiles/" in u}
     assert names == {lid.removeprefix("layer:")}
     page.click('button[data-view="visible"]')
-    assert page.locator(".layer").evaluate_all("els => els.map(e => e.dataset.id)") == [lid]
+    shown = page.locator(".layer").evaluate_all("els => els.map(e => e.dataset.id)")
+    assert [i for i in shown if i.startswith("layer:")] == [lid]
+    assert set(shown) - {lid} <= set(page.evaluate("Object.keys(cimViewer.cim.viewer.entries)"
+                                                    ".filter(i => !i.startsWith('layer:'))"))  # panels' own layers
     page.click('button[data-view="recent"]')
     assert page.locator(".layer").first.get_attribute("data-id") == lid
     assert browser.log.page_errors == [] and browser.log.off_host() == []

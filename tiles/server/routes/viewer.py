@@ -42,8 +42,11 @@ def page_config(ctx: Ctx, scene: str | None = None) -> dict[str, Any]:
     if doc and tree["lazy"]:  # the scene's layers come with the page
         tree["layers"] = viewer.tree_page(index, names, ctx.base, ids=[x["id"] for x in doc.get("layers", [])],
                                           docs=catalog.docs)["layers"]
-    return viewer.viewer_config(catalog.describe(ctx.who, ctx.base), read, key_query=ctx.query, base=ctx.base,
-                                tree=tree, scene=doc)
+    config = viewer.viewer_config(catalog.describe(ctx.who, ctx.base), read, key_query=ctx.query, base=ctx.base,
+                                  tree=tree, scene=doc)
+    # whether /flood answers this caller (panels/flood.js asks nothing otherwise: a 404 is a console error)
+    config["flood"] = bool(catalog.settings.flood_runs) and ctx.who.can_see("flood", catalog.settings.flood_security)
+    return config
 
 
 @router.get("/", summary="The viewer (browsers) or the OGC API landing page (JSON)", tags=["core"])

@@ -176,6 +176,7 @@
         : st.here.max_depth_m.toFixed(2) + ' m'} · ${cim.t('floodArrive')} ${minutes(st.here['time_to_0.15m_s'])}</div>` : '';
     },
     async start() {
+      if (cim.config.flood === false) { st.available = false; render(); return; }  // the server has none for us
       try {
         st.runs = (await cim.fetchJson('/flood')).runs || [];
       } catch (err) {
