@@ -40,8 +40,8 @@
     const mine = v.order.filter(id => ids.includes(id)).concat(ids.filter(id => !v.order.includes(id)));
     const list = shown.concat(mine.filter(id => !shown.includes(id)));
     list.sort((a, b) => cim.layerOrder(v.entries[a]) - cim.layerOrder(v.entries[b]));
-    return list.filter(id => v.entries[id]).map(id => cim.layerKinds[v.entries[id].kind].create(
-      v.entries[id], {ground: v.ground, viewer: v, screen: true}));
+    return list.filter(id => v.entries[id]).flatMap(id => [].concat(cim.layerKinds[v.entries[id].kind].create(
+      v.entries[id], {ground: v.ground, viewer: v, screen: true})));
   }
 
   function syncAll(vs, source) {

@@ -73,7 +73,7 @@
       if (cim.viewer && cim.viewer.started) cim.viewer.startFeature(features.find(f => f.id === feature.id));
     },
     features: () => features.slice(),
-    /** Layer kinds: `cim.layerKinds[kind] = {create(entry, ctx) -> deck.gl layer}` (layers.js defines map,
+    /** Layer kinds: `cim.layerKinds[kind] = {create(entry, ctx) -> deck.gl layer or [layers]}` (layers.js defines map,
         3dtiles and vector; a feature adds its own kind and calls `cim.viewer.addLayer(entry)`). */
     layerKinds: {},
     viewer: null

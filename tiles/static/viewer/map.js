@@ -101,7 +101,8 @@
     const layers = [];
     for (const id of order) {
       if (!isShown(id) && !layerCache[id]) continue;
-      layers.push(deckLayer(id).clone({visible: isShown(id), opacity: state[id] ? state[id].opacity : 1}));
+      const props = {visible: isShown(id), opacity: state[id] ? state[id].opacity : 1};
+      for (const layer of [].concat(deckLayer(id))) layers.push(layer.clone(props));  // a kind may make several
     }
     for (const f of cim.features()) {
       if (!f.layers) continue;

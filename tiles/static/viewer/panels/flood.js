@@ -37,7 +37,7 @@
 
   function depthEntry() {
     return {id: 'flood:depth', kind: 'map', title: `${cim.t('floodDepth')} (${st.run})`, group: 'emergency',
-      visible: true, opacity: 0.85, url: url(`/depth/${timeKey()}/{z}/{x}/{y}.png`),
+      visible: true, opacity: 0.85, url: url(`/depth/${timeKey()}/{z}/{x}/{y}.png`), extent: st.bounds || null,
       legend: DEPTH_STOPS.map(([v, c]) => ({color: c, label: `${v} m`}))};
   }
 
@@ -83,6 +83,8 @@
     st.impacts = null;
     st.geo = {};
     st.report = report;
+    // the run's bounds: no tile is asked outside them (a tile there is a 404 by design, an error in the console)
+    try { st.bounds = (await cim.fetchJson(url('/tilejson.json?var=depth'))).bounds || null; } catch (err) { st.bounds = null; }
     cim.viewer.addLayer(depthEntry());
     render();
     try {
