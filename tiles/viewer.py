@@ -44,7 +44,7 @@ ReadJson = Callable[[str, str], dict[str, Any]]  # (model name, path inside the 
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "viewer"
 CORE_SCRIPTS = ("core.js", "mvt.js", "layers.js", "map.js", "identify.js", "picking.js", "search.js", "measure.js",
-                "compare.js", "thematic.js", "scenes.js", "tools3d.js", "tree.js")
+                "compare.js", "thematic.js", "scenes.js", "tools3d.js", "section.js", "tree.js")
 SEARCH_FIELDS = ("address", "name", "code", "zone_code", "shelter_id", "sensor_id", "hazard_id")
 
 

@@ -381,3 +381,86 @@ def test_picking_a_building_by_feature_id_in_l2_lod2_and_oblique(site: Site, bui
         _full(page, IMG / "viewer-pick.png")
         assert bp.log.console_errors == [] and bp.log.page_errors == []
         assert bp.log.off_host() == []
+
+
+@pytest.fixture(scope="module")
+def tall(site: Site) -> dict[str, Any]:
+    """The largest building of 30 m or more (lon/lat of a point inside it): a section at mid-height shows."""
+    gdf = site.catalog.store.query("buildings")
+    gdf = gdf[gdf["height"] >= 30]
+    row = gdf.iloc[int(np.argmax(gdf.geometry.area.to_numpy()))]
+    p = row.geometry.representative_point()
+    return {"code": row["code"], "height": float(row["height"]), "lon": p.x, "lat": p.y}
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_section_cuts_the_models_by_a_plane_and_a_box(site: Site, tall: dict) -> None:
+    """Section (剖切): looking straight down on a tall building (the buildings alone, no terrain under them), a
+    horizontal cut below its roof removes the roof so the background shows through the open block (and the ray no
+    longer picks the building), clearing the cut restores the picture; a box around the building keeps it, a box
+    beside it cuts it away; a vertical plane through it cuts away the half on the given side."""
+    from tests.support.browser import chromium_page
+
+    with chromium_page(viewport=VIEWPORT, timeout_s=120) as bp:
+        page = bp.page
+        _open(page, f"{site.base}/?api_key={site.key}")
+        page.evaluate(f"""() => {{ const v = cimViewer.cim.viewer; for (const id of v.order) v.setVisible(id, false);
+            v.setVisible('model:city:buildings', true); document.getElementById('info').hidden = true;
+            v.setViewState({{longitude: {tall['lon']}, latitude: {tall['lat']}, zoom: 18, pitch: 0, bearing: 0}}); }}""")
+        w, h = page.evaluate("[document.getElementById('map').clientWidth, document.getElementById('map').clientHeight]")
+        pick = f"cimViewer.cim.picking.featureAtPixel({w / 2}, {h / 2})"
+        page.wait_for_function(f"(() => {{ const f = {pick}; return f && f.properties.code === '{tall['code']}'; }})()",
+                               timeout=150_000)
+        # the panels (live sensors, flood) add their layers once their data has come: only the buildings are shown
+        page.wait_for_function("!cimViewer.cim.flood || cimViewer.cim.flood.available !== null")
+        page.wait_for_timeout(1500)
+        page.evaluate("""() => { const v = cimViewer.cim.viewer;
+            for (const id of v.order) if (id !== 'model:city:buildings') v.setVisible(id, false); }""")
+        page.wait_for_timeout(800)
+        top = page.evaluate(f"{pick}.position[2]")
+
+        def centre() -> np.ndarray:
+            page.wait_for_timeout(600)
+            px = _pixels(page)
+            return px[h // 2 - 3: h // 2 + 4, w // 2 - 3: w // 2 + 4].reshape(-1, 3).mean(axis=0)
+
+        def picked() -> str | None:
+            return page.evaluate(f"(() => {{ const f = {pick}; return f ? f.properties.code : null; }})()")
+
+        roof = centre()
+        background = np.array(BACKGROUND, float)
+        assert np.abs(roof - background).max() > 40, roof
+        # a horizontal cut 10 m below the roof: the ray meets the building below the cut (its floor), not its roof
+        planes = page.evaluate(f"cimViewer.cim.section.horizontal({top - 10})")
+        assert len(planes) == 1 and planes[0]["normal"] == [0, 0, 1]
+        assert page.evaluate(f"{pick}.position[2]") < top - 10 and np.abs(centre() - roof).max() > 10
+        # under the building's floor: all of it is cut away, the background shows
+        page.evaluate(f"cimViewer.cim.section.horizontal({top - tall['height'] - 2})")
+        assert np.abs(centre() - background).max() < 12 and picked() is None
+        page.evaluate("cimViewer.cim.section.clear()")
+        assert np.abs(centre() - roof).max() < 12 and picked() == tall["code"]
+        # a box around the building (up to 5 m over its roof) keeps it; the same box 150 m east cuts it away
+        d = 0.0004
+        box = (f"{{west: {tall['lon'] - d}, east: {tall['lon'] + d}, south: {tall['lat'] - d}, north: {tall['lat'] + d}, "
+               f"bottom: {top - 500}, top: {top + 5}}}")
+        page.evaluate(f"cimViewer.cim.section.box({box})")
+        assert np.abs(centre() - roof).max() < 12 and picked() == tall["code"]
+        page.evaluate(f"(() => {{ const b = {box}; b.west += 0.00175; b.east += 0.00175; cimViewer.cim.section.box(b); }})()")
+        assert np.abs(centre() - background).max() < 12 and picked() is None
+        # a vertical north-south plane through the building, cutting away the west: the west of the view changes
+        page.evaluate("cimViewer.cim.section.clear()")
+        page.wait_for_timeout(600)
+        whole = _pixels(page)
+        page.evaluate(f"cimViewer.cim.section.vertical([{tall['lon']}, {tall['lat'] - d}], [{tall['lon']}, {tall['lat'] + d}], "
+                      f"[{tall['lon'] - 0.01}, {tall['lat']}])")
+        west, east = page.evaluate(f"""[cimViewer.cim.section.isCut({tall['lon'] - 1e-5}, {tall['lat']}, {top}),
+                                         cimViewer.cim.section.isCut({tall['lon'] + 1e-5}, {tall['lat']}, {top})]""")
+        assert west and not east
+        page.wait_for_timeout(600)
+        px = _pixels(page)
+        changed = np.abs(px - whole).max(axis=2) > 40
+        assert changed[:, : w // 2 - 20].mean() > 0.05 and changed[:, w // 2 + 20:].mean() < 0.01, \
+            (changed[:, : w // 2 - 20].mean(), changed[:, w // 2 + 20:].mean())
+        _full(page, IMG / "viewer-section.png")
+        assert bp.log.console_errors == [] and bp.log.page_errors == []

@@ -34,7 +34,9 @@
     create(entry) {
       return new D.Tile3DLayer({
         id: entry.id, data: cim.withKey(entry.url), pickable: true, pointSize: 2,
-        loadOptions: {worker: false, '3d-tiles': {loadGLTF: true}}
+        loadOptions: {worker: false, '3d-tiles': {loadGLTF: true}},
+        // section.js cuts the models: its extension on every model layer, the planes given by map.js
+        ...(cim.section ? {extensions: [cim.section.extension], ...cim.section.layerProps(entry)} : {})
       });
     }
   };

@@ -101,7 +101,9 @@
     const layers = [];
     for (const id of order) {
       if (!isShown(id) && !layerCache[id]) continue;
-      const props = {visible: isShown(id), opacity: state[id] ? state[id].opacity : 1};
+      // features may give every entry's layer more props (section.js: the cutting planes of 3D models)
+      const extra = cim.section ? cim.section.layerProps(entries[id]) : null;
+      const props = {visible: isShown(id), opacity: state[id] ? state[id].opacity : 1, ...(extra || {})};
       for (const layer of [].concat(deckLayer(id))) layers.push(layer.clone(props));  // a kind may make several
     }
     for (const f of cim.features()) {

@@ -16,6 +16,14 @@
 
   cim.addText({zh: {feature3d: '三维要素', featureId: '要素编号'}, en: {feature3d: '3D feature', featureId: 'feature ID'}});
 
+  /** [lon, lat, h] of metres east, north, up from `origin` (the inverse of `offsets`). */
+  function place(o, origin) {
+    const lat = origin[1] * Math.PI / 180;
+    const s = Math.sin(lat), w = Math.sqrt(1 - E2 * s * s);
+    const n = A / w, m = A * (1 - E2) / (w * w * w);
+    return [origin[0] + o[0] / ((n + origin[2]) * Math.cos(lat)) * 180 / Math.PI,
+      origin[1] + o[1] / (m + origin[2]) * 180 / Math.PI, o[2] + origin[2]];
+  }
   /** Metres east, north, up of [lon, lat, h] from `origin` (local tangent plane; centimetres over a tile). */
   function offsets(p, origin) {
     const lat = origin[1] * Math.PI / 180;
@@ -205,7 +213,10 @@
           const {world, idx} = prim;
           for (let t = 0; t + 2 < idx.length; t += 3) {
             const s = rayHit(a, d, world, idx[t], idx[t + 1], idx[t + 2]);
-            if (s < (best ? best.s : Infinity)) best = {s, id, tile, pi, t, point: [a[0] + s * d[0], a[1] + s * d[1], a[2] + s * d[2]]};
+            if (!(s < (best ? best.s : Infinity))) continue;
+            const point = [a[0] + s * d[0], a[1] + s * d[1], a[2] + s * d[2]];
+            if (cim.section && cim.section.isCut(...place(point, c.cartographicOrigin), e)) continue;  // cut away
+            best = {s, id, tile, pi, t, point};
           }
         });
       }
@@ -214,7 +225,9 @@
     const prims = primitives(best.tile.content);
     const prim = prims[best.pi];
     if (!prim.fid) return null;
-    return describe(best.id, best.tile, prims, prim, prim.fid[prim.idx[best.t]], 0);
+    const f = describe(best.id, best.tile, prims, prim, prim.fid[prim.idx[best.t]], 0);
+    if (f) f.position = place(best.point, best.tile.content.cartographicOrigin);  // [lon, lat, h] of the hit
+    return f;
   }
 
   function describe(layerId, tile, prims, prim, fid, distance) {
