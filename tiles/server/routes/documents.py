@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Response
+from pydantic import ValidationError
 
 from layers.docstore import DocumentStore
 from layers.errors import LayerInputError
@@ -109,7 +110,13 @@ def put_scene(name: str, ctx: CtxDep, scene: Annotated[dict[str, Any], Body()]) 
     if name in docs.scene_names() and docs.scene_owner(name) != owner:
         raise NotAllowedError(f"scene {name!r} was saved by another key or by the operator; save under a new name")
     doc = {**scene, "name": name}
-    hidden = [i for i in Scene.model_validate(doc).names() if ctx.catalog.can_see_id(i, ctx.who) is False]
+    try:
+        parsed = Scene.model_validate(doc)
+    except ValidationError as exc:  # a bad name or field is the caller's mistake (400), not the server's
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'scene'}: {e['msg']}" for e in exc.errors()[:3])
+        raise LayerInputError(f"scene {name!r} is not a scene document ({problems}); see docs/viewer.md, "
+                              "\"Scenes\"") from exc
+    hidden = [i for i in parsed.names() if ctx.catalog.can_see_id(i, ctx.who) is False]
     if hidden:
         raise LayerInputError(f"the scene names {hidden}, which do not exist on this server")
     return json_response(save_scene(docs, doc, owner).to_dict(), headers=NO_STORE)
