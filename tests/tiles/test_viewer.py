@@ -464,3 +464,67 @@ def test_section_cuts_the_models_by_a_plane_and_a_box(site: Site, tall: dict) ->
             (changed[:, : w // 2 - 20].mean(), changed[:, w // 2 + 20:].mean())
         _full(page, IMG / "viewer-section.png")
         assert bp.log.console_errors == [] and bp.log.page_errors == []
+@pytest.mark.browser
+@pytest.mark.slow
+def test_emergency_map_plays_the_storm_and_lists_impacts_and_dry_shelters(site: Site) -> None:
+    """The flood panel (panels/flood.js) on the demo's storm scenario: it lists the run, its time slider changes which
+    depth tiles the map asks for (the step's time in the tile URL, `max` before the first step), and it lists the
+    affected buildings and the dry shelters the server's impacts report; nothing leaves the host."""
+    from tests.support.browser import chromium_page
+
+    with httpx.Client(base_url=site.base, timeout=30, headers={"X-API-Key": site.key}) as c:
+        run = next(r for r in c.get("/flood").json()["runs"] if r["id"] == "storm-50y")
+        impacts = c.get("/flood/storm-50y/impacts").json()
+    times = [int(round(t)) for t in run["times"]]
+    affected = sorted((b for b in impacts["buildings"] if b["affected"]), key=lambda b: -b["max_depth_m"])
+    dry = sorted(s["name"] for s in impacts["shelters"] if s["dry"])
+    assert len(times) >= 3 and affected and dry  # the scenario floods something and leaves shelters dry
+
+    def depth_tiles(key: str) -> list[str]:
+        return [u for u in bp.log.requests if f"/flood/storm-50y/depth/{key}/" in u]
+
+    def wait_for_tiles(key: str) -> list[str]:
+        for _ in range(120):
+            if depth_tiles(key):
+                return depth_tiles(key)
+            page.wait_for_timeout(250)
+        raise AssertionError(f"no depth tile of {key} requested; flood tiles asked for: "
+                             f"{[u for u in bp.log.requests if '/flood/' in u][-10:]}")
+
+    with chromium_page(viewport=VIEWPORT, timeout_s=90) as bp:
+        page = bp.page
+        statuses: dict[str, int] = {}
+        page.on("response", lambda r: statuses.__setitem__(r.url, r.status))
+        _open(page, f"{site.base}/?api_key={site.key}")
+        page.wait_for_function("cim.flood && cim.flood.run === 'storm-50y' && cim.flood.impacts "
+                               "&& cim.flood.impacts.summary", timeout=60_000)
+        panel = page.locator('#panel section[data-feature="flood"]')
+        assert "storm-50y" in panel.locator(".flood-run option").all_inner_texts()
+        assert wait_for_tiles("max")  # the maximum depth first
+
+        slider = ".flood-slider"
+        assert int(panel.locator(slider).get_attribute("max")) == len(times) - 1
+        for i in (len(times) // 2, len(times) - 1):
+            panel.locator(slider).evaluate(
+                f"el => {{ el.value = '{i}'; el.dispatchEvent(new Event('input', {{bubbles: true}})); }}")
+            wait_for_tiles(str(times[i]))
+            assert f"{times[i] // 60} " in panel.locator(".flood-label").inner_text()
+            page.wait_for_timeout(1000)
+            # the layer asks only tiles inside the run's bounds (its TileJSON): every one comes back
+            codes = {statuses.get(u) for u in depth_tiles(str(times[i]))}
+            assert 200 in codes and codes <= {200, 204, None}, codes
+        assert page.evaluate("cimViewer.cim.viewer.entries['flood:depth'].url").startswith(
+            f"/flood/storm-50y/depth/{times[-1]}/")
+
+        summary = panel.locator(".flood-summary").inner_text()
+        s = impacts["summary"]
+        assert f"{s['buildings_affected']} / {s['buildings_total']}" in " ".join(summary.split())
+        listed = panel.locator(".flood-buildings li").all_inner_texts()
+        assert len(listed) == min(8, len(affected))
+        assert (affected[0]["address"] or affected[0]["id"]) in listed[0]
+        assert f"{affected[0]['max_depth_m']:.2f} m" in listed[0]
+        shown_dry = panel.locator(".flood-shelters li.dry").all_inner_texts()
+        assert len(shown_dry) == len(dry), (shown_dry, dry)
+        assert all(any(name in t for t in shown_dry) for name in dry), (shown_dry, dry)
+        assert bp.log.console_errors == [] and bp.log.page_errors == []
+        assert bp.log.off_host() == []
