@@ -78,7 +78,10 @@ def search(ctx: CtxDep, q: Annotated[str, Query(min_length=1, max_length=200)],
 
 @router.get("/viewer/layers", summary="Layer-tree entries: of a theme, matching a filter, or by id")
 def tree_layers(ctx: CtxDep, theme: str | None = None, q: Annotated[str | None, Query(max_length=200)] = None,
-                ids: Annotated[str | None, Query(max_length=20000)] = None,
+                # percent-encoded, 1,000 characters stay within the 16 KB request line every HTTP parser of uvicorn
+                # accepts (a longer one was answered by the parser itself, in plain text, before the app)
+                ids: Annotated[str | None, Query(max_length=1000, description="layer ids, comma-separated "
+                                                 "(at most 1,000 characters; ask again for more)")] = None,
                 limit: Annotated[int, Query(ge=1, le=5000)] = 500) -> Response:
     index = ctx.catalog.layer_index()
     names = index.names(lambda i: ctx.who.can_see(i.name, i.security, i.theme))
