@@ -4,8 +4,10 @@ served with the viewer."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -66,10 +68,13 @@ def test_prepare_demo_builds_once_and_reuses_everything(tmp_path: Path) -> None:
 
 def test_cim_demo_serves_the_viewer_and_prints_its_url(tmp_path: Path) -> None:
     port = free_port()
-    cmd = [sys.executable, "-c", "import cli; cli.main()", "demo", "--dir", str(tmp_path / "demo"),
-           "--port", str(port), "--no-browser"]
-    env = {**os.environ, "DISPLAY": ""}
+    # -X faulthandler: a demo killed by a fatal signal prints every thread's Python stack into the output below
+    cmd = [sys.executable, "-X", "faulthandler", "-c", "import cli; cli.main()", "demo",
+           "--dir", str(tmp_path / "demo"), "--port", str(port), "--no-browser"]
+    env = {**os.environ, "DISPLAY": "", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watchdog = threading.Timer(300, proc.kill)  # a demo that hangs without output cannot hold the suite
+    watchdog.start()
     lines: list[str] = []
     try:
         url = None
@@ -81,7 +86,12 @@ def test_cim_demo_serves_the_viewer_and_prints_its_url(tmp_path: Path) -> None:
             lines.append(line)
             if line.startswith("viewer (every layer"):
                 url = line.split(": ", 1)[1].strip()
-        assert url and url.startswith(f"http://127.0.0.1:{port}/?api_key=cim_"), "".join(lines)
+        watchdog.cancel()
+        status = proc.poll()
+        exited = "still running" if status is None else \
+            f"exited {status}" + (f" ({signal.Signals(-status).name})" if status < 0 else "")
+        assert url and url.startswith(f"http://127.0.0.1:{port}/?api_key=cim_"), \
+            f"no viewer URL; the demo {exited} after:\n" + "".join(lines)
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
@@ -124,6 +134,7 @@ def test_cim_demo_serves_the_viewer_and_prints_its_url(tmp_path: Path) -> None:
         page = httpx.get(url + f"&scene={scene['name']}", headers={"Accept": "text/html"}, timeout=30)
         assert page.status_code == 200 and f'"name":"{scene["name"]}"' in page.text
     finally:
+        watchdog.cancel()
         proc.terminate()
         proc.wait(timeout=30)
     assert (tmp_path / "demo" / "l2" / "tileset.json").is_file() and (tmp_path / "demo" / "city.duckdb").is_file()
