@@ -89,9 +89,8 @@ def make_store(path: Path, n_datastreams: int, readings: int = 0) -> str:
             if len(batch) == 1000 or i == n_datastreams - 1:
                 s.create_many("Things", batch)
                 batch = []
-    # the readings from a fresh open: in the session that created 10,000 Things, the COMMIT of this one
-    # 100,000-row batch never returned (duckdb 1.4.4, 2026-12-03; 5,000 Things or a reopened store: ~2 s)
-    with SensingStore(path) as s:
+        # in the same session (until the fix of layers.db.first_row, this COMMIT never returned: a result left
+        # open by fetchone() blocked the checkpoint the 10,000 Things' WAL called for)
         if readings:
             rows = [ObsRow(d, T0 + timedelta(minutes=k), None, None, 1.0 + 0.1 * k, None, None, None, None, None,
                            None) for k in range(readings) for d in range(1, n_datastreams + 1)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -77,3 +78,17 @@ def connect(path: str | os.PathLike[str] | None = None, *, read_only: bool = Fal
         con.close()
         raise StoreError(f"cannot load the DuckDB spatial extension into {target!r}: {exc}") from exc
     return con
+
+
+def first_row(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
+    """The first row of an executed query, after reading its result to the end (None when it has no rows).
+
+    Use it instead of `fetchone()` on any cursor that lives on: `fetchone()` leaves even a one-row result open, and
+    with it the cursor's read transaction and its shared lock on every table the query read. A COMMIT that triggers
+    an automatic checkpoint (the WAL passed `checkpoint_threshold`) waits for an exclusive lock on each table, so it
+    waits until that cursor runs its next query; when the thread that owns the cursor is itself waiting for the
+    commit (the sensing batch writer, a caller waiting for its batch), it waits forever (DuckDB 1.4; fixed in 1.5 by
+    duckdb/duckdb#20286, see duckdb/duckdb-python#182). Give queries whose result may have more rows a `LIMIT 1`.
+    """
+    rows = result.fetchall()
+    return rows[0] if rows else None

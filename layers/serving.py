@@ -189,7 +189,7 @@ def feature_page_json(
     cur = store.cursor()
     try:
         with bounded(cur):
-            matched, returned, text = cur.execute(sql, [*params, int(limit), int(offset)]).fetchone()  # type: ignore[misc]
+            matched, returned, text = cur.execute(sql, [*params, int(limit), int(offset)]).fetchall()[0]
     except (duckdb.ConversionException, duckdb.BinderException, duckdb.InvalidInputException) as exc:
         raise LayerInputError(f"filter {where!r}: {str(exc).splitlines()[0]}") from exc
     finally:

@@ -44,7 +44,7 @@ from cim.files import user_path
 from cim.sources.crs import parse_crs, transformer
 from layers import themes as theme_registry
 from layers.cache import CachedLayer, LayerCache, budget_mb_from_env, estimate_bytes, load_layer
-from layers.db import ROW_GROUP_SIZE, connect
+from layers.db import ROW_GROUP_SIZE, connect, first_row
 from layers.errors import (
     LayerExistsError,
     LayerInputError,
@@ -248,7 +248,7 @@ class LayerStore:
         if self.read_only:
             self._empty = not self._con.execute(
                 "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'catalogue' AND table_name = 'layers'"
-            ).fetchone()[0]
+            ).fetchall()[0][0]
         else:
             # A bbox query fetches its hits by row id, and FSST strings and ALP doubles decompress a whole vector
             # per fetched row (a 300 m window of 1M polygons: 20 ms instead of 1.5 ms); dictionary compression
@@ -256,7 +256,7 @@ class LayerStore:
             # do without them and are about 20% larger.
             self._con.execute(f"SET disabled_compression_methods = '{_COMPRESSION_OFF}'")
             self._con.execute(_DDL)
-            if not self._con.execute("SELECT count(*) FROM catalogue.meta").fetchone()[0]:
+            if not self._con.execute("SELECT count(*) FROM catalogue.meta").fetchall()[0][0]:
                 self._con.execute("INSERT INTO catalogue.meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
         return self
 
@@ -443,7 +443,7 @@ class LayerStore:
         with self._commit_lock:
             cur = self.cursor()
             version = int(cur.execute("SELECT coalesce(max(version), 0) + 1 FROM catalogue.versions WHERE layer = ?",
-                                      [name]).fetchone()[0])
+                                      [name]).fetchall()[0][0])
             table = f"{name}__v{version}"
             try:
                 fields = self._write_features(cur, staged.table, table)
@@ -521,10 +521,11 @@ class LayerStore:
     def _layer_row(self, name: str, cur: duckdb.DuckDBPyConnection | None = None) -> dict[str, Any] | None:
         cur = cur or self._reader()
         res = cur.execute("SELECT * FROM catalogue.layers WHERE name = ?", [name])
-        row = res.fetchone()
+        columns = [d[0] for d in res.description]
+        row = first_row(res)
         if row is None:
             return None
-        return dict(zip([d[0] for d in res.description], row, strict=True))
+        return dict(zip(columns, row, strict=True))
 
     def _version_rows(self, name: str, version: int | None = None) -> list[dict[str, Any]]:
         res = self._reader().execute(
@@ -614,7 +615,7 @@ class LayerStore:
             # key adds the time the table was written (its first version row)
             written = self._reader().execute(
                 "SELECT min(created_at) FROM catalogue.versions WHERE layer = ? AND table_name = ?",
-                [name, vrow["table_name"]]).fetchone()[0]
+                [name, vrow["table_name"]]).fetchall()[0][0]
             entry = (self._info(row, vrow), "data." + quote(vrow["table_name"]), f"{vrow['table_name']}@{written}")
             if generation == self._meta_generation:  # else a change was seen meanwhile: this read may predate it
                 self._meta[key] = entry
@@ -661,7 +662,7 @@ class LayerStore:
         k = quote(key)
         cur = self._reader()
         for t in (ta, tb):
-            n, d = cur.execute(f"SELECT count(*), count(DISTINCT {k}) FROM {t}").fetchone()
+            n, d = cur.execute(f"SELECT count(*), count(DISTINCT {k}) FROM {t}").fetchall()[0]
             if n != d:
                 raise LayerInputError(f"layer {name!r}: key field {key!r} is not unique; diff needs a unique key "
                                       f"(re-import with --key FIELD)")
@@ -691,7 +692,7 @@ class LayerStore:
         now = _now()
         with self._transaction() as cur:
             new = int(cur.execute("SELECT max(version) + 1 FROM catalogue.versions WHERE layer = ?",
-                                  [name]).fetchone()[0])
+                                  [name]).fetchall()[0][0])
             cur.execute(
                 "INSERT INTO catalogue.versions SELECT layer, ?, table_name, 'rollback', ?, ?, source, source_format,"
                 " source_crs, source_crs_wkt, geometry_type, feature_count, xmin, ymin, xmax, ymax, fields, key_field,"

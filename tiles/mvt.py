@@ -1036,7 +1036,7 @@ class VectorTileLayer:
         o = self.options
         stride = 1
         if self.info.feature_count > o.max_features:
-            count = cur.execute(f"SELECT count(*) FROM {table} WHERE {self._where()}", box).fetchone()[0]
+            count = cur.execute(f"SELECT count(*) FROM {table} WHERE {self._where()}", box).fetchall()[0][0]
             stride = max(1, math.ceil(count / o.max_features))
         simplify = z < o.simplify_below_zoom and not _is_point(self.info)
         params: dict[str, object] = {**box, "left": xb.left, "bottom": xb.bottom, "right": xb.right,
@@ -1045,7 +1045,7 @@ class VectorTileLayer:
             params["tolerance"] = (xb.right - xb.left) / o.extent
         if stride > 1:
             params["stride"] = stride
-        content, count = cur.execute(self._sql(table, simplify, stride > 1), params).fetchone()
+        content, count = cur.execute(self._sql(table, simplify, stride > 1), params).fetchall()[0]
         return VectorTile(bytes(content) if count else b"", int(count))
 
     def _point_tile(self, t: morecantile.Tile, xb: morecantile.commons.BoundingBox,

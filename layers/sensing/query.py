@@ -31,6 +31,7 @@ from urllib.parse import quote, urlencode
 
 import duckdb
 
+from layers.db import first_row
 from layers.sensing.entities import ENTITY_SETS, EntitySet, Nav, Prop
 from layers.sensing.errors import EntityNotFoundError, QueryError
 from layers.sensing.odata import (
@@ -557,8 +558,7 @@ class Reader:
                 else:
                     if eid is not None:
                         raise QueryError(f"{name} is a single entity; drop the ({eid})")
-                    fk = self.cur.execute(f"SELECT {nav.fk} FROM {prev.es.table} WHERE id = $1",
-                                          [prev.id]).fetchone()
+                    fk = first_row(self.cur.execute(f"SELECT {nav.fk} FROM {prev.es.table} WHERE id = $1", [prev.id]))
                     if fk is None or fk[0] is None:
                         raise EntityNotFoundError(f"{prev.es.singular} {prev.id} has no {name}")
                     step = Step(target, int(fk[0]))
@@ -575,7 +575,8 @@ class Reader:
         where = [f"e.id = {p.add(step.id)}", comp.visible(step.es, "e")]
         if step.parent is not None:
             where.append(self.parent_condition(step.parent, "e", p))
-        row = self.cur.execute(f"SELECT 1 FROM {step.es.table} e WHERE {' AND '.join(where)}", p.values).fetchone()
+        row = first_row(self.cur.execute(f"SELECT 1 FROM {step.es.table} e WHERE {' AND '.join(where)} LIMIT 1",
+                                         p.values))
         return row is not None
 
     @staticmethod
@@ -640,7 +641,7 @@ class Reader:
         p = Params()
         where, _ = self.where(step.es, opts, access, p, step.parent)
         return int(self.cur.execute(f"SELECT count(*) FROM {step.es.table} e WHERE {' AND '.join(where)}",
-                                    p.values).fetchone()[0])
+                                    p.values).fetchall()[0][0])
 
     def fetch_page(self, step: Step, opts: QueryOptions, access: Access, top: int,
                    raw: list[tuple[Any, ...]] | None = None) -> tuple[list[dict[str, Any]], bool]:

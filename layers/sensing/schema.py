@@ -117,13 +117,13 @@ def refresh_feature_security(cur: duckdb.DuckDBPyConnection, feature_ids: list[i
 def has_schema(con: duckdb.DuckDBPyConnection) -> bool:
     """True when the database holds the sensing tables."""
     return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = 'things'",
-                            [SCHEMA]).fetchone()[0])
+                            [SCHEMA]).fetchall()[0][0])
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the sensing schema and its tables when missing (idempotent)."""
     con.execute(DDL)
-    if not con.execute(f"SELECT count(*) FROM {SCHEMA}.meta").fetchone()[0]:
+    if not con.execute(f"SELECT count(*) FROM {SCHEMA}.meta").fetchall()[0][0]:
         con.execute(f"INSERT INTO {SCHEMA}.meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
 
 

@@ -42,6 +42,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from layers.db import first_row
 from layers.errors import StoreLockedError
 from layers.sensing.alerts import Alert, AlertEngine, AlertEvent, Reading, Thresholds, parse_thresholds
 from layers.sensing.entities import ENTITY_SETS, OM_MEASUREMENT, EntitySet
@@ -340,7 +341,9 @@ class SensingStore:
         with self._id_lock:
             n = self._ids.get(table)
             if n is None:
-                n = int(self.cursor().execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0])
+                # fetchall, never fetchone: a result left open holds a read lock that blocks the checkpoint of the
+                # writer's next COMMIT forever (layers.db.first_row)
+                n = int(self.cursor().execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchall()[0][0])
             self._ids[table] = n + 1
             return n
 
@@ -913,11 +916,11 @@ class SensingStore:
         last = dict(cur.execute(f"SELECT datastream_id, phenomenon_time FROM {SCHEMA}.latest").fetchall())
         open_alerts = self._alerts_sql(cur, "a.closed_at IS NULL", [])
         for a in open_alerts:
-            row = cur.execute(f"SELECT last_time FROM {SCHEMA}.alerts WHERE id = ?", [a.id]).fetchone()
+            row = first_row(cur.execute(f"SELECT last_time FROM {SCHEMA}.alerts WHERE id = ?", [a.id]))
             if row is not None:
                 last[a.datastream_id] = max(last.get(a.datastream_id) or row[0], row[0])
         self._engine.load(open_alerts, last)
-        self._engine.next_id = int(cur.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {SCHEMA}.alerts").fetchone()[0])
+        self._engine.next_id = int(cur.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {SCHEMA}.alerts").fetchall()[0][0])
 
     # ------------------------------------------------------------------ alerts
     def _alerts_sql(self, cur: duckdb.DuckDBPyConnection, where: str, params: list[Any], limit: int = 10_000

@@ -24,6 +24,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from layers.db import first_row
 from layers.sensing.alerts import parse_thresholds
 from layers.sensing.entities import ENTITY_SETS, GEOJSON_TYPES, OBSERVATION_TYPES, EntitySet, Nav
 from layers.sensing.errors import EntityNotFoundError, SensingInputError, WriteForbiddenError
@@ -237,7 +238,7 @@ class EntityWriter:
         elif es.name in ("Datastreams", "HistoricalLocations"):
             tid = columns["thing_id"]
             if tid not in self._thing_security:
-                row = self.cur.execute(f"SELECT security FROM {SCHEMA}.things WHERE id = ?", [tid]).fetchone()
+                row = first_row(self.cur.execute(f"SELECT security FROM {SCHEMA}.things WHERE id = ?", [tid]))
                 self._thing_security[tid] = row[0] if row else "public"
             columns["security"] = self._thing_security[tid]
         else:
@@ -337,7 +338,7 @@ class EntityWriter:
         hid = self.next_id(f"{SCHEMA}.historical_locations")
         if thing_id not in self._thing_security:
             self.flush()
-            row = self.cur.execute(f"SELECT security FROM {SCHEMA}.things WHERE id = ?", [thing_id]).fetchone()
+            row = first_row(self.cur.execute(f"SELECT security FROM {SCHEMA}.things WHERE id = ?", [thing_id]))
             self._thing_security[thing_id] = row[0] if row else "public"
         self._insert(ENTITY_SETS["HistoricalLocations"], hid,
                      {"thing_id": thing_id, "time": self.now, "security": self._thing_security[thing_id]})
@@ -435,8 +436,8 @@ class EntityWriter:
             if not isinstance(doc, dict):
                 raise SensingInputError(f"{what}: the body must be a JSON object of the members to change")
             doc = {**current, **doc}
-        ds = self.cur.execute(f"SELECT datastream_id, feature_id FROM {SCHEMA}.observations WHERE id = ?",
-                              [eid]).fetchone()
+        ds = first_row(self.cur.execute(f"SELECT datastream_id, feature_id FROM {SCHEMA}.observations WHERE id = ?",
+                                        [eid]))
         merged = {k: v for k, v in doc.items() if k not in ("@iot.id", "id")}
         merged.setdefault("FeatureOfInterest", {"@iot.id": ds[1]})
         row = parse_observation(merged, what, datastream_id=ds[0], now=self.now)
@@ -456,7 +457,7 @@ class EntityWriter:
         s = SCHEMA
         cur = self.cur
         if es.name == "Observations":
-            ds = cur.execute(f"SELECT datastream_id FROM {s}.observations WHERE id = ?", [eid]).fetchone()[0]
+            ds = cur.execute(f"SELECT datastream_id FROM {s}.observations WHERE id = ?", [eid]).fetchall()[0][0]
             cur.execute(f"DELETE FROM {s}.observations WHERE id = ?", [eid])
             refresh_latest(cur, [ds])
             return []

@@ -32,3 +32,42 @@ def test_no_statement_can_load_another_extension_or_touch_files(tmp_path: Path) 
     assert not (tmp_path / "out.csv").exists()
     with pytest.raises(duckdb.Error):
         con.execute("SET enable_external_access = true")
+
+
+@pytest.mark.timeout(120)
+def test_first_row_leaves_no_read_transaction_to_block_a_checkpointing_commit(tmp_path: Path) -> None:
+    """`fetchone()` keeps a one-row result, and the cursor's read transaction, open; a COMMIT whose automatic
+    checkpoint needs the table locks then waits for it (forever, when the reader's thread waits for the commit).
+    `first_row` reads the result to its end."""
+    import threading
+
+    from layers.db import first_row
+
+    con = connect(tmp_path / "c.duckdb")
+    con.execute("CREATE TABLE t (i BIGINT PRIMARY KEY)")
+    con.execute("INSERT INTO t SELECT range FROM range(1000)")
+    con.execute("SET checkpoint_threshold = '1KB'")  # every commit checkpoints
+    reader, writer = con.cursor(), con.cursor()
+    assert first_row(reader.execute("SELECT i FROM t WHERE i < 0")) is None
+    assert first_row(reader.execute("SELECT i + 1 FROM t WHERE i = 41")) == (42,)
+    assert first_row(reader.execute("SELECT max(i) FROM t")) == (999,)  # a scan: fetchone() would leave it open
+    done = threading.Event()
+
+    def write() -> None:
+        writer.begin()
+        writer.execute("INSERT INTO t SELECT range + 1000 FROM range(50000)")
+        writer.commit()
+        done.set()
+
+    threading.Thread(target=write, daemon=True).start()
+    assert done.wait(60), "the COMMIT's checkpoint is still waiting for the reader's transaction"
+    assert first_row(reader.execute("SELECT count(*) FROM t")) == (51_000,)
+
+
+def test_library_code_reads_one_row_with_first_row_not_fetchone() -> None:
+    """A `fetchone()` in the engine's code is a COMMIT that may never return in a process that also writes (the
+    tile server with --ingest); see `layers.db.first_row`."""
+    root = Path(__file__).resolve().parents[2]
+    found = [f"{p.relative_to(root)}:{n}" for top in ("cim", "layers", "tiles") for p in sorted((root / top).rglob("*.py"))
+             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if ".fetchone(" in line]
+    assert found == []

@@ -358,6 +358,34 @@ def test_data_array_column_path_equals_the_row_path(tmp_path: Path) -> None:
         assert got[0]["resultTime"] == "2024-07-20T00:00:05Z" and got[1]["resultTime"] is None
 
 
+@pytest.mark.timeout(180)
+def test_a_batch_commits_after_the_same_session_created_many_things_and_read_them(tmp_path: Path) -> None:
+    """The COMMIT that never returned (bench_sensing: 10,000 Things, then 100,000 readings in the same session): the
+    writer thread's `fetchone()` of the next observation id left its own cursor's read transaction open, and the
+    automatic checkpoint of its batch's COMMIT (due once the WAL passed 16 MB) waited for that transaction's table
+    locks forever. A 1 KB checkpoint threshold makes every commit checkpoint, so the pattern shows at a small size.
+    Before the fix this test hung already at the first `create` (the `fetchone()`s of opening the store, on its
+    connection), and with only the writer's lookup restored it hangs at the batch; reads through navigation (this
+    thread's cursor) must not block it either."""
+    from layers.sensing.observations import ObsRow, rows_table
+
+    with SensingStore(tmp_path / "c.duckdb") as s:
+        s.connection.execute("SET checkpoint_threshold = '1KB'")
+        s.create("Sensors", {"name": "gauge", "description": "", "encodingType": "text/html", "metadata": ""})
+        s.create("ObservedProperties", {"name": "water_level", "definition": "urn:wl", "description": ""})
+        doc = thing_doc(0)
+        ds = {**doc["Datastreams"][0], "Sensor": {"@iot.id": 1}, "ObservedProperty": {"@iot.id": 1}}
+        for part in range(2):
+            s.create_many("Things", [{**doc, "name": f"站{part}-{i}", "Datastreams": [ds]} for i in range(100)])
+        assert ids(get(s, "Things(7)/Datastreams")) == [7] and get(s, "Datastreams(7)/Thing")["@iot.id"] == 7
+        rows = [ObsRow(d, T0 + timedelta(minutes=k), None, None, 1.0 + 0.01 * k, None, None, None, None, None, None)
+                for k in range(10) for d in range(1, 201)]
+        done = s.submit(rows_table(rows))
+        assert len(done.result(timeout=60)) == 2000  # before the fix: TimeoutError, the writer stuck in COMMIT
+        assert get(s, "Observations", count="true", top="1")["@iot.count"] == 2000
+        assert {r["result"] for r in s.latest()} == {1.09}
+
+
 @pytest.mark.parametrize("t, want", [
     (datetime(2024, 7, 20, 8), "2024-07-20T08:00:00Z"),
     (datetime(2024, 7, 20, 8, 0, 1, 250_000), "2024-07-20T08:00:01.250Z"),
