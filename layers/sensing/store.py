@@ -236,6 +236,11 @@ class SensingStore:
         self._foi: dict[int, int] = {}
         self._pairs: set[tuple[int, int]] | None = None
         self._engine = AlertEngine()
+        # `latest()`'s answer per Datastream, kept for one metadata snapshot; the writer marks what it commits
+        self._latest: tuple[dict[int, DatastreamMeta], dict[int, dict[str, Any]]] | None = None
+        self._latest_dirty: set[int] = set()
+        self._latest_lock = threading.Lock()
+        self._dirty_lock = threading.Lock()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._pending = 0
         self._pending_cv = threading.Condition()
@@ -294,6 +299,7 @@ class SensingStore:
                     pass
             self._cursors.clear()
         self._local = threading.local()
+        self._meta, self._latest = None, None
         if self._given is None:
             self._store.close()
         self._store = None
@@ -885,6 +891,8 @@ class SensingStore:
             with contextlib.suppress(duckdb.TransactionException):  # a failed commit has rolled back already
                 cur.rollback()
             raise
+        with self._dirty_lock:  # after the commit: a `latest()` that takes these ids reads what was committed
+            self._latest_dirty.update(np.unique(ds_np).tolist())
         self._pairs |= new_pairs
         self._engine.apply(changed, alert_events)
         for e in alert_events:
@@ -1113,40 +1121,55 @@ class SensingStore:
         Returns:
             One dict per Datastream: `datastream`, `name`, `thing`, `thingName`, `observedProperty`, `unit`,
             `location` ([lon, lat] or None), `phenomenonTime`, `result`, `level` (blue..red or None),
-            `thresholds`.
+            `thresholds`. Without `at` they are `LatestReading`s, kept between calls and shared by callers, so
+            read-only: copy one (`dict(r)`) to change it.
         """
         meta = self.meta()  # one snapshot: an entity write may replace the cache meanwhile
         metas = self._visible_datastreams(access, observed_property, meta)
         if not metas:
             return []
         cur = self.cursor()
-        everything = len(metas) == len(meta)
-        if at is None:  # one small table; read all of it when the caller sees every Datastream
-            rows = cur.execute(f"SELECT datastream_id, phenomenon_time, result_number, result_json FROM {SCHEMA}.latest"
-                               + ("" if everything else " WHERE datastream_id IN (SELECT unnest($1::BIGINT[]))"),
-                               [] if everything else [[m.id for m in metas]]).fetchall()
-        else:
-            t = parse_time(at, "at") if isinstance(at, str) else at
-            lo = t - timedelta(hours=window_hours)
-            rows = cur.execute(f"SELECT datastream_id, max(phenomenon_time), arg_max_null(result_number, "
-                               f"(phenomenon_time, id)), arg_max_null(result_json, (phenomenon_time, id)) FROM "
-                               f"{SCHEMA}.observations WHERE phenomenon_time <= $2 AND phenomenon_time > $3 AND "
-                               f"datastream_id IN (SELECT unnest($1::BIGINT[])) GROUP BY 1",
-                               [[m.id for m in metas], t, lo]).fetchall()
+        if at is None:  # the kept entries themselves: 10,000 copies per call cost garbage-collector pauses
+            entries = self._latest_entries(cur, meta)
+            return [entries[m.id] for m in metas]
+        t = parse_time(at, "at") if isinstance(at, str) else at
+        lo = t - timedelta(hours=window_hours)
+        rows = cur.execute(f"SELECT datastream_id, max(phenomenon_time), arg_max_null(result_number, "
+                           f"(phenomenon_time, id)), arg_max_null(result_json, (phenomenon_time, id)) FROM "
+                           f"{SCHEMA}.observations WHERE phenomenon_time <= $2 AND phenomenon_time > $3 AND "
+                           f"datastream_id IN (SELECT unnest($1::BIGINT[])) GROUP BY 1",
+                           [[m.id for m in metas], t, lo]).fetchall()
         readings = {r[0]: r for r in rows}
         static = self._latest_static(cur, meta)
-        out = []
         none = (None, None, None, None)
-        for m in metas:
-            _, t, num, txt = readings.get(m.id, none)
-            d = static[m.id].copy()
-            if t is not None:
-                d["phenomenonTime"] = iso(t)
-                d["result"] = decode_result(num, txt)
-                if m.thresholds is not None and num is not None:
-                    d["level"] = m.thresholds.level(num)
-            out.append(d)
-        return out
+        return [_latest_entry(static[m.id], m, *readings.get(m.id, none)[1:]) for m in metas]
+
+    def _latest_entries(self, cur: duckdb.DuckDBPyConnection, meta: dict[int, DatastreamMeta]
+                        ) -> dict[int, dict[str, Any]]:
+        """`latest()`'s answer for every Datastream of `meta`, kept between calls: rebuilt from the `latest` table
+        when the entities change, and only for the Datastreams the writer committed readings of since the last
+        call otherwise (`latest()` of 10,000 Datastreams rebuilt every time cost 36 ms, p95 128 ms)."""
+        with self._latest_lock:
+            kept = self._latest
+            with self._dirty_lock:
+                if kept is None or kept[0] is not meta:
+                    ids: list[int] | None = None
+                elif self._latest_dirty:
+                    ids = sorted(self._latest_dirty)
+                else:
+                    return kept[1]
+                self._latest_dirty.clear()
+            sql = f"SELECT datastream_id, phenomenon_time, result_number, result_json FROM {SCHEMA}.latest"
+            rows = (cur.execute(sql).fetchall() if ids is None else
+                    cur.execute(sql + " WHERE datastream_id IN (SELECT unnest($1::BIGINT[]))", [ids]).fetchall())
+            static = self._latest_static(cur, meta)
+            entries = ({d: LatestReading(v) for d, v in static.items()} if kept is None or ids is None
+                       else dict(kept[1]))  # a new dict: a caller may still iterate the one it was given
+            for d, t, num, txt in rows:
+                if d in meta:
+                    entries[d] = LatestReading(_latest_entry(static[d], meta[d], t, num, txt))
+            self._latest = (meta, entries)
+            return entries
 
     def _latest_static(self, cur: duckdb.DuckDBPyConnection, meta: dict[int, DatastreamMeta]
                        ) -> dict[int, dict[str, Any]]:
@@ -1173,8 +1196,36 @@ class SensingStore:
         return {i: cache[1][i] for i in ids if i in cache[1]}
 
 
-__all__ = ["Created", "DatastreamMeta", "SensingStore", "WriterStats", "claim_writer", "current_writer",
+__all__ = ["Created", "DatastreamMeta", "LatestReading", "SensingStore", "WriterStats", "claim_writer", "current_writer",
            "locked_message", "release_writer", "writer_file"]
+
+
+class LatestReading(dict):  # type: ignore[type-arg]
+    """One Datastream's entry of `SensingStore.latest()`: a dict that refuses changes, because the store keeps it
+    between calls and hands the same object to every caller. `dict(r)` or `r.copy()` gives a dict to change."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("a SensingStore.latest() entry is shared between calls and read-only; change a copy "
+                        "(dict(entry))")
+
+    __setitem__ = __delitem__ = __ior__ = update = pop = popitem = clear = setdefault = _refuse  # type: ignore
+
+    def __reduce__(self) -> tuple[type, tuple[dict[str, Any]]]:  # copy, deepcopy and pickle give a plain dict
+        return dict, (dict(self),)
+
+
+def _latest_entry(static: dict[str, Any], m: DatastreamMeta, t: datetime | None, num: float | None,
+                  txt: str | None) -> dict[str, Any]:
+    """One Datastream's entry of `latest()`: its kept entity part with the reading (time, result, warning level)."""
+    d = static.copy()
+    if t is not None:
+        d["phenomenonTime"] = iso(t)
+        d["result"] = decode_result(num, txt)
+        if m.thresholds is not None and num is not None:
+            d["level"] = m.thresholds.level(num)
+    return d
 
 
 def _alert_row(a: Alert, changed: dict[int, Any]) -> list[Any]:

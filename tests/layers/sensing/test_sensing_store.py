@@ -358,6 +358,34 @@ def test_data_array_column_path_equals_the_row_path(tmp_path: Path) -> None:
         assert got[0]["resultTime"] == "2024-07-20T00:00:05Z" and got[1]["resultTime"] is None
 
 
+def test_latest_follows_each_committed_batch_and_hands_out_read_only_entries(tmp_path: Path) -> None:
+    """`latest()` keeps its answer between calls: each commit must refresh the Datastreams it wrote (a newer reading
+    replaces, an older one does not), leave the others as they were, and never change an answer already given."""
+    import copy
+
+    later = T0 + timedelta(hours=HOURS)
+    with SensingStore(tmp_path / "l.duckdb") as s:
+        populate(s)
+        before = {r["datastream"]: r for r in s.latest()}
+        assert before[1]["result"] == series(0)[-1] and before[1]["level"] is None
+        s.add_observations([parse_observation({"phenomenonTime": iso(later), "result": 4.2}, datastream_id=1),
+                            parse_observation({"phenomenonTime": iso(T0 - timedelta(hours=1)), "result": 9.0},
+                                              datastream_id=2)])
+        after = {r["datastream"]: r for r in s.latest()}
+        assert (after[1]["result"], after[1]["level"], after[1]["phenomenonTime"]) == (4.2, "orange", iso(later))
+        assert after[2] == before[2] and after[3] is before[3]  # an older reading is not the latest
+        assert before[1]["result"] == series(0)[-1]  # the answer given before the batch is unchanged
+        s.add_observations([parse_observation({"phenomenonTime": iso(later), "result": 60.0}, datastream_id=2)])
+        assert {r["datastream"]: r["level"] for r in s.latest(INTERNAL)} == {1: "orange", 2: "red"}
+        with pytest.raises(TypeError, match="read-only"):
+            after[1]["result"] = 0.0
+        with pytest.raises(TypeError, match="read-only"):
+            after[1].update(result=0.0)
+        mine = copy.deepcopy(after[1])
+        mine["result"] = 0.0
+        assert dict(after[1])["result"] == 4.2 and s.latest()[0]["result"] == 4.2
+
+
 @pytest.mark.timeout(180)
 def test_a_batch_commits_after_the_same_session_created_many_things_and_read_them(tmp_path: Path) -> None:
     """The COMMIT that never returned (bench_sensing: 10,000 Things, then 100,000 readings in the same session): the
