@@ -9,6 +9,7 @@ EPSG:4547 whose central meridian is 113.37), the code is dropped and the paramet
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import warnings
@@ -204,8 +205,45 @@ def lonlat(crs: CRSLike, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.n
     return transformer(crs, geo).transform(np.asarray(x, np.float64), np.asarray(y, np.float64))
 
 
+#: China's extent as a lon/lat box (it takes in parts of the neighbours too), for choosing Gauss-Krüger over UTM
+CHINA_LONLAT = (73.5, 18.0, 135.1, 53.6)
+
+
+def local_projected_crs(crs: CRSLike, lon: float, lat: float) -> CRS:
+    """A projected CRS in metres for work around (lon, lat), the place of data given in the geographic `crs`.
+
+    Data in CGCS2000, or about a place in China's extent (`CHINA_LONLAT`), gets the CGCS2000 3-degree Gauss-Krüger
+    zone of the place (EPSG:4534-4554, central meridians 75E-135E, easting 500 km on the meridian without a zone
+    prefix: the CRS of Chinese city surveys); anywhere else the UTM zone of the place on the data's own datum
+    (EPSG:326zz/327zz for WGS 84), so no datum shift enters.
+
+    Args:
+        crs: the geographic CRS the data is in.
+        lon, lat: the place (degrees, east/north), e.g. the centre of a DEM.
+    """
+    geo = parse_crs(crs)
+    geo = geo.geodetic_crs or geo
+    china = CHINA_LONLAT[0] <= lon <= CHINA_LONLAT[2] and CHINA_LONLAT[1] <= lat <= CHINA_LONLAT[3]
+    if china or "China 2000" in (geo.datum.name if geo.datum else ""):
+        meridian = min(135, max(75, 3 * math.floor((lon + 1.5) / 3)))  # a zone takes its western edge
+        return CRS.from_epsg(4534 + (meridian - 75) // 3)
+    zone = min(60, max(1, int((lon + 180) // 6) + 1))
+    south = lat < 0
+    if geo.to_epsg() == 4326 or geo.equals(CRS.from_epsg(4326), ignore_axis_order=True):
+        return CRS.from_epsg((32700 if south else 32600) + zone)
+    from pyproj.crs import ProjectedCRS
+    from pyproj.crs.coordinate_operation import UTMConversion
+
+    utm = ProjectedCRS(UTMConversion(zone, "S" if south else "N"), name=f"{geo.name} / UTM zone {zone}"
+                       f"{'S' if south else 'N'}", geodetic_crs=geo)
+    code = utm.to_epsg()  # ETRS89 / UTM zone 31N is EPSG:25831: name it by its code when it has one
+    return CRS.from_epsg(code) if code else utm
+
+
 __all__ = [
+    "CHINA_LONLAT",
     "horizontal_crs",
+    "local_projected_crs",
     "CGCS2000",
     "CRSLabelWarning",
     "ECEF",

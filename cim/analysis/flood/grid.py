@@ -35,6 +35,7 @@ from scipy import ndimage
 from cim.analysis.flood.errors import FloodInputError, FloodWarning
 from cim.analysis.flood.solver import SolverGrid, solver_grid
 from cim.errors import CRSError, InputError
+from cim.sources.crs import local_projected_crs
 from cim.sources.raster import fill_small_holes, read_dem
 
 #: cells less open than this become walls in porosity mode
@@ -69,9 +70,10 @@ class FloodGrid:
         drainage: (ny, nx) float64 drainage capacity (m/s).
         infiltration: (ny, nx) float64 infiltration capacity (m/s).
         transform: the grid's affine transform (north-up).
-        crs: its CRS.
+        crs: its CRS (projected, metres): the DEM's own, or the local one a geographic DEM was reprojected to.
         buildings: how many footprints were burned in, and skipped by reason.
         dem_path: the DEM file.
+        dem_crs: the DEM's CRS when it was reprojected (a geographic DEM), else None.
     """
 
     z: np.ndarray
@@ -86,6 +88,7 @@ class FloodGrid:
     crs: CRS
     buildings: dict[str, Any] = field(default_factory=dict)
     dem_path: str = ""
+    dem_crs: CRS | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -133,7 +136,8 @@ class FloodGrid:
                 "bounds": list(self.bounds), "active_cells": int(self.active.sum()),
                 "wall_cells": int(self.walls.sum()), "porous_cells": int(((self.phi > 0) & (self.phi < 1)).sum()),
                 "nodata_cells": int((~np.isfinite(self.z)).sum()), "buildings": self.buildings,
-                "dem": self.dem_path}
+                "dem": self.dem_path, "dem_crs": (self.dem_crs or self.crs).to_string(),
+                "reprojected": self.dem_crs is not None}
 
 
 def _resample_dem(z: np.ndarray, transform: Affine, crs: CRS, resolution: float) -> tuple[np.ndarray, Affine]:
@@ -146,6 +150,23 @@ def _resample_dem(z: np.ndarray, transform: Affine, crs: CRS, resolution: float)
     rasterio.warp.reproject(z, out, src_transform=transform, src_crs=crs, dst_transform=dst_t, dst_crs=crs,
                             src_nodata=np.nan, dst_nodata=np.nan, resampling=Resampling.average)
     return out, dst_t
+
+
+def _to_projected(z: np.ndarray, transform: Affine, crs: CRS) -> tuple[np.ndarray, Affine, CRS]:
+    """Reproject a DEM in a geographic CRS onto square cells of the local projected CRS of its centre
+    (`cim.sources.crs.local_projected_crs`: the CGCS2000 Gauss-Krüger zone in China, UTM elsewhere), bilinear, with
+    cells about as large as its own (GDAL's default: as many cells along the diagonal)."""
+    ny, nx = z.shape
+    left, top = transform.c, transform.f
+    right, bottom = left + nx * transform.a, top + ny * transform.e
+    dst = local_projected_crs(crs, (left + right) / 2, (top + bottom) / 2)
+    dst_t, width, height = rasterio.warp.calculate_default_transform(crs.to_wkt(), dst.to_wkt(), nx, ny, left,
+                                                                     bottom, right, top)
+    out = np.full((height, width), np.nan)
+    rasterio.warp.reproject(z, out, src_transform=transform, src_crs=crs.to_wkt(), dst_transform=dst_t,
+                            dst_crs=dst.to_wkt(), src_nodata=np.nan, dst_nodata=np.nan,
+                            resampling=Resampling.bilinear)
+    return out, dst_t, dst
 
 
 def _crop(z: np.ndarray, transform: Affine, bbox: tuple[float, float, float, float], path: str
@@ -279,11 +300,14 @@ def prepare_grid(dem: str | os.PathLike[str], *, buildings: str | os.PathLike[st
     """Read a DEM, burn the buildings in and lay out losses and roughness.
 
     Args:
-        dem: the DEM (any GDAL raster with a projected CRS in metres).
+        dem: the DEM (any GDAL raster). One in a geographic CRS (EPSG:4490, 4326, ...) is reprojected (bilinear,
+            square cells about as large as its own) to the local projected CRS of its centre: the CGCS2000 3-degree
+            Gauss-Krüger zone in China (EPSG:4534-4554), the UTM zone on its own datum elsewhere
+            (`cim.sources.crs.local_projected_crs`); the grid and every output are in that CRS.
         buildings: footprints (any vector format; reprojected to the DEM's CRS).
         building_mode: "walls" or "porosity" (module docstring).
         resolution: average the DEM onto cells of this size (m) first (faster, coarser runs).
-        bbox: (left, bottom, right, top) in the DEM's CRS: run on this part only.
+        bbox: (left, bottom, right, top) in the DEM's CRS (lon/lat for a geographic DEM): run on this part only.
         manning: Manning's n (s m^-1/3) everywhere, or a raster of it.
         drainage_mm_h: drainage capacity (number, raster, vector layer with `drainage_mm_h`).
         infiltration_mm_h: infiltration capacity (number, raster, vector layer with `infiltration_mm_h`, or with a
@@ -302,21 +326,20 @@ def prepare_grid(dem: str | os.PathLike[str], *, buildings: str | os.PathLike[st
         g = read_dem(dem, dem_crs)
     except CRSError as exc:
         raise FloodInputError(str(exc)) from exc
-    if g.crs.is_geographic:
-        raise FloodInputError(f"DEM {dem} is in a geographic CRS ({g.crs.name}); the flood grid needs square "
-                              f"metres: reproject it to a projected CRS (e.g. a Gauss-Krüger zone such as EPSG:4547)")
     t = g.transform
     if t.b != 0 or t.d != 0 or t.e >= 0:
         raise FloodInputError(f"DEM {dem} is rotated or south-up ({tuple(t)[:6]}); warp it north-up first")
-    z, transform = g.heights, t
+    z, transform, crs = g.heights, t, g.crs
     if bbox is not None:
         z, transform = _crop(z, transform, bbox, str(dem))
     z = fill_small_holes(z, fill_holes_px)
+    if crs.is_geographic:  # the solver needs square metres: a local projected CRS (the docstring)
+        z, transform, crs = _to_projected(z, transform, crs)
     if resolution is not None:
         if not resolution > 0:
             raise FloodInputError(f"resolution {resolution} m must be > 0")
         if resolution > abs(transform.a) * 1.0001:
-            z, transform = _resample_dem(z, transform, g.crs, float(resolution))
+            z, transform = _resample_dem(z, transform, crs, float(resolution))
     if not np.isfinite(z).any():
         raise InputError(f"DEM {dem} has no valid height in the area to model")
     shape = z.shape
@@ -325,7 +348,7 @@ def prepare_grid(dem: str | os.PathLike[str], *, buildings: str | os.PathLike[st
     if outlets is not None:
         ny, nx = shape
         bounds = (transform.c, transform.f + ny * transform.e, transform.c + nx * transform.a, transform.f)
-        ogeoms, _ = _footprint_geoms(outlets, g.crs, bounds, what="outlets")
+        ogeoms, _ = _footprint_geoms(outlets, crs, bounds, what="outlets")
         mask = _coverage(ogeoms, shape, transform, "walls") > 0
         outlet_cells = int((mask & np.isfinite(z)).sum())
         z = np.where(mask, np.nan, z)
@@ -333,7 +356,7 @@ def prepare_grid(dem: str | os.PathLike[str], *, buildings: str | os.PathLike[st
     if buildings is not None:
         ny, nx = shape
         bounds = (transform.c, transform.f + ny * transform.e, transform.c + nx * transform.a, transform.f)
-        geoms, info = _footprint_geoms(buildings, g.crs, bounds)
+        geoms, info = _footprint_geoms(buildings, crs, bounds)
         cover = _coverage(geoms, shape, transform, building_mode)
         info["mode"] = building_mode
     valid = np.isfinite(z)
@@ -351,11 +374,12 @@ def prepare_grid(dem: str | os.PathLike[str], *, buildings: str | os.PathLike[st
             raise FloodInputError(f"manning {manning} must be > 0 (urban surfaces: 0.013-0.05)")
         n = np.full(shape, float(manning))
     else:
-        n = loss_field(manning, "manning", shape, transform, g.crs)
+        n = loss_field(manning, "manning", shape, transform, crs)
         if (n[valid] <= 0).any():
             raise FloodInputError(f"manning raster {manning} has cells <= 0 inside the DEM")
-    drain = loss_field(drainage_mm_h, "drainage", shape, transform, g.crs) / 3.6e6
-    infil = loss_field(infiltration_mm_h, "infiltration", shape, transform, g.crs) / 3.6e6
+    drain = loss_field(drainage_mm_h, "drainage", shape, transform, crs) / 3.6e6
+    infil = loss_field(infiltration_mm_h, "infiltration", shape, transform, crs) / 3.6e6
     if outlets is not None:
         info = {**info, "outlets": {"file": str(outlets), "cells": outlet_cells}}
-    return FloodGrid(z, phi, walls, rain_area, roof_target, n, drain, infil, transform, g.crs, info, str(dem))
+    return FloodGrid(z, phi, walls, rain_area, roof_target, n, drain, infil, transform, crs, info, str(dem),
+                     None if crs is g.crs else g.crs)

@@ -136,6 +136,50 @@ def test_bad_input_gives_a_clear_error_and_no_output(tmp_path, case):
     assert _left_behind(tmp_path, "out") == []
 
 
+def test_a_dem_in_lon_lat_runs_in_its_gauss_krueger_zone(tmp_path):
+    """A DEM in CGCS2000 lon/lat (EPSG:4490) is reprojected to the Gauss-Krüger zone of its centre (EPSG:4547 at
+    113.3E) on square cells; heights and places match the projected DEM it was warped from (GDAL, checked with
+    pyproj), and the run's outputs are in that zone."""
+    from pyproj import Transformer
+    from rasterio.enums import Resampling
+    from rasterio.warp import calculate_default_transform, reproject
+
+    from cim.analysis.flood import prepare_grid
+
+    def plane(x, y):
+        return 1040.0 + 0.01 * (x - 439300.0) - 0.004 * (y - 4440800.0)
+
+    cols, rows = np.meshgrid(np.arange(60) + 0.5, np.arange(50) + 0.5)
+    gk = _dem(tmp_path / "gk.tif", plane(439300.0 + 2 * cols, 4440800.0 - 2 * rows))
+    geo = tmp_path / "lonlat.tif"
+    with rasterio.open(gk) as src:
+        t, w, h = calculate_default_transform(src.crs, "EPSG:4490", src.width, src.height, *src.bounds)
+        data = np.full((h, w), np.nan, np.float32)
+        reproject(rasterio.band(src, 1), data, dst_transform=t, dst_crs="EPSG:4490", dst_nodata=np.nan,
+                  resampling=Resampling.bilinear)
+        profile = {**src.profile, "crs": "EPSG:4490", "transform": t, "width": w, "height": h, "nodata": np.nan}
+    with rasterio.open(geo, "w", **profile) as dst:
+        dst.write(data, 1)
+    grid = prepare_grid(geo)
+    assert grid.crs.to_epsg() == 4547 and grid.dem_crs.to_epsg() == 4490
+    assert grid.dx == pytest.approx(grid.dy) and 1.5 < grid.dx < 2.5
+    to_gk = Transformer.from_crs(4490, 4547, always_xy=True)
+    corners = to_gk.transform(np.array([t.c, t.c + w * t.a]), np.array([t.f + h * t.e, t.f]))
+    left, bottom, right, top = grid.bounds
+    assert abs(left - corners[0][0]) < 3 and abs(right - corners[0][1]) < 3
+    assert abs(bottom - corners[1][0]) < 3 and abs(top - corners[1][1]) < 3
+    jj, ii = np.nonzero(np.isfinite(grid.z))
+    x = grid.transform.c + (ii + 0.5) * grid.dx
+    y = grid.transform.f - (jj + 0.5) * grid.dy
+    inner = (x > 439304) & (x < 439416) & (y < 4440796) & (y > 4440704)  # two cells inside the source DEM
+    assert inner.sum() > 1500
+    assert np.abs(grid.z[jj, ii][inner] - plane(x[inner], y[inner])).max() < 0.01
+    result = run_flood(FloodParams.build(dem=geo, buildings="", static=True), tmp_path / "run")
+    with rasterio.open(result.root / "max_depth.tif") as src:
+        assert src.crs.to_epsg() == 4547 and src.transform == grid.transform
+    assert result.report["grid"]["dem_crs"] == "EPSG:4490" and result.report["grid"]["reprojected"] is True
+
+
 def test_existing_output_is_kept_without_overwrite(tmp_path):
     dem = _dem(tmp_path / "dem.tif", np.random.default_rng(0).uniform(1040, 1041, (20, 20)))
     out = tmp_path / "out"
