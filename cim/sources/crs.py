@@ -205,49 +205,107 @@ def lonlat(crs: CRSLike, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.n
     return transformer(crs, geo).transform(np.asarray(x, np.float64), np.asarray(y, np.float64))
 
 
-#: China's extent as a lon/lat box (it takes in parts of the neighbours too), for choosing Gauss-Krüger over UTM
-CHINA_LONLAT = (73.5, 18.0, 135.1, 53.6)
+def utm_crs(lon: float, lat: float) -> CRS:
+    """The WGS 84 / UTM zone holding (lon, lat): EPSG:326zz north of the equator, EPSG:327zz south."""
+    zone = min(60, max(1, int(math.floor((lon + 180.0) / 6.0)) + 1))
+    return CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
 
 
-def local_projected_crs(crs: CRSLike, lon: float, lat: float) -> CRS:
-    """A projected CRS in metres for work around (lon, lat), the place of data given in the geographic `crs`.
+def gauss_kruger_crs(lon: float) -> CRS | None:
+    """The CGCS2000 3-degree Gauss-Krüger CRS (central meridian in the name, no zone prefix in x: EPSG:4534-4554)
+    whose central meridian is nearest to `lon`; None outside China's zones (central meridians 75-135 E)."""
+    cm = 3 * math.floor((lon + 1.5) / 3.0)  # zones meet at the meridian +- 1.5 degrees; the edge goes east
+    if not 75 <= cm <= 135:
+        return None
+    return CRS.from_epsg(4534 + (cm - 75) // 3)
 
-    Data in CGCS2000, or about a place in China's extent (`CHINA_LONLAT`), gets the CGCS2000 3-degree Gauss-Krüger
-    zone of the place (EPSG:4534-4554, central meridians 75E-135E, easting 500 km on the meridian without a zone
-    prefix: the CRS of Chinese city surveys); anywhere else the UTM zone of the place on the data's own datum
-    (EPSG:326zz/327zz for WGS 84), so no datum shift enters.
+
+def is_cgcs2000(crs: CRSLike) -> bool:
+    """True when the CRS's datum is CGCS2000 (China Geodetic Coordinate System 2000)."""
+    geo = parse_crs(crs).geodetic_crs
+    return geo is not None and geo.datum is not None and "2000" in geo.datum.name and "China" in geo.datum.name
+
+
+def local_projected_crs(lon: float, lat: float, like: CRSLike | None = None) -> CRS:
+    """A projected CRS in metres for data around (lon, lat), chosen from what the data says.
+
+    Data on the CGCS2000 datum (EPSG:4490 and its projections) gets the 3-degree Gauss-Krüger zone of CGCS2000
+    whose central meridian is nearest (EPSG:4534-4554, easting 500 km on the meridian, no zone prefix: the CRS of
+    Chinese city surveys), as Chinese surveying does; other data gets the UTM zone of the place on the data's own
+    datum (EPSG:326zz/327zz for WGS 84 or no CRS given; ETRS89 / UTM zone 31N is EPSG:25831), so no datum shift
+    enters. CGCS2000 data outside China's zones gets its UTM zone.
 
     Args:
-        crs: the geographic CRS the data is in.
-        lon, lat: the place (degrees, east/north), e.g. the centre of a DEM.
+        lon, lat: the data's centre in degrees (east, north).
+        like: the data's own CRS (its datum decides between Gauss-Krüger and UTM).
     """
-    geo = parse_crs(crs)
-    geo = geo.geodetic_crs or geo
-    china = CHINA_LONLAT[0] <= lon <= CHINA_LONLAT[2] and CHINA_LONLAT[1] <= lat <= CHINA_LONLAT[3]
-    if china or "China 2000" in (geo.datum.name if geo.datum else ""):
-        meridian = min(135, max(75, 3 * math.floor((lon + 1.5) / 3)))  # a zone takes its western edge
-        return CRS.from_epsg(4534 + (meridian - 75) // 3)
-    zone = min(60, max(1, int((lon + 180) // 6) + 1))
-    south = lat < 0
-    if geo.to_epsg() == 4326 or geo.equals(CRS.from_epsg(4326), ignore_axis_order=True):
-        return CRS.from_epsg((32700 if south else 32600) + zone)
+    if like is not None and is_cgcs2000(like):
+        gk = gauss_kruger_crs(lon)
+        if gk is not None:
+            return gk
+    geo = parse_crs(like).geodetic_crs if like is not None else None
+    if geo is None or geo.to_epsg() == 4326 or geo.equals(CRS.from_epsg(4326), ignore_axis_order=True) \
+            or is_cgcs2000(geo):
+        return utm_crs(lon, lat)
     from pyproj.crs import ProjectedCRS
     from pyproj.crs.coordinate_operation import UTMConversion
 
-    utm = ProjectedCRS(UTMConversion(zone, "S" if south else "N"), name=f"{geo.name} / UTM zone {zone}"
-                       f"{'S' if south else 'N'}", geodetic_crs=geo)
-    code = utm.to_epsg()  # ETRS89 / UTM zone 31N is EPSG:25831: name it by its code when it has one
+    zone = min(60, max(1, int(math.floor((lon + 180.0) / 6.0)) + 1))
+    south = lat < 0
+    utm = ProjectedCRS(UTMConversion(zone, "S" if south else "N"),
+                       name=f"{geo.name} / UTM zone {zone}{'S' if south else 'N'}", geodetic_crs=geo)
+    code = utm.to_epsg()  # name it by its EPSG code when it has one
     return CRS.from_epsg(code) if code else utm
 
 
+def crs_hint(lon: float | None = None, lat: float | None = None, *, sample_xy: tuple[float, float] | None = None,
+             option: str = "--crs") -> str:
+    """A hint naming the CLI option and CRSs that fit where the data is, e.g.
+    "pass --crs EPSG:4547 (CGCS2000 / 3-degree Gauss-Kruger CM 114E) or --crs EPSG:32649 (WGS 84 / UTM zone 49N)".
+
+    Args:
+        lon, lat: where the data (or the other inputs of the build) lie, when known.
+        sample_xy: one coordinate pair of the data without a CRS: lon/lat-like numbers and Gauss-Krüger x values
+            with a zone prefix (e.g. 38 500 000) are recognised.
+        option: the option to name.
+    """
+    choices: list[CRS] = []
+    if sample_xy is not None:
+        x, y = sample_xy
+        if -180 <= x <= 180 and -90 <= y <= 90:
+            choices = [CRS.from_epsg(4326), CRS.from_epsg(4490)] if _in_china(x, y) else [CRS.from_epsg(4326)]
+            lon = lat = None  # lon/lat numbers: only geographic CRSs fit
+        elif 25_000_000 <= x < 46_000_000 and 0 < y < 10_000_000:
+            zone = int(x // 1_000_000)
+            choices = [CRS.from_epsg(4513 + zone - 25)]  # CGCS2000 3-degree GK zones 25-45, with the zone prefix
+    if lon is not None and lat is not None and math.isfinite(lon) and math.isfinite(lat):
+        gk = gauss_kruger_crs(lon) if _in_china(lon, lat) else None
+        for c in (gk, utm_crs(lon, lat)):
+            if c is not None and c not in choices:
+                choices.append(c)
+    if not choices:
+        return f"pass {option} EPSG:n, the CRS the data was made in (e.g. {option} EPSG:4547 for CGCS2000 / " \
+               f"3-degree Gauss-Kruger CM 114E)"
+    names = [f"{option} EPSG:{c.to_epsg()} ({c.name})" for c in choices[:3]]
+    return "pass " + " or ".join(names)
+
+
+def _in_china(lon: float, lat: float) -> bool:
+    """Roughly within China's extent (the box of its Gauss-Krüger zones); good enough to order hints."""
+    return 73.0 <= lon <= 136.0 and 17.0 <= lat <= 54.0
+
+
 __all__ = [
-    "CHINA_LONLAT",
     "horizontal_crs",
-    "local_projected_crs",
     "CGCS2000",
     "CRSLabelWarning",
     "ECEF",
     "crs_from_file",
+    "crs_hint",
+    "gauss_kruger_crs",
+    "is_cgcs2000",
+    "local_projected_crs",
+    "utm_crs",
     "from_ecef",
     "lonlat",
     "parse_crs",

@@ -154,12 +154,12 @@ def _resample_dem(z: np.ndarray, transform: Affine, crs: CRS, resolution: float)
 
 def _to_projected(z: np.ndarray, transform: Affine, crs: CRS) -> tuple[np.ndarray, Affine, CRS]:
     """Reproject a DEM in a geographic CRS onto square cells of the local projected CRS of its centre
-    (`cim.sources.crs.local_projected_crs`: the CGCS2000 Gauss-Krüger zone in China, UTM elsewhere), bilinear, with
+    (`cim.sources.crs.local_projected_crs`: the CGCS2000 Gauss-Krüger zone for CGCS2000 data, UTM otherwise), bilinear, with
     cells about as large as its own (GDAL's default: as many cells along the diagonal)."""
     ny, nx = z.shape
     left, top = transform.c, transform.f
     right, bottom = left + nx * transform.a, top + ny * transform.e
-    dst = local_projected_crs(crs, (left + right) / 2, (top + bottom) / 2)
+    dst = local_projected_crs((left + right) / 2, (top + bottom) / 2, like=crs)
     dst_t, width, height = rasterio.warp.calculate_default_transform(crs.to_wkt(), dst.to_wkt(), nx, ny, left,
                                                                      bottom, right, top)
     out = np.full((height, width), np.nan)

@@ -111,7 +111,7 @@ def test_real_contextcapture_metadata_is_read_by_its_parameters():
 
 @pytest.mark.parametrize("crs, lon, lat, want", [
     (4490, 113.3, 40.1, 4547),      # CGCS2000 at the sample city: Gauss-Krüger CM 114E
-    (4326, 113.3, 40.1, 4547),      # WGS 84 data in China: the same zone
+    (4326, 113.3, 40.1, 32649),     # WGS 84 data in China: its own datum's UTM zone (no datum shift)
     (4490, 115.49, 30.0, 4547),     # zones meet at CM +- 1.5 degrees; the edge belongs to the eastern zone
     (4490, 115.5, 30.0, 4548),
     (4490, 74.0, 39.5, 4534),       # the westernmost zone (CM 75E) takes Kashgar's west
@@ -119,10 +119,10 @@ def test_real_contextcapture_metadata_is_read_by_its_parameters():
     (4326, -70.65, -33.45, 32719),  # Santiago: UTM 19S
     (4258, 4.36, 52.01, 25831),     # ETRS89 data keeps its datum: ETRS89 / UTM zone 31N
 ])
-def test_local_projected_crs_is_the_gauss_krueger_zone_in_china_and_utm_elsewhere(crs, lon, lat, want):
+def test_local_projected_crs_is_the_gauss_krueger_zone_for_cgcs2000_and_utm_otherwise(crs, lon, lat, want):
     from cim.sources.crs import local_projected_crs
 
-    got = local_projected_crs(crs, lon, lat)
+    got = local_projected_crs(lon, lat, like=crs)
     assert got.to_epsg() == want
     # checked with pyproj: the place lies within its zone (easting within 1.5 or 3 degrees of the meridian)
     x, _ = pyproj.Transformer.from_crs(pyproj.CRS.from_epsg(crs), got, always_xy=True).transform(lon, lat)
