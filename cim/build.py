@@ -1,9 +1,10 @@
 """Build a CIM city model as a 3D Tiles 1.1 tileset: the library function behind `cim build`.
 
 Level 2 (framework model, CJJ/T 315-2022) = terrain from the DEM, textured with the orthophoto, plus LOD1 buildings
-from the footprints. Level 3 = an oblique-photography production (cim.models.oblique; singulated by the footprints when
-given) over the terrain when a DEM is given; without a production, LOD2 buildings (cim.models.lod2) on the level-2
-terrain. The output folder holds:
+from the footprints. An existing city model (CityJSON, `citymodel`) is built as it is, at level 2 or 3, over the
+terrain when a DEM is given. Level 3 = an oblique-photography production (cim.models.oblique; singulated by the
+footprints when given) over the terrain when a DEM is given; without a production, LOD2 buildings (cim.models.lod2)
+on the level-2 terrain. The output folder holds:
 
     tileset.json             root: terrain, buildings and oblique layers as external tilesets (ADD)
     terrain/tileset.json     quadtree of TIN tiles (REPLACE), glb with the orthophoto as texture
@@ -11,6 +12,7 @@ terrain. The output folder holds:
     oblique/tileset.json     the oblique pyramid (REPLACE) under merged coarse levels
     quantized-mesh/          with `quantized_mesh`: Cesium quantized-mesh terrain of the DEM (layer.json +
                              {z}/{x}/{y}.terrain), same max error and vertical datum as the glb terrain
+    citymodel/tileset.json   a CityJSON model's objects (ADD), semantic surfaces and textures
     build.json               the build report (counts, skipped buildings and why, bounds, seconds, Dask)
 
 The tiles of each layer are Dask tasks run by one `cim.tiling.Runner`: a local cluster (`workers`), an existing
@@ -77,6 +79,7 @@ class BuildReport:
     oblique: dict[str, Any] | None = None
     dask: dict[str, Any] | None = None
     quantized_mesh: dict[str, Any] | None = None
+    citymodel: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +93,7 @@ class BuildReport:
             "terrain": self.terrain,
             "buildings": self.buildings,
             "oblique": self.oblique,
+            "citymodel": self.citymodel,
             "seconds": round(self.seconds, 3),
             "warnings": self.warnings,
             "dask": self.dask,
@@ -106,12 +110,14 @@ def build_city(
     buildings: str | os.PathLike[str] | None = None,
     dsm: str | os.PathLike[str] | None = None,
     oblique: str | os.PathLike[str] | None = None,
+    citymodel: str | os.PathLike[str] | None = None,
     crs: crsmod.CRSLike | None = None,
     building_options: BuildingOptions | None = None,
     terrain_options: Any = None,
     oblique_options: Any = None,
     glb: GlbOptions | None = None,
     vertical_datum: str | os.PathLike[str] | VerticalDatum | None = None,
+    citymodel_options: Any = None,
     overwrite: bool = False,
     progress: Progress | None = None,
     workers: int | None = None,
@@ -133,15 +139,18 @@ def build_city(
         buildings: building footprints (optional: without them the model is terrain only).
         dsm: surface model, for heights of buildings without height attributes (optional).
         oblique: ContextCapture production folder (level 3; its footprints singulate it).
+        citymodel: an existing 3D city model (CityJSON `.city.json` or CityJSONSeq `.city.jsonl`) built as it is,
+            with its objects' IDs, attributes, semantic surfaces and textures (`cim.models.citymodel`).
         crs: CRS of inputs that declare none.
         building_options: see `cim.models.footprints.BuildingOptions` (height field, storey height, ...).
         terrain_options: see `cim.models.terrain.TerrainOptions` (max error, tile size, ...).
         oblique_options: see `cim.models.oblique.ObliqueOptions` (workers, atlas size, ...).
         glb: how every tile is encoded (`tiles.compression.GlbOptions`: compression, textures); it replaces the
-            `glb` of the three option objects. None keeps theirs (meshopt + quantization by default).
+            `glb` of the builders' option objects. None keeps theirs (meshopt + quantization by default).
         vertical_datum: what the input heights are measured from: "ellipsoidal", "egm96" or a geoid grid path
-            (`cim.sources.vertical.VerticalDatum`); it replaces the datum of the three option objects. None keeps
+            (`cim.sources.vertical.VerticalDatum`); it replaces the datum of the builders' option objects. None keeps
             theirs (ellipsoidal: heights are used as they are).
+        citymodel_options: see `cim.models.citymodel.CityModelOptions` (LoD, theme, object types, ...).
         overwrite: replace an existing output folder.
         progress: called as progress(stage, done, total).
         workers: worker processes of the local Dask cluster the tile tasks run on (default: one per CPU core;
@@ -167,13 +176,15 @@ def build_city(
         raise InputError(f"--level {level}: choose 2 (terrain + LOD1) or 3 (oblique photography or LOD2)")
     if oblique is not None and level != 3:
         raise InputError("--oblique builds a level-3 model; pass --level 3")
+    if citymodel is not None and (oblique is not None or buildings is not None):
+        raise InputError("--citymodel is a complete model of its own: build it without --buildings and --oblique")
     out = user_path(out)
-    dem, ortho, buildings, dsm, oblique = (None if p is None else user_path(p)
-                                           for p in (dem, ortho, buildings, dsm, oblique))
+    dem, ortho, buildings, dsm, oblique, citymodel = (None if p is None else user_path(p)
+                                                      for p in (dem, ortho, buildings, dsm, oblique, citymodel))
     datum = None if vertical_datum is None else VerticalDatum.parse(vertical_datum)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise OutputExistsError(f"output folder {out} exists and is not empty; pass --overwrite to replace it")
-    if dem is None and ortho is None and buildings is None and dsm is None and oblique is None:
+    if dem is None and ortho is None and buildings is None and dsm is None and oblique is None and citymodel is None:
         from cim.sample import default_sample
 
         city = default_sample()
@@ -185,25 +196,27 @@ def build_city(
             oblique = cache_dir().with_name(cache_dir().name + "-oblique")
             if not (oblique / "metadata.xml").is_file():
                 write_oblique(city, oblique, overwrite=True)
-    if dem is None and oblique is None:
-        raise InputError(f"a DEM is required for a level-{level} model without --oblique; pass --dem PATH (GeoTIFF)")
+    if dem is None and oblique is None and citymodel is None:
+        raise InputError(f"a DEM is required for a level-{level} model without --oblique or --citymodel; pass "
+                         f"--dem PATH (GeoTIFF)")
     if quantized_mesh and dem is None:
         raise InputError("--quantized-mesh makes terrain from the DEM; pass --dem PATH (GeoTIFF)")
     if terrain_options is not None and hasattr(terrain_options, "check"):
         terrain_options.check()  # options first: a bad number is refused before any input is read
     inputs = {"dem": _opt(dem), "ortho": _opt(ortho), "buildings": _opt(buildings), "dsm": _opt(dsm),
-              "oblique": _opt(oblique)}
+              "oblique": _opt(oblique), "citymodel": _opt(citymodel)}
     for name, value in inputs.items():
         if value is not None and not Path(value).exists():
             raise InputError(f"--{name} {value}: no such file")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    n_workers = workers or getattr(building_options, "workers", None) or getattr(oblique_options, "workers", None)
+    n_workers = (workers or getattr(building_options, "workers", None) or getattr(oblique_options, "workers", None)
+                 or getattr(citymodel_options, "workers", None))
     stack = contextlib.ExitStack()
     stack.enter_context(_build_lock(out.parent / f".{out.name}.building.lock"))
     work = out.parent / f".{out.name}.building"
     manifest = Manifest(work / MANIFEST, _fingerprint(level, inputs, crs, building_options, terrain_options,
-                                                      oblique_options, glb, datum))
+                                                      oblique_options, citymodel_options, glb, datum))
     _prepare_work(work, manifest, resume)
     stack.enter_context(manifest)
     runner = stack.enter_context(Runner(workers=n_workers, scheduler=scheduler, client=client, progress=progress,
@@ -238,6 +251,18 @@ def build_city(
                 from cim.models.oblique import ObliqueOptions
 
                 oblique_options = dataclasses.replace(oblique_options or ObliqueOptions(), **{key: value})
+            if citymodel is not None:
+                from cim.models.citymodel import CityModelOptions
+
+                citymodel_options = dataclasses.replace(citymodel_options or CityModelOptions(), **{key: value})
+        cres = None
+        if citymodel is not None:
+            from cim.models.citymodel import build_citymodel
+
+            cres = build_citymodel(citymodel, work, options=citymodel_options, crs=crs, progress=progress,
+                                   runner=runner)
+            layers.append(("citymodel", relative_transforms(rebase_uris(cres.root, "citymodel/")),
+                           {"layer": "citymodel", "lods": cres.lods}))
         if oblique is not None:
             from cim.models.oblique import build_oblique
 
@@ -280,6 +305,8 @@ def build_city(
                 np.array([bounds[1], bounds[1], bounds[3], bounds[3]]))
             lonlat_bounds = (float(min(lon)), float(min(lat)), float(max(lon)), float(max(lat)))
             crs_name = src_crs.name
+        elif cres is not None:
+            bounds, lonlat_bounds, crs_name = cres.bounds, cres.lonlat_bounds, cres.working_crs.name
         else:
             assert ores is not None
             lonlat_bounds = ores.lonlat_bounds
@@ -299,12 +326,15 @@ def build_city(
             oblique=ores.to_dict() if ores else None,
             dask=runner.describe(),
             quantized_mesh=qm_report,
+            citymodel=cres.to_dict() if cres else None,
         )
         if lod2 is not None and lod2.fallbacks:
             report.warnings.append(f"{len(lod2.fallback_ids)} LOD2 roof(s) built with another shape: "
                                    + "; ".join(f"{k}: {v}" for k, v in lod2.fallbacks.items()))
         if ores is not None:
             report.warnings.extend(ores.warnings)
+        if cres is not None:
+            report.warnings.extend(cres.warnings)
         if bres is not None and bres.height_sources.get("default"):
             report.warnings.append(
                 f"{bres.height_sources['default']} building(s) got the default height "

@@ -239,7 +239,12 @@ def check_glb_metadata(glb: dict[str, Any]) -> list[str]:
             decoded = glb["primitives"][sum(len(x["primitives"]) for x in js["meshes"][:m]) + p]
             for fid in ext.get("featureIds", []):
                 count = int(fid.get("featureCount", 0))
-                ids = decoded["feature_ids"]
+                attribute = fid.get("attribute", 0)
+                extra = decoded.get("extra_feature_ids") or []
+                ids = decoded["feature_ids"] if attribute == 0 else (
+                    extra[attribute - 1] if attribute is not None and 0 < attribute <= len(extra) else None)
+                if ids is not None and fid.get("nullFeatureId") is not None:
+                    ids = ids[ids != fid["nullFeatureId"]]  # "no feature": neither a row nor a counted feature
                 if ids is None:
                     problems.append(f"mesh {m} primitive {p}: featureIds names an attribute the primitive lacks")
                     continue
@@ -249,8 +254,9 @@ def check_glb_metadata(glb: dict[str, Any]) -> list[str]:
                 rows = tables[table]["count"] if table is not None and table < len(tables) else count
                 if len(ids) and (ids.min() < 0 or ids.max() >= rows or np.any(ids != np.floor(ids))):
                     problems.append(f"mesh {m} primitive {p}: feature IDs outside 0..{rows - 1}")
-                if count != len(np.unique(ids)):
-                    problems.append(f"mesh {m} primitive {p}: featureCount {count} but {len(np.unique(ids))} "
+                distinct = len(np.unique(ids))
+                if count != distinct and not (distinct == 0 and count == 1):  # featureCount is at least 1
+                    problems.append(f"mesh {m} primitive {p}: featureCount {count} but {distinct} "
                                     f"distinct IDs are used")
                 if table is not None:
                     if table >= len(tables):
@@ -279,7 +285,7 @@ def check_glb_metadata(glb: dict[str, Any]) -> list[str]:
                         problems.append(f"property {name!r}: {key} buffer view {entry[key]} does not exist")
                     elif key in entry and views[entry[key]].get("byteOffset", 0) % 8:
                         problems.append(f"property {name!r}: {key} buffer view is not 8-byte aligned")
-            for name, values in glb["properties"].items():
+            for name, values in (glb.get("tables") or {}).get(table.get("class"), glb["properties"]).items():
                 if len(values) != table["count"]:
                     problems.append(f"property {name!r} decodes to {len(values)} values, count is {table['count']}")
     return problems

@@ -267,10 +267,12 @@ def draco_bits(positions: np.ndarray, tolerance: float) -> int:
 
 
 def draco_encode(positions: np.ndarray, indices: np.ndarray, normals: np.ndarray | None, uv: np.ndarray | None,
-                 feature_ids: np.ndarray | None, tolerance: float, level: int) -> DracoPrimitive:
+                 feature_ids: np.ndarray | None, tolerance: float, level: int,
+                 extra_ids: list[np.ndarray] | tuple[np.ndarray, ...] = ()) -> DracoPrimitive:
     """Encode one primitive with Draco (glTF coordinates) and read back what a client will decode.
 
-    Feature IDs travel as a generic uint16 attribute (lossless); the decode checks they came back exact.
+    Feature IDs travel as generic uint16 attributes (lossless), `extra_ids` as `_FEATURE_ID_1`, ...; the decode
+    checks they came back exact.
     """
     dp = _draco()
     kwargs: dict[str, Any] = {}
@@ -282,6 +284,10 @@ def draco_encode(positions: np.ndarray, indices: np.ndarray, normals: np.ndarray
         if feature_ids.max() >= 0xFFFF:
             raise TilesError("Draco feature IDs are stored as uint16: a tile holds at most 65535 features")
         kwargs["generic_attributes"] = {"_FEATURE_ID_0": np.asarray(feature_ids, np.uint16).reshape(-1, 1)}
+    for k, ids in enumerate(extra_ids, start=1):
+        if feature_ids is None or ids.max() >= 0xFFFF:
+            raise TilesError("Draco: extra feature ID sets need set 0 and IDs below 65535")
+        kwargs["generic_attributes"][f"_FEATURE_ID_{k}"] = np.asarray(ids, np.uint16).reshape(-1, 1)
     data = dp.encode(np.asarray(positions, np.float64), np.asarray(indices, np.uint32).reshape(-1, 3),
                      quantization_bits=draco_bits(positions, tolerance), compression_level=level,
                      create_metadata=feature_ids is not None, **kwargs)
@@ -297,6 +303,12 @@ def draco_encode(positions: np.ndarray, indices: np.ndarray, normals: np.ndarray
             decoded = np.asarray(attr["data"]).reshape(-1)
             fid_max = int(decoded.max()) if len(decoded) else 0
             if feature_ids is not None and not set(np.unique(decoded)) <= set(np.unique(feature_ids).tolist()):
+                raise TilesError("Draco changed feature IDs (internal error)")
+        elif str(attr.get("name", "")).startswith("_FEATURE_ID_"):
+            name = str(attr["name"])
+            ids[name] = int(attr["unique_id"])
+            decoded = np.asarray(attr["data"]).reshape(-1)
+            if not set(np.unique(decoded)) <= set(np.unique(extra_ids[int(name.rsplit("_", 1)[1]) - 1]).tolist()):
                 raise TilesError("Draco changed feature IDs (internal error)")
     pts = np.asarray(mesh.points, np.float32).reshape(-1, 3)
     return DracoPrimitive(bytes(data), ids, len(pts), int(np.asarray(mesh.faces).size),

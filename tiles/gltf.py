@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -107,6 +108,24 @@ class Material:
 
 
 @dataclass
+class FeatureIdSet:
+    """A further feature ID set of a primitive (EXT_mesh_features), after the first (`Primitive.feature_ids`).
+
+    Attributes:
+        ids: (n,) int per-vertex feature IDs (constant over each triangle for a per-triangle property).
+        table: index of the property table the IDs address: 0 is `MeshContent.properties`, 1.. the
+            `MeshContent.extra_tables`; None for IDs without a table.
+        label: the set's label (e.g. "surface").
+        null_id: the ID that means "no feature" (EXT_mesh_features `nullFeatureId`), or None.
+    """
+
+    ids: np.ndarray
+    table: int | None = None
+    label: str | None = None
+    null_id: int | None = None
+
+
+@dataclass
 class Primitive:
     """One triangle mesh with one material.
 
@@ -117,6 +136,7 @@ class Primitive:
         texcoords: (n, 2) float UVs, origin at the image's top-left, or None.
         feature_ids: (n,) int feature index of each vertex into the property table, or None.
         material: the material.
+        extra_feature_ids: further feature ID sets (`_FEATURE_ID_1`, ...), e.g. a per-triangle surface type.
     """
 
     positions: np.ndarray
@@ -125,6 +145,7 @@ class Primitive:
     texcoords: np.ndarray | None = None
     feature_ids: np.ndarray | None = None
     material: Material = field(default_factory=Material)
+    extra_feature_ids: list[FeatureIdSet] = field(default_factory=list)
 
 
 @dataclass
@@ -157,11 +178,13 @@ class PropertyTable:
 
 @dataclass
 class MeshContent:
-    """The content of one tile: primitives plus an optional feature table."""
+    """The content of one tile: primitives plus an optional feature table (and further tables that
+    `FeatureIdSet`s address)."""
 
     primitives: list[Primitive]
     properties: PropertyTable | None = None
     copyright: str | None = None
+    extra_tables: list[PropertyTable] = field(default_factory=list)
 
     def to_glb(self, options: GlbOptions | None = None) -> bytes:
         """Encode as a glb (glTF 2.0 binary) with EXT_mesh_features / EXT_structural_metadata.
@@ -204,6 +227,14 @@ class _Source:
     texcoords: np.ndarray | None
     feature_ids: np.ndarray | None
     material: int
+    extra: list[tuple[FeatureIdSet, np.ndarray]] = field(default_factory=list)
+
+    def reordered(self, indices: np.ndarray, order: np.ndarray) -> _Source:
+        """The same mesh with its vertices in `order` and the triangles `indices` (already renumbered)."""
+        return _Source(self.positions[order], indices, None if self.normals is None else self.normals[order],
+                       None if self.texcoords is None else self.texcoords[order],
+                       None if self.feature_ids is None else self.feature_ids[order], self.material,
+                       [(fs, ids[order]) for fs, ids in self.extra])
 
     def take(self, triangles: np.ndarray) -> _Source:
         """The sub-mesh of some triangles, with only the vertices they use."""
@@ -214,7 +245,7 @@ class _Source:
             return None if a is None else a[used]
 
         return _Source(self.positions[used], inv.reshape(-1, 3), pick(self.normals), pick(self.texcoords),
-                       pick(self.feature_ids), self.material)
+                       pick(self.feature_ids), self.material, [(fs, ids[used]) for fs, ids in self.extra])
 
 
 class _Encoder:
@@ -370,10 +401,20 @@ class _Encoder:
             if len(fids) != n or (len(fids) and (fids.min() < 0 or np.any(fids != np.round(fids)))):
                 raise TilesError("feature IDs must be one non-negative integer per vertex")
             fids = fids.astype(np.int64)
+        extra = []
+        for fs in p.extra_feature_ids:
+            if fids is None:
+                raise TilesError("a primitive with extra feature ID sets needs feature_ids (set 0) too")
+            ids = np.asarray(fs.ids)
+            if len(ids) != n or (len(ids) and (ids.min() < 0 or np.any(ids != np.round(ids)))):
+                raise TilesError("feature IDs must be one non-negative integer per vertex")
+            if fs.table is not None:
+                self._table_index(fs.table)  # raises for a table the content does not have
+            extra.append((fs, ids.astype(np.int64)))
         return _Source(_z_up_to_y_up(p.positions), indices,
                        None if p.normals is None else _z_up_to_y_up(p.normals),
                        None if p.texcoords is None else np.asarray(p.texcoords, np.float64), fids,
-                       self._material(p.material))
+                       self._material(p.material), extra)
 
     def _feature_ids(self, s: _Source, attrs: dict[str, int]) -> dict[str, Any] | None:
         if s.feature_ids is None:
@@ -390,12 +431,35 @@ class _Encoder:
             view = self._vertex_view(pad_rows(fids.astype("<f4")))
             ctype = FLOAT
         attrs["_FEATURE_ID_0"] = self._accessor(view, ctype, len(fids), "SCALAR")
+        infos = self._feature_id_infos(s)
+        for k, (_, ids) in enumerate(s.extra, start=1):
+            if ids.max() < 0xFFFF:
+                view, ctype = self._vertex_view(pad_rows(ids.astype("<u2"))), UNSIGNED_SHORT
+            else:
+                view, ctype = self._vertex_view(pad_rows(ids.astype("<f4"))), FLOAT
+            attrs[f"_FEATURE_ID_{k}"] = self._accessor(view, ctype, len(ids), "SCALAR")
+        return {"EXT_mesh_features": {"featureIds": infos}}
+
+    def _feature_id_infos(self, s: _Source) -> list[dict[str, Any]]:
+        """The EXT_mesh_features entries of a primitive's feature ID sets (attribute k = `_FEATURE_ID_k`)."""
+        assert s.feature_ids is not None
         # featureCount is the number of distinct features in this primitive (EXT_mesh_features)
-        info: dict[str, Any] = {"featureCount": int(len(np.unique(fids))), "attribute": 0}
+        info: dict[str, Any] = {"featureCount": int(len(np.unique(s.feature_ids))), "attribute": 0}
         if self.content.properties is not None and self.content.properties.columns:
             info["propertyTable"] = 0
+        infos = [info]
+        for k, (fs, ids) in enumerate(s.extra, start=1):
+            real = np.unique(ids[ids != fs.null_id]) if fs.null_id is not None else np.unique(ids)
+            extra: dict[str, Any] = {"featureCount": max(1, int(len(real))), "attribute": k}
+            if fs.null_id is not None:
+                extra["nullFeatureId"] = int(fs.null_id)
+            if fs.label:
+                extra["label"] = fs.label
+            if fs.table is not None:
+                extra["propertyTable"] = self._table_index(fs.table)
+            infos.append(extra)
         self.used.add("EXT_mesh_features")
-        return {"EXT_mesh_features": {"featureIds": [info]}}
+        return infos
 
     def _plain_primitive(self, s: _Source, grid: Grid | None) -> dict[str, Any]:
         """A primitive with plain (or meshopt-compressed) attribute views; quantized when `grid` is given."""
@@ -403,9 +467,7 @@ class _Encoder:
         indices = s.indices
         if self.options.compression == "meshopt":
             indices, order = vertex_cache_order(indices, n)
-            s = _Source(s.positions[order], indices, None if s.normals is None else s.normals[order],
-                        None if s.texcoords is None else s.texcoords[order],
-                        None if s.feature_ids is None else s.feature_ids[order], s.material)
+            s = s.reordered(indices, order)
             n = len(order)
         attrs: dict[str, int] = {}
         if grid is not None:
@@ -450,7 +512,8 @@ class _Encoder:
 
     def _draco_primitive(self, s: _Source) -> dict[str, Any]:
         d = draco_encode(s.positions, s.indices, s.normals, s.texcoords, s.feature_ids,
-                         self.options.position_tolerance, self.options.draco_level)
+                         self.options.position_tolerance, self.options.draco_level,
+                         extra_ids=[ids for _, ids in s.extra])
         attrs = {"POSITION": self._accessor(None, FLOAT, d.count, "VEC3", lo=d.position_min, hi=d.position_max)}
         if s.normals is not None:
             attrs["NORMAL"] = self._accessor(None, FLOAT, d.count, "VEC3")
@@ -459,11 +522,9 @@ class _Encoder:
         ext: dict[str, Any] = {}
         if s.feature_ids is not None:
             attrs["_FEATURE_ID_0"] = self._accessor(None, UNSIGNED_SHORT, d.count, "SCALAR")
-            info: dict[str, Any] = {"featureCount": int(len(np.unique(s.feature_ids))), "attribute": 0}
-            if self.content.properties is not None and self.content.properties.columns:
-                info["propertyTable"] = 0
-            ext["EXT_mesh_features"] = {"featureIds": [info]}
-            self.used.add("EXT_mesh_features")
+            for k in range(1, len(s.extra) + 1):
+                attrs[f"_FEATURE_ID_{k}"] = self._accessor(None, UNSIGNED_SHORT, d.count, "SCALAR")
+            ext["EXT_mesh_features"] = {"featureIds": self._feature_id_infos(s)}
         ext["KHR_draco_mesh_compression"] = {"bufferView": self._view(d.data),
                                              "attributes": {k: v for k, v in d.attribute_ids.items() if k in attrs}}
         self.used.add("KHR_draco_mesh_compression")
@@ -502,24 +563,46 @@ class _Encoder:
         if "KHR_mesh_quantization" in self.used:
             self.required.add("KHR_mesh_quantization")
 
-    def _metadata(self, table: PropertyTable) -> dict[str, Any]:
-        class_props: dict[str, Any] = {}
-        table_props: dict[str, Any] = {}
-        for name, raw in table.columns.items():
-            schema_prop, views = _encode_column(raw)
-            if name in table.descriptions:
-                schema_prop["description"] = table.descriptions[name]
-            class_props[name] = schema_prop
-            entry: dict[str, Any] = {"values": self._view(views["values"])}
-            if "stringOffsets" in views:
-                entry["stringOffsets"] = self._view(views["stringOffsets"])
-                entry["stringOffsetType"] = _string_offset_type(len(views["values"]))
-            table_props[name] = entry
+    def _tables(self) -> list[PropertyTable]:
+        c = self.content
+        first = [c.properties] if c.properties is not None and c.properties.columns else []
+        return first + [t for t in c.extra_tables if t.columns]
+
+    def _table_index(self, table: int) -> int:
+        """Index in the written propertyTables of table `table` (0 = properties, 1.. = extra_tables)."""
+        c = self.content
+        has_first = c.properties is not None and bool(c.properties.columns)
+        if table == 0:
+            return 0
+        if not 0 < table <= len(c.extra_tables):
+            raise TilesError(f"feature ID set addresses property table {table}, but the content has "
+                             f"{len(c.extra_tables)} extra table(s)")
+        return table - (0 if has_first else 1)
+
+    def _metadata(self, tables: list[PropertyTable]) -> dict[str, Any]:
+        classes: dict[str, Any] = {}
+        out_tables: list[dict[str, Any]] = []
+        for table in tables:
+            class_props: dict[str, Any] = {}
+            table_props: dict[str, Any] = {}
+            for pid, (name, raw) in zip(property_ids(list(table.columns)), table.columns.items(), strict=True):
+                schema_prop, views = _encode_column(raw)
+                if pid != name:
+                    schema_prop["name"] = name  # the ID must be an identifier; the name keeps the column's own
+                if name in table.descriptions:
+                    schema_prop["description"] = table.descriptions[name]
+                class_props[pid] = schema_prop
+                entry: dict[str, Any] = {"values": self._view(views["values"])}
+                if "stringOffsets" in views:
+                    entry["stringOffsets"] = self._view(views["stringOffsets"])
+                    entry["stringOffsetType"] = _string_offset_type(len(views["values"]))
+                table_props[pid] = entry
+            if table.class_name in classes:
+                raise TilesError(f"two property tables of class {table.class_name!r} in one content")
+            classes[table.class_name] = {"properties": class_props}
+            out_tables.append({"class": table.class_name, "count": table.count, "properties": table_props})
         self.used.add("EXT_structural_metadata")
-        return {
-            "schema": {"id": "cim", "classes": {table.class_name: {"properties": class_props}}},
-            "propertyTables": [{"class": table.class_name, "count": table.count, "properties": table_props}],
-        }
+        return {"schema": {"id": "cim", "classes": classes}, "propertyTables": out_tables}
 
     def encode(self) -> bytes:
         content = self.content
@@ -527,8 +610,9 @@ class _Encoder:
         if not sources:
             raise TilesError("cannot encode a tile without primitives")
         self._meshes(sources)
-        if content.properties is not None and content.properties.columns:
-            self.js["extensions"] = {"EXT_structural_metadata": self._metadata(content.properties)}
+        tables = self._tables()
+        if tables:
+            self.js["extensions"] = {"EXT_structural_metadata": self._metadata(tables)}
         self.chunks.append(b"\0" * ((-self.offset) % 4))
         blob = b"".join(self.chunks)
         self.js["buffers"] = [{"byteLength": len(blob)}]
@@ -579,6 +663,31 @@ def _string_offset_type(nbytes: int) -> str:
     return "UINT16" if nbytes < 2**16 else "UINT32"
 
 
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def property_ids(names: list[str]) -> list[str]:
+    """Metadata property IDs for column names: EXT_structural_metadata IDs must match ^[a-zA-Z_][a-zA-Z0-9_]*$, so
+    other characters become `_` and a name with no ASCII letter or digit (高度) becomes `property_<n>`; IDs stay
+    unique. The column's own name is written as the property's `name`."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        pid = name
+        if not _IDENTIFIER.match(pid):
+            pid = re.sub(r"[^A-Za-z0-9_]", "_", name)
+            if not re.search(r"[A-Za-z0-9]", pid):
+                pid = f"property_{i}"
+            elif pid[0].isdigit():
+                pid = f"_{pid}"
+        base, k = pid, 2
+        while pid in seen:
+            pid, k = f"{base}_{k}", k + 1
+        seen.add(pid)
+        out.append(pid)
+    return out
+
+
 def _encode_column(raw: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Schema property and binary views of one column (EXT_structural_metadata, little-endian)."""
     if isinstance(raw, StringColumn):
@@ -626,7 +735,8 @@ def read_glb(data: bytes, join_parts: bool = True) -> dict[str, Any]:
     Returns:
         {"json": dict, "primitives": [{"positions": (n, 3) float64 z-up, "normals": (n, 3) z-up or None,
          "texcoords": (n, 2) or None, "feature_ids": (n,) int64 or None, "indices": (m, 3), "material": int}],
-         "properties": {name: list} of the first property table, or {}}. The parts of one source primitive that the
+         "properties": {name: list} of the first property table, or {}, "tables": {class: {name: list}} of every
+         table}; each primitive also has "extra_feature_ids": [(n,) int64 ...] (`_FEATURE_ID_1`, ...). The parts of one source primitive that the
         writer cut for quantization (primitive `extras.source`) come back joined, in order, unless `join_parts` is
         False (then one entry per glTF primitive, in node order).
     """
@@ -655,14 +765,16 @@ def read_glb(data: bytes, join_parts: bool = True) -> dict[str, Any]:
             if source is not None:
                 joined[source] = len(prims)
             prims.append(out)
-    props: dict[str, list[Any]] = {}
+    tables: dict[str, dict[str, list[Any]]] = {}
     meta = (doc.get("extensions") or {}).get("EXT_structural_metadata")
-    if meta:
-        table = meta["propertyTables"][0]
+    for table in (meta or {}).get("propertyTables", []):
         schema = meta["schema"]["classes"][table["class"]]["properties"]
-        for name, entry in table["properties"].items():
-            props[name] = _decode_column(dec.view, schema[name], entry, table["count"])
-    return {"json": doc, "primitives": prims, "properties": props}
+        columns: dict[str, list[Any]] = {}
+        for pid, entry in table["properties"].items():
+            columns[schema[pid].get("name", pid)] = _decode_column(dec.view, schema[pid], entry, table["count"])
+        tables[table["class"]] = columns
+    props = next(iter(tables.values())) if tables else {}
+    return {"json": doc, "primitives": prims, "properties": props, "tables": tables}
 
 
 def _join(into: dict[str, Any], part: dict[str, Any]) -> None:
@@ -671,6 +783,8 @@ def _join(into: dict[str, Any], part: dict[str, Any]) -> None:
     for key in ("positions", "normals", "texcoords", "feature_ids"):
         if into[key] is not None and part[key] is not None:
             into[key] = np.concatenate([into[key], part[key]])
+    into["extra_feature_ids"] = [np.concatenate([a, b]) for a, b in
+                                 zip(into["extra_feature_ids"], part["extra_feature_ids"], strict=True)]
 
 
 class _Decoder:
@@ -721,12 +835,21 @@ class _Decoder:
 
             fids = get("_FEATURE_ID_0")
             normals = get("NORMAL")
+            extra, k = [], 1
+            while f"_FEATURE_ID_{k}" in ids:
+                extra.append(np.asarray(get(f"_FEATURE_ID_{k}")).reshape(-1).astype(np.int64))
+                k += 1
             return {"positions": np.asarray(get("POSITION"), np.float64),
                     "normals": None if normals is None else np.asarray(normals, np.float64),
                     "texcoords": get("TEXCOORD_0"), "feature_ids": None if fids is None else
                     np.asarray(fids).reshape(-1).astype(np.int64),
-                    "indices": decoded[-1].astype(np.int64), "material": p.get("material")}
+                    "indices": decoded[-1].astype(np.int64), "material": p.get("material"),
+                    "extra_feature_ids": extra}
         fid = attrs.get("_FEATURE_ID_0")
+        extra, k = [], 1
+        while f"_FEATURE_ID_{k}" in attrs:
+            extra.append(self.accessor(attrs[f"_FEATURE_ID_{k}"]).astype(np.int64))
+            k += 1
         return {
             "positions": self.accessor(attrs["POSITION"]).astype(np.float64),
             "normals": self.accessor(attrs["NORMAL"]).astype(np.float64) if "NORMAL" in attrs else None,
@@ -734,6 +857,7 @@ class _Decoder:
             "feature_ids": None if fid is None else self.accessor(fid).astype(np.int64),
             "indices": self.accessor(p["indices"]).astype(np.int64).reshape(-1, 3),
             "material": p.get("material"),
+            "extra_feature_ids": extra,
         }
 
 
@@ -767,5 +891,5 @@ def vertex_normals(positions: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
-__all__ = ["GlbOptions", "Material", "MeshContent", "Primitive", "PropertyTable", "StringColumn", "parse_glb", "read_glb",
-           "vertex_normals", "write_glb"]
+__all__ = ["FeatureIdSet", "GlbOptions", "Material", "MeshContent", "Primitive", "PropertyTable", "StringColumn",
+           "parse_glb", "property_ids", "read_glb", "vertex_normals", "write_glb"]

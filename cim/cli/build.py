@@ -20,6 +20,13 @@ def build_cmd(
     dsm: Annotated[Optional[Path], typer.Option("--dsm", help="DSM for heights missing from attributes.")] = None,
     oblique: Annotated[Optional[Path], typer.Option(
         "--oblique", help="ContextCapture production folder (metadata.xml + Data/), level 3.")] = None,
+    citymodel: Annotated[Optional[Path], typer.Option(
+        "--citymodel", help="Existing 3D city model (CityJSON .city.json or CityJSONSeq .city.jsonl) built as it is.")
+    ] = None,
+    lod: Annotated[Optional[str], typer.Option(
+        "--lod", help="LoD of the city model to build (1, 2, 2.2, ...; default: each object's highest).")] = None,
+    theme: Annotated[Optional[str], typer.Option(
+        "--theme", help="Appearance theme of the city model (default: its default, else its first).")] = None,
     height_field: Annotated[Optional[str], typer.Option("--height-field", help="Attribute with heights (m).")] = None,
     floors_field: Annotated[Optional[str], typer.Option("--floors-field", help="Attribute with floor counts.")] = None,
     storey_height: Annotated[float, typer.Option("--storey-height", help="Metres per floor.")] = 3.0,
@@ -61,6 +68,7 @@ def build_cmd(
 ) -> None:
     """Build a CIM city model (3D Tiles 1.1) from DEM, orthophoto and footprints."""
     from cim.build import build_city
+    from cim.models.citymodel import CityModelOptions
     from cim.models.footprints import BuildingOptions
     from cim.models.terrain import TerrainOptions
     from tiles.compression import GlbOptions
@@ -75,7 +83,7 @@ def build_cmd(
 
     with progress_bar(as_json) as cb:
         report = build_city(out, level=level, dem=dem, ortho=ortho, buildings=buildings, dsm=dsm, oblique=oblique,
-                            crs=crs,
+                            citymodel=citymodel, citymodel_options=CityModelOptions(lod=lod, theme=theme), crs=crs,
                             building_options=bopts, terrain_options=TerrainOptions(max_error=max_error, crs=crs),
                             glb=glb, vertical_datum=vertical_datum, overwrite=overwrite, progress=cb,
                             workers=workers, scheduler=scheduler, on_start=started, resume=not no_resume,
@@ -96,6 +104,11 @@ def build_cmd(
     resumed = sum((report.dask or {}).get("resumed", {}).values())
     if resumed:
         lines.append(f"resumed: {resumed} tasks of a killed build were not run again")
+    if report.citymodel:
+        c = report.citymodel
+        kinds = ", ".join(f"{k} {v}" for k, v in c["object_types"].items())
+        lines.append(f"city model: {c['objects']} objects ({kinds}) in {c['tiles']} tiles, {c['triangles']} "
+                     f"triangles, {c['textured_triangles']} textured")
     lines.extend(f"[yellow]warning:[/] {w}" for w in report.warnings)
     emit(report, as_json, "\n".join(lines))
 

@@ -317,18 +317,14 @@ def prepare_footprints(
 
 
 
-def attribute_columns(attrs: pd.DataFrame, ids: np.ndarray, base: np.ndarray, height: np.ndarray,
-                      source: np.ndarray) -> dict[str, Any]:
-    """The per-building metadata: stable `id`, every source attribute, and the model's own heights.
-
-    Numbers stay numpy arrays (NaN for missing); text becomes `StringColumn`s, so slicing per tile and sharing with
-    Dask workers touches no Python object per value.
-    """
-    columns: dict[str, Any] = {"id": StringColumn.from_values(np.asarray(ids, dtype=object))}
-    for col in attrs.columns:
-        if col in ("id", *_INTERNAL_COLUMNS):
+def frame_columns(frame: pd.DataFrame, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A frame's columns as tile metadata: numbers as numpy arrays (NaN or a nullable integer array for missing),
+    booleans, dates as ISO text, text as `StringColumn`s; columns named in `skip` are left out."""
+    columns: dict[str, Any] = {}
+    for col in frame.columns:
+        if col in skip:
             continue
-        values = attrs[col]
+        values = frame[col]
         if pd.api.types.is_datetime64_any_dtype(values.dtype):
             columns[col] = StringColumn.from_values(values.dt.strftime("%Y-%m-%dT%H:%M:%S"))
         elif pd.api.types.is_bool_dtype(values.dtype):
@@ -341,6 +337,18 @@ def attribute_columns(attrs: pd.DataFrame, ids: np.ndarray, base: np.ndarray, he
             columns[col] = StringColumn.from_values(values.array)
         else:
             columns[col] = StringColumn.from_values(values.astype(object).where(values.notna(), None).to_numpy())
+    return columns
+
+
+def attribute_columns(attrs: pd.DataFrame, ids: np.ndarray, base: np.ndarray, height: np.ndarray,
+                      source: np.ndarray) -> dict[str, Any]:
+    """The per-building metadata: stable `id`, every source attribute, and the model's own heights.
+
+    Numbers stay numpy arrays (NaN for missing); text becomes `StringColumn`s, so slicing per tile and sharing with
+    Dask workers touches no Python object per value.
+    """
+    columns: dict[str, Any] = {"id": StringColumn.from_values(np.asarray(ids, dtype=object))}
+    columns.update(frame_columns(attrs, skip=("id", *_INTERNAL_COLUMNS)))
     columns["height"] = np.round(height, 3)
     columns["base_height"] = np.round(base, 3)
     columns["height_source"] = StringColumn.from_values(np.asarray(source, dtype=object))

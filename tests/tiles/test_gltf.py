@@ -90,3 +90,43 @@ def test_khronos_validator_accepts_all_column_types_and_textures(tmp_path):
     (report,) = validate([path])
     assert report.ok, report.describe()
     assert report.num_errors == 0 and report.num_warnings == 0
+
+
+@pytest.mark.parametrize("compression", ["none", "meshopt", "draco"])
+def test_further_feature_id_sets_and_tables_round_trip_in_every_compression(tmp_path, compression):
+    from tests.support.gltf_validator import assert_valid
+    from tiles.check import check_glb_metadata
+    from tiles.gltf import FeatureIdSet
+
+    # a shuffled grid, so that vertex reordering (meshopt) and Draco's own order are exercised; set 1 = a surface
+    # type addressing a second table, 2 = "no surface" (nullFeatureId)
+    gx, gy = np.meshgrid(np.arange(12) * 5.0, np.arange(12) * 5.0)
+    grid = np.column_stack([gx.ravel(), gy.ravel(), (gx * 0.1).ravel()])
+    cells = np.array([[r * 12 + c, r * 12 + c + 1, (r + 1) * 12 + c + 1, (r + 1) * 12 + c]
+                      for r in range(11) for c in range(11)])
+    tris = np.random.default_rng(3).permutation(np.vstack([cells[:, [0, 1, 2]], cells[:, [0, 2, 3]]]))
+    surface = np.where(grid[:, 1] > 40, 2, (grid[:, 0] > 25).astype(int))
+    prim = Primitive(grid, tris, vertex_normals(grid, tris), feature_ids=(grid[:, 0] > 30).astype(int),
+                     extra_feature_ids=[FeatureIdSet(surface, table=1, label="surface", null_id=2)])
+    content = MeshContent([prim], PropertyTable("building", {"高度": [1.5, 2.5], "id": ["a", "b"]}),
+                          extra_tables=[PropertyTable("surface", {"type": ["RoofSurface", "WallSurface"]})])
+    data = content.to_glb(GlbOptions(compression=compression))
+    glb = read_glb(data)
+    (p,) = glb["primitives"]
+    nearest = np.linalg.norm(p["positions"][:, None] - grid[None], axis=2).argmin(axis=1)  # quantized positions
+    assert sorted(nearest) == list(range(len(grid)))
+    assert (p["extra_feature_ids"][0] == surface[nearest]).all()  # each vertex keeps its surface
+    assert glb["tables"] == {"building": {"高度": [1.5, 2.5], "id": ["a", "b"]},
+                             "surface": {"type": ["RoofSurface", "WallSurface"]}}
+    sets = glb["json"]["meshes"][0]["primitives"][0]["extensions"]["EXT_mesh_features"]["featureIds"]
+    assert sets[1] == {"featureCount": 2, "attribute": 1, "nullFeatureId": 2, "label": "surface",
+                       "propertyTable": 1}
+    props = glb["json"]["extensions"]["EXT_structural_metadata"]["schema"]["classes"]["building"]["properties"]
+    assert props["property_0"]["name"] == "高度"  # property IDs are identifiers; the name keeps the column's own
+    assert check_glb_metadata(read_glb(data, join_parts=False)) == []
+    path = tmp_path / "t.glb"
+    path.write_bytes(data)
+    assert_valid([path])
+    with pytest.raises(TilesError, match="property table 2"):
+        MeshContent([Primitive(QUAD, TRIS, feature_ids=np.zeros(4), extra_feature_ids=[
+            FeatureIdSet(np.zeros(4), table=2)])], content.properties, extra_tables=content.extra_tables).to_glb()
