@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pyproj import CRS
 
 from cim.errors import BuildError, CimError, InputError, OutputExistsError
 from cim.files import replace_dir, user_path
@@ -45,6 +46,8 @@ from cim.geodesy import union_regions
 from cim.models.footprints import BuildingOptions
 from cim.models.lod1 import BuildingsResult, build_buildings
 from cim.sources import crs as crsmod
+from cim.sources import coverage as cov
+from cim.sources.footprints import footprint_bounds
 from cim.sources.vertical import VerticalDatum
 from cim.tiling import Manifest, Runner
 from tiles.compression import GlbOptions
@@ -80,6 +83,7 @@ class BuildReport:
     dask: dict[str, Any] | None = None
     quantized_mesh: dict[str, Any] | None = None
     citymodel: dict[str, Any] | None = None
+    coverage: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +98,7 @@ class BuildReport:
             "buildings": self.buildings,
             "oblique": self.oblique,
             "citymodel": self.citymodel,
+            "coverage": self.coverage,
             "seconds": round(self.seconds, 3),
             "warnings": self.warnings,
             "dask": self.dask,
@@ -209,6 +214,27 @@ def build_city(
         if value is not None and not Path(value).exists():
             raise InputError(f"--{name} {value}: no such file")
 
+    coverage: dict[str, float] = {}
+    cover_warnings: list[str] = []
+    extent = cov.build_extent(dem, getattr(terrain_options, "crs", None) or crs) if dem is not None else None
+    if extent is not None:
+        for name, path, partial in (
+                ("ortho", ortho, "the terrain outside it is shaded from the DEM instead"),
+                ("dsm", dsm, "buildings outside it take their heights from attributes or the default")):
+            if path is not None:
+                frac, where = cov.raster_coverage(path, extent, what=name)
+                coverage[name] = round(frac, 4)
+                note = cov.check_coverage(f"--{name}", path, frac, where, extent, measure="of the DEM's area",
+                                      partial=partial)
+                if note:
+                    cover_warnings.append(note)
+        if buildings is not None:
+            found = footprint_bounds(buildings, crs)
+            if found is not None:  # a first look from the file's declared extent, before anything is built
+                frac = cov.bounds_coverage(found[0], found[1], extent)
+                cov.check_coverage("--buildings", buildings, frac, cov.lonlat_bounds(found[1], found[0]), extent,
+                               measure="", partial="")
+
     out.parent.mkdir(parents=True, exist_ok=True)
     n_workers = (workers or getattr(building_options, "workers", None) or getattr(oblique_options, "workers", None)
                  or getattr(citymodel_options, "workers", None))
@@ -283,6 +309,20 @@ def build_city(
                                    progress=progress, runner=runner)
             layers.append(("buildings", relative_transforms(rebase_uris(bres.root, "buildings/")),
                            {"layer": "buildings", "lod": 1}))
+        if extent is not None:
+            for name, res, what in (("oblique", ores, "production"), ("citymodel", cres, "city model")):
+                if res is None:
+                    continue
+                frac = cov.bounds_coverage(res.lonlat_bounds, CRS.from_epsg(4326), extent)
+                coverage[name] = round(frac, 4)
+                note = cov.check_coverage(f"--{name}", inputs[name], frac, res.lonlat_bounds, extent,
+                                      measure=f"of its extent with the DEM", partial=f"the {what} is built whole; "
+                                      f"the terrain covers only part of it")
+                if note:
+                    cover_warnings.append(note)
+        for res in (bres, lod2):
+            if res is not None and res.footprints.get("on_dem") is not None:
+                coverage["buildings"] = res.footprints["on_dem"]
         regions = [r.bounding_volume.region for _, r, _ in layers]
         region = union_regions(regions)
         diag = _diagonal(region)
@@ -328,6 +368,8 @@ def build_city(
             quantized_mesh=qm_report,
             citymodel=cres.to_dict() if cres else None,
         )
+        report.coverage = coverage
+        report.warnings.extend(cover_warnings)
         if lod2 is not None and lod2.fallbacks:
             report.warnings.append(f"{len(lod2.fallback_ids)} LOD2 roof(s) built with another shape: "
                                    + "; ".join(f"{k}: {v}" for k, v in lod2.fallbacks.items()))
@@ -335,6 +377,9 @@ def build_city(
             report.warnings.extend(ores.warnings)
         if cres is not None:
             report.warnings.extend(cres.warnings)
+        for res in (bres, lod2):
+            if res is not None:
+                report.warnings.extend(res.notes)
         if bres is not None and bres.height_sources.get("default"):
             report.warnings.append(
                 f"{bres.height_sources['default']} building(s) got the default height "

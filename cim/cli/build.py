@@ -91,7 +91,10 @@ def build_cmd(
     b = report.buildings or {}
     lines = [f"[green]built[/] {report.tileset}  ({report.seconds:.1f} s)"]
     if b:
-        sources = ", ".join(f"{k} {v}" for k, v in b["height_sources"].items())
+        fields = {"attribute": (b.get("footprints") or {}).get("height_field"),
+                  "floors": (b.get("footprints") or {}).get("floors_field")}
+        sources = ", ".join(f"{k}{f' {fields[k]!r}' if fields.get(k) else ''} {v}"
+                            for k, v in b["height_sources"].items())
         lines.append(f"buildings: {b['buildings']} in {b['tiles']} tiles; heights from {sources}")
     if report.oblique:
         o = report.oblique

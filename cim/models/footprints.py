@@ -1,7 +1,7 @@
 """Footprints prepared for any building model: IDs, clean geometry, base on the terrain, heights, attributes.
 
-Shared by LOD1 (`cim.models.lod1`), LOD2 (`cim.models.lod2`) and oblique singulation: footprints (any
-projected CRS) -> cleaned (Multi)Polygons with stable IDs -> the lowest terrain under each (DEM) -> a height per
+Shared by LOD1 (`cim.models.lod1`), LOD2 (`cim.models.lod2`) and oblique singulation: footprints (any CRS, put in
+the build's working CRS) -> cleaned (Multi)Polygons with stable IDs -> the lowest terrain under each (DEM) -> a height per
 building (attribute, floors, DSM, default) -> the per-building metadata columns written into the tiles.
 """
 
@@ -25,8 +25,16 @@ from scipy import ndimage
 from cim.errors import BuildError, InputError
 from cim.sources import crs as crsmod
 from cim.sources.limits import check_finite
-from cim.sources.footprints import Skipped, building_ids, clean_footprints, numeric_field, read_footprints
-from cim.sources.raster import bilinear, open_raster, polygons_geojson, read_on_grid, window_over
+from cim.sources.attributes import FLOOR_NAMES, HEIGHT_NAMES, find_field, likely_fields, numeric_values
+from cim.sources.footprints import (
+    Skipped,
+    building_ids,
+    clean_footprints,
+    lonlat_centre,
+    read_footprints,
+    reproject_footprints,
+)
+from cim.sources.raster import bilinear, open_raster, polygons_geojson, raster_crs, read_on_grid, window_over
 from cim.tiling import QuadNode, Runner, quadtree, runner_scope, walk
 from cim.sources.vertical import ELLIPSOIDAL, VerticalDatum
 from tiles.compression import GlbOptions
@@ -40,8 +48,10 @@ class BuildingOptions:
     """How footprints become LOD1 buildings.
 
     Attributes:
-        height_field: attribute holding the height in metres; None -> "height" when that column exists.
-        floors_field: attribute holding the number of floors; None -> "floors" when that column exists.
+        height_field: attribute holding the height in metres; None -> the first column with a known height name
+            (height, HEIGHT, 高度, 建筑高度, JZGD, ...: `cim.sources.attributes.HEIGHT_NAMES`).
+        floors_field: attribute holding the number of floors; None -> the first column with a known floors name
+            (floors, storeys, 层数, 楼层数, CS, ...: `cim.sources.attributes.FLOOR_NAMES`).
         storey_height: metres per floor when the height comes from floors.
         default_height: metres when nothing else gives a height (reported).
         min_dsm_height: DSM - DEM medians below this are not taken as a building height.
@@ -186,17 +196,53 @@ def footprint_heights(
     return base, dsm_h
 
 
+def height_fields(frame: pd.DataFrame, options: BuildingOptions) -> tuple[str | None, str | None]:
+    """The columns that give heights and floor counts: the ones named in the options (matched
+    case-insensitively when not spelt exactly), else the first known name (`cim.sources.attributes`).
+
+    Raises:
+        InputError: a field named in the options is not a column.
+    """
+    out: list[str | None] = []
+    for given, names, what, option in ((options.height_field, HEIGHT_NAMES, "height", "--height-field"),
+                                       (options.floors_field, FLOOR_NAMES, "floors", "--floors-field")):
+        if given is None:
+            out.append(find_field(frame.columns, names))
+            continue
+        hit = given if given in frame.columns else find_field(frame.columns, [given])
+        if hit is None:
+            raise InputError(f"{what} field {given!r} is not a column of the footprints; pass {option} with one of "
+                             f"the columns: {list(frame.columns)}")
+        out.append(hit)
+    return out[0], out[1]
+
+
 def attribute_heights(frame: pd.DataFrame, options: BuildingOptions) -> tuple[np.ndarray, np.ndarray]:
     """Heights from the height attribute and from floors x storey height: (k,) float64 each, NaN where absent."""
-    hfield = options.height_field
-    if hfield is not None and hfield not in frame.columns:
-        raise InputError(f"height field {hfield!r} is not a column of the footprints; columns: {list(frame.columns)}")
-    ffield = options.floors_field
-    if ffield is not None and ffield not in frame.columns:
-        raise InputError(f"floors field {ffield!r} is not a column of the footprints; columns: {list(frame.columns)}")
-    hfield = hfield or ("height" if "height" in frame.columns else None)
-    ffield = ffield or ("floors" if "floors" in frame.columns else None)
-    return numeric_field(frame, hfield), numeric_field(frame, ffield) * options.storey_height
+    hfield, ffield = height_fields(frame, options)
+    h = numeric_values(frame[hfield]) if hfield is not None else np.full(len(frame), np.nan)
+    f = numeric_values(frame[ffield]) if ffield is not None else np.full(len(frame), np.nan)
+    return h, f * options.storey_height
+
+
+def height_notes(frame: pd.DataFrame, options: BuildingOptions, source: np.ndarray) -> list[str]:
+    """Warnings about where heights came from: a height or floors column that gave no number, and columns that
+    look like heights but were not used while buildings fell back to the default height."""
+    hfield, ffield = height_fields(frame, options)
+    notes = []
+    for field_name, option in ((hfield, "--height-field"), (ffield, "--floors-field")):
+        if field_name is not None and len(frame) and not np.isfinite(numeric_values(frame[field_name])).any():
+            sample = frame[field_name].dropna().astype(str).head(3).tolist()
+            notes.append(f"column {field_name!r} holds no positive number (e.g. {sample}); no height was taken "
+                         f"from it")
+    defaults = int(np.sum(source == "default"))
+    if defaults:
+        likely = likely_fields(frame.columns, (hfield, ffield))
+        if likely:
+            notes.append(f"{defaults} building(s) got the default height {options.default_height:g} m although "
+                         f"column(s) {', '.join(repr(c) for c in likely[:4])} look like heights or floor counts: "
+                         f"pass --height-field NAME (metres) or --floors-field NAME")
+    return notes
 
 
 def resolve_heights(
@@ -238,8 +284,14 @@ class PreparedFootprints:
         height: (k,) float64 building height in metres.
         source: (k,) where each height came from (HEIGHT_SOURCES).
         skipped: the buildings left out and why.
-        crs: the footprints' CRS.
+        crs: the CRS the footprints are in here: the build's working CRS (the DEM's when it is projected, else the
+            file's when it is projected, else a local projected CRS chosen from the data).
         seconds: time spent per stage.
+        source_crs: the footprint file's own CRS.
+        height_field, floors_field: the columns heights and floor counts were read from (None: no such column).
+        notes: warnings about the footprints (some off the DEM) and their heights (a likely height column not used, a
+            column without numbers).
+        on_dem: the share of footprints on the DEM (None without a DEM).
     """
 
     geoms: np.ndarray
@@ -251,6 +303,22 @@ class PreparedFootprints:
     skipped: Skipped
     crs: CRS
     seconds: dict[str, float]
+    source_crs: CRS | None = None
+    height_field: str | None = None
+    floors_field: str | None = None
+    notes: list[str] = field(default_factory=list)
+    on_dem: float | None = None
+
+    @property
+    def reprojected(self) -> bool:
+        return self.source_crs is not None and not self.source_crs.equals(self.crs)
+
+    def describe(self) -> dict[str, Any]:
+        """Where the footprints and their heights came from, for build reports."""
+        return {"source_crs": None if self.source_crs is None else self.source_crs.name,
+                "working_crs": self.crs.name, "reprojected": self.reprojected,
+                "height_field": self.height_field, "floors_field": self.floors_field,
+                "on_dem": None if self.on_dem is None else round(self.on_dem, 4)}
 
     def columns(self) -> dict[str, Any]:
         """The per-building metadata columns (see `attribute_columns`)."""
@@ -285,7 +353,13 @@ def prepare_footprints(
     options = options or BuildingOptions()
     t0 = time.perf_counter()
     gdf = read_footprints(footprints, crs=crs)
-    src_crs = gdf.crs
+    source_crs = gdf.crs
+    dem_crs = raster_crs(dem) if dem is not None else None
+    centre = lonlat_centre(gdf)
+    # no usable geometry at all: clean_footprints below says why, in the file's own CRS
+    src_crs = crsmod.working_crs(dem_crs, source_crs, lon=centre.lon, lat=centre.lat, like=dem_crs or source_crs) \
+        if np.isfinite(centre).all() else source_crs
+    gdf = reproject_footprints(gdf, src_crs)
     ids = building_ids(gdf, options.id_field)
     skipped = Skipped()
     keep, geoms = clean_footprints(gdf, ids, skipped)
@@ -305,6 +379,24 @@ def prepare_footprints(
         base = np.zeros(len(geoms))
         dsm_h = np.full(len(geoms), np.nan)
         outside = np.zeros(len(geoms), bool)
+    notes: list[str] = []
+    on_dem = None
+    if dem is not None and len(geoms):
+        on_dem = float(1.0 - outside.mean())
+        if outside.all():
+            from cim.sources.coverage import CoverageError, describe, lonlat_bounds
+
+            with open_raster(dem) as src:
+                dem_crs_h = crsmod.horizontal_crs(crsmod.parse_crs(src.crs.to_wkt()))
+                dem_where = lonlat_bounds(dem_crs_h, tuple(src.bounds))
+            raise CoverageError(
+                f"--buildings {footprints}: none of its {len(geoms)} footprints lies on the DEM {dem}: they lie at "
+                f"{describe(lonlat_bounds(src_crs, tuple(shapely.total_bounds(geoms))))}, the DEM at "
+                f"{describe(dem_where)}; use inputs of the same place, and check the footprints' CRS "
+                f"({source_crs.name}; pass --crs EPSG:n if the file's is wrong)")
+        if outside.any():
+            notes.append(f"--buildings {os.path.basename(str(footprints))}: {int((~outside).sum())} of {len(geoms)} "
+                         f"footprints ({on_dem:.0%}) lie on the DEM; the others are skipped")
     height, source = resolve_heights(attrs, dsm_h, options, dsm is not None)
     ok = ~outside
     if not ok.all():
@@ -312,8 +404,11 @@ def prepare_footprints(
         attrs = attrs.loc[ok].reset_index(drop=True)
     if len(geoms) == 0:
         raise BuildError(f"no building of {footprints} could be built: {skipped.to_dict(5)}")
+    hfield, ffield = height_fields(attrs, options)
     return PreparedFootprints(geoms, ids, attrs, base, height, source, skipped, src_crs,
-                              {"read": t1 - t0, "heights": time.perf_counter() - t1})
+                              {"read": t1 - t0, "heights": time.perf_counter() - t1}, source_crs=source_crs,
+                              height_field=hfield, floors_field=ffield,
+                              notes=notes + height_notes(attrs, options, source), on_dem=on_dem)
 
 
 

@@ -45,6 +45,8 @@ class BuildingsResult:
     bounds: tuple[float, float, float, float]
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    footprints: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +57,7 @@ class BuildingsResult:
             "tiles": self.tiles,
             "triangles": self.triangles,
             "crs": self.crs.name,
+            "footprints": self.footprints,
             "bounds": list(self.bounds),
             "seconds": round(self.seconds, 3),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
@@ -317,5 +320,7 @@ def build_buildings(
         bounds=tuple(float(v) for v in b),
         seconds=time.perf_counter() - t0,
         stage_seconds=stages,
+        footprints=fp.describe(),
+        notes=fp.notes,
     )
 

@@ -76,6 +76,8 @@ class Lod2Result:
     textured: bool
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    footprints: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +93,7 @@ class Lod2Result:
             "tiles": self.tiles,
             "triangles": self.triangles,
             "textured": self.textured,
+            "footprints": self.footprints,
             "seconds": round(self.seconds, 3),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
         }
@@ -443,7 +446,7 @@ def build_lod2_buildings(
         roof_sources={s: int(np.sum(roof_source == s)) for s in ("attribute", "dsm", "dsm_median", "default")},
         roof_detection=detection,
         tiles=len(nodes), triangles=triangles, textured=ortho is not None,
-        seconds=time.perf_counter() - t0, stage_seconds=stages)
+        seconds=time.perf_counter() - t0, stage_seconds=stages, footprints=fp.describe(), notes=fp.notes)
 
 
 __all__ = ["Lod2Result", "build_lod2_buildings", "detect_roofs", "lod2_solids", "roof_attributes_present",

@@ -501,9 +501,20 @@ def _merge_node(items: list[tuple[Tile, _Coarse]], centers: np.ndarray, out: Pat
 
 # ------------------------------------------------------------------------------------------------------- the build
 def _singulation(buildings: str | os.PathLike[str], id_field: str | None) -> dict[str, Any]:
-    from cim.sources.footprints import Skipped, building_ids, clean_footprints, read_footprints
+    from cim.sources.footprints import (
+        Skipped,
+        building_ids,
+        clean_footprints,
+        lonlat_centre,
+        read_footprints,
+        reproject_footprints,
+    )
 
     gdf = read_footprints(buildings)
+    centre = lonlat_centre(gdf)
+    if gdf.crs.is_geographic and np.isfinite(centre).all():
+        # areas and the 1 m² rule need metres: a local projected CRS chosen from the data
+        gdf = reproject_footprints(gdf, crsmod.working_crs(gdf.crs, lon=centre.lon, lat=centre.lat, like=gdf.crs))
     ids = building_ids(gdf, id_field)
     keep, geoms = clean_footprints(gdf, ids, Skipped())
     attrs = gdf.drop(columns=gdf.geometry.name).loc[keep].reset_index(drop=True)

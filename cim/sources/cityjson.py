@@ -34,6 +34,7 @@ import shapely
 from pyproj import CRS
 
 from cim.errors import CRSError, InputError, InputNotFoundError
+from cim.files import user_path
 from cim.sources.crs import parse_crs
 from cim.sources.footprints import Skipped
 from cim.sources.limits import load_json
@@ -250,7 +251,7 @@ class CityJSONReader:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, crs: Any = None) -> None:
-        self.path = Path(path)
+        self.path = user_path(path)
         self.crs_override = crs
         self._header: dict[str, Any] | None = None
         self._features: list[tuple[int, Any]] = []

@@ -258,6 +258,25 @@ def local_projected_crs(lon: float, lat: float, like: CRSLike | None = None) -> 
     return CRS.from_epsg(code) if code else utm
 
 
+def working_crs(*candidates: CRSLike | None, lon: float, lat: float, like: CRSLike | None = None) -> CRS:
+    """The projected CRS a build computes in: the first projected candidate (pass the DEM's CRS first, then the
+    data's), else a local projected CRS for (lon, lat) chosen from the data (`local_projected_crs`).
+
+    Args:
+        candidates: CRSs in order of preference; None and geographic ones are passed over.
+        lon, lat: the data's centre in degrees (used only when no candidate is projected).
+        like: the data's own CRS, whose datum picks Gauss-Krüger (CGCS2000) or UTM.
+    """
+    for c in candidates:
+        if c is None:
+            continue
+        h = parse_crs(c)
+        h = h.sub_crs_list[0] if h.is_compound else h  # RD New of RD New + NAP height
+        if h.is_projected:
+            return h
+    return local_projected_crs(lon, lat, like=like)
+
+
 def crs_hint(lon: float | None = None, lat: float | None = None, *, sample_xy: tuple[float, float] | None = None,
              option: str = "--crs") -> str:
     """A hint naming the CLI option and CRSs that fit where the data is, e.g.
@@ -306,6 +325,7 @@ __all__ = [
     "is_cgcs2000",
     "local_projected_crs",
     "utm_crs",
+    "working_crs",
     "from_ecef",
     "lonlat",
     "parse_crs",

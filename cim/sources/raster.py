@@ -27,7 +27,7 @@ from rasterio.vrt import WarpedVRT
 from scipy import ndimage
 
 from cim.errors import CimWarning, CRSError, InputError, InputNotFoundError
-from cim.sources.crs import horizontal_crs, parse_crs, transformer
+from cim.sources.crs import crs_hint, horizontal_crs, parse_crs, transformer
 from cim.sources.limits import check_raster_size
 
 #: Colour of terrain without orthophoto coverage (RGB, 0-255): a neutral, slightly warm grey.
@@ -80,7 +80,9 @@ def _dem_crs(src: Any, override: str | CRS | None, path: str) -> CRS:
     if override is not None:
         return horizontal_crs(parse_crs(override, what="crs option"), "crs option")
     if src.crs is None:
-        raise CRSError(f"DEM {path} declares no CRS; pass its CRS (e.g. crs='EPSG:4547')")
+        b = src.bounds
+        raise CRSError(f"DEM {path} declares no CRS; "
+                       + crs_hint(sample_xy=((b.left + b.right) / 2, (b.bottom + b.top) / 2)))
     return horizontal_crs(parse_crs(src.crs.to_wkt(), what=path), path)
 
 
@@ -410,9 +412,23 @@ def open_raster(path: str | os.PathLike[str]) -> rasterio.io.DatasetReader:
     except rasterio.errors.RasterioError as exc:
         raise InputError(f"cannot read raster {p}: {exc}") from exc
     if src.crs is None:
+        b = src.bounds
         src.close()
-        raise InputError(f"raster {p} declares no CRS; assign one (e.g. gdal_edit.py -a_srs EPSG:4547 {p})")
+        hint = crs_hint(sample_xy=((b.left + b.right) / 2, (b.bottom + b.top) / 2), option="-a_srs")
+        raise CRSError(f"raster {p} declares no CRS; assign the one it was made in with gdal_edit.py -a_srs EPSG:n "
+                       f"{p} ({hint.replace('pass ', '')})")
     return src
+
+
+def raster_crs(path: str | os.PathLike[str]) -> CRS:
+    """The CRS a raster declares (its horizontal part when compound).
+
+    Raises:
+        InputNotFoundError, InputError: no such file, not a raster.
+        CRSError: the raster declares no CRS.
+    """
+    with open_raster(path) as src:
+        return parse_crs(src.crs.to_wkt(), what=str(path))
 
 
 def window_over(src: rasterio.io.DatasetReader, src_crs: CRS, crs: CRS,

@@ -301,7 +301,7 @@ class CityScene:
         options = options or BuildingOptions()
         fp = prepare_footprints(buildings, dem, options=options, crs=crs)
         kinds, eave, ridge = _roofs(fp.attrs, fp.height, level)
-        floors = numeric_field(fp.attrs, options.floors_field or ("floors" if "floors" in fp.attrs.columns else None))
+        floors = numeric_field(fp.attrs, fp.floors_field)
         bs = BuildingSet(ids=np.asarray(fp.ids, dtype=object), geoms=np.asarray(fp.geoms, dtype=object),
                          base=np.asarray(fp.base, np.float64), height=np.asarray(fp.height, np.float64),
                          eave=np.asarray(eave, np.float64), ridge=np.asarray(ridge, np.float64), roof=kinds,
