@@ -526,18 +526,13 @@ def _read_cityjson(path: Path, *, read_crs: bool = True) -> SourceData:
         zs = verts[np.unique(np.concatenate(rings)), 2] if rings else np.array([np.nan])
         attrs["min_z"], attrs["max_z"] = float(np.min(zs)), float(np.max(zs))
         rows.append(attrs)
-        polys = [g for g in shapely.polygons([verts[r][:, :2] for r in rings if len(r) >= 3]) if g.area > 0] \
-            if rings else []
-        if not polys:
-            errors.setdefault(row, "building without surfaces")
+        outline = _outline(verts, rings)
+        if isinstance(outline, str):
+            errors.setdefault(row, f"CityObject {oid!r}: {outline}" if outline != "building without surfaces"
+                              else outline)
             geoms.append(None)
             continue
-        coords = shapely.get_coordinates(polys)
-        if not np.isfinite(coords).all():
-            errors[row] = f"CityObject {oid!r}: non-finite vertex coordinates"
-            geoms.append(None)
-            continue
-        geoms.append(shapely.union_all(polys))
+        geoms.append(outline)
     if not ids:
         raise LayerInputError(f"{path}: CityJSON without Building objects")
     names = list(dict.fromkeys(k for r in rows for k in r))
@@ -551,6 +546,30 @@ def _read_cityjson(path: Path, *, read_crs: bool = True) -> SourceData:
     table = with_geometry(pa.table(columns), pa.array(shapely.to_wkb(np.array(geoms, dtype=object)), pa.binary()))
     crs = _cityjson_crs(doc, path) if read_crs else None
     return SourceData(path, "CityJSON", table, None, crs, key_field="cityobject_id", row_errors=errors)
+
+
+def _outline(verts: np.ndarray, rings: list[np.ndarray]) -> Any:
+    """A building's footprint: the union of its surfaces seen from above (outer rings of any length, walls left out
+    as they have no area), or the reason there is none."""
+    usable = [r for r in rings if len(r) >= 3]
+    if not usable:
+        return "building without surfaces"
+    xy = np.concatenate([verts[r][:, :2] for r in usable])
+    if not np.isfinite(xy).all():
+        return "non-finite vertex coordinates"
+    # rings of different lengths in one call: coordinates plus the ring each belongs to (closed by shapely)
+    polys = shapely.polygons(shapely.linearrings(xy, indices=np.repeat(np.arange(len(usable)),
+                                                                       [len(r) for r in usable])))
+    polys = polys[shapely.area(polys) > 0]
+    if not len(polys):
+        return "building without surfaces"
+    bad = ~shapely.is_valid(polys)
+    if bad.any():  # a surface whose outline crosses itself seen from above: repaired, not dropped
+        polys[bad] = shapely.make_valid(polys[bad])
+    g = shapely.union_all(polys)
+    if g.geom_type == "GeometryCollection":
+        g = shapely.union_all([p for p in shapely.get_parts(g) if p.geom_type in ("Polygon", "MultiPolygon")])
+    return g if not g.is_empty else "building without surfaces"
 
 
 _CITYJSON_DEPTH = {"MultiSurface": 1, "CompositeSurface": 1, "Solid": 2, "MultiSolid": 3, "CompositeSolid": 3}

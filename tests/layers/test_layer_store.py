@@ -265,6 +265,26 @@ def test_cityjson_buildings_become_footprints(store):
     assert 4.36 < x0 < x1 < 4.37 and 52.01 < y0 < y1 < 52.02
 
 
+def test_lod2_cityjson_of_every_geometry_type_imports_with_rejected_objects_named(store, tmp_path):
+    """LoD2 solids have rings of every length (triangles, quads, pentagons): each building becomes the union of its
+    surfaces seen from above; objects with broken boundaries are rejected with the reason, the rest import."""
+    from tests.support.cityjson import ORIGIN, every_geometry
+
+    report = store.import_file(every_geometry(tmp_path / "cj"), "lod2", "spatiotemporal_base/model_3d")
+    assert (report.feature_count, report.source_crs, report.geometry_type) == (3, "EPSG:4547", "MultiPolygon")
+    reasons = " ".join(str(r) for r in report.rejected)
+    assert "broken_index" in reasons and "refers to vertex 99999" in reasons
+    assert "broken_shape" in reasons and "is not a list of vertex indices" in reasons
+    gdf = store.query("lod2", fields=["cityobject_id", "measuredHeight", "建筑高度", "max_z"]).to_crs(4547)
+    area = dict(zip(gdf["cityobject_id"], gdf.geometry.area))
+    # the house's LoD 1 and 2.2 solids both cover its 10 m x 8 m plan; the parted building's three 10 m boxes
+    assert area["house"] == pytest.approx(80.0, abs=0.01) and area["parted"] == pytest.approx(300.0, abs=0.01)
+    assert area["textured"] == pytest.approx(36.0, abs=0.01)
+    house = gdf.set_index("cityobject_id").loc["house"]
+    assert house["measuredHeight"] == 9.0 and house["建筑高度"] == 9.0 and house["max_z"] == pytest.approx(59.0)
+    assert house.geometry.bounds[0] == pytest.approx(ORIGIN[0], abs=0.001)
+
+
 class TestBadInputLeavesTheStoreAsItWas:
     @pytest.fixture
     def filled(self, store, communities_geojson):
