@@ -8,6 +8,7 @@ and output in `options`) and is registered below; the repository's `cli.py` is o
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from typing import Annotated
@@ -100,7 +101,12 @@ def main(argv: list[str] | None = None) -> None:
     except CimError as exc:
         # soft_wrap: a path in the message stays on one line, whatever the terminal width
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
-        sys.exit(exit_code_for(exc))
+        code = exit_code_for(exc)
+        if "--json" in (sys.argv[1:] if argv is None else argv):
+            # a machine reading stdout gets one JSON document whatever happened
+            sys.stdout.write(json.dumps({"error": str(exc), "type": type(exc).__name__, "exit_code": code},
+                                        ensure_ascii=False) + "\n")
+        sys.exit(code)
     finally:
         warnings.showwarning = previous
 

@@ -81,6 +81,10 @@ def test_partial_inputs_build_with_a_warning_and_their_share(inputs: dict[str, P
         main(["build", str(tmp_path / "d"), "--dem", str(inputs["dem"]), "--ortho", str(inputs["ortho_far"]),
               "--json"])
     assert exc.value.code == 2
-    assert "does not overlap the DEM" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "does not overlap the DEM" in out.err
+    # --json: one JSON document on stdout on failure too
+    doc = json.loads(out.out)
+    assert doc["type"] == "CoverageError" and doc["exit_code"] == 2 and "does not overlap" in doc["error"]
     built = json.loads((tmp_path / "o" / "build.json").read_text())
     assert built["coverage"]["ortho"] == report.coverage["ortho"]
