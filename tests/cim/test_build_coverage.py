@@ -88,3 +88,21 @@ def test_partial_inputs_build_with_a_warning_and_their_share(inputs: dict[str, P
     assert doc["type"] == "CoverageError" and doc["exit_code"] == 2 and "does not overlap" in doc["error"]
     built = json.loads((tmp_path / "o" / "build.json").read_text())
     assert built["coverage"]["ortho"] == report.coverage["ortho"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_outputs_get_the_users_umask(inputs: dict[str, Path], tmp_path: Path, mask: int) -> None:
+    """Every file and folder of a build has the mode the umask gives new ones (not tempfile's 0600 / 0700), so a
+    web server or a sync agent running as another user reads what the user meant it to."""
+    import os
+    import stat
+
+    old = os.umask(mask)
+    try:
+        build_city(tmp_path / "o", dem=inputs["dem"], buildings=inputs["fp"])
+    finally:
+        os.umask(old)
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in [tmp_path / "o", *(tmp_path / "o").rglob("*")]}
+    assert len(modes) > 5
+    for p, mode in modes.items():
+        assert mode == (0o777 if p.is_dir() else 0o666) & ~mask, (p, oct(mode))

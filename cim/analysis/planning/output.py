@@ -20,6 +20,7 @@ import shapely
 from rasterio.transform import from_origin
 
 from cim.errors import InputError, OutputExistsError
+from cim.files import apply_umask
 
 DEFAULT_THEME = "planning_control/development_evaluation"  # 规划管控 / 开发评价
 
@@ -82,6 +83,7 @@ def write_raster(path: str | os.PathLike[str], values: np.ndarray, transform: An
                "crs": crs, "transform": transform, "nodata": nodata, "compress": "deflate"}
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
+    apply_umask(fd)  # mkstemp makes 0600: the raster gets the mode the user's umask gives new files
     os.close(fd)
     try:
         with rasterio.open(tmp, "w", **profile) as dst:
