@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from pyproj import CRS
 
-from cim.errors import BuildError, CimError, InputError, OutputExistsError
+from cim.errors import BuildError, CimError, InputError, InputNotFoundError, OutputExistsError
 from cim.files import replace_dir, user_path
 from cim.geodesy import union_regions
 from cim.models.footprints import BuildingOptions
@@ -212,7 +212,7 @@ def build_city(
               "oblique": _opt(oblique), "citymodel": _opt(citymodel)}
     for name, value in inputs.items():
         if value is not None and not Path(value).exists():
-            raise InputError(f"--{name} {value}: no such file")
+            raise InputNotFoundError(f"--{name} {value}: no such file")
 
     coverage: dict[str, float] = {}
     cover_warnings: list[str] = []

@@ -106,3 +106,12 @@ def test_outputs_get_the_users_umask(inputs: dict[str, Path], tmp_path: Path, ma
     assert len(modes) > 5
     for p, mode in modes.items():
         assert mode == (0o777 if p.is_dir() else 0o666) & ~mask, (p, oct(mode))
+
+
+def test_a_missing_input_file_is_exit_code_3_as_in_every_command(inputs: dict[str, Path], tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["build", str(tmp_path / "o"), "--dem", str(inputs["dem"]), "--dsm", str(tmp_path / "nope.tif"),
+              "--json"])
+    assert exc.value.code == 3  # docs/cli.md: an input file does not exist
+    assert json.loads(capsys.readouterr().out)["type"] == "InputNotFoundError"
