@@ -421,8 +421,10 @@ def _write_tile(job: tuple[str, np.ndarray, float], j: dict[str, Any]) -> tuple[
     local = frame.to_local(ecef[vert.reshape(-1)]).reshape(-1, 3, 3)
     # flat normals: the area-weighted normal of each surface's triangles in the tile frame
     tn = np.cross(local[:, 1] - local[:, 0], local[:, 2] - local[:, 0])
-    snorm = np.zeros((model.surfaces, 3))
-    np.add.at(snorm, tri_surface, tn)
+    # per surface of this tile only (an array over the whole model's surfaces per tile is quadratic in the model)
+    tile_surfaces, surface_of_tri = np.unique(tri_surface, return_inverse=True)
+    snorm = np.zeros((len(tile_surfaces), 3))
+    np.add.at(snorm, surface_of_tri, tn)
     length = np.linalg.norm(snorm, axis=1, keepdims=True)
     snorm = np.where(length > 0, snorm / np.maximum(length, 1e-300), [0.0, 0.0, 1.0])
     feature = np.searchsorted(objs, model.surface_object[tri_surface])
@@ -463,7 +465,7 @@ def _write_tile(job: tuple[str, np.ndarray, float], j: dict[str, Any]) -> tuple[
         prims.append(Primitive(
             positions=pos.astype(np.float32),
             indices=inv.reshape(-1, 3).astype(np.uint32),
-            normals=snorm[surf].astype(np.float32),
+            normals=snorm[np.searchsorted(tile_surfaces, surf)].astype(np.float32),
             texcoords=None if uv is None else uv.astype(np.float32),
             feature_ids=feature[np.repeat(np.flatnonzero(sel), 3)][first],
             material=material,
