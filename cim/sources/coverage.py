@@ -69,14 +69,24 @@ def _on_mask(mask: np.ndarray, tf: Affine, x: np.ndarray, y: np.ndarray) -> np.n
     return out
 
 
-def _decimated_mask(src: rasterio.io.DatasetReader) -> tuple[np.ndarray, Affine]:
-    """The valid-data mask on a grid of at most GRID x GRID cells, and that grid's transform."""
+def _decimated_mask(src: rasterio.io.DatasetReader, what: str) -> tuple[np.ndarray, Affine]:
+    """The valid-data mask on a grid of at most GRID x GRID cells, and that grid's transform.
+
+    Raises:
+        InputError: the pixels cannot be read (a truncated or corrupt file; the message names it).
+    """
+    from cim.sources.raster import _read_failed
+
     rows, cols = min(src.height, GRID), min(src.width, GRID)
-    mask = src.dataset_mask(out_shape=(rows, cols)) > 0
-    if src.count >= 1 and src.nodata is None and not any(np.issubdtype(np.dtype(d), np.integer) for d in src.dtypes):
-        # float rasters often mark holes with NaN without declaring nodata
-        band = src.read(1, out_shape=(rows, cols))
-        mask &= np.isfinite(band)
+    try:
+        mask = src.dataset_mask(out_shape=(rows, cols)) > 0
+        if src.count >= 1 and src.nodata is None and not any(np.issubdtype(np.dtype(d), np.integer)
+                                                             for d in src.dtypes):
+            # float rasters often mark holes with NaN without declaring nodata
+            band = src.read(1, out_shape=(rows, cols))
+            mask &= np.isfinite(band)
+    except rasterio.errors.RasterioError as exc:
+        raise _read_failed(what, src.name, exc) from exc
     tf = src.transform * Affine.scale(src.width / cols, src.height / rows)
     return mask, tf
 
@@ -97,7 +107,7 @@ def build_extent(dem: str | os.PathLike[str], crs: CRS | str | None = None) -> E
     """
     with _open(dem, "DEM") as src:
         dem_crs = parse_crs(crs if crs is not None else src.crs.to_wkt(), what=str(dem))
-        mask, tf = _decimated_mask(src)
+        mask, tf = _decimated_mask(src, "DEM")
     if dem_crs.is_compound:
         dem_crs = dem_crs.sub_crs_list[0]
     r, c = np.nonzero(mask)
@@ -120,7 +130,7 @@ def raster_coverage(path: str | os.PathLike[str], extent: Extent, what: str = "r
         crs = parse_crs(src.crs.to_wkt(), what=str(path))
         if crs.is_compound:
             crs = crs.sub_crs_list[0]
-        mask, tf = _decimated_mask(src)
+        mask, tf = _decimated_mask(src, what)
         b = src.bounds
     bounds = lonlat_bounds(crs, (b.left, b.bottom, b.right, b.top))
     if not len(extent.x):
