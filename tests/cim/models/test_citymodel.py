@@ -252,3 +252,35 @@ def test_delft_model_lands_where_its_crs_says_over_its_terrain(tmp_path: Path) -
                     gaps.append(low[2] - float(ground[r, c]))
     dtm.close()
     assert len(gaps) > 100 and abs(float(np.median(gaps))) < 0.5
+
+
+def test_an_interrupted_city_model_build_resumes_to_the_same_bytes(every: Path, tmp_path: Path) -> None:
+    """The city model's tiles are tasks of the resumable build: a stopped build picks up the tiles it finished and
+    ends with the bytes of an uninterrupted one; another LoD or another file is another build (nothing reused)."""
+    from cim.tiling import SYNCHRONOUS
+
+    opts = CityModelOptions(tile_capacity=1)
+    ref = build_city(tmp_path / "ref", level=3, citymodel=every, citymodel_options=opts, scheduler=SYNCHRONOUS)
+    assert ref.citymodel["tiles"] >= 5
+
+    def stop_after_three(stage: str, done: int, total: int) -> None:
+        if stage == "citymodel" and done >= 3:
+            raise KeyboardInterrupt
+
+    out, work = tmp_path / "city", tmp_path / ".city.building"
+    with pytest.raises(KeyboardInterrupt):
+        build_city(out, level=3, citymodel=every, citymodel_options=opts, scheduler=SYNCHRONOUS,
+                   progress=stop_after_three)
+    assert not out.exists() and (work / ".cim-manifest").is_file()
+    with pytest.raises(KeyboardInterrupt):  # the same build with another LoD starts afresh: stopped at 3 again
+        build_city(out, level=3, citymodel=every, citymodel_options=CityModelOptions(tile_capacity=1, lod="1"),
+                   scheduler=SYNCHRONOUS, progress=stop_after_three)
+    with pytest.raises(KeyboardInterrupt):  # back to the first options: the LoD-1 run's manifest is not theirs
+        build_city(out, level=3, citymodel=every, citymodel_options=opts, scheduler=SYNCHRONOUS,
+                   progress=stop_after_three)
+    report = build_city(out, level=3, citymodel=every, citymodel_options=opts, scheduler=SYNCHRONOUS)
+    assert report.dask["resumed"] == {"citymodel": 3} and not work.exists()
+    files = sorted(p.relative_to(out) for p in out.rglob("*.glb"))
+    assert files == sorted(p.relative_to(tmp_path / "ref") for p in (tmp_path / "ref").rglob("*.glb"))
+    assert all((out / f).read_bytes() == (tmp_path / "ref" / f).read_bytes() for f in files)
+    assert (out / "citymodel/tileset.json").read_bytes() == (tmp_path / "ref/citymodel/tileset.json").read_bytes()
