@@ -18,8 +18,14 @@ def test_there_are_notebooks() -> None:
 def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path) -> None:
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
+    from jupyter_client.manager import KernelManager
+
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+    # Unix sockets in the test's folder, not TCP ports: kernels started at once by parallel test workers picked the
+    # same free port ("Address already in use"); a kernel on a loaded machine may take over nbclient's default 60 s
+    # to answer its first message
+    km = KernelManager(kernel_name="python3", transport="ipc", ip=str(tmp_path / "k"))
+    client = nbclient.NotebookClient(nb, km=km, timeout=300, startup_timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
