@@ -143,6 +143,9 @@ class ExportResult(_Model):
     format: str
     crs: str
     feature_count: int
+    encoding: str | None = None  # a Shapefile's (its .cpg)
+    renamed: dict[str, str] = Field(default_factory=dict)  # attribute names the format cut (old -> new)
+    warnings: list[str] = Field(default_factory=list)
 
 
 class DropResult(_Model):

@@ -1045,27 +1045,37 @@ class LayerStore:
         crs: str | None = None,
         version: int | None = None,
         overwrite: bool = False,
+        encoding: str | None = None,
     ) -> ExportResult:
-        """Write a layer to GeoJSON, GeoPackage, GeoParquet (CRS in the `geo` metadata) or CSV (WKT column).
+        """Write a layer to GeoJSON, GeoPackage, Shapefile, FlatGeobuf, GeoParquet (CRS in the `geo` metadata) or
+        CSV (WKT column).
 
         Args:
             name: the layer.
             path: output file.
-            format: geojson, gpkg, parquet or csv (default: from the extension).
-            crs: reproject to this CRS (default EPSG:4490).
+            format: geojson, gpkg, shp, fgb, parquet or csv (default: from the extension).
+            crs: reproject to this CRS (default: the CRS the layer version was imported from; CGCS2000 lon/lat,
+                the store's own, only when the source was in it).
             version: an older version (default current).
-            overwrite: replace an existing file.
+            overwrite: replace an existing file (a Shapefile's .shx, .dbf, .prj, .cpg with it).
+            encoding: a Shapefile's text encoding, named in its .cpg (default UTF-8; "GBK" for older GIS).
+
+        Raises:
+            OutputExistsError: the file (or part of the Shapefile) exists, without `overwrite`.
+            LayerInputError: an unknown format or encoding, or a layer the format cannot hold.
         """
-        from layers.writers import write_table
+        from layers.writers import SHAPEFILE_PARTS, write_table
 
         out = user_path(path)
         fmt = format or _format_from_suffix(out)
-        if out.exists() and not overwrite:
-            raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+        existing = [out.with_suffix(p) for p in SHAPEFILE_PARTS if out.with_suffix(p).exists()] if fmt == "shp" \
+            else ([out] if out.exists() else [])
+        if existing and not overwrite:
+            raise OutputExistsError(f"{existing[0]} exists; pass --overwrite to replace it")
         info = self.info(name, version)
         table = self.query_arrow(name, version=version, order=True)
-        target = parse_crs(crs, what="--crs") if crs else parse_crs(STORE_CRS)
-        if crs and not is_store_crs(target):
+        target = parse_crs(crs, what="--crs") if crs else self.source_crs(name, version)
+        if not is_store_crs(target):
             t = transformer(STORE_CRS, target)
 
             def move(c: np.ndarray) -> np.ndarray:
@@ -1076,9 +1086,21 @@ class LayerStore:
             geoms = shapely.transform(shapely.from_wkb(table.column(GEOM).to_numpy(zero_copy_only=False)), move,
                                       include_z=None)
             table = table.set_column(table.column_names.index(GEOM), GEOM, pa.array(shapely.to_wkb(geoms)))
-        write_table(table, out, fmt, target, info.geometry_type, layer=name, overwrite=overwrite)
+        written = write_table(table, out, fmt, target, info.geometry_type, layer=name, overwrite=overwrite,
+                              encoding=encoding)
         return ExportResult(layer=name, version=info.version, path=str(out), format=fmt, crs=crs_label(target),
-                            feature_count=table.num_rows)
+                            feature_count=table.num_rows, encoding=(encoding or "UTF-8") if fmt == "shp" else None,
+                            renamed=written.renamed, warnings=written.warnings)
+
+    def source_crs(self, name: str, version: int | None = None) -> CRS:
+        """The CRS a layer version was imported from (its coordinates are kept in CGCS2000 lon/lat)."""
+        self.info(name, version)  # visibility and version checks, with their errors
+        vrow = self._version_row(name, version, self._visible_row(name))
+        for text in (vrow.get("source_crs_wkt"), vrow.get("source_crs")):
+            if text:
+                with contextlib.suppress(Exception):
+                    return CRS.from_user_input(text)
+        return parse_crs(STORE_CRS)
 
 
 # ---------------------------------------------------------------------- helpers and module-level API
@@ -1135,10 +1157,10 @@ def selection_geometry(value: Any) -> Any:
 def _format_from_suffix(path: Path) -> str:
     suffix = path.suffix.lower()
     fmt = {".geojson": "geojson", ".json": "geojson", ".gpkg": "gpkg", ".parquet": "parquet",
-           ".geoparquet": "parquet", ".csv": "csv"}.get(suffix)
+           ".geoparquet": "parquet", ".csv": "csv", ".shp": "shp", ".fgb": "fgb"}.get(suffix)
     if fmt is None:
         raise LayerInputError(f"{path}: cannot tell the export format from {suffix or 'no extension'!r}; "
-                              f"use .geojson, .gpkg, .parquet or .csv, or pass --format")
+                              f"use .geojson, .gpkg, .shp, .fgb, .parquet or .csv, or pass --format")
     return fmt
 
 

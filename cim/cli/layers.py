@@ -56,9 +56,12 @@ def layers_import_cmd(
 @app.command("export")
 def layers_export_cmd(
     name: Annotated[str, typer.Argument(help="Layer name.")],
-    out: Annotated[Path, typer.Argument(help="Output .geojson, .gpkg, .parquet or .csv.")],
-    fmt: Annotated[Optional[str], typer.Option("--format", help="geojson, gpkg, parquet or csv.")] = None,
-    crs: Annotated[Optional[str], typer.Option("--crs", help="Reproject to this CRS.")] = None,
+    out: Annotated[Path, typer.Argument(help="Output .geojson, .gpkg, .shp, .fgb, .parquet or .csv.")],
+    fmt: Annotated[Optional[str], typer.Option("--format", help="geojson, gpkg, shp, fgb, parquet or csv.")] = None,
+    crs: Annotated[Optional[str], typer.Option(
+        "--crs", help="Reproject to this CRS (default: the CRS the layer was imported from).")] = None,
+    encoding: Annotated[Optional[str], typer.Option(
+        "--encoding", help="Shapefile text encoding, written to its .cpg (default UTF-8; GBK for older GIS).")] = None,
     version: VersionOpt = None,
     overwrite: OverwriteOpt = False,
     store: StoreOpt = None,
@@ -68,9 +71,11 @@ def layers_export_cmd(
     from layers import LayerStore
 
     with LayerStore(store, read_only=True) as s:
-        result = s.export(name, out, format=fmt, crs=crs, version=version, overwrite=overwrite)
-    echo_result(result, as_json, f"wrote {result.feature_count} features of {name} v{result.version} to {result.path} "
-                          f"({result.format}, {result.crs})")
+        result = s.export(name, out, format=fmt, crs=crs, version=version, overwrite=overwrite, encoding=encoding)
+    lines = [f"wrote {result.feature_count} features of {name} v{result.version} to {result.path} ({result.format}, "
+             f"{result.crs}{', ' + result.encoding if result.encoding else ''})"]
+    lines += [f"warning: {w}" for w in result.warnings]
+    echo_result(result, as_json, "\n".join(lines))
 
 
 def _floats(text: Optional[str], n: int, opt: str) -> Optional[list[float]]:
