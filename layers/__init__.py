@@ -18,8 +18,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "LayerStore": "layers.store", "check_name": "layers.store", "default_store_path": "layers.store",
-    "geojson_features": "layers.store", "import_layer": "layers.store", "open_read_only": "layers.store",
+    "LayerStore": "layers.store", "check_bbox": "layers.store", "check_name": "layers.store",
+    "default_store_path": "layers.store", "geojson_features": "layers.store", "import_layer": "layers.store", "open_read_only": "layers.store",
     "to_geodataframe": "layers.store", "DiffResult": "layers.models", "DropResult": "layers.models",
     "ExportResult": "layers.models", "FeaturePage": "layers.models", "FieldInfo": "layers.models",
     "ImportReport": "layers.models", "LayerInfo": "layers.models", "Rejection": "layers.models",

@@ -19,7 +19,7 @@ from layers.budget import bounded
 from layers.errors import FilterSyntaxError, LayerInputError, LayerNotFoundError
 from layers.filters import compile_filter
 from layers.models import FeaturePage, LayerInfo
-from layers.store import LayerStore, quote
+from layers.store import LayerStore, check_bbox, quote
 
 _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT",
             "FLOAT", "DOUBLE", "REAL", "DECIMAL")
@@ -164,9 +164,7 @@ def feature_page_json(
     clauses: list[str] = []
     params: list[Any] = []
     if bbox is not None:
-        b = [float(v) for v in bbox]
-        if not all(math.isfinite(v) for v in b) or len(b) != 4:
-            raise LayerInputError(f"bbox {bbox!r}: expected 4 finite numbers xmin, ymin, xmax, ymax")
+        b = list(check_bbox(bbox))
         env = f"ST_MakeEnvelope({b[0]!r}, {b[1]!r}, {b[2]!r}, {b[3]!r})"  # literals: the R-tree needs a constant
         # for points the extent test is the exact intersection test, and it keeps the R-tree out of the plan
         clauses.append(f"ST_Intersects_Extent(geom, {env})" if _scan_beats_rtree(info, b)

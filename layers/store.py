@@ -746,7 +746,7 @@ class LayerStore:
         if bbox is not None:
             # Written as literals (finite floats, checked): a bound parameter makes DuckDB plan the query twice,
             # once for preparing and once more to see the constant the R-tree needs (0.5 ms of a 1.5 ms query).
-            b = _check_bbox(bbox)
+            b = check_bbox(bbox)
             clauses.append(f"ST_Intersects(geom, ST_MakeEnvelope({b.xmin!r}, {b.ymin!r}, {b.xmax!r}, {b.ymax!r}))")
         if intersects is not None:
             clauses.append("ST_Intersects(geom, ST_GeomFromWKB(?))")
@@ -805,8 +805,8 @@ class LayerStore:
             if hot is not None:
                 page = {"limit": None if limit is None else int(limit), "offset": int(offset), "order_by_fid": by_fid}
                 if frame and self.cache.frame(key, hot, _store_crs()) is not None:
-                    return hot.query_frame(_check_bbox(bbox), cols, **page)
-                return hot.query(_check_bbox(bbox), cols, **page)
+                    return hot.query_frame(check_bbox(bbox), cols, **page)
+                return hot.query(check_bbox(bbox), cols, **page)
         sql = (f"SELECT fid, {''.join(quote(c) + ', ' for c in cols)}ST_AsWKB(geom) AS geom FROM {table}"
                + (" WHERE " + " AND ".join(clauses) if clauses else ""))
         if by_fid:
@@ -830,7 +830,7 @@ class LayerStore:
         zero width or height goes to DuckDB: its envelope is a degenerate polygon, left to DuckDB's own rules)."""
         if not self.cache.enabled or bbox is None or intersects is not None or where:
             return False
-        b = _check_bbox(bbox)
+        b = check_bbox(bbox)
         return b.xmin < b.xmax and b.ymin < b.ymax
 
     def _hot_layer(self, name: str, version: int | None) -> CachedLayer | None:
@@ -879,7 +879,7 @@ class LayerStore:
         if cached and self._bbox_only(bbox, intersects, where):
             hot = self._hot_layer(name, version)
             if hot is not None:
-                return int(hot.select(_check_bbox(bbox)).size)
+                return int(hot.select(check_bbox(bbox)).size)
         sql = f"SELECT count(*) AS n FROM {table}" + (" WHERE " + " AND ".join(clauses) if clauses else "")
         return int(self._run(sql, params, where).column(0)[0].as_py())
 
@@ -1122,20 +1122,45 @@ def _extent(v: dict[str, Any]) -> tuple[float, float, float, float] | None:
     return None if v["xmin"] is None else (v["xmin"], v["ymin"], v["xmax"], v["ymax"])
 
 
-def _check_bbox(bbox: Sequence[float]) -> BBox:
+def check_bbox(bbox: Sequence[float]) -> BBox:
+    """A query's bbox as a `BBox` in lon/lat degrees (the store's CGCS2000), checked.
+
+    Raises:
+        LayerInputError: not four finite numbers; outside -180..180 / -90..90 (the message says when the numbers
+            look like projected metres or latitude first); min above max (the message gives the box the user
+            probably meant).
+    """
     try:
-        b = BBox(*(float(x) for x in bbox))
+        values = [float(x) for x in bbox]
     except (TypeError, ValueError) as exc:
-        raise LayerInputError(f"--bbox {bbox!r}: expected four numbers xmin,ymin,xmax,ymax") from exc
-    if not all(math.isfinite(x) for x in b) or b.xmin > b.xmax or b.ymin > b.ymax:
-        raise LayerInputError(f"--bbox {','.join(map(str, b))}: expected xmin<=xmax and ymin<=ymax in lon/lat")
+        raise LayerInputError(f"--bbox {bbox!r}: expected four numbers minlon,minlat,maxlon,maxlat") from exc
+    if len(values) != 4 or not all(math.isfinite(x) for x in values):
+        raise LayerInputError(f"--bbox {bbox!r}: expected four finite numbers minlon,minlat,maxlon,maxlat")
+    b = BBox(*values)
+    text = ",".join(f"{x:g}" for x in b)
+    lons, lats = (b.xmin, b.xmax), (b.ymin, b.ymax)
+    if not (all(-180 <= x <= 180 for x in lons) and all(-90 <= y <= 90 for y in lats)):
+        if any(abs(v) > 360 for v in b):
+            why = ("these look like projected coordinates (metres); a bbox is lon/lat in degrees: transform its "
+                   "corners to EPSG:4490 or EPSG:4326 first")
+        elif all(-90 <= x <= 90 for x in lons) and all(-180 <= y <= 180 for y in lats):
+            why = (f"latitude first? the order is minlon,minlat,maxlon,maxlat: "
+                   f"{b.ymin:g},{b.xmin:g},{b.ymax:g},{b.xmax:g}")
+        else:
+            why = "longitudes must lie in -180..180 and latitudes in -90..90"
+        raise LayerInputError(f"--bbox {text}: outside the globe; {why}")
+    if b.xmin > b.xmax or b.ymin > b.ymax:
+        fixed = (min(lons), min(lats), max(lons), max(lats))
+        raise LayerInputError(f"--bbox {text}: {'minlon > maxlon' if b.xmin > b.xmax else 'minlat > maxlat'}; the "
+                              f"order is minlon,minlat,maxlon,maxlat (did you mean "
+                              f"{','.join(f'{v:g}' for v in fixed)}?)")
     return b
 
 
 def _clip_bbox(window: tuple[float, float, float, float], bbox: Sequence[float] | None) -> BBox:
     if bbox is None:
         return BBox(*window)
-    b = _check_bbox(bbox)
+    b = check_bbox(bbox)
     return BBox(max(window[0], b.xmin), max(window[1], b.ymin), min(window[2], b.xmax), min(window[3], b.ymax)) \
         if window[0] <= b.xmax and window[2] >= b.xmin and window[1] <= b.ymax and window[3] >= b.ymin \
         else BBox(b.xmin, b.ymin, b.xmin, b.ymin)
@@ -1241,6 +1266,7 @@ def import_layer(
 
 __all__ = [
     "LayerStore",
+    "check_bbox",
     "check_name",
     "default_store_path",
     "geojson_features",

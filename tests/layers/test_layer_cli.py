@@ -74,6 +74,8 @@ def test_errors_map_to_exit_codes(store_path, communities_geojson, capsys):
         (["query", "nope"], 8, "no layer 'nope'"),
         (["query", "communities", "--where", "code = 1 OR"], 2, "expected a field name or a value"),
         (["import", "/no/such.gpkg", "--name", "x", "--theme", ADMIN], 3, "no such file"),
+        (["query", "communities", "--bbox", "39.9,116.3,39.92,116.32"], 2,
+         "latitude first? the order is minlon,minlat,maxlon,maxlat: 116.3,39.9,116.32,39.92"),
     ]
     for args, code, message in cases:
         with pytest.raises(SystemExit) as exc:

@@ -103,6 +103,24 @@ def test_bbox_where_fields_limit_offset(store, communities_geojson, shelters_449
     assert sorted(store.query("shelters", intersects=polygon_file)["名称"]) == sorted(inside["名称"])
 
 
+@pytest.mark.parametrize("bbox, message", [
+    ((116.31, 39.9, 116.30, 39.91), r"minlon > maxlon.*did you mean 116\.3,39\.9,116\.31,39\.91\?"),
+    ((116.30, 39.91, 116.31, 39.90), r"minlat > maxlat.*did you mean 116\.3,39\.9,116\.31,39\.91\?"),
+    ((39.9, 116.3, 39.91, 116.31), r"latitude first\? .*: 116\.3,39\.9,116\.31,39\.91$"),
+    ((441_000.0, 4_417_000.0, 442_000.0, 4_418_000.0), "look like projected coordinates"),
+    ((-190.0, 10.0, 10.0, 20.0), r"longitudes must lie in -180\.\.180"),
+    ((116.3, float("nan"), 116.31, 39.91), "four finite numbers"),
+    ((116.3, 39.9, 116.31), "four finite numbers"),
+])
+def test_a_bad_bbox_is_a_clear_error_not_an_empty_frame(store, communities_geojson, bbox, message):
+    store.import_file(communities_geojson, "communities", ADMIN)
+    assert len(store.query("communities", bbox=(116.302, 39.902, 116.308, 39.908))) == 1  # a good one
+    for ask in (lambda: store.query("communities", bbox=bbox), lambda: store.count("communities", bbox=bbox),
+                lambda: store.features("communities", bbox=bbox)):
+        with pytest.raises(LayerInputError, match=message):
+            ask()
+
+
 def test_nearest_neighbours_match_a_brute_force_in_metres(store, shelters_4490, tmp_path):
     p = tmp_path / "s.fgb"
     shelters_4490.to_file(p)
