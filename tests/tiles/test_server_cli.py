@@ -76,3 +76,40 @@ def test_cim_serve_process_answers_over_http(tmp_path: Path, box_tileset) -> Non
         proc.wait(timeout=20)
     log = proc.stderr.read().decode() if proc.stderr else ""
     assert "GET /catalog 200" in log
+
+
+def test_cim_serve_models_without_a_store(tmp_path: Path, box_tileset, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A city that has built a model but keeps no layers yet serves it: no --store, no ./cim.duckdb, no $CIM_STORE.
+    A --store that does not exist is refused with the command that creates one."""
+    work = tmp_path / "work"
+    work.mkdir()
+    port = free_port()
+    exe = Path(sys.executable).with_name("cim")
+    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-c", "import cli; cli.main()"]
+    env = {k: v for k, v in os.environ.items() if k != "CIM_STORE"}
+    proc = subprocess.Popen([*cmd, "serve", "--models", str(box_tileset.root), "--port", str(port)], cwd=work,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**env, "PYTHONPATH": str(Path(cli.__file__).parent)})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(proc.stderr.read().decode() if proc.stderr else "server did not start")
+                time.sleep(0.2)
+        assert r.json() == {"status": "ok", "models": 1, "maps": 0, "layers": 0}
+        cat = httpx.get(f"http://127.0.0.1:{port}/catalog", timeout=10).json()
+        assert [m["name"] for m in cat["models"]] == [box_tileset.root.name] and cat["layers"] == []
+        assert httpx.get(f"http://127.0.0.1:{port}/3dtiles/{box_tileset.root.name}/tileset.json",
+                         timeout=10).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert not list(work.iterdir())  # no store (nor key file) was created on the way
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["serve", "--models", str(box_tileset.root), "--store", str(tmp_path / "none.duckdb"), "--port", "1"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert exc.value.code == 3 and "none.duckdb does not exist" in err and "cim layers import FILE" in err

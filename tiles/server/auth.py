@@ -155,7 +155,7 @@ class AccessStore:
     """Keys and audit log in one SQLite file; thread-safe (one connection behind a lock).
 
     Args:
-        path: the SQLite file (see `access_path`); created on first write.
+        path: the SQLite file (see `access_path`); created by the first write, never by a read.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -164,14 +164,19 @@ class AccessStore:
         self._lock = threading.Lock()
 
     def open(self) -> AccessStore:
-        """Open (and create) the file."""
-        if self._con is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(self.path, check_same_thread=False, timeout=10, isolation_level=None)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_DDL)
-            self._con = con
+        """Open the file when it exists. Reading never creates it (a server without keys, `cim keys list`): the
+        first write does (a key created, an access audited)."""
+        with self._lock:
+            if self._con is None and self.path.is_file():
+                self._connect()
         return self
+
+    def _connect(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.path, check_same_thread=False, timeout=10, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.executescript(_DDL)
+        self._con = con
 
     def close(self) -> None:
         if self._con is not None:
@@ -184,10 +189,13 @@ class AccessStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        self.open()
-        assert self._con is not None
+    def _execute(self, sql: str, params: Sequence[Any] = (), *, write: bool = False) -> list[tuple[Any, ...]]:
         with self._lock:
+            if self._con is None:
+                if not write and not self.path.is_file():
+                    return []  # no file yet: no keys and no audit records (another process may create it later)
+                self._connect()
+            assert self._con is not None
             return self._con.execute(sql, params).fetchall()
 
     # ------------------------------------------------------------------ keys
@@ -198,7 +206,7 @@ class AccessStore:
         secret = secrets.token_urlsafe(32)
         created = _now()
         self._execute("INSERT INTO keys VALUES (?, ?, ?, ?, ?, NULL)",
-                      [key_id, _sha256(secret), ",".join(grants), label, created])
+                      [key_id, _sha256(secret), ",".join(grants), label, created], write=True)
         return NewKey(id=key_id, scope=list(grants), label=label, created_at=datetime.fromisoformat(created),
                       key=f"cim_{key_id}_{secret}")
 
@@ -209,7 +217,8 @@ class AccessStore:
             TileRequestError: no key with that id.
         """
         key_id = key_id.removeprefix("cim_").split("_")[0]
-        self._execute("UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [_now(), key_id])
+        self._execute("UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [_now(), key_id],
+                      write=True)
         found = [k for k in self.list() if k.id == key_id]
         if not found:
             raise TileRequestError(f"no key {key_id!r} in {self.path}; see `cim keys list`")
@@ -245,7 +254,7 @@ class AccessStore:
               client: str | None = None) -> None:
         """Append one access to the audit log."""
         self._execute("INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?)",
-                      [_now(), principal.key_id, layer, security, action, path, client])
+                      [_now(), principal.key_id, layer, security, action, path, client], write=True)
 
     def audit_log(self, layer: str | None = None, limit: int = 100) -> list[AuditRecord]:
         """The latest audit records (newest first), of one layer or all."""
