@@ -93,22 +93,41 @@ def exit_code_for(exc: BaseException) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `cim` console script."""
-    # Standalone mode lets click handle usage errors (exit 2) and --help; library errors come through here.
+    # Standalone mode lets click handle usage errors (exit 2) and --help; library errors come through here. With
+    # --json, click's usage errors come through here too, so a machine reading stdout gets its JSON document.
+    as_json = "--json" in (sys.argv[1:] if argv is None else argv)
     previous = warnings.showwarning
     warnings.showwarning = _show_warning
     try:
-        app(args=argv)
+        if as_json:
+            code = app(args=argv, standalone_mode=False)
+            # as standalone mode does: exit with the code of typer.Exit(code) or Ctrl-C (130), else 0
+            sys.exit(code if isinstance(code, int) else 0)
+        else:
+            app(args=argv)
     except CimError as exc:
         # soft_wrap: a path in the message stays on one line, whatever the terminal width
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
         code = exit_code_for(exc)
-        if "--json" in (sys.argv[1:] if argv is None else argv):
-            # a machine reading stdout gets one JSON document whatever happened
-            sys.stdout.write(json.dumps({"error": str(exc), "type": type(exc).__name__, "exit_code": code},
-                                        ensure_ascii=False) + "\n")
+        if as_json:
+            _json_error(str(exc), type(exc).__name__, code)
         sys.exit(code)
+    except typer.TyperException as exc:  # click's usage errors, only with --json (standalone mode handles them)
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)  # the usual usage line and boxed message on stderr
+        code = getattr(exc, "exit_code", 2)
+        _json_error(exc.format_message() if hasattr(exc, "format_message") else str(exc), type(exc).__name__, code)
+        sys.exit(code)
+    except typer.Abort:
+        sys.exit(1)
     finally:
         warnings.showwarning = previous
+
+
+def _json_error(message: str, kind: str, code: int) -> None:
+    """One JSON document on stdout for a failure: what a machine reads whatever happened."""
+    sys.stdout.write(json.dumps({"error": message, "type": kind, "exit_code": code}, ensure_ascii=False) + "\n")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
