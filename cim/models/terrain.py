@@ -1,10 +1,12 @@
-"""Terrain: a DEM as a quadtree of adaptive TIN tiles (glb, 3D Tiles REPLACE refinement), orthophoto-textured.
+"""Terrain: a DEM as a quadtree of adaptive TIN tiles (glb, 3D Tiles REPLACE refinement), orthophoto-textured
+(hillshaded where there is no orthophoto).
 
 Data flow: `read_dem` -> small nodata holes filled -> a pyramid of the DEM (level `l` of `L` has a sample
 every `2**(L-l)` DEM samples, a masked [1/4, 1/2, 1/4] average of the level below) -> per tile, a TIN of its
 `(tile_px + 1)**2` samples from pydelatin at the level's tolerance -> neighbours' border vertices merged (no
 cracks) -> triangles touching nodata removed -> the deviation from the full-resolution DEM measured -> glb
-with skirts, smooth normals and the orthophoto as texture, placed by a per-tile ENU transform.
+with skirts, smooth normals and the orthophoto as texture (the DEM's hillshade where it has no data, or without
+one), placed by a per-tile ENU transform.
 
 Rules (see docs/architecture.md, "Terrain"):
 - A vertex is a DEM sample (pixel centre) of its level; leaf vertices carry the DEM height itself. Heights are
@@ -54,8 +56,10 @@ class TerrainOptions:
     Attributes:
         max_error: metres, the leaf-level TIN tolerance against the DEM (coarser levels double it per level).
         tile_px: DEM samples per tile side at every level (leaves at full DEM resolution).
-        texture_px: orthophoto texture size per tile (pixels per side).
+        texture_px: orthophoto (or hillshade) texture size per tile (pixels per side).
         jpeg_quality: JPEG quality of the textures (1-100).
+        hillshade: shade the terrain by its relief where there is no orthophoto (none given, or outside it and
+            under its transparent pixels), so hills and valleys show; False: one neutral colour there.
         crs: the DEM's CRS when the file declares none (overrides the file's otherwise).
         fill_holes_px: nodata holes up to this many DEM cells (not touching the edge) are interpolated.
         glb: how tiles are encoded (compression, textures; `tiles.compression.GlbOptions`).
@@ -67,6 +71,7 @@ class TerrainOptions:
     tile_px: int = 256
     texture_px: int = 512
     jpeg_quality: int = 85
+    hillshade: bool = True
     crs: str | None = None
     fill_holes_px: int = 16
     glb: GlbOptions = field(default_factory=GlbOptions)
@@ -484,14 +489,18 @@ def _write_tile(
     uv = np.column_stack([tin.verts[:, 0] / n, tin.verts[:, 1] / n])[index].astype(np.float32)
     all_tris = np.vstack([tris, skirt_tris])
 
+    size = options.texture_px
+    shade = _hillshade(tiling, level, tx, ty, jac, size) if options.hillshade else None
+    rgb = shade
     if reader is not None:
-        size = options.texture_px
         tex_t = (
             grid.transform
             @ Affine.translation(tx * n * step + 0.5, ty * n * step + 0.5)
             @ Affine.scale(n * step / size)
         )
-        rgb = reader.texture(tex_t, grid.crs if not grid.crs.is_compound else tiling.horizontal, size, size)
+        rgb = reader.texture(tex_t, grid.crs if not grid.crs.is_compound else tiling.horizontal, size, size,
+                             fill=shade)
+    if rgb is not None:
         texture, mime = encode_texture(rgb, options.glb, options.jpeg_quality)
         material = Material(texture=texture, mime_type=mime)  # type: ignore[arg-type]
     else:
@@ -500,12 +509,52 @@ def _write_tile(
         positions=local.astype(np.float32),
         indices=all_tris.astype(np.uint32),
         normals=normals,
-        texcoords=uv if reader is not None else None,
+        texcoords=uv if rgb is not None else None,
         material=material,
     )
     uri = f"terrain/{level}/{tx}/{ty}.glb"
     write_atomic(out / uri, MeshContent([prim]).to_glb(options.glb))
     return _Written(uri, frame.matrix, region_of(ecef, pad_m=0.01), skirt_depth, len(all_tris))
+
+
+#: Light of the baked hillshade: from the north-west (azimuth 315 degrees), 45 degrees above the horizon, as GDAL's
+#: `gdaldem hillshade` and most GIS hillshades, as a unit (east, north, up) vector.
+SUN_ENU = np.array([-0.5, 0.5, math.sqrt(0.5)])
+#: Share of the light that reaches a slope facing away from the sun (sky light), so shadows are not black.
+SKY_LIGHT = 0.3
+
+
+def hillshade_factor(normals: np.ndarray) -> np.ndarray:
+    """How much lighter (> 1) or darker (< 1) than flat ground a surface looks under `SUN_ENU`: (...,) float64.
+
+    Lambert's cosine law against the sun plus `SKY_LIGHT`, scaled so that flat ground is 1 (the neutral colour
+    stays itself): `SKY_LIGHT + (1 - SKY_LIGHT) * max(0, n . sun) / sin(45 deg)`.
+
+    Args:
+        normals: (..., 3) unit normals in a local east-north-up frame.
+    """
+    cosine = np.clip(normals @ SUN_ENU, 0.0, 1.0)
+    return SKY_LIGHT + (1.0 - SKY_LIGHT) * cosine / SUN_ENU[2]
+
+
+def _hillshade(tiling: _Tiling, level: int, tx: int, ty: int, jac: np.ndarray, size: int) -> np.ndarray:
+    """(size, size, 3) uint8 texture of tile (level, tx, ty): the neutral colour shaded by the relief.
+
+    The normals are the mesh's own (`_normals`: the level's height gradient in the tile's ENU frame, so geographic
+    and projected DEMs shade alike), at every sample of the tile, interpolated bilinearly to the texture's pixel
+    centres (pixel u's centre is sample (u + 0.5) * tile_px / size, as the mesh's texture coordinates say).
+    """
+    from scipy.ndimage import map_coordinates
+
+    n = tiling.tile_px
+    rows, cols = np.mgrid[ty * n: ty * n + n + 1, tx * n: tx * n + n + 1]
+    normals = _normals(tiling, level, rows.ravel(), cols.ravel(), jac).astype(np.float64)
+    factor = np.nan_to_num(hillshade_factor(normals), nan=1.0).reshape(n + 1, n + 1)  # nodata: flat
+    centres = (np.arange(size) + 0.5) * n / size
+    rr, cc = np.meshgrid(centres, centres, indexing="ij")
+    at_pixels = map_coordinates(factor, [rr.ravel(), cc.ravel()], order=1, mode="nearest").reshape(size, size)
+    rgb = np.asarray(NEUTRAL_RGB, np.float64) * at_pixels[..., None]
+    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
 
 def _cross_z(p: np.ndarray) -> np.ndarray:
@@ -627,4 +676,5 @@ def _node(
     )
 
 
-__all__ = ["DemSampler", "TerrainOptions", "TerrainResult", "build_terrain"]
+__all__ = ["SKY_LIGHT", "SUN_ENU", "DemSampler", "TerrainOptions", "TerrainResult", "build_terrain",
+           "hillshade_factor"]

@@ -259,7 +259,8 @@ class DemSampler:
 class OrthoReader:
     """Orthophoto textures resampled onto any grid (reprojected when the CRSs differ).
 
-    Alpha and nodata become the neutral colour `NEUTRAL_RGB`. 8-bit RGB(A) or grey; 16-bit is scaled down.
+    Alpha and nodata become the neutral colour `NEUTRAL_RGB` (or what the caller fills them with). 8-bit RGB(A) or
+    grey; 16-bit is scaled down.
 
     Args:
         path: the orthophoto file.
@@ -337,7 +338,8 @@ class OrthoReader:
             self._overviews[best] = rasterio.open(self.path, overview_level=level)
         return self._overviews[best], float(best)
 
-    def texture(self, transform: Affine, crs: CRS, width: int, height: int) -> np.ndarray:
+    def texture(self, transform: Affine, crs: CRS, width: int, height: int,
+                fill: np.ndarray | None = None) -> np.ndarray:
         """The orthophoto on a target grid, read from the overview that fits the target's resolution.
 
         Args:
@@ -345,10 +347,12 @@ class OrthoReader:
             crs: the target CRS.
             width: target columns.
             height: target rows.
+            fill: (height, width, 3) uint8 drawn where the ortho has no data (the terrain's hillshade); None:
+                `NEUTRAL_RGB` there.
 
         Returns:
-            (height, width, 3) uint8 RGB, row 0 at the grid's first row; `NEUTRAL_RGB` where the ortho has
-            no data.
+            (height, width, 3) uint8 RGB, row 0 at the grid's first row; `fill` (or `NEUTRAL_RGB`) where the ortho
+            has no data.
         """
         self.open()
         colour, alpha = self._bands()
@@ -380,7 +384,7 @@ class OrthoReader:
             missing |= ~(planes[alpha] >= 128)
         scale = 1.0 / 257.0 if np.dtype(src.dtypes[colour[0] - 1]).itemsize == 2 else 1.0
         out = np.clip(np.nan_to_num(rgb) * scale + 0.5, 0, 255).astype(np.uint8)
-        out[missing] = NEUTRAL_RGB
+        out[missing] = NEUTRAL_RGB if fill is None else fill[missing]
         return out
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 from rasterio.transform import from_origin
 
 from cim.errors import CRSError, InputError
-from cim.models.terrain import DemSampler, TerrainOptions, TerrainResult, build_terrain
+from cim.models.terrain import DemSampler, TerrainOptions, TerrainResult, build_terrain, hillshade_factor
 from cim.sources.crs import from_ecef, transformer
 from cim.sources.raster import NEUTRAL_RGB, OrthoReader
 from tests.support.gltf_validator import assert_valid
@@ -153,7 +153,28 @@ def hills(tmp_path_factory: pytest.TempPathFactory, dem_hills: Path, ortho_gradi
 @pytest.fixture(scope="module")
 def holes(tmp_path_factory: pytest.TempPathFactory, dem_with_nodata: Path) -> Built:
     out = tmp_path_factory.mktemp("holes")
-    return Built(out, build_terrain(dem_with_nodata, None, out, TerrainOptions(tile_px=TILE_PX, glb=PLAIN)))
+    return Built(out, build_terrain(dem_with_nodata, None, out,
+                                    TerrainOptions(tile_px=TILE_PX, glb=PLAIN, hillshade=False)))
+
+
+@pytest.fixture(scope="module")
+def bare_hills(tmp_path_factory: pytest.TempPathFactory, dem_hills: Path) -> Built:
+    """The hills without an orthophoto: hillshaded."""
+    out = tmp_path_factory.mktemp("bare")
+    return Built(out, build_terrain(dem_hills, None, out, TerrainOptions(tile_px=TILE_PX, texture_px=256, glb=PLAIN)))
+
+
+def _hills_shade(col: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """(n, 3) RGB the hillshade should give at DEM sample (col, row) of `_hills`: its analytic normal in
+    (east, north, up) lit by `hillshade_factor`, times the neutral colour (independent of the builder's normals)."""
+    c, r = col, row
+    g1 = 25 * np.exp(-((c - 80) ** 2 + (r - 90) ** 2) / (2 * 30**2))
+    g2 = 15 * np.exp(-((c - 190) ** 2 + (r - 210) ** 2) / (2 * 20**2))
+    dz_dc = 0.05 - g1 * (c - 80) / 30**2 - g2 * (c - 190) / 20**2 + 2 * np.cos(c / 7) / 7 * np.cos(r / 9)
+    dz_dr = -g1 * (r - 90) / 30**2 - g2 * (r - 210) / 20**2 - 2 * np.sin(c / 7) * np.sin(r / 9) / 9
+    normal = np.column_stack([-dz_dc / RES, dz_dr / RES, np.ones_like(c)])  # rows run south: d/dnorth = -d/drow
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+    return np.asarray(NEUTRAL_RGB, float) * hillshade_factor(normal)[:, None]
 
 
 def test_compressed_tiles_keep_every_vertex_within_the_tolerance(hills: Built, dem_hills: Path,
@@ -568,7 +589,7 @@ def _texture_and_uv(data: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_texture_is_the_ortho_at_each_vertex_upright_and_reprojected(hills: Built) -> None:
-    checked = 0
+    checked = shaded = 0
     for m in _meshes(hills):
         if m.level not in (0, 3):
             continue
@@ -585,14 +606,55 @@ def test_texture_is_the_ortho_at_each_vertex_upright_and_reprojected(hills: Buil
         )
         if inside.any():
             assert np.abs(seen[inside] - expected[inside]).max() < 14, m.tile.content.uri
-        transparent = m.xyz[:, 0] > ALPHA_EAST + 4 * RES * m.step
-        if transparent.any():
-            assert np.abs(seen[transparent] - np.array(NEUTRAL_RGB)).max() < 14
+        transparent = m.surface() & (m.xyz[:, 0] > ALPHA_EAST + 4 * RES * m.step) & _inner(m)
+        if transparent.any() and m.level == m.depth:  # where the ortho has no data: the DEM's hillshade
+            assert np.abs(seen[transparent] - _hills_shade(m.col[transparent], m.row[transparent])).max() < 14
+            shaded += int(transparent.sum())
         checked += int(inside.sum())
+    assert checked > 500 and shaded > 20
+
+
+def _inner(m: TileMesh) -> np.ndarray:
+    """Vertices two samples or more inside the DEM (one-sided differences at its edge)."""
+    return (m.col >= 2) & (m.col <= COLS - 3) & (m.row >= 2) & (m.row <= ROWS - 3)
+
+
+def test_terrain_without_an_ortho_is_hillshaded(bare_hills: Built) -> None:
+    checked = 0
+    red = []
+    for m in _meshes(bare_hills):
+        img, uv = _texture_and_uv(m.glb)
+        h, w, _ = img.shape
+        px = np.clip((uv[:, 0] * w).astype(int), 0, w - 1)
+        py = np.clip((uv[:, 1] * h).astype(int), 0, h - 1)
+        seen = img[py, px]
+        if m.level == m.depth:
+            keep = m.surface() & _inner(m)
+            expected = _hills_shade(m.col[keep], m.row[keep])
+            assert np.abs(seen[keep] - expected).max() < 14, m.tile.content.uri
+            checked += int(keep.sum())
+        red.append(img[..., 0].ravel())
     assert checked > 500
+    # the relief shows: slopes toward the sun (north-west) lighter than flat ground, slopes away darker
+    lo, hi = np.percentile(np.concatenate(red), [1, 99])
+    assert lo < NEUTRAL_RGB[0] - 15 and hi > NEUTRAL_RGB[0] + 15
+    glb = read_glb((bare_hills.out / "terrain/0/0/0.glb").read_bytes())["json"]
+    assert "baseColorTexture" in glb["materials"][0]["pbrMetallicRoughness"]
+    assert_valid(bare_hills.out / "terrain", allow_warnings=False)
 
 
-def test_untextured_terrain_is_a_neutral_colour(holes: Built) -> None:
+def test_hillshade_factor_is_lambert_with_sky_light() -> None:
+    from cim.models.terrain import SKY_LIGHT
+
+    up = np.array([0.0, 0.0, 1.0])
+    to_sun = np.array([-0.5, 0.5, np.sqrt(0.5)])
+    away = np.array([0.5, -0.5, np.sqrt(0.5)])
+    assert hillshade_factor(up) == pytest.approx(1.0)  # flat ground keeps the neutral colour
+    assert hillshade_factor(to_sun) == pytest.approx(SKY_LIGHT + (1 - SKY_LIGHT) / np.sqrt(0.5))
+    assert hillshade_factor(away) == pytest.approx(SKY_LIGHT)  # n . sun = 0: sky light only
+
+
+def test_terrain_without_hillshade_is_a_neutral_colour(holes: Built) -> None:
     glb = read_glb((holes.out / "terrain/0/0/0.glb").read_bytes())["json"]
     material = glb["materials"][0]
     assert "baseColorTexture" not in material["pbrMetallicRoughness"]
@@ -621,6 +683,12 @@ def test_ortho_reader_makes_alpha_and_uncovered_areas_neutral(ortho_gradient: Pa
     )
     assert (rgb[5, 20] == NEUTRAL_RGB).all()  # transparent in the ortho
     assert (rgb[5, 39] == NEUTRAL_RGB).all()  # beyond the ortho
+    fill = np.zeros((10, 40, 3), np.uint8)
+    fill[..., 2] = 200
+    with OrthoReader(ortho_gradient) as reader:
+        filled = reader.texture(tf, parse_crs(CRS), 40, 10, fill=fill)
+    assert (filled[5, 20] == (0, 0, 200)).all() and (filled[5, 39] == (0, 0, 200)).all()
+    assert (filled[5, 2] == rgb[5, 2]).all()  # where the ortho has data, the ortho
 
 
 # --- DemSampler --------------------------------------------------------------------------------------------
