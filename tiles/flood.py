@@ -25,7 +25,8 @@ from rio_tiler.errors import TileOutsideBounds
 from rio_tiler.utils import render
 
 from tiles.errors import TileNotFoundError, TileRequestError
-from tiles.raster import _NS, TILE_SIZE, TMS_IDS, RasterTile, _el, _Reader, check_tms_tile, get_tms
+from tiles.raster import (_NS, TILE_SIZE, TMS_IDS, RasterTile, _el, _Reader, check_tms_tile, get_tms,
+                          wmts_tile_matrix_set, wmts_tile_matrix_set_link)
 
 #: colour ramps: (value, (r, g, b, a)) stops, linear in between; below the first stop transparent
 RAMPS: dict[str, tuple[tuple[float, tuple[int, int, int, int]], ...]] = {
@@ -211,39 +212,12 @@ def wmts_capabilities(tiles: FloodTiles, base: str, instants: list[str], *, titl
                 _el(dim, "Value", v)
         for tms_id in TMS_IDS:
             tms = get_tms(tms_id)
-            link = _el(layer, "TileMatrixSetLink")
-            _el(link, "TileMatrixSet", tms_id)
-            limits = _el(link, "TileMatrixSetLimits")
-            for z in range(tms.minzoom, min(hi + 2, tms.maxzoom) + 1):
-                ul = tms.tile(b[0], b[3], z, truncate=True)
-                lr = tms.tile(b[2], b[1], z, truncate=True)
-                lim = _el(limits, "TileMatrixLimits")
-                _el(lim, "TileMatrix", str(z))
-                _el(lim, "MinTileRow", str(ul.y))
-                _el(lim, "MaxTileRow", str(lr.y))
-                _el(lim, "MinTileCol", str(ul.x))
-                _el(lim, "MaxTileCol", str(lr.x))
+            wmts_tile_matrix_set_link(layer, tms_id, b, range(tms.minzoom, min(hi + 2, tms.maxzoom) + 1))
         time_part = "{Time}" if timed else "max"
         _el(layer, "ResourceURL", format="image/png", resourceType="tile",
             template=f"{base}/{layer_id}/{time_part}/{{TileMatrixSet}}/{{TileMatrix}}/{{TileCol}}/{{TileRow}}.png{q}")
     for tms_id in TMS_IDS:
-        tms = get_tms(tms_id)
-        s = _el(contents, "TileMatrixSet")
-        _el(s, "ows:Identifier", tms_id)
-        code = str(tms.crs.root).rstrip("/").rsplit("/", 1)[-1]
-        _el(s, "ows:SupportedCRS", f"urn:ogc:def:crs:EPSG::{code}")
-        if tms_id == "WebMercatorQuad":
-            _el(s, "WellKnownScaleSet", "urn:ogc:def:wkss:OGC:1.0:GoogleMapsCompatible")
-        for z in range(tms.minzoom, min(hi + 2, tms.maxzoom) + 1):
-            mtx = tms.matrix(z)
-            e = _el(s, "TileMatrix")
-            _el(e, "ows:Identifier", str(z))
-            _el(e, "ScaleDenominator", repr(float(mtx.scaleDenominator)))
-            _el(e, "TopLeftCorner", " ".join(repr(float(v)) for v in mtx.pointOfOrigin))
-            _el(e, "TileWidth", str(mtx.tileWidth))
-            _el(e, "TileHeight", str(mtx.tileHeight))
-            _el(e, "MatrixWidth", str(mtx.matrixWidth))
-            _el(e, "MatrixHeight", str(mtx.matrixHeight))
+        wmts_tile_matrix_set(contents, tms_id, hi + 2)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
 
 

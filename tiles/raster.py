@@ -451,6 +451,44 @@ def _crs_urn(tms: morecantile.TileMatrixSet) -> str:
     return f"urn:ogc:def:crs:EPSG::{code}"
 
 
+def wmts_tile_matrix_set_link(layer: ET.Element, tms_id: str, bounds: Sequence[float], zooms: range) -> None:
+    """A WMTS layer's `<TileMatrixSetLink>` to `tms_id` with the tile limits of `bounds` (lon/lat) at `zooms`."""
+    tms = get_tms(tms_id)
+    link = _el(layer, "TileMatrixSetLink")
+    _el(link, "TileMatrixSet", tms_id)
+    limits = _el(link, "TileMatrixSetLimits")
+    for z in zooms:
+        ul = tms.tile(bounds[0], bounds[3], z, truncate=True)
+        lr = tms.tile(bounds[2], bounds[1], z, truncate=True)
+        lim = _el(limits, "TileMatrixLimits")
+        _el(lim, "TileMatrix", str(z))
+        _el(lim, "MinTileRow", str(ul.y))
+        _el(lim, "MaxTileRow", str(lr.y))
+        _el(lim, "MinTileCol", str(ul.x))
+        _el(lim, "MaxTileCol", str(lr.x))
+
+
+def wmts_tile_matrix_set(contents: ET.Element, tms_id: str, top_zoom: int | None = None) -> None:
+    """A WMTS `<TileMatrixSet>` of `tms_id` (its matrices from its first zoom to `top_zoom`, default its last)."""
+    tms = get_tms(tms_id)
+    s = _el(contents, "TileMatrixSet")
+    _el(s, "ows:Identifier", tms_id)
+    _el(s, "ows:SupportedCRS", _crs_urn(tms))
+    if tms_id == "WebMercatorQuad":
+        _el(s, "WellKnownScaleSet", "urn:ogc:def:wkss:OGC:1.0:GoogleMapsCompatible")
+    last = tms.maxzoom if top_zoom is None else min(top_zoom, tms.maxzoom)
+    for z in range(tms.minzoom, last + 1):
+        mtx = tms.matrix(z)
+        e = _el(s, "TileMatrix")
+        _el(e, "ows:Identifier", str(z))
+        _el(e, "ScaleDenominator", repr(float(mtx.scaleDenominator)))
+        _el(e, "TopLeftCorner", " ".join(repr(float(v)) for v in mtx.pointOfOrigin))
+        _el(e, "TileWidth", str(mtx.tileWidth))
+        _el(e, "TileHeight", str(mtx.tileHeight))
+        _el(e, "MatrixWidth", str(mtx.matrixWidth))
+        _el(e, "MatrixHeight", str(mtx.matrixHeight))
+
+
 def wmts_capabilities(maps: Sequence[RasterMap], base_url: str, *, title: str = "cim tile services",
                       query: str = "", abstract: str | None = None) -> str:
     """A WMTS 1.0.0 GetCapabilities document (KVP and RESTful) for `maps` on both tile matrix sets.
@@ -496,42 +534,17 @@ def wmts_capabilities(maps: Sequence[RasterMap], base_url: str, *, title: str = 
             _el(layer, "Format", MEDIA_TYPES[fmt])
         for tms_id in TMS_IDS:
             tms = get_tms(tms_id)
-            link = _el(layer, "TileMatrixSetLink")
-            _el(link, "TileMatrixSet", tms_id)
             _, hi = m.zoom_range(tms)
-            limits = _el(link, "TileMatrixSetLimits")
-            for z in range(tms.minzoom, min(hi, tms.maxzoom) + 1):
-                ul = tms.tile(info.bounds[0], info.bounds[3], z, truncate=True)
-                lr = tms.tile(info.bounds[2], info.bounds[1], z, truncate=True)
-                lim = _el(limits, "TileMatrixLimits")
-                _el(lim, "TileMatrix", str(z))
-                _el(lim, "MinTileRow", str(ul.y))
-                _el(lim, "MaxTileRow", str(lr.y))
-                _el(lim, "MinTileCol", str(ul.x))
-                _el(lim, "MaxTileCol", str(lr.x))
+            wmts_tile_matrix_set_link(layer, tms_id, info.bounds, range(tms.minzoom, min(hi, tms.maxzoom) + 1))
         for fmt in m.formats:
             _el(layer, "ResourceURL", format=MEDIA_TYPES[fmt], resourceType="tile",
                 template=f"{base_url}/maps/{m.name}/{{TileMatrixSet}}/{{TileMatrix}}/{{TileCol}}/{{TileRow}}.{fmt}{q}")
     for tms_id in TMS_IDS:
-        tms = get_tms(tms_id)
-        s = _el(contents, "TileMatrixSet")
-        _el(s, "ows:Identifier", tms_id)
-        _el(s, "ows:SupportedCRS", _crs_urn(tms))
-        if tms_id == "WebMercatorQuad":
-            _el(s, "WellKnownScaleSet", "urn:ogc:def:wkss:OGC:1.0:GoogleMapsCompatible")
-        for z in range(tms.minzoom, tms.maxzoom + 1):
-            mtx = tms.matrix(z)
-            e = _el(s, "TileMatrix")
-            _el(e, "ows:Identifier", str(z))
-            _el(e, "ScaleDenominator", repr(float(mtx.scaleDenominator)))
-            _el(e, "TopLeftCorner", " ".join(repr(float(v)) for v in mtx.pointOfOrigin))
-            _el(e, "TileWidth", str(mtx.tileWidth))
-            _el(e, "TileHeight", str(mtx.tileHeight))
-            _el(e, "MatrixWidth", str(mtx.matrixWidth))
-            _el(e, "MatrixHeight", str(mtx.matrixHeight))
+        wmts_tile_matrix_set(contents, tms_id)
     _el(root, "ServiceMetadataURL", xlink__href=f"{base_url}/wmts/1.0.0/WMTSCapabilities.xml{q}")
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
 
 
 __all__ = ["MEDIA_TYPES", "TMS_IDS", "VIEW_CRS", "WarpGrid", "MapInfo", "RasterMap", "RasterTile", "check_tms_tile", "decode_terrain_rgb",
-           "get_tms", "guess_kind", "terrain_rgb", "wmts_capabilities"]
+           "get_tms", "guess_kind", "terrain_rgb", "wmts_capabilities", "wmts_tile_matrix_set",
+           "wmts_tile_matrix_set_link"]
