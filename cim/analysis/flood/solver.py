@@ -149,67 +149,42 @@ def _pow_m7_3(x):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
 
 
 @njit(inline="always", **_JIT)
-def _x_faces(k, z, h, qxo, qyo, wx, n2, bx_ptr, bx_i, bx_dir, bx_s, nx, dx, dt, theta, hmin, out):  # pragma: no cover
-    """Raw (unlimited) discharges of the x faces of row k into `out[1..nx+1]` (face i: cells i-1 | i)."""
-    for i in range(1, nx + 2):
-        zl = z[k, i - 1]
+def _faces(k, ax, ay, z, h, qa, qb, wa, n2, b_ptr, b_i, b_dir, b_s, nx, d, dt, theta, hmin, out):  # pragma: no cover
+    """Raw (unlimited) discharges of one row of faces into `out[1..]`: the x faces of row k (`ax, ay = 1, 0`; face
+    i between cells (k, i-1) | (k, i), `out[1..nx+1]`) or the faces north of row k (`ax, ay = 0, 1`; face (k, i)
+    between cells (k-1, i) | (k, i), `out[1..nx]`).
+
+    `qa`/`wa` are the discharges and widths of this direction's faces, `qb` the orthogonal ones, `d` the cell size
+    along the flow. Called with literal `ax, ay`, so the index offsets fold to constants and the loop vectorises as
+    a loop written for one direction does.
+    """
+    for i in range(1, nx + 1 + ax):
+        zl = z[k - ay, i - ax]
         zr = z[k, i]
-        el = zl + h[k, i - 1]
+        el = zl + h[k - ay, i - ax]
         er = zr + h[k, i]
         hf = max(el, er) - max(zl, zr)
-        wet = (hf > hmin) & (wx[k, i] > 0.0)
+        wet = (hf > hmin) & (wa[k, i] > 0.0)
         hs = hf if wet else 1.0
-        q0 = qxo[k, i]
-        qm = qxo[k, i - 1] if wx[k, i - 1] > 0.0 else q0
-        qp = qxo[k, i + 1] if wx[k, i + 1] > 0.0 else q0
-        qo = 0.25 * (qyo[k, i - 1] + qyo[k + 1, i - 1] + qyo[k, i] + qyo[k + 1, i])
+        q0 = qa[k, i]
+        qm = qa[k - ay, i - ax] if wa[k - ay, i - ax] > 0.0 else q0
+        qp = qa[k + ay, i + ax] if wa[k + ay, i + ax] > 0.0 else q0
+        qo = 0.25 * (qb[k - ay, i - ax] + qb[k - ay + ax, i - ax + ay] + qb[k, i] + qb[k + ax, i + ay])
         qbar = theta * q0 + 0.5 * (1.0 - theta) * (qm + qp)
-        den = 1.0 + G * dt * 0.5 * (n2[k, i - 1] + n2[k, i]) * math.sqrt(q0 * q0 + qo * qo) * _pow_m7_3(hs)
-        q = (qbar - G * hs * dt * (er - el) / dx) / den
+        den = 1.0 + G * dt * 0.5 * (n2[k - ay, i - ax] + n2[k, i]) * math.sqrt(q0 * q0 + qo * qo) * _pow_m7_3(hs)
+        q = (qbar - G * hs * dt * (er - el) / d) / den
         out[i] = q if wet else 0.0
     # open boundary faces: ghost cell continuing the bed at the inner cell's outward slope, outflow only
-    for b in range(bx_ptr[k], bx_ptr[k + 1]):
-        i = bx_i[b]
-        d = bx_dir[b]  # +1: the inside is west (cell i-1), water leaves eastwards; -1: the inside is east
-        c = i - 1 if d > 0 else i
-        hin = h[k, c]
-        q0 = qxo[k, i]
+    for b in range(b_ptr[k], b_ptr[k + 1]):
+        i = b_i[b]
+        s = b_dir[b]  # +1: the inside is the west/north cell, water leaves eastwards/southwards; -1: the other way
+        hin = h[k - ay, i - ax] if s > 0 else h[k, i]
+        nin = n2[k - ay, i - ax] if s > 0 else n2[k, i]
+        q0 = qa[k, i]
         q = 0.0
         if hin > hmin:
-            q = (q0 + d * G * hin * dt * bx_s[b]) / (1.0 + G * dt * n2[k, c] * abs(q0) * _pow_m7_3(hin))
-            q = max(q, 0.0) if d > 0 else min(q, 0.0)
-        out[i] = q
-
-
-@njit(inline="always", **_JIT)
-def _y_faces(k, z, h, qxo, qyo, wy, n2, by_ptr, by_i, by_dir, by_s, nx, dy, dt, theta, hmin, out):  # pragma: no cover
-    """Raw discharges of the faces north of row k into `out[1..nx]` (face (k, i): cells (k-1, i) | (k, i))."""
-    for i in range(1, nx + 1):
-        zu = z[k - 1, i]
-        zd = z[k, i]
-        eu = zu + h[k - 1, i]
-        ed = zd + h[k, i]
-        hf = max(eu, ed) - max(zu, zd)
-        wet = (hf > hmin) & (wy[k, i] > 0.0)
-        hs = hf if wet else 1.0
-        q0 = qyo[k, i]
-        qm = qyo[k - 1, i] if wy[k - 1, i] > 0.0 else q0
-        qp = qyo[k + 1, i] if wy[k + 1, i] > 0.0 else q0
-        qo = 0.25 * (qxo[k - 1, i] + qxo[k - 1, i + 1] + qxo[k, i] + qxo[k, i + 1])
-        qbar = theta * q0 + 0.5 * (1.0 - theta) * (qm + qp)
-        den = 1.0 + G * dt * 0.5 * (n2[k - 1, i] + n2[k, i]) * math.sqrt(q0 * q0 + qo * qo) * _pow_m7_3(hs)
-        q = (qbar - G * hs * dt * (ed - eu) / dy) / den
-        out[i] = q if wet else 0.0
-    for b in range(by_ptr[k], by_ptr[k + 1]):
-        i = by_i[b]
-        d = by_dir[b]  # +1: the inside is north (row k-1), water leaves southwards; -1: the inside is south
-        c = k - 1 if d > 0 else k
-        hin = h[c, i]
-        q0 = qyo[k, i]
-        q = 0.0
-        if hin > hmin:
-            q = (q0 + d * G * hin * dt * by_s[b]) / (1.0 + G * dt * n2[c, i] * abs(q0) * _pow_m7_3(hin))
-            q = max(q, 0.0) if d > 0 else min(q, 0.0)
+            q = (q0 + s * G * hin * dt * b_s[b]) / (1.0 + G * dt * nin * abs(q0) * _pow_m7_3(hin))
+            q = max(q, 0.0) if s > 0 else min(q, 0.0)
         out[i] = q
 
 
@@ -250,11 +225,11 @@ def _chunk(c, z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, inf
         qxr = wk[k % _SLOTS]
         qyr = wk[_SLOTS + k % _SLOTS]
         if 1 <= k <= ny:
-            _x_faces(k, z, h, qxo, qyo, wx, n2, bx_ptr, bx_i, bx_dir, bx_s, nx, dx, dt, theta, hmin, qxr)
+            _faces(k, 1, 0, z, h, qxo, qyo, wx, n2, bx_ptr, bx_i, bx_dir, bx_s, nx, dx, dt, theta, hmin, qxr)
         else:
             qxr[:] = 0.0
         if 1 <= k <= ny + 1:
-            _y_faces(k, z, h, qxo, qyo, wy, n2, by_ptr, by_i, by_dir, by_s, nx, dy, dt, theta, hmin, qyr)
+            _faces(k, 0, 1, z, h, qyo, qxo, wy, n2, by_ptr, by_i, by_dir, by_s, nx, dy, dt, theta, hmin, qyr)
         else:
             qyr[:] = 0.0
         # stage 2: limiter of row k-1 (needs the faces north of row k, i.e. its south faces)
