@@ -241,6 +241,8 @@ class SensingStore:
         self._latest_dirty: set[int] = set()
         self._latest_lock = threading.Lock()
         self._dirty_lock = threading.Lock()
+        # latest_geojson's bodies (by caller's levels and ObservedProperty) of the entries they were made from
+        self._geojson: tuple[dict[int, dict[str, Any]] | None, dict[tuple[Any, ...], bytes]] = (None, {})
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._pending = 0
         self._pending_cv = threading.Condition()
@@ -299,7 +301,7 @@ class SensingStore:
                     pass
             self._cursors.clear()
         self._local = threading.local()
-        self._meta, self._latest = None, None
+        self._meta, self._latest, self._geojson = None, None, (None, {})
         if self._given is None:
             self._store.close()
         self._store = None
@@ -1143,6 +1145,35 @@ class SensingStore:
         static = self._latest_static(cur, meta)
         none = (None, None, None, None)
         return [_latest_entry(static[m.id], m, *readings.get(m.id, none)[1:]) for m in metas]
+
+    def latest_geojson(self, access: Access = LOCAL, *, observed_property: str | None = None) -> bytes:
+        """`latest()` as a GeoJSON FeatureCollection, UTF-8 bytes (the body of `GET /sensing/latest`): one Feature
+        per Datastream, `id` the Datastream's, a Point at its Thing's location, the rest of the entry as
+        properties; `"at": null`.
+
+        The encoded body is kept until the next commit or entity write, per caller's levels and ObservedProperty
+        (10,000 Datastreams make 3.8 MB of JSON: building and encoding them is most of the request).
+        """
+        meta = self.meta()
+        entries = self._latest_entries(self.cursor(), meta) if meta else None
+        key = (tuple(sorted(access.levels)), observed_property)
+        with self._latest_lock:
+            made_from, bodies = self._geojson
+            if entries is not None and made_from is entries and key in bodies:
+                return bodies[key]
+        features = [{"type": "Feature", "id": r["datastream"],
+                     "geometry": {"type": "Point", "coordinates": r["location"]} if r["location"] else None,
+                     "properties": {k: v for k, v in r.items() if k != "location"}}
+                    for r in self.latest(access, observed_property=observed_property)]
+        body = json.dumps({"type": "FeatureCollection", "features": features, "at": None}, ensure_ascii=False,
+                          separators=(",", ":"), allow_nan=False).encode()
+        with self._latest_lock:
+            made_from, bodies = self._geojson
+            if entries is not None and self._latest is not None and self._latest[1] is entries:  # still current
+                bodies = bodies if made_from is entries else {}
+                if len(bodies) < 64:
+                    self._geojson = (entries, {**bodies, key: body})
+        return body
 
     def _latest_entries(self, cur: duckdb.DuckDBPyConnection, meta: dict[int, DatastreamMeta]
                         ) -> dict[int, dict[str, Any]]:

@@ -386,6 +386,32 @@ def test_latest_follows_each_committed_batch_and_hands_out_read_only_entries(tmp
         assert dict(after[1])["result"] == 4.2 and s.latest()[0]["result"] == 4.2
 
 
+def test_latest_geojson_is_latest_as_features_kept_until_the_next_commit(tmp_path: Path) -> None:
+    import json
+
+    def expected(s: SensingStore, access: Access, prop: str | None = None) -> dict:
+        return {"type": "FeatureCollection", "at": None, "features": [
+            {"type": "Feature", "id": r["datastream"], "geometry": {"type": "Point", "coordinates": r["location"]},
+             "properties": {k: v for k, v in r.items() if k != "location"}}
+            for r in s.latest(access, observed_property=prop)]}
+
+    with SensingStore(tmp_path / "g.duckdb") as s:
+        populate(s)
+        body = s.latest_geojson(INTERNAL)
+        assert json.loads(body) == expected(s, INTERNAL) and [f["id"] for f in json.loads(body)["features"]] == [1, 2]
+        assert s.latest_geojson(INTERNAL) is body  # kept
+        assert [f["id"] for f in json.loads(s.latest_geojson(PUBLIC))["features"]] == [1]
+        assert json.loads(s.latest_geojson(INTERNAL, observed_property="rainfall_rate")) == expected(
+            s, INTERNAL, "rainfall_rate")
+        s.add_observations([parse_observation({"phenomenonTime": iso(T0 + timedelta(hours=HOURS)), "result": 4.2},
+                                              datastream_id=1)])
+        after = s.latest_geojson(INTERNAL)
+        assert after is not body and json.loads(after) == expected(s, INTERNAL)
+        assert json.loads(after)["features"][0]["properties"]["result"] == 4.2
+        s.update("Things(1)", {"name": "renamed"})  # an entity write
+        assert json.loads(s.latest_geojson(PUBLIC))["features"][0]["properties"]["thingName"] == "renamed"
+
+
 @pytest.mark.timeout(180)
 def test_a_batch_commits_after_the_same_session_created_many_things_and_read_them(tmp_path: Path) -> None:
     """The COMMIT that never returned (bench_sensing: 10,000 Things, then 100,000 readings in the same session): the

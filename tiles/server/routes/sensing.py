@@ -88,8 +88,11 @@ async def stream(request: Request, ctx: CtxDep, datastreams: str | None = None,
 def latest(ctx: CtxDep, observedProperty: Annotated[str | None, Query(max_length=200)] = None,
            at: Annotated[str | None, Query(max_length=40)] = None,
            window: Annotated[float, Query(gt=0, le=24 * 366)] = 24.0) -> Response:
-    rows = sensing_of(ctx).latest(sensing_access(ctx.who), observed_property=observedProperty, at=at,
-                                  window_hours=window)
+    sensing = sensing_of(ctx)
+    if at is None:  # the current state: the library keeps the encoded body until the next commit
+        return Response(sensing.latest_geojson(sensing_access(ctx.who), observed_property=observedProperty),
+                        media_type="application/geo+json", headers={"Cache-Control": "no-store"})
+    rows = sensing.latest(sensing_access(ctx.who), observed_property=observedProperty, at=at, window_hours=window)
     features = [{"type": "Feature", "id": r["datastream"],
                  "geometry": {"type": "Point", "coordinates": r["location"]} if r["location"] else None,
                  "properties": {k: v for k, v in r.items() if k != "location"}} for r in rows]
