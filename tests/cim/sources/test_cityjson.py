@@ -196,3 +196,37 @@ def test_delft_lod1_model_matches_the_bgt_footprints_it_was_made_from() -> None:
     ref = bgt.loc[ids].geometry.to_numpy()
     iou = shapely.area(shapely.intersection(ref, geoms)) / shapely.area(shapely.union(ref, geoms))
     assert iou.min() > 0.9999
+
+
+def test_the_garbage_collector_is_paused_while_reading_and_restored(every: Path, tmp_path: Path) -> None:
+    """Reading pauses Python's cyclic collector (its millions of lists hold no cycles) and gives it back as it was:
+    on after a read, after a failed read, and left off when the caller had it off."""
+    import gc
+
+    from cim.sources import cityjson
+
+    seen = []
+    original = cityjson._Builder.add_chunk
+
+    def spy(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        seen.append(gc.isenabled())
+        return original(self, *args, **kwargs)
+
+    assert gc.isenabled()
+    cityjson._Builder.add_chunk = spy
+    try:
+        assert len(read_citymodel(every)) > 0
+    finally:
+        cityjson._Builder.add_chunk = original
+    assert seen == [False] and gc.isenabled()
+    bad = tmp_path / "bad.city.json"
+    bad.write_text('{"type": "CityJSON", "CityObjects": {}, "vertices": [[0, 0]]', encoding="utf-8")
+    with pytest.raises(InputError):
+        read_citymodel(bad)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        read_citymodel(every)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
