@@ -7,10 +7,14 @@ building (attribute, floors, DSM, default) -> the per-building metadata columns 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +27,7 @@ from pyproj import CRS
 from scipy import ndimage
 
 from cim.errors import BuildError, InputError
+from cim.partitions import RowStore, spatial_order
 from cim.sources import crs as crsmod
 from cim.sources.limits import check_finite
 from cim.sources.attributes import FLOOR_NAMES, HEIGHT_NAMES, find_field, likely_fields, numeric_values
@@ -41,6 +46,8 @@ from tiles.compression import GlbOptions
 from tiles.gltf import StringColumn
 
 HEIGHT_SOURCES = ("attribute", "floors", "dsm", "default")
+HEIGHT_CHUNK = 20_000  # footprints per terrain-height task (at least; more when a city has many)
+ROWS_FOLDER = ".rows"  # a build's per-task rows (`cim.partitions.RowStore`), inside its work folder
 
 
 @dataclass
@@ -98,19 +105,30 @@ class BuildingOptions:
             raise InputError(f"workers={self.workers} must be at least 1")
 
 
-def _lowest_terrain(job: tuple[int, int], state: dict[str, Any]) -> tuple[int, np.ndarray]:
+class _WindowPart:
+    """Rows r0.. and columns c0.. of a raster window, indexed in the whole window's rows and columns (so the
+    arithmetic of `bilinear` and of the cell centres is the same as over the whole window)."""
+
+    def __init__(self, part: np.ndarray, r0: int, c0: int, shape: tuple[int, int]) -> None:
+        self.part, self.r0, self.c0, self.shape, self.size = part, r0, c0, shape, shape[0] * shape[1]
+
+    def __getitem__(self, index: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        return self.part[index[0] - self.r0, index[1] - self.c0]
+
+
+def _lowest_terrain(job: tuple[int, int, str], state: dict[str, Any]) -> tuple[int, np.ndarray]:
     """Lowest bilinear DEM value over footprints a..b: at vertices, along edges every half cell, at cell centres
-    (a Dask task; `state` holds the footprints and the DEM window)."""
-    a, b = job
-    g, dem_arr, dem_tf = state["g"][a:b], state["dem"], state["tf"]
+    (a Dask task). The footprints come from the build's `RowStore` (`state["rows"]`, in spatial order); the
+    task reads the part of the DEM window (`state["window"]`) under them, nothing more."""
+    a, b, _ = job
+    g = RowStore(state["rows"]).read(a, b)["geometry"]
+    dem_tf = state["tf"]
+    h, w = state["window"].height, state["window"].width
     k = len(g)
     cell = min(abs(dem_tf.a), abs(dem_tf.e))
     edge_xy, edge_idx = shapely.get_coordinates(shapely.segmentize(g, cell / 2), return_index=True)
-    z = bilinear(dem_arr, dem_tf, edge_xy[:, 0], edge_xy[:, 1])
-    base = np.full(k, np.inf)
-    np.minimum.at(base, edge_idx, np.where(np.isnan(z), np.inf, z))
-    # cell centres inside each footprint: candidates from each bounding box, kept if inside
     inv = ~dem_tf
+    # cell centres inside each footprint: candidates from each bounding box, kept if inside
     x0, y0, x1, y1 = shapely.bounds(g).T
     ca, ra = inv * (x0, y1)
     cb, rb = inv * (x1, y0)
@@ -118,7 +136,22 @@ def _lowest_terrain(job: tuple[int, int], state: dict[str, Any]) -> tuple[int, n
     c1 = np.floor(np.maximum(ca, cb) - 0.5).astype(np.int64)
     r0 = np.ceil(np.minimum(ra, rb) - 0.5).astype(np.int64)
     r1 = np.floor(np.maximum(ra, rb) - 0.5).astype(np.int64)
-    h, w = dem_arr.shape
+    # the rows and columns any of this reads (bilinear reads floor(.) and floor(.) + 1 of the clipped position)
+    ec, er = inv * (edge_xy[:, 0], edge_xy[:, 1])
+    rows = np.concatenate([np.asarray(er, np.float64) - 0.5, r0, r1]) if k else np.zeros(1)
+    cols = np.concatenate([np.asarray(ec, np.float64) - 0.5, c0, c1]) if k else np.zeros(1)
+    lo_r = int(np.clip(np.floor(np.nanmin(rows)) - 1, 0, h - 1))
+    hi_r = int(np.clip(np.floor(np.nanmax(rows)) + 2, 0, h - 1))
+    lo_c = int(np.clip(np.floor(np.nanmin(cols)) - 1, 0, w - 1))
+    hi_c = int(np.clip(np.floor(np.nanmax(cols)) + 2, 0, w - 1))
+    win = state["window"]
+    with open_raster(state["dem"]) as src:
+        part = read_on_grid(state["dem"], src, rasterio.windows.Window(
+            win.col_off + lo_c, win.row_off + lo_r, hi_c - lo_c + 1, hi_r - lo_r + 1))
+    dem_arr = _WindowPart(part, lo_r, lo_c, (h, w))
+    z = bilinear(dem_arr, dem_tf, edge_xy[:, 0], edge_xy[:, 1])
+    base = np.full(k, np.inf)
+    np.minimum.at(base, edge_idx, np.where(np.isnan(z), np.inf, z))
     c0, r0 = np.maximum(c0, 0), np.maximum(r0, 0)
     c1, r1 = np.minimum(c1, w - 1), np.minimum(r1, h - 1)
     nc, nr = np.maximum(c1 - c0 + 1, 0), np.maximum(r1 - r0 + 1, 0)
@@ -139,12 +172,15 @@ def _lowest_terrain(job: tuple[int, int], state: dict[str, Any]) -> tuple[int, n
 def footprint_heights(
     geoms: np.ndarray, crs: CRS, dem: str | os.PathLike[str], dsm: str | os.PathLike[str] | None = None,
     need_dsm: np.ndarray | None = None, runner: Runner | None = None,
+    scratch: str | os.PathLike[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per footprint: the lowest terrain height under it and the median DSM - DEM inside it.
 
     The terrain is the DEM's bilinear surface; its minimum over a footprint is taken over the footprint's vertices,
     points along its edges at most half a cell apart, and every DEM cell centre inside it (all in bulk, no
-    per-building Python).
+    per-building Python). The footprints are cut into chunks in spatial order (`cim.partitions.spatial_order`),
+    one task each, and each task reads its footprints from a `RowStore` in `scratch` and the DEM under them: no
+    task holds the whole city or the whole DEM.
 
     Args:
         geoms: (k,) (Multi)Polygons in `crs`.
@@ -154,6 +190,8 @@ def footprint_heights(
         need_dsm: (k,) bool, the footprints whose DSM height is wanted (default: all, when `dsm` is given).
         runner: the `cim.tiling.Runner` that runs chunks of footprints as tasks (default: a local Dask cluster
             when there are several chunks, this process otherwise).
+        scratch: a folder for the chunks' footprints (removed afterwards), which every worker must see at the
+            same path; None: a temporary folder on this machine.
 
     Returns:
         (base, dsm_height): (k,) float64 each; NaN where the footprint misses the raster (or no DSM value).
@@ -167,19 +205,29 @@ def footprint_heights(
         window = window_over(src, dem_crs, crs, bounds)
         if window is None:
             return base, dsm_h
-        dem_arr = read_on_grid(dem, src, window)
         dem_tf = rasterio.windows.transform(window, src.transform)
+        dem_arr = read_on_grid(dem, src, window) if dsm is not None else None
         dsm_arr = read_on_grid(dsm, src, window) if dsm is not None else None
     g = geoms
     if not dem_crs.equals(crs):
         t = crsmod.transformer(crs, dem_crs)
         g = shapely.transform(geoms, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
-    step = max(20_000, -(-k // (2 * (os.cpu_count() or 1))))
-    jobs = [(a, min(a + step, k)) for a in range(0, k, step)]
-    with runner_scope(runner) as run:
-        results = run.map(_lowest_terrain, jobs, dict(g=g, dem=dem_arr, tf=dem_tf), stage="heights")
+    step = max(HEIGHT_CHUNK, -(-k // (2 * (os.cpu_count() or 1))))
+    x0, y0, x1, y1 = shapely.bounds(g).T
+    order = spatial_order((x0 + x1) / 2, (y0 + y1) / 2)
+    # a job names its footprints (a digest of their rows), so a resumed build never takes another chunk's result
+    jobs = [(a, min(a + step, k), hashlib.blake2b(order[a:a + step].tobytes(), digest_size=8).hexdigest())
+            for a in range(0, k, step)]
+    folder = Path(scratch) / "heights" if scratch is not None else Path(tempfile.mkdtemp(prefix="cim-heights-"))
+    try:
+        RowStore.write(folder, {"geometry": g}, order)
+        state = dict(rows=str(folder), dem=str(dem), window=window, tf=dem_tf)
+        with runner_scope(runner) as run:
+            results = run.map(_lowest_terrain, jobs, state, stage="heights")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     for a, values in results:
-        base[a:a + len(values)] = values
+        base[order[a:a + len(values)]] = values
     if dsm_arr is not None:
         want = np.ones(k, bool) if need_dsm is None else np.asarray(need_dsm, bool)
         idx = np.flatnonzero(want)
@@ -342,10 +390,12 @@ def prepare_footprints(
     options: BuildingOptions | None = None,
     crs: crsmod.CRSLike | None = None,
     runner: Runner | None = None,
+    scratch: str | os.PathLike[str] | None = None,
 ) -> PreparedFootprints:
     """Read, clean and give a base and a height to every footprint (the common first half of LOD1 and LOD2).
 
-    `runner` runs the terrain heights as tasks (see `footprint_heights`).
+    `runner` runs the terrain heights as tasks, which read their footprints from `scratch` (see
+    `footprint_heights`).
 
     Raises:
         BuildError: no footprint can be built.
@@ -372,7 +422,8 @@ def prepare_footprints(
     attr_h, floors_h = attribute_heights(attrs, options)
     if dem is not None:
         need_dsm = ~(np.isfinite(attr_h) | np.isfinite(floors_h))
-        base, dsm_h = footprint_heights(geoms, src_crs, dem, dsm, need_dsm=need_dsm, runner=runner)
+        base, dsm_h = footprint_heights(geoms, src_crs, dem, dsm, need_dsm=need_dsm, runner=runner,
+                                        scratch=scratch)
         outside = np.isnan(base)
         skipped.add("outside the DEM (no terrain height under the footprint)", ids[outside])
     else:

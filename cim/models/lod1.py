@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,8 @@ import shapely
 from pyproj import CRS
 
 from cim.geodesy import LocalFrame, enu_frame
-from cim.models.footprints import HEIGHT_SOURCES, BuildingOptions, prepare_footprints, take_column
+from cim.models.footprints import HEIGHT_SOURCES, ROWS_FOLDER, BuildingOptions, prepare_footprints
+from cim.partitions import RowStore
 from cim.sources import crs as crsmod
 from cim.sources.footprints import Skipped
 from cim.sources.vertical import ELLIPSOIDAL, VerticalDatum
@@ -235,13 +237,17 @@ def lod1_primitive(
 
 
 
-def _write_tile(job: tuple[str, np.ndarray, float], j: dict[str, Any]) -> tuple[str, Tile, int]:
-    """Mesh, encode and write one tile's buildings (a Dask task; `j` is the build's shared arrays); returns its
-    Tile (absolute transform) and triangle count."""
-    path, sel, error = job
-    prim, frame, region = lod1_primitive(j["geoms"][sel], j["bottom"][sel], j["top"][sel], j["crs"],
+def _write_tile(job: tuple[str, int, int, float], j: dict[str, Any]) -> tuple[str, Tile, int]:
+    """Mesh, encode and write one tile's buildings (a Dask task); returns its Tile (absolute transform) and
+    triangle count.
+
+    `job` is the tile's path, its row range in the build's `cim.partitions.RowStore` (rows in tile order) and its
+    geometric error; `j` is what every tile shares (a few small values: the store's folder, the CRS, options)."""
+    path, start, stop, error = job
+    rows = RowStore(j["rows"]).read(start, stop)
+    prim, frame, region = lod1_primitive(rows.pop("geometry"), rows.pop("bottom"), rows.pop("top"), j["crs"],
                                          color=j["color"], vertical=j["vertical"])
-    props = PropertyTable("building", {c: take_column(v, sel) for c, v in j["columns"].items()})
+    props = PropertyTable("building", {name[7:]: v for name, v in rows.items() if name.startswith("column/")})
     uri = f"buildings/{path}.glb"
     write_atomic(j["out"] / uri, MeshContent([prim], props).to_glb(j["glb"]))
     tile = Tile(
@@ -252,7 +258,6 @@ def _write_tile(job: tuple[str, np.ndarray, float], j: dict[str, Any]) -> tuple[
         transform=frame.column_major(),
     )
     return path, tile, len(prim.indices)
-
 
 
 def build_buildings(
@@ -286,7 +291,8 @@ def build_buildings(
     t0 = time.perf_counter()
     if progress:
         progress("heights", 0, 1)
-    fp = prepare_footprints(footprints, dem, dsm=dsm, options=options, crs=crs, runner=runner)
+    fp = prepare_footprints(footprints, dem, dsm=dsm, options=options, crs=crs, runner=runner,
+                            scratch=Path(out_dir) / ROWS_FOLDER)
     if progress:
         progress("heights", 1, 1)
     stages = dict(fp.seconds)
@@ -298,11 +304,24 @@ def build_buildings(
 
     out = Path(out_dir)
     (out / "buildings").mkdir(parents=True, exist_ok=True)
-    state = dict(geoms=fp.geoms, bottom=fp.base - options.sink, top=fp.base + fp.height, crs=fp.crs,
-                 color=options.color, columns=columns, out=out, glb=options.glb, vertical=options.vertical_datum)
-    jobs = [(path, node.content, node.error) for node, path in nodes]
-    with runner_scope(runner, options.workers, progress) as run:
-        results = run.map(_write_tile, jobs, state, stage="lod1", cost=[len(j[1]) for j in jobs])
+    # every tile's rows side by side on disk, in tile order: a task reads its own rows, nothing else
+    order = np.concatenate([node.content for node, _ in nodes])
+    ends = np.cumsum([len(node.content) for node, _ in nodes])
+    scratch = out / ROWS_FOLDER
+    RowStore.write(scratch / "lod1", {"geometry": fp.geoms, "bottom": fp.base - options.sink,
+                                      "top": fp.base + fp.height,
+                                      **{f"column/{name}": v for name, v in columns.items()}}, order)
+    del order, columns
+    stages["partition"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    state = dict(rows=str(scratch / "lod1"), crs=fp.crs, color=options.color, out=out, glb=options.glb,
+                 vertical=options.vertical_datum)
+    jobs = [(path, int(end - len(node.content)), int(end), node.error) for (node, path), end in zip(nodes, ends)]
+    try:
+        with runner_scope(runner, options.workers, progress) as run:
+            results = run.map(_write_tile, jobs, state, stage="lod1", cost=[j[2] - j[1] for j in jobs])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     tiles = {path: tile for path, tile, _ in results}
     triangles = sum(n for _, _, n in results)
     stages["tiles"] = time.perf_counter() - tick

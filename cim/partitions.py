@@ -1,0 +1,153 @@
+"""A build's per-building arrays laid out on disk in task order, so each Dask task reads its own rows only.
+
+The driver writes the arrays a wave of tasks needs (footprints as WKB, heights, metadata columns) once, with the
+rows in the order of the tasks (the first task's rows, then the second's, ...), one `.npy` file per array in a
+folder of the build's work folder. A task maps the files (`numpy.load(mmap_mode="r")`) and copies its row range
+`[start, stop)`. A worker's memory is then set by its task (a tile, a chunk of footprints), not by the city, and no
+array of the whole city is sent to any worker: a task's job is its row range, and the folder is read by path (on
+a cluster, a file system every machine sees, like the output folder).
+
+Rows come back as the types they were written as (numpy arrays, pandas masked arrays such as `Int64`,
+`tiles.gltf.StringColumn`, shapely geometries through WKB), value for value, so a tile built from its rows is the
+same bytes as one built from the whole city's arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import shapely
+
+from tiles.gltf import StringColumn
+
+_INDEX = "rows.json"
+
+
+def spatial_order(x: np.ndarray, y: np.ndarray, bits: int = 16) -> np.ndarray:
+    """A permutation that puts points close on the ground close in the order (Z-order / Morton curve).
+
+    Args:
+        x, y: (n,) float64 coordinates.
+        bits: cells per axis are 2**bits over the points' extent.
+
+    Returns:
+        (n,) int64 indices, stable for points in the same cell.
+    """
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    if len(x) == 0:
+        return np.zeros(0, np.int64)
+    span = max(float(np.ptp(x)), float(np.ptp(y))) or 1.0
+    scale = (2**bits - 1) / span
+    ix = ((x - x.min()) * scale).astype(np.uint64)
+    iy = ((y - y.min()) * scale).astype(np.uint64)
+    code = np.zeros(len(x), np.uint64)
+    for b in range(bits):
+        code |= ((ix >> np.uint64(b)) & np.uint64(1)) << np.uint64(2 * b)
+        code |= ((iy >> np.uint64(b)) & np.uint64(1)) << np.uint64(2 * b + 1)
+    return np.argsort(code, kind="stable")
+
+
+class RowStore:
+    """Named arrays of equal length in a folder, read back by row range.
+
+    Use `RowStore.write(folder, arrays, order)` in the driver and `RowStore(folder).read(start, stop)` in a task.
+    Supported values, each (n,) long: numpy arrays (any dtype but object; 2-D ones by rows), pandas masked arrays
+    (`Int64`, `boolean`, `Float64`), `StringColumn`s, and object arrays of shapely geometries (stored as WKB).
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self._index: dict[str, Any] | None = None
+
+    @property
+    def index(self) -> dict[str, Any]:
+        if self._index is None:
+            self._index = json.loads((self.folder / _INDEX).read_text())
+        return self._index
+
+    def __len__(self) -> int:
+        return int(self.index["rows"])
+
+    @classmethod
+    def write(cls, folder: str | os.PathLike[str], arrays: Mapping[str, Any],
+              order: np.ndarray | None = None) -> RowStore:
+        """Write `arrays` (each taken in `order` first, when given) into `folder`, replacing what was there.
+
+        The index is written last: a folder without one was cut short and is written again.
+        """
+        folder = Path(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        columns = []
+        n = None
+        for k, (name, values) in enumerate(arrays.items()):
+            stem = f"a{k:04d}"
+            kind, parts = _split(values, order)
+            for part, arr in parts.items():
+                np.save(folder / f"{stem}.{part}.npy", arr, allow_pickle=False)
+            rows = len(parts["offsets"]) - 1 if "offsets" in parts else len(parts["values"])
+            if n is not None and rows != n:
+                raise ValueError(f"array {name!r} has {rows} rows, the others {n}")
+            n = rows
+            extra = {"dtype": str(values.dtype)} if kind == "masked" else {}
+            columns.append({"name": name, "file": stem, "kind": kind, "parts": sorted(parts), **extra})
+        (folder / _INDEX).write_text(json.dumps({"rows": n or 0, "columns": columns}))
+        return cls(folder)
+
+    def read(self, start: int, stop: int) -> dict[str, Any]:
+        """Rows `start` to `stop` (excluded) of every array, as the types they were written as, in written order."""
+        out: dict[str, Any] = {}
+        for col in self.index["columns"]:
+            parts = {p: np.load(self.folder / f"{col['file']}.{p}.npy", mmap_mode="r") for p in col["parts"]}
+            out[col["name"]] = _join(col, parts, start, stop)
+        return out
+
+
+def _split(values: Any, order: np.ndarray | None) -> tuple[str, dict[str, np.ndarray]]:
+    if isinstance(values, StringColumn):
+        col = values.take(order) if order is not None else values
+        return "strings", {"data": col.data, "offsets": col.offsets, "missing": col.missing}
+    if isinstance(values, pd.api.extensions.ExtensionArray):
+        if not hasattr(values, "_mask"):
+            raise TypeError(f"cannot store a {type(values).__name__}; convert it to numpy or a masked array")
+        col = values.take(order) if order is not None else values
+        return "masked", {"values": np.asarray(col._data), "mask": np.asarray(col._mask)}
+    values = np.asarray(values)
+    if order is not None:
+        values = values[order]
+    if values.dtype == object:
+        wkb = shapely.to_wkb(values)
+        lengths = np.fromiter((len(b) for b in wkb), np.int64, len(wkb))
+        offsets = np.zeros(len(wkb) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        data = np.frombuffer(b"".join(wkb.tolist()), np.uint8)
+        return "geometry", {"data": data, "offsets": offsets}
+    return "array", {"values": values}
+
+
+def _join(col: dict[str, Any], parts: dict[str, np.ndarray], start: int, stop: int) -> Any:
+    kind = col["kind"]
+    if kind in ("strings", "geometry"):
+        offsets = np.array(parts["offsets"][start:stop + 1], np.int64)
+        data = np.array(parts["data"][offsets[0]:offsets[-1]])
+        offsets -= offsets[0]
+        if kind == "strings":
+            return StringColumn(data, offsets, np.array(parts["missing"][start:stop]))
+        raw = data.tobytes()
+        return shapely.from_wkb(np.array([raw[offsets[i]:offsets[i + 1]] for i in range(stop - start)], object))
+    if kind == "masked":
+        dtype = pd.api.types.pandas_dtype(col["dtype"])
+        return dtype.construct_array_type()(np.array(parts["values"][start:stop]),
+                                            np.array(parts["mask"][start:stop]))
+    return np.array(parts["values"][start:stop])
+
+
+__all__ = ["RowStore", "spatial_order"]

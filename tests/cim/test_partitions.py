@@ -1,0 +1,157 @@
+"""Inputs read by partition (cim.partitions): the rows a task reads back are the whole city's rows it stands for,
+value for value and type for type; footprint heights cut into spatial chunks, each reading the DEM under it only,
+equal the heights over the whole DEM window; a tile built from its rows is the same glb as one built from the whole
+city's arrays; and no task is sent the city's arrays."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio.windows
+import shapely
+
+import cim.models.footprints as footprints_mod
+from cim.models.footprints import BuildingOptions, prepare_footprints, take_column
+from cim.models.lod1 import build_buildings, lod1_primitive
+from cim.partitions import RowStore, spatial_order
+from cim.sources.raster import bilinear, open_raster, read_on_grid, window_over
+from cim.tiling import SYNCHRONOUS, Runner
+from tiles.gltf import MeshContent, PropertyTable, StringColumn
+
+OPTIONS = BuildingOptions(tile_capacity=40)
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory):
+    from cim.sample import generate
+
+    return generate(tmp_path_factory.mktemp("sample") / "city", buildings=500, seed=11, ortho=False)
+
+
+def test_rows_come_back_as_written(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 57
+    geoms = shapely.buffer(shapely.points(rng.uniform(0, 100, (n, 2))), rng.uniform(1, 5, n), quad_segs=3)
+    geoms[5] = shapely.MultiPolygon([shapely.box(0, 0, 1, 1), shapely.box(2, 2, 3, 3)])
+    geoms[6] = shapely.Polygon([(0, 0, 1.5), (4, 0, 2.5), (4, 4, 3.5), (0, 0, 1.5)])  # with Z
+    ints = pd.array([None if i % 7 == 0 else i * 10 for i in range(n)], dtype="Int64")
+    words = StringColumn.from_values([None if i % 5 == 0 else f"楼{i}" * (i % 4) for i in range(n)])
+    arrays = {"geometry": geoms, "f": rng.normal(size=n), "b": rng.integers(0, 2, n).astype(bool),
+              "xy": rng.normal(size=(n, 2)), "ints": ints, "words": words}
+    order = rng.permutation(n)
+    store = RowStore.write(tmp_path / "rows", arrays, order)
+    assert len(RowStore(tmp_path / "rows")) == n
+    for a, b in ((0, n), (0, 1), (10, 31), (56, 57), (20, 20)):
+        rows = store.read(a, b)
+        sel = order[a:b]
+        assert list(rows) == list(arrays)
+        assert shapely.to_wkb(rows["geometry"]).tolist() == shapely.to_wkb(geoms[sel]).tolist()
+        for name in ("f", "b", "xy"):
+            assert rows[name].dtype == arrays[name].dtype
+            assert np.array_equal(rows[name], arrays[name][sel])
+        assert rows["ints"].dtype == ints.dtype
+        assert rows["ints"].equals(ints.take(sel))
+        want = words.take(sel)
+        assert rows["words"].to_list() == want.to_list()
+        assert np.array_equal(rows["words"].offsets, want.offsets)
+
+
+def test_spatial_order_keeps_neighbours_together():
+    rng = np.random.default_rng(1)
+    centres = np.array([[0, 0], [1000, 0], [0, 1000], [1000, 1000]], float)
+    which = rng.integers(0, 4, 400)
+    xy = centres[which] + rng.uniform(0, 50, (400, 2))
+    order = spatial_order(xy[:, 0], xy[:, 1])
+    assert sorted(order.tolist()) == list(range(400))
+    # each cluster is one run of the order: three changes of cluster along it, not hundreds
+    assert int(np.sum(np.diff(which[order]) != 0)) == 3
+
+
+def _lowest_one_by_one(geoms, crs, dem):
+    """The reference: per footprint, over the whole DEM window, the lowest of the bilinear terrain along its edges
+    (every half cell) and of the cell centres inside it."""
+    with open_raster(dem) as src:
+        window = window_over(src, crs, crs, tuple(shapely.total_bounds(geoms)))
+        arr = read_on_grid(dem, src, window)
+        tf = rasterio.windows.transform(window, src.transform)
+    cell = min(abs(tf.a), abs(tf.e))
+    out = np.full(len(geoms), np.nan)
+    for i, g in enumerate(geoms):
+        xy = shapely.get_coordinates(shapely.segmentize(g, cell / 2))
+        values = [bilinear(arr, tf, xy[:, 0], xy[:, 1])]
+        x0, y0, x1, y1 = g.bounds
+        (ca, ra), (cb, rb) = ~tf * (x0, y1), ~tf * (x1, y0)
+        cols = np.arange(max(int(min(ca, cb)) - 1, 0), min(int(max(ca, cb)) + 2, arr.shape[1]))
+        rows = np.arange(max(int(min(ra, rb)) - 1, 0), min(int(max(ra, rb)) + 2, arr.shape[0]))
+        cc, rr = np.meshgrid(cols, rows)
+        cx, cy = tf * (cc.ravel() + 0.5, rr.ravel() + 0.5)
+        inside = shapely.contains_xy(g, cx, cy)
+        values.append(arr[rr.ravel()[inside], cc.ravel()[inside]])
+        v = np.concatenate(values)
+        v = v[np.isfinite(v)]
+        if len(v):
+            out[i] = v.min()
+    return out
+
+
+def test_heights_in_spatial_chunks_equal_the_whole_window(city, monkeypatch, tmp_path):
+    fp = prepare_footprints(city.buildings, None)
+    runner = Runner(scheduler=SYNCHRONOUS)
+    reads = []
+    real = footprints_mod.read_on_grid
+
+    def spy(path, like, window):
+        reads.append(window.width * window.height)
+        return real(path, like, window)
+
+    monkeypatch.setattr(footprints_mod, "read_on_grid", spy)
+    whole = footprints_mod.footprint_heights(fp.geoms, fp.crs, city.dem, runner=runner)
+    assert runner.counts["heights"] == 1 and len(reads) == 1
+    monkeypatch.setattr(footprints_mod, "HEIGHT_CHUNK", 60)
+    monkeypatch.setattr(footprints_mod.os, "cpu_count", lambda: 1000)  # chunks of HEIGHT_CHUNK
+    chunked = footprints_mod.footprint_heights(fp.geoms, fp.crs, city.dem, runner=runner, scratch=tmp_path)
+    assert np.isfinite(whole[0]).sum() > 400
+    assert np.array_equal(whole[0], chunked[0], equal_nan=True)
+    assert np.array_equal(whole[0], _lowest_one_by_one(fp.geoms, fp.crs, city.dem), equal_nan=True)
+    chunks = -(-len(fp.geoms) // 60)
+    assert runner.counts["heights"] == 1 + chunks
+    # each chunk read the DEM under its footprints, a fraction of the window under the whole city
+    whole_area, areas = reads[0], reads[1:]
+    assert len(areas) == chunks
+    assert max(areas) < whole_area and sum(areas) < 0.6 * chunks * whole_area / 2, (whole_area, areas)
+    assert not (tmp_path / "heights").exists()  # the chunks' footprints are removed
+
+
+def test_a_tile_from_its_rows_is_the_tile_from_the_whole_city(city, tmp_path, monkeypatch):
+    states = []
+    real_map = Runner.map
+
+    def spy(self, fn, jobs, state=None, **kw):
+        states.append((kw.get("stage"), len(pickle.dumps(state))))
+        return real_map(self, fn, jobs, state, **kw)
+
+    monkeypatch.setattr(Runner, "map", spy)
+    with Runner(scheduler=SYNCHRONOUS) as runner:
+        res = build_buildings(city.buildings, city.dem, tmp_path / "out", options=OPTIONS, runner=runner)
+    assert res.tiles >= 10
+    assert not (tmp_path / "out" / ".rows").exists()
+    # no stage is sent the city's arrays: what every task shares is a few small values
+    fp = prepare_footprints(city.buildings, city.dem, options=OPTIONS)
+    city_bytes = len(pickle.dumps((fp.geoms, fp.base, fp.columns())))
+    assert {s for s, _ in states} == {"heights", "lod1"}
+    assert city_bytes > 50_000
+    assert all(size < 10_000 for _, size in states), states
+    # the reference: each tile meshed from the whole city's arrays, as the builder did before partitions
+    nodes = fp.quadtree(np.maximum(fp.height, np.sqrt(shapely.area(fp.geoms))), OPTIONS.tile_capacity)
+    columns = fp.columns()
+    assert len(nodes) == res.tiles
+    for node, path in nodes:
+        sel = node.content
+        prim, _, _ = lod1_primitive(fp.geoms[sel], fp.base[sel] - OPTIONS.sink, fp.base[sel] + fp.height[sel],
+                                    fp.crs, color=OPTIONS.color, vertical=OPTIONS.vertical_datum)
+        props = PropertyTable("building", {c: take_column(v, sel) for c, v in columns.items()})
+        want = MeshContent([prim], props).to_glb(OPTIONS.glb)
+        assert (tmp_path / "out" / "buildings" / f"{path}.glb").read_bytes() == want, path
