@@ -5,7 +5,8 @@ runs `cim.models.lod1.build_buildings` with
   - `scheduler="synchronous"`: every tile in the driver process (the floor: no scheduling, no transfer);
   - a LocalCluster of 1 worker and of 2 workers (started and warmed up on a small city before the timing; the
     start-up is printed apart).
-It prints the tile stage's seconds and the whole build's, peak memory (PSS of the driver and its workers), the
+It prints the tile stage's seconds and the whole build's, peak memory (PSS of the driver and its workers together,
+and the peak RSS of the largest worker process: what a worker needs), the
 scaling efficiency from 1 to 2 workers (t1 / (2 t2), of the tile stage and of the whole build) and the cost of
 Dask against the synchronous floor (t1 / t_sync), and checks that all three outputs are the same bytes.
 
@@ -28,15 +29,18 @@ import psutil
 
 
 def _pss(stop: threading.Event, out: list[int]) -> None:
+    """Peak PSS of this process and its children together, and peak RSS of the largest child (a Dask worker)."""
     me = psutil.Process()
-    peak = 0
+    peak = worker = 0
     while not stop.is_set():
         try:
-            peak = max(peak, sum(p.memory_full_info().pss for p in [me, *me.children(recursive=True)]))
+            kids = me.children(recursive=True)
+            peak = max(peak, sum(p.memory_full_info().pss for p in [me, *kids]))
+            worker = max([worker, *(p.memory_info().rss for p in kids)])
         except psutil.Error:
             pass
         time.sleep(0.05)
-    out.append(peak)
+    out.extend([peak, worker])
 
 
 def _digest(root: Path) -> str:
@@ -59,6 +63,7 @@ def run(footprints: Path, dem: Path, out: Path, runner) -> dict:
     stop.set()
     t.join()
     return {"seconds": seconds, "tiles_s": res.stage_seconds["tiles"], "peak_mb": peak[0] / 2**20,
+            "worker_mb": peak[1] / 2**20,
             "buildings": res.buildings, "tiles": res.tiles, "digest": _digest(out)}
 
 
@@ -102,6 +107,7 @@ def main() -> None:
                **{f"{k}_s": round(v["seconds"], 2) for k, v in res.items()},
                **{f"{k}_tiles_s": round(v["tiles_s"], 2) for k, v in res.items()},
                **{f"{k}_peak_mb": round(v["peak_mb"]) for k, v in res.items()},
+               **{f"{k}_worker_mb": round(v["worker_mb"]) for k, v in res.items() if k != "sync"},
                "efficiency_tiles": round(res[1]["tiles_s"] / (2 * res[2]["tiles_s"]), 2),
                "efficiency_build": round(res[1]["seconds"] / (2 * res[2]["seconds"]), 2),
                "one_worker_over_sync": round(res[1]["seconds"] / res["sync"]["seconds"], 2)}
@@ -112,13 +118,13 @@ def main() -> None:
         c.close()
     print(f"load average at end: {os.getloadavg()}")
     print("\n| buildings | tiles | sync s (tiles) | 1 worker s (tiles) | 2 workers s (tiles) | efficiency 1->2 tiles "
-          "(build) | 1 worker / sync | peak MB sync / 1 / 2 | same bytes |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
+          "(build) | 1 worker / sync | peak MB sync / 1 / 2 | worker peak RSS MB 1 / 2 | same bytes |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
     for r in rows:
         print(f"| {r['buildings']:,} | {r['tiles']} | {r['sync_s']} ({r['sync_tiles_s']}) | {r['1_s']} "
               f"({r['1_tiles_s']}) | {r['2_s']} ({r['2_tiles_s']}) | {r['efficiency_tiles']} "
               f"({r['efficiency_build']}) | {r['one_worker_over_sync']} | {r['sync_peak_mb']} / {r['1_peak_mb']} / "
-              f"{r['2_peak_mb']} | {'yes' if r['same_bytes'] else 'NO'} |")
+              f"{r['2_peak_mb']} | {r['1_worker_mb']} / {r['2_worker_mb']} | {'yes' if r['same_bytes'] else 'NO'} |")
 
 
 if __name__ == "__main__":
