@@ -125,6 +125,51 @@ def test_a_killed_worker_is_replaced_and_the_build_is_the_same(city, level2, tmp
     _same_tree(root / "sync", tmp_path / "killed")
 
 
+@pytest.mark.timeout(300)
+def test_a_build_on_a_scheduler_and_workers_started_apart(city, level2, tmp_path):
+    """`dask scheduler` and `dask worker` started as their own processes on loopback, as on a cluster; the build
+    given the scheduler's tcp:// address writes the same bytes as the synchronous one."""
+    import subprocess
+    import sys
+
+    from distributed import Client
+
+    root, _ = level2
+    info = tmp_path / "scheduler.json"
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                               "--port", "0", "--no-dashboard", "--scheduler-file", str(info)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)]
+    try:
+        deadline = time.monotonic() + 60
+        while not info.exists() and time.monotonic() < deadline:
+            assert procs[0].poll() is None, "dask scheduler exited"
+            time.sleep(0.2)
+        address = json.loads(info.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                                       "--nworkers", "2", "--nthreads", "1", "--no-dashboard",
+                                       "--local-directory", str(tmp_path / "workers")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
+        with Client(address, timeout="30s", set_as_default=False) as c:
+            c.wait_for_workers(2, timeout=120)
+            pids = set(c.run(os.getpid).values())
+        report = build_city(tmp_path / "tcp", dem=city.dem, ortho=city.ortho, buildings=city.buildings,
+                            dsm=city.dsm, building_options=OPTIONS, scheduler=address)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert report.dask["scheduler"] == "distributed" and report.dask["address"] == address
+    assert report.dask["workers"] == 2 and report.dask["tasks"]["lod1"] == report.buildings["tiles"]
+    _same_tree(root / "sync", tmp_path / "tcp")
+
+
 def _square(job: int, state: dict) -> int:
     time.sleep(0.05 * (5 - job) if job < 5 else 0)  # the first jobs finish last
     if job == state.get("fail"):
