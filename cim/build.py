@@ -259,7 +259,7 @@ def build_city(
                 topts = dataclasses.replace(topts, glb=glb)
             if datum is not None:
                 topts = dataclasses.replace(topts, vertical_datum=datum)
-            terrain = build_terrain(dem, ortho, work, topts, progress=progress)
+            terrain = build_terrain(dem, ortho, work, topts, progress=progress, runner=runner)
             terrain_root = relative_transforms(rebase_uris(terrain.root, "terrain/"))
             layers.append(("terrain", terrain_root,
                            {"layer": "terrain", "maxError": getattr(topts, "max_error", None)}))

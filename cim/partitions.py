@@ -111,6 +111,21 @@ class RowStore:
         return out
 
 
+class WindowPart:
+    """Rows r0.. and columns c0.. of a raster (or any 2-D grid), indexed in the whole grid's rows and columns.
+
+    A task that reads only the part of a grid under its work hands this to code written for the whole grid: the
+    same indices, the same `shape`, the same values, so the same arithmetic and the same bytes out. Indexing
+    outside the part is an error of the caller (it must read every row and column it touches).
+    """
+
+    def __init__(self, part: np.ndarray, r0: int, c0: int, shape: tuple[int, int]) -> None:
+        self.part, self.r0, self.c0, self.shape, self.size = part, r0, c0, shape, shape[0] * shape[1]
+
+    def __getitem__(self, index: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        return self.part[np.asarray(index[0]) - self.r0, np.asarray(index[1]) - self.c0]
+
+
 def _split(values: Any, order: np.ndarray | None) -> tuple[str, dict[str, np.ndarray]]:
     if isinstance(values, StringColumn):
         col = values.take(order) if order is not None else values
@@ -150,4 +165,4 @@ def _join(col: dict[str, Any], parts: dict[str, np.ndarray], start: int, stop: i
     return np.array(parts["values"][start:stop])
 
 
-__all__ = ["RowStore", "spatial_order"]
+__all__ = ["RowStore", "WindowPart", "spatial_order"]

@@ -27,7 +27,7 @@ from pyproj import CRS
 from scipy import ndimage
 
 from cim.errors import BuildError, InputError
-from cim.partitions import RowStore, spatial_order
+from cim.partitions import RowStore, WindowPart, spatial_order
 from cim.sources import crs as crsmod
 from cim.sources.limits import check_finite
 from cim.sources.attributes import FLOOR_NAMES, HEIGHT_NAMES, find_field, likely_fields, numeric_values
@@ -105,17 +105,6 @@ class BuildingOptions:
             raise InputError(f"workers={self.workers} must be at least 1")
 
 
-class _WindowPart:
-    """Rows r0.. and columns c0.. of a raster window, indexed in the whole window's rows and columns (so the
-    arithmetic of `bilinear` and of the cell centres is the same as over the whole window)."""
-
-    def __init__(self, part: np.ndarray, r0: int, c0: int, shape: tuple[int, int]) -> None:
-        self.part, self.r0, self.c0, self.shape, self.size = part, r0, c0, shape, shape[0] * shape[1]
-
-    def __getitem__(self, index: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        return self.part[index[0] - self.r0, index[1] - self.c0]
-
-
 def _lowest_terrain(job: tuple[int, int, str], state: dict[str, Any]) -> tuple[int, np.ndarray]:
     """Lowest bilinear DEM value over footprints a..b: at vertices, along edges every half cell, at cell centres
     (a Dask task). The footprints come from the build's `RowStore` (`state["rows"]`, in spatial order); the
@@ -148,7 +137,7 @@ def _lowest_terrain(job: tuple[int, int, str], state: dict[str, Any]) -> tuple[i
     with open_raster(state["dem"]) as src:
         part = read_on_grid(state["dem"], src, rasterio.windows.Window(
             win.col_off + lo_c, win.row_off + lo_r, hi_c - lo_c + 1, hi_r - lo_r + 1))
-    dem_arr = _WindowPart(part, lo_r, lo_c, (h, w))
+    dem_arr = WindowPart(part, lo_r, lo_c, (h, w))
     z = bilinear(dem_arr, dem_tf, edge_xy[:, 0], edge_xy[:, 1])
     base = np.full(k, np.inf)
     np.minimum.at(base, edge_idx, np.where(np.isnan(z), np.inf, z))

@@ -40,7 +40,9 @@ from cim.errors import InputError
 from cim.geodesy import LocalFrame, enu_frame, region_of, union_regions
 from cim.sources.crs import ECEF, to_3d, transformer
 from cim.sources.raster import NEUTRAL_RGB, DemGrid, DemSampler, OrthoReader, fill_small_holes, read_dem
+from cim.partitions import WindowPart
 from cim.sources.vertical import ELLIPSOIDAL, VerticalDatum
+from cim.tiling import Runner, runner_scope
 from tiles.compression import GlbOptions
 from tiles.gltf import Material, MeshContent, Primitive
 from tiles.textures import encode_texture
@@ -184,15 +186,23 @@ def build_terrain(
     out_dir: str | Path,
     options: TerrainOptions | None = None,
     progress: Progress | None = None,
+    runner: Runner | None = None,
 ) -> TerrainResult:
     """Build the terrain tiles of a DEM, textured with an orthophoto.
+
+    The TIN of every tile (per level; the driver stitches a level's tiles) and then the glb of every tile
+    (texture, normals, skirts, encoding) are Dask tasks run by `runner`; each task is given its tile's heights,
+    not the DEM, and reads the orthophoto window under its tile.
 
     Args:
         dem: the DEM raster (band 1, heights in metres, used as ellipsoidal heights).
         ortho: the orthophoto raster, or None for an untextured terrain in a neutral colour.
         out_dir: the tileset folder; glbs go to `out_dir/terrain/<level>/<x>/<y>.glb` (replacing old ones).
         options: build parameters.
-        progress: called as `progress("terrain", done, total)` after each glb is written.
+        progress: called as `progress(stage, done, total)` as tasks finish ("terrain-tins", "terrain"), when no
+            `runner` is given (a runner reports to its own progress callback).
+        runner: the `cim.tiling.Runner` the tasks run on; by default a local Dask cluster started when a wave has
+            more than one task.
 
     Returns:
         The subtree and statistics.
@@ -212,22 +222,31 @@ def build_terrain(
     tiling.vertical = options.vertical_datum
 
     tins: dict[tuple[int, int, int], _Tin] = {}
-    for level in range(tiling.depth, -1, -1):
-        tins.update(_level_tins(tiling, level, options.max_error * tiling.step(level)))
-    if not tins:
-        raise InputError(f"DEM {grid.path} has no three adjacent valid samples to triangulate")
-    largest = max(t.deviation for t in tins.values())
+    with runner_scope(runner, progress=progress) as run:
+        for level in range(tiling.depth, -1, -1):
+            tins.update(_level_tins(tiling, level, options.max_error * tiling.step(level), run))
+        if not tins:
+            raise InputError(f"DEM {grid.path} has no three adjacent valid samples to triangulate")
+        largest = max(t.deviation for t in tins.values())
 
+        # one task per tile: its TIN and the heights under it (one sample of margin, for the normals) go with it
+        n = tiling.tile_px
+        jobs = []
+        for key, tin in sorted(tins.items()):
+            level, tx, ty = key
+            h = tiling.heights(level)
+            r0, c0 = max(ty * n - 1, 0), max(tx * n - 1, 0)
+            block = np.ascontiguousarray(h[r0:(ty + 1) * n + 2, c0:(tx + 1) * n + 2])
+            jobs.append((key, tin, tin.deviation + largest + options.max_error, block, r0, c0, h.shape))
+        state = dict(grid=DemGrid(np.zeros((0, 0)), grid.transform, grid.crs, grid.bounds, grid.path),
+                     horizontal=tiling.horizontal, tile_px=n, depth=tiling.depth, vertical=tiling.vertical,
+                     ortho=None if ortho is None else str(ortho), options=options, out=out)
+        results = run.map(_write_task, jobs, state, stage="terrain", cost=[len(j[1].tris) for j in jobs])
     written: dict[tuple[int, int, int], _Written] = {}
     level_triangles = [0] * (tiling.depth + 1)
-    reader = OrthoReader(ortho) if ortho is not None else None
-    with reader if reader is not None else nullcontext():
-        for i, (key, tin) in enumerate(sorted(tins.items())):
-            skirt = tin.deviation + largest + options.max_error
-            written[key] = _write_tile(tiling, key, tin, skirt, reader, options, out)
-            level_triangles[key[0]] += len(tin.tris)
-            if progress is not None:
-                progress("terrain", i + 1, len(tins))
+    for job, w in zip(jobs, results):
+        written[job[0]] = w
+        level_triangles[job[0][0]] += len(job[1].tris)
 
     root = _node((0, 0, 0), tiling.depth, tins, written)
     if root is None:  # unreachable: a tile with content always has the root as ancestor
@@ -287,15 +306,17 @@ def _smooth_half(a: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(out, 0, axis)
 
 
-def _level_tins(tiling: _Tiling, level: int, tolerance: float) -> dict[tuple[int, int, int], _Tin]:
-    """The stitched, nodata-free TINs of one level, keyed (level, x, y); tiles without triangles left out."""
-    tins: dict[tuple[int, int], _Tin] = {}
+def _level_tins(tiling: _Tiling, level: int, tolerance: float, run: Runner) -> dict[tuple[int, int, int], _Tin]:
+    """The stitched, nodata-free TINs of one level, keyed (level, x, y); tiles without triangles left out.
+
+    Each tile's TIN is a task (its block of heights goes with it); the stitching of a level's tiles is done here."""
     count = 2**level
-    for ty in range(count):
-        for tx in range(count):
-            tin = _delatin(tiling.tile_block(level, tx, ty), tolerance)
-            if tin is not None:
-                tins[(tx, ty)] = tin
+    keys = [(tx, ty) for ty in range(count) for tx in range(count)]
+    blocks = [np.ascontiguousarray(tiling.tile_block(level, tx, ty)) for tx, ty in keys]
+    keep = [i for i, b in enumerate(blocks) if np.isfinite(b).sum() >= 3]  # fewer: no TIN (_delatin)
+    found = run.map(_tin_task, [(blocks[i], tolerance) for i in keep], stage="terrain-tins",
+                    cost=[blocks[i].size for i in keep])
+    tins: dict[tuple[int, int], _Tin] = {keys[i]: tin for i, tin in zip(keep, found) if tin is not None}
     _stitch(tins, tiling.tile_px)
     out = {}
     for (tx, ty), tin in tins.items():
@@ -303,6 +324,24 @@ def _level_tins(tiling: _Tiling, level: int, tolerance: float) -> dict[tuple[int
         if len(tin.tris):
             out[(level, tx, ty)] = tin
     return out
+
+
+def _tin_task(job: tuple[np.ndarray, float], state: Any) -> _Tin | None:
+    """A Dask task: the TIN of one tile's block of heights."""
+    block, tolerance = job
+    return _delatin(block, tolerance)
+
+
+def _write_task(job: tuple[Any, ...], state: dict[str, Any]) -> _Written:
+    """A Dask task: texture, normals, skirts and glb of one terrain tile, from its TIN and the heights under it."""
+    key, tin, skirt, block, r0, c0, shape = job
+    depth = state["depth"]
+    pyramid: list[Any] = [None] * (depth + 1)
+    pyramid[depth - key[0]] = WindowPart(block, r0, c0, shape)
+    tiling = _Tiling(state["grid"], state["horizontal"], state["tile_px"], depth, pyramid, state["vertical"])
+    reader = OrthoReader(state["ortho"]) if state["ortho"] is not None else None
+    with reader if reader is not None else nullcontext():
+        return _write_tile(tiling, key, tin, skirt, reader, state["options"], state["out"])
 
 
 def _delatin(block: np.ndarray, tolerance: float) -> _Tin | None:

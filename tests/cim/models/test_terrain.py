@@ -562,7 +562,10 @@ def test_dem_without_crs_needs_the_option(tmp_path: Path) -> None:
         progress=lambda stage, done, total: calls.append((stage, done, total)),
     )
     assert r.crs.to_epsg() == 32650 and r.tiles == 1 + 4  # 39 intervals per side: a root over 2 x 2 leaves
-    assert calls == [("terrain", i, 5) for i in range(1, 6)]
+    # two waves of tasks: the TINs (per level: 4 leaves, then the root) and the 5 glbs, each from 0 to its total
+    assert [c for c in calls if c[0] == "terrain"] == [("terrain", i, 5) for i in range(0, 6)]
+    assert [c for c in calls if c[0] == "terrain-tins"] == [("terrain-tins", i, 4) for i in range(5)] + [
+        ("terrain-tins", 0, 1), ("terrain-tins", 1, 1)]
 
 
 @pytest.mark.parametrize(
