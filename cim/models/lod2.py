@@ -20,6 +20,7 @@ other shapes one by one (straight skeleton); MultiPolygons get one solid per par
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,7 +33,7 @@ import pandas as pd
 import shapely
 
 from cim.geodesy import enu_frame, region_of
-from cim.models.footprints import BuildingOptions, prepare_footprints, take_column
+from cim.models.footprints import ROWS_FOLDER, BuildingOptions, prepare_footprints, take_column
 from cim.models.roofs import (
     MIN_ROOF_SAMPLES,
     ROOF_TYPES,
@@ -45,6 +46,7 @@ from cim.models.roofs import (
     rectangle_solids,
     roof_frames,
 )
+from cim.partitions import RowStore
 from cim.sources import crs as crsmod
 from cim.sources.footprints import Skipped, numeric_field
 from cim.sources.raster import open_raster, polygons_geojson, window_over
@@ -321,10 +323,18 @@ def _ortho_texture(bounds: tuple[float, float, float, float], j: dict[str, Any])
     return encode_texture(np.moveaxis(img, 0, -1).astype(np.uint8), j["glb"], 85)
 
 
-def _write_tile(job: tuple[str, np.ndarray, float], j: dict[str, Any]
+def _write_tile(job: tuple[str, int, int, float], shared: dict[str, Any]
                 ) -> tuple[str, Tile, int, list[str], list[str]]:
-    """Mesh, texture, encode and write one tile (a Dask task; `j` is the build's shared arrays)."""
-    path, sel, error = job
+    """Mesh, texture, encode and write one tile (a Dask task): its buildings are rows `start` to `stop` of the
+    build's `cim.partitions.RowStore` (rows in tile order); `shared` holds a few small values (the store's folder,
+    the CRS, options)."""
+    path, start, stop, error = job
+    rows = RowStore(shared["rows"]).read(start, stop)
+    j = {**shared, "geoms": rows.pop("geometry"), "kinds": np.asarray(rows.pop("kinds").to_list(), dtype=object),
+         "ids": np.asarray(rows.pop("ids").to_list(), dtype=object), "base": rows.pop("base"),
+         "eave": rows.pop("eave"), "ridge": rows.pop("ridge"), "ridge_dir": rows.pop("ridge_dir"),
+         "up_dir": rows.pop("up_dir"), "columns": {name[7:]: v for name, v in rows.items()}}
+    sel = np.arange(stop - start)
     pos, roof, walls, owner, built, reasons = _mesh_tile(sel, j)
     ecef = j["vertical"].apply_ecef(crsmod.to_ecef(j["crs"], pos[:, 0], pos[:, 1], pos[:, 2]))
     frame = enu_frame((ecef.min(axis=0) + ecef.max(axis=0)) / 2)
@@ -389,7 +399,8 @@ def build_lod2_buildings(
     """
     options = options or BuildingOptions()
     t0 = time.perf_counter()
-    fp = prepare_footprints(footprints, dem, dsm=dsm, options=options, crs=crs, runner=runner)
+    fp = prepare_footprints(footprints, dem, dsm=dsm, options=options, crs=crs, runner=runner,
+                            scratch=Path(out_dir) / ROWS_FOLDER)
     stages = dict(fp.seconds)
     geoms, ids, base, height, source = fp.geoms, fp.ids, fp.base, fp.height, fp.source
     kinds, eave, ridge = roof_heights(fp.attrs, height)
@@ -419,15 +430,28 @@ def build_lod2_buildings(
     columns = fp.columns()
     columns.update(roof_source=StringColumn.from_values(roof_source), eave_height_built=np.round(eave, 3),
                    ridge_height_built=np.round(ridge, 3), ridge_azimuth=np.round(azimuth, 1))
-    state = dict(geoms=geoms, kinds=kinds, base=base, eave=eave, ridge=ridge, ridge_dir=ridge_dir, up_dir=up_dir,
-                 crs=fp.crs, ids=ids, columns=columns, out=out, ortho=None if ortho is None else str(ortho),
-                 texture_px=texture_px, color=options.color, roof_color=(0.62, 0.36, 0.30, 1.0),
-                 glb=options.glb, vertical=options.vertical_datum)
-    jobs = [(path, node.content, node.error) for node, path in nodes]
     stages["tiling"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    with runner_scope(runner, options.workers, progress) as run:
-        results = run.map(_write_tile, jobs, state, stage="lod2", cost=[len(j[1]) for j in jobs])
+    # every tile's rows side by side on disk, in tile order: a task reads its own rows, nothing else
+    order = np.concatenate([node.content for node, _ in nodes])
+    ends = np.cumsum([len(node.content) for node, _ in nodes])
+    scratch = out / ROWS_FOLDER
+    RowStore.write(scratch / "lod2", {
+        "geometry": geoms, "kinds": StringColumn.from_values(kinds), "ids": StringColumn.from_values(ids),
+        "base": base, "eave": eave, "ridge": ridge, "ridge_dir": ridge_dir, "up_dir": up_dir,
+        **{f"column/{name}": v for name, v in columns.items()}}, order)
+    del order, columns
+    stages["partition"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    state = dict(rows=str(scratch / "lod2"), crs=fp.crs, out=out, ortho=None if ortho is None else str(ortho),
+                 texture_px=texture_px, color=options.color, roof_color=(0.62, 0.36, 0.30, 1.0),
+                 glb=options.glb, vertical=options.vertical_datum)
+    jobs = [(path, int(end - len(node.content)), int(end), node.error) for (node, path), end in zip(nodes, ends)]
+    try:
+        with runner_scope(runner, options.workers, progress) as run:
+            results = run.map(_write_tile, jobs, state, stage="lod2", cost=[j[2] - j[1] for j in jobs])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     tiles = {path: tile for path, tile, _, _, _ in results}
     triangles = sum(r[2] for r in results)
     reasons: Counter[str] = Counter()

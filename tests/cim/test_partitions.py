@@ -155,3 +155,22 @@ def test_a_tile_from_its_rows_is_the_tile_from_the_whole_city(city, tmp_path, mo
         props = PropertyTable("building", {c: take_column(v, sel) for c, v in columns.items()})
         want = MeshContent([prim], props).to_glb(OPTIONS.glb)
         assert (tmp_path / "out" / "buildings" / f"{path}.glb").read_bytes() == want, path
+
+
+def test_lod2_tiles_read_their_rows(city, tmp_path, monkeypatch):
+    from cim.models.lod2 import build_lod2_buildings
+
+    states = []
+    real_map = Runner.map
+
+    def spy(self, fn, jobs, state=None, **kw):
+        states.append((kw.get("stage"), len(pickle.dumps(state)), len(jobs)))
+        return real_map(self, fn, jobs, state, **kw)
+
+    monkeypatch.setattr(Runner, "map", spy)
+    with Runner(scheduler=SYNCHRONOUS) as runner:
+        res = build_lod2_buildings(city.buildings, city.dem, tmp_path / "out", options=OPTIONS, runner=runner)
+    assert res.tiles >= 10 and len(list((tmp_path / "out" / "buildings").glob("*.glb"))) == res.tiles
+    assert not (tmp_path / "out" / ".rows").exists()
+    assert {s for s, _, _ in states} == {"heights", "lod2"}
+    assert all(size < 10_000 for _, size, _ in states), states
