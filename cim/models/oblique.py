@@ -453,50 +453,80 @@ def _merge(coarse: list[_Coarse], cell: float, atlas_size: int, quality: int, gl
     return merged, atlas_bytes, atlas_mime
 
 
-def _merged_tree(roots: list[tuple[Tile, _Coarse]], out: Path, prefix: str, options: ObliqueOptions,
-                 counter: list[int]) -> Tile:
-    """A quadtree of merged coarse nodes over the production tiles' root tiles."""
-    centers = np.array([[(t.bounding_volume.region[0] + t.bounding_volume.region[2]) / 2,
-                         (t.bounding_volume.region[1] + t.bounding_volume.region[3]) / 2] for t, _ in roots])
-    return _merge_node(roots, centers, out, prefix, options, counter, "m")[0]
+@dataclass
+class _MergePlan:
+    """One merged node: its name and its children (indices of production roots, or merged nodes)."""
+
+    name: str
+    children: list[int | _MergePlan]
+    depth: int
 
 
-def _merge_node(items: list[tuple[Tile, _Coarse]], centers: np.ndarray, out: Path, prefix: str,
-                options: ObliqueOptions, counter: list[int], name: str) -> tuple[Tile, _Coarse]:
-    """One merged node over `items` (split into quadrants first when there are more than the fan-out)."""
-    if len(items) > options.merge_fanout:
+def _plan_merge(idx: list[int], centers: np.ndarray, fanout: int, name: str, depth: int = 0) -> _MergePlan:
+    """The merged quadtree over production roots `idx` (split into quadrants while there are more than `fanout`)."""
+    children: list[int | _MergePlan] = list(idx)
+    if len(idx) > fanout:
         lo, hi = centers.min(axis=0), centers.max(axis=0)
         mid = (lo + hi) / 2
         quad = (centers[:, 0] > mid[0]).astype(int) + 2 * (centers[:, 1] > mid[1]).astype(int)
         if len(np.unique(quad)) == 1:  # all centres in one quadrant (coincident): split by order
-            quad = np.arange(len(items)) * 4 // len(items)
+            quad = np.arange(len(idx)) * 4 // len(idx)
         children = []
         for q in range(4):
             sel = np.nonzero(quad == q)[0]
-            if len(sel):
-                sub = [items[i] for i in sel]
-                children.append(_merge_node(sub, centers[sel], out, prefix, options, counter, f"{name}{q}")
-                                if len(sub) > 1 else sub[0])
-        items = children
-    tiles = [t for t, _ in items]
-    coarse = [c for _, c in items]
-    child_error = max(t.geometric_error for t in tiles)
-    error = 2.0 * max(child_error, 1.0)
+            if len(sel) > 1:
+                children.append(_plan_merge([idx[i] for i in sel], centers[sel], fanout, f"{name}{q}", depth + 1))
+            elif len(sel):
+                children.append(idx[sel[0]])
+    return _MergePlan(name, children, depth)
+
+
+def _merge_task(job: tuple[str, list[_Coarse], float], state: dict[str, Any]
+                ) -> tuple[_Coarse, list[float], list[float], str]:
+    """A Dask task: one merged node's mesh and atlas from its children's coarsest meshes, written as its glb;
+    returns (the merged mesh, its content region, its transform, its uri)."""
+    name, coarse, error = job
+    options = state["options"]
     merged, atlas, mime = _merge(coarse, cell=error / 4.0, atlas_size=options.atlas_size,
                                  quality=options.jpeg_quality, glb=options.glb)
     frame = enu_at(merged.ecef)
     prim = Primitive(positions=frame.to_local(merged.ecef).astype(np.float32), indices=merged.tris.astype(np.uint32),
                      texcoords=merged.uv, material=Material(texture=atlas, mime_type=mime, unlit=True))
-    uri = f"{prefix}/merged/{name}.glb"
-    write_atomic(out / uri, MeshContent([prim]).to_glb(options.glb))
-    counter[0] += 1
-    region = region_of(merged.ecef, pad_m=0.01)
-    tile = Tile(bounding_volume=BoundingVolume(region=union_regions([region] + [t.bounding_volume.region
-                                                                             for t in tiles])),
-                geometric_error=error, refine="REPLACE",
-                content=Content(uri=uri, bounding_volume=BoundingVolume(region=region)),
-                children=tiles, transform=frame.column_major())
-    return tile, merged
+    uri = f"{options.prefix}/merged/{name}.glb"
+    write_atomic(state["out"] / uri, MeshContent([prim]).to_glb(options.glb))
+    return merged, region_of(merged.ecef, pad_m=0.01), frame.column_major(), uri
+
+
+def _merged_tree(roots: list[tuple[Tile, _Coarse]], out: Path, options: ObliqueOptions, run: Runner,
+                 counter: list[int]) -> Tile:
+    """A quadtree of merged coarse nodes over the production tiles' root tiles, one wave of Dask tasks per level
+    of the tree (deepest first: a node merges its children's meshes)."""
+    centers = np.array([[(t.bounding_volume.region[0] + t.bounding_volume.region[2]) / 2,
+                         (t.bounding_volume.region[1] + t.bounding_volume.region[3]) / 2] for t, _ in roots])
+    plan = _plan_merge(list(range(len(roots))), centers, options.merge_fanout, "m")
+    levels: dict[int, list[_MergePlan]] = {}
+    stack = [plan]
+    while stack:
+        node = stack.pop()
+        levels.setdefault(node.depth, []).append(node)
+        stack.extend(c for c in node.children if isinstance(c, _MergePlan))
+    done: dict[str, tuple[Tile, _Coarse]] = {}
+    for depth in sorted(levels, reverse=True):
+        nodes = sorted(levels[depth], key=lambda n: n.name)
+        items = [[roots[c] if isinstance(c, int) else done[c.name] for c in node.children] for node in nodes]
+        jobs = [(node.name, [c for _, c in kids], 2.0 * max(max(t.geometric_error for t, _ in kids), 1.0))
+                for node, kids in zip(nodes, items)]
+        results = run.map(_merge_task, jobs, dict(out=out, options=options), stage="oblique-merge",
+                          cost=[sum(len(c.tris) for c in job[1]) for job in jobs])
+        for node, kids, job, (merged, region, transform, uri) in zip(nodes, items, jobs, results):
+            tiles = [t for t, _ in kids]
+            tile = Tile(bounding_volume=BoundingVolume(region=union_regions([region] + [
+                t.bounding_volume.region for t in tiles])), geometric_error=job[2], refine="REPLACE",
+                        content=Content(uri=uri, bounding_volume=BoundingVolume(region=region)),
+                        children=tiles, transform=transform)
+            done[node.name] = (tile, merged)
+            counter[0] += 1
+    return done[plan.name][0]
 
 
 # ------------------------------------------------------------------------------------------------------- the build
@@ -614,7 +644,8 @@ def build_oblique(
     if not tile_roots:
         raise BuildError(f"oblique production {prod}: no tile could be converted")
     merged_count = [0]
-    root = _merged_tree(tile_roots, out, options.prefix, options, merged_count)
+    with runner_scope(runner, options.workers, progress) as run:
+        root = _merged_tree(tile_roots, out, options, run, merged_count)
     stages["merge"] = time.perf_counter() - t0 - stages["prepare"] - stages["convert"]
 
     reg = root.bounding_volume.region
