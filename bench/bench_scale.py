@@ -1,0 +1,141 @@
+"""The city-scale plan from measurement: per-task costs of an LOD1 build here, projected to a cluster.
+
+Builds a footprint-only sample city (GeoParquet footprints + the generator's DEM, as bench_dask) with
+`cim.models.lod1.build_buildings` on the synchronous scheduler, and times the CPU seconds (`time.process_time`) of
+every Dask task it would run, per stage, and of the whole build: what is not in a task is the driver's serial part
+(reading and cleaning the footprints, the quadtree, writing the row store, the tileset). CPU seconds, not wall
+seconds, so that a busy machine inflates the figures less. It prints per stage the tasks, the CPU per task
+(mean, max) and per building, the driver's serial CPU per building, the driver's peak RSS, and the data volumes
+(input file, output tiles).
+
+Then it projects a target city (default 10M buildings) onto M machines of C single-threaded workers:
+
+    wall = serial x (target / n)                                  (the driver, alone)
+         + tasks(target) x overhead                               (the scheduler, alone: ~1 ms a task)
+         + parallel x (target / n) / (M C e)                      (the tasks, spread; e the scaling efficiency)
+
+with e from `--efficiency` (bench_dask's 1 -> 2 worker figure), and the output written at `--fs-mb-s` to the
+shared file system (counted when it is slower than the tasks). Every assumption is printed beside the result.
+
+    python bench/bench_scale.py --buildings 1000000
+    python bench/bench_scale.py --buildings 20000 --target 10000000 --machines 8 --cores 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import psutil
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def main() -> None:
+    from cim.models.lod1 import build_buildings
+    from cim.sample import generate, load
+    from cim.tiling import SYNCHRONOUS, Runner
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--buildings", type=int, default=1_000_000)
+    ap.add_argument("--target", type=int, default=10_000_000)
+    ap.add_argument("--machines", type=int, default=8)
+    ap.add_argument("--cores", type=int, default=16)
+    ap.add_argument("--efficiency", type=float, default=0.8, help="scaling efficiency of the tasks (bench_dask)")
+    ap.add_argument("--overhead-ms", type=float, default=1.0, help="scheduler time per task (Dask: ~1 ms)")
+    ap.add_argument("--fs-mb-s", type=float, default=1000.0, help="write bandwidth of the shared file system")
+    ap.add_argument("--work", type=Path, default=None, help="folder for generated cities (default: a temp dir)")
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="cim-bench-scale-"))
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+    city_dir = work / f"city-{args.buildings}"
+    city = load(city_dir) if (city_dir / "sample.json").exists() else generate(
+        city_dir, buildings=args.buildings, seed=1, footprint_format="parquet", ortho=False, layers=("buildings",))
+
+    cpu: dict[str, list[float]] = defaultdict(list)
+    real_map = Runner.map
+
+    def timed_map(self, fn, jobs, state=None, *, stage="tiles", cost=None):
+        def timed(job, st):
+            t = time.process_time()
+            try:
+                return fn(job, st)
+            finally:
+                cpu[stage].append(time.process_time() - t)
+
+        return real_map(self, timed, jobs, state, stage=stage, cost=cost)
+
+    Runner.map = timed_map
+    out = work / f"out-{args.buildings}"
+    me = psutil.Process()
+    base_rss = me.memory_info().rss
+    stop, peak = threading.Event(), [base_rss]
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], me.memory_info().rss)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0, c0 = time.perf_counter(), time.process_time()
+    with Runner(scheduler=SYNCHRONOUS) as runner:
+        res = build_buildings(city.buildings, city.dem, out, runner=runner)
+    wall, total_cpu = time.perf_counter() - t0, time.process_time() - c0
+    stop.set()
+    sampler.join()
+    Runner.map = real_map
+    n = res.buildings
+    task_cpu = sum(sum(v) for v in cpu.values())
+    serial = total_cpu - task_cpu
+    rss_mb = peak[0] / 2**20
+    grew_mb = (peak[0] - base_rss) / 2**20  # what the build added to the process (it grows with the city)
+    in_mb, out_mb = _size(Path(city.buildings)) / 2**20, _size(out) / 2**20
+    stages = {s: {"tasks": len(v), "cpu_s": round(sum(v), 2), "mean_ms": round(1000 * sum(v) / len(v), 1),
+                  "max_ms": round(1000 * max(v), 1), "us_per_building": round(1e6 * sum(v) / n, 1)}
+              for s, v in cpu.items()}
+    print(json.dumps({"buildings": n, "tiles": res.tiles, "wall_s": round(wall, 2), "cpu_s": round(total_cpu, 2),
+                      "serial_cpu_s": round(serial, 2), "driver_stage_wall_s": {k: round(v, 2) for k, v in
+                                                                                res.stage_seconds.items()},
+                      "tasks": stages, "driver_peak_rss_mb": round(rss_mb), "driver_build_mb": round(grew_mb), "input_mb": round(in_mb, 1),
+                      "output_mb": round(out_mb, 1)}), flush=True)
+
+    scale = args.target / n
+    workers = args.machines * args.cores
+    tasks = sum(len(v) for v in cpu.values()) * scale
+    t_serial = serial * scale
+    t_sched = tasks * args.overhead_ms / 1000
+    t_tasks = task_cpu * scale / (workers * args.efficiency)
+    t_fs = out_mb * scale / args.fs_mb_s
+    total = t_serial + t_sched + max(t_tasks, t_fs)
+    print(f"load average at end: {os.getloadavg()}")
+    print(f"\n| measured: {n:,} buildings, {res.tiles} tiles | CPU s | per building |")
+    print("|---|---:|---:|")
+    print(f"| driver (serial: read, clean, quadtree, row store, tileset) | {serial:.1f} | "
+          f"{1e6 * serial / n:.0f} µs |")
+    for s, v in stages.items():
+        print(f"| tasks `{s}`: {v['tasks']} x {v['mean_ms']} ms (max {v['max_ms']}) | {v['cpu_s']} | "
+              f"{v['us_per_building']} µs |")
+    print(f"| whole build (wall {wall:.1f} s; driver peak RSS {rss_mb:.0f} MB; in {in_mb:.0f} MB, out "
+          f"{out_mb:.0f} MB) | {total_cpu:.1f} | {1e6 * total_cpu / n:.0f} µs |")
+    print(f"\n| projected: {args.target:,} buildings on {args.machines} x {args.cores} workers | s |")
+    print("|---|---:|")
+    print(f"| driver, serial ({scale:.0f} x measured) | {t_serial:.0f} |")
+    print(f"| scheduler, {tasks:,.0f} tasks x {args.overhead_ms} ms | {t_sched:.0f} |")
+    print(f"| tasks on {workers} workers at efficiency {args.efficiency} | {t_tasks:.0f} |")
+    print(f"| output {out_mb * scale / 1024:.1f} GB at {args.fs_mb_s:.0f} MB/s (overlaps the tasks) | {t_fs:.0f} |")
+    print(f"| **total** | **{total:.0f} ({total / 60:.1f} min)** |")
+    print(f"| driver memory at the target (what the build added, {grew_mb:.0f} MB, x {scale:.0f}) | "
+          f"{grew_mb * scale / 1024:.1f} GB |")
+
+
+if __name__ == "__main__":
+    main()
