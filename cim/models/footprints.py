@@ -46,7 +46,7 @@ from tiles.compression import GlbOptions
 from tiles.gltf import StringColumn
 
 HEIGHT_SOURCES = ("attribute", "floors", "dsm", "default")
-HEIGHT_CHUNK = 20_000  # footprints per terrain-height task (at least; more when a city has many)
+HEIGHT_CHUNK = 20_000  # footprints per terrain-height task (a compact patch of the city, in Z-order)
 ROWS_FOLDER = ".rows"  # a build's per-task rows (`cim.partitions.RowStore`), inside its work folder
 
 
@@ -201,7 +201,7 @@ def footprint_heights(
     if not dem_crs.equals(crs):
         t = crsmod.transformer(crs, dem_crs)
         g = shapely.transform(geoms, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
-    step = max(HEIGHT_CHUNK, -(-k // (2 * (os.cpu_count() or 1))))
+    step = HEIGHT_CHUNK  # fixed: a task's memory must not grow with the city
     x0, y0, x1, y1 = shapely.bounds(g).T
     order = spatial_order((x0 + x1) / 2, (y0 + y1) / 2)
     # a job names its footprints (a digest of their rows), so a resumed build never takes another chunk's result

@@ -111,7 +111,6 @@ def test_heights_in_spatial_chunks_equal_the_whole_window(city, monkeypatch, tmp
     whole = footprints_mod.footprint_heights(fp.geoms, fp.crs, city.dem, runner=runner)
     assert runner.counts["heights"] == 1 and len(reads) == 1
     monkeypatch.setattr(footprints_mod, "HEIGHT_CHUNK", 60)
-    monkeypatch.setattr(footprints_mod.os, "cpu_count", lambda: 1000)  # chunks of HEIGHT_CHUNK
     chunked = footprints_mod.footprint_heights(fp.geoms, fp.crs, city.dem, runner=runner, scratch=tmp_path)
     assert np.isfinite(whole[0]).sum() > 400
     assert np.array_equal(whole[0], chunked[0], equal_nan=True)
