@@ -528,3 +528,94 @@ def test_emergency_map_plays_the_storm_and_lists_impacts_and_dry_shelters(site: 
         assert all(any(name in t for t in shown_dry) for name in dry), (shown_dry, dry)
         assert bp.log.console_errors == [] and bp.log.page_errors == []
         assert bp.log.off_host() == []
+
+
+def _js_number(x: float) -> str:
+    """A number as JavaScript's `${x}` writes it (106.4 -> "106.4", 24.0 -> "24")."""
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_planning_panel_runs_height_control_viewshed_and_sunlight_as_the_library_does(site: Site) -> None:
+    """The planning panel (panels/planning.js, issue 15) on the demo: height control, a viewshed from an observer
+    placed by a click on the map and the sunlight check of the map's view, each run from the panel's own controls
+    (the long ones as jobs the panel polls). The numbers and names it shows equal what the library functions
+    (cim.analysis.planning) compute for the same model, zones and parameters; the results are drawn on the map."""
+    from cim.analysis.planning.height import HeightControlParams, height_control
+    from cim.analysis.planning.scene import CityScene
+    from cim.analysis.planning.sunlight import SunlightParams, sunlight
+    from cim.analysis.planning.viewshed import ViewshedParams, viewshed
+    from tests.support.browser import chromium_page
+
+    scene = CityScene.from_build(site.site.models["city"])  # the panel analyses the first 3D model: the L2 city
+    posted: list[tuple[str, dict]] = []
+
+    def run_from_panel(page: Any, kind: str) -> str:
+        panel = page.locator('#panel section[data-feature="planning"]')
+        n = len(posted)
+        panel.locator(".planning-run").click()
+        page.wait_for_function(
+            f"cimPlanning.state.result && cimPlanning.state.result.analysis === '{kind}' || cimPlanning.state.error",
+            timeout=120_000)
+        assert page.evaluate("cimPlanning.state.error") == ""
+        assert [u.split("?")[0] for u, _ in posted[n:]] == [f"{site.base}/analysis/city/{kind}"], posted[n:]
+        layers = page.evaluate("cimViewer.deck.props.layers.flat(Infinity).filter(l => l).map(l => l.id)")
+        assert f"planning:result:{kind}" in layers, layers
+        return " ".join(panel.locator(".planning-result").inner_text().split())
+
+    with chromium_page(viewport=VIEWPORT, timeout_s=180) as bp:
+        page = bp.page
+        page.on("request", lambda r: posted.append((r.url, r.post_data_json))
+                if r.method == "POST" and "/analysis/" in r.url else None)
+        _open(page, f"{site.base}/?api_key={site.key}")
+        panel = page.locator('#panel section[data-feature="planning"]')
+        assert panel.locator(".planning-kind").input_value() == "height-control"
+
+        # height control: every building against the store's height-control zones
+        shown = run_from_panel(page, "height-control")
+        checked = height_control(scene, site.catalog.store.query("height_zones"), HeightControlParams())
+        expected = checked.to_dict()
+        assert expected["summary"]["violations"] > 20  # the demo city breaks its zones: the list is cut at 20
+        assert shown.startswith(f"{expected['summary']['violations']} "), shown
+        items = panel.locator(".planning-result li").all_inner_texts()
+        assert items == [f"{v['name'] or v['id']}: {_js_number(v['height'])} m > {_js_number(v['limit'])} m "
+                         f"(+{_js_number(v['excess'])})" for v in expected["violations"][:20]]
+        drawn = page.evaluate("cimPlanning.state.result.features.features.length")
+        assert drawn == len(checked.to_geojson()["features"]) > 0  # the violating footprint parts
+
+        # viewshed: the observer is placed with the panel's button and a click on the map's centre
+        panel.locator(".planning-kind").select_option("viewshed")
+        panel.locator(".planning-radius").fill("400")
+        panel.locator(".planning-radius").dispatch_event("change")
+        panel.locator(".planning-place").click()
+        _click(page, VIEWPORT[0] / 2, VIEWPORT[1] / 2)
+        observer = page.evaluate("cimPlanning.state.observer")
+        assert observer and panel.locator(".planning-observer").inner_text() == \
+            ", ".join(f"{v:.5f}" for v in observer)
+        shown = run_from_panel(page, "viewshed")
+        assert posted[-1][1]["observer"] == observer and posted[-1][1]["radius"] == 400
+        got = viewshed(scene, ViewshedParams(observer=observer, radius=400)).to_dict()["summary"]
+        assert got["visible_cells"] > 0
+        assert f"{round(got['visible_area_m2'])} m², {got['visible_buildings']} " in shown, (shown, got)
+
+        # sunlight of what the map shows (a block of the city): the panel sends the view's bbox
+        page.evaluate(f"cimViewer.flyTo({observer[0]}, {observer[1]}, 17)")
+        _wait_loaded(page)
+        panel.locator(".planning-kind").select_option("sunlight")
+        shown = run_from_panel(page, "sunlight")
+        body = posted[-1][1]
+        assert body["climate_zone"] == "II" and body["year"] == 2001 and len(body["bbox"]) == 4
+        result = sunlight(scene, SunlightParams(climate_zone="II", year=2001, bbox=body["bbox"])).to_dict()
+        s = result["summary"]
+        assert s["windows"] > 0 and s["buildings"] > 0
+        assert f"{s['buildings_failing']}/{s['buildings']} " in shown and f"{s['windows_failing']}/{s['windows']} " \
+            in shown, (shown, s)
+        day = next(iter(result["days"].values()))
+        assert shown.startswith(" ".join(f"{day['date']} {day['requirement']}".split())), (shown, day)
+        failing = [b for b in result["buildings"] if not b["passes"]][:20]
+        assert [li.split(":")[0] for li in panel.locator(".planning-result li").all_inner_texts()] == \
+            [b["name"] or b["id"] for b in failing]
+        _full(page, IMG / "viewer-planning.png")
+        assert bp.log.console_errors == [] and bp.log.page_errors == []
+        assert bp.log.off_host() == []
