@@ -619,3 +619,48 @@ def test_planning_panel_runs_height_control_viewshed_and_sunlight_as_the_library
         _full(page, IMG / "viewer-planning.png")
         assert bp.log.console_errors == [] and bp.log.page_errors == []
         assert bp.log.off_host() == []
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_section_cuts_the_models_of_every_comparison_screen(site: Site, tall: dict) -> None:
+    """Section in the comparison screens (each its own deck.gl Deck): side by side, both halves show the tall
+    building's roof from straight above; a cut under its floor made during the comparison removes it from both
+    halves (the background shows), clearing brings it back, and a comparison started with a cut shows it cut."""
+    from tests.support.browser import chromium_page
+
+    with chromium_page(viewport=VIEWPORT, timeout_s=120) as bp:
+        page = bp.page
+        _open(page, f"{site.base}/?api_key={site.key}")
+        page.wait_for_function("!cimViewer.cim.flood || cimViewer.cim.flood.available !== null")
+        page.wait_for_timeout(1500)  # the panels' own layers (live sensors, flood) are added by then
+        page.evaluate(f"""() => {{ const v = cimViewer.cim.viewer; for (const id of v.order) v.setVisible(id, false);
+            v.setVisible('model:city:buildings', true); document.getElementById('info').hidden = true;
+            v.setViewState({{longitude: {tall['lon']}, latitude: {tall['lat']}, zoom: 18, pitch: 0, bearing: 0}}); }}""")
+        w, h = page.evaluate("[document.getElementById('map').clientWidth, document.getElementById('map').clientHeight]")
+        pick = f"cimViewer.cim.picking.featureAtPixel({w / 2}, {h / 2})"
+        page.wait_for_function(f"(() => {{ const f = {pick}; return f && f.properties.code === '{tall['code']}'; }})()",
+                               timeout=150_000)
+        floor = page.evaluate(f"{pick}.position[2]") - tall["height"] - 2
+        background = np.array(BACKGROUND, float)
+
+        def halves() -> list[np.ndarray]:
+            _wait_loaded(page)
+            page.wait_for_timeout(600)
+            px = _pixels(page)
+            return [px[h // 2 - 3: h // 2 + 4, x - 3: x + 4].reshape(-1, 3).mean(axis=0) for x in (w // 4, 3 * w // 4)]
+
+        page.evaluate("cimViewer.cim.compare.start('side', [[], []])")
+        assert page.evaluate("cimViewer.cim.compare.decks.length") == 2
+        roofs = halves()
+        assert all(np.abs(r - background).max() > 40 for r in roofs), roofs
+        page.evaluate(f"cimViewer.cim.section.horizontal({floor})")
+        assert all(np.abs(c - background).max() < 12 for c in halves())
+        page.evaluate("cimViewer.cim.section.clear()")
+        assert all(np.abs(c - r).max() < 12 for c, r in zip(halves(), roofs, strict=True))
+        # started with a cut: the screens' layers are made with it
+        page.evaluate(f"cimViewer.cim.compare.stop(); cimViewer.cim.section.horizontal({floor});"
+                      "cimViewer.cim.compare.start('side', [[], []])")
+        assert all(np.abs(c - background).max() < 12 for c in halves())
+        _full(page, IMG / "viewer-compare-section.png")
+        assert bp.log.console_errors == [] and bp.log.page_errors == []

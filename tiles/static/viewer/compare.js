@@ -138,6 +138,17 @@
 
   // the map's own view state moves the screens too (flyTo, home, scenes)
   cim.on('view', vs => { if (current) for (const d of current.decks) d.setProps({viewState: vs}); });
+  // a section made, changed or cleared during a comparison cuts the models of every screen as it cuts the map's
+  // (the screens' layers got the planes of their start from layers.js; their clones take the new ones)
+  cim.on('section', () => {
+    if (!current || !cim.section) return;
+    for (const d of current.decks) {
+      d.setProps({layers: d.props.layers.map(l => {
+        const extra = cim.viewer.entries[l.id] && cim.section.layerProps(cim.viewer.entries[l.id]);
+        return extra ? l.clone(extra) : l;
+      })});
+    }
+  });
 
   function setCompare(left, right) {
     if (left && right) start('side', [[left], [right]]); else stop();
