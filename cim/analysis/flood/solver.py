@@ -63,6 +63,11 @@ _ZOUT = 1.0e15
 #: fast-math flags without "nnan"/"ninf": the loops compute on masked lanes and discard them with selects
 _FM = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _JIT = {"cache": True, "error_model": "numpy", "fastmath": _FM}
+#: the parallel step and what calls it are compiled in each process, never loaded from numba's on-disk cache:
+#: numba's cached `parallel=True` code can crash the process that loads it (numba/numba#4807, cache written by
+#: several processes at once; seen here as a SIGSEGV in `Solver.advance` of `cim demo` in a fresh clone whose test
+#: workers compiled the solver at the same time)
+_JIT_PARALLEL = {**_JIT, "cache": False}
 #: buffer rows per chunk: raw x faces (4), raw y faces (4), limiter (4), effective x faces, effective y (2)
 _SLOTS = 4
 _WORK_ROWS = 3 * _SLOTS + 3
@@ -308,7 +313,7 @@ def _chunk(c, z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, inf
     chunk_hmax[c] = top if bad == 0 else -1.0
 
 
-@njit(parallel=True, **_JIT)
+@njit(parallel=True, **_JIT_PARALLEL)
 def _step_parallel(z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15,
                    bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
                    rain_rate, t_end, depth_mark, work, acc, chunk_hmax):  # pragma: no cover
@@ -330,7 +335,7 @@ def _step_serial(z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, 
                depth_mark, work, acc, chunk_hmax)
 
 
-@njit(**_JIT)
+@njit(**_JIT_PARALLEL)
 def _advance(z, h, hn, qx, qy, qxb, qyb, sa, wx, wy, n2, rain_arr, rain_sum, drain, infil, hmax, t15,
              bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, t, t_stop, dt_first,
              cfl, dt_max, theta, hmin, rain_rate, depth_mark, src_cell, src_rate, work, acc, chunk_hmax,
