@@ -26,6 +26,7 @@ import shapely
 from pyproj import CRS
 
 from cim.errors import CimError, CRSError, InputError, InputNotFoundError
+from cim.sources.cityjson import document_crs, document_vertices
 from cim.sources.crs import horizontal_crs, parse_crs
 from cim.sources.geoparquet import plain_binary, read_geoparquet
 from cim.sources.limits import check_encoding, check_wkt, load_json
@@ -445,22 +446,10 @@ def _prj_crs(path: Path) -> CRS | None:
     return parse_crs(text, what=str(prj))
 
 
-_EPSG_CODE = re.compile(r"[0-9]{1,9}")
-
-
 def _cityjson_crs(doc: dict[str, Any], path: Path) -> CRS | None:
-    metadata = doc.get("metadata")
-    ref = metadata.get("referenceSystem") if isinstance(metadata, dict) else None
-    if not ref:
-        return None
-    if not isinstance(ref, str):
-        raise CRSError(f"{path}: metadata.referenceSystem {ref!r} is not a CRS URL; write e.g. "
-                       f"\"https://www.opengis.net/def/crs/EPSG/0/4547\" or pass --crs")
-    code = re.split(r"[/:]", ref.rstrip("/"))[-1]
-    text = f"EPSG:{code}" if _EPSG_CODE.fullmatch(code) else ref
-    crs = parse_crs(text, what=f"{path} metadata.referenceSystem")
+    crs = document_crs(doc, path)
     # A compound CRS (e.g. 7415 = RD New + NAP height): footprints are 2D, so keep the horizontal part.
-    return crs.sub_crs_list[0] if crs.is_compound else crs
+    return crs.sub_crs_list[0] if crs is not None and crs.is_compound else crs
 
 
 class _CityJsonShapeError(ValueError):
@@ -468,31 +457,11 @@ class _CityJsonShapeError(ValueError):
 
 
 def _cityjson_vertices(doc: dict[str, Any], path: Path) -> np.ndarray:
-    """(n, 3) float64 real-world vertices (the `transform` applied)."""
-    raw = doc.get("vertices", [])
+    """(n, 3) float64 real-world vertices (the `transform` applied); non-finite ones reject the objects using them."""
     try:
-        verts = np.asarray(raw, np.float64)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise LayerInputError(f"{path}: 'vertices' is not a list of [x, y, z] numbers ({_first_line(exc)})") from exc
-    if verts.size == 0:
-        verts = verts.reshape(0, 3)
-    if verts.ndim != 2 or verts.shape[1] != 3:
-        raise LayerInputError(f"{path}: 'vertices' is not a list of [x, y, z] numbers (found shape {verts.shape})")
-    tr = doc.get("transform")
-    if tr is not None:
-        parts = {}
-        for key in ("scale", "translate"):
-            value = tr.get(key) if isinstance(tr, dict) else None
-            try:
-                arr = np.asarray(value, np.float64)
-            except (ValueError, TypeError):
-                arr = np.zeros(0)
-            if arr.shape != (3,) or not np.isfinite(arr).all():
-                raise LayerInputError(f"{path}: 'transform' needs '{key}' as three finite numbers (found {value!r}); "
-                                      f"fix the file (CityJSON 1.1+: transform.scale and transform.translate)")
-            parts[key] = arr
-        verts = verts * parts["scale"] + parts["translate"]
-    return verts
+        return document_vertices(doc, path, finite=False)
+    except InputError as exc:
+        raise LayerInputError(str(exc)) from exc
 
 
 def _read_cityjson(path: Path, *, read_crs: bool = True) -> SourceData:

@@ -339,11 +339,7 @@ class CityJSONReader:
         assert self._header is not None
         if self.crs_override is not None:
             return parse_crs(self.crs_override, what="--crs")
-        metadata = self._header.get("metadata")
-        ref = metadata.get("referenceSystem") if isinstance(metadata, dict) else None
-        if ref is None:
-            return None
-        return reference_system(ref, what=f"{self.path} metadata.referenceSystem")
+        return document_crs(self._header, self.path)
 
     def lods(self) -> dict[str, int]:
         """How many objects offer each LoD (to choose `lod`)."""
@@ -471,6 +467,19 @@ def reference_system(ref: Any, *, what: str = "referenceSystem") -> CRS:
     return parse_crs(text, what=what)
 
 
+def document_crs(doc: dict[str, Any], path: str | os.PathLike[str]) -> CRS | None:
+    """The CRS a CityJSON document declares (`metadata.referenceSystem`, compound CRSs whole), None without one.
+
+    Raises:
+        CRSError: the declaration is not a CRS (the message names the file).
+    """
+    metadata = doc.get("metadata")
+    ref = metadata.get("referenceSystem") if isinstance(metadata, dict) else None
+    if ref is None:
+        return None
+    return reference_system(ref, what=f"{path} metadata.referenceSystem")
+
+
 def _lod_text(lod: Any) -> str:
     if isinstance(lod, bool) or lod is None:
         return "?"
@@ -504,7 +513,23 @@ def _transform(doc: dict[str, Any], path: Path) -> tuple[np.ndarray, np.ndarray]
     return out[0], out[1]
 
 
-def _vertices(raw: Any, scale: np.ndarray, translate: np.ndarray, what: str) -> np.ndarray:
+def document_vertices(doc: dict[str, Any], path: str | os.PathLike[str], *, finite: bool = True) -> np.ndarray:
+    """(n, 3) float64 real-world vertices of a CityJSON document: its `vertices` with its `transform` applied.
+
+    Args:
+        doc: the parsed document (or a CityJSONSeq header).
+        path: the file, for messages.
+        finite: refuse non-finite numbers (the layer import keeps them and rejects the objects that use them).
+
+    Raises:
+        InputError: a `transform` without three finite `scale` and `translate` numbers, or `vertices` that are not
+            [x, y, z] number triples.
+    """
+    scale, translate = _transform(doc, Path(path))
+    return _vertices(doc.get("vertices", []), scale, translate, f"{path}: 'vertices'", finite=finite)
+
+
+def _vertices(raw: Any, scale: np.ndarray, translate: np.ndarray, what: str, *, finite: bool = True) -> np.ndarray:
     try:
         verts = np.asarray(raw, np.float64)
     except (ValueError, TypeError, OverflowError) as exc:
@@ -513,7 +538,7 @@ def _vertices(raw: Any, scale: np.ndarray, translate: np.ndarray, what: str) -> 
         return np.zeros((0, 3))
     if verts.ndim != 2 or verts.shape[1] != 3:
         raise InputError(f"{what} is not a list of [x, y, z] numbers (found shape {verts.shape})")
-    if not np.isfinite(verts).all():
+    if finite and not np.isfinite(verts).all():
         raise InputError(f"{what} holds non-finite numbers")
     return verts * scale + translate
 
@@ -1091,5 +1116,5 @@ def triangulate(model: CityModel, vertices: np.ndarray | None = None) -> Triangl
     return Triangles(corners=corners, surface=surface, normals=unit, degenerate=degenerate)
 
 
-__all__ = ["CityJSONReader", "CityModel", "Texture", "Triangles", "is_cityjson", "read_citymodel",
-           "reference_system", "triangulate"]
+__all__ = ["CityJSONReader", "CityModel", "Texture", "Triangles", "document_crs", "document_vertices", "is_cityjson",
+           "read_citymodel", "reference_system", "triangulate"]
