@@ -8,7 +8,7 @@ link -> `link_registry`, counts -> `link_counts`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -118,10 +118,8 @@ def run_cmd(
     with progress_bar(as_json) as progress:
         report = geocode_file(gc, csv, out, column=column, overwrite=overwrite, encoding=encoding,
                               progress=progress)
-    lines = [f"{report.out}: {report.matched} of {report.rows} matched ({report.rows_per_second:,.0f} rows/s); "
-             + ", ".join(f"{k} {v}" for k, v in sorted(report.by_reason.items()))]
-    lines += [f"  row {u.row}: {u.reason}: {u.text}  ({u.note})" for u in report.unmatched[:20]]
-    echo_result(report, as_json, "\n".join(lines))
+    _echo_matches(report, as_json, f"{report.out}: {report.matched} of {report.rows} matched "
+                                   f"({report.rows_per_second:,.0f} rows/s)")
 
 
 @app.command("reverse")
@@ -158,10 +156,8 @@ def link_cmd(
     with _store(store, True) as s, progress_bar(as_json) as progress:
         report = link_registry(s, file, kind, column=column, layer=name, security=security,
                                new_version=new_version, progress=progress)
-    lines = [f"{report.layer} v{report.version}: {report.linked} of {report.records} records linked; "
-             + ", ".join(f"{k} {v}" for k, v in sorted(report.by_reason.items()))]
-    lines += [f"  row {u.row}: {u.reason}: {u.text}  ({u.note})" for u in report.unmatched[:20]]
-    echo_result(report, as_json, "\n".join(lines))
+    _echo_matches(report, as_json, f"{report.layer} v{report.version}: {report.linked} of {report.records} "
+                                   f"records linked")
 
 
 @app.command("counts")
@@ -179,3 +175,9 @@ def counts_cmd(
     human = "\n".join("  ".join(f"{v}" for v in r.values()) for r in rows) or "no linked registries"
     echo_result(rows, as_json, "  ".join(t.column_names) + "\n" + human)
 
+
+def _echo_matches(report: Any, as_json: bool, head: str) -> None:
+    """A geocoding run's summary: the head, the counts by reason, the first 20 unmatched rows (or the report as JSON)."""
+    lines = [f"{head}; " + ", ".join(f"{k} {v}" for k, v in sorted(report.by_reason.items()))]
+    lines += [f"  row {u.row}: {u.reason}: {u.text}  ({u.note})" for u in report.unmatched[:20]]
+    echo_result(report, as_json, "\n".join(lines))
