@@ -105,12 +105,16 @@ def layers_query_cmd(
                                                                 "terminal, geojson when piped).")] = None,
     version: VersionOpt = None,
     store: StoreOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Query a layer's features."""
+    """Query a layer's features (with --json: one GeoJSON FeatureCollection on stdout, errors as JSON)."""
     from layers import LayerStore
+    from layers.errors import LayerInputError
     from layers.writers import render_features
 
-    fmt = fmt or ("table" if sys.stdout.isatty() else "geojson")
+    if as_json and fmt not in (None, "geojson"):
+        raise LayerInputError(f"--json prints GeoJSON, not --format {fmt}; drop one of the two")
+    fmt = "geojson" if as_json else fmt or ("table" if sys.stdout.isatty() else "geojson")
     with LayerStore(store, read_only=True) as s:
         gdf = s.query(name, bbox=_floats(bbox, 4, "--bbox"), intersects=intersects, where=where,
                       near=_floats(near, 2, "--near"), k=k, limit=limit, offset=offset, version=version,

@@ -50,3 +50,27 @@ def test_library_errors_and_success_with_json(capsys, tmp_path: Path) -> None:
     assert code == 3 == doc["exit_code"] and doc["type"] == "StoreNotFoundError" and "error:" in err
     code, out, _ = _run(["layers", "themes", "--json"], capsys)
     assert code == 0 and isinstance(json.loads(out), (list, dict))
+
+
+def test_layers_query_with_json_is_geojson_or_a_json_error(capsys, tmp_path: Path) -> None:
+    from layers import LayerStore
+
+    src = tmp_path / "points.geojson"
+    src.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": n, "capacity": c},
+         "geometry": {"type": "Point", "coordinates": [113.3 + i / 1000, 40.09]}}
+        for i, (n, c) in enumerate([("a", 100), ("b", 600), ("c", 900)])]}), encoding="utf-8")
+    store = tmp_path / "s.duckdb"
+    with LayerStore(store) as s:
+        s.import_file(src, "shelters", "公共专题")
+    code, out, _ = _run(["layers", "query", "shelters", "--store", str(store), "--where", "capacity >= 500",
+                         "--json"], capsys)
+    doc = json.loads(out)
+    assert code == 0 and doc["type"] == "FeatureCollection"
+    assert sorted(f["properties"]["name"] for f in doc["features"]) == ["b", "c"]
+    code, out, _ = _run(["layers", "query", "shelters", "--store", str(store), "--format", "csv", "--json"], capsys)
+    doc = json.loads(out)
+    assert code != 0 and doc["exit_code"] == code and "--json prints GeoJSON" in doc["error"]
+    code, out, _ = _run(["layers", "query", "nope", "--store", str(store), "--json"], capsys)
+    doc = json.loads(out)
+    assert code == 8 == doc["exit_code"] and "nope" in doc["error"]
