@@ -33,6 +33,9 @@ def build_cmd(
     default_height: Annotated[float, typer.Option("--default-height", help="Height when nothing else gives one.")] = 10.0,
     id_field: Annotated[Optional[str], typer.Option("--id-field", help="Attribute with stable building IDs.")] = None,
     max_error: Annotated[float, typer.Option("--max-error", help="Terrain TIN tolerance in metres.")] = 0.5,
+    hillshade: Annotated[bool, typer.Option(
+        "--hillshade/--no-hillshade", help="Shade the terrain by its relief where no orthophoto covers it; "
+                                           "--no-hillshade: one neutral colour there.")] = True,
     crs: Annotated[Optional[str], typer.Option("--crs", help="CRS of inputs that declare none (EPSG:n or WKT).")] = None,
     compression: Annotated[str, typer.Option(
         "--compression", help="Tile geometry: meshopt (EXT_meshopt_compression + KHR_mesh_quantization), draco "
@@ -84,7 +87,8 @@ def build_cmd(
     with progress_bar(as_json) as cb:
         report = build_city(out, level=level, dem=dem, ortho=ortho, buildings=buildings, dsm=dsm, oblique=oblique,
                             citymodel=citymodel, citymodel_options=CityModelOptions(lod=lod, theme=theme), crs=crs,
-                            building_options=bopts, terrain_options=TerrainOptions(max_error=max_error, crs=crs),
+                            building_options=bopts, terrain_options=TerrainOptions(max_error=max_error, crs=crs,
+                                                                           hillshade=hillshade),
                             glb=glb, vertical_datum=vertical_datum, overwrite=overwrite, progress=cb,
                             workers=workers, scheduler=scheduler, on_start=started, resume=not no_resume,
                             quantized_mesh=quantized_mesh)

@@ -579,6 +579,24 @@ def test_bad_options_are_input_errors(tmp_path: Path, dem_hills: Path, bad: Terr
 # --- texture -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("flag, textured", [("--no-hillshade", False), ("--hillshade", True)])
+def test_cli_hillshade_switch(dem_hills: Path, tmp_path: Path, flag: str, textured: bool,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`cim build --no-hillshade`: the terrain without an orthophoto is one neutral colour (no texture)."""
+    from cim.cli import main
+
+    out = tmp_path / "city"
+    with pytest.raises(SystemExit) as exc:
+        main(["build", str(out), "--dem", str(dem_hills), "--level", "2", "--compression", "none",
+              "--scheduler", "synchronous", flag, "--json"])
+    assert exc.value.code in (0, None), capsys.readouterr().out
+    root = read_glb((out / "terrain/0/0/0.glb").read_bytes())["json"]
+    pbr = root["materials"][0]["pbrMetallicRoughness"]
+    assert ("baseColorTexture" in pbr) is textured
+    if not textured:
+        assert pbr["baseColorFactor"][:3] == pytest.approx([c / 255 for c in NEUTRAL_RGB])
+
+
 def _texture_and_uv(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     doc = gl.GLTF2.load_from_bytes(data)
     blob = doc.binary_blob()
