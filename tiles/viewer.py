@@ -20,6 +20,7 @@ at a place) and `search(store, layers, text)` (addresses and names).
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import math
@@ -43,8 +44,8 @@ from tiles.layertree import INITIALLY_VISIBLE_MAX, TOP_THEMES, LayerIndex
 ReadJson = Callable[[str, str], dict[str, Any]]  # (model name, path inside the model) -> parsed JSON
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "viewer"
-CORE_SCRIPTS = ("core.js", "mvt.js", "layers.js", "map.js", "identify.js", "picking.js", "search.js", "measure.js",
-                "compare.js", "thematic.js", "scenes.js", "tools3d.js", "section.js", "tree.js")
+CORE_SCRIPTS = ("core.js", "mvt.js", "terrain.js", "layers.js", "map.js", "identify.js", "picking.js", "search.js",
+                "measure.js", "compare.js", "thematic.js", "scenes.js", "tools3d.js", "section.js", "tree.js")
 SEARCH_FIELDS = ("address", "name", "code", "zone_code", "shelter_id", "sensor_id", "hazard_id")
 
 
@@ -178,7 +179,8 @@ def layer_versions(store: Any, info: Any, base: str) -> dict[str, Any]:
 
 
 def viewer_config(catalog: dict[str, Any], read: ReadJson, *, key_query: str = "", base: str = "",
-                  tree: dict[str, Any] | None = None, scene: dict[str, Any] | None = None) -> dict[str, Any]:
+                  tree: dict[str, Any] | None = None, scene: dict[str, Any] | None = None,
+                  dem_ground: Callable[[str], float | None] | None = None) -> dict[str, Any]:
     """Everything the page needs: the layer tree's start (models, maps, the themes with counts and the layers
     `tree_page` gives), the home view, the routes and, when one is opened, the scene.
 
@@ -189,6 +191,8 @@ def viewer_config(catalog: dict[str, Any], read: ReadJson, *, key_query: str = "
         base: the server's base URL (no trailing slash).
         tree: `tree_page(...)` of the caller (default: no store layers).
         scene: a scene document to open (`layers.scenes.Scene.to_dict()`).
+        dem_ground: the mid height of a DEM map by name (`dem_mid_height` of its file): the page's ground when no
+            model gives one, so the camera turns around the draped layers, not 1,000 m under them.
     """
     tree = tree or {"total": 0, "matched": 0, "lazy": False, "themes": [], "layers": []}
     entries: list[dict[str, Any]] = []
@@ -208,15 +212,20 @@ def viewer_config(catalog: dict[str, Any], read: ReadJson, *, key_query: str = "
     first_map = True
     for mp in catalog.get("maps", []):
         if mp["kind"] != "image":
-            continue  # DEMs come into the picture as the models' terrain
+            continue  # DEMs come into the picture as the models' terrain and under the flat layers (terrain_config)
         fmt = "png" if "png" in mp.get("formats", []) else mp["formats"][0]  # PNG keeps the mask as alpha
         entries.append({"id": f"map:{mp['name']}", "kind": "map", "name": mp["name"], "title": mp["title"],
                         "group": "maps", "security": mp["security"], "visible": first_map,
                         "extent": mp.get("extent"), "url": f"{base}/maps/{mp['name']}/{{z}}/{{x}}/{{y}}.{fmt}"})
         first_map = False
     extent = _home(catalog)
+    first = catalog["models"][0]["name"] if catalog.get("models") else None
+    terrain = terrain_config(catalog.get("maps", []), base, model=first)
+    if terrain is not None and first is None and dem_ground is not None:
+        mid = dem_ground(terrain["name"])
+        ground = ground if mid is None else round(mid + terrain["offset"], 1)
     return {"title": catalog.get("title", "cim"), "base": base, "key_query": key_query, "ground": ground,
-            "home": {**home_view(extent), "maxPitch": 85}, "extent": extent,
+            "home": {**home_view(extent), "maxPitch": 85}, "extent": extent, "terrain": terrain,
             "tree": entries + tree["layers"], "themes": tree["themes"], "layer_total": tree["total"],
             "lazy": tree["lazy"], "groups": theme_titles(), "scenes": catalog.get("scenes", []), "scene": scene,
             "routes": {"identify": f"{base}/identify", "search": f"{base}/search", "catalog": f"{base}/catalog",
@@ -226,6 +235,63 @@ def viewer_config(catalog: dict[str, Any], read: ReadJson, *, key_query: str = "
                        # standard addresses (tiles/static/viewer/panels/addresses.js)
                        "geocode": f"{base}/geocode", "suggest": f"{base}/geocode/suggest",
                        "reverse": f"{base}/reverse"}}
+
+
+def terrain_config(maps: Sequence[dict[str, Any]], base: str, *, model: str | None = None) -> dict[str, Any] | None:
+    """The DEM the page drapes flat layers on (tiles/static/viewer/terrain.js), or None when no DEM is served.
+
+    The first model's own DEM (`<model>_dem`) when the caller sees it, else the first DEM map. Its Terrain-RGB tiles
+    carry the DEM's own heights; `offset` (metres) makes them ellipsoidal like the 3D Tiles: the EGM96 undulation at
+    the DEM's centre when the model was built with `--vertical-datum egm96` (it varies by centimetres across a city),
+    0 for ellipsoidal DEMs.
+
+    Args:
+        maps: the `maps` of a `/catalog` document.
+        base: the server's base URL.
+        model: the first model's name.
+
+    Returns:
+        `{"name", "url", "minzoom", "maxzoom", "extent", "vertical_datum", "offset"}`.
+    """
+    dems = [m for m in maps if m["kind"] == "dem"]
+    if not dems:
+        return None
+    mp = next((m for m in dems if model and m["name"] == f"{model}_dem"), dems[0])
+    fmt = "png" if "png" in mp.get("formats", []) else mp["formats"][0]  # lossless either way
+    datum = mp.get("vertical_datum") or "ellipsoidal"
+    extent = mp.get("extent")
+    offset = 0.0
+    if datum == "egm96" and extent:
+        offset = _undulation("egm96", (extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2)
+    return {"name": mp["name"], "url": f"{base}/maps/{mp['name']}/{{z}}/{{x}}/{{y}}.{fmt}",
+            "minzoom": int(mp.get("minzoom", 0)), "maxzoom": int(mp.get("maxzoom", 16)), "extent": extent,
+            "vertical_datum": datum, "offset": offset}
+
+
+def dem_mid_height(path: str | os.PathLike[str]) -> float | None:
+    """The mid height of a DEM (metres, between its lowest and highest valid cell, read from its smallest overview),
+    or None when it has no valid cell. Cached per file and modification time."""
+    p = Path(path)
+    return _dem_mid_height(str(p), p.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _dem_mid_height(path: str, mtime_ns: int) -> float | None:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        scale = max(1, max(src.width, src.height) // 256)
+        a = src.read(1, out_shape=(max(1, src.height // scale), max(1, src.width // scale)), masked=True)
+    valid = np.ma.compressed(a).astype(np.float64)
+    valid = valid[np.isfinite(valid)]
+    return None if not valid.size else float((valid.min() + valid.max()) / 2)
+
+
+@functools.lru_cache(maxsize=64)
+def _undulation(datum: str, lon: float, lat: float) -> float:
+    from cim.sources.vertical import VerticalDatum
+
+    return round(float(VerticalDatum.parse(datum).undulation(np.array([lon]), np.array([lat]))[0]), 3)
 
 
 def coordinates(lon: float, lat: float, *, crs: str | None = None, dem: str | os.PathLike[str] | None = None
@@ -483,6 +549,6 @@ def search(store: Any, layers: Sequence[Any], text: str, *, limit: int = 20) -> 
     return [h for _, h in hits[:limit]]
 
 
-__all__ = ["INLINE_LAYERS", "asset_path", "coordinates", "deck_bundle", "home_view", "identify", "layer_versions", "model_parts",
-           "render_page", "scripts", "search", "stylesheets", "theme_titles", "tree_page", "viewer_config",
-           "write_viewer_html"]
+__all__ = ["INLINE_LAYERS", "asset_path", "coordinates", "deck_bundle", "dem_mid_height", "home_view", "identify",
+           "layer_versions", "model_parts", "render_page", "scripts", "search", "stylesheets", "terrain_config",
+           "theme_titles", "tree_page", "viewer_config", "write_viewer_html"]

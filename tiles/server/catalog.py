@@ -340,6 +340,9 @@ class ServiceCatalog:
                 "name": m.name, "kind": m.kind, "title": m.title, "security": self.map_security[m.name],
                 "extent": list(info.bounds), "formats": list(m.formats),
                 "encoding": "terrain-rgb" if m.kind == "dem" else None,
+                "minzoom": info.minzoom, "maxzoom": info.maxzoom,
+                # what a DEM's heights are measured from (a model's own DEM: the model's datum)
+                "vertical_datum": self._map_datum.get(m.name, "ellipsoidal") if m.kind == "dem" else None,
                 "urls": {"xyz": f"{base}/maps/{m.name}/{{z}}/{{x}}/{{y}}.{m.formats[0]}",
                          "tilejson": f"{base}/maps/{m.name}/tilejson.json",
                          "wmts": f"{base}/wmts/1.0.0/WMTSCapabilities.xml"}})

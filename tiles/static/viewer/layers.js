@@ -1,8 +1,10 @@
 /* Layer kinds of the viewer (cim.layerKinds): how a layer-tree entry becomes a deck.gl layer.
 
    Kinds here: `map` (XYZ image tiles as BitmapLayers), `3dtiles` (a model's layer tileset), `vector` (MVT tiles of a
-   store layer). Flat layers are drawn at the terrain's height (`ctx.ground`) without writing depth, so they meet the
-   3D Tiles (which carry ellipsoidal heights) in 2D and lie under the buildings in 3D. A feature adds a kind with
+   store layer). Flat layers are drawn without writing depth, so they lie under the buildings in 3D: vector layers
+   on the DEM (terrain.js: every vertex at the terrain's height there) when the server has one, base maps and
+   vector layers without a DEM at the terrain's mid height (`ctx.ground`), where they meet the 3D Tiles (which
+   carry ellipsoidal heights). A feature adds a kind with
    `cim.layerKinds.mykind = {create(entry, ctx) {...}}`. */
 (function () {
   'use strict';
@@ -119,10 +121,28 @@
           material: false});
       } else {
         props.parameters = FLAT;
+        if (cim.terrain.available && entry.drape !== false) return drapedLayer(entry, props);
       }
       return new D.MVTLayer(props);
     }
   };
+
+  /** A flat vector layer lying on the terrain (terrain.js): its MVT tiles with every vertex at the DEM's height,
+      drawn without depth like every flat layer, after the terrain and before the 3D models. */
+  function drapedLayer(entry, props) {
+    const {loaders, loadOptions, binary, renderSubLayers, data, ...rest} = props;
+    return new D.TileLayer(Object.assign(rest, {
+      data: entry.url, tileSize: 512, maxRequests: 6, extent: entry.extent || undefined,
+      getTileData: async ({index: {x, y, z}, signal}) => {
+        const url = entry.url.replace('{z}', z).replace('{x}', x).replace('{y}', y);
+        const resp = await fetch(cim.withKey(url), {signal});
+        if (resp.status === 204 || resp.status === 404) return [];
+        if (!resp.ok) throw new Error(`${resp.status} ${url}`);
+        return cim.terrain.drape(cim.mvt.parse(await resp.arrayBuffer()), z, x, y);
+      },
+      renderSubLayers: sub => new D.GeoJsonLayer(sub)
+    }));
+  }
 
   /** A heat map of a point layer: its points from the features API (at most 10,000), weighted by a field. */
   function heatmapLayer(entry, style) {

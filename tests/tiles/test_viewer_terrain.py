@@ -1,0 +1,201 @@
+"""Flat layers draped on the terrain (贴地), in headless Chromium over real HTTP: the heights the page gives the
+vertices of a line, a polygon and points of the store against the DEM read by rasterio.
+
+The DEM is generated here in CGCS2000 / Gauss-Krueger (EPSG:4547), so the server warps it to Web Mercator before
+encoding Terrain-RGB: a tilted plane (slopes 0.30 east, 0.20 north) plus a shallow bowl. A draped vertex is the
+page's bilinear interpolation of the server's Terrain-RGB tile, itself a bilinear resampling of the DEM, so it may
+differ from a bilinear interpolation of the DEM itself by the Terrain-RGB step (0.1 m, rounded: 0.05) plus the
+interpolation errors of both stages, bounded by (hx^2 |f_xx| + hy^2 |f_yy|) / 8 for pixel sizes hx, hy (the
+bilinear error of a C2 surface; the plane part is interpolated exactly). A half-pixel or one-row shift, a swapped
+axis or heights of the wrong tile all miss by metres on these slopes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from rasterio.transform import from_origin
+from scipy.ndimage import map_coordinates
+
+from cim.sources.crs import transformer
+from tests.tiles.server_support import running_server
+
+LON0, LAT0 = 113.30, 40.09
+RES = 2.0  # DEM cell (m)
+SIZE = 400  # cells: an 800-m square around LON0, LAT0
+SLOPE_E, SLOPE_N, BOWL, BASE = 0.30, 0.20, 2e-4, 1000.0  # h = BASE + 0.3 dx + 0.2 dy + BOWL (dx^2 + dy^2)
+VIEWPORT = (900, 600)
+
+
+@dataclass
+class Site:
+    base: str
+    dem: Path
+
+
+def _write_dem(path: Path) -> Path:
+    cx, cy = transformer("EPSG:4326", "EPSG:4547").transform(LON0, LAT0)
+    x0, y0 = cx - SIZE * RES / 2, cy + SIZE * RES / 2
+    cols, rows = np.meshgrid(np.arange(SIZE), np.arange(SIZE))
+    dx = x0 + (cols + 0.5) * RES - cx
+    dy = y0 - (rows + 0.5) * RES - cy
+    data = BASE + SLOPE_E * dx + SLOPE_N * dy + BOWL * (dx**2 + dy**2)
+    profile = {"driver": "COG", "width": SIZE, "height": SIZE, "count": 1, "dtype": "float32", "crs": "EPSG:4547",
+               "transform": from_origin(x0, y0, RES, RES), "nodata": -9999, "compress": "deflate", "blocksize": 256}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data.astype(np.float32)[None])
+    return path
+
+
+def _layers(folder: Path) -> dict[str, Path]:
+    d = 0.003  # degrees: inside the DEM's 800 m (about 0.0047 deg of longitude, 0.0036 of latitude, each way)
+    road = shapely.LineString([(LON0 - d, LAT0 - 0.002), (LON0, LAT0 + 0.001), (LON0 + d, LAT0 - 0.001),
+                               (LON0 + 0.008, LAT0 - 0.001)])  # the last leg leaves the DEM
+    parcel = shapely.Polygon([(LON0 - 0.002, LAT0 - 0.0025), (LON0 + 0.0025, LAT0 - 0.0025),
+                              (LON0 + 0.0025, LAT0 + 0.0005), (LON0 - 0.002, LAT0 + 0.0005)])
+    wells = shapely.points([LON0 - 0.0015, LON0 + 0.001, LON0 + 0.002], [LAT0 + 0.0015, LAT0 - 0.001, LAT0 + 0.002])
+    out = {}
+    for name, geoms in (("roads", [road]), ("parcels", [parcel]), ("wells", list(wells))):
+        path = folder / f"{name}.gpkg"
+        gpd.GeoDataFrame({"name": [f"{name}{i}" for i in range(len(geoms))]}, geometry=geoms,
+                         crs="EPSG:4490").to_file(path, driver="GPKG")
+        out[name] = path
+    return out
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    from layers import LayerStore
+    from tiles.server import ServerSettings, create_app
+
+    root = tmp_path_factory.mktemp("terrain")
+    dem = _write_dem(root / "dem.tif")
+    with LayerStore(root / "city.duckdb") as store:
+        for name, path in _layers(root).items():
+            store.import_file(path, name, theme="public_topics", security="public", title=name)
+    app = create_app(ServerSettings(store=root / "city.duckdb", maps={"dem": dem}, title="terrain",
+                                    log_requests=False))
+    with running_server(app) as base:
+        yield Site(base, dem)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from tests.support.browser import chromium_page
+
+    with chromium_page(viewport=VIEWPORT, timeout_s=120) as bp:
+        yield bp
+
+
+def _dem_bilinear(dem: Path, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, float]:
+    """Heights of the DEM (bilinear between cell centres, read by rasterio) at lon/lat, and its cell size."""
+    with rasterio.open(dem) as src:
+        data = src.read(1).astype(np.float64)
+        x, y = transformer("EPSG:4490", src.crs).transform(lon, lat)
+        col, row = ~src.transform * (np.asarray(x), np.asarray(y))
+        return map_coordinates(data, [row - 0.5, col - 0.5], order=1, mode="nearest"), abs(src.transform.a)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_flat_layers_lie_on_the_dem_within_its_encoding_and_interpolation_error(site: Site, browser: Any) -> None:
+    page = browser.page
+    page.goto(f"{site.base}/")
+    page.wait_for_function("window.cimViewer && cimViewer.loaded()", timeout=120_000)
+    cfg = page.evaluate("cimViewer.cim.terrain.config")
+    assert page.evaluate("cimViewer.cim.terrain.available") and cfg["name"] == "dem"
+    assert cfg["url"].endswith("/maps/dem/{z}/{x}/{y}.png") and cfg["offset"] == 0
+    zoom = 16.4
+    for name in ("roads", "parcels", "wells"):
+        page.evaluate(f"cimViewer.setVisible('layer:{name}', true)")
+    page.evaluate(f"cimViewer.cim.viewer.setViewState({{longitude: {LON0 + 0.002}, latitude: {LAT0}, zoom: {zoom}, "
+                  "pitch: 50, bearing: -20})")
+    page.wait_for_function("cimViewer.loaded() && ['roads', 'parcels', 'wells'].every("
+                           "n => cimViewer.cim.terrain.drawn('layer:' + n).length)", timeout=120_000)
+    page.wait_for_timeout(500)
+    tile_z = page.evaluate("Math.min(Math.round(cimViewer.cim.viewer.viewport().zoom), 18)")
+    dem_z = min(tile_z, cfg["maxzoom"])
+
+    vertices: dict[str, np.ndarray] = {}
+    for name in ("roads", "parcels", "wells"):
+        feats = page.evaluate(f"cimViewer.cim.terrain.drawn('layer:{name}')")
+        coords: list[list[float]] = []
+
+        def walk(c: Any) -> None:
+            if isinstance(c[0], (int, float)):
+                coords.append(c)
+            else:
+                for part in c:
+                    walk(part)
+
+        for f in feats:
+            walk(f["geometry"]["coordinates"])
+        vertices[name] = np.array(coords, dtype=np.float64)
+        assert vertices[name].shape[1] == 3, name
+
+    # the road's last leg leaves the DEM: vertices beyond its extent keep the page's ground, which is the DEM's mid
+    # height when no model gives one (the camera turns around it)
+    ground = page.evaluate("cimViewer.config.ground")
+    with rasterio.open(site.dem) as src:
+        a = src.read(1, masked=True)
+    assert abs(ground - (float(a.min()) + float(a.max())) / 2) < 1.0
+    e = cfg["extent"]
+    all_v = np.concatenate(list(vertices.values()))
+    inside = (all_v[:, 0] > e[0]) & (all_v[:, 0] < e[2]) & (all_v[:, 1] > e[1]) & (all_v[:, 1] < e[3])
+    outside = vertices["roads"][vertices["roads"][:, 0] > e[2]]
+    assert len(outside) and np.all(outside[:, 2] == ground)
+    # lines and rings are densified (a vertex at least every 1/64 tile): far more vertices than the 4 + 5 + 3 drawn
+    assert inside.sum() > 60
+    v = all_v[inside]
+    # keep off the DEM's outermost cells, where the server's warp reads half outside the data
+    margin = 3 * RES / 111_320
+    keep = ((v[:, 0] > e[0] + margin / math.cos(math.radians(LAT0))) & (v[:, 0] < e[2] - margin
+            / math.cos(math.radians(LAT0))) & (v[:, 1] > e[1] + margin) & (v[:, 1] < e[3] - margin))
+    v = v[keep]
+    reference, cell = _dem_bilinear(site.dem, v[:, 0], v[:, 1])
+    assert np.ptp(reference) > 30  # the features climb the slopes: a single height cannot pass
+    # Terrain-RGB pixel of the tile read (256 px) at this latitude, in metres on the ground
+    pixel = 2 * math.pi * 6378137 / 256 / 2**dem_z * math.cos(math.radians(LAT0))
+    curvature = 2 * BOWL  # |f_xx| = |f_yy| of the surface
+    bilinear = sum((h * h * curvature + h * h * curvature) / 8 for h in (cell, pixel, 2 * pixel))
+    tolerance = 0.1 + bilinear
+    error = np.abs(v[:, 2] - reference)
+    assert error.max() <= tolerance, (
+        f"{int((error > tolerance).sum())} of {len(v)} draped vertices are off the DEM by up to {error.max():.3f} m "
+        f"(tolerance {tolerance:.3f} m: 0.1 + bilinear {bilinear:.4f}); worst at {v[error.argmax()].tolist()}")
+    assert not browser.log.page_errors and not browser.log.console_errors, browser.log
+    assert not browser.log.off_host()
+
+
+def test_terrain_config_picks_the_models_dem_and_makes_egm96_heights_ellipsoidal() -> None:
+    import pyproj
+
+    from cim.sources.vertical import EGM96_GRID
+    from tiles.viewer import terrain_config
+
+    extent = [113.29, 40.08, 113.31, 40.10]
+    maps = [{"name": "ortho", "kind": "image", "formats": ["png"], "extent": extent},
+            {"name": "other_dem", "kind": "dem", "formats": ["png", "webp"], "extent": extent, "minzoom": 12,
+             "maxzoom": 17, "vertical_datum": "ellipsoidal"},
+            {"name": "city_dem", "kind": "dem", "formats": ["png", "webp"], "extent": extent, "minzoom": 11,
+             "maxzoom": 16, "vertical_datum": "egm96"}]
+    assert terrain_config(maps[:1], "http://h") is None
+    first = terrain_config(maps, "http://h")
+    assert first is not None and (first["name"], first["offset"], first["maxzoom"]) == ("other_dem", 0.0, 17)
+    own = terrain_config(maps, "http://h", model="city")
+    assert own is not None and own["url"] == "http://h/maps/city_dem/{z}/{x}/{y}.png"
+    if not EGM96_GRID.is_file():
+        pytest.skip(f"{EGM96_GRID} is missing: Debian's proj-data (bin/setup installs it)")
+    # the reference: PROJ's own vertical grid shift at the DEM's centre (h = H + N)
+    pyproj.datadir.append_data_dir(str(EGM96_GRID.parent))
+    shift = pyproj.Transformer.from_pipeline(f"+proj=vgridshift +grids={EGM96_GRID} +multiplier=1")
+    _, _, n = shift.transform(113.30, 40.09, 0.0)
+    assert own["vertical_datum"] == "egm96" and abs(own["offset"] - n) < 0.01 and abs(n) > 1

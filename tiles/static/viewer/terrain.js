@@ -1,0 +1,156 @@
+/* Terrain under the flat layers (贴地): heights from the server's DEM as Terrain-RGB tiles (/maps/{dem}/...,
+   height = -10000 + (R * 65536 + G * 256 + B) * 0.1 m, docs/http-api.md), so vector features lie on the terrain the
+   3D models stand on instead of floating at one height (cim.config.terrain, made by tiles.viewer.terrain_config).
+
+   `cim.terrain.drape(features, z, x, y)` turns the features of vector tile z/x/y (tile-local coordinates 0..1, y
+   down, as mvt.js decodes them) into lon/lat features whose every vertex carries the DEM height there: bilinear
+   between the four nearest pixel centres of the DEM at the vector tile's zoom or the DEM's deepest, across DEM tile
+   edges (a vector tile's buffer reaches into its neighbours' DEM tiles), plus the config's `offset`
+   (the geoid undulation of a model built on EGM96 heights). Lines and polygon rings are densified first (a vertex
+   at least every 1/64 of the tile: about two DEM pixels), so they follow valleys and ridges between their own
+   vertices; a polygon's fill is triangulated between its densified rings. A DEM tile is fetched once and shared by
+   every layer. Outside the DEM's extent a vertex keeps the page's ground height; inside, the DEM's nodata reads as
+   0 m (the Terrain-RGB encoding of the server). Without a DEM `cim.terrain.available` is false. */
+(function () {
+  'use strict';
+  const cfg = cim.config.terrain || null;
+  const STEP = 1 / 64;
+  const tiles = new Map();  // 'z/x/y' -> Promise<{cols, rows, heights: Float32Array} | null>
+  const ground = () => cim.config.ground || 0;
+
+  const lonOf = (x, n) => x / n * 360 - 180;
+  const latOf = (y, n) => Math.atan(Math.sinh(Math.PI * (1 - 2 * y / n))) * 180 / Math.PI;
+
+  /** True when DEM tile z/x/y touches the DEM's extent (the server answers 404 elsewhere). */
+  function touches(z, x, y) {
+    const e = cfg.extent;
+    if (!e) return true;
+    const n = 2 ** z;
+    return lonOf(x, n) <= e[2] && lonOf(x + 1, n) >= e[0] && latOf(y + 1, n) <= e[3] && latOf(y, n) >= e[1];
+  }
+
+  function demTile(z, x, y) {
+    const key = `${z}/${x}/${y}`;
+    if (!tiles.has(key)) {
+      const url = cfg.url.replace('{z}', z).replace('{x}', x).replace('{y}', y);
+      tiles.set(key, !touches(z, x, y) ? Promise.resolve(null) : fetch(cim.withKey(url)).then(async resp => {
+        if (!resp.ok) return null;
+        const bitmap = await createImageBitmap(await resp.blob(), {premultiplyAlpha: 'none', colorSpaceConversion: 'none'});
+        const cols = bitmap.width, rows = bitmap.height;
+        const ctx = new OffscreenCanvas(cols, rows).getContext('2d', {willReadFrequently: true});
+        ctx.drawImage(bitmap, 0, 0);
+        const px = ctx.getImageData(0, 0, cols, rows).data;
+        const heights = new Float32Array(cols * rows);
+        for (let i = 0, j = 0; i < heights.length; i++, j += 4) {
+          heights[i] = -10000 + (px[j] * 65536 + px[j + 1] * 256 + px[j + 2]) * 0.1;
+        }
+        return {cols, rows, heights};
+      }).catch(err => { console.error(err); return null; }));
+    }
+    return tiles.get(key);
+  }
+
+  /** A function (u, v) -> height in metres (NaN where the DEM has no tile) over tile z/x/y (u, v in tile units, v
+      down; outside 0..1 too: vector tiles carry a buffer beyond their edges), once the DEM tiles around `uv` (the
+      points that will be asked) are loaded. Bilinear between the four nearest pixel centres of the DEM at zoom
+      min(z, maxzoom), whichever DEM tiles they are in. */
+  async function sampler(z, x, y, uv) {
+    if (!cfg) return () => NaN;
+    const dz = Math.min(z, cfg.maxzoom);
+    const scale = 2 ** (z - dz);  // vector tiles deeper than the DEM read the deepest DEM tiles covering them
+    const size = 256;  // the server's tile size (tiles/raster.py TILE_SIZE)
+    const pixel = (u, v) => [((x + u) / scale) * size - 0.5, ((y + v) / scale) * size - 0.5];  // centres at +0.5
+    const keys = new Map();
+    for (const [u, v] of uv) {
+      const [cx, cy] = pixel(u, v);
+      for (const c of [Math.floor(cx), Math.floor(cx) + 1]) {
+        for (const r of [Math.floor(cy), Math.floor(cy) + 1]) {
+          const tx = Math.floor(c / size), ty = Math.floor(r / size);
+          keys.set(`${tx}/${ty}`, [tx, ty]);
+        }
+      }
+    }
+    const loaded = new Map();
+    await Promise.all([...keys].map(async ([key, [tx, ty]]) => { loaded.set(key, await demTile(dz, tx, ty)); }));
+    const offset = cfg.offset || 0;
+    const at = (c, r) => {
+      const tx = Math.floor(c / size), ty = Math.floor(r / size);
+      const t = loaded.get(`${tx}/${ty}`);
+      return t ? t.heights[(r - ty * size) * t.cols + (c - tx * size)] : NaN;
+    };
+    return (u, v) => {
+      const [cx, cy] = pixel(u, v);
+      const c0 = Math.floor(cx), r0 = Math.floor(cy), fx = cx - c0, fy = cy - r0;
+      return offset + at(c0, r0) * (1 - fx) * (1 - fy) + at(c0 + 1, r0) * fx * (1 - fy) +
+        at(c0, r0 + 1) * (1 - fx) * fy + at(c0 + 1, r0 + 1) * fx * fy;
+    };
+  }
+
+  function densify(line) {
+    const out = [];
+    for (let i = 0; i < line.length; i++) {
+      const p = line[i];
+      if (i > 0) {
+        const q = line[i - 1];
+        const n = Math.floor(Math.hypot(p[0] - q[0], p[1] - q[1]) / STEP);
+        for (let k = 1; k <= n; k++) {
+          const t = k / (n + 1);
+          out.push([q[0] + (p[0] - q[0]) * t, q[1] + (p[1] - q[1]) * t]);
+        }
+      }
+      out.push(p);
+    }
+    return out;
+  }
+
+  /** GeoJSON features in lon/lat with DEM heights from features of vector tile z/x/y in tile units (mvt.js). */
+  async function drape(features, z, x, y) {
+    // densified geometries in tile units first, to know which DEM tiles they need
+    const flat = features.map(f => {
+      const g = f.geometry;
+      let c;
+      if (g.type === 'Point' || g.type === 'MultiPoint') c = g.coordinates;
+      else if (g.type === 'LineString') c = densify(g.coordinates);
+      else if (g.type === 'MultiLineString' || g.type === 'Polygon') c = g.coordinates.map(densify);
+      else c = g.coordinates.map(poly => poly.map(densify));
+      return c;
+    });
+    const uv = [];
+    const collect = c => { if (typeof c[0] === 'number') uv.push(c); else c.forEach(collect); };
+    flat.forEach(collect);
+    const n = 2 ** z;
+    const e = cfg && cfg.extent;
+    const inside = (lon, lat) => !e || (lon >= e[0] && lon <= e[2] && lat >= e[1] && lat <= e[3]);
+    const h = await sampler(z, x, y, uv.filter(([u, v]) => inside(lonOf(x + u, n), latOf(y + v, n))));
+    const place = c => {
+      if (typeof c[0] !== 'number') return c.map(place);
+      const lon = lonOf(x + c[0], n), lat = latOf(y + c[1], n);
+      const height = inside(lon, lat) ? h(c[0], c[1]) : NaN;
+      return [lon, lat, Number.isFinite(height) ? height : ground()];
+    };
+    return features.map((f, i) => ({type: 'Feature', id: f.id, properties: f.properties,
+      geometry: {type: f.geometry.type, coordinates: place(flat[i])}}));
+  }
+
+  /** The features a draped layer draws now (its visible tiles' GeoJSON with the heights used): for tests and
+      users' scripts. */
+  function drawn(id) {
+    const deckgl = cim.viewer && cim.viewer.deck;
+    if (!deckgl || !deckgl.layerManager) return [];
+    return deckgl.layerManager.getLayers()
+      .filter(l => l.id.startsWith(`${id}-`) && l.parent && l.parent.id === id && l.props.visible && Array.isArray(l.props.data))
+      .flatMap(l => l.props.data);
+  }
+
+  /** The DEM height the page drapes at lon/lat (metres), or NaN outside the DEM. */
+  async function heightAt(lon, lat) {
+    if (!cfg) return NaN;
+    const z = cfg.maxzoom, n = 2 ** z;
+    const fx = (lon + 180) / 360 * n;
+    const fy = (1 - Math.log(Math.tan(Math.PI / 4 + lat * Math.PI / 360)) / Math.PI) / 2 * n;
+    const x = Math.floor(fx), y = Math.floor(fy);
+    return (await sampler(z, x, y, [[fx - x, fy - y]]))(fx - x, fy - y);
+  }
+
+  cim.terrain = {available: !!cfg, config: cfg, drape, sampler, heightAt, drawn};
+})();
