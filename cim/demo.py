@@ -320,8 +320,10 @@ def prepare_demo(
         InputError: a level other than 2 or 3.
     """
     from cim.build import build_city
+    from cim.tiling import close_shared_clusters, shared_clusters
 
     say = echo or (lambda line: None)
+    clusters_before = shared_clusters()
     root = user_path(root)
     root.mkdir(parents=True, exist_ok=True)
     if not set(levels) <= {2, 3}:
@@ -365,6 +367,8 @@ def prepare_demo(
                        overwrite=True)
         models["oblique"] = out
         security["oblique"] = building_security
+    # the builds' Dask workers are not needed for the storm run and the serving that follow
+    close_shared_clusters(keep=clusters_before)
     maps: dict[str, Path] = {}
     for kind in ("ortho", "dem"):
         path = getattr(city, kind)

@@ -19,7 +19,7 @@ import pickle
 import struct
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,12 +209,32 @@ def start_local_cluster(n: int) -> Any:
                         dashboard_address=dashboard, silence_logs=logging.ERROR)
 
 
-@atexit.register
-def _close_shared() -> None:
-    for cluster in list(_shared.values()):
+def shared_clusters() -> list[Any]:
+    """The local clusters that `Runner`s started in this process and that are still open."""
+    with _shared_lock:
+        return [c for c in _shared.values() if c.status.name not in ("closed", "closing", "failed")]
+
+
+def close_shared_clusters(keep: Collection[Any] = ()) -> int:
+    """Close the local clusters `Runner`s started in this process, except those in `keep`; returns how many.
+
+    Their worker processes hold memory and a core's attention until closed; a program that builds and then goes on
+    to other work (`cim demo` builds, then runs a storm and serves) closes them after its builds. A later build
+    starts a new one.
+    """
+    with _shared_lock:
+        gone = [(n, c) for n, c in _shared.items() if not any(c is k for k in keep)]
+        for n, _ in gone:
+            del _shared[n]
+    for _, cluster in gone:
         with contextlib.suppress(Exception):
             cluster.close()
-    _shared.clear()
+    return len(gone)
+
+
+@atexit.register
+def _close_shared() -> None:
+    close_shared_clusters()
 
 
 class Runner:

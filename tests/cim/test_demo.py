@@ -22,10 +22,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_prepare_demo_builds_once_and_reuses_everything(tmp_path: Path) -> None:
     from cim.demo import prepare_demo
+    from cim.tiling import shared_clusters
     from layers import LayerStore
     from tiles.server.auth import AccessStore, access_path
 
+    before = shared_clusters()
     site = prepare_demo(tmp_path / "demo", levels=(2,))
+    # the Dask cluster of its builds is closed before the storm run and the serving
+    assert [c for c in shared_clusters() if not any(c is b for b in before)] == []
     manifest_layers = {e["layer"] for e in __import__("json").loads(site.city.manifest.read_text())["files"]
                        if e["kind"] == "vector"}
     with LayerStore(site.store, read_only=True) as store:

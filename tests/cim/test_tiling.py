@@ -276,3 +276,20 @@ def test_a_manifest_of_another_build_or_torn_is_not_trusted(tmp_path):
         assert run.map(_square, [1, 2, 3], {"add": 0}) == [1, 4, 9]  # 1 and 2 come from the manifest
         assert run.describe()["resumed"] == {"tiles": 2}
     assert seen == [("tiles", 2, 3), ("tiles", 3, 3)]
+
+
+def test_the_shared_cluster_closes_when_asked_and_a_later_build_starts_another():
+    """`cim demo` closes its builds' cluster before the storm and the serving (close_shared_clusters)."""
+    from cim.tiling import close_shared_clusters, shared_clusters
+
+    with Runner(workers=1) as run:
+        assert run.map(_square, [1, 2, 3], {"add": 1}) == [2, 5, 10]
+        cluster = shared_clusters()[-1]
+    kept = [c for c in shared_clusters() if c is not cluster]
+    assert close_shared_clusters(keep=kept) == 1
+    assert cluster.status.name in ("closed", "closing") and not any(c is cluster for c in shared_clusters())
+    with Runner(workers=1) as run:
+        assert run.map(_square, [4], {"add": 0}) == [16]
+        again = shared_clusters()[-1]
+    assert again is not cluster and again.status.name == "running"
+    close_shared_clusters(keep=kept)
