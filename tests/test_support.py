@@ -107,6 +107,10 @@ def _break_string_offsets(g: dict[str, Any], b: bytearray) -> None:
     b[view["byteOffset"] + 8 : view["byteOffset"] + 12] = (999).to_bytes(4, "little")
 
 
+def _break_values_length(g: dict[str, Any], b: bytearray) -> None:
+    g["bufferViews"][_metadata(g)["propertyTables"][0]["properties"]["code"]["values"]]["byteLength"] += 1
+
+
 def _break_utf8(g: dict[str, Any], b: bytearray) -> None:
     view = g["bufferViews"][_metadata(g)["propertyTables"][0]["properties"]["code"]["values"]]
     b[view["byteOffset"]] = 0xFF
@@ -136,6 +140,7 @@ def _break_class(g: dict[str, Any], b: bytearray) -> None:
     (_break_feature_count, "featureCount is 3 but the ids hold 2"),
     (_break_attribute, "no _FEATURE_ID_1 attribute"),
     (_break_string_offsets, "past the end of the values"),
+    (_break_values_length, "the last string offset says"),
     (_break_utf8, "string 0 is not UTF-8"),
     (_break_required, "required property 'code' is missing"),
     (_break_alignment, "not a multiple of 8"),

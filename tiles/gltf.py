@@ -280,7 +280,7 @@ class _Encoder:
 
     def _view(self, data: bytes, target: int | None = None, stride: int | None = None) -> int:
         if not data:
-            data = b"\0"  # glTF forbids empty buffer views (e.g. a text column whose values are all empty)
+            data = b"\0"  # glTF forbids empty buffer views
         view: dict[str, Any] = {"buffer": 0, "byteOffset": self._append(data), "byteLength": len(data)}
         if stride is not None:
             view["byteStride"] = stride
@@ -592,6 +592,12 @@ class _Encoder:
                 if name in table.descriptions:
                     schema_prop["description"] = table.descriptions[name]
                 class_props[pid] = schema_prop
+                if "stringOffsets" in views and not views["values"]:
+                    # every string is empty: a values buffer view would have to hold 0 bytes, which glTF forbids
+                    # (byteLength >= 1) and a padded one breaks the offsets (EXT_structural_metadata: the last offset
+                    # is the values' length). The column is left out of the table and the class gives its default.
+                    schema_prop["default"] = ""
+                    continue
                 entry: dict[str, Any] = {"values": self._view(views["values"])}
                 if "stringOffsets" in views:
                     entry["stringOffsets"] = self._view(views["stringOffsets"])
@@ -770,8 +776,12 @@ def read_glb(data: bytes, join_parts: bool = True) -> dict[str, Any]:
     for table in (meta or {}).get("propertyTables", []):
         schema = meta["schema"]["classes"][table["class"]]["properties"]
         columns: dict[str, list[Any]] = {}
-        for pid, entry in table["properties"].items():
-            columns[schema[pid].get("name", pid)] = _decode_column(dec.view, schema[pid], entry, table["count"])
+        for pid, prop in schema.items():
+            entry = table["properties"].get(pid)
+            if entry is not None:
+                columns[prop.get("name", pid)] = _decode_column(dec.view, prop, entry, table["count"])
+            elif "default" in prop:  # a column left out of this table: every row has the class's default
+                columns[prop.get("name", pid)] = [prop["default"]] * table["count"]
         tables[table["class"]] = columns
     props = next(iter(tables.values())) if tables else {}
     return {"json": doc, "primitives": prims, "properties": props, "tables": tables}

@@ -5,8 +5,9 @@ for each and `UNUSED_OBJECT` (info) for the buffer views that only a property ta
 CesiumGS' 3d-tiles-validator, which does check them, is not on the npm registry we can reach. This module fills the
 gap with the rules a client relies on when it picks a feature and reads its properties: feature ID sets that point at
 existing attributes and property tables and hold ids inside the table, a schema whose classes and types are valid,
-property columns whose buffer views are long enough and aligned, string and array offsets that are sorted and in
-bounds, strings that are UTF-8, floats that are finite and enum values that the enum defines.
+property columns whose buffer views have exactly the length their rows need (as CesiumGS' validator demands) and are
+aligned, string and array offsets that are sorted and end where the values end, strings that are UTF-8, floats that
+are finite and enum values that the enum defines.
 
 Spec references: glTF extensions `EXT_mesh_features` and `EXT_structural_metadata` (3D Tiles 1.1), and the 3D
 Metadata Specification's binary table format.
@@ -236,7 +237,7 @@ def _offsets(asset: _Asset, column: dict[str, Any], key: str, type_key: str, n: 
     dtype = np.dtype(_COMPONENT[offset_type]).newbyteorder("<")
     if asset.view_offset(column[key]) % dtype.itemsize:
         asset.fail(f"{pointer}/{key}", f"bufferView byteOffset is not a multiple of {dtype.itemsize}")
-    if len(raw) < (n + 1) * dtype.itemsize:
+    if len(raw) != (n + 1) * dtype.itemsize:  # exactly: CesiumGS' validator reports METADATA_INVALID_LENGTH
         asset.fail(f"{pointer}/{key}", f"needs {n + 1} {offset_type} offsets, bufferView holds {len(raw)} bytes")
         return None
     offsets = np.frombuffer(raw, dtype, n + 1).astype(np.int64)
@@ -271,7 +272,10 @@ def _check_column(asset: _Asset, column: dict[str, Any], prop: dict[str, Any], e
                 return
             n_strings = int(arr[-1])
         offsets = _offsets(asset, column, "stringOffsets", "stringOffsetType", n_strings, len(values), pointer)
-        if offsets is not None:
+        if offsets is not None and offsets[-1] != len(values):
+            asset.fail(f"{pointer}/values", f"the last string offset says {offsets[-1]} bytes of strings, the "
+                                            f"bufferView holds {len(values)}")
+        elif offsets is not None:
             for i in range(n_strings):
                 try:
                     values[offsets[i] : offsets[i + 1]].decode("utf-8")
@@ -282,7 +286,7 @@ def _check_column(asset: _Asset, column: dict[str, Any], prop: dict[str, Any], e
     if kind == "BOOLEAN":
         if variable:
             _offsets(asset, column, "arrayOffsets", "arrayOffsetType", count, len(values) * 8, pointer)
-        elif len(values) * 8 < count * per_row:
+        elif len(values) != -(-count * per_row // 8):
             asset.fail(f"{pointer}/values", f"{count * per_row} booleans need {-(-count * per_row // 8)} bytes, "
                                             f"bufferView holds {len(values)}")
         return
@@ -303,7 +307,7 @@ def _check_column(asset: _Asset, column: dict[str, Any], prop: dict[str, Any], e
         n_items = int(arr[-1]) * width
     else:
         n_items = count * width * per_row
-    if len(values) < n_items * dtype.itemsize:
+    if len(values) != n_items * dtype.itemsize:
         asset.fail(f"{pointer}/values", f"needs {n_items * dtype.itemsize} bytes for {count} rows of "
                                         f"{prop.get('componentType', kind)}, bufferView holds {len(values)}")
         return

@@ -162,6 +162,10 @@
       if (typeof v === 'number' && Math.abs(v) > 1e37) v = null;  // float32 noData sentinels
       out[name] = v === undefined ? null : v;
     }
+    // a column left out of the table (all its strings empty, tiles/gltf.py) has its class's default in every row
+    for (const [name, def] of Object.entries((cls && cls.properties) || {})) {
+      if (!(name in out) && def.default !== undefined) out[name] = def.default;
+    }
     return out;
   }
 
