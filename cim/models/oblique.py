@@ -39,6 +39,7 @@ from PIL import Image
 from cim.errors import BuildError, InputError, InputNotFoundError
 from cim.files import replace_dir
 from cim.geodesy import ecef_to_geodetic, region_of, union_regions
+from cim.models.deviation import hausdorff
 from cim.sources import crs as crsmod
 from cim.sources.contextcapture import (
     Georeference,
@@ -482,19 +483,30 @@ def _plan_merge(idx: list[int], centers: np.ndarray, fanout: int, name: str, dep
 
 
 def _merge_task(job: tuple[str, list[_Coarse], float], state: dict[str, Any]
-                ) -> tuple[_Coarse, list[float], list[float], str]:
-    """A Dask task: one merged node's mesh and atlas from its children's coarsest meshes, written as its glb;
-    returns (the merged mesh, its content region, its transform, its uri)."""
-    name, coarse, error = job
+                ) -> tuple[_Coarse, list[float], list[float], str, float]:
+    """A Dask task: one merged node's mesh and atlas from its children's coarsest meshes (clustered on a grid of
+    half `child_error`, their largest geometric error), written as its glb.
+
+    Returns:
+        (the merged mesh, its content region, its transform, its uri, its geometric error: `child_error` plus the
+        measured two-way distance between the merged mesh and the children's, rounded up to the centimetre).
+    """
+    name, coarse, child_error = job
     options = state["options"]
-    merged, atlas, mime = _merge(coarse, cell=error / 4.0, atlas_size=options.atlas_size,
+    merged, atlas, mime = _merge(coarse, cell=max(child_error, 1.0) / 2.0, atlas_size=options.atlas_size,
                                  quality=options.jpeg_quality, glb=options.glb)
+    # the error of drawing this instead of the children: theirs plus how far the clustered mesh is from their
+    # meshes, measured both ways (cim.models.deviation), rounded up to the centimetre
+    offsets = np.cumsum([0] + [len(c.ecef) for c in coarse])
+    deviation = hausdorff(np.vstack([c.ecef for c in coarse]),
+                          np.vstack([c.tris + o for c, o in zip(coarse, offsets)]), merged.ecef, merged.tris)
+    error = child_error + math.ceil(deviation * 100.0) / 100.0
     frame = enu_at(merged.ecef)
     prim = Primitive(positions=frame.to_local(merged.ecef).astype(np.float32), indices=merged.tris.astype(np.uint32),
                      texcoords=merged.uv, material=Material(texture=atlas, mime_type=mime, unlit=True))
     uri = f"{options.prefix}/merged/{name}.glb"
     write_atomic(state["out"] / uri, MeshContent([prim]).to_glb(options.glb))
-    return merged, region_of(merged.ecef, pad_m=0.01), frame.column_major(), uri
+    return merged, region_of(merged.ecef, pad_m=0.01), frame.column_major(), uri, error
 
 
 def _merged_tree(roots: list[tuple[Tile, _Coarse]], out: Path, options: ObliqueOptions, run: Runner,
@@ -514,14 +526,14 @@ def _merged_tree(roots: list[tuple[Tile, _Coarse]], out: Path, options: ObliqueO
     for depth in sorted(levels, reverse=True):
         nodes = sorted(levels[depth], key=lambda n: n.name)
         items = [[roots[c] if isinstance(c, int) else done[c.name] for c in node.children] for node in nodes]
-        jobs = [(node.name, [c for _, c in kids], 2.0 * max(max(t.geometric_error for t, _ in kids), 1.0))
+        jobs = [(node.name, [c for _, c in kids], max(t.geometric_error for t, _ in kids))
                 for node, kids in zip(nodes, items)]
         results = run.map(_merge_task, jobs, dict(out=out, options=options), stage="oblique-merge",
                           cost=[sum(len(c.tris) for c in job[1]) for job in jobs])
-        for node, kids, job, (merged, region, transform, uri) in zip(nodes, items, jobs, results):
+        for node, kids, (merged, region, transform, uri, error) in zip(nodes, items, results):
             tiles = [t for t, _ in kids]
             tile = Tile(bounding_volume=BoundingVolume(region=union_regions([region] + [
-                t.bounding_volume.region for t in tiles])), geometric_error=job[2], refine="REPLACE",
+                t.bounding_volume.region for t in tiles])), geometric_error=error, refine="REPLACE",
                         content=Content(uri=uri, bounding_volume=BoundingVolume(region=region)),
                         children=tiles, transform=transform)
             done[node.name] = (tile, merged)

@@ -97,6 +97,27 @@ def test_lod2_same_bytes_on_a_cluster(city, client, tmp_path):
     assert fa == fb and len(fa) == a.tiles
 
 
+def test_oblique_merged_levels_same_bytes_on_a_cluster(city, client, tmp_path):
+    """The oblique conversion with its merged coarse levels (one task per merged node, whose geometric error is
+    measured in the task) writes the same files and the same tile tree synchronously and on two workers."""
+    from cim.models.oblique import build_oblique
+    from cim.sample import write_oblique
+
+    prod = write_oblique(city, tmp_path / "production", tile_size=500.0, fmt="obj")  # 16 tiles, 5 merged nodes
+    with Runner(scheduler=SYNCHRONOUS) as sync:
+        a = build_oblique(prod, tmp_path / "a", runner=sync)
+    with Runner(client=client) as two:
+        b = build_oblique(prod, tmp_path / "b", runner=two)
+    assert a.root.model_dump() == b.root.model_dump()
+    fa, fb = _files(tmp_path / "a"), _files(tmp_path / "b")
+    merged = [k for k in fa if "/merged/" in k]
+    assert len(merged) == 5 and fa == fb
+    # the merged levels carry a measured error: above their children's, below the former guess of twice theirs
+    root = a.root
+    kids = max(c.geometric_error for c in root.children)
+    assert kids < root.geometric_error < 2 * kids
+
+
 def test_a_killed_worker_is_replaced_and_the_build_is_the_same(city, level2, tmp_path):
     """A worker process killed (SIGKILL) while tiles are being built: Dask runs its tiles again elsewhere."""
     from distributed import Client
