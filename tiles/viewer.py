@@ -38,6 +38,7 @@ import shapely
 
 from cim.errors import OutputExistsError
 from cim.files import user_path
+from tiles.decoders import available_decoders
 from tiles.errors import TileRequestError, TilesError
 from tiles.layertree import INITIALLY_VISIBLE_MAX, TOP_THEMES, LayerIndex
 
@@ -234,7 +235,9 @@ def viewer_config(catalog: dict[str, Any], read: ReadJson, *, key_query: str = "
                        "annotations": f"{base}/viewer/annotations", "coords": f"{base}/viewer/coords",
                        # standard addresses (tiles/static/viewer/panels/addresses.js)
                        "geocode": f"{base}/geocode", "suggest": f"{base}/geocode/suggest",
-                       "reverse": f"{base}/reverse"}}
+                       "reverse": f"{base}/reverse"},
+            # the decoders this server has (tiles.decoders): layers.js points loaders.gl at them
+            "decoders": {name: f"{base}/viewer/decoders/{name}" for name in available_decoders()}}
 
 
 def terrain_config(maps: Sequence[dict[str, Any]], base: str, *, model: str | None = None) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from tiles import viewer
+from tiles.decoders import DECODERS, decoder_path
 from tiles.errors import TileNotFoundError
 from tiles.server.deps import Ctx, context
 from tiles.server.files import FileEntry
@@ -112,6 +113,12 @@ def _asset(name: str) -> FileEntry:
     if entry is None:
         if name == "deck.js":
             path, media = viewer.deck_bundle(), "text/javascript; charset=utf-8"
+        elif name.startswith("decoders/"):
+            found_decoder = decoder_path(name.removeprefix("decoders/"))
+            if found_decoder is None:
+                raise TileNotFoundError(f"decoder {name.removeprefix('decoders/')!r} is not installed: run bin/setup "
+                                        f"(npm @loaders.gl/draco, @loaders.gl/textures) or set CIM_DECODERS")
+            path, media = found_decoder, DECODERS[name.removeprefix("decoders/")].media_type
         elif (found := viewer.asset_path(name)) is not None:
             path, media = found
         else:
@@ -134,3 +141,10 @@ def asset(name: str, request: Request) -> Response:
 def panel_asset(name: str, request: Request) -> Response:
     e = _asset(f"panels/{name}")
     return tile_response(request, e.content, e.media_type, e.etag, "public, max-age=300", gzipped=e.gzipped)
+
+
+@router.get("/viewer/decoders/{name}", summary="A decoder the viewer's deck.gl needs for Draco geometry or KTX2 "
+            "textures (tiles.decoders), from this host")
+def decoder(name: str, request: Request) -> Response:
+    e = _asset(f"decoders/{name}")
+    return tile_response(request, e.content, e.media_type, e.etag, "public, max-age=86400", gzipped=e.gzipped)
