@@ -110,6 +110,35 @@ class RowStore:
             out[col["name"]] = _join(col, parts, start, stop)
         return out
 
+    def take(self, index: np.ndarray) -> dict[str, Any]:
+        """The rows at `index` ((m,) int, any order) of every array, as the types they were written as."""
+        index = np.asarray(index, np.int64)
+        out: dict[str, Any] = {}
+        for col in self.index["columns"]:
+            parts = {p: np.load(self.folder / f"{col['file']}.{p}.npy", mmap_mode="r") for p in col["parts"]}
+            out[col["name"]] = _gather(col, parts, index)
+        return out
+
+
+def concat_rows(pieces: list[dict[str, Any]]) -> dict[str, Any]:
+    """Row sets with the same arrays (`RowStore.read`/`take` results) one after the other, types kept."""
+    out: dict[str, Any] = {}
+    for name in pieces[0]:
+        values = [p[name] for p in pieces]
+        first = values[0]
+        if len(values) == 1:
+            out[name] = first
+        elif isinstance(first, StringColumn):
+            sizes = np.cumsum([0] + [len(v.data) for v in values[:-1]])
+            offsets = np.concatenate([values[0].offsets[:1]] + [v.offsets[1:] + s for v, s in zip(values, sizes)])
+            out[name] = StringColumn(np.concatenate([v.data for v in values]), offsets,
+                                     np.concatenate([v.missing for v in values]))
+        elif isinstance(first, pd.api.extensions.ExtensionArray):
+            out[name] = type(first)._concat_same_type(values)
+        else:
+            out[name] = np.concatenate(values)
+    return out
+
 
 class WindowPart:
     """Rows r0.. and columns c0.. of a raster (or any 2-D grid), indexed in the whole grid's rows and columns.
@@ -148,6 +177,25 @@ def _split(values: Any, order: np.ndarray | None) -> tuple[str, dict[str, np.nda
     return "array", {"values": values}
 
 
+def _gather(col: dict[str, Any], parts: dict[str, np.ndarray], index: np.ndarray) -> Any:
+    kind = col["kind"]
+    if kind in ("strings", "geometry"):
+        starts = np.asarray(parts["offsets"][index], np.int64)
+        lengths = np.asarray(parts["offsets"][index + 1], np.int64) - starts
+        offsets = np.zeros(len(index) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+        data = np.asarray(parts["data"][gather]) if len(gather) else np.zeros(0, np.uint8)
+        if kind == "strings":
+            return StringColumn(data, offsets, np.asarray(parts["missing"][index]))
+        raw = data.tobytes()
+        return shapely.from_wkb(np.array([raw[offsets[i]:offsets[i + 1]] for i in range(len(index))], object))
+    if kind == "masked":
+        dtype = pd.api.types.pandas_dtype(col["dtype"])
+        return dtype.construct_array_type()(np.asarray(parts["values"][index]), np.asarray(parts["mask"][index]))
+    return np.asarray(parts["values"][index])
+
+
 def _join(col: dict[str, Any], parts: dict[str, np.ndarray], start: int, stop: int) -> Any:
     kind = col["kind"]
     if kind in ("strings", "geometry"):
@@ -165,4 +213,4 @@ def _join(col: dict[str, Any], parts: dict[str, np.ndarray], start: int, stop: i
     return np.array(parts["values"][start:stop])
 
 
-__all__ = ["RowStore", "WindowPart", "spatial_order"]
+__all__ = ["RowStore", "WindowPart", "concat_rows", "spatial_order"]

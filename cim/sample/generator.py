@@ -122,7 +122,7 @@ def _write_vector(path: Path, layer: str, table: pa.Table, geom: np.ndarray) -> 
                                          "crs": parse_crs(CRS).to_json_dict(),
                                          "bbox": [float(v) for v in shapely.total_bounds(geom)]}}}
         full = full.replace_schema_metadata({b"geo": json.dumps(meta).encode()})
-        pq.write_table(full, path, compression="zstd")
+        pq.write_table(full, path, compression="zstd", row_group_size=100_000)  # one prepare task each
         return
     types = _geometry_types(geom)
     gtype = types[0] if len(types) == 1 else "Unknown"

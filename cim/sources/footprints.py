@@ -11,6 +11,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import geopandas as gpd
@@ -51,14 +52,19 @@ class Skipped:
 
 
 def read_footprints(
-    path: str | os.PathLike[str], *, crs: CRSLike | None = None, layer: str | int | None = None
+    path: str | os.PathLike[str], *, crs: CRSLike | None = None, layer: str | int | None = None,
+    part: FootprintPartition | None = None, nulls: Iterable[str] = (),
 ) -> gpd.GeoDataFrame:
-    """Read building footprints from any vector format GDAL reads, or GeoParquet.
+    """Read building footprints from any vector format GDAL reads, or GeoParquet: the whole file or one partition.
 
     Args:
         path: the file (GeoPackage, GeoJSON, Shapefile, FlatGeobuf, GeoParquet, ...).
         crs: the CRS to assume when the file declares none (or to override a wrong declaration).
         layer: the layer of a multi-layer file; the first one by default.
+        part: read only this partition of the file (`footprint_partitions`); rows keep the file's column types.
+        nulls: with `part`, the columns that hold a null somewhere in the file (`FootprintScan.nulls`): their
+            pandas types are then the whole file's (an integer column with a null anywhere is float64 in every
+            partition, as it is when the file is read whole).
 
     Every geometry is walked by `cim.sources.limits.check_wkb` before GEOS parses it: a corrupt one, or one
     beyond the nesting and size limits, is left empty and its reason is kept in `gdf.attrs[UNREADABLE]` (row ->
@@ -74,19 +80,28 @@ def read_footprints(
         CRSError: neither the file nor `crs` gives a CRS.
     """
     p = Path(path)
+    given = horizontal_crs(parse_crs(crs, what="--crs"), "--crs") if crs is not None else None
+    attrs, wkb, declared = _read_arrow(p, layer, given is None, part)
+    return _frame(p, attrs, wkb, declared, given, set(nulls) if part is not None else set())
+
+
+def _read_arrow(p: Path, layer: str | int | None, read_crs: bool,
+                part: FootprintPartition | None) -> tuple[pa.Table, pa.ChunkedArray, str | None]:
+    """(attributes, plain WKB, declared CRS) of the file or of one partition of it."""
     if not p.exists():
         raise InputNotFoundError(f"footprints file {p} does not exist")
     if p.is_dir():
         raise InputError(f"footprints {p} is a folder; pass one of its files")
-    given = horizontal_crs(parse_crs(crs, what="--crs"), "--crs") if crs is not None else None
     try:
         if p.suffix.lower() in (".parquet", ".geoparquet"):
-            data = read_geoparquet(p, read_crs=given is None)
+            span = None if part is None else (part.row_group, part.offset, part.stop - part.start)
+            data = read_geoparquet(p, read_crs=read_crs, part=span)
             attrs, wkb, declared = data.attributes, data.wkb, data.crs
         else:
+            window = {} if part is None else {"skip_features": part.start, "max_features": part.stop - part.start}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                meta, table = pyogrio.read_arrow(p, layer=layer)
+                meta, table = pyogrio.read_arrow(p, layer=layer if part is None else part.layer, **window)
             name = meta.get("geometry_name") or "wkb_geometry"
             if name not in table.column_names:
                 raise InputError(f"footprints file {p} has no geometry column")
@@ -97,8 +112,13 @@ def read_footprints(
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError, ValueError,
             pa.ArrowException) as exc:
         raise InputError(f"cannot read footprints from {p}: {exc}") from exc
-    if len(wkb) == 0:
+    if len(wkb) == 0 and part is None:
         raise InputError(f"footprints file {p} holds no features")
+    return attrs, wkb, declared
+
+
+def _frame(p: Path, attrs: pa.Table, wkb: pa.ChunkedArray, declared: str | None, given: CRS | None,
+           nulls: set[str]) -> gpd.GeoDataFrame:
     # nothing parses a geometry before the walk: GEOS crashes on collections nested 100,000 deep
     unsafe = check_wkb(wkb)
     values = wkb.to_numpy(zero_copy_only=False)
@@ -107,7 +127,7 @@ def read_footprints(
         values[np.fromiter(unsafe, np.int64, len(unsafe))] = None
     geoms = shapely.from_wkb(values, on_invalid="ignore")
     try:
-        frame = attrs.to_pandas()
+        frame = _to_pandas(attrs, nulls)
     except (pa.ArrowException, ValueError, TypeError) as exc:
         raise InputError(f"cannot read the attributes of footprints file {p}: {exc}") from exc
     gdf = gpd.GeoDataFrame(frame, geometry=geoms)
@@ -121,6 +141,96 @@ def read_footprints(
     else:
         gdf = gdf.set_crs(horizontal_crs(parse_crs(declared, what=str(p)), str(p)), allow_override=True)
     return gdf
+
+
+def _to_pandas(attrs: pa.Table, nulls: set[str]) -> pd.DataFrame:
+    """The attributes as pandas, with the types the whole file's would have: a column with a null elsewhere in
+    the file but none here gets one padding null row first (Arrow picks float64 for integers with nulls, object for
+    booleans with nulls), which is dropped again."""
+    pad = [c for c in attrs.column_names if c in nulls and attrs.column(c).null_count == 0]
+    if not pad or attrs.num_rows == 0:
+        return attrs.to_pandas()
+    row = attrs.slice(0, 1)
+    for c in pad:
+        i = row.column_names.index(c)
+        row = row.set_column(i, row.field(i), pa.nulls(1, row.field(i).type))
+    return pa.concat_tables([attrs, row]).to_pandas().iloc[:-1]
+
+
+# ------------------------------------------------------------------------------------------------------ partitions
+PARTITION_ROWS = 100_000  # footprints per partition: a prepare task's memory is set by this, not by the city
+
+
+@dataclass(frozen=True)
+class FootprintPartition:
+    """Rows `start`..`stop` of a footprints file, which one task reads on its own (`read_footprints(part=)`).
+
+    Attributes:
+        path: the file.
+        index: the partition's number (0, 1, ... in file order).
+        start, stop: the file rows it holds.
+        layer: the layer of a multi-layer file (GDAL formats).
+        row_group, offset: GeoParquet: the row group holding the rows and the first one's place in it.
+    """
+
+    path: str
+    index: int
+    start: int
+    stop: int
+    layer: str | int | None = None
+    row_group: int | None = None
+    offset: int = 0
+
+    @property
+    def rows(self) -> int:
+        return self.stop - self.start
+
+
+def footprint_partitions(path: str | os.PathLike[str], *, rows: int = PARTITION_ROWS,
+                         layer: str | int | None = None) -> list[FootprintPartition]:
+    """The file cut into partitions of at most `rows` rows, without reading its features.
+
+    GeoParquet: within row groups (a partition never spans two: it decodes one row group, so row groups of about
+    `rows` rows, as `cim sample` writes, cost one decode each). Other formats: row ranges read through GDAL
+    (`skip_features`/`max_features`). Files in spatial order (Hilbert, by district) give each partition a compact
+    extent, and so small DEM windows; any order gives the same output.
+
+    Raises:
+        InputNotFoundError, InputError: as `read_footprints`.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputNotFoundError(f"footprints file {p} does not exist")
+    if p.is_dir():
+        raise InputError(f"footprints {p} is a folder; pass one of its files")
+    rows = max(1, int(rows))
+    out: list[FootprintPartition] = []
+    if p.suffix.lower() in (".parquet", ".geoparquet"):
+        import pyarrow.parquet as pq
+
+        try:
+            meta = pq.ParquetFile(p).metadata
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{p}: cannot read as Parquet: {exc}") from exc
+        start = 0
+        for rg in range(meta.num_row_groups):
+            n = meta.row_group(rg).num_rows
+            for lo in range(0, n, rows):
+                k = min(rows, n - lo)
+                out.append(FootprintPartition(str(p), len(out), start + lo, start + lo + k, None, rg, lo))
+            start += n
+    else:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                info = pyogrio.read_info(p, layer=layer, force_feature_count=True)
+        except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError, ValueError) as exc:
+            raise InputError(f"cannot read footprints from {p}: {exc}") from exc
+        n = int(info["features"])
+        out = [FootprintPartition(str(p), i, lo, min(n, lo + rows), layer) for i, lo in enumerate(range(0, n, rows))]
+    if not out:
+        raise InputError(f"footprints file {p} holds no features")
+    return out
 
 
 class LonLat(NamedTuple):
@@ -157,8 +267,13 @@ def footprint_bounds(path: str | os.PathLike[str], crs: CRSLike | None = None
 
 def lonlat_centre(gdf: gpd.GeoDataFrame) -> LonLat:
     """The middle of the footprints' bounds in longitude/latitude degrees."""
-    x0, y0, x1, y1 = gdf.total_bounds
-    lon, lat = transformer(gdf.crs, "EPSG:4326").transform((x0 + x1) / 2, (y0 + y1) / 2)
+    return bounds_centre(gdf.total_bounds, gdf.crs)
+
+
+def bounds_centre(bounds: Iterable[float], crs: CRSLike) -> LonLat:
+    """The middle of (x0, y0, x1, y1) in `crs`, in longitude/latitude degrees (NaN for NaN bounds)."""
+    x0, y0, x1, y1 = bounds
+    lon, lat = transformer(crs, "EPSG:4326").transform((x0 + x1) / 2, (y0 + y1) / 2)
     return LonLat(float(lon), float(lat))
 
 

@@ -49,13 +49,16 @@ def plain_binary(arr: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
     return pa.chunked_array(out, pa.binary())
 
 
-def read_geoparquet(path: str | os.PathLike[str], *, read_crs: bool = True) -> GeoParquetData:
-    """Read a GeoParquet file.
+def read_geoparquet(path: str | os.PathLike[str], *, read_crs: bool = True,
+                    part: tuple[int, int, int] | None = None) -> GeoParquetData:
+    """Read a GeoParquet file, or one part of it.
 
     Args:
         path: the file.
         read_crs: read the declared CRS (False when the caller overrides it: a broken declaration then does not
             stop the read).
+        part: (row group, first row in it, rows): only these rows are read (one row group decoded), for a task
+            that reads one partition of a large file.
 
     Raises:
         InputError: not Parquet, no or malformed `geo` metadata, an encoding other than WKB, unreadable rows.
@@ -95,7 +98,10 @@ def read_geoparquet(path: str | os.PathLike[str], *, read_crs: bool = True) -> G
     if not (pa.types.is_binary(gtype) or pa.types.is_large_binary(gtype)):
         raise InputError(f"{bad}: the geometry column {column!r} holds {gtype}, not WKB binary")
     try:
-        table = pf.read()
+        if part is None:
+            table = pf.read()
+        else:
+            table = pf.read_row_group(part[0]).slice(part[1], part[2])
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{p}: cannot read its rows ({_first_line(exc)}); is the file complete?") from exc
     crs: str | None = None

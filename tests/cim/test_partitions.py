@@ -16,7 +16,7 @@ import shapely
 import cim.models.footprints as footprints_mod
 from cim.models.footprints import BuildingOptions, prepare_footprints, take_column
 from cim.models.lod1 import build_buildings, lod1_primitive
-from cim.partitions import RowStore, spatial_order
+from cim.partitions import RowStore, concat_rows, spatial_order
 from cim.sources.raster import bilinear, open_raster, read_on_grid, window_over
 from cim.tiling import SYNCHRONOUS, Runner
 from tiles.gltf import MeshContent, PropertyTable, StringColumn
@@ -57,6 +57,17 @@ def test_rows_come_back_as_written(tmp_path):
         want = words.take(sel)
         assert rows["words"].to_list() == want.to_list()
         assert np.array_equal(rows["words"].offsets, want.offsets)
+    # rows by index, in any order, and row sets joined: the same values and types
+    index = rng.permutation(n)[:23]
+    pieces = [store.take(index[:9]), store.take(index[9:]), store.take(np.zeros(0, np.int64))]
+    rows = concat_rows(pieces)
+    sel = order[index]
+    assert shapely.to_wkb(rows["geometry"]).tolist() == shapely.to_wkb(geoms[sel]).tolist()
+    for name in ("f", "b", "xy"):
+        assert rows[name].dtype == arrays[name].dtype and np.array_equal(rows[name], arrays[name][sel])
+    assert rows["ints"].dtype == ints.dtype and rows["ints"].equals(ints.take(sel))
+    assert rows["words"].to_list() == words.take(sel).to_list()
+    assert np.array_equal(rows["words"].offsets, words.take(sel).offsets)
 
 
 def test_spatial_order_keeps_neighbours_together():
@@ -137,10 +148,11 @@ def test_a_tile_from_its_rows_is_the_tile_from_the_whole_city(city, tmp_path, mo
         res = build_buildings(city.buildings, city.dem, tmp_path / "out", options=OPTIONS, runner=runner)
     assert res.tiles >= 10
     assert not (tmp_path / "out" / ".rows").exists()
+    monkeypatch.setattr(Runner, "map", real_map)
     # no stage is sent the city's arrays: what every task shares is a few small values
     fp = prepare_footprints(city.buildings, city.dem, options=OPTIONS)
     city_bytes = len(pickle.dumps((fp.geoms, fp.base, fp.columns())))
-    assert {s for s, _ in states} == {"heights", "lod1"}
+    assert {s for s, _ in states} == {"footprints-scan", "footprints-prepare", "lod1-rows", "lod1"}
     assert city_bytes > 50_000
     assert all(size < 10_000 for _, size in states), states
     # the reference: each tile meshed from the whole city's arrays, as the builder did before partitions
