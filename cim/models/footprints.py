@@ -70,6 +70,8 @@ class BuildingOptions:
         glb: how tiles are encoded (compression, textures; `tiles.compression.GlbOptions`).
         vertical_datum: what input heights are measured from (`cim.sources.vertical.VerticalDatum`); they become
             ellipsoidal heights (h = H + N) before anything is placed.
+        partition_rows: footprints per partition of the file, one task each, when LOD1 buildings are prepared
+            (`cim.models.partitioned`): a task's memory follows it, the output does not.
     """
 
     height_field: str | None = None
@@ -84,6 +86,7 @@ class BuildingOptions:
     workers: int | None = None
     glb: GlbOptions = field(default_factory=GlbOptions)
     vertical_datum: VerticalDatum = ELLIPSOIDAL
+    partition_rows: int = 100_000
 
     def __post_init__(self) -> None:
         """Refuse values no build can use (NaN, infinite, not positive), before any input is read.
@@ -101,18 +104,34 @@ class BuildingOptions:
             raise InputError(f"tile_capacity={self.tile_capacity} must be at least 1")
         if len(self.color) != 4 or not all(math.isfinite(c) and 0 <= c <= 1 for c in self.color):
             raise InputError(f"color={self.color!r} must be four numbers in 0..1 (RGBA)")
+        if int(self.partition_rows) < 1:
+            raise InputError(f"partition_rows={self.partition_rows} must be at least 1")
         if self.workers is not None and int(self.workers) < 1:
             raise InputError(f"workers={self.workers} must be at least 1")
 
 
 def _lowest_terrain(job: tuple[int, int, str], state: dict[str, Any]) -> tuple[int, np.ndarray]:
-    """Lowest bilinear DEM value over footprints a..b: at vertices, along edges every half cell, at cell centres
-    (a Dask task). The footprints come from the build's `RowStore` (`state["rows"]`, in spatial order); the
-    task reads the part of the DEM window (`state["window"]`) under them, nothing more."""
+    """Lowest terrain under footprints a..b (a Dask task): they come from the build's `RowStore`
+    (`state["rows"]`, in spatial order); see `lowest_terrain`."""
     a, b, _ = job
     g = RowStore(state["rows"]).read(a, b)["geometry"]
-    dem_tf = state["tf"]
-    h, w = state["window"].height, state["window"].width
+    return a, lowest_terrain(g, state["dem"], state["window"], state["tf"])
+
+
+def lowest_terrain(g: np.ndarray, dem: str | os.PathLike[str], window: rasterio.windows.Window,
+                   dem_tf: Any) -> np.ndarray:
+    """Lowest bilinear DEM value over each footprint: at vertices, along edges every half cell, at cell centres.
+
+    Reads the part of the DEM `window` (whose transform is `dem_tf`) under the footprints, nothing more; the values
+    are those over the whole window, whatever part of it is read.
+
+    Args:
+        g: (k,) (Multi)Polygons in the DEM's CRS.
+
+    Returns:
+        (k,) float64; NaN where the footprint misses the DEM.
+    """
+    h, w = window.height, window.width
     k = len(g)
     cell = min(abs(dem_tf.a), abs(dem_tf.e))
     edge_xy, edge_idx = shapely.get_coordinates(shapely.segmentize(g, cell / 2), return_index=True)
@@ -133,9 +152,9 @@ def _lowest_terrain(job: tuple[int, int, str], state: dict[str, Any]) -> tuple[i
     hi_r = int(np.clip(np.floor(np.nanmax(rows)) + 2, 0, h - 1))
     lo_c = int(np.clip(np.floor(np.nanmin(cols)) - 1, 0, w - 1))
     hi_c = int(np.clip(np.floor(np.nanmax(cols)) + 2, 0, w - 1))
-    win = state["window"]
-    with open_raster(state["dem"]) as src:
-        part = read_on_grid(state["dem"], src, rasterio.windows.Window(
+    win = window
+    with open_raster(dem) as src:
+        part = read_on_grid(dem, src, rasterio.windows.Window(
             win.col_off + lo_c, win.row_off + lo_r, hi_c - lo_c + 1, hi_r - lo_r + 1))
     dem_arr = WindowPart(part, lo_r, lo_c, (h, w))
     z = bilinear(dem_arr, dem_tf, edge_xy[:, 0], edge_xy[:, 1])
@@ -155,7 +174,7 @@ def _lowest_terrain(job: tuple[int, int, str], state: dict[str, Any]) -> tuple[i
         values = dem_arr[row[inside], col[inside]]
         np.minimum.at(base, owner[inside], np.where(np.isnan(values), np.inf, values))
     base[~np.isfinite(base)] = np.nan
-    return a, base
+    return base
 
 
 def footprint_heights(
@@ -266,15 +285,29 @@ def height_notes(frame: pd.DataFrame, options: BuildingOptions, source: np.ndarr
     """Warnings about where heights came from: a height or floors column that gave no number, and columns that
     look like heights but were not used while buildings fell back to the default height."""
     hfield, ffield = height_fields(frame, options)
+    return notes_from_facts(list(frame.columns), hfield, ffield, height_facts(frame, (hfield, ffield)), len(frame),
+                            int(np.sum(source == "default")), options)
+
+
+def height_facts(frame: pd.DataFrame, fields: tuple[str | None, ...]) -> dict[str, tuple[bool, list[str]]]:
+    """Per height or floors column: whether any value is a positive number, and its first three values as text
+    (what `notes_from_facts` needs; a partition's facts merge with the next's in file order)."""
+    return {f: (bool(np.isfinite(numeric_values(frame[f])).any()), frame[f].dropna().astype(str).head(3).tolist())
+            for f in fields if f is not None}
+
+
+def notes_from_facts(columns: list[str], hfield: str | None, ffield: str | None,
+                     facts: dict[str, tuple[bool, list[str]]], rows: int, defaults: int,
+                     options: BuildingOptions) -> list[str]:
+    """`height_notes` from the facts of the whole file (`height_facts`), the row count and the default count."""
     notes = []
-    for field_name, option in ((hfield, "--height-field"), (ffield, "--floors-field")):
-        if field_name is not None and len(frame) and not np.isfinite(numeric_values(frame[field_name])).any():
-            sample = frame[field_name].dropna().astype(str).head(3).tolist()
+    for field_name in (hfield, ffield):
+        if field_name is not None and rows and not facts[field_name][0]:
+            sample = facts[field_name][1][:3]
             notes.append(f"column {field_name!r} holds no positive number (e.g. {sample}); no height was taken "
                          f"from it")
-    defaults = int(np.sum(source == "default"))
     if defaults:
-        likely = likely_fields(frame.columns, (hfield, ffield))
+        likely = likely_fields(columns, (hfield, ffield))
         if likely:
             notes.append(f"{defaults} building(s) got the default height {options.default_height:g} m although "
                          f"column(s) {', '.join(repr(c) for c in likely[:4])} look like heights or floor counts: "

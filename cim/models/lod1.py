@@ -8,10 +8,12 @@ vertex and the building's attributes as an EXT_structural_metadata property tabl
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,8 @@ import shapely
 from pyproj import CRS
 
 from cim.geodesy import LocalFrame, enu_frame
-from cim.models.footprints import HEIGHT_SOURCES, ROWS_FOLDER, BuildingOptions, prepare_footprints
+from cim.models.footprints import ROWS_FOLDER, BuildingOptions
+from cim.models.partitioned import arrange_rows, prepare_partitions
 from cim.partitions import RowStore
 from cim.sources import crs as crsmod
 from cim.sources.footprints import Skipped
@@ -237,14 +240,15 @@ def lod1_primitive(
 
 
 
-def _write_tile(job: tuple[str, int, int, float], j: dict[str, Any]) -> tuple[str, Tile, int]:
+def _write_tile(job: tuple[str, int, int, int, float], j: dict[str, Any]) -> tuple[str, Tile, int]:
     """Mesh, encode and write one tile's buildings (a Dask task); returns its Tile (absolute transform) and
     triangle count.
 
-    `job` is the tile's path, its row range in the build's `cim.partitions.RowStore` (rows in tile order) and its
-    geometric error; `j` is what every tile shares (a few small values: the store's folder, the CRS, options)."""
-    path, start, stop, error = job
-    rows = RowStore(j["rows"]).read(start, stop)
+    `job` is the tile's path, its group and row range in that group's `cim.partitions.RowStore` (rows in tile
+    order: `cim.models.partitioned.arrange_rows`) and its geometric error; `j` is what every tile shares (a few
+    small values: the stores' folder, the CRS, options)."""
+    path, group, start, stop, error = job
+    rows = RowStore(Path(j["rows"]) / f"g{group:05d}").read(start, stop)
     prim, frame, region = lod1_primitive(rows.pop("geometry"), rows.pop("bottom"), rows.pop("top"), j["crs"],
                                          color=j["color"], vertical=j["vertical"])
     props = PropertyTable("building", {name[7:]: v for name, v in rows.items() if name.startswith("column/")})
@@ -258,6 +262,19 @@ def _write_tile(job: tuple[str, int, int, float], j: dict[str, Any]) -> tuple[st
         transform=frame.column_major(),
     )
     return path, tile, len(prim.indices)
+
+
+@contextlib.contextmanager
+def _scratch(folder: Path, run: Runner) -> Iterator[None]:
+    """The build's row stores, removed when the tiles are written; kept when it fails inside a resumable build
+    (the manifest lists the waves that wrote them, which a resumed build does not run again)."""
+    try:
+        yield
+    except BaseException:
+        if run.manifest is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def build_buildings(
@@ -289,54 +306,39 @@ def build_buildings(
     """
     options = options or BuildingOptions()
     t0 = time.perf_counter()
-    if progress:
-        progress("heights", 0, 1)
-    fp = prepare_footprints(footprints, dem, dsm=dsm, options=options, crs=crs, runner=runner,
-                            scratch=Path(out_dir) / ROWS_FOLDER)
-    if progress:
-        progress("heights", 1, 1)
-    stages = dict(fp.seconds)
-    tick = time.perf_counter()
-    nodes = fp.quadtree(np.maximum(fp.height, np.sqrt(shapely.area(fp.geoms))), options.tile_capacity)
-    columns = fp.columns()
-    stages["tiling"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-
     out = Path(out_dir)
-    (out / "buildings").mkdir(parents=True, exist_ok=True)
-    # every tile's rows side by side on disk, in tile order: a task reads its own rows, nothing else
-    order = np.concatenate([node.content for node, _ in nodes])
-    ends = np.cumsum([len(node.content) for node, _ in nodes])
     scratch = out / ROWS_FOLDER
-    RowStore.write(scratch / "lod1", {"geometry": fp.geoms, "bottom": fp.base - options.sink,
-                                      "top": fp.base + fp.height,
-                                      **{f"column/{name}": v for name, v in columns.items()}}, order)
-    del order, columns
-    stages["partition"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    state = dict(rows=str(scratch / "lod1"), crs=fp.crs, color=options.color, out=out, glb=options.glb,
-                 vertical=options.vertical_datum)
-    jobs = [(path, int(end - len(node.content)), int(end), node.error) for (node, path), end in zip(nodes, ends)]
-    try:
-        with runner_scope(runner, options.workers, progress) as run:
-            results = run.map(_write_tile, jobs, state, stage="lod1", cost=[j[2] - j[1] for j in jobs])
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with runner_scope(runner, options.workers, progress) as run, _scratch(scratch, run):
+        fp = prepare_partitions(footprints, dem, runner=run, scratch=scratch / "footprints", dsm=dsm,
+                                options=options, crs=crs)
+        stages = dict(fp.seconds)
+        tick = time.perf_counter()
+        nodes = fp.quadtree(options.tile_capacity)
+        stages["tiling"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        (out / "buildings").mkdir(parents=True, exist_ok=True)
+        # every tile's rows side by side on disk, in tile order: a task reads its own rows, nothing else
+        spans = arrange_rows(fp, nodes, run, scratch / "lod1")
+        stages["partition"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        state = dict(rows=str(scratch / "lod1"), crs=fp.crs, color=options.color, out=out, glb=options.glb,
+                     vertical=options.vertical_datum)
+        jobs = [(path, *span, node.error) for (node, path), span in zip(nodes, spans)]
+        results = run.map(_write_tile, jobs, state, stage="lod1", cost=[j[3] - j[2] for j in jobs])
     tiles = {path: tile for path, tile, _ in results}
     triangles = sum(n for _, _, n in results)
     stages["tiles"] = time.perf_counter() - tick
     root = nest_tiles(nodes, tiles)
-    b = shapely.total_bounds(fp.geoms)
     return BuildingsResult(
         root=root,
-        buildings=len(fp.geoms),
+        buildings=len(fp),
         skipped=fp.skipped,
-        height_sources={s: int(np.sum(fp.source == s)) for s in HEIGHT_SOURCES},
-        default_height_ids=[str(i) for i in fp.ids[fp.source == "default"]],
+        height_sources=fp.height_sources,
+        default_height_ids=fp.default_ids,
         tiles=len(nodes),
         triangles=triangles,
         crs=fp.crs,
-        bounds=tuple(float(v) for v in b),
+        bounds=tuple(float(v) for v in fp.bounds),
         seconds=time.perf_counter() - t0,
         stage_seconds=stages,
         footprints=fp.describe(),

@@ -1,0 +1,170 @@
+"""LOD1 footprints prepared partition by partition (cim.models.partitioned): the tiles and the report are those of
+the whole file prepared in one process (`prepare_footprints`, the reference), for a file whose partitions disagree
+on everything a partition cannot see alone: an ID column repeated across partitions, integer columns with
+nulls in some partitions only, DSM footprints overlapping across partitions, unreadable, invalid, tiny and
+off-DEM footprints, a height column of text."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import rasterio
+import shapely
+from pyproj import CRS
+from rasterio.transform import from_origin
+
+import cim.models.partitioned as partitioned
+from cim.models.footprints import BuildingOptions, prepare_footprints, take_column
+from cim.models.lod1 import build_buildings, lod1_primitive
+from cim.sources.footprints import footprint_partitions
+from cim.tiling import SYNCHRONOUS, Runner
+from tiles.gltf import MeshContent, PropertyTable
+
+X0, Y1, RES, PX = 500_000.0, 4_000_400.0, 2.0, 200  # DEM: 400 m square, 2 m cells, EPSG:4547
+N = 240
+
+
+def _rasters(folder):
+    rows, cols = np.mgrid[0:PX, 0:PX]
+    dem = (1000 + 0.05 * cols + 0.03 * rows + 2 * np.sin(rows / 9.0)).astype(np.float32)
+    dsm = dem + (8 + (cols % 7) + 0.5 * (rows % 5)).astype(np.float32)  # varies cell by cell: medians see the cells
+    paths = []
+    for name, arr in (("dem", dem), ("dsm", dsm)):
+        path = folder / f"{name}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=PX, height=PX, count=1, dtype="float32",
+                           crs="EPSG:4547", transform=from_origin(X0, Y1, RES, RES)) as dst:
+            dst.write(arr, 1)
+        paths.append(path)
+    return paths
+
+
+def _footprints(folder, kind):
+    rng = np.random.default_rng(7)
+    x = X0 + rng.uniform(10, 390, N)
+    y = Y1 - 400 + rng.uniform(10, 390, N)
+    w, h = rng.uniform(4, 18, N), rng.uniform(4, 18, N)
+    geoms = shapely.box(x, y, x + w, y + h)
+    # overlapping pairs wanting a DSM height, one footprint early in the file, its neighbour late
+    for a, b in ((3, 200), (10, 230), (40, 120)):
+        geoms[a] = shapely.box(X0 + 100 + a, Y1 - 200, X0 + 120 + a, Y1 - 180)
+        geoms[b] = shapely.box(X0 + 110 + a, Y1 - 195, X0 + 135 + a, Y1 - 170)
+    geoms[20] = shapely.Polygon([(X0 + 50, Y1 - 50), (X0 + 60, Y1 - 40), (X0 + 60, Y1 - 50), (X0 + 50, Y1 - 40)])
+    geoms[21] = shapely.Point(X0 + 70, Y1 - 70)
+    geoms[22] = shapely.box(X0 + 80, Y1 - 80, X0 + 80.5, Y1 - 79.5)  # 0.25 m²
+    geoms[23] = None
+    geoms[150] = shapely.box(X0 - 500, Y1 - 100, X0 - 480, Y1 - 80)  # off the DEM
+    geoms[151] = shapely.box(X0 + 900, Y1 - 100, X0 + 920, Y1 - 80)
+    wkb = shapely.to_wkb(geoms).astype(object)
+    if kind == "parquet":  # (GDAL would not write it)
+        wkb[24] = b"\x01\x03\x00\x00\x00\xff\xff\xff\x7f"  # a polygon claiming 2**31 rings: unreadable
+    height = np.round(rng.uniform(6, 60, N), 1).astype(object)
+    height[::5] = None
+    height[7] = "25.5 m"
+    floors = pa.array([None if i % 5 else int(rng.integers(2, 30)) for i in range(N)], pa.int64())
+    wanted = [3, 200, 10, 230, 40, 120, 60, 61, 62]
+    for i in wanted:  # neither height nor floors: DSM
+        height[i] = None
+    floors = pa.array([None if i in wanted else v for i, v in enumerate(floors.to_pylist())], pa.int64())
+    code = [f"C{i}" for i in range(N)]
+    code[230] = "C5"  # a repeated code, far apart in the file: the IDs come from `id`
+    table = pa.table({
+        "code": code,
+        "id": [f"楼-{i:04d}" for i in range(N)],
+        "height": pa.array([None if v is None else str(v) for v in height], pa.string()),
+        "floors": floors,
+        "storeys_late": pa.array([i if i < 200 else (None if i == 210 else i) for i in range(N)], pa.int64()),
+        "heritage": pa.array([bool(i % 3) for i in range(N)], pa.bool_()),
+        "year": pa.array(rng.integers(1950, 2024, N), pa.int32()),
+    })
+    table = table.append_column("geometry", pa.array(list(wkb), pa.binary()))
+    path = folder / f"footprints.{kind}"
+    if kind == "parquet":
+        meta = {"version": "1.1.0", "primary_column": "geometry",
+                "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"],
+                                         "crs": CRS.from_epsg(4547).to_json_dict()}}}
+        pq.write_table(table.replace_schema_metadata({b"geo": json.dumps(meta).encode()}), path, row_group_size=100)
+    else:
+        import pyogrio
+
+        pyogrio.write_arrow(table, path, layer="buildings", driver="GPKG", geometry_name="geometry",
+                            geometry_type="Unknown", crs="EPSG:4547")
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("partitioned")
+    dem, dsm = _rasters(folder)
+    return {"dem": dem, "dsm": dsm, "parquet": _footprints(folder, "parquet"), "gpkg": _footprints(folder, "gpkg")}
+
+
+@pytest.mark.parametrize("kind", ["parquet", "gpkg"])
+def test_partitions_build_the_tiles_and_report_of_the_whole_file(inputs, tmp_path, kind, monkeypatch):
+    options = BuildingOptions(tile_capacity=25, partition_rows=37)
+    parts = footprint_partitions(inputs[kind], rows=37)
+    assert len(parts) == (8 if kind == "parquet" else 7)  # parquet: 37-row slices of 100-row groups
+    states = []
+    real_map = Runner.map
+
+    def spy(self, fn, jobs, state=None, **kw):
+        states.append((kw.get("stage"), len(jobs), len(pickle.dumps(state))))
+        return real_map(self, fn, jobs, state, **kw)
+
+    monkeypatch.setattr(Runner, "map", spy)
+    with Runner(scheduler=SYNCHRONOUS) as runner:
+        res = build_buildings(inputs[kind], inputs["dem"], tmp_path / "out", dsm=inputs["dsm"], options=options,
+                              runner=runner)
+    assert not (tmp_path / "out" / ".rows").exists()
+    # `code` repeats a value: its repeated hashes are checked value by value ("footprints-ids")
+    assert [s for s, _, _ in states] == ["footprints-scan", "footprints-ids", "footprints-prepare", "lod1-rows",
+                                         "lod1"]
+    assert all(size < 10_000 for _, _, size in states), states
+    monkeypatch.setattr(Runner, "map", real_map)
+
+    fp = prepare_footprints(inputs[kind], inputs["dem"], dsm=inputs["dsm"], options=options)
+    assert res.buildings == len(fp.geoms)
+    assert list(res.skipped.to_dict().items()) == list(fp.skipped.to_dict().items())
+    assert {"not a polygon", "no geometry", "outside the DEM (no terrain height under the footprint)"} <= set(
+        fp.skipped.reasons)
+    assert res.notes == fp.notes
+    assert res.footprints == fp.describe()
+    assert res.height_sources == {s: int(np.sum(fp.source == s)) for s in ("attribute", "floors", "dsm", "default")}
+    assert res.height_sources["dsm"] == 9 and res.skipped.count >= 5  # the bow tie is repaired
+    assert list(fp.ids[:2]) == ["楼-0000", "楼-0001"]  # `code` repeats a value: IDs from `id`
+    columns = fp.columns()
+    assert str(columns["floors"].dtype) == "float64"  # nulls in the file: float64 in every tile
+    nodes = fp.quadtree(np.maximum(fp.height, np.sqrt(shapely.area(fp.geoms))), options.tile_capacity)
+    assert len(nodes) == res.tiles >= 8
+    for node, path in nodes:
+        sel = node.content
+        prim, _, _ = lod1_primitive(fp.geoms[sel], fp.base[sel] - options.sink, fp.base[sel] + fp.height[sel],
+                                    fp.crs, color=options.color, vertical=options.vertical_datum)
+        props = PropertyTable("building", {c: take_column(v, sel) for c, v in columns.items()})
+        want = MeshContent([prim], props).to_glb(options.glb)
+        assert (tmp_path / "out" / "buildings" / f"{path}.glb").read_bytes() == want, path
+
+
+def test_ids_are_checked_value_by_value_when_hashes_meet(inputs, tmp_path, monkeypatch):
+    # every value hashes alike: only the exact check can tell `code` (a repeat) from `id` (unique)
+    monkeypatch.setattr(partitioned, "_hashes", lambda values: np.zeros(len(values), np.uint64))
+    with Runner(scheduler=SYNCHRONOUS) as runner:
+        prep = partitioned.prepare_partitions(inputs["parquet"], None, runner=runner, scratch=tmp_path / "s",
+                                              options=BuildingOptions(partition_rows=50))
+        assert runner.counts["footprints-ids"] == 2 * 5  # `code` and `id`, each partition
+    first = partitioned.RowStore(prep.stores[0]).read(0, 2)["column/id"].to_list()
+    assert first == ["楼-0000", "楼-0001"]
+    # one null in the file (row 210): every partition's column has the whole file's type
+    assert [partitioned.RowStore(s).read(0, 1)["column/storeys_late"].dtype for s in prep.stores] == [
+        np.float64] * len(prep.stores)
+    with Runner(scheduler=SYNCHRONOUS) as runner:
+        prep = partitioned.prepare_partitions(inputs["parquet"], None, runner=runner, scratch=tmp_path / "t",
+                                              options=BuildingOptions(partition_rows=50, id_field="id"))
+    assert partitioned.RowStore(prep.stores[0]).read(0, 1)["column/id"].to_list() == ["楼-0000"]
+    with Runner(scheduler=SYNCHRONOUS) as runner, pytest.raises(Exception, match="repeated values"):
+        partitioned.prepare_partitions(inputs["parquet"], None, runner=runner, scratch=tmp_path / "u",
+                                       options=BuildingOptions(partition_rows=50, id_field="code"))
