@@ -131,6 +131,7 @@ def build_city(
     on_start: Callable[[dict[str, Any]], None] | None = None,
     resume: bool = True,
     quantized_mesh: bool = False,
+    implicit: bool | None = None,
 ) -> BuildReport:
     """Build a city model into `out`.
 
@@ -169,6 +170,10 @@ def build_city(
         quantized_mesh: also write the DEM as Cesium quantized-mesh terrain into `out/quantized-mesh/`
             (`cim.models.qmterrain.QuantizedMeshTerrain.write`, with the terrain's max error, CRS and vertical datum),
             for `CesiumTerrainProvider` and any other reader of the format. Needs `dem`.
+        implicit: write the building and terrain layers as 3D Tiles 1.1 implicit quadtrees (True) or explicit
+            tile trees (False); it replaces the `implicit` of `building_options` and `terrain_options`. None keeps
+            theirs (implicit for large layers: `cim.models.footprints.IMPLICIT_AUTO_BUILDINGS`,
+            `cim.models.terrain.IMPLICIT_AUTO_TILES`).
 
     Raises:
         InputError: an input is missing or unusable.
@@ -242,7 +247,8 @@ def build_city(
     stack.enter_context(_build_lock(out.parent / f".{out.name}.building.lock"))
     work = out.parent / f".{out.name}.building"
     manifest = Manifest(work / MANIFEST, _fingerprint(level, inputs, crs, building_options, terrain_options,
-                                                      oblique_options, citymodel_options, glb, datum))
+                                                      oblique_options, citymodel_options, glb, datum,
+                                                      *(() if implicit is None else (("implicit", implicit),))))
     _prepare_work(work, manifest, resume)
     stack.enter_context(manifest)
     runner = stack.enter_context(Runner(workers=n_workers, scheduler=scheduler, client=client, progress=progress,
@@ -259,6 +265,8 @@ def build_city(
                 topts = dataclasses.replace(topts, glb=glb)
             if datum is not None:
                 topts = dataclasses.replace(topts, vertical_datum=datum)
+            if implicit is not None:
+                topts = dataclasses.replace(topts, implicit=implicit)
             terrain = build_terrain(dem, ortho, work, topts, progress=progress, runner=runner)
             terrain_root = relative_transforms(rebase_uris(terrain.root, "terrain/"))
             layers.append(("terrain", terrain_root,
@@ -269,6 +277,8 @@ def build_city(
         bres: BuildingsResult | None = None
         lod2 = None
         ores = None
+        if implicit is not None and buildings is not None:
+            building_options = dataclasses.replace(building_options or BuildingOptions(), implicit=implicit)
         for key, value in (("glb", glb), ("vertical_datum", datum)):
             if value is None:
                 continue
@@ -325,9 +335,14 @@ def build_city(
                 coverage["buildings"] = res.footprints["on_dem"]
         regions = [r.bounding_volume.region for _, r, _ in layers]
         region = union_regions(regions)
-        diag = _diagonal(region)
+        # an implicit root's error is set by its deepest tiles (halved per level) and may exceed the diagonal
+        diag = max([_diagonal(region)] + [r.geometric_error for _, r, _ in layers])
+        schemas = {"terrain": getattr(terrain, "schema", None), "buildings": getattr(bres or lod2, "schema", None)}
         for name, layer_root, extras in layers:
-            Tileset(geometric_error=diag, root=layer_root, extras={"cim": extras}).write(work / name / "tileset.json")
+            if layer_root.implicit_tiling is not None:
+                extras = {**extras, "implicit": True}
+            Tileset(geometric_error=diag, root=layer_root, extras={"cim": extras},
+                    metadata_schema=schemas.get(name)).write(work / name / "tileset.json")
             children.append(_external(f"{name}/tileset.json", layer_root, diag))
         root = Tile(bounding_volume=BoundingVolume(region=region), geometric_error=diag, refine="ADD",
                     children=children)

@@ -6,7 +6,13 @@
 - geometric error never grows from a tile to its children, leaves have 0 (when asked);
 - children, content bounding volumes and the content's actual vertices lie inside their tile's bounding volume;
 - glb metadata is consistent: feature IDs within EXT_mesh_features' featureCount and the property table's count,
-  string offsets monotonic and within their buffer (the Khronos validator does not check these extensions).
+  string offsets monotonic and within their buffer (the Khronos validator does not check these extensions);
+- implicit tilesets (3D Tiles 1.1 implicit tiling) are followed through their subtree files: the implicit root's
+  constraints (no children, no content volume, a region to subdivide), each subtree's binary layout (header,
+  8-byte aligned chunks and buffer views) and availability (counts, content only where a tile is), every available
+  content present as a file and no content or subtree file present that availability does not reach; then every
+  implied tile is checked like an explicit one (content volumes and vertices inside the implied or metadata
+  volume, children inside parents, errors halving).
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from cim.geodesy import ecef_to_geodetic, region_of
-from tiles.errors import TilesetCheckError
+from tiles.errors import TilesError, TilesetCheckError
 from tiles.gltf import read_glb
+from tiles.implicit import expand
 
 _R = 6378137.0
 
@@ -114,6 +121,8 @@ def _check_file(path: Path, top: Path, parent_tf: np.ndarray, parent_error: floa
 def _check_tile(tile: dict[str, Any], base: Path, top: Path, parent_tf: np.ndarray, parent_error: float | None,
                 report: CheckReport, check_content: bool, leaves_zero: bool, tol: float, where: str,
                 seen: set[Path]) -> list[float] | None:
+    if "implicitTiling" in tile:
+        return _check_implicit(tile, base, top, parent_tf, parent_error, report, check_content, tol, where, seen)
     report.tiles += 1
     tf = parent_tf
     if "transform" in tile:
@@ -165,6 +174,66 @@ def _check_tile(tile: dict[str, Any], base: Path, top: Path, parent_tf: np.ndarr
             report.problems.append(Problem(f"{where}/children/{k}", "bounds",
                                            "child bounding volume is not inside its parent's"))
     return region
+
+
+def _check_implicit(tile: dict[str, Any], base: Path, top: Path, parent_tf: np.ndarray, parent_error: float | None,
+                    report: CheckReport, check_content: bool, tol: float, where: str,
+                    seen: set[Path]) -> list[float] | None:
+    """An implicit root tile: its constraints, its subtree files, then its implied tiles as explicit ones."""
+    if tile.get("children"):
+        report.problems.append(Problem(where, "implicit", "an implicit root tile must not have children"))
+    content = tile.get("content") or {}
+    if "boundingVolume" in content:
+        report.problems.append(Problem(f"{where}/content", "implicit",
+                                       "an implicit root's content must not have a boundingVolume"))
+    if content.get("uri", "").endswith(".json"):
+        report.problems.append(Problem(f"{where}/content", "implicit",
+                                       "an implicit root's content must not be an external tileset"))
+    try:
+        tree = expand(base, tile)
+    except (TilesError, KeyError, ValueError) as exc:
+        report.problems.append(Problem(where, "subtree", str(exc)))
+        return _region(tile.get("boundingVolume"), parent_tf, report, where)
+    if "transform" in tile:
+        tree["transform"] = tile["transform"]
+    region = _check_tile(tree, base, top, parent_tf, parent_error, report, check_content, False, tol, where, seen)
+    # files the templates name that availability does not reach (a stale or half-written build)
+    imp = tile["implicitTiling"]
+    contents: set[Path] = set()
+
+    def collect(t: dict[str, Any]) -> None:
+        if "content" in t:
+            contents.add((base / t["content"]["uri"]).resolve())
+        for c in t.get("children") or []:
+            collect(c)
+
+    collect(tree)
+    subtrees = {(base / imp["subtrees"]["uri"].format(level=lv, x=x, y=y)).resolve()
+                for lv, x, y in _implicit_keys(tree)}
+    for kind, template, known in (("content", content.get("uri"), contents),
+                                  ("subtree", imp["subtrees"]["uri"], subtrees)):
+        if not template:
+            continue
+        pattern = template.replace("{level}", "*").replace("{x}", "*").replace("{y}", "*").replace("{z}", "*")
+        extra = sorted(str(p.relative_to(base)) for p in base.glob(pattern) if p.resolve() not in known)
+        if extra:
+            report.problems.append(Problem(where, "availability", f"{len(extra)} {kind} file(s) present that no "
+                                                                   f"availability reaches: {extra[:3]}"))
+    return region
+
+
+def _implicit_keys(tree: dict[str, Any]) -> set[tuple[int, int, int]]:
+    """The coordinates of the subtree roots an expanded implicit tree was read from."""
+    out: set[tuple[int, int, int]] = set()
+
+    def walk(t: dict[str, Any], parent_subtree: str | None) -> None:
+        if t["subtree"] != parent_subtree:
+            out.add(tuple(t["implicit"]))  # type: ignore[arg-type]
+        for c in t.get("children") or []:
+            walk(c, t["subtree"])
+
+    walk(tree, None)
+    return out
 
 
 def _region(volume: dict[str, Any] | None, tf: np.ndarray, report: CheckReport, where: str) -> list[float] | None:

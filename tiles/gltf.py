@@ -1,7 +1,8 @@
 """glTF 2.0 binary (glb) content for 3D Tiles 1.1, with per-feature metadata.
 
 A `MeshContent` holds one or more `Primitive`s in a local east-north-up frame (z up, metres, float32 relative to the
-tile's transform) and, optionally, a `PropertyTable` of feature attributes. `to_glb()` writes glTF's y-up axes, a
+tile's transform, or to `placement`, a parent node's matrix, for tiles of implicit trees) and, optionally, a
+`PropertyTable` of feature attributes. `to_glb()` writes glTF's y-up axes, a
 `_FEATURE_ID_0` vertex attribute (exact unsigned integers) described by EXT_mesh_features and the table as
 EXT_structural_metadata (8-byte aligned, uncompressed), so a client (CesiumJS, deck.gl) can pick a feature and read
 its attributes. `to_glb(GlbOptions)` compresses the geometry (`tiles.compression`: meshopt + quantization by default,
@@ -185,6 +186,7 @@ class MeshContent:
     properties: PropertyTable | None = None
     copyright: str | None = None
     extra_tables: list[PropertyTable] = field(default_factory=list)
+    placement: np.ndarray | None = None  # (4, 4) float64 local (z-up) -> ECEF: tiles of implicit trees
 
     def to_glb(self, options: GlbOptions | None = None) -> bytes:
         """Encode as a glb (glTF 2.0 binary) with EXT_mesh_features / EXT_structural_metadata.
@@ -199,6 +201,21 @@ class MeshContent:
 
     def triangle_count(self) -> int:
         return int(sum(len(p.indices) for p in self.primitives))
+
+
+_Y_UP_TO_Z_UP = np.array([[1.0, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]])
+
+
+def node_matrix(placement: np.ndarray) -> list[float]:
+    """The glTF node matrix (column-major) that puts its children's positions where `placement` says.
+
+    3D Tiles turns glTF's y-up into z-up before tile transforms apply, so a local z-up -> ECEF matrix P becomes
+    Y2Z^-1 @ P @ Y2Z on the node (float64); the children keep KHR_mesh_quantization's translation and scale. A
+    tile of an implicit tree has no `transform`, so its frame lives here.
+    """
+    m = np.linalg.inv(_Y_UP_TO_Z_UP) @ np.asarray(placement, np.float64) @ _Y_UP_TO_Z_UP
+    m[3] = (0.0, 0.0, 0.0, 1.0)
+    return [float(v) for v in m.T.ravel()]
 
 
 def _z_up_to_y_up(a: np.ndarray) -> np.ndarray:
@@ -540,6 +557,7 @@ class _Encoder:
             self.js["meshes"].append({"primitives": [build(s) for s in sources]})
             self.js["nodes"].append({"mesh": 0})
             self.js["scenes"][0]["nodes"].append(0)
+            self._place()
             return
         parts = split_parts([s.positions for s in sources], [s.indices for s in sources], opts.position_tolerance)
         for part in parts:
@@ -562,6 +580,17 @@ class _Encoder:
             self.js["scenes"][0]["nodes"].append(len(self.js["nodes"]) - 1)
         if "KHR_mesh_quantization" in self.used:
             self.required.add("KHR_mesh_quantization")
+        self._place()
+
+    def _place(self) -> None:
+        """With a placement: one parent node carries the tile's frame (its matrix), the mesh nodes (each with its
+        quantization grid's translation and scale) become its children. Clients that take a large first-node
+        matrix into their own model matrix for precision (loaders.gl) then place every part."""
+        if self.content.placement is None:
+            return
+        scene = self.js["scenes"][0]
+        self.js["nodes"].append({"matrix": node_matrix(self.content.placement), "children": scene["nodes"]})
+        scene["nodes"] = [len(self.js["nodes"]) - 1]
 
     def _tables(self) -> list[PropertyTable]:
         c = self.content
@@ -736,7 +765,8 @@ def read_glb(data: bytes, join_parts: bool = True) -> dict[str, Any]:
     """Decode a glb written by this module (any compression): its JSON and its primitives back in the z-up frame.
 
     Meshopt views are decoded with meshoptimizer's decoder and Draco primitives with Draco's; quantized values are
-    dequantized (normalized components and the node's translation/scale), as a client does.
+    dequantized (normalized components and the node's translation/scale, or its matrix), as a client does: a glb
+    placed by a node matrix (`MeshContent.placement`) comes back in ECEF.
 
     Returns:
         {"json": dict, "primitives": [{"positions": (n, 3) float64 z-up, "normals": (n, 3) z-up or None,
@@ -751,17 +781,13 @@ def read_glb(data: bytes, join_parts: bool = True) -> dict[str, Any]:
     prims: list[dict[str, Any]] = []
     joined: dict[int, int] = {}
     scene = doc.get("scenes", [{}])[doc.get("scene", 0)] if doc.get("scenes") else {"nodes": []}
-    for node_index in scene.get("nodes", []):
-        node = doc["nodes"][node_index]
-        if "mesh" not in node:
-            continue
-        scale = np.asarray(node.get("scale", [1.0, 1.0, 1.0]), np.float64)
-        shift = np.asarray(node.get("translation", [0.0, 0.0, 0.0]), np.float64)
+    for node, m in _mesh_nodes(doc, scene.get("nodes", [])):
+        linear, shift = m[:3, :3], m[:3, 3]
         for p in doc["meshes"][node["mesh"]]["primitives"]:
             out = dec.primitive(p)
-            out["positions"] = _y_up_to_z_up(out["positions"] * scale + shift)
+            out["positions"] = _y_up_to_z_up(out["positions"] @ linear.T + shift)
             if out["normals"] is not None:
-                n = out["normals"] / scale
+                n = out["normals"] @ np.linalg.inv(linear)
                 n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
                 out["normals"] = _y_up_to_z_up(n)
             source = (p.get("extras") or {}).get("source") if join_parts else None
@@ -785,6 +811,30 @@ def read_glb(data: bytes, join_parts: bool = True) -> dict[str, Any]:
         tables[table["class"]] = columns
     props = next(iter(tables.values())) if tables else {}
     return {"json": doc, "primitives": prims, "properties": props, "tables": tables}
+
+
+def _mesh_nodes(doc: dict[str, Any], roots: list[int]) -> list[tuple[dict[str, Any], np.ndarray]]:
+    """The nodes with a mesh under `roots`, depth first, each with its global matrix (float64; `matrix` or
+    translation x scale: our writer uses no rotations)."""
+    out: list[tuple[dict[str, Any], np.ndarray]] = []
+
+    def walk(index: int, parent: np.ndarray) -> None:
+        node = doc["nodes"][index]
+        if "matrix" in node:
+            local = np.asarray(node["matrix"], np.float64).reshape(4, 4).T
+        else:
+            local = np.eye(4)
+            local[:3, :3] = np.diag(np.asarray(node.get("scale", [1.0, 1.0, 1.0]), np.float64))
+            local[:3, 3] = np.asarray(node.get("translation", [0.0, 0.0, 0.0]), np.float64)
+        m = parent @ local
+        if "mesh" in node:
+            out.append((node, m))
+        for child in node.get("children", []):
+            walk(child, m)
+
+    for index in roots:
+        walk(index, np.eye(4))
+    return out
 
 
 def _join(into: dict[str, Any], part: dict[str, Any]) -> None:

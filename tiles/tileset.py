@@ -41,6 +41,19 @@ class Content(_Model):
     bounding_volume: BoundingVolume | None = None
 
 
+class Subtrees(_Model):
+    uri: str
+
+
+class ImplicitTiling(_Model):
+    """A tile's `implicitTiling` (3D Tiles 1.1): its descendants are described by subtree files."""
+
+    subdivision_scheme: Literal["QUADTREE", "OCTREE"]
+    subtree_levels: int = Field(ge=1)
+    available_levels: int = Field(ge=1)
+    subtrees: Subtrees
+
+
 class Tile(_Model):
     bounding_volume: BoundingVolume
     geometric_error: float = Field(ge=0)
@@ -48,6 +61,7 @@ class Tile(_Model):
     content: Content | None = None
     children: list[Tile] | None = None
     transform: list[float] | None = None
+    implicit_tiling: ImplicitTiling | None = None
 
     def walk(self, depth: int = 0) -> Iterator[tuple[Tile, int]]:
         """Every tile below and including this one, with its depth (0 for self)."""
@@ -68,6 +82,7 @@ class Tileset(_Model):
     root: Tile
     properties: dict[str, Any] | None = None
     extras: dict[str, Any] | None = None
+    metadata_schema: dict[str, Any] | None = Field(default=None, alias="schema")  # implicit tiles' metadata
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
@@ -107,6 +122,8 @@ def rebase_uris(tile: Tile, prefix: str) -> Tile:
     for t, _ in tile.walk():
         if t.content is not None and t.content.uri.startswith(prefix):
             t.content.uri = t.content.uri[len(prefix):]
+        if t.implicit_tiling is not None and t.implicit_tiling.subtrees.uri.startswith(prefix):
+            t.implicit_tiling.subtrees.uri = t.implicit_tiling.subtrees.uri[len(prefix):]
     return tile
 
 

@@ -64,6 +64,10 @@ def build_cmd(
         "--quantized-mesh", help="Also write the DEM as Cesium quantized-mesh terrain (OUT/quantized-mesh/: "
                                  "layer.json + {z}/{x}/{y}.terrain) for CesiumTerrainProvider; same --max-error "
                                  "and --vertical-datum as the 3D Tiles terrain.")] = False,
+    implicit: Annotated[Optional[bool], typer.Option(
+        "--implicit/--explicit", help="Write buildings and terrain as 3D Tiles 1.1 implicit quadtrees (subtree "
+                                      "files; tileset.json holds only the root) or as explicit tile trees "
+                                      "(default: implicit from 500,000 buildings / 1,000 terrain tiles).")] = None,
     no_resume: Annotated[bool, typer.Option(
         "--no-resume", help="Start afresh instead of resuming a killed build of the same inputs and options.")] = False,
     overwrite: OverwriteOpt = False,
@@ -91,7 +95,7 @@ def build_cmd(
                                                                            hillshade=hillshade),
                             glb=glb, vertical_datum=vertical_datum, overwrite=overwrite, progress=cb,
                             workers=workers, scheduler=scheduler, on_start=started, resume=not no_resume,
-                            quantized_mesh=quantized_mesh)
+                            quantized_mesh=quantized_mesh, implicit=implicit)
     b = report.buildings or {}
     lines = [f"[green]built[/] {report.tileset}  ({report.seconds:.1f} s)"]
     if b:
@@ -99,7 +103,8 @@ def build_cmd(
                   "floors": (b.get("footprints") or {}).get("floors_field")}
         sources = ", ".join(f"{k}{f' {fields[k]!r}' if fields.get(k) else ''} {v}"
                             for k, v in b["height_sources"].items())
-        lines.append(f"buildings: {b['buildings']} in {b['tiles']} tiles; heights from {sources}")
+        lines.append(f"buildings: {b['buildings']} in {b['tiles']} tiles{' (implicit)' if b.get('implicit') else ''}; "
+                     f"heights from {sources}")
     if report.oblique:
         o = report.oblique
         lines.append(f"oblique: {o['files']} files, {o['contents']} tiles, {o['triangles']} triangles, "

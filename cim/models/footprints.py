@@ -40,7 +40,7 @@ from cim.sources.footprints import (
     reproject_footprints,
 )
 from cim.sources.raster import bilinear, open_raster, polygons_geojson, raster_crs, read_on_grid, window_over
-from cim.tiling import QuadNode, Runner, quadtree, runner_scope, walk
+from cim.tiling import ImplicitNode, QuadNode, Runner, implicit_quadtree, quadtree, runner_scope, walk
 from cim.sources.vertical import ELLIPSOIDAL, VerticalDatum
 from tiles.compression import GlbOptions
 from tiles.gltf import StringColumn
@@ -48,6 +48,10 @@ from tiles.gltf import StringColumn
 HEIGHT_SOURCES = ("attribute", "floors", "dsm", "default")
 HEIGHT_CHUNK = 20_000  # footprints per terrain-height task (a compact patch of the city, in Z-order)
 ROWS_FOLDER = ".rows"  # a build's per-task rows (`cim.partitions.RowStore`), inside its work folder
+#: `BuildingOptions.implicit=None` writes an implicit tileset (3D Tiles 1.1 implicit tiling) from this many buildings
+IMPLICIT_AUTO_BUILDINGS = 500_000
+#: metres each building's longitude/latitude box is grown by when it is placed in an implicit quadtree's cells
+IMPLICIT_PAD_M = 0.05
 
 
 @dataclass
@@ -72,6 +76,8 @@ class BuildingOptions:
             ellipsoidal heights (h = H + N) before anything is placed.
         partition_rows: footprints per partition of the file, one task each, when LOD1 buildings are prepared
             (`cim.models.partitioned`): a task's memory follows it, the output does not.
+        implicit: write the buildings as a 3D Tiles 1.1 implicit quadtree (subtree files; tileset.json holds only
+            the root); False: an explicit tile tree; None: implicit from `IMPLICIT_AUTO_BUILDINGS` buildings.
     """
 
     height_field: str | None = None
@@ -87,6 +93,11 @@ class BuildingOptions:
     glb: GlbOptions = field(default_factory=GlbOptions)
     vertical_datum: VerticalDatum = ELLIPSOIDAL
     partition_rows: int = 100_000
+    implicit: bool | None = None
+
+    def use_implicit(self, buildings: int) -> bool:
+        """Whether a layer of `buildings` buildings is written as an implicit quadtree."""
+        return self.implicit if self.implicit is not None else buildings >= IMPLICIT_AUTO_BUILDINGS
 
     def __post_init__(self) -> None:
         """Refuse values no build can use (NaN, infinite, not positive), before any input is read.
@@ -402,6 +413,41 @@ class PreparedFootprints:
         root = quadtree(shapely.get_x(cent), shapely.get_y(cent), size, np.arange(len(self.geoms)),
                          (b[0], b[1], b[0] + side, b[1] + side), max(1, capacity))
         return list(walk(root))
+
+    def implicit_quadtree(self, size: np.ndarray, capacity: int) -> tuple[list[ImplicitNode], list[float]]:
+        """ADD-refinement tiles of an implicit quadtree over longitude and latitude (radians), largest `size`
+        first: each building in the deepest cell that holds its whole footprint (`cim.tiling.implicit_quadtree`).
+
+        Returns:
+            (tiles root first, the root cell [west, south, east, north] in radians).
+        """
+        box, root = lonlat_boxes(shapely.bounds(self.geoms), self.crs)
+        return implicit_quadtree(box, size, tuple(root), max(1, capacity)), root  # type: ignore[arg-type]
+
+
+def lonlat_boxes(bounds: np.ndarray, crs: CRS) -> tuple[np.ndarray, list[float]]:
+    """Each building's longitude/latitude box (radians) from its projected bounds, and the box of them all.
+
+    Args:
+        bounds: (k, 4) float64 [x0, y0, x1, y1] of each footprint in `crs`.
+
+    Returns:
+        ((k, 4) [west, south, east, north] grown by `IMPLICIT_PAD_M`, [west, south, east, north] of all).
+    """
+    b = np.asarray(bounds, np.float64)
+    t = crsmod.transformer(crs, "EPSG:4326")
+    corners = [t.transform(b[:, i], b[:, j]) for i, j in ((0, 1), (2, 1), (0, 3), (2, 3))]
+    lon = np.radians(np.column_stack([c[0] for c in corners]))
+    lat = np.radians(np.column_stack([c[1] for c in corners]))
+    # The footprint's vertices lie inside the corners' box up to the curvature of a projected edge in
+    # longitude/latitude (micrometres over a building); the pad (5 cm) is larger than the 1 cm content regions
+    # are padded by, so a tile's content region lies inside its cell.
+    pad = IMPLICIT_PAD_M / 6378137.0
+    pad_lon = pad / max(float(np.cos(np.max(np.abs(lat)))), 1e-6)
+    box = np.column_stack([lon.min(axis=1) - pad_lon, lat.min(axis=1) - pad,
+                           lon.max(axis=1) + pad_lon, lat.max(axis=1) + pad])
+    root = [float(box[:, 0].min()), float(box[:, 1].min()), float(box[:, 2].max()), float(box[:, 3].max())]
+    return box, root
 
 
 def prepare_footprints(

@@ -30,8 +30,9 @@ from cim.partitions import RowStore
 from cim.sources import crs as crsmod
 from cim.sources.footprints import Skipped
 from cim.sources.vertical import ELLIPSOIDAL, VerticalDatum
-from cim.tiling import Progress, Runner, nest_tiles, runner_scope
+from cim.tiling import ImplicitNode, Progress, Runner, nest_tiles, runner_scope
 from tiles.gltf import Material, MeshContent, Primitive, PropertyTable
+from tiles.implicit import SUBTREE_URI, ImplicitTile, write_quadtree
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 
 
@@ -52,10 +53,16 @@ class BuildingsResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     footprints: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    schema: dict[str, Any] | None = None  # the metadata schema of an implicit root (its tileset.json `schema`)
+
+    @property
+    def implicit(self) -> bool:
+        return self.root.implicit_tiling is not None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "buildings": self.buildings,
+            "implicit": self.implicit,
             "skipped": {"count": self.skipped.count, "reasons": self.skipped.to_dict()},
             "height_sources": self.height_sources,
             "default_height_ids": self.default_height_ids[:20],
@@ -253,15 +260,37 @@ def _write_tile(job: tuple[str, int, int, int, float], j: dict[str, Any]) -> tup
                                          color=j["color"], vertical=j["vertical"])
     props = PropertyTable("building", {name[7:]: v for name, v in rows.items() if name.startswith("column/")})
     uri = f"buildings/{path}.glb"
-    write_atomic(j["out"] / uri, MeshContent([prim], props).to_glb(j["glb"]))
+    implicit = j.get("implicit", False)  # a tile of an implicit tree has no transform: the glb places itself
+    content = MeshContent([prim], props, placement=frame.matrix if implicit else None)
+    write_atomic(j["out"] / uri, content.to_glb(j["glb"]))
     tile = Tile(
         bounding_volume=BoundingVolume(region=region),
         geometric_error=error,
         refine="ADD",
         content=Content(uri=uri, bounding_volume=BoundingVolume(region=region)),
-        transform=frame.column_major(),
+        transform=None if implicit else frame.column_major(),
     )
     return path, tile, len(prim.indices)
+
+
+def implicit_root(out: Path, nodes: list[ImplicitNode], tiles: dict[str, Tile], root_cell: list[float],
+                  ) -> tuple[Tile, dict[str, Any] | None]:
+    """Write the subtree files of a building layer's implicit quadtree under `out/buildings/subtrees/`; its root.
+
+    Tiles carry no volume of their own: each holds buildings that lie whole in its cell (`implicit_quadtree`),
+    so the subdivision of the root region (the cells, between the lowest and highest point of any building)
+    bounds them; contents carry their regions as content metadata. A tile's geometric error is the root's
+    halved per level, so the root's is the least for which no tile's error is below the size of the largest
+    building it leaves to its descendants.
+    """
+    regions = {path: tile.content.bounding_volume.region for path, tile in tiles.items()}  # type: ignore[union-attr]
+    low = min(r[4] for r in regions.values())
+    high = max(r[5] for r in regions.values())
+    error = max(n.error * 2.0**n.level for n in nodes)
+    itiles = [ImplicitTile(n.level, n.x, n.y, content_region=regions[f"{n.level}/{n.x}/{n.y}"]) for n in nodes]
+    return write_quadtree(out, itiles, root_region=[*root_cell, low, high], geometric_error=error,
+                          content_uri="buildings/{level}/{x}/{y}.glb", refine="ADD",
+                          subtree_uri="buildings/" + SUBTREE_URI)
 
 
 @contextlib.contextmanager
@@ -313,7 +342,12 @@ def build_buildings(
                                 options=options, crs=crs)
         stages = dict(fp.seconds)
         tick = time.perf_counter()
-        nodes = fp.quadtree(options.tile_capacity)
+        implicit = options.use_implicit(len(fp))
+        if implicit:
+            inodes, root_cell = fp.implicit_quadtree(options.tile_capacity)
+            nodes = [(n, f"{n.level}/{n.x}/{n.y}") for n in inodes]
+        else:
+            nodes = fp.quadtree(options.tile_capacity)  # type: ignore[assignment]
         stages["tiling"] = time.perf_counter() - tick
         tick = time.perf_counter()
         (out / "buildings").mkdir(parents=True, exist_ok=True)
@@ -322,13 +356,17 @@ def build_buildings(
         stages["partition"] = time.perf_counter() - tick
         tick = time.perf_counter()
         state = dict(rows=str(scratch / "lod1"), crs=fp.crs, color=options.color, out=out, glb=options.glb,
-                     vertical=options.vertical_datum)
+                     vertical=options.vertical_datum, implicit=implicit)
         jobs = [(path, *span, node.error) for (node, path), span in zip(nodes, spans)]
         results = run.map(_write_tile, jobs, state, stage="lod1", cost=[j[3] - j[2] for j in jobs])
     tiles = {path: tile for path, tile, _ in results}
     triangles = sum(n for _, _, n in results)
     stages["tiles"] = time.perf_counter() - tick
-    root = nest_tiles(nodes, tiles)
+    schema = None
+    if implicit:
+        root, schema = implicit_root(out, inodes, tiles, root_cell)
+    else:
+        root = nest_tiles(nodes, tiles)  # type: ignore[arg-type]
     return BuildingsResult(
         root=root,
         buildings=len(fp),
@@ -343,5 +381,6 @@ def build_buildings(
         stage_seconds=stages,
         footprints=fp.describe(),
         notes=fp.notes,
+        schema=schema,
     )
 

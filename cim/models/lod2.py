@@ -34,6 +34,7 @@ import shapely
 
 from cim.geodesy import enu_frame, region_of
 from cim.models.footprints import ROWS_FOLDER, BuildingOptions, prepare_footprints, take_column
+from cim.models.lod1 import implicit_root
 from cim.models.roofs import (
     MIN_ROOF_SAMPLES,
     ROOF_TYPES,
@@ -80,10 +81,12 @@ class Lod2Result:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     footprints: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    schema: dict[str, Any] | None = None  # the metadata schema of an implicit root (its tileset.json `schema`)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "lod": 2,
+            "implicit": self.root.implicit_tiling is not None,
             "buildings": self.buildings,
             "skipped": {"count": self.skipped.count, "reasons": self.skipped.to_dict()},
             "roof_types": self.roof_types,
@@ -358,11 +361,13 @@ def _write_tile(job: tuple[str, int, int, float], shared: dict[str, Any]
     cols = {c: take_column(v, sel) for c, v in j["columns"].items()}
     cols["roof_type_built"] = np.asarray(built, dtype=object)
     uri = f"buildings/{path}.glb"
-    write_atomic(j["out"] / uri, MeshContent(prims, PropertyTable("building", cols)).to_glb(j["glb"]))
+    implicit = j.get("implicit", False)  # a tile of an implicit tree has no transform: the glb places itself
+    content = MeshContent(prims, PropertyTable("building", cols), placement=frame.matrix if implicit else None)
+    write_atomic(j["out"] / uri, content.to_glb(j["glb"]))
     region = region_of(ecef, pad_m=0.01)
     tile = Tile(bounding_volume=BoundingVolume(region=region), geometric_error=error, refine="ADD",
                 content=Content(uri=uri, bounding_volume=BoundingVolume(region=region)),
-                transform=frame.column_major())
+                transform=None if implicit else frame.column_major())
     fallback_ids = [str(j["ids"][sel[i]]) for i, b in enumerate(built) if b != j["kinds"][sel[i]]]
     return path, tile, len(rt) + len(wt), reasons, fallback_ids
 
@@ -424,7 +429,13 @@ def build_lod2_buildings(
         detection = {"footprints": len(need), "min_samples": MIN_ROOF_SAMPLES, **fit.counts()}
         stages["roofs"] = time.perf_counter() - tick
     tick = time.perf_counter()
-    nodes = fp.quadtree(np.maximum(ridge, np.sqrt(shapely.area(geoms))), options.tile_capacity)
+    size = np.maximum(ridge, np.sqrt(shapely.area(geoms)))
+    implicit = options.use_implicit(n)
+    if implicit:
+        inodes, root_cell = fp.implicit_quadtree(size, options.tile_capacity)
+        nodes = [(node, f"{node.level}/{node.x}/{node.y}") for node in inodes]
+    else:
+        nodes = fp.quadtree(size, options.tile_capacity)  # type: ignore[assignment]
     out = Path(out_dir)
     (out / "buildings").mkdir(parents=True, exist_ok=True)
     columns = fp.columns()
@@ -445,7 +456,7 @@ def build_lod2_buildings(
     tick = time.perf_counter()
     state = dict(rows=str(scratch / "lod2"), crs=fp.crs, out=out, ortho=None if ortho is None else str(ortho),
                  texture_px=texture_px, color=options.color, roof_color=(0.62, 0.36, 0.30, 1.0),
-                 glb=options.glb, vertical=options.vertical_datum)
+                 glb=options.glb, vertical=options.vertical_datum, implicit=implicit)
     jobs = [(path, int(end - len(node.content)), int(end), node.error) for (node, path), end in zip(nodes, ends)]
     try:
         with runner_scope(runner, options.workers, progress) as run:
@@ -460,7 +471,11 @@ def build_lod2_buildings(
         reasons.update(r[3])
         fallback_ids += r[4]
     stages["tiles"] = time.perf_counter() - tick
-    root = nest_tiles(nodes, tiles)
+    schema = None
+    if implicit:
+        root, schema = implicit_root(out, inodes, tiles, root_cell)
+    else:
+        root = nest_tiles(nodes, tiles)  # type: ignore[arg-type]
     skipped = fp.skipped
     return Lod2Result(
         root=root, buildings=len(geoms), skipped=skipped,
@@ -470,7 +485,8 @@ def build_lod2_buildings(
         roof_sources={s: int(np.sum(roof_source == s)) for s in ("attribute", "dsm", "dsm_median", "default")},
         roof_detection=detection,
         tiles=len(nodes), triangles=triangles, textured=ortho is not None,
-        seconds=time.perf_counter() - t0, stage_seconds=stages, footprints=fp.describe(), notes=fp.notes)
+        seconds=time.perf_counter() - t0, stage_seconds=stages, footprints=fp.describe(), notes=fp.notes,
+        schema=schema)
 
 
 __all__ = ["Lod2Result", "build_lod2_buildings", "detect_roofs", "lod2_solids", "roof_attributes_present",

@@ -51,6 +51,7 @@ from cim.models.footprints import (
     attribute_heights,
     height_facts,
     height_fields,
+    lonlat_boxes,
     lowest_terrain,
     notes_from_facts,
     resolve_heights,
@@ -69,7 +70,7 @@ from cim.sources.footprints import (
     reproject_footprints,
 )
 from cim.sources.raster import open_raster, polygons_geojson, raster_crs, read_on_grid, window_over
-from cim.tiling import QuadNode, Runner, quadtree, walk
+from cim.tiling import ImplicitNode, QuadNode, Runner, implicit_quadtree, quadtree, walk
 
 GROUP_ROWS = 100_000  # buildings per "lod1-rows" task (whole tiles, consecutive in the tileset's order)
 _STANDARD_REASONS = ("no geometry", "not a polygon", f"footprint smaller than {MIN_AREA_M2:g} m²")  # clean_footprints'
@@ -86,6 +87,7 @@ class PartitionedFootprints:
         stores: per partition, the folder of its prepared rows (geometry, bottom, top, `column/<name>`).
         offsets: (p + 1,) int64 index of each partition's first building in the build's order.
         cx, cy, size: (n,) float64 centroid and prominence (max of height and the square root of the area).
+        box: (n, 4) float64 [x0, y0, x1, y1] of each building (for implicit tiling's whole-footprint cells).
         bounds: (x0, y0, x1, y1) of the buildings, in `crs`.
         crs: the working CRS.
         masked_ints: integer columns with a missing value somewhere (tiles carry them as nullable integers).
@@ -98,6 +100,7 @@ class PartitionedFootprints:
     cx: np.ndarray
     cy: np.ndarray
     size: np.ndarray
+    box: np.ndarray
     bounds: tuple[float, float, float, float]
     crs: CRS
     masked_ints: list[str]
@@ -133,6 +136,12 @@ class PartitionedFootprints:
         root = quadtree(self.cx, self.cy, self.size, np.arange(len(self)), (b[0], b[1], b[0] + side, b[1] + side),
                         max(1, capacity))
         return list(walk(root))
+
+    def implicit_quadtree(self, capacity: int) -> tuple[list[ImplicitNode], list[float]]:
+        """The tiles of an implicit quadtree over longitude and latitude (as
+        `PreparedFootprints.implicit_quadtree`): (tiles root first, the root cell in radians)."""
+        box, root = lonlat_boxes(self.box, self.crs)
+        return implicit_quadtree(box, self.size, tuple(root), max(1, capacity)), root  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------------ per partition
@@ -254,8 +263,9 @@ def _prepare(job: tuple[FootprintPartition, str], plan: dict[str, Any]) -> dict[
                             **{f"column/{n}": v for n, v in columns.items()}})
     size = np.maximum(height, np.sqrt(shapely.area(geoms)))
     cent = shapely.centroid(geoms)
-    np.save(folder / "summary.npy", np.column_stack([shapely.get_x(cent), shapely.get_y(cent), size])
-            if len(geoms) else np.zeros((0, 3)))
+    np.save(folder / "summary.npy", np.column_stack([shapely.get_x(cent), shapely.get_y(cent), size,
+                                                     shapely.bounds(geoms)])
+            if len(geoms) else np.zeros((0, 7)))
     return {"store": str(folder), "clean": k, "kept": len(geoms), "skipped": list(skipped.reasons.items()),
             "outside": out_ids, "bounds": _total_bounds(geoms), "clean_bounds": clean_bounds, "masked": masked,
             "sources": {s: int(np.sum(source == s)) for s in HEIGHT_SOURCES},
@@ -466,12 +476,12 @@ def _merge(footprints: Any, dem: Any, results: list[dict[str, Any]], working: CR
                         [v for r in results for v in r["facts"][f][1]][:3])
     notes += notes_from_facts(names, hfield, ffield, facts, kept, sources["default"], options)
     summaries = [np.load(Path(r["store"]) / "summary.npy") for r in results]
-    allsum = np.concatenate(summaries) if summaries else np.zeros((0, 3))
+    allsum = np.concatenate(summaries) if summaries else np.zeros((0, 7))
     b = np.array([r["bounds"] for r in results if r["kept"]], np.float64)
     counts = np.array([r["kept"] for r in results], np.int64)
     return PartitionedFootprints(
         stores=[r["store"] for r in results], offsets=np.concatenate([[0], np.cumsum(counts)]),
-        cx=allsum[:, 0].copy(), cy=allsum[:, 1].copy(), size=allsum[:, 2].copy(),
+        cx=allsum[:, 0].copy(), cy=allsum[:, 1].copy(), size=allsum[:, 2].copy(), box=allsum[:, 3:7].copy(),
         bounds=(float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()), float(b[:, 3].max())),
         crs=working, masked_ints=sorted({m for r in results for m in r["masked"]}), skipped=skipped,
         height_sources=sources, default_ids=[i for r in results for i in r["default_ids"]][:20], notes=notes,

@@ -45,6 +45,7 @@ from cim.sources.vertical import ELLIPSOIDAL, VerticalDatum
 from cim.tiling import Runner, runner_scope
 from tiles.compression import GlbOptions
 from tiles.gltf import Material, MeshContent, Primitive
+from tiles.implicit import SUBTREE_URI, ImplicitTile, write_quadtree
 from tiles.textures import encode_texture
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 
@@ -67,6 +68,8 @@ class TerrainOptions:
         glb: how tiles are encoded (compression, textures; `tiles.compression.GlbOptions`).
         vertical_datum: what input heights are measured from (`cim.sources.vertical.VerticalDatum`); they become
             ellipsoidal heights (h = H + N) before anything is placed.
+        implicit: write the terrain as a 3D Tiles 1.1 implicit quadtree (subtree files; tileset.json holds only
+            the root); False: an explicit tile tree; None: implicit from `IMPLICIT_AUTO_TILES` tiles.
     """
 
     max_error: float = 0.5
@@ -78,6 +81,11 @@ class TerrainOptions:
     fill_holes_px: int = 16
     glb: GlbOptions = field(default_factory=GlbOptions)
     vertical_datum: VerticalDatum = ELLIPSOIDAL
+    implicit: bool | None = None
+
+    def use_implicit(self, tiles: int) -> bool:
+        """Whether a terrain of `tiles` tiles is written as an implicit quadtree."""
+        return self.implicit if self.implicit is not None else tiles >= IMPLICIT_AUTO_TILES
 
     def check(self) -> None:
         """Raise InputError for a value the build cannot use."""
@@ -89,6 +97,10 @@ class TerrainOptions:
             raise InputError(f"texture_px={self.texture_px} must be at least 8 pixels")
         if not 1 <= self.jpeg_quality <= 100:
             raise InputError(f"jpeg_quality={self.jpeg_quality} must be between 1 and 100")
+
+
+#: `TerrainOptions.implicit=None` writes an implicit tileset from this many tiles
+IMPLICIT_AUTO_TILES = 1000
 
 
 @dataclass
@@ -121,6 +133,7 @@ class TerrainResult:
     max_error: float = 0.0
     leaf_deviation: float = 0.0
     level_triangles: list[int] = field(default_factory=list)
+    schema: dict[str, Any] | None = None  # the metadata schema of an implicit root (its tileset.json `schema`)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (the tile tree itself is left out; it goes into the tileset)."""
@@ -134,6 +147,7 @@ class TerrainResult:
             "terrainMaxError": self.max_error,
             "leafDeviation": round(self.leaf_deviation, 4),
             "levelTriangles": list(self.level_triangles),
+            "implicit": self.root.implicit_tiling is not None,
             "geometricError": self.root.geometric_error,
         }
 
@@ -228,6 +242,7 @@ def build_terrain(
         if not tins:
             raise InputError(f"DEM {grid.path} has no three adjacent valid samples to triangulate")
         largest = max(t.deviation for t in tins.values())
+        implicit = options.use_implicit(len(tins))
 
         # one task per tile: its TIN and the heights under it (one sample of margin, for the normals) go with it
         n = tiling.tile_px
@@ -240,7 +255,8 @@ def build_terrain(
             jobs.append((key, tin, tin.deviation + largest + options.max_error, block, r0, c0, h.shape))
         state = dict(grid=DemGrid(np.zeros((0, 0)), grid.transform, grid.crs, grid.bounds, grid.path),
                      horizontal=tiling.horizontal, tile_px=n, depth=tiling.depth, vertical=tiling.vertical,
-                     ortho=None if ortho is None else str(ortho), options=options, out=out)
+                     ortho=None if ortho is None else str(ortho), options=options, out=out,
+                     implicit=_implicit_axes(grid) if implicit else None)
         results = run.map(_write_task, jobs, state, stage="terrain", cost=[len(j[1].tris) for j in jobs])
     written: dict[tuple[int, int, int], _Written] = {}
     level_triangles = [0] * (tiling.depth + 1)
@@ -248,7 +264,18 @@ def build_terrain(
         written[job[0]] = w
         level_triangles[job[0][0]] += len(job[1].tris)
 
-    root = _node((0, 0, 0), tiling.depth, tins, written)
+    schema = None
+    if implicit:
+        itiles: list[ImplicitTile] = []
+        errors: list[float] = []
+        _node((0, 0, 0), tiling.depth, tins, written, (itiles, errors), _implicit_axes(grid))
+        # implied errors halve per level: the root's is the least that keeps every tile's at or above its own
+        error = max(e * 2.0**t.level for t, e in zip(itiles, errors))
+        root, schema = write_quadtree(out, itiles, root_region=list(itiles[0].region or []), geometric_error=error,
+                                      content_uri="terrain/{level}/{x}/{y}.glb", refine="REPLACE",
+                                      subtree_uri="terrain/" + SUBTREE_URI)
+    else:
+        root = _node((0, 0, 0), tiling.depth, tins, written)
     if root is None:  # unreachable: a tile with content always has the root as ancestor
         raise InputError(f"DEM {grid.path}: no terrain tile")
     leaf_dev = max((t.deviation for k, t in tins.items() if k[0] == tiling.depth), default=0.0)
@@ -268,6 +295,7 @@ def build_terrain(
         max_error=options.max_error,
         leaf_deviation=leaf_dev,
         level_triangles=level_triangles,
+        schema=schema,
     )
 
 
@@ -341,7 +369,7 @@ def _write_task(job: tuple[Any, ...], state: dict[str, Any]) -> _Written:
     tiling = _Tiling(state["grid"], state["horizontal"], state["tile_px"], depth, pyramid, state["vertical"])
     reader = OrthoReader(state["ortho"]) if state["ortho"] is not None else None
     with reader if reader is not None else nullcontext():
-        return _write_tile(tiling, key, tin, skirt, reader, state["options"], state["out"])
+        return _write_tile(tiling, key, tin, skirt, reader, state["options"], state["out"], state.get("implicit"))
 
 
 def _delatin(block: np.ndarray, tolerance: float) -> _Tin | None:
@@ -505,7 +533,10 @@ def _write_tile(
     reader: OrthoReader | None,
     options: TerrainOptions,
     out: Path,
+    implicit: tuple[bool, bool] | None = None,
 ) -> _Written:
+    """Write one tile's glb; `implicit`: the grid's axes flips of an implicit tree (its tile coordinates name
+    the file, and the glb places itself: no tile transform)."""
     level, tx, ty = key
     n, step, grid = tiling.tile_px, tiling.step(level), tiling.grid
     gcol, grow = tx * n + tin.verts[:, 0], ty * n + tin.verts[:, 1]
@@ -551,8 +582,10 @@ def _write_tile(
         texcoords=uv if rgb is not None else None,
         material=material,
     )
-    uri = f"terrain/{level}/{tx}/{ty}.glb"
-    write_atomic(out / uri, MeshContent([prim]).to_glb(options.glb))
+    ix, iy = (tx, ty) if implicit is None else _implicit_xy(level, tx, ty, implicit)
+    uri = f"terrain/{level}/{ix}/{iy}.glb"
+    content = MeshContent([prim], placement=None if implicit is None else frame.matrix)
+    write_atomic(out / uri, content.to_glb(options.glb))
     return _Written(uri, frame.matrix, region_of(ecef, pad_m=0.01), skirt_depth, len(all_tris))
 
 
@@ -673,23 +706,46 @@ def _normals(tiling: _Tiling, level: int, row: np.ndarray, col: np.ndarray, jac:
     return nrm.astype(np.float32)
 
 
+def _implicit_axes(grid: DemGrid) -> tuple[bool, bool]:
+    """Whether the grid's columns run west and its rows south (flipped against implicit tiling's x east, y north):
+    a north-up raster's rows run south."""
+    return bool(grid.transform.a < 0), bool(grid.transform.e < 0)
+
+
+def _implicit_xy(level: int, tx: int, ty: int, flips: tuple[bool, bool]) -> tuple[int, int]:
+    last = (1 << level) - 1
+    return (last - tx if flips[0] else tx), (last - ty if flips[1] else ty)
+
+
 def _node(
     key: tuple[int, int, int],
     depth: int,
     tins: dict[tuple[int, int, int], _Tin],
     written: dict[tuple[int, int, int], _Written],
+    implicit: tuple[list[ImplicitTile], list[float]] | None = None,
+    flips: tuple[bool, bool] = (False, True),
 ) -> Tile | None:
-    """The subtree at `key`, with absolute transforms."""
+    """The subtree at `key`, with absolute transforms.
+
+    With `implicit` (two lists), each tile is also appended to the first as an `ImplicitTile` in implicit
+    coordinates (`flips`), with its own region (a cell of the DEM grid is no cell of longitude and latitude, so
+    the implied regions would not hold it) and its content's, and its geometric error to the second."""
     level, tx, ty = key
     mine = written.get(key)
     children: list[Tile] = []
+    at = len(implicit[0]) if implicit is not None else 0
+    if implicit is not None:
+        implicit[0].append(ImplicitTile(level, *_implicit_xy(level, tx, ty, flips)))
+        implicit[1].append(0.0)
     if level < depth:
         for dy in (0, 1):
             for dx in (0, 1):
-                child = _node((level + 1, 2 * tx + dx, 2 * ty + dy), depth, tins, written)
+                child = _node((level + 1, 2 * tx + dx, 2 * ty + dy), depth, tins, written, implicit, flips)
                 if child is not None:
                     children.append(child)
     if mine is None and not children:
+        if implicit is not None:
+            del implicit[0][at], implicit[1][at]
         return None
     regions = [c.bounding_volume.region for c in children if c.bounding_volume.region is not None]
     if mine is not None:
@@ -706,6 +762,11 @@ def _node(
             "content": Content(uri=mine.uri, bounding_volume=BoundingVolume(region=mine.region)),
             "extras": {"terrainDeviation": round(tins[key].deviation, 4), "skirtDepth": mine.skirt_depth},
         }
+    if implicit is not None:
+        me = implicit[0][at]
+        me.region = union_regions(regions)
+        me.content_region = None if mine is None else mine.region
+        implicit[1][at] = error
     return Tile(
         bounding_volume=BoundingVolume(region=union_regions(regions)),
         geometric_error=error,
