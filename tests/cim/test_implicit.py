@@ -310,3 +310,31 @@ def test_cli_implicit_switch_reaches_the_build(flag, expected, tmp_path, monkeyp
     res = CliRunner().invoke(app, ["build", str(tmp_path / "out"), *flag, "--json"])
     assert isinstance(res.exception, Stop)
     assert seen["implicit"] is expected
+
+
+def test_implicit_quadtree_keeps_each_building_inside_its_cell():
+    from cim.tiling import implicit_quadtree
+
+    rng = np.random.default_rng(7)
+    k = 3000
+    centre = rng.uniform(0, 1000, (k, 2))
+    half = rng.uniform(1, 20, (k, 2))
+    box = np.column_stack([centre - half, centre + half])
+    size = half.max(axis=1)
+    root = (box[:, 0].min(), box[:, 1].min(), box[:, 2].max(), box[:, 3].max())
+    nodes = implicit_quadtree(box, size, root, capacity=40)
+    keys = {(n.level, n.x, n.y) for n in nodes}
+    assert len(keys) == len(nodes) and max(n.level for n in nodes) >= 3
+    assert sorted(np.concatenate([n.content for n in nodes]).tolist()) == list(range(k))  # each building once
+    across = 0
+    for n in nodes:
+        assert n.level == 0 or (n.level - 1, n.x >> 1, n.y >> 1) in keys
+        w, s, e, nn, _, _ = implied_region([*root, 0, 0], n.level, n.x, n.y)
+        b = box[n.content]
+        assert (b[:, 0] >= w).all() and (b[:, 2] <= e).all() and (b[:, 1] >= s).all() and (b[:, 3] <= nn).all()
+        across += max(len(n.content) - 40, 0)
+        below = [m for m in nodes if m.level > n.level and (m.x >> (m.level - n.level), m.y >> (m.level - n.level))
+                 == (n.x, n.y)]
+        if below:  # the error is the largest building left to the descendants
+            assert n.error == max(size[m.content].max() for m in below)
+    assert across > 0  # some cells hold more than their capacity: buildings across their midlines
