@@ -19,6 +19,13 @@ shared file system (counted when it is slower than the tasks). Every assumption 
 
     python bench/bench_scale.py --buildings 1000000
     python bench/bench_scale.py --buildings 20000 --target 10000000 --machines 8 --cores 16
+
+`--end-to-end N` instead builds the city on a LocalCluster of N single-threaded workers, as `cim build` does
+(the footprint waves and the tiles), sampling every 0.2 s the RSS of the driver and of each worker process
+(psutil), and prints the wall time, the peak RSS of the driver and of the largest worker, and those peaks per
+building: the check that a city's size sets neither (10M buildings: workers < 4 GB).
+
+    python bench/bench_scale.py --buildings 10000000 --end-to-end 2
 """
 
 from __future__ import annotations
@@ -53,6 +60,12 @@ def main() -> None:
     ap.add_argument("--overhead-ms", type=float, default=1.0, help="scheduler time per task (Dask: ~1 ms)")
     ap.add_argument("--fs-mb-s", type=float, default=1000.0, help="write bandwidth of the shared file system")
     ap.add_argument("--work", type=Path, default=None, help="folder for generated cities (default: a temp dir)")
+    ap.add_argument("--costs-out", type=Path, default=None,
+                    help="write every task's CPU seconds per stage and the driver's serial CPU (for sim_cluster.py)")
+    ap.add_argument("--copies", type=int, default=1,
+                    help="build COPIES x the sample city side by side (streamed from its row groups, see tiled_city)")
+    ap.add_argument("--end-to-end", type=int, default=0, metavar="WORKERS",
+                    help="build on a LocalCluster of WORKERS processes; print wall time and peak RSS per process")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="cim-bench-scale-"))
     print(f"load average at start: {os.getloadavg()}", flush=True)
@@ -60,6 +73,15 @@ def main() -> None:
     city = load(city_dir) if (city_dir / "sample.json").exists() else generate(
         city_dir, buildings=args.buildings, seed=1, footprint_format="parquet", ortho=False, layers=("buildings",))
 
+    if args.copies > 1:
+        from types import SimpleNamespace
+
+        big = tiled_city(city_dir, args.copies, work / f"city-{args.buildings}x{args.copies}")
+        city = SimpleNamespace(buildings=big / "buildings.parquet", dem=big / "dem.tif")
+        args.buildings *= args.copies
+    if args.end_to_end:
+        _end_to_end(city, work / f"out-{args.buildings}-e2e", args.end_to_end)
+        return
     cpu: dict[str, list[float]] = defaultdict(list)
     real_map = Runner.map
 
@@ -108,6 +130,9 @@ def main() -> None:
                       "tasks": stages, "driver_peak_rss_mb": round(rss_mb), "driver_build_mb": round(grew_mb), "input_mb": round(in_mb, 1),
                       "output_mb": round(out_mb, 1)}), flush=True)
 
+    if args.costs_out is not None:
+        args.costs_out.write_text(json.dumps({"buildings": n, "tiles": res.tiles, "task_cpu": dict(cpu),
+                                              "driver_after": {"lod1": serial}}))
     scale = args.target / n
     workers = args.machines * args.cores
     tasks = sum(len(v) for v in cpu.values()) * scale
@@ -135,6 +160,92 @@ def main() -> None:
     print(f"| **total** | **{total:.0f} ({total / 60:.1f} min)** |")
     print(f"| driver memory at the target (what the build added, {grew_mb:.0f} MB, x {scale:.0f}) | "
           f"{grew_mb * scale / 1024:.1f} GB |")
+
+
+def tiled_city(src: Path, copies: int, dest: Path) -> Path:
+    """A city of `copies` x the sample city in `src`, side by side eastwards, streamed row group by row group
+    (the generator holds a city in memory: 2M buildings took 5.8 GB here, so 10M cannot be generated in one
+    process on 24 GB). Copy k is shifted by k city sides; its `code`s get the suffix `-k` (IDs stay unique);
+    the DEM is the source DEM repeated. Returns the folder (buildings.parquet, dem.tif)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute
+    import pyarrow.parquet as pq
+    import rasterio
+    import rasterio.windows
+    import shapely
+
+    dest.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(src / "dem.tif") as dem:
+        side = dem.bounds.right - dem.bounds.left
+        data = dem.read(1)
+        profile = dem.profile
+    profile.update(width=data.shape[1] * copies, transform=dem.transform, BIGTIFF="IF_SAFER")
+    with rasterio.open(dest / "dem.tif", "w", **profile) as out:
+        for k in range(copies):
+            out.write(data, 1, window=rasterio.windows.Window(k * data.shape[1], 0, data.shape[1], data.shape[0]))
+    pf = pq.ParquetFile(src / "buildings.parquet")
+    geo = json.loads(pf.schema_arrow.metadata[b"geo"])
+    bbox = geo["columns"]["geometry"]["bbox"]
+    geo["columns"]["geometry"]["bbox"] = [bbox[0], bbox[1], bbox[2] + (copies - 1) * side, bbox[3]]
+    schema = pf.schema_arrow.with_metadata({b"geo": json.dumps(geo).encode()})
+    with pq.ParquetWriter(dest / "buildings.parquet", schema, compression="zstd") as writer:
+        for k in range(copies):
+            for rg in range(pf.num_row_groups):
+                t = pf.read_row_group(rg)
+                g = shapely.from_wkb(t.column("geometry").to_numpy(zero_copy_only=False))
+                g = shapely.transform(g, lambda xy, dx=k * side: xy + np.array([dx, 0.0]))
+                t = t.set_column(t.schema.get_field_index("geometry"), "geometry",
+                                 pa.array(shapely.to_wkb(g, output_dimension=2), pa.binary()))
+                code = pa.compute.binary_join_element_wise(t.column("code"), pa.scalar(f"-{k}"), "")
+                t = t.set_column(t.schema.get_field_index("code"), "code", code)
+                writer.write_table(t, row_group_size=len(t))
+    return dest
+
+
+def _end_to_end(city, out: Path, workers: int) -> None:
+    """The whole LOD1 build on a LocalCluster of `workers` processes, with the driver's and every worker's RSS
+    sampled (psutil, every 0.2 s)."""
+    import shutil
+
+    from cim.models.lod1 import build_buildings
+    from cim.tiling import Runner
+
+    shutil.rmtree(out, ignore_errors=True)
+    me = psutil.Process()
+    peaks = {"driver": me.memory_info().rss, "worker": 0}
+    driver_idle = peaks["driver"]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peaks["driver"] = max(peaks["driver"], me.memory_info().rss)
+            for p in me.children(recursive=True):
+                try:
+                    peaks["worker"] = max(peaks["worker"], p.memory_info().rss)
+                except psutil.Error:
+                    pass
+            time.sleep(0.2)
+
+    with Runner(workers=workers) as runner:
+        kids = me.children(recursive=True)
+        worker_idle = max((p.memory_info().rss for p in kids), default=0)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        t0 = time.perf_counter()
+        res = build_buildings(city.buildings, city.dem, out, runner=runner)
+        wall = time.perf_counter() - t0
+        stop.set()
+        sampler.join()
+        tasks = dict(runner.counts)
+    n = res.buildings
+    mb = 2**20
+    print(json.dumps({"buildings": n, "tiles": res.tiles, "workers": workers, "wall_s": round(wall, 1),
+                      "stage_wall_s": {k: round(v, 1) for k, v in res.stage_seconds.items()}, "tasks": tasks,
+                      "driver_peak_rss_mb": round(peaks["driver"] / mb), "driver_idle_rss_mb": round(driver_idle / mb),
+                      "worker_peak_rss_mb": round(peaks["worker"] / mb), "worker_idle_rss_mb": round(worker_idle / mb),
+                      "driver_bytes_per_building": round((peaks["driver"] - driver_idle) / n),
+                      "output_mb": round(_size(out) / mb), "load_at_end": os.getloadavg()}), flush=True)
 
 
 if __name__ == "__main__":
