@@ -390,6 +390,9 @@ def flood_cmd(
     boundary: Annotated[str, typer.Option("--boundary", help="open | closed edges.")] = "open",
     interval: Annotated[float, typer.Option("--interval", help="Minutes between depth outputs.")] = 5.0,
     threads: Annotated[Optional[int], typer.Option("--threads", help="Cores for the solver.")] = None,
+    local_steps: Annotated[int, typer.Option("--local-steps", help="Local time stepping: blocks take up to 2^N "
+                                                                   "times the global step where water is shallow "
+                                                                   "(0: global step, the reference).")] = 0,
     impacts: Annotated[bool, typer.Option("--impacts", help="Also work out affected buildings, roads, people and "
                                                             "shelters (from --store, else the sample city) into "
                                                             "OUT/impacts.")] = False,
@@ -419,7 +422,8 @@ def flood_cmd(
         duration_min=(duration + after) if gauges is not None else None,
         drainage=_rate(drainage, "--drainage"), infiltration=_rate(infiltration, "--infiltration"),
         manning=_rate(manning, "--manning"), static=static, resolution=resolution,
-        bbox=_floats(bbox, 4, "--bbox"), boundary=boundary, output_interval_min=interval, threads=threads)
+        bbox=_floats(bbox, 4, "--bbox"), boundary=boundary, output_interval_min=interval, threads=threads,
+        local_levels=local_steps)
     with progress_bar(as_json) as cb:
         result = run_flood(params, out, overwrite=overwrite, progress=cb)
     found = None

@@ -81,6 +81,10 @@ class FloodParams(BaseModel):
         depth_classes: lower bounds (m) of the inundation polygon classes.
         cfl, theta, h_min: solver parameters (`ShallowWaterSolver`).
         threads: cores for the solver (default all).
+        local_levels: local time stepping: blocks of `lts_block` cells a side step up to 2^local_levels times the
+            global CFL step where their water is shallow (`cim.analysis.flood.lts`). 0 (default): the global step,
+            the reference (LTS's error and status: `cim.analysis.flood.lts`).
+        lts_block: cells a side of a local-time-stepping block.
         velocity: write velocity COGs.
     """
 
@@ -110,6 +114,8 @@ class FloodParams(BaseModel):
     theta: float = Field(0.7, ge=0, le=1)
     h_min: float = Field(1e-3, ge=0)
     threads: int | None = Field(None, ge=1)
+    local_levels: int = Field(0, ge=0, le=8)
+    lts_block: int = Field(16, ge=4, le=1024)
     velocity: bool = True
 
     @field_validator("depth_classes")
@@ -453,7 +459,8 @@ def _run_dynamic(params: FloodParams, grid: FloodGrid, rain: RainSeries | None, 
     t_end = params.duration_min * 60.0 if params.duration_min else rain_end + params.after_min * 60.0
     sg = grid.to_solver(open_boundary=params.boundary == "open")
     solver = ShallowWaterSolver(sg, cfl=params.cfl, theta=params.theta, h_min=params.h_min,
-                                threads=params.threads)
+                                threads=params.threads, local_levels=params.local_levels,
+                                lts_block=params.lts_block)
     every = params.output_interval_min * 60.0
     outputs = set(np.round(np.arange(every, t_end + 1e-6, every), 6).tolist()) | {t_end}
     events = sorted({0.0, t_end} | outputs | {a for a, *_ in rows if a < t_end} | {b for _, b, *_ in rows
@@ -510,8 +517,13 @@ def _run_dynamic(params: FloodParams, grid: FloodGrid, rain: RainSeries | None, 
     report["solver"] = {"scheme": "local inertial (Bates et al. 2010; de Almeida et al. 2012)", "cfl": solver.cfl,
                         "theta": solver.theta, "h_min_m": solver.h_min, "steps": st.steps,
                         "mean_dt_s": t_end / st.steps if st.steps else None, "simulated_s": t_end,
-                        "cell_updates_per_s": st.steps * solver.ncells / t_solve if t_solve > 0 else None,
-                        "boundary": params.boundary}
+                        "cell_updates_per_s": st.cell_updates / t_solve if t_solve > 0 else None,
+                        "cell_updates": st.cell_updates, "boundary": params.boundary,
+                        "time_stepping": ({"kind": "local", "levels": solver.local_levels,
+                                           "block_cells": solver.lts_block,
+                                           "work_vs_global_step": st.cell_updates / (st.steps * solver.ncells)
+                                           if st.steps and solver.ncells else None}
+                                          if solver.local_levels else {"kind": "global"})}
     report["statistics"] = _stats(hmax, area, params.depth_classes) | {
         "area_reached_0.15m_m2": float(np.isfinite(solver.time_to_mark()).sum() * area)}
     report["times"] = {"solve_s": round(t_solve, 3), "outputs_s": round(t_out, 3)}

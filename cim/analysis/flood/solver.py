@@ -548,7 +548,10 @@ class SolverState:
         qx, qy: face discharges (m²/s), float64.
         hmax: the deepest water each cell saw (m), float32.
         t15: seconds until a cell first held `depth_mark`, float32, NaN where it never did.
-        t: time (s); dt: the next step (s); steps: steps taken.
+        t: time (s); dt: the next step (s; with local time stepping the finest one); steps: steps taken (finest
+            steps with local time stepping).
+        cell_updates: cell-steps computed (steps x cells with storage for the global step; fewer with local
+            time stepping, where coarse blocks skip steps).
     """
 
     h: np.ndarray
@@ -559,6 +562,7 @@ class SolverState:
     t: float = 0.0
     dt: float = 0.0
     steps: int = 0
+    cell_updates: float = 0.0
 
 
 @dataclass
@@ -577,6 +581,10 @@ class ShallowWaterSolver:
         chunk_rows: rows per chunk (chunks are what the cores share).
         threads: numba threads (default: all cores, or 1 below `SMALL_GRID` cells, where waking a second thread
             every step costs more than it brings).
+        local_levels: local time stepping (`cim.analysis.flood.lts`): blocks of cells take steps of up to
+            2^local_levels times the global CFL step where their water is shallow. 0 (the default) is the global
+            step for every cell, the reference; LTS is an approximation (its error and status: `cim.analysis.flood.lts`).
+        lts_block: cells a side of an LTS block.
     """
 
     grid: SolverGrid
@@ -587,6 +595,8 @@ class ShallowWaterSolver:
     depth_mark: float = 0.15
     chunk_rows: int = 256
     threads: int | None = None
+    local_levels: int = 0
+    lts_block: int = 16
     state: SolverState = field(init=False)
     balance: MassBalance = field(init=False)
 
@@ -609,6 +619,11 @@ class ShallowWaterSolver:
         self._src_rate = np.zeros(0)
         self._rain_sum = float(self.grid.rain_area.sum(dtype=np.float64))
         self._ncells = int(np.count_nonzero(self.grid.sa))
+        if not 0 <= int(self.local_levels) <= 8:
+            raise FloodError(f"local_levels must be 0..8 (got {self.local_levels}); 0 is the global step")
+        if int(self.lts_block) < 4:
+            raise FloodError(f"lts_block must be at least 4 cells (got {self.lts_block})")
+        self._lts: dict | None = None
 
     @property
     def ncells(self) -> int:
@@ -674,6 +689,8 @@ class ShallowWaterSolver:
             top = float(s.h.max())
             s.dt = self.dt_max if top <= 0 else min(self.dt_max, self.cfl * min(g.dx, g.dy) / math.sqrt(G * top))
         ny, nx = g.shape
+        if self.local_levels > 0:
+            return self._advance_lts(float(t_stop), float(rain_rate), rain_arr, rain_sum, threads, max_steps)
         t, steps, dt, parity = _advance(
             g.z, s.h, self._hb, s.qx, s.qy, self._qxb, self._qyb, g.sa, g.wx, g.wy, g.n2, rain_arr, rain_sum,
             g.drain, g.infil, s.hmax, s.t15, *g.bx, *g.by, self._bounds, nx, g.dx, g.dy, s.t, float(t_stop), s.dt,
@@ -687,11 +704,52 @@ class ShallowWaterSolver:
             raise FloodError(f"the solver became unstable at t={t:.1f} s (a depth went non-finite or above 1 km); "
                              f"lower cfl (now {self.cfl}) or raise theta (now {self.theta})")
         s.t, s.dt, s.steps = t, dt, s.steps + steps
-        acc = self._acc.sum(axis=0)
+        s.cell_updates += steps * self.ncells
+        self._sum_balance(self._acc)
+        return steps
+
+    def _sum_balance(self, acc_rows: np.ndarray) -> None:
+        acc = acc_rows.sum(axis=0)
         b = self.balance
         b.rain, b.drainage, b.infiltration, b.outflow, b.inflow = (float(v) for v in acc[:5])
         b.rounding = -float(acc[5])
         b.stored = self.stored_volume()
+
+    def _advance_lts(self, t_stop: float, rain_rate: float, rain_arr: np.ndarray, rain_sum: float, threads: int,
+                     max_steps: int) -> int:
+        from cim.analysis.flood import lts
+
+        g, s = self.grid, self.state
+        ny, nx = g.shape
+        bsz = int(self.lts_block)
+        levels = int(self.local_levels)
+        if self._lts is None:
+            nby, nbx = -(-ny // bsz), -(-nx // bsz)
+            bounds = lts.chunk_bounds(ny, self.chunk_rows)
+            width = 2 * nbx + 2
+            work, side_h, side_qx, side_qy = lts.work_buffers(bounds.size - 1, nx)
+            self._lts = {"lvb": np.zeros((nby, nbx), np.int64), "lvb_old": np.full((nby, nbx), -1, np.int64),
+                         "bmax": np.zeros((nby, nbx)), "mult": np.full((ny + 2, nx + 2), lts._MOUT),
+                         "cs": np.zeros((levels + 1, ny + 2, width, 2), np.int64),
+                         "cn": np.zeros((levels + 1, ny + 2), np.int64),
+                         "fs": np.zeros((levels + 1, ny + 2, width, 2), np.int64),
+                         "fn": np.zeros((levels + 1, ny + 2), np.int64), "ctot": np.zeros(levels + 1, np.int64),
+                         "bounds": bounds, "work": work, "side_h": side_h, "side_qx": side_qx, "side_qy": side_qy,
+                         "acc": np.zeros((bounds.size - 1, 6)), "chunk_hmax": np.zeros(bounds.size - 1)}
+        w = self._lts
+        order = lts.chunk_order(w["bounds"].size - 1, threads)
+        t, steps, updates, dt0 = lts.advance_lts(
+            g.z, s.h, s.qx, s.qy, g.sa, g.wx, g.wy, g.n2, rain_arr, rain_sum, g.drain, g.infil, s.hmax, s.t15,
+            *g.bx, *g.by, w["bounds"], order, nx, g.dx, g.dy, s.t, t_stop, self.cfl, self.dt_max, self.theta,
+            self.h_min, rain_rate, self.depth_mark, self._src_cell, self._src_rate, levels, bsz, w["lvb"],
+            w["lvb_old"], w["bmax"], w["mult"], w["cs"], w["cn"], w["fs"], w["fn"], w["ctot"], w["work"],
+            w["side_h"], w["side_qx"], w["side_qy"], w["acc"], w["chunk_hmax"], max_steps, threads > 1)
+        if steps < 0:
+            raise FloodError(f"the solver became unstable at t={t:.1f} s (a depth went non-finite or above 1 km); "
+                             f"lower cfl (now {self.cfl}) or local_levels (now {self.local_levels})")
+        s.t, s.dt, s.steps = t, dt0, s.steps + steps
+        s.cell_updates += updates * self.ncells / (ny * nx)
+        self._sum_balance(w["acc"])
         return steps
 
     # unpadded views of the results
