@@ -7,7 +7,9 @@
 2. Static depression filling: ours (Priority-Flood, and fill-spill-merge of a 50-year hour) against pyflwdir's
    fill_depressions and pysheds' fill_depressions, on the sample city's DEM and on the Delft DTM; best of 3.
 3. A one-hour 50-year storm over 1 km² at 1 m (1M cells, the sample city's centre resampled, buildings as walls):
-   `run_flood` end to end (grid, solver, COG outputs every 5 min, polygons, report). Target: under 2 minutes.
+   `run_flood` end to end (grid, solver, COG outputs every 5 min, polygons, report). Target: under 2 minutes. Then
+   the same storm with local time stepping (`--local-levels`, 3 by default) and its difference from the global
+   step's run: maximum depths (max and RMS) and times to 0.15 m.
 
     python bench/bench_flood.py                     # everything (the 4M-cell city is generated once, ~1 min)
     python bench/bench_flood.py --skip-big --steps 50
@@ -134,21 +136,49 @@ def one_km_dem(work: Path) -> tuple[Path, Path]:
     return path, Path(city.buildings)
 
 
-def storm_run(work: Path) -> dict:
+def storm_run(work: Path, local_levels: int = 0, name: str = "storm") -> dict:
     from cim.analysis.flood import run_flood
 
     dem, buildings = one_km_dem(work)
     params = FloodParams(dem=dem, buildings=buildings, storm=ChicagoStorm(return_period=50, duration_min=60),
-                         after_min=0.0, output_interval_min=5.0)
+                         after_min=0.0, output_interval_min=5.0, local_levels=local_levels)
     t0 = time.perf_counter()
-    result = run_flood(params, work / "storm", overwrite=True)
+    result = run_flood(params, work / name, overwrite=True)
     wall = time.perf_counter() - t0
     rep = result.report
     return {"cells": rep["grid"]["active_cells"], "wall_s": wall, "solve_s": rep["times"]["solve_s"],
             "outputs_s": rep["times"]["outputs_s"], "steps": rep["solver"]["steps"],
             "mean_dt_s": rep["solver"]["mean_dt_s"], "cell_updates_per_s": rep["solver"]["cell_updates_per_s"],
-            "max_depth_m": rep["statistics"]["max_depth_m"], "mass_balance_relative_error":
-            rep["mass_balance"]["relative_error"], "target_s": 120.0}
+            "time_stepping": rep["solver"]["time_stepping"], "max_depth_m": rep["statistics"]["max_depth_m"],
+            "mass_balance_relative_error": rep["mass_balance"]["relative_error"], "target_s": 120.0,
+            "run": str(work / name)}
+
+
+def against_reference(ref: dict, other: dict) -> dict:
+    """Max depth (max and RMS difference over the cells wet in either run) and time to 0.15 m (cells reaching it
+    in both runs: median, 95th percentile and max difference; cells reaching it in one run only) of `other`'s
+    run against `ref`'s."""
+    from cim.analysis.flood import FloodResult
+
+    a, b = FloodResult.open(ref["run"]), FloodResult.open(other["run"])
+
+    def read(r: FloodResult, what: str) -> np.ndarray:
+        return np.asarray(r.read(what), np.float64)
+
+    ha, hb = read(a, "max_depth"), read(b, "max_depth")
+    wet = (np.nan_to_num(ha) > 0) | (np.nan_to_num(hb) > 0)
+    d = (np.nan_to_num(hb) - np.nan_to_num(ha))[wet]
+    ta, tb = read(a, "time_to_0.15m"), read(b, "time_to_0.15m")
+    both = np.isfinite(ta) & np.isfinite(tb)
+    late = np.abs(tb - ta)[both]
+    return {"wet_cells": int(wet.sum()), "max_depth_max_abs_diff_m": float(np.abs(d).max()),
+            "max_depth_rms_diff_m": float(np.sqrt(np.mean(d ** 2))),
+            "cells_reaching_0.15m_both": int(both.sum()),
+            "cells_reaching_0.15m_one_only": int((np.isfinite(ta) != np.isfinite(tb)).sum()),
+            "time_to_0.15m_diff_median_s": float(np.median(late)) if late.size else None,
+            "time_to_0.15m_diff_p95_s": float(np.percentile(late, 95)) if late.size else None,
+            "time_to_0.15m_diff_max_s": float(late.max()) if late.size else None,
+            "wall_ratio": other["wall_s"] / ref["wall_s"]}
 
 
 def big_city(work: Path) -> tuple[Path, Path]:
@@ -164,6 +194,9 @@ def main() -> None:
     parser.add_argument("--skip-big", action="store_true", help="skip the generated 4M-cell city")
     parser.add_argument("--skip-storm", action="store_true", help="skip the 1-hour storm over 1 km²")
     parser.add_argument("--work", type=Path, help="where to keep generated data (default: a temp dir)")
+    parser.add_argument("--local-levels", type=int, default=3,
+                        help="also run the storm with local time stepping (this many levels; 0: not) and compare it "
+                             "with the global step's run")
     args = parser.parse_args()
     from cim.sample import default_sample
 
@@ -189,6 +222,11 @@ def main() -> None:
         if not args.skip_storm:
             out["storm_1km2_1m"] = storm_run(work)
             print(json.dumps(out["storm_1km2_1m"]), flush=True)
+            if args.local_levels:
+                lts = storm_run(work, args.local_levels, "storm_lts")
+                lts["against_global_step"] = against_reference(out["storm_1km2_1m"], lts)
+                out["storm_1km2_1m_lts"] = lts
+                print(json.dumps(lts), flush=True)
     out["load_end"] = os.getloadavg()
     print(json.dumps(out, indent=1))
 

@@ -9,9 +9,11 @@ J. Hydraul. Res. 46(4), 466-475: power-of-two levels; the same idea as the LTS o
 Mignosa 2018, Adv. Water Resour. 111, 193-206):
 
 - Levels are set at the start of each macro step (`2^L_max` finest steps): `dt_0` is the global CFL step, and a
-  block takes the largest `L` with `2^L dt_0 <= cfl dx / sqrt(g H_b)` where `H_b` is the deepest water in the block,
-  or half the deepest of its eight neighbours if that is more (water from a neighbour arrives over the edge, not at
-  once); neighbouring blocks then differ by at most one level.
+  block takes the largest `L` with `2^L dt_0 <= cfl dx / sqrt(g H_b)` where `H_b` is the block's largest "wave
+  depth" `(sqrt(g h) + |u|)^2 / g` (`block_max`; the speed counts where h > `VELOCITY_DEPTH`), or half that of a
+  neighbour block if more (water from a neighbour arrives over the edge, not at once); neighbouring blocks then
+  differ by at most one level. From the depth alone (the local-inertial scheme's own CFL: it has no advection
+  term) the 1 km² storm's fast shallow street flow over-topped by up to 0.3 m (docs/flood.md#local-time-stepping).
 - Finest step `s` of a macro step fires every cell whose level divides it (`s mod 2^L == 0`). A face takes the
   smaller level of its two cells, so it fires at the finer side's rate with that side's step; its discharge follows
   the same face equation as the global solver (`solver.py`) with its own `dt`. Rain and losses of a cell act over
@@ -29,8 +31,9 @@ Mignosa 2018, Adv. Water Resour. 111, 193-206):
   thread count, and with every block at level 0 a step is the global one (to rounding).
 
 Cost (one thread, the 1 km² storm's state at 30 min, 2026-12-04): a full-grid finest step 11-12 ms against the
-global kernel's 9-10 ms; the finest-level-only steps cost 2-3 ms for 9-13 % of the cells (scattered short spans
-are latency-bound); per 8 finest steps 45 ms (8-cell blocks) or 51 ms (16-cell blocks) against 79 ms.
+global kernel's 9-10 ms; steps over the finest level's scattered short spans cost 2-3x more per cell (memory
+latency). With levels from the depth alone that state takes 45-51 ms per 8 finest steps against 79 ms; with the
+speed counted most of that storm's blocks stay fine and the whole storm took 233 against 249 CPU-seconds.
 
 The global solver stays the reference and the default: LTS is an approximation whose error against it is measured
 (tests/cim/analysis/flood/test_flood_lts.py, docs/flood.md#local-time-stepping).
@@ -56,6 +59,8 @@ _U1 = np.uint64(1)
 #: spans closer than this are merged: the cells between them (no face of theirs fires) cost less than the fixed
 #: cost of a span (a dozen loops, each with its runtime alias checks and scalar remainder)
 _GAP = 16
+#: depth (m) above which a cell's flow speed counts in its block's level (thinner films: their gravity wave only)
+VELOCITY_DEPTH = 0.01
 
 
 @njit(inline="always", **_JIT)
@@ -351,33 +356,44 @@ def _step_serial(order, z, h, qx, qy, sa, wx, wy, n2, mult, pc, rain_arr, drain,
 
 
 @njit(**_JIT)
-def block_max(h, bsz, bmax):  # pragma: no cover - compiled
-    """The deepest water of each block into bmax (nby, nbx); returns the deepest of all, or -1 if a depth is not
-    finite or above 1 km (the solver's instability mark)."""
+def block_max(h, qx, qy, bsz, hvel, row, bmax):  # pragma: no cover - compiled
+    """For each block into bmax (nby, nbx) the largest "wave depth" of its cells, `(sqrt(g h) + |u|)^2 / g` (the
+    depth whose gravity wave is as fast as the cell's fastest signal: the full shallow-water CFL; |u| from the mean
+    discharges through the cell's two faces in each direction, counted where h > hvel); returns the deepest water
+    of all, or -1 if a depth is not finite or above 1 km (the solver's instability mark)."""
     ny = h.shape[0] - 2
     nx = h.shape[1] - 2
     nby, nbx = bmax.shape
     bmax[:, :] = 0.0
     bad = 0
+    top_bits = np.int64(0)
     for k in range(1, ny + 1):
+        for i in range(1, nx + 1):
+            d = h[k, i]
+            ux = 0.5 * (abs(qx[k, i]) + abs(qx[k, i + 1]))
+            uy = 0.5 * (abs(qy[k, i]) + abs(qy[k + 1, i]))
+            fast = d > hvel
+            u = math.sqrt(ux * ux + uy * uy) / (d if fast else 1.0)
+            c = math.sqrt(G * d) + (u if fast else 0.0)
+            row[i] = c * c * (1.0 / G)
+            top_bits = max(top_bits, _bits(d))
+            bad += not (d < 1.0e6)
         bj = (k - 1) // bsz
         for bi in range(nbx):
-            top = 0.0
+            top = bmax[bj, bi]
             for i in range(1 + bi * bsz, min(nx, (bi + 1) * bsz) + 1):
-                d = h[k, i]
-                top = max(top, d)
-                bad += not (d < 1.0e6)
-            bmax[bj, bi] = max(bmax[bj, bi], top)
+                top = max(top, row[i])
+            bmax[bj, bi] = top
     if bad:
         return -1.0
-    return bmax.max()
+    return _from_bits(top_bits)
 
 
 @njit(**_JIT)
 def assign_levels(bmax, levels, dt0, cfl, cell, dt_max, lvb):  # pragma: no cover - compiled
-    """Block levels for a macro step: the largest L <= levels with 2^L dt0 within the CFL step of the deepest
-    water in the block, or half the deepest of its eight neighbours if that is more; then neighbours at most one
-    level apart. Returns the largest level."""
+    """Block levels for a macro step: the largest L <= levels with 2^L dt0 within the CFL step of the block's
+    wave depth `bmax` (`block_max`), or half that of one of its eight neighbours if more; then neighbours at most
+    one level apart. Returns the largest level."""
     nby, nbx = lvb.shape
     for bj in range(nby):
         for bi in range(nbx):
@@ -482,8 +498,8 @@ def cell_multipliers(lvb, bsz, mult):  # pragma: no cover - compiled
 @njit(**_JIT_PARALLEL)
 def advance_lts(z, h, qx, qy, sa, wx, wy, n2, rain_arr, rain_sum, drain, infil, hmax, t15,
                 bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, order, nx, dx, dy, t, t_stop, cfl,
-                dt_max, theta, hmin, rain_rate, depth_mark, src_cell, src_rate, levels, bsz, lvb, lvb_old, bmax,
-                mult, cs, cn, fs, fn, ctot, work, side_h, side_qx, side_qy, acc, chunk_hmax, max_steps,
+                dt_max, theta, hmin, rain_rate, depth_mark, src_cell, src_rate, levels, bsz, hvel, lvb, lvb_old,
+                bmax, mult, cs, cn, fs, fn, ctot, work, side_h, side_qx, side_qy, acc, chunk_hmax, max_steps,
                 parallel):  # pragma: no cover
     """Advance from t to t_stop by macro steps of 2^L_max finest steps, in place; returns (t, finest steps,
     cell-steps in spans, last dt0); finest steps < 0: unstable. `lvb_old` holds the levels the spans were made for
@@ -493,8 +509,9 @@ def advance_lts(z, h, qx, qy, sa, wx, wy, n2, rain_arr, rain_sum, drain, infil, 
     steps = 0
     updates = 0.0
     dt0 = dt_max
+    row = np.empty(nx + 2)
     while t < t_stop and steps < max_steps:
-        top = block_max(h, bsz, bmax)
+        top = block_max(h, qx, qy, bsz, hvel, row, bmax)
         if top < 0.0:
             return t, -max(steps, 1), updates, dt0
         dt0 = dt_max if top <= 0.0 else min(dt_max, cfl * cell / math.sqrt(G * top))

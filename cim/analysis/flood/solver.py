@@ -741,7 +741,8 @@ class ShallowWaterSolver:
         t, steps, updates, dt0 = lts.advance_lts(
             g.z, s.h, s.qx, s.qy, g.sa, g.wx, g.wy, g.n2, rain_arr, rain_sum, g.drain, g.infil, s.hmax, s.t15,
             *g.bx, *g.by, w["bounds"], order, nx, g.dx, g.dy, s.t, t_stop, self.cfl, self.dt_max, self.theta,
-            self.h_min, rain_rate, self.depth_mark, self._src_cell, self._src_rate, levels, bsz, w["lvb"],
+            self.h_min, rain_rate, self.depth_mark, self._src_cell, self._src_rate, levels, bsz,
+            lts.VELOCITY_DEPTH, w["lvb"],
             w["lvb_old"], w["bmax"], w["mult"], w["cs"], w["cn"], w["fs"], w["fn"], w["ctot"], w["work"],
             w["side_h"], w["side_qx"], w["side_qy"], w["acc"], w["chunk_hmax"], max_steps, threads > 1)
         if steps < 0:

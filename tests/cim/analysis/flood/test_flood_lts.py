@@ -165,3 +165,22 @@ def test_lts_with_every_block_at_the_finest_level_is_the_global_step():
     assert np.abs(lts.depth() - ref.depth()).max() < 1e-12
     assert np.abs(lts.state.qx - ref.state.qx).max() < 1e-12
     assert np.abs(ref.depth() - h0).max() > 0.01  # the water moved
+
+
+def test_lts_levels_count_the_flow_speed_not_only_the_depth():
+    """A 5 cm sheet running at 2 m/s beside a 1.6 m pond: by depth alone its blocks could step 4x longer
+    (sqrt(1.6 / 0.05) = 5.7), but its fastest signal (|u| + sqrt(g h) = 2.7 m/s) is as fast as the pond's wave
+    (4.0 m/s) within a factor 2, so it keeps the finest level; the still sheet beside it steps 4x longer."""
+    n = 64
+    z = np.zeros((n, n))
+    h0 = np.full((n, n), 0.05)
+    h0[:16, :16] = 1.6
+    s = _solver(z, local_levels=3, lts_block=16)
+    s.set_depth(h0)
+    s.state.qx[1:-1, 33:-2] = 0.05 * 2.0  # rows of the lower half, columns 32-63: 2 m/s eastwards
+    s.state.qx[1:33, :] = 0.0
+    s.advance(1e9, max_steps=1)
+    lvb = s._lts["lvb"]
+    assert lvb[0, 0] == 0
+    assert lvb[3, 3] == 0 and lvb[2, 3] == 0  # the running sheet
+    assert lvb[0, 3] == 2  # still sheet, 3 blocks from the pond (one level more per block from it)
