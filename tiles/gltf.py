@@ -610,12 +610,19 @@ class _Encoder:
 
     def _metadata(self, tables: list[PropertyTable]) -> dict[str, Any]:
         classes: dict[str, Any] = {}
+        enums: dict[str, Any] = {}
         out_tables: list[dict[str, Any]] = []
         for table in tables:
             class_props: dict[str, Any] = {}
             table_props: dict[str, Any] = {}
             for pid, (name, raw) in zip(property_ids(list(table.columns)), table.columns.items(), strict=True):
                 schema_prop, views = _encode_column(raw)
+                if schema_prop["type"] == "ENUM":
+                    enum_id, k = f"{table.class_name}_{pid}", 2  # one namespace for the schema's enums
+                    while enum_id in enums:
+                        enum_id, k = f"{table.class_name}_{pid}_{k}", k + 1
+                    enums[enum_id] = schema_prop.pop("enum")
+                    schema_prop["enumType"] = enum_id
                 if pid != name:
                     schema_prop["name"] = name  # the ID must be an identifier; the name keeps the column's own
                 if name in table.descriptions:
@@ -637,7 +644,10 @@ class _Encoder:
             classes[table.class_name] = {"properties": class_props}
             out_tables.append({"class": table.class_name, "count": table.count, "properties": table_props})
         self.used.add("EXT_structural_metadata")
-        return {"schema": {"id": "cim", "classes": classes}, "propertyTables": out_tables}
+        schema: dict[str, Any] = {"id": "cim", "classes": classes}
+        if enums:
+            schema["enums"] = enums
+        return {"schema": schema, "propertyTables": out_tables}
 
     def encode(self) -> bytes:
         content = self.content
@@ -723,9 +733,47 @@ def property_ids(names: list[str]) -> list[str]:
     return out
 
 
+def _enum_column(raw: StringColumn) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+    """A string column as an ENUM property when that takes fewer bytes, else None.
+
+    Category columns (use, roof type, street, community) repeat a few strings over thousands of rows: as an enum each
+    row is one UINT8 (up to 256 distinct strings) or UINT16 index into the schema's list of names, which CesiumJS and
+    loaders.gl give back as the strings. Columns with a null or an empty string stay STRING (an enum's noData would
+    have to be one of its names, and a name is never empty).
+
+    Returns:
+        ({"type": "ENUM", "enum": <the enum definition>}, {"values": bytes}) or None.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(raw)
+    if n == 0 or raw.missing.any() or np.any(np.diff(raw.offsets) == 0):
+        return None
+    arr = pa.LargeStringArray.from_buffers(n, pa.py_buffer(raw.offsets.astype(np.int64)), pa.py_buffer(raw.data))
+    names = pc.unique(arr).sort()
+    k = len(names)
+    if k > 2**16:
+        return None
+    width = 1 if k <= 2**8 else 2
+    values = [{"name": name, "value": i} for i, name in enumerate(names.to_pylist())]
+    enum_bytes = n * width + len(json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode()) + 40
+    string_bytes = len(raw.data) + (n + 1) * (2 if _string_offset_type(len(raw.data)) == "UINT16" else 4)
+    if enum_bytes >= string_bytes:
+        return None
+    index = pc.index_in(arr, value_set=names).to_numpy(zero_copy_only=False)
+    dtype = "<u1" if width == 1 else "<u2"
+    enum = {"valueType": "UINT8" if width == 1 else "UINT16", "values": values}
+    return {"type": "ENUM", "enum": enum}, {"values": index.astype(dtype).tobytes()}
+
+
 def _encode_column(raw: Any) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Schema property and binary views of one column (EXT_structural_metadata, little-endian)."""
+    """Schema property and binary views of one column (EXT_structural_metadata, little-endian). An ENUM property
+    carries its enum definition under "enum" (the caller moves it into the schema's `enums`)."""
     if isinstance(raw, StringColumn):
+        as_enum = _enum_column(raw)
+        if as_enum is not None:
+            return as_enum
         prop = {"type": "STRING"}
         if raw.missing.any():
             prop["noData"] = NODATA_STRING
@@ -801,11 +849,12 @@ def read_glb(data: bytes, join_parts: bool = True) -> dict[str, Any]:
     meta = (doc.get("extensions") or {}).get("EXT_structural_metadata")
     for table in (meta or {}).get("propertyTables", []):
         schema = meta["schema"]["classes"][table["class"]]["properties"]
+        enums = meta["schema"].get("enums", {})
         columns: dict[str, list[Any]] = {}
         for pid, prop in schema.items():
             entry = table["properties"].get(pid)
             if entry is not None:
-                columns[prop.get("name", pid)] = _decode_column(dec.view, prop, entry, table["count"])
+                columns[prop.get("name", pid)] = _decode_column(dec.view, prop, entry, table["count"], enums)
             elif "default" in prop:  # a column left out of this table: every row has the class's default
                 columns[prop.get("name", pid)] = [prop["default"]] * table["count"]
         tables[table["class"]] = columns
@@ -921,8 +970,15 @@ class _Decoder:
         }
 
 
-def _decode_column(view_bytes: Any, prop: dict[str, Any], entry: dict[str, Any], count: int) -> list[Any]:
+def _decode_column(view_bytes: Any, prop: dict[str, Any], entry: dict[str, Any], count: int,
+                   enums: dict[str, Any]) -> list[Any]:
     values = view_bytes(entry["values"])
+    if prop["type"] == "ENUM":  # the names, as clients give them
+        enum = enums[prop["enumType"]]
+        names = {v["value"]: v["name"] for v in enum["values"]}
+        kind = {"UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "INT8": "i1", "INT16": "<i2",
+                "INT32": "<i4"}[enum.get("valueType", "UINT16")]
+        return [names[int(v)] for v in np.frombuffer(values, kind, count=count)]
     if prop["type"] == "STRING":
         kind = {"UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8"}[entry.get("stringOffsetType",
                                                                                         "UINT32")]

@@ -17,7 +17,7 @@ from cim.errors import InputError, OutputExistsError
 from cim.sources.crs import from_ecef, transformer
 from tests.support.paths import SHARED_DATA
 from tiles.check import check_tileset
-from tiles.gltf import read_glb
+from tiles.gltf import parse_glb, read_glb
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +137,10 @@ def test_cesium_loads_the_city_and_picks_a_building(built, small_city, tmp_path)
     assert picked["code"] == tallest["code"]
     assert picked["height"] == pytest.approx(tallest["height"], abs=0.01)
     assert picked["name"] == tallest["name"]
+    # category columns are ENUM properties (tiles.gltf): CesiumJS gives back their names
+    meta = parse_glb(root_glb.read_bytes())[0]["extensions"]["EXT_structural_metadata"]["schema"]
+    assert meta["classes"]["building"]["properties"]["use"]["type"] == "ENUM"
+    assert picked["use"] == tallest["use"] and picked["community"] == tallest["community"]
 
 
 def test_cli_build_json_and_refuses_to_overwrite(small_city, tmp_path, capsys):

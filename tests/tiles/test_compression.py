@@ -275,3 +275,39 @@ def test_string_offsets_are_16_bit_below_64_kib_and_32_bit_above():
                                                                                                "UINT16" else 4)
         back = read_glb(glb)["properties"]
         assert back["name"] == names and back["code"] == ["北京", "大同"]
+
+
+def test_category_columns_are_enums_and_read_back_as_their_strings(tmp_path):
+    from tests.support.feature_metadata import check_feature_metadata
+
+    prims, _ = _boxes(2, 10)
+    n = 2000
+    uses = ["住宅", "商业", "工业", "教育", "医疗"]
+    columns = {
+        "use": [uses[i % 5] for i in range(n)],  # 5 names: UINT8
+        "street": [f"街道{i % 300:03d}" for i in range(n)],  # 300 names: UINT16
+        "code": [f"B{i:06d}" for i in range(n)],  # all distinct: an enum would be larger
+        "with_null": [None if i == 7 else uses[i % 5] for i in range(n)],  # a null: stays STRING (noData)
+        "with_empty": ["" if i == 7 else uses[i % 5] for i in range(n)],  # an empty name is not allowed
+    }
+    glb = MeshContent(prims, PropertyTable("building", columns)).to_glb(GlbOptions())
+    doc, _ = parse_glb(glb)
+    meta = doc["extensions"]["EXT_structural_metadata"]
+    props = meta["schema"]["classes"]["building"]["properties"]
+    assert {k: v["type"] for k, v in props.items()} == {"use": "ENUM", "street": "ENUM", "code": "STRING",
+                                                        "with_null": "STRING", "with_empty": "STRING"}
+    enums = meta["schema"]["enums"]
+    assert enums[props["use"]["enumType"]]["valueType"] == "UINT8"
+    assert [v["name"] for v in enums[props["use"]["enumType"]]["values"]] == sorted(uses)
+    assert enums[props["street"]["enumType"]]["valueType"] == "UINT16"
+    table = meta["propertyTables"][0]["properties"]
+    assert doc["bufferViews"][table["use"]["values"]]["byteLength"] == n
+    assert doc["bufferViews"][table["street"]["values"]]["byteLength"] == 2 * n
+    back = read_glb(glb)["properties"]
+    assert back == {**columns, "with_null": ["" if v is None else v for v in columns["with_null"]]}  # noData ""
+    (tmp_path / "enums.glb").write_bytes(glb)
+    plain = tmp_path / "plain" / "enums.glb"
+    plain.parent.mkdir()
+    plain.write_bytes(MeshContent(prims, PropertyTable("building", columns)).to_glb(GlbOptions(compression="none")))
+    assert check_feature_metadata(plain) == []
+    assert_valid(tmp_path, allow_warnings=False)  # both files; the metadata check too (meshopt: decompressed)
