@@ -102,7 +102,8 @@
       el.appendChild(label);
       const d = new D.Deck({parent: el, width: '100%', height: '100%', controller: true,
         viewState: cim.viewer.viewState, layers: screenLayers(ids, compared),
-        onViewStateChange: ({viewState}) => { syncAll(viewState, d); d.setProps({viewState}); return viewState; }});
+        onViewStateChange: ({viewState}) => { syncAll(viewState, d); d.setProps({viewState}); return viewState; },
+        onDeviceInitialized: device => cim.completeCompressedTextures(device)});
       current.decks.push(d);
       current.els.push(el);
     }

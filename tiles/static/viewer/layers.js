@@ -46,6 +46,26 @@
             ...local};
   }
 
+  /** Give a Deck's device compressed textures that sample (deck.gl's `onDeviceInitialized`). luma.gl 9.3 uploads a
+      compressed texture (KTX2 transcoded by loaders.gl: ASTC, BC1, ETC...) as a mutable WebGL texture and stops its
+      mip chain at the block size (4 x 4), so the 2 x 2 and 1 x 1 levels are never given; with the glTF sampler's
+      mipmap filter such a texture is incomplete and WebGL samples it as black. Capping the texture's
+      TEXTURE_MAX_LEVEL at the levels it has makes it complete (CesiumJS draws the same tiles textured). */
+  cim.completeCompressedTextures = device => {
+    if (device.type !== 'webgl' || device.__cimCompressed) return;
+    device.__cimCompressed = true;
+    const gl = device.gl, create = device.createTexture.bind(device);
+    device.createTexture = props => {
+      const texture = create(props);
+      if (texture.compressed && texture.glTarget && texture.mipLevels > 0) {
+        gl.bindTexture(texture.glTarget, texture.handle);
+        gl.texParameteri(texture.glTarget, gl.TEXTURE_MAX_LEVEL, texture.mipLevels - 1);
+        gl.bindTexture(texture.glTarget, null);
+      }
+      return texture;
+    };
+  };
+
   cim.layerKinds['3dtiles'] = {
     create(entry) {
       return new D.Tile3DLayer({

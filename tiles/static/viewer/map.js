@@ -42,7 +42,8 @@
     },
     getCursor: ({isDragging, isHovering}) => isDragging ? 'grabbing' : (clickHandler || isHovering ? 'crosshair' : 'grab'),
     onError: err => console.error(err),
-    onAfterRender: () => cim.emit('render')
+    onAfterRender: () => cim.emit('render'),
+    onDeviceInitialized: device => cim.completeCompressedTextures(device)
   };
 
   const deckgl = new D.Deck({
