@@ -2,20 +2,22 @@
 
 Per tileset (the sample city's level 2 and level 3 LOD2 models, the real Zhongshan oblique production):
   - our build with `--compression none --textures original` (float32 + JPEG: the tiles before the lightweight
-    work), `meshopt` (the default, WebP textures), `meshopt --textures original` (geometry alone) and `draco`: total
-    glb bytes, gzip bytes (what `cim serve` sends), build seconds;
+    work), `meshopt` (the default, WebP textures), `meshopt --textures original` (geometry alone) and `draco`, and
+    for the oblique production `meshopt --textures webp` too: total glb bytes (file bytes), gzip bytes (transfer
+    bytes: what `cim serve` sends a client that accepts gzip), build seconds;
   - the peer: gltf-transform 4.5.1 (npm `@gltf-transform/cli`, dev dependency) `meshopt` and `draco` on every glb of
     the uncompressed build, its bytes and seconds;
-  - decode: meshoptimizer's and Draco's reference JS decoders (node, the code browsers run) on every glb of our
-    meshopt / draco build, ms per MB of glb;
+  - decode: meshoptimizer's and Draco's reference JS decoders on every glb of our meshopt / draco build, ms per MB
+    of glb, in node and in headless Chromium (the meshoptimizer module and the Draco decoder `cim serve` sends);
   - CesiumJS (headless chromium, software WebGL): seconds until every tile of the tileset is loaded and drawn,
-    uncompressed against meshopt (the first frame with the whole view);
+    uncompressed against meshopt and Draco (the first frame with the whole view);
   - quantized-mesh terrain of the sample DEM: tiles, bytes, seconds, and the finest level's TIN error against the
     terrain's max error.
 Ratios are against our uncompressed build and against gltf-transform, all measured in this run.
 
     python bench/bench_lightweight.py                  # all three tilesets (a few minutes on 2 quiet cores)
     python bench/bench_lightweight.py --only l2 --no-browser
+    python bench/bench_lightweight.py --only oblique --sizes-only   # bytes alone (they do not depend on load)
 """
 
 from __future__ import annotations
@@ -130,6 +132,67 @@ def _decode_ms_per_mb(folder: Path) -> float:
     return r["ms"] / (r["bytes"] / 1e6)
 
 
+BROWSER_DECODE_HTML = r"""<!doctype html><meta charset="utf-8"><script src="/draco/draco_wasm_wrapper.js"></script>
+<script type="module">
+import { MeshoptDecoder } from "/meshopt/meshopt_decoder.mjs";
+window.decodeAll = async (urls) => {
+  await MeshoptDecoder.ready;
+  const wasm = await (await fetch("/draco/draco_decoder.wasm")).arrayBuffer();
+  const draco = await DracoDecoderModule({wasmBinary: wasm});
+  const files = await Promise.all(urls.map(async u => new Uint8Array(await (await fetch(u)).arrayBuffer())));
+  let bytes = 0, ms = 0;
+  for (const data of files) {
+    const dv = new DataView(data.buffer), jl = dv.getUint32(12, true);
+    const json = JSON.parse(new TextDecoder().decode(data.subarray(20, 20 + jl)));
+    const bin = data.subarray(20 + jl + 8);
+    bytes += data.length;
+    const t0 = performance.now();
+    for (const v of json.bufferViews) {
+      const e = v.extensions && v.extensions.EXT_meshopt_compression;
+      if (!e) continue;
+      const out = new Uint8Array(e.count * e.byteStride);
+      MeshoptDecoder.decodeGltfBuffer(out, e.count, e.byteStride, bin.subarray(e.byteOffset, e.byteOffset + e.byteLength), e.mode, e.filter || "NONE");
+    }
+    for (const m of json.meshes) for (const p of m.primitives) {
+      const e = p.extensions && p.extensions.KHR_draco_mesh_compression;
+      if (!e) continue;
+      const v = json.bufferViews[e.bufferView];
+      const raw = bin.subarray(v.byteOffset || 0, (v.byteOffset || 0) + v.byteLength);
+      const dec = new draco.Decoder(), buf = new draco.DecoderBuffer(), mesh = new draco.Mesh();
+      buf.Init(new Int8Array(raw.buffer, raw.byteOffset, raw.byteLength), raw.byteLength);
+      const status = dec.DecodeBufferToMesh(buf, mesh);
+      if (!status.ok()) throw new Error("Draco: " + status.error_msg());
+      draco.destroy(mesh); draco.destroy(buf); draco.destroy(dec);
+    }
+    ms += performance.now() - t0;
+  }
+  return {bytes, ms};
+};
+window.ready = true;
+</script>"""
+
+
+def _browser_decode_ms_per_mb(folder: Path) -> float:
+    """The same decoding in headless Chromium: meshoptimizer's module and the Draco decoder the viewer is served
+    (npm @loaders.gl/draco), every glb fetched first, only the decoding timed; ms per MB of glb."""
+    from tests.support.browser import chromium_page
+    from tests.support.http import serve_mounts
+
+    page_dir = Path(tempfile.mkdtemp(prefix="decode-page-"))
+    (page_dir / "index.html").write_text(BROWSER_DECODE_HTML)
+    mounts = {"/": page_dir, "/tiles": folder, "/meshopt": ROOT / "node_modules" / "meshoptimizer",
+              "/draco": ROOT / "node_modules" / "@loaders.gl" / "draco" / "dist" / "libs"}
+    try:
+        with serve_mounts(mounts) as server, chromium_page(timeout_s=600) as bp:
+            bp.page.goto(f"{server}/index.html")
+            bp.page.wait_for_function("window.ready === true")
+            urls = [f"/tiles/{f.relative_to(folder).as_posix()}" for f in sorted(folder.rglob("*.glb"))]
+            r = bp.page.evaluate("(urls) => decodeAll(urls)", urls)
+    finally:
+        shutil.rmtree(page_dir, ignore_errors=True)
+    return r["ms"] / (r["bytes"] / 1e6)
+
+
 def _first_frame(folder: Path) -> float:
     from tests.support.browser import CesiumClient
 
@@ -142,13 +205,17 @@ def _first_frame(folder: Path) -> float:
     return seconds
 
 
-def bench(which: str, work: Path, browser: bool) -> dict:
+def bench(which: str, work: Path, browser: bool, sizes_only: bool = False) -> dict:
+    """One tileset's row; `sizes_only`: bytes alone (no decode or browser run, and no seconds: byte counts do not
+    depend on the machine's load, times do)."""
     row: dict = {"tileset": which}
     outs = {}
-    for c in ("none", "meshopt", "meshopt_original", "draco"):
+    # oblique: also every production image re-encoded as WebP (`--textures webp`; by default they are kept as given)
+    variants = ("none", "meshopt", "meshopt_original", "draco") + (("meshopt_webp",) if which == "oblique" else ())
+    for c in variants:
         out = work / f"{which}-{c}"
-        compression = c.removesuffix("_original")
-        textures = "original" if c == "none" or c.endswith("_original") else "auto"
+        compression, _, textures = c.partition("_")
+        textures = "original" if c == "none" else (textures or "auto")
         row[f"{c}_build_s"] = round(_build(which, out, compression, textures), 2)
         n, size, gz = _bytes(out)
         row.update({f"{c}_files": n, f"{c}_bytes": size, f"{c}_gzip": gz})
@@ -158,13 +225,23 @@ def bench(which: str, work: Path, browser: bool) -> dict:
         row[f"gt_{cmd}_s"] = round(_peer(outs["none"], dst, cmd), 2)
         _, size, gz = _bytes(dst)
         row.update({f"gt_{cmd}_bytes": size, f"gt_{cmd}_gzip": gz})
-    row["meshopt_decode_ms_per_mb"] = round(_decode_ms_per_mb(outs["meshopt"]), 2)
-    row["draco_decode_ms_per_mb"] = round(_decode_ms_per_mb(outs["draco"]), 2)
-    if browser:
+    if sizes_only:
+        row = {k: v for k, v in row.items() if not k.endswith("_s")}
+    else:
+        row["meshopt_decode_ms_per_mb"] = round(_decode_ms_per_mb(outs["meshopt"]), 2)
+        row["draco_decode_ms_per_mb"] = round(_decode_ms_per_mb(outs["draco"]), 2)
+    if browser and not sizes_only:
+        row["browser_meshopt_decode_ms_per_mb"] = round(_browser_decode_ms_per_mb(outs["meshopt"]), 2)
+        row["browser_draco_decode_ms_per_mb"] = round(_browser_decode_ms_per_mb(outs["draco"]), 2)
         row["cesium_none_s"] = round(_first_frame(outs["none"]), 2)
         row["cesium_meshopt_s"] = round(_first_frame(outs["meshopt"]), 2)
+        row["cesium_draco_s"] = round(_first_frame(outs["draco"]), 2)
     row["ratio_none_over_meshopt"] = round(row["none_bytes"] / row["meshopt_bytes"], 2)
     row["ratio_none_over_draco"] = round(row["none_bytes"] / row["draco_bytes"], 2)
+    # transfer: before this issue the server sent glb as it is; now gzip when the client accepts it
+    row["ratio_transfer_none_over_meshopt_gzip"] = round(row["none_bytes"] / row["meshopt_gzip"], 2)
+    if "meshopt_webp_bytes" in row:
+        row["ratio_none_over_meshopt_webp"] = round(row["none_bytes"] / row["meshopt_webp_bytes"], 2)
     row["ratio_meshopt_original_over_gt_meshopt"] = round(row["meshopt_original_bytes"] / row["gt_meshopt_bytes"], 3)
     row["ratio_meshopt_over_gt_meshopt"] = round(row["meshopt_bytes"] / row["gt_meshopt_bytes"], 3)
     row["ratio_draco_over_gt_draco"] = round(row["draco_bytes"] / row["gt_draco_bytes"], 3)
@@ -186,6 +263,8 @@ def main() -> None:
     ap.add_argument("--only", choices=["l2", "lod2", "oblique", "qm"], action="append")
     ap.add_argument("--no-browser", action="store_true", help="skip the CesiumJS load times")
     ap.add_argument("--keep", type=Path, help="keep the outputs in this folder")
+    ap.add_argument("--sizes-only", action="store_true",
+                    help="bytes only: no decode or browser runs and no seconds (for a machine that is not quiet)")
     args = ap.parse_args()
     if not GLTF_TRANSFORM.exists():
         sys.exit("npm @gltf-transform/cli is missing: run `npm install` in the repository root")
@@ -196,7 +275,8 @@ def main() -> None:
             if which == "oblique" and not PRODUCTION.is_dir():
                 print(json.dumps({"tileset": "oblique", "skipped": f"{PRODUCTION} is missing"}))
                 continue
-            row = bench_quantized_mesh(work) if which == "qm" else bench(which, work, not args.no_browser)
+            row = (bench_quantized_mesh(work) if which == "qm"
+                   else bench(which, work, not args.no_browser, args.sizes_only))
             print(json.dumps(row), flush=True)
     finally:
         if args.keep is None:
