@@ -1,7 +1,7 @@
 """Compressed tiles in the viewer with nothing fetched off the host: `cim serve` sends the Draco decoder and the Basis
 Universal module (KTX2 textures) that deck.gl's bundle would otherwise fetch from www.gstatic.com and unpkg.com
-(tiles.decoders), and the page points loaders.gl at them. The sample city's level-2 model built with
-`--compression draco --textures ktx2`, in headless Chromium over real HTTP."""
+(tiles.decoders), and the page points loaders.gl at them. The sample city's level-2 model (plus a yes/no attribute)
+built with `--compression draco --textures ktx2`, in headless Chromium over real HTTP."""
 
 from __future__ import annotations
 
@@ -49,9 +49,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
     city = default_sample()
     out = tmp_path_factory.mktemp("decoders") / "city"
-    build_city(out, dem=city.dem, ortho=city.ortho, buildings=city.buildings, scheduler=SYNCHRONOUS,
+    # a yes/no attribute: a BOOLEAN column (loaders.gl 4.4.3 cannot decode one; the viewer reads it itself)
+    footprints = gpd.read_file(city.buildings)
+    footprints["listed"] = np.arange(len(footprints)) % 3 == 0
+    buildings = out.parent / "buildings.gpkg"
+    footprints.to_file(buildings)
+    build_city(out, dem=city.dem, ortho=city.ortho, buildings=buildings, scheduler=SYNCHRONOUS,
                glb=GlbOptions(compression="draco", textures="ktx2"))
-    fp = gpd.read_file(city.buildings).to_crs(4326)
+    fp = footprints.to_crs(4326)
     centre = fp.geometry.union_all().centroid
     pts = fp.geometry.representative_point()
     row = fp.iloc[int(np.argmin(pts.distance(centre).to_numpy()))]
@@ -70,7 +75,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with rasterio.open(city.ortho) as src:  # zoom 15.5 at 40 degrees north: 600 x 500 pixels are ~2 x 1.7 km
         rgb = src.read([1, 2, 3], window=from_bounds(c.x - 800, c.y - 600, c.x + 800, c.y + 600, src.transform))
     with running_server(app) as base:
-        yield Served(base, out, {"code": row["code"], "lon": p.x, "lat": p.y, "use": row["use"]},
+        yield Served(base, out, {"code": row["code"], "lon": p.x, "lat": p.y, "use": row["use"],
+                                 "listed": bool(row["listed"]), "height": float(row["height"])},
                      rgb.reshape(3, -1).mean(axis=1))
 
 
@@ -117,9 +123,11 @@ def test_viewer_draws_and_picks_draco_and_ktx2_tiles_with_nothing_off_the_host(s
         # the building's triangles and feature IDs came through Draco, its code from the tile's property table
         page.wait_for_function(f"(() => {{ const f = cimViewer.cim.picking.featureAtPixel({w / 2}, {h / 2}); "
                                f"return f && f.properties.code === '{b['code']}'; }})()", timeout=180_000)
-        # an ENUM column (tiles.gltf: category strings) comes back from loaders.gl as its name
+        # the picked row, read by picking.js from the property table: an ENUM column (tiles.gltf: category strings)
+        # as its name, a BOOLEAN, a STRING and a FLOAT64 as the footprints hold them
         picked = page.evaluate(f"cimViewer.cim.picking.featureAtPixel({w / 2}, {h / 2}).properties")
-        assert picked["use"] == b["use"]
+        assert picked["use"] == b["use"] and picked["listed"] is b["listed"] and picked["code"] == b["code"]
+        assert picked["height"] == pytest.approx(b["height"], abs=1e-9)
         page.wait_for_function("cimViewer.loaded()", timeout=180_000)
         page.wait_for_timeout(800)
         # both models' tiles loaded (the KTX2 terrain through the Basis module)

@@ -35,14 +35,17 @@
   /** loaders.gl options of the model layers: Draco and KTX2 (Basis) decoders from this server (tiles.decoders:
       the bundle would fetch them from www.gstatic.com and unpkg.com), keyed by loaders.gl's library names.
       loaders.gl 4.4.3 decodes EXT_mesh_features before KHR_draco_mesh_compression, so a Draco tile's feature ID
-      accessor has no data yet and the whole tile fails ("assert failed: gltf"): that step is left out (its
-      `excludeExtensions` drops a name whose value is false); picking.js reads `_FEATURE_ID_0` itself. */
+      accessor has no data yet and the whole tile fails ("assert failed: gltf"); its EXT_structural_metadata step
+      throws on a BOOLEAN column ("Not implemented") and fails the tile too: both steps are left out (its
+      `excludeExtensions` drops a name whose value is false); picking.js reads `_FEATURE_ID_0` and the picked row
+      of the property table itself. */
   function tileLoadOptions() {
     const decoders = cim.config.decoders || {};
     const modules = {};
     for (const [name, url] of Object.entries(decoders)) modules[name] = new URL(url, location.href).href;
     const local = Object.keys(modules).length ? {useLocalLibraries: true, modules} : {};
-    return {worker: false, '3d-tiles': {loadGLTF: true}, gltf: {excludeExtensions: {EXT_mesh_features: false}},
+    return {worker: false, '3d-tiles': {loadGLTF: true},
+            gltf: {excludeExtensions: {EXT_mesh_features: false, EXT_structural_metadata: false}},
             ...local};
   }
 

@@ -149,6 +149,45 @@
     return (p[0] - qx) ** 2 + (p[1] - qy) ** 2 + (p[2] - qz) ** 2;
   }
 
+  // EXT_structural_metadata component types: DataView getter and size in bytes (3D Metadata binary table format)
+  const GET = {INT8: ['getInt8', 1], UINT8: ['getUint8', 1], INT16: ['getInt16', 2], UINT16: ['getUint16', 2],
+    INT32: ['getInt32', 4], UINT32: ['getUint32', 4], INT64: ['getBigInt64', 8], UINT64: ['getBigUint64', 8],
+    FLOAT32: ['getFloat32', 4], FLOAT64: ['getFloat64', 8]};
+  const utf8 = new TextDecoder();
+
+  function element(bytes, type, i) {
+    const [get, size] = GET[type] || [];
+    if (!get || !bytes || (i + 1) * size > bytes.byteLength) return null;
+    const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)[get](i * size, true);
+    return typeof v === 'bigint' ? Number(v) : v;
+  }
+
+  /** Row `id` of one property-table column, read from its buffer views (loaders.gl gives each view's bytes as
+      `data`). The viewer leaves loaders.gl's own decoding of EXT_structural_metadata out (layers.js): 4.4.3 throws
+      on a BOOLEAN column and so failed the whole tile. Single values of SCALAR, STRING, BOOLEAN and ENUM (what
+      tiles.gltf writes); other types give null. */
+  function cell(gltf, schema, def, entry, id) {
+    const view = i => { const v = gltf.bufferViews && gltf.bufferViews[i]; return v && v.data; };
+    const values = view(entry.values);
+    if (!values || def.array) return null;
+    switch (def.type) {
+      case 'STRING': {
+        const offsets = view(entry.stringOffsets), type = entry.stringOffsetType || 'UINT32';
+        const a = element(offsets, type, id), b = element(offsets, type, id + 1);
+        return a == null || b == null ? null : utf8.decode(values.subarray(a, b));
+      }
+      case 'BOOLEAN': return (id >> 3) < values.length ? ((values[id >> 3] >> (id & 7)) & 1) === 1 : null;
+      case 'ENUM': {
+        const e = schema && schema.enums && schema.enums[def.enumType];
+        const v = e ? element(values, e.valueType || 'UINT16', id) : null;
+        const found = v == null ? null : e.values.find(x => x.value === v);
+        return found ? found.name : null;
+      }
+      case 'SCALAR': return element(values, def.componentType, id);
+      default: return null;
+    }
+  }
+
   function propertyRow(gltf, tableIndex, id) {
     const meta = gltf.extensions && gltf.extensions.EXT_structural_metadata;
     const table = meta && meta.propertyTables && meta.propertyTables[tableIndex];
@@ -156,8 +195,8 @@
     const cls = meta.schema && meta.schema.classes && meta.schema.classes[table.class];
     const out = {};
     for (const [name, prop] of Object.entries(table.properties || {})) {
-      let v = prop.data == null ? null : prop.data[id];
       const def = cls && cls.properties && cls.properties[name];
+      let v = prop.data != null ? prop.data[id] : (def ? cell(gltf, meta.schema, def, prop, id) : null);
       if (def && def.noData !== undefined && v === def.noData) v = null;
       if (typeof v === 'number' && Math.abs(v) > 1e37) v = null;  // float32 noData sentinels
       out[name] = v === undefined ? null : v;
