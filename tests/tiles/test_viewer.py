@@ -664,3 +664,78 @@ def test_section_cuts_the_models_of_every_comparison_screen(site: Site, tall: di
         assert all(np.abs(c - background).max() < 12 for c in halves())
         _full(page, IMG / "viewer-compare-section.png")
         assert bp.log.console_errors == [] and bp.log.page_errors == []
+
+
+@pytest.fixture(scope="module")
+def hidden_pairs(site: Site) -> list[dict[str, Any]]:
+    """Low buildings just north of a tall one (B >= 30 m, A at most half as tall, A's inside point 3-60 m north of
+    B's footprint within its east-west span): looking north at A from low over B, B hides A. Best-hidden first."""
+    gdf = site.catalog.store.query("buildings")
+    m = gdf.to_crs("EPSG:4547")
+    pts = gdf.geometry.representative_point()
+    pts_m = m.geometry.representative_point()
+    out = []
+    for i in np.flatnonzero((m["height"] >= 30).to_numpy()):
+        west, _, east, north = m.geometry.iloc[i].bounds
+        hb = float(m["height"].iloc[i])
+        for j in np.flatnonzero((m["height"] <= hb / 2).to_numpy()):
+            p = pts_m.iloc[j]
+            if 3 < p.y - north < 60 and west + 3 < p.x < east - 3:
+                out.append({"code": gdf["code"].iloc[j], "lon": pts.iloc[j].x, "lat": pts.iloc[j].y,
+                            "occluder": gdf["code"].iloc[i],
+                            "margin": hb - float(m["height"].iloc[j]) - 0.2 * (p.y - north)})
+    return sorted(out, key=lambda x: -x["margin"])
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_picked_building_is_highlighted_where_it_shows_not_through_what_is_in_front(
+        site: Site, hidden_pairs: list[dict[str, Any]]) -> None:
+    """Picked from above, the low building behind a tall one is yellow; tilted to look north over the tall one, the
+    pixels where the ray meets the tall one first are the same with and without the highlight (drawn over every
+    model, it was yellow there: [255, 225, 1] against [190, 188, 184])."""
+    from tests.support.browser import chromium_page
+
+    assert hidden_pairs, "the demo city has no low building behind a tall one"
+    with chromium_page(viewport=VIEWPORT, timeout_s=120) as bp:
+        page = bp.page
+        _open(page, f"{site.base}/?api_key={site.key}")
+        page.evaluate("() => { const v = cimViewer.cim.viewer; for (const id of v.order) v.setVisible(id, false); "
+                      "v.setVisible('model:city:terrain', true); v.setVisible('model:city:buildings', true); }")
+        w, h = page.evaluate("[document.getElementById('map').clientWidth, document.getElementById('map').clientHeight]")
+        tried = []
+        for pair in hidden_pairs[:6]:
+            page.evaluate(f"cimViewer.cim.picking.setHighlight(null); cimViewer.cim.viewer.setViewState({{longitude: "
+                          f"{pair['lon']}, latitude: {pair['lat']}, zoom: 18.5, pitch: 0, bearing: 0}})")
+            page.wait_for_function(f"(() => {{ const f = cimViewer.cim.picking.featureAtPixel({w / 2}, {h / 2}); "
+                                   f"return f && f.properties.code === '{pair['code']}'; }})()", timeout=150_000)
+            _wait_loaded(page)
+            plain = _pixels(page)
+            page.evaluate(f"cimViewer.cim.picking.setHighlight(cimViewer.cim.picking.featureAtPixel({w / 2}, {h / 2}))")
+            page.wait_for_timeout(400)
+            lit = _pixels(page)
+            c = lit[h // 2 - 2: h // 2 + 3, w // 2 - 2: w // 2 + 3].reshape(-1, 3).mean(axis=0)
+            assert c[0] > 200 and c[1] > 170 and c[2] < 100, (pair, c)  # seen from above: yellow
+            assert np.abs(c - plain[h // 2 - 2: h // 2 + 3, w // 2 - 2: w // 2 + 3].reshape(-1, 3).mean(axis=0)).max() > 60
+            roof = page.evaluate(f"cimViewer.cim.picking.featureAtPixel({w / 2}, {h / 2}).position")  # lon, lat, h
+            page.evaluate(f"cimViewer.cim.viewer.setViewState({{longitude: {pair['lon']}, latitude: {pair['lat']}, "
+                          "zoom: 18.5, pitch: 80, bearing: 0})")
+            _wait_loaded(page)
+            x, y = page.evaluate(f"cimViewer.project({roof[0]}, {roof[1]}, {roof[2]})")[:2]
+            front = page.evaluate(f"(() => {{ const f = cimViewer.cim.picking.featureAtPixel({x}, {y}); "
+                                  "return f && f.properties.code; })()")
+            tried.append((pair["code"], front))
+            if front in (None, pair["code"]) or not (4 <= x < w - 4 and 4 <= y < h - 4):
+                continue
+            lit = _pixels(page)
+            page.evaluate("cimViewer.cim.picking.setHighlight(null)")
+            page.wait_for_timeout(400)
+            plain = _pixels(page)
+            xi, yi = int(round(x)), int(round(y))
+            a = lit[yi - 2: yi + 3, xi - 2: xi + 3].reshape(-1, 3).mean(axis=0)
+            b = plain[yi - 2: yi + 3, xi - 2: xi + 3].reshape(-1, 3).mean(axis=0)
+            assert np.abs(a - b).max() < 12, (pair, front, a, b)
+            break
+        else:
+            pytest.fail(f"no picked building was hidden by the one in front of it: {tried}")
+        assert bp.log.console_errors == [] and bp.log.page_errors == []

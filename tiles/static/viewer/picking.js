@@ -335,6 +335,9 @@
       return `<section class="hit feature3d" data-layer="${esc(f.layer)}" data-feature-id="${f.featureId}"><h4>${cim.t('feature3d')}: ${esc(entry ? entry.title : f.layer)} <small>${esc(f.properties.id || f.properties.code || '')}</small></h4>${cim.identify.propsTable(props)}</section>`;
     },
     layers() {
+      // depth-tested, so a building in front hides the highlight; it wins over the coplanar mesh it copies through
+      // deck.gl's per-layer polygon offset (drawn last: the largest pull towards the camera). A `depthBias` here
+      // (even 0) replaces that offset (luma.gl sets gl.polygonOffset from it): the highlight then loses to the mesh.
       if (!highlight) return [];
       const tri = highlight.triangles;
       const polys = [];
@@ -343,7 +346,7 @@
       }
       return [new D.SolidPolygonLayer({id: 'feature-highlight', data: polys, getPolygon: d => d, _full3d: true,
         coordinateSystem: D.COORDINATE_SYSTEM.METER_OFFSETS, coordinateOrigin: highlight.origin,
-        getFillColor: [255, 225, 0, 235], parameters: {depthCompare: 'always', depthWriteEnabled: false}})];
+        getFillColor: [255, 225, 0, 235], parameters: {depthCompare: 'less-equal', depthWriteEnabled: false}})];
     }
   });
 })();
