@@ -181,7 +181,7 @@ def layer_versions(store: Any, info: Any, base: str) -> dict[str, Any]:
 
 def viewer_config(catalog: dict[str, Any], read: ReadJson, *, key_query: str = "", base: str = "",
                   tree: dict[str, Any] | None = None, scene: dict[str, Any] | None = None,
-                  dem_ground: Callable[[str], float | None] | None = None) -> dict[str, Any]:
+                  dem_range: Callable[[str], tuple[float, float] | None] | None = None) -> dict[str, Any]:
     """Everything the page needs: the layer tree's start (models, maps, the themes with counts and the layers
     `tree_page` gives), the home view, the routes and, when one is opened, the scene.
 
@@ -192,8 +192,10 @@ def viewer_config(catalog: dict[str, Any], read: ReadJson, *, key_query: str = "
         base: the server's base URL (no trailing slash).
         tree: `tree_page(...)` of the caller (default: no store layers).
         scene: a scene document to open (`layers.scenes.Scene.to_dict()`).
-        dem_ground: the mid height of a DEM map by name (`dem_mid_height` of its file): the page's ground when no
-            model gives one, so the camera turns around the draped layers, not 1,000 m under them.
+        dem_range: the lowest and highest valid height of a DEM map by name (`dem_height_range` of its file). Its
+            middle is the page's ground when no model gives one, so the camera turns around the draped layers, not
+            1,000 m under them; as the terrain's `range` it lets the page tell the DEM's nodata (encoded 0 m) from
+            real heights.
     """
     tree = tree or {"total": 0, "matched": 0, "lazy": False, "themes": [], "layers": []}
     entries: list[dict[str, Any]] = []
@@ -222,9 +224,11 @@ def viewer_config(catalog: dict[str, Any], read: ReadJson, *, key_query: str = "
     extent = _home(catalog)
     first = catalog["models"][0]["name"] if catalog.get("models") else None
     terrain = terrain_config(catalog.get("maps", []), base, model=first)
-    if terrain is not None and first is None and dem_ground is not None:
-        mid = dem_ground(terrain["name"])
-        ground = ground if mid is None else round(mid + terrain["offset"], 1)
+    if terrain is not None and dem_range is not None:
+        span = dem_range(terrain["name"])
+        terrain["range"] = list(span) if span is not None else None
+        if first is None and span is not None:
+            ground = round((span[0] + span[1]) / 2 + terrain["offset"], 1)
     return {"title": catalog.get("title", "cim"), "base": base, "key_query": key_query, "ground": ground,
             "home": {**home_view(extent), "maxPitch": 85}, "extent": extent, "terrain": terrain,
             "tree": entries + tree["layers"], "themes": tree["themes"], "layer_total": tree["total"],
@@ -254,7 +258,8 @@ def terrain_config(maps: Sequence[dict[str, Any]], base: str, *, model: str | No
         model: the first model's name.
 
     Returns:
-        `{"name", "url", "minzoom", "maxzoom", "extent", "vertical_datum", "offset"}`.
+        `{"name", "url", "minzoom", "maxzoom", "extent", "vertical_datum", "offset", "range"}`; `range` (the DEM's
+        lowest and highest valid height, metres) is None here: `viewer_config` fills it from the DEM file.
     """
     dems = [m for m in maps if m["kind"] == "dem"]
     if not dems:
@@ -268,18 +273,26 @@ def terrain_config(maps: Sequence[dict[str, Any]], base: str, *, model: str | No
         offset = _undulation("egm96", (extent[0] + extent[2]) / 2, (extent[1] + extent[3]) / 2)
     return {"name": mp["name"], "url": f"{base}/maps/{mp['name']}/{{z}}/{{x}}/{{y}}.{fmt}",
             "minzoom": int(mp.get("minzoom", 0)), "maxzoom": int(mp.get("maxzoom", 16)), "extent": extent,
-            "vertical_datum": datum, "offset": offset}
+            "vertical_datum": datum, "offset": offset, "range": None}
 
 
 def dem_mid_height(path: str | os.PathLike[str]) -> float | None:
     """The mid height of a DEM (metres, between its lowest and highest valid cell, read from its smallest overview),
     or None when it has no valid cell. Cached per file and modification time."""
+    span = dem_height_range(path)
+    return None if span is None else (span[0] + span[1]) / 2
+
+
+def dem_height_range(path: str | os.PathLike[str]) -> tuple[float, float] | None:
+    """The lowest and highest valid height of a DEM (metres, read from a reduced copy of at most ~256 px a side:
+    a cell's extreme can be missed by the reduction), or None when it has no valid cell. Cached per file and
+    modification time."""
     p = Path(path)
-    return _dem_mid_height(str(p), p.stat().st_mtime_ns)
+    return _dem_height_range(str(p), p.stat().st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=16)
-def _dem_mid_height(path: str, mtime_ns: int) -> float | None:
+def _dem_height_range(path: str, mtime_ns: int) -> tuple[float, float] | None:
     import rasterio
 
     with rasterio.open(path) as src:
@@ -287,7 +300,7 @@ def _dem_mid_height(path: str, mtime_ns: int) -> float | None:
         a = src.read(1, out_shape=(max(1, src.height // scale), max(1, src.width // scale)), masked=True)
     valid = np.ma.compressed(a).astype(np.float64)
     valid = valid[np.isfinite(valid)]
-    return None if not valid.size else float((valid.min() + valid.max()) / 2)
+    return None if not valid.size else (float(valid.min()), float(valid.max()))
 
 
 @functools.lru_cache(maxsize=64)
@@ -552,6 +565,7 @@ def search(store: Any, layers: Sequence[Any], text: str, *, limit: int = 20) -> 
     return [h for _, h in hits[:limit]]
 
 
-__all__ = ["INLINE_LAYERS", "asset_path", "coordinates", "deck_bundle", "dem_mid_height", "home_view", "identify",
+__all__ = ["INLINE_LAYERS", "asset_path", "coordinates", "deck_bundle", "dem_height_range", "dem_mid_height",
+           "home_view", "identify",
            "layer_versions", "model_parts", "render_page", "scripts", "search", "stylesheets", "terrain_config",
            "theme_titles", "tree_page", "viewer_config", "write_viewer_html"]

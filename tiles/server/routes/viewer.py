@@ -45,7 +45,7 @@ def page_config(ctx: Ctx, scene: str | None = None) -> dict[str, Any]:
                                           docs=catalog.docs)["layers"]
     config = viewer.viewer_config(catalog.describe(ctx.who, ctx.base), read, key_query=ctx.query, base=ctx.base,
                                   tree=tree, scene=doc,
-                                  dem_ground=lambda name: viewer.dem_mid_height(catalog.maps[name].path))
+                                  dem_range=lambda name: viewer.dem_height_range(catalog.maps[name].path))
     # whether /flood answers this caller (panels/flood.js asks nothing otherwise: a 404 is a console error)
     config["flood"] = bool(catalog.settings.flood_runs) and ctx.who.can_see("flood", catalog.settings.flood_security)
     return config

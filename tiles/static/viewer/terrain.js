@@ -9,14 +9,21 @@
    (the geoid undulation of a model built on EGM96 heights). Lines and polygon rings are densified first (a vertex
    at least every 1/64 of the tile: about two DEM pixels), so they follow valleys and ridges between their own
    vertices; a polygon's fill is triangulated between its densified rings. A DEM tile is fetched once and shared by
-   every layer. Outside the DEM's extent a vertex keeps the page's ground height; inside, the DEM's nodata reads as
-   0 m (the Terrain-RGB encoding of the server). Without a DEM `cim.terrain.available` is false. */
+   every layer. Outside the DEM's extent a vertex keeps the page's ground height. Inside, the server encodes the
+   DEM's nodata as 0 m: a pixel of exactly 0 m is nodata when 0 m lies more than 10 m outside the DEM's valid
+   heights (the config's `range`; a DEM reaching down to sea level keeps its 0 m pixels). The bilinear height then
+   uses the valid pixels among the four (weights renormalized); a vertex with none of the four valid gets its height
+   along its line or ring, linearly between the nearest vertices on either side that have one (or the one side's),
+   and a point, or a line without any valid vertex, the page's ground. Without a DEM `cim.terrain.available` is
+   false. */
 (function () {
   'use strict';
   const cfg = cim.config.terrain || null;
   const STEP = 1 / 64;
   const tiles = new Map();  // 'z/x/y' -> Promise<{cols, rows, heights: Float32Array} | null>
   const ground = () => cim.config.ground || 0;
+  const MARGIN = 10;  // metres: how far outside the DEM's valid heights 0 m must lie to mean nodata
+  const zeroIsNodata = !!(cfg && cfg.range && (cfg.range[0] - MARGIN > 0 || cfg.range[1] + MARGIN < 0));
 
   const lonOf = (x, n) => x / n * 360 - 180;
   const latOf = (y, n) => Math.atan(Math.sinh(Math.PI * (1 - 2 * y / n))) * 180 / Math.PI;
@@ -42,7 +49,8 @@
         const px = ctx.getImageData(0, 0, cols, rows).data;
         const heights = new Float32Array(cols * rows);
         for (let i = 0, j = 0; i < heights.length; i++, j += 4) {
-          heights[i] = -10000 + (px[j] * 65536 + px[j + 1] * 256 + px[j + 2]) * 0.1;
+          const code = px[j] * 65536 + px[j + 1] * 256 + px[j + 2];
+          heights[i] = zeroIsNodata && code === 100000 ? NaN : -10000 + code * 0.1;  // 100000: 0 m
         }
         return {cols, rows, heights};
       }).catch(err => { console.error(err); return null; }));
@@ -50,10 +58,11 @@
     return tiles.get(key);
   }
 
-  /** A function (u, v) -> height in metres (NaN where the DEM has no tile) over tile z/x/y (u, v in tile units, v
-      down; outside 0..1 too: vector tiles carry a buffer beyond their edges), once the DEM tiles around `uv` (the
-      points that will be asked) are loaded. Bilinear between the four nearest pixel centres of the DEM at zoom
-      min(z, maxzoom), whichever DEM tiles they are in. */
+  /** A function (u, v) -> height in metres (NaN where the DEM has no tile or no valid pixel among the four) over
+      tile z/x/y (u, v in tile units, v down; outside 0..1 too: vector tiles carry a buffer beyond their edges),
+      once the DEM tiles around `uv` (the points that will be asked) are loaded. Bilinear between the four nearest
+      pixel centres of the DEM at zoom min(z, maxzoom), whichever DEM tiles they are in; nodata pixels left out
+      and the weights of the others renormalized. */
   async function sampler(z, x, y, uv) {
     if (!cfg) return () => NaN;
     const dz = Math.min(z, cfg.maxzoom);
@@ -81,8 +90,14 @@
     return (u, v) => {
       const [cx, cy] = pixel(u, v);
       const c0 = Math.floor(cx), r0 = Math.floor(cy), fx = cx - c0, fy = cy - r0;
-      return offset + at(c0, r0) * (1 - fx) * (1 - fy) + at(c0 + 1, r0) * fx * (1 - fy) +
-        at(c0, r0 + 1) * (1 - fx) * fy + at(c0 + 1, r0 + 1) * fx * fy;
+      let sum = 0, weight = 0;
+      for (const [c, r, w] of [[c0, r0, (1 - fx) * (1 - fy)], [c0 + 1, r0, fx * (1 - fy)],
+        [c0, r0 + 1, (1 - fx) * fy], [c0 + 1, r0 + 1, fx * fy]]) {
+        const hv = at(c, r);
+        if (w > 0 && Number.isFinite(hv)) { sum += hv * w; weight += w; }
+      }
+      if (weight > 0) return offset + sum / weight;
+      return fx === 0 && fy === 0 ? offset + at(c0, r0) : NaN;  // on a pixel centre: that pixel alone
     };
   }
 
@@ -101,6 +116,29 @@
       out.push(p);
     }
     return out;
+  }
+
+  /** [lon, lat, h] of a line or ring's vertices [lon, lat, h or NaN, inside the DEM's extent, [u, v]]: outside
+      the extent the page's ground; inside, a vertex without a height (nodata all around) gets one linearly along
+      the line (tile-unit distance) between the nearest vertices with a height, or the nearest one's. */
+  function along(vs) {
+    const known = vs.map((v, i) => (Number.isFinite(v[2]) ? i : -1)).filter(i => i >= 0);
+    const dist = [0];
+    for (let i = 1; i < vs.length; i++) {
+      dist.push(dist[i - 1] + Math.hypot(vs[i][4][0] - vs[i - 1][4][0], vs[i][4][1] - vs[i - 1][4][1]));
+    }
+    let k = 0;
+    return vs.map((v, i) => {
+      if (!v[3]) return [v[0], v[1], ground()];
+      if (Number.isFinite(v[2])) return [v[0], v[1], v[2]];
+      if (!known.length) return [v[0], v[1], ground()];
+      while (k < known.length && known[k] < i) k++;
+      const before = k > 0 ? known[k - 1] : -1, after = k < known.length ? known[k] : -1;
+      if (before < 0) return [v[0], v[1], vs[after][2]];
+      if (after < 0) return [v[0], v[1], vs[before][2]];
+      const t = (dist[i] - dist[before]) / (dist[after] - dist[before] || 1);
+      return [v[0], v[1], vs[before][2] + (vs[after][2] - vs[before][2]) * t];
+    });
   }
 
   /** GeoJSON features in lon/lat with DEM heights from features of vector tile z/x/y in tile units (mvt.js). */
@@ -122,14 +160,24 @@
     const e = cfg && cfg.extent;
     const inside = (lon, lat) => !e || (lon >= e[0] && lon <= e[2] && lat >= e[1] && lat <= e[3]);
     const h = await sampler(z, x, y, uv.filter(([u, v]) => inside(lonOf(x + u, n), latOf(y + v, n))));
-    const place = c => {
-      if (typeof c[0] !== 'number') return c.map(place);
+    const point = c => {
       const lon = lonOf(x + c[0], n), lat = latOf(y + c[1], n);
       const height = inside(lon, lat) ? h(c[0], c[1]) : NaN;
       return [lon, lat, Number.isFinite(height) ? height : ground()];
     };
+    const line = c => along(c.map(p => {
+      const lon = lonOf(x + p[0], n), lat = latOf(y + p[1], n);
+      return [lon, lat, inside(lon, lat) ? h(p[0], p[1]) : NaN, inside(lon, lat), p];
+    }));
+    const place = (type, c) => {
+      if (type === 'Point') return point(c);
+      if (type === 'MultiPoint') return c.map(point);
+      if (type === 'LineString') return line(c);
+      if (type === 'MultiLineString' || type === 'Polygon') return c.map(line);
+      return c.map(poly => poly.map(line));
+    };
     return features.map((f, i) => ({type: 'Feature', id: f.id, properties: f.properties,
-      geometry: {type: f.geometry.type, coordinates: place(flat[i])}}));
+      geometry: {type: f.geometry.type, coordinates: place(f.geometry.type, flat[i])}}));
   }
 
   /** The features a draped layer draws now (its visible tiles' GeoJSON with the heights used): for tests and
