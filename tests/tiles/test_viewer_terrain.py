@@ -15,6 +15,7 @@ within 1 m of the generating surface, not 0 m and not the page's ground."""
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +38,8 @@ RES = 2.0  # DEM cell (m)
 SIZE = 400  # cells: an 800-m square around LON0, LAT0
 SLOPE_E, SLOPE_N, BOWL, BASE = 0.30, 0.20, 2e-4, 1000.0  # h = BASE + 0.3 dx + 0.2 dy + BOWL (dx^2 + dy^2)
 VIEWPORT = (900, 600)
-HOLE = (LON0 - 0.0015, LAT0 - 0.0005, 16)  # lon, lat of a nodata hole's centre (on the road), half-size in cells
+HOLE = (LON0 - 0.0015, LAT0 - 0.0005, 16)
+MARK = (LON0 + 0.002, LAT0 + 0.001, 12.0)  # lon, lat of a red square on the orthophoto, its half-size (m)  # lon, lat of a nodata hole's centre (on the road), half-size in cells
 
 
 @dataclass
@@ -60,6 +62,23 @@ def _write_dem(path: Path) -> Path:
                "transform": from_origin(x0, y0, RES, RES), "nodata": -9999, "compress": "deflate", "blocksize": 256}
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data.astype(np.float32)[None])
+    return path
+
+
+def _write_ortho(path: Path) -> Path:
+    """An orthophoto over the DEM (1 m pixels, EPSG:4547): grey, with a red square at MARK."""
+    cx, cy = transformer("EPSG:4326", "EPSG:4547").transform(LON0, LAT0)
+    size = int(SIZE * RES)
+    x0, y0 = cx - size / 2, cy + size / 2
+    mx, my = transformer("EPSG:4326", "EPSG:4547").transform(MARK[0], MARK[1])
+    rgb = np.full((3, size, size), 128, np.uint8)
+    c0, c1 = int(mx - MARK[2] - x0), int(mx + MARK[2] - x0)
+    r0, r1 = int(y0 - my - MARK[2]), int(y0 - my + MARK[2])
+    rgb[:, r0:r1, c0:c1] = np.array([230, 20, 20], np.uint8)[:, None, None]
+    profile = {"driver": "COG", "width": size, "height": size, "count": 3, "dtype": "uint8", "crs": "EPSG:4547",
+               "transform": from_origin(x0, y0, 1.0, 1.0), "compress": "deflate", "blocksize": 256}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(rgb)
     return path
 
 
@@ -89,7 +108,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     with LayerStore(root / "city.duckdb") as store:
         for name, path in _layers(root).items():
             store.import_file(path, name, theme="public_topics", security="public", title=name)
-    app = create_app(ServerSettings(store=root / "city.duckdb", maps={"dem": dem}, title="terrain",
+    ortho = _write_ortho(root / "ortho.tif")
+    app = create_app(ServerSettings(store=root / "city.duckdb", maps={"dem": dem, "ortho": ortho}, title="terrain",
                                     log_requests=False))
     with running_server(app) as base:
         yield Site(base, dem)
@@ -208,6 +228,38 @@ def test_flat_layers_lie_on_the_dem_within_its_encoding_and_interpolation_error(
     assert error.max() <= tolerance, (
         f"{int((error > tolerance).sum())} of {len(v)} draped vertices are off the DEM by up to {error.max():.3f} m "
         f"(tolerance {tolerance:.3f} m: 0.1 + bilinear {bilinear:.4f}); worst at {v[error.argmax()].tolist()}")
+    assert not browser.log.page_errors and not browser.log.console_errors, browser.log
+    assert not browser.log.off_host()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_base_map_lies_on_the_dem(site: Site, browser: Any) -> None:
+    """The orthophoto's red square, seen at pitch 60, is where its place at the DEM's height projects, not where
+    the page's ground (the DEM's mid height, about 80 m lower there) would put it."""
+    from PIL import Image
+
+    page = browser.page
+    page.goto(f"{site.base}/")
+    page.wait_for_function("window.cimViewer && cimViewer.loaded()", timeout=120_000)
+    page.evaluate("() => { const v = cimViewer.cim.viewer; for (const id of v.order) v.setVisible(id, id === 'map:ortho'); }")
+    page.evaluate(f"cimViewer.cim.viewer.setViewState({{longitude: {MARK[0]}, latitude: {MARK[1]}, zoom: 17, "
+                  "pitch: 60, bearing: 0})")
+    page.wait_for_function("cimViewer.loaded()", timeout=120_000)
+    page.wait_for_timeout(500)
+    shot = np.asarray(Image.open(io.BytesIO(page.locator("#map").screenshot())).convert("RGB")).astype(int)
+    red = (shot[..., 0] > 180) & (shot[..., 1] < 80) & (shot[..., 2] < 80)
+    assert red.sum() > 50, "the red square is not on screen"
+    rows, cols = np.nonzero(red)
+    seen = np.array([cols.mean(), rows.mean()])
+    height = float(_surface(np.array([MARK[0]]), np.array([MARK[1]]))[0])
+    ground = page.evaluate("cimViewer.config.ground")
+    draped = np.array(page.evaluate(f"cimViewer.project({MARK[0]}, {MARK[1]}, {height})")[:2])
+    flat = np.array(page.evaluate(f"cimViewer.project({MARK[0]}, {MARK[1]}, {ground})")[:2])
+    assert np.hypot(*(draped - flat)) > 25  # the test can tell the two apart (35 px seen)
+    # the square's centroid against its centre's projection (3.1 px seen): the 24-m square lies on a 0.36 slope,
+    # drawn on a 32 x 32 grid of the z16 DEM's bilinear heights; the flat map's place is 35 px away
+    assert np.hypot(*(seen - draped)) < 6 and np.hypot(*(seen - flat)) > 25, (seen, draped, flat)
     assert not browser.log.page_errors and not browser.log.console_errors, browser.log
     assert not browser.log.off_host()
 

@@ -1,15 +1,18 @@
 /* Layer kinds of the viewer (cim.layerKinds): how a layer-tree entry becomes a deck.gl layer.
 
-   Kinds here: `map` (XYZ image tiles as BitmapLayers), `3dtiles` (a model's layer tileset), `vector` (MVT tiles of a
-   store layer). Flat layers are drawn without writing depth, so they lie under the buildings in 3D: vector layers
-   on the DEM (terrain.js: every vertex at the terrain's height there) when the server has one, base maps and
-   vector layers without a DEM at the terrain's mid height (`ctx.ground`), where they meet the 3D Tiles (which
-   carry ellipsoidal heights). A feature adds a kind with
+   Kinds here: `map` (XYZ image tiles: on meshes lying on the DEM, else BitmapLayers), `3dtiles` (a model's layer
+   tileset), `vector` (MVT tiles of a store layer). Flat vector layers are drawn without writing depth, so they lie
+   under the buildings in 3D. With a DEM on the server, base maps and vector layers lie on it (terrain.js: every
+   vertex at the terrain's height there); without one, at the terrain's mid height (`ctx.ground`), where they meet
+   the 3D Tiles (which carry ellipsoidal heights). A feature adds a kind with
    `cim.layerKinds.mykind = {create(entry, ctx) {...}}`. */
 (function () {
   'use strict';
   const D = globalThis.deck;
   const FLAT = {depthCompare: 'always', depthWriteEnabled: false};
+  // a photograph on a mesh keeps its colours: deck.gl's default lights with only the ambient term at full
+  // strength (`material: false` still shades a SimpleMeshLayer: the grey of an orthophoto came out at 0.65)
+  const UNLIT = {ambient: 1, diffuse: 0, shininess: 1, specularColor: [0, 0, 0]};
 
   // a map tile outside the data is a 404 by design (docs/http-api.md): an empty tile, not an error
   const tileError = err => { if (!/\(404\)/.test(String(err && err.message || err))) console.error(err); };
@@ -17,6 +20,7 @@
   cim.layerKinds.map = {
     create(entry, ctx) {
       const z = ctx.ground;
+      if (cim.terrain.available && entry.drape !== false) return drapedMap(entry);
       return new D.TileLayer({
         id: entry.id, data: cim.withKey(entry.url), minZoom: 0, maxZoom: 20, tileSize: 256,
         extent: entry.extent || undefined, maxRequests: 8, onTileError: tileError,
@@ -31,6 +35,36 @@
       });
     }
   };
+
+  /** A base map lying on the DEM (terrain.js `tileMesh`): each image tile on a 32 x 32 grid of DEM heights, drawn
+      first with depth (a hill hides the map behind it; the terrain model, drawn later, wins over it where both are
+      shown). Without a DEM base maps stay flat at the page's ground. */
+  function drapedMap(entry) {
+    const t = cim.terrain.config, g = cim.config.ground || 0;
+    // the heights the tiles span: the TileLayer culls tiles in 3D by boxes at these heights (default: 0 m)
+    const zRange = t.range ? [Math.min(g, t.range[0] + t.offset), Math.max(g, t.range[1] + t.offset)] : [g, g];
+    return new D.TileLayer({
+      id: entry.id, data: entry.url, minZoom: 0, maxZoom: 20, tileSize: 256, extent: entry.extent || undefined,
+      maxRequests: 8, onTileError: tileError, zRange,
+      getTileData: async ({index: {x, y, z}, signal}) => {
+        const url = entry.url.replace('{z}', z).replace('{x}', x).replace('{y}', y);
+        const resp = await fetch(cim.withKey(url), {signal});
+        if (resp.status === 404) return null;  // outside the data (docs/http-api.md)
+        if (!resp.ok) throw new Error(`${resp.status} ${url}`);
+        const [image, ground] = await Promise.all([createImageBitmap(await resp.blob()), cim.terrain.tileMesh(z, x, y, 32)]);
+        return ground ? {image, ...ground} : null;
+      },
+      renderSubLayers: props => {
+        const d = props.data;
+        if (!d) return null;
+        return new D.SimpleMeshLayer({id: props.id, opacity: props.opacity,
+          data: [0], mesh: d.mesh, texture: d.image, _instanced: false, getPosition: [0, 0, 0],
+          getColor: [255, 255, 255], material: UNLIT, coordinateSystem: D.COORDINATE_SYSTEM.LNGLAT_OFFSETS,
+          coordinateOrigin: d.origin, parameters: {depthCompare: 'less-equal', depthWriteEnabled: true}
+        });
+      }
+    });
+  }
 
   /** loaders.gl options of the model layers: Draco and KTX2 (Basis) decoders from this server (tiles.decoders:
       the bundle would fetch them from www.gstatic.com and unpkg.com), keyed by loaders.gl's library names.

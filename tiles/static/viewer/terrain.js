@@ -180,6 +180,50 @@
       geometry: {type: f.geometry.type, coordinates: place(f.geometry.type, flat[i])}}));
   }
 
+  /** A mesh of map tile z/x/y lying on the DEM, for a base map's image (layers.js): a grid of (n + 1)^2 vertices
+      over the tile, each at the DEM's height there as `drape` gives it (outside the DEM's extent the page's
+      ground), positions in degrees from `origin` (the tile's north-west corner; LNGLAT_OFFSETS keeps float32
+      offsets precise) and metres up, texture coordinates (0, 0) at the image's top left. Cells touching a vertex
+      without a height (the DEM's nodata) are left out, as the terrain model leaves out its nodata. Returns
+      {origin, mesh} (a loaders.gl mesh for deck.gl's SimpleMeshLayer) or null when no cell is left. */
+  async function tileMesh(z, x, y, n) {
+    const count = 2 ** z;
+    const e = cfg && cfg.extent;
+    const inside = (lon, lat) => !e || (lon >= e[0] && lon <= e[2] && lat >= e[1] && lat <= e[3]);
+    const uv = [];
+    for (let j = 0; j <= n; j++) for (let i = 0; i <= n; i++) uv.push([i / n, j / n]);
+    const lonlat = uv.map(([u, v]) => [lonOf(x + u, count), latOf(y + v, count)]);
+    const h = await sampler(z, x, y, uv.filter((p, k) => inside(...lonlat[k])));
+    const origin = [lonOf(x, count), latOf(y, count), 0];
+    const position = new Float32Array(uv.length * 3), texCoords = new Float32Array(uv.length * 2);
+    const valid = new Uint8Array(uv.length);
+    let lo = Infinity, hi = -Infinity;
+    uv.forEach(([u, v], k) => {
+      const [lon, lat] = lonlat[k];
+      let height = ground();
+      valid[k] = 1;
+      if (inside(lon, lat)) {
+        height = h(u, v);
+        if (!Number.isFinite(height)) { valid[k] = 0; height = ground(); }
+      }
+      position.set([lon - origin[0], lat - origin[1], height], 3 * k);
+      texCoords.set([u, v], 2 * k);
+      if (valid[k]) { lo = Math.min(lo, height); hi = Math.max(hi, height); }
+    });
+    const indices = [];
+    for (let j = 0; j < n; j++) {
+      for (let i = 0; i < n; i++) {
+        const a = j * (n + 1) + i, b = a + 1, c = a + n + 1, d = c + 1;
+        if (valid[a] && valid[b] && valid[c] && valid[d]) indices.push(a, c, b, b, c, d);
+      }
+    }
+    if (!indices.length) return null;
+    const west = 0, east = lonOf(x + 1, count) - origin[0], south = latOf(y + 1, count) - origin[1], north = 0;
+    return {origin, mesh: {header: {vertexCount: uv.length, boundingBox: [[west, south, lo], [east, north, hi]]},
+      mode: 4, attributes: {POSITION: {value: position, size: 3}, TEXCOORD_0: {value: texCoords, size: 2}},
+      indices: {value: Uint32Array.from(indices), size: 1}}};
+  }
+
   /** The features a draped layer draws now (its visible tiles' GeoJSON with the heights used): for tests and
       users' scripts. */
   function drawn(id) {
@@ -200,5 +244,5 @@
     return (await sampler(z, x, y, [[fx - x, fy - y]]))(fx - x, fy - y);
   }
 
-  cim.terrain = {available: !!cfg, config: cfg, drape, sampler, heightAt, drawn};
+  cim.terrain = {available: !!cfg, config: cfg, drape, sampler, heightAt, drawn, tileMesh};
 })();
