@@ -264,6 +264,33 @@ def test_the_base_map_lies_on_the_dem(site: Site, browser: Any) -> None:
     assert not browser.log.off_host()
 
 
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.parametrize("layer", ["layer:parcels", "map:ortho"])
+def test_draped_layers_are_drawn_in_a_pitched_view(site: Site, browser: Any, layer: str) -> None:
+    """At pitch 60 over a city 1,000 m up, a draped layer still draws: its tiles are culled by boxes at the DEM's
+    heights (deck.gl's default, 0 m, culled every tile: nothing was drawn)."""
+    from PIL import Image
+
+    page = browser.page
+    page.goto(f"{site.base}/")
+    page.wait_for_function("window.cimViewer && cimViewer.loaded()", timeout=120_000)
+
+    def shot(shown: str | None) -> np.ndarray:
+        page.evaluate(f"() => {{ const v = cimViewer.cim.viewer; for (const id of v.order) v.setVisible(id, id === {shown!r}); }}"
+                      if shown else "() => { const v = cimViewer.cim.viewer; for (const id of v.order) v.setVisible(id, false); }")
+        page.evaluate(f"cimViewer.cim.viewer.setViewState({{longitude: {LON0}, latitude: {LAT0 - 0.001}, zoom: 17, "
+                      "pitch: 60, bearing: 0})")
+        page.wait_for_function("cimViewer.loaded()", timeout=120_000)
+        page.wait_for_timeout(500)
+        return np.asarray(Image.open(io.BytesIO(page.locator("#map").screenshot())).convert("RGB")).astype(int)
+
+    empty, drawn = shot(None), shot(layer)
+    changed = int((np.abs(drawn - empty).sum(axis=-1) > 30).sum())
+    assert changed > 0.2 * empty.shape[0] * empty.shape[1], (layer, changed)
+    assert not browser.log.page_errors and not browser.log.console_errors, browser.log
+
+
 def test_terrain_config_picks_the_models_dem_and_makes_egm96_heights_ellipsoidal() -> None:
     import pyproj
 

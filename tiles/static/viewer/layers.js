@@ -23,7 +23,7 @@
       if (cim.terrain.available && entry.drape !== false) return drapedMap(entry);
       return new D.TileLayer({
         id: entry.id, data: cim.withKey(entry.url), minZoom: 0, maxZoom: 20, tileSize: 256,
-        extent: entry.extent || undefined, maxRequests: 8, onTileError: tileError,
+        extent: entry.extent || undefined, maxRequests: 8, onTileError: tileError, zRange: [z, z],
         renderSubLayers: props => {
           const {west, south, east, north} = props.tile.bbox;
           return new D.BitmapLayer(props, {
@@ -36,16 +36,20 @@
     }
   };
 
+  /** The heights a draped layer's tiles span (the DEM's valid heights and the page's ground). A TileLayer culls
+      its tiles in 3D by boxes at its `zRange` (default 0 m): a city 1,000 m up lost its flat layers at pitch 60. */
+  function drapedZRange() {
+    const t = cim.terrain.config, g = cim.config.ground || 0;
+    return t && t.range ? [Math.min(g, t.range[0] + t.offset), Math.max(g, t.range[1] + t.offset)] : [g, g];
+  }
+
   /** A base map lying on the DEM (terrain.js `tileMesh`): each image tile on a 32 x 32 grid of DEM heights, drawn
       first with depth (a hill hides the map behind it; the terrain model, drawn later, wins over it where both are
       shown). Without a DEM base maps stay flat at the page's ground. */
   function drapedMap(entry) {
-    const t = cim.terrain.config, g = cim.config.ground || 0;
-    // the heights the tiles span: the TileLayer culls tiles in 3D by boxes at these heights (default: 0 m)
-    const zRange = t.range ? [Math.min(g, t.range[0] + t.offset), Math.max(g, t.range[1] + t.offset)] : [g, g];
     return new D.TileLayer({
       id: entry.id, data: entry.url, minZoom: 0, maxZoom: 20, tileSize: 256, extent: entry.extent || undefined,
-      maxRequests: 8, onTileError: tileError, zRange,
+      maxRequests: 8, onTileError: tileError, zRange: drapedZRange(),
       getTileData: async ({index: {x, y, z}, signal}) => {
         const url = entry.url.replace('{z}', z).replace('{x}', x).replace('{y}', y);
         const resp = await fetch(cim.withKey(url), {signal});
@@ -193,6 +197,7 @@
       } else {
         props.parameters = FLAT;
         if (cim.terrain.available && entry.drape !== false) return drapedLayer(entry, props);
+        props.zRange = [z, z];
       }
       return new D.MVTLayer(props);
     }
@@ -203,7 +208,7 @@
   function drapedLayer(entry, props) {
     const {loaders, loadOptions, binary, renderSubLayers, data, ...rest} = props;
     return new D.TileLayer(Object.assign(rest, {
-      data: entry.url, tileSize: 512, maxRequests: 6, extent: entry.extent || undefined,
+      data: entry.url, tileSize: 512, maxRequests: 6, extent: entry.extent || undefined, zRange: drapedZRange(),
       getTileData: async ({index: {x, y, z}, signal}) => {
         const url = entry.url.replace('{z}', z).replace('{x}', x).replace('{y}', y);
         const resp = await fetch(cim.withKey(url), {signal});
