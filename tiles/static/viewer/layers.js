@@ -191,13 +191,13 @@
         }
         extrude = style.extrude_field || null;
       }
+      props.zRange = [z, z];  // tiles culled by boxes at the ground (deck.gl's default is 0 m; drapedLayer: the DEM's)
       if (extrude) {
         Object.assign(props, {extruded: true, wireframe: true, getElevation: f => f.properties[extrude],
           material: false});
       } else {
         props.parameters = FLAT;
         if (cim.terrain.available && entry.drape !== false) return drapedLayer(entry, props);
-        props.zRange = [z, z];
       }
       return new D.MVTLayer(props);
     }
