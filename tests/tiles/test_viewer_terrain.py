@@ -39,7 +39,9 @@ SIZE = 400  # cells: an 800-m square around LON0, LAT0
 SLOPE_E, SLOPE_N, BOWL, BASE = 0.30, 0.20, 2e-4, 1000.0  # h = BASE + 0.3 dx + 0.2 dy + BOWL (dx^2 + dy^2)
 VIEWPORT = (900, 600)
 HOLE = (LON0 - 0.0015, LAT0 - 0.0005, 16)
-MARK = (LON0 + 0.002, LAT0 + 0.001, 12.0)  # lon, lat of a red square on the orthophoto, its half-size (m)  # lon, lat of a nodata hole's centre (on the road), half-size in cells
+MARK = (LON0 + 0.002, LAT0 + 0.001, 12.0)
+HILL = (-330.0, 320.0, 25.0, 40.0)  # a Gaussian hill: centre east, north of the centre (m), sigma (m), height (m)
+RIDGE_N = 370.0  # a line 50 m north of the hill's top, from 400 to 200 m west of the centre  # lon, lat of a red square on the orthophoto, its half-size (m)  # lon, lat of a nodata hole's centre (on the road), half-size in cells
 
 
 @dataclass
@@ -48,13 +50,26 @@ class Site:
     dem: Path
 
 
+def _height(dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """The generating surface at dx, dy metres east, north of the centre: plane + bowl + the hill (its curvature is
+    nowhere near the features the draping test compares: they are more than 10 sigma from it)."""
+    hill = HILL[3] * np.exp(-((dx - HILL[0]) ** 2 + (dy - HILL[1]) ** 2) / (2 * HILL[2] ** 2))
+    return BASE + SLOPE_E * dx + SLOPE_N * dy + BOWL * (dx**2 + dy**2) + hill
+
+
+def _lonlat(dx: float, dy: float) -> tuple[float, float]:
+    cx, cy = transformer("EPSG:4326", "EPSG:4547").transform(LON0, LAT0)
+    lon, lat = transformer("EPSG:4547", "EPSG:4490").transform(cx + dx, cy + dy)
+    return float(lon), float(lat)
+
+
 def _write_dem(path: Path) -> Path:
     cx, cy = transformer("EPSG:4326", "EPSG:4547").transform(LON0, LAT0)
     x0, y0 = cx - SIZE * RES / 2, cy + SIZE * RES / 2
     cols, rows = np.meshgrid(np.arange(SIZE), np.arange(SIZE))
     dx = x0 + (cols + 0.5) * RES - cx
     dy = y0 - (rows + 0.5) * RES - cy
-    data = BASE + SLOPE_E * dx + SLOPE_N * dy + BOWL * (dx**2 + dy**2)
+    data = _height(dx, dy)
     hx, hy = transformer("EPSG:4326", "EPSG:4547").transform(HOLE[0], HOLE[1])
     hc, hr = int((hx - x0) / RES), int((y0 - hy) / RES)
     data[hr - HOLE[2]: hr + HOLE[2], hc - HOLE[2]: hc + HOLE[2]] = -9999
@@ -89,9 +104,11 @@ def _layers(folder: Path) -> dict[str, Path]:
     parcel = shapely.Polygon([(LON0 - 0.002, LAT0 - 0.0025), (LON0 + 0.0025, LAT0 - 0.0025),
                               (LON0 + 0.0025, LAT0 + 0.0005), (LON0 - 0.002, LAT0 + 0.0005)])
     wells = shapely.points([LON0 - 0.0015, LON0 + 0.001, LON0 + 0.002], [LAT0 + 0.0015, LAT0 - 0.001, LAT0 + 0.002])
+    ridge = shapely.LineString([_lonlat(-400.0, RIDGE_N), _lonlat(-200.0, RIDGE_N)])  # behind the hill from the south
     block = shapely.box(LON0 - 0.0015, LAT0 - 0.0025, LON0 + 0.0015, LAT0)  # extruded (a height field), not draped
     out = {}
-    for name, geoms in (("roads", [road]), ("parcels", [parcel]), ("wells", list(wells)), ("blocks", [block])):
+    for name, geoms in (("roads", [road]), ("parcels", [parcel]), ("wells", list(wells)), ("blocks", [block]),
+                        ("ridge", [ridge])):
         path = folder / f"{name}.gpkg"
         frame = gpd.GeoDataFrame({"name": [f"{name}{i}" for i in range(len(geoms))]}, geometry=geoms, crs="EPSG:4490")
         if name == "blocks":
@@ -146,8 +163,7 @@ def _surface(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     """The heights the DEM was generated from, at lon/lat (also inside its nodata hole)."""
     cx, cy = transformer("EPSG:4326", "EPSG:4547").transform(LON0, LAT0)
     x, y = transformer("EPSG:4490", "EPSG:4547").transform(lon, lat)
-    dx, dy = np.asarray(x) - cx, np.asarray(y) - cy
-    return BASE + SLOPE_E * dx + SLOPE_N * dy + BOWL * (dx**2 + dy**2)
+    return _height(np.asarray(x) - cx, np.asarray(y) - cy)
 
 
 @pytest.mark.browser
@@ -292,6 +308,46 @@ def test_flat_draped_and_extruded_layers_are_drawn_in_a_pitched_view(site: Site,
     empty, drawn = shot(None), shot(layer)
     changed = int((np.abs(drawn - empty).sum(axis=-1) > 30).sum())
     assert changed > 0.2 * empty.shape[0] * empty.shape[1], (layer, changed)
+    assert not browser.log.page_errors and not browser.log.console_errors, browser.log
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_draped_line_behind_a_hill_is_hidden_by_it(site: Site, browser: Any) -> None:
+    """Looking north over the hill at pitch 84 (the camera turning around its top), the stretch of the line behind
+    the hill is hidden: the map's pixels there are the same with the line on and off; its stretch east of the hill,
+    in sight, is drawn (drawn without depth test it showed through the hill everywhere)."""
+    from PIL import Image
+
+    page = browser.page
+    page.goto(f"{site.base}/")
+    page.wait_for_function("window.cimViewer && cimViewer.loaded()", timeout=120_000)
+    top_lon, top_lat = _lonlat(HILL[0], HILL[1])
+    top = float(_height(np.array(HILL[0]), np.array(HILL[1])))
+
+    def shot(line: bool) -> np.ndarray:
+        page.evaluate("() => { const v = cimViewer.cim.viewer; for (const id of v.order) "
+                      f"v.setVisible(id, id === 'map:ortho' || (id === 'layer:ridge' && {str(line).lower()})); }}")
+        page.evaluate(f"cimViewer.cim.viewer.setViewState({{longitude: {top_lon}, latitude: {top_lat}, zoom: 18, "
+                      f"pitch: 84, bearing: 0, position: [0, 0, {top}]}})")
+        page.wait_for_function("cimViewer.loaded()", timeout=120_000)
+        page.wait_for_timeout(500)
+        return np.asarray(Image.open(io.BytesIO(page.locator("#map").screenshot())).convert("RGB")).astype(int)
+
+    off, on = shot(False), shot(True)
+    h, w = off.shape[:2]
+
+    def at(dx: float) -> np.ndarray:
+        lon, lat = _lonlat(dx, RIDGE_N)
+        height = float(_height(np.array(dx), np.array(RIDGE_N)))
+        x, y = page.evaluate(f"cimViewer.project({lon}, {lat}, {height})")[:2]
+        assert 3 <= x < w - 3 and 3 <= y < h - 3, (dx, x, y)
+        xi, yi = int(round(x)), int(round(y))
+        return np.abs(on[yi - 2: yi + 3, xi - 2: xi + 3] - off[yi - 2: yi + 3, xi - 2: xi + 3]).sum(axis=-1)
+
+    hidden = [at(dx).max() for dx in (-345.0, -330.0, -315.0)]
+    assert max(hidden) < 30, hidden
+    assert at(-265.0).max() > 100  # in sight east of the hill: drawn
     assert not browser.log.page_errors and not browser.log.console_errors, browser.log
 
 
