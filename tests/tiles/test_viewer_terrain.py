@@ -38,10 +38,10 @@ RES = 2.0  # DEM cell (m)
 SIZE = 400  # cells: an 800-m square around LON0, LAT0
 SLOPE_E, SLOPE_N, BOWL, BASE = 0.30, 0.20, 2e-4, 1000.0  # h = BASE + 0.3 dx + 0.2 dy + BOWL (dx^2 + dy^2)
 VIEWPORT = (900, 600)
-HOLE = (LON0 - 0.0015, LAT0 - 0.0005, 16)
-MARK = (LON0 + 0.002, LAT0 + 0.001, 12.0)
+HOLE = (LON0 - 0.0015, LAT0 - 0.0005, 16)  # lon, lat of a nodata hole's centre (on the road), half-size in cells
+MARK = (LON0 + 0.002, LAT0 + 0.001, 12.0)  # lon, lat of a red square on the orthophoto, its half-size (m)
 HILL = (-330.0, 320.0, 25.0, 40.0)  # a Gaussian hill: centre east, north of the centre (m), sigma (m), height (m)
-RIDGE_N = 370.0  # a line 50 m north of the hill's top, from 400 to 200 m west of the centre  # lon, lat of a red square on the orthophoto, its half-size (m)  # lon, lat of a nodata hole's centre (on the road), half-size in cells
+RIDGE_N = 370.0  # a line 50 m north of the hill's top, from 400 to 200 m west of the centre
 
 
 @dataclass
@@ -261,7 +261,8 @@ def test_the_base_map_lies_on_the_dem(site: Site, browser: Any) -> None:
     page = browser.page
     page.goto(f"{site.base}/")
     page.wait_for_function("window.cimViewer && cimViewer.loaded()", timeout=120_000)
-    page.evaluate("() => { const v = cimViewer.cim.viewer; for (const id of v.order) v.setVisible(id, id === 'map:ortho'); }")
+    page.evaluate("() => { const v = cimViewer.cim.viewer; "
+                  "for (const id of v.order) v.setVisible(id, id === 'map:ortho'); }")
     page.evaluate(f"cimViewer.cim.viewer.setViewState({{longitude: {MARK[0]}, latitude: {MARK[1]}, zoom: 17, "
                   "pitch: 60, bearing: 0})")
     page.wait_for_function("cimViewer.loaded()", timeout=120_000)
@@ -297,8 +298,9 @@ def test_flat_draped_and_extruded_layers_are_drawn_in_a_pitched_view(site: Site,
     page.wait_for_function("window.cimViewer && cimViewer.loaded()", timeout=120_000)
 
     def shot(shown: str | None) -> np.ndarray:
-        page.evaluate(f"() => {{ const v = cimViewer.cim.viewer; for (const id of v.order) v.setVisible(id, id === {shown!r}); }}"
-                      if shown else "() => { const v = cimViewer.cim.viewer; for (const id of v.order) v.setVisible(id, false); }")
+        target = repr(shown) if shown else "null"  # null: every layer off
+        page.evaluate("() => { const v = cimViewer.cim.viewer; "
+                      f"for (const id of v.order) v.setVisible(id, id === {target}); }}")
         page.evaluate(f"cimViewer.cim.viewer.setViewState({{longitude: {LON0}, latitude: {LAT0 - 0.001}, zoom: 17, "
                       "pitch: 60, bearing: 0})")
         page.wait_for_function("cimViewer.loaded()", timeout=120_000)
