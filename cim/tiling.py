@@ -1,8 +1,9 @@
 """The tile quadtree, and the runner that executes every model builder's tile tasks on Dask.
 
 A building model is tiled as an ADD-refinement quadtree over footprint centroids (`quadtree`, `walk`): each
-node shows its most prominent buildings and hands the rest to its quadrants. Each tile is one task (mesh, encode,
-write its glb) executed by `Runner` with `dask.distributed`: on a `LocalCluster` it starts (`workers=N`), on an
+node shows its most prominent buildings and hands the rest to its quadrants. Each tile is one job (mesh, encode,
+write its glb; consecutive jobs run as one Dask task when a wave has many: `batches`) executed by `Runner` with
+`dask.distributed`: on a `LocalCluster` it starts (`workers=N`), on an
 existing cluster (`scheduler="tcp://host:8786"`, or a notebook's `distributed.Client`), or in this process
 (`scheduler="synchronous"`). Results come back in job order, so the output is the same bytes whatever the
 scheduler or the number of workers. `nest_tiles` links the written tiles into one subtree with volumes grown upward.
@@ -241,6 +242,7 @@ def task_key(stage: str, job: Any) -> str:
 
 
 SYNCHRONOUS = "synchronous"
+TASKS_PER_WORKER = 8  # Dask tasks per worker in a wave of many small jobs (see `batches`)
 _shared: dict[int, Any] = {}
 _shared_lock = threading.Lock()
 
@@ -317,6 +319,8 @@ class Runner:
         progress: called as progress(stage, done, total) as tasks finish.
         on_start: called with `describe()` once the runner is connected to its cluster (its dashboard link).
         manifest: where finished tasks are recorded and looked up (a resumable build); None keeps nothing.
+        tasks_per_worker: a wave of many jobs runs as about this many Dask tasks per worker, each a batch of
+            consecutive jobs (`batches`); the output is the same bytes for any value.
 
     Use as a context manager. Given `workers` or a scheduler address, it connects on entry; otherwise the local
     cluster is started when a wave of more than one task first needs it (a wave of one task runs in this process,
@@ -328,9 +332,13 @@ class Runner:
     def __init__(self, *, workers: int | None = None, scheduler: str | None = None, client: Any = None,
                  progress: Progress | None = None,
                  on_start: Callable[[dict[str, Any]], None] | None = None,
-                 manifest: Manifest | None = None) -> None:
+                 manifest: Manifest | None = None, tasks_per_worker: int = TASKS_PER_WORKER) -> None:
         if workers is not None and workers < 1:
             raise BuildError(f"workers={workers}: give at least 1 worker process")
+        if tasks_per_worker < 1:
+            raise BuildError(f"tasks_per_worker={tasks_per_worker}: give at least 1")
+        self.tasks_per_worker = tasks_per_worker
+        self.batched: dict[str, int] = {}
         self.workers = workers
         self.scheduler = scheduler
         self.progress = progress
@@ -393,7 +401,9 @@ class Runner:
         return link or None
 
     def describe(self) -> dict[str, Any]:
-        """What runs the build: scheduler kind and address, worker count, dashboard, tasks run per stage."""
+        """What runs the build: scheduler kind and address, worker count, dashboard, jobs (tiles, partitions, ...)
+        per stage (`tasks`), the Dask tasks they ran as (`batches`, stages run on a cluster) and those taken from
+        the manifest (`resumed`)."""
         if self._client is None:
             kind, n, address = (SYNCHRONOUS if self.scheduler == SYNCHRONOUS else "not started"), 1, None
         else:
@@ -404,12 +414,15 @@ class Runner:
             except Exception:  # noqa: BLE001 - a closing scheduler
                 n = 0
         return {"scheduler": kind, "address": address, "workers": n, "dashboard": self.dashboard,
-                "tasks": dict(self.counts), "resumed": dict(self.resumed)}
+                "tasks": dict(self.counts), "batches": dict(self.batched), "resumed": dict(self.resumed)}
 
     def map(self, fn: Callable[[Any, Any], Any], jobs: Sequence[Any], state: Any = None, *, stage: str = "tiles",
             cost: Sequence[float] | None = None) -> list[Any]:
         """`fn(job, state)` for every job, as Dask tasks; results in the order of `jobs`.
 
+        On a cluster, a wave of more jobs than `tasks_per_worker` x workers runs as that many Dask tasks, each
+        a batch of consecutive jobs (`batches`): the scheduler's cost per task, not the workers, would otherwise
+        set the wall time of a wave of small tiles on many workers.
         `state` (the build's shared arrays) is sent to every worker once, not once per task. `fn` must be a
         module-level function (workers import it) that writes the same bytes whenever it runs, so a task a dead
         worker left unfinished can be run again elsewhere (Dask does that by itself). `cost` starts the costliest
@@ -455,6 +468,18 @@ class Runner:
             self._map_distributed(fn, jobs, todo, state, stage, cost, finished)
         return results
 
+    def worker_count(self) -> int:
+        """The worker threads tasks run on: the cluster's (connected), the local cluster's to be started, or 1
+        (synchronous)."""
+        if self._client is not None:
+            try:
+                return max(1, sum(self._client.nthreads().values()))
+            except Exception:  # noqa: BLE001 - a closing scheduler
+                return 1
+        if self.scheduler == SYNCHRONOUS:
+            return 1
+        return self.workers or os.cpu_count() or 1
+
     def _map_distributed(self, fn: Callable[[Any, Any], Any], jobs: list[Any], todo: list[int], state: Any,
                          stage: str, cost: Sequence[float] | None, finished: Callable[[int, Any], None]) -> None:
         from distributed import as_completed
@@ -462,26 +487,69 @@ class Runner:
 
         client = self._client
         [shared] = client.scatter([state], broadcast=True, hash=False)
-        order = sorted(todo, key=lambda i: -cost[i]) if cost is not None else todo
+        weights = [float(cost[i]) for i in todo] if cost is not None else [1.0] * len(todo)
+        groups = [[todo[k] for k in g] for g in batches(weights, self.worker_count(), self.tasks_per_worker)]
+        self.batched[stage] = self.batched.get(stage, 0) + len(groups)
+        # the costliest batches first, so the wave does not end waiting on one of them
+        order = sorted(groups, key=lambda g: -sum(float(cost[i]) for i in g)) if cost is not None else groups
         futures = {}
-        for rank, i in enumerate(order):
-            futures[client.submit(fn, jobs[i], shared, pure=False, priority=len(order) - rank,
-                                  key=f"{stage}-{uuid.uuid4().hex}-{i}")] = i
+        for rank, group in enumerate(order):
+            futures[client.submit(_run_batch, fn, [jobs[i] for i in group], shared, pure=False,
+                                  priority=len(order) - rank, key=f"{stage}-{uuid.uuid4().hex}-{group[0]}")] = group
         try:
             for fut in as_completed(list(futures), loop=client.loop):
                 try:
-                    value = fut.result()
+                    values = fut.result()
                 except KilledWorker as exc:
                     raise BuildError(f"stage {stage}: a task killed its worker process more often than the "
                                      f"scheduler allows (out of memory? a crash in a native library?): {exc}; "
                                      f"run with fewer --workers or smaller tiles") from exc
                 fut.release()
-                finished(futures[fut], value)
+                for i, value in zip(futures[fut], values, strict=True):
+                    finished(i, value)
         except BaseException:
             client.cancel(list(futures))
             raise
         finally:
             shared.release()
+
+
+
+def batches(cost: Sequence[float], workers: int, per_worker: int = TASKS_PER_WORKER) -> list[list[int]]:
+    """Consecutive jobs grouped into about `workers` x `per_worker` Dask tasks of equal summed cost.
+
+    A task costs the scheduler about a millisecond whatever it does, and one scheduler dispatches a few thousand a
+    second: tiles of tens of milliseconds on a hundred workers would wait for it. Several tiles per task keep it
+    ahead, and `per_worker` tasks for each worker still let the queue balance the wave (its tail is about half a
+    task). A wave of at most that many jobs keeps one job per task. Job `i` goes to batch
+    floor(cost before it / (total / batches)), so a batch holds neighbours in job order (a tile's neighbours, a
+    `Tile_*` folder's files); a job costlier than a batch's share shares its batch with at most its neighbours.
+
+    Args:
+        cost: (n,) the jobs' costs (any unit; non-negative).
+        workers: worker threads of the cluster.
+        per_worker: tasks per worker wanted.
+
+    Returns:
+        The batches as lists of job indices, in job order; every job once.
+    """
+    n = len(cost)
+    want = max(1, int(workers)) * max(1, int(per_worker))
+    if n <= want:
+        return [[i] for i in range(n)]
+    c = np.maximum(np.asarray(cost, np.float64), 0.0)
+    if not np.isfinite(c).all() or c.sum() <= 0:
+        c = np.ones(n)
+    c = c + c.sum() / n * 1e-3  # a job of cost 0 still moves the position on
+    before = np.concatenate([[0.0], np.cumsum(c)[:-1]])
+    gid = np.minimum(np.floor(before / c.sum() * want + 1e-9).astype(np.int64), want - 1)  # 1e-9: equal costs
+    cuts = np.flatnonzero(np.diff(gid)) + 1
+    return [g.tolist() for g in np.split(np.arange(n), cuts)]
+
+
+def _run_batch(fn: Callable[[Any, Any], Any], jobs: list[Any], state: Any) -> list[Any]:
+    """One Dask task: `fn(job, state)` for each job of a batch, in order."""
+    return [fn(job, state) for job in jobs]
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -212,6 +213,66 @@ def test_results_in_job_order_and_errors_raised(client):
         assert run.describe()["scheduler"] == SYNCHRONOUS and run.client is None
     with pytest.raises(BuildError, match="at least 1"):
         Runner(workers=0)
+
+
+def test_batches_are_consecutive_balanced_and_cover_every_job():
+    from cim.tiling import batches
+
+    assert batches([5.0, 1.0, 2.0], workers=2, per_worker=2) == [[0], [1], [2]]  # a small wave: one job a task
+    rng = np.random.default_rng(3)
+    cost = rng.integers(1, 1000, 5000).astype(float)
+    groups = batches(cost, workers=16, per_worker=8)
+    assert [i for g in groups for i in g] == list(range(5000))  # every job once, in order
+    assert 100 <= len(groups) <= 128
+    sums = np.array([cost[g].sum() for g in groups])
+    assert sums.max() <= cost.sum() / 128 + cost.max()  # a batch's share, plus at most the job that crosses it
+    # a job costlier than a share fills its batch (with its neighbours at most); zero costs still advance
+    assert batches([0, 0, 100, 0, 0, 0], workers=1, per_worker=3) == [[0, 1, 2], [3, 4, 5]]
+    assert batches([float("nan")] * 10, workers=1, per_worker=5) == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+
+
+def test_many_jobs_run_as_batches_in_order_and_recorded_one_by_one(client, tmp_path):
+    from cim.tiling import Manifest
+
+    jobs = list(range(40))
+    seen: list[tuple[str, int, int]] = []
+    with Manifest(tmp_path / "m", "x") as m, Runner(client=client, tasks_per_worker=2, manifest=m,
+                                                    progress=lambda *a: seen.append(a)) as run:
+        assert run.map(_square, jobs, {"add": 1}, stage="squares", cost=jobs) == [j * j + 1 for j in jobs]
+        assert run.describe()["tasks"] == {"squares": 40} and run.describe()["batches"] == {"squares": 4}
+        with pytest.raises(BuildError, match="job 33 failed on purpose"):
+            run.map(_square, jobs, {"add": 1, "fail": 33}, stage="again")
+    assert [d for _, d, _ in seen[:41]] == list(range(41))  # progress job by job
+    with Manifest(tmp_path / "m", "x") as m, Runner(scheduler=SYNCHRONOUS, manifest=m) as run:
+        assert run.map(_square, jobs, {"add": 1}, stage="squares") == [j * j + 1 for j in jobs]
+        assert run.describe()["resumed"] == {"squares": 40}  # every job of every batch was recorded
+    with pytest.raises(BuildError, match="tasks_per_worker=0"):
+        Runner(tasks_per_worker=0)
+
+
+def test_batched_tiles_and_files_write_the_same_bytes(city, client, tmp_path):
+    """LOD1 tiles and oblique files run several to a Dask task (one task per worker forced) write what the
+    synchronous build writes."""
+    from cim.models.lod1 import build_buildings
+    from cim.models.oblique import build_oblique
+    from cim.sample import write_oblique
+
+    with Runner(scheduler=SYNCHRONOUS) as sync:
+        a = build_buildings(city.buildings, city.dem, tmp_path / "a", dsm=city.dsm, options=OPTIONS, runner=sync)
+    with Runner(client=client, tasks_per_worker=1) as two:
+        b = build_buildings(city.buildings, city.dem, tmp_path / "b", dsm=city.dsm, options=OPTIONS, runner=two)
+        assert two.describe()["batches"]["lod1"] == 2 < a.tiles
+    assert a.root.model_dump() == b.root.model_dump()
+    fa = _files(tmp_path / "a")
+    assert fa == _files(tmp_path / "b") and len(fa) >= 10
+    prod = write_oblique(city, tmp_path / "production", tile_size=500.0, fmt="obj")
+    with Runner(scheduler=SYNCHRONOUS) as sync:
+        oa = build_oblique(prod, tmp_path / "oa", runner=sync)
+    with Runner(client=client, tasks_per_worker=1) as two:
+        ob = build_oblique(prod, tmp_path / "ob", runner=two)
+        assert two.describe()["batches"]["oblique"] == 2 < two.describe()["tasks"]["oblique"]
+    assert oa.root.model_dump() == ob.root.model_dump()
+    assert _files(tmp_path / "oa") == _files(tmp_path / "ob")
 
 
 def test_cli_workers_and_synchronous(city, level2, tmp_path):
