@@ -63,6 +63,7 @@ from cim.sources.footprints import (
     MIN_AREA_M2,
     FootprintPartition,
     Skipped,
+    partition_size,
     bounds_centre,
     clean_footprints,
     footprint_partitions,
@@ -73,6 +74,7 @@ from cim.sources.raster import open_raster, polygons_geojson, raster_crs, read_o
 from cim.tiling import ImplicitNode, QuadNode, Runner, implicit_quadtree, quadtree, walk
 
 GROUP_ROWS = 100_000  # buildings per "lod1-rows" task (whole tiles, consecutive in the tileset's order)
+PARTS_PER_WORKER = 3  # partitions (and row groups) a wave wants for each worker, so none waits for long
 _STANDARD_REASONS = ("no geometry", "not a polygon", f"footprint smaller than {MIN_AREA_M2:g} m²")  # clean_footprints'
 
 OUTSIDE = "outside the DEM (no terrain height under the footprint)"
@@ -345,7 +347,8 @@ def prepare_partitions(
     options = options or BuildingOptions()
     scratch = Path(scratch)
     t0 = time.perf_counter()
-    parts = footprint_partitions(footprints, rows=options.partition_rows)
+    parts = footprint_partitions(footprints, rows=options.partition_rows,
+                                 min_parts=PARTS_PER_WORKER * runner.worker_count())
     dem_crs = raster_crs(dem) if dem is not None else None
     first = parts[0]  # one row: the columns and the declared CRS
     columns = read_footprints(footprints, crs=crs, part=FootprintPartition(
@@ -532,7 +535,8 @@ def _gather(job: tuple[int, int, int, str], state: dict[str, Any]) -> int:
 
 def arrange_rows(fp: PartitionedFootprints, nodes: list[tuple[QuadNode, str]], runner: Runner,
                  folder: str | os.PathLike[str], stage: str = "lod1-rows") -> list[tuple[int, int, int]]:
-    """Every tile's rows side by side, in tile order, in row stores of whole tiles (`GROUP_ROWS` rows or so).
+    """Every tile's rows side by side, in tile order, in row stores of whole tiles (`GROUP_ROWS` rows or so;
+    fewer when that gives less than `PARTS_PER_WORKER` stores a worker, never under `MIN_PARTITION_ROWS`).
 
     Returns:
         per tile (in `nodes` order): (group, start, stop) of its rows in `folder/g<group>`.
@@ -541,12 +545,13 @@ def arrange_rows(fp: PartitionedFootprints, nodes: list[tuple[QuadNode, str]], r
     folder.mkdir(parents=True, exist_ok=True)
     order = np.concatenate([node.content for node, _ in nodes]).astype(np.int64)
     np.save(folder / "order.npy", order)
+    group_rows = partition_size(GROUP_ROWS, len(order), PARTS_PER_WORKER * runner.worker_count())
     spans: list[tuple[int, int, int]] = []
     groups: list[tuple[int, int, int, str]] = []
     start = at = 0
     for node, _ in nodes:
         n = len(node.content)
-        if at - start + n > GROUP_ROWS and at > start:
+        if at - start + n > group_rows and at > start:
             groups.append((len(groups), start, at, ""))
             start = at
         spans.append((len(groups), at - start, at - start + n))

@@ -159,6 +159,7 @@ def _to_pandas(attrs: pa.Table, nulls: set[str]) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------------------ partitions
 PARTITION_ROWS = 100_000  # footprints per partition: a prepare task's memory is set by this, not by the city
+MIN_PARTITION_ROWS = 5_000  # below this a partition's task costs more in overheads than it saves (min_parts)
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,11 @@ class FootprintPartition:
 
 
 def footprint_partitions(path: str | os.PathLike[str], *, rows: int = PARTITION_ROWS,
-                         layer: str | int | None = None) -> list[FootprintPartition]:
+                         layer: str | int | None = None, min_parts: int = 1) -> list[FootprintPartition]:
     """The file cut into partitions of at most `rows` rows, without reading its features.
+
+    `min_parts` asks for at least that many partitions (smaller ones, never under `MIN_PARTITION_ROWS` rows): a
+    wave of partitions on many workers needs two or three for each worker, or most of them wait.
 
     GeoParquet: within row groups (a partition never spans two: it decodes one row group, so row groups of about
     `rows` rows, as `cim sample` writes, cost one decode each). Other formats: row ranges read through GDAL
@@ -212,6 +216,7 @@ def footprint_partitions(path: str | os.PathLike[str], *, rows: int = PARTITION_
             meta = pq.ParquetFile(p).metadata
         except (pa.ArrowException, OSError) as exc:
             raise InputError(f"{p}: cannot read as Parquet: {exc}") from exc
+        rows = partition_size(rows, meta.num_rows, min_parts)
         start = 0
         for rg in range(meta.num_row_groups):
             n = meta.row_group(rg).num_rows
@@ -227,10 +232,18 @@ def footprint_partitions(path: str | os.PathLike[str], *, rows: int = PARTITION_
         except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, OSError, ValueError) as exc:
             raise InputError(f"cannot read footprints from {p}: {exc}") from exc
         n = int(info["features"])
+        rows = partition_size(rows, n, min_parts)
         out = [FootprintPartition(str(p), i, lo, min(n, lo + rows), layer) for i, lo in enumerate(range(0, n, rows))]
     if not out:
         raise InputError(f"footprints file {p} holds no features")
     return out
+
+
+def partition_size(rows: int, total: int, min_parts: int) -> int:
+    """Rows per partition: at most `rows`, and small enough for `min_parts` partitions of at least
+    `MIN_PARTITION_ROWS` rows."""
+    want = -(-int(total) // max(1, int(min_parts)))
+    return max(1, min(int(rows), max(MIN_PARTITION_ROWS, want)))
 
 
 class LonLat(NamedTuple):

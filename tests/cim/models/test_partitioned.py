@@ -168,3 +168,17 @@ def test_ids_are_checked_value_by_value_when_hashes_meet(inputs, tmp_path, monke
     with Runner(scheduler=SYNCHRONOUS) as runner, pytest.raises(Exception, match="repeated values"):
         partitioned.prepare_partitions(inputs["parquet"], None, runner=runner, scratch=tmp_path / "u",
                                        options=BuildingOptions(partition_rows=50, id_field="code"))
+
+
+def test_partitions_shrink_to_give_every_worker_several(inputs, monkeypatch):
+    import cim.sources.footprints as sources
+    from cim.sources.footprints import partition_size
+
+    assert partition_size(100_000, 10_000_000, 3 * 128) == 26_042  # 10M on 128 workers
+    assert partition_size(100_000, 1_000_000, 3 * 2) == 100_000  # 1M on 2 workers: 10 already
+    assert partition_size(100_000, 20_000, 3 * 16) == sources.MIN_PARTITION_ROWS  # never tiny
+    assert partition_size(37, 10**6, 6) == 37  # never larger than asked
+    monkeypatch.setattr(sources, "MIN_PARTITION_ROWS", 10)
+    parts = footprint_partitions(inputs["parquet"], min_parts=6)  # 240 rows in row groups of 100: slices of 40
+    assert [p.rows for p in parts] == [40, 40, 20, 40, 40, 20, 40]
+    assert [p.rows for p in footprint_partitions(inputs["gpkg"], min_parts=6)] == [40] * 6
