@@ -533,7 +533,7 @@ def prepare_footprints(
 
 def frame_columns(frame: pd.DataFrame, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """A frame's columns as tile metadata: numbers as numpy arrays (NaN or a nullable integer array for missing),
-    booleans, dates as ISO text, text as `StringColumn`s; columns named in `skip` are left out."""
+    booleans (missing: false), dates as ISO text, text as `StringColumn`s; columns named in `skip` are left out."""
     columns: dict[str, Any] = {}
     for col in frame.columns:
         if col in skip:
@@ -541,8 +541,11 @@ def frame_columns(frame: pd.DataFrame, skip: tuple[str, ...] = ()) -> dict[str, 
         values = frame[col]
         if pd.api.types.is_datetime64_any_dtype(values.dtype):
             columns[col] = StringColumn.from_values(values.dt.strftime("%Y-%m-%dT%H:%M:%S"))
-        elif pd.api.types.is_bool_dtype(values.dtype):
-            columns[col] = values.to_numpy(dtype=bool, na_value=False)
+        elif pd.api.types.is_bool_dtype(values.dtype) or (
+                values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) == "boolean"):
+            # booleans with a null come from Arrow and GDAL as objects; EXT_structural_metadata has no noData for
+            # BOOLEAN, so a missing value is written false (as pandas' nullable booleans are)
+            columns[col] = values.astype("boolean").to_numpy(dtype=bool, na_value=False)
         elif pd.api.types.is_integer_dtype(values.dtype):
             columns[col] = values.astype("Int64").array if values.isna().any() else values.to_numpy(np.int64)
         elif pd.api.types.is_numeric_dtype(values.dtype):

@@ -78,7 +78,7 @@ def _footprints(folder, kind):
         "height": pa.array([None if v is None else str(v) for v in height], pa.string()),
         "floors": floors,
         "storeys_late": pa.array([i if i < 200 else (None if i == 210 else i) for i in range(N)], pa.int64()),
-        "heritage": pa.array([bool(i % 3) for i in range(N)], pa.bool_()),
+        "heritage": pa.array([None if i == 215 else bool(i % 3) for i in range(N)], pa.bool_()),  # a late null
         "year": pa.array(rng.integers(1950, 2024, N), pa.int32()),
     })
     table = table.append_column("geometry", pa.array(list(wkb), pa.binary()))
@@ -138,6 +138,10 @@ def test_partitions_build_the_tiles_and_report_of_the_whole_file(inputs, tmp_pat
     assert list(fp.ids[:2]) == ["楼-0000", "楼-0001"]  # `code` repeats a value: IDs from `id`
     columns = fp.columns()
     assert str(columns["floors"].dtype) == "float64"  # nulls in the file: float64 in every tile
+    # booleans with a null (an object column in pandas) are booleans, the null false
+    rows = [int(i.split("-")[1]) for i in fp.ids]
+    assert 215 in rows and columns["heritage"].dtype == bool
+    assert columns["heritage"].tolist() == [i % 3 != 0 and i != 215 for i in rows]
     nodes = fp.quadtree(np.maximum(fp.height, np.sqrt(shapely.area(fp.geoms))), options.tile_capacity)
     assert len(nodes) == res.tiles >= 8
     for node, path in nodes:
