@@ -10,8 +10,12 @@ and the peak RSS of the largest worker process: what a worker needs), the
 scaling efficiency from 1 to 2 workers (t1 / (2 t2), of the tile stage and of the whole build) and the cost of
 Dask against the synchronous floor (t1 / t_sync), and checks that all three outputs are the same bytes.
 
+With `--oblique` it also converts the oblique production (../shared/data/oblique_osgb/zhongshan, one task per
+`.osgb` file, then the merged levels) the same three ways, best and worst of `--repeat` runs taken in turn.
+
     python bench/bench_dask.py                  # 100k buildings
     python bench/bench_dask.py --sizes 20000    # a quick run
+    python bench/bench_dask.py --sizes 1000000 --oblique
 """
 
 from __future__ import annotations
@@ -64,7 +68,43 @@ def run(footprints: Path, dem: Path, out: Path, runner) -> dict:
     t.join()
     return {"seconds": seconds, "tiles_s": res.stage_seconds["tiles"], "peak_mb": peak[0] / 2**20,
             "worker_mb": peak[1] / 2**20,
-            "buildings": res.buildings, "tiles": res.tiles, "digest": _digest(out)}
+            "buildings": res.buildings, "tiles": res.tiles, "digest": _digest(out),
+            "stages": {k: round(v, 2) for k, v in res.stage_seconds.items()}}
+
+
+PRODUCTION = Path(__file__).resolve().parents[2] / "shared" / "data" / "oblique_osgb" / "zhongshan"
+
+
+def run_oblique(production: Path, out: Path, runner) -> dict:
+    from cim.models.oblique import convert_production
+
+    t0 = time.perf_counter()
+    res = convert_production(production, out, overwrite=True, runner=runner)
+    return {"seconds": time.perf_counter() - t0, "convert_s": res.stage_seconds["convert"],
+            "merge_s": res.stage_seconds["merge"], "files": res.files, "mb": res.input_bytes / 1e6,
+            "digest": _digest(out)}
+
+
+def bench_oblique(production: Path, work: Path, clusters: dict, repeat: int) -> dict:
+    """The production converted synchronously and on 1 and 2 workers, `repeat` times in turn; best and worst."""
+    from cim.tiling import SYNCHRONOUS, Runner
+
+    runs: dict = {"sync": [], 1: [], 2: []}
+    for _ in range(repeat):
+        for key in runs:
+            with (Runner(scheduler=SYNCHRONOUS) if key == "sync" else Runner(client=clusters[key])) as r:
+                runs[key].append(run_oblique(production, work / f"oblique-{key}", r))
+    best = {k: min(v, key=lambda x: x["seconds"]) for k, v in runs.items()}
+    row = {"files": best["sync"]["files"], "input_mb": round(best["sync"]["mb"], 1), "repeat": repeat,
+           "same_bytes": len({x["digest"] for v in runs.values() for x in v}) == 1,
+           **{f"{k}_s": round(v["seconds"], 2) for k, v in best.items()},
+           **{f"{k}_worst_s": round(max(x["seconds"] for x in runs[k]), 2) for k in runs},
+           **{f"{k}_convert_s": round(v["convert_s"], 2) for k, v in best.items()},
+           **{f"{k}_merge_s": round(v["merge_s"], 2) for k, v in best.items()},
+           "efficiency_build": round(best[1]["seconds"] / (2 * best[2]["seconds"]), 2),
+           "efficiency_convert": round(best[1]["convert_s"] / (2 * best[2]["convert_s"]), 2),
+           "mb_per_s_2": round(best[2]["mb"] / best[2]["seconds"], 1)}
+    return row
 
 
 def main() -> None:
@@ -74,6 +114,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000])
     ap.add_argument("--work", type=Path, default=None, help="folder for generated cities (default: a temp dir)")
+    ap.add_argument("--oblique", type=Path, nargs="?", const=PRODUCTION, default=None,
+                    help="also the oblique production (default: ../shared/data/oblique_osgb/zhongshan)")
+    ap.add_argument("--repeat", type=int, default=3, help="oblique runs (best and worst reported)")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="cim-bench-dask-"))
     print(f"load average at start: {os.getloadavg()}", flush=True)
@@ -110,9 +153,14 @@ def main() -> None:
                **{f"{k}_worker_mb": round(v["worker_mb"]) for k, v in res.items() if k != "sync"},
                "efficiency_tiles": round(res[1]["tiles_s"] / (2 * res[2]["tiles_s"]), 2),
                "efficiency_build": round(res[1]["seconds"] / (2 * res[2]["seconds"]), 2),
-               "one_worker_over_sync": round(res[1]["seconds"] / res["sync"]["seconds"], 2)}
+               "one_worker_over_sync": round(res[1]["seconds"] / res["sync"]["seconds"], 2),
+               "stages_s": {str(k): v["stages"] for k, v in res.items()}}
         rows.append(row)
         print(json.dumps(row), flush=True)
+    obl = None
+    if args.oblique is not None:
+        obl = bench_oblique(args.oblique, work, clusters, args.repeat)
+        print(json.dumps(obl), flush=True)
     for c in clusters.values():
         c.cluster.close()
         c.close()
@@ -125,6 +173,15 @@ def main() -> None:
               f"({r['1_tiles_s']}) | {r['2_s']} ({r['2_tiles_s']}) | {r['efficiency_tiles']} "
               f"({r['efficiency_build']}) | {r['one_worker_over_sync']} | {r['sync_peak_mb']} / {r['1_peak_mb']} / "
               f"{r['2_peak_mb']} | {r['1_worker_mb']} / {r['2_worker_mb']} | {'yes' if r['same_bytes'] else 'NO'} |")
+
+    if obl is not None:
+        print(f"\noblique production: {obl['files']} files, {obl['input_mb']} MB; best (worst) of {obl['repeat']}")
+        print("| sync s (convert) | 1 worker s (convert) | 2 workers s (convert) | efficiency 1->2 build (convert) |"
+              " MB/s on 2 | same bytes |")
+        print("|---:|---:|---:|---:|---:|:---:|")
+        print(f"| {obl['sync_s']} ({obl['sync_convert_s']}) | {obl['1_s']} ({obl['1_convert_s']}) | {obl['2_s']} "
+              f"({obl['2_convert_s']}) | {obl['efficiency_build']} ({obl['efficiency_convert']}) | {obl['mb_per_s_2']} |"
+              f" {'yes' if obl['same_bytes'] else 'NO'} |")
 
 
 if __name__ == "__main__":

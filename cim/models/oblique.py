@@ -713,8 +713,11 @@ def convert_production(
     options: ObliqueOptions | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    runner: Runner | None = None,
 ) -> ObliqueResult:
     """Convert a production into a standalone 3D Tiles 1.1 tileset: `out/tileset.json` and `out/<prefix>/`.
+
+    `runner` as in `build_oblique` (a notebook's client, or the synchronous scheduler).
 
     Raises:
         OutputExistsError: `out` exists and is not empty, without `overwrite`.
@@ -730,7 +733,8 @@ def convert_production(
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
-        res = build_oblique(production, work, buildings=buildings, options=options, progress=progress)
+        res = build_oblique(production, work, buildings=buildings, options=options, progress=progress,
+                           runner=runner)
         root = relative_transforms(res.root)
         Tileset(geometric_error=2 * root.geometric_error, root=root,
                 extras={"cim": {"layer": "oblique", "georeference": res.georeference}}).write(work / "tileset.json")
