@@ -26,6 +26,13 @@ shared file system (counted when it is slower than the tasks). Every assumption 
 building: the check that a city's size sets neither (10M buildings: workers < 4 GB).
 
     python bench/bench_scale.py --buildings 10000000 --end-to-end 2
+
+`--oblique [PRODUCTION]` measures an oblique production instead (default: ../shared/data/oblique_osgb/zhongshan):
+`convert_production` on the synchronous scheduler, the CPU seconds of every file task (with the file's size) and
+of every merged-node task, and the driver's serial CPU (listing the files, assembling the tree, the tileset),
+per MB of input; `--costs-out` keeps them for `sim_cluster.py oblique --costs`.
+
+    python bench/bench_scale.py --oblique --copies 10 --costs-out oblique-costs.json   # + 10 x its folders
 """
 
 from __future__ import annotations
@@ -33,13 +40,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import psutil
+
+
+PRODUCTION = Path(__file__).resolve().parents[2] / "shared" / "data" / "oblique_osgb" / "zhongshan"
 
 
 def _size(path: Path) -> int:
@@ -64,11 +76,16 @@ def main() -> None:
                     help="write every task's CPU seconds per stage and the driver's serial CPU (for sim_cluster.py)")
     ap.add_argument("--copies", type=int, default=1,
                     help="build COPIES x the sample city side by side (streamed from its row groups, see tiled_city)")
+    ap.add_argument("--oblique", type=Path, nargs="?", const=PRODUCTION, default=None,
+                    help="measure the oblique production's task costs instead (see above)")
     ap.add_argument("--end-to-end", type=int, default=0, metavar="WORKERS",
                     help="build on a LocalCluster of WORKERS processes; print wall time and peak RSS per process")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="cim-bench-scale-"))
     print(f"load average at start: {os.getloadavg()}", flush=True)
+    if args.oblique is not None:
+        _oblique_costs(args.oblique, work / "oblique", args.copies, args.costs_out)
+        return
     city_dir = work / f"city-{args.buildings}"
     city = load(city_dir) if (city_dir / "sample.json").exists() else generate(
         city_dir, buildings=args.buildings, seed=1, footprint_format="parquet", ortho=False, layers=("buildings",))
@@ -201,6 +218,82 @@ def tiled_city(src: Path, copies: int, dest: Path) -> Path:
                 t = t.set_column(t.schema.get_field_index("code"), "code", code)
                 writer.write_table(t, row_group_size=len(t))
     return dest
+
+
+def _oblique_run(production: Path, out: Path) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Per-task CPU of an oblique production's conversion (synchronous): the file tasks (CPU s, bytes), the merged
+    nodes' CPU s, and a summary with the driver's serial CPU."""
+    from cim.models.oblique import convert_production
+    from cim.tiling import SYNCHRONOUS, Runner
+
+    cpu: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    real_map = Runner.map
+
+    def timed_map(self, fn, jobs, state=None, *, stage="tiles", cost=None):
+        def timed(job, st):
+            t = time.process_time()
+            try:
+                return fn(job, st)
+            finally:
+                size = Path(job[0]).stat().st_size if stage == "oblique" else 0
+                cpu[stage].append((time.process_time() - t, size))
+
+        return real_map(self, timed, jobs, state, stage=stage, cost=cost)
+
+    Runner.map = timed_map
+    try:
+        t0, c0 = time.perf_counter(), time.process_time()
+        with Runner(scheduler=SYNCHRONOUS) as runner:
+            res = convert_production(production, out, overwrite=True, runner=runner)
+        wall, total = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        Runner.map = real_map
+    files = np.array(cpu["oblique"])
+    merges = np.array([c for c, _ in cpu["oblique-merge"]])
+    mb = files[:, 1].sum() / 1e6
+    serial = total - files[:, 0].sum() - merges.sum()
+    doc = {"production": str(production), "files": len(files), "tiles": res.tiles, "input_mb": round(mb, 2),
+           "wall_s": round(wall, 2), "cpu_s": round(total, 2),
+           "file_cpu_s": round(float(files[:, 0].sum()), 3),
+           "cpu_s_per_mb": round(float(files[:, 0].sum()) / mb, 4),
+           "file_cpu_ms": {"mean": round(1000 * float(files[:, 0].mean()), 1),
+                           "max": round(1000 * float(files[:, 0].max()), 1)},
+           "merge_tasks": len(merges), "merge_cpu_s": round(float(merges.sum()), 3),
+           "merge_cpu_ms_mean": round(1000 * float(merges.mean()), 1) if len(merges) else 0.0,
+           "driver_serial_cpu_s": round(serial, 3), "output_mb": round(_size(out) / 2**20, 1)}
+    return doc, files, merges
+
+
+def _oblique_costs(production: Path, work: Path, copies: int, costs_out: Path | None) -> None:
+    """The production's task costs; with `copies` > 1 also a production of `copies` x its `Tile_*` folders
+    (symbolic links under new tile names), so the driver's serial CPU per file is the slope between the two."""
+    from cim.sources.contextcapture import read_metadata
+
+    read_metadata(production).to_ecef(np.zeros((1, 3)))  # pyproj's first transformer: not the build's cost
+    one, files, merges = _oblique_run(production, work / "out-1")
+    print(json.dumps(one), flush=True)
+    doc = dict(one, driver_ms_per_file=round(1000 * one["driver_serial_cpu_s"] / one["files"], 3))
+    if copies > 1:
+        big = work / f"production-x{copies}"
+        data = big / "Data"
+        data.mkdir(parents=True, exist_ok=True)
+        shutil.copy(production / "metadata.xml", big / "metadata.xml")
+        tiles = sorted(p for p in (production / "Data").iterdir() if p.is_dir())
+        for k in range(copies):
+            for t in tiles:
+                link = data / f"{t.name}-copy{k:03d}"
+                if not link.exists():
+                    link.symlink_to(t.resolve(), target_is_directory=True)
+        many, files, merges = _oblique_run(big, work / f"out-{copies}")
+        print(json.dumps(many), flush=True)
+        slope = (many["driver_serial_cpu_s"] - one["driver_serial_cpu_s"]) / (many["files"] - one["files"])
+        doc = dict(many, driver_ms_per_file=round(1000 * slope, 3),
+                   driver_fixed_s=round(one["driver_serial_cpu_s"] - slope * one["files"], 3))
+    print(json.dumps({k: v for k, v in doc.items() if k in ("cpu_s_per_mb", "merge_cpu_ms_mean", "driver_ms_per_file",
+                                                           "driver_fixed_s")}))
+    if costs_out is not None:
+        costs_out.write_text(json.dumps({**doc, "file_tasks": files.tolist(), "merge_task_cpu": merges.tolist()}))
+    print(f"load average at end: {os.getloadavg()}")
 
 
 def _end_to_end(city, out: Path, workers: int) -> None:
