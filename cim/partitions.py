@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +102,13 @@ class RowStore:
         (folder / _INDEX).write_text(json.dumps({"rows": n or 0, "columns": columns}))
         return cls(folder)
 
-    def read(self, start: int, stop: int) -> dict[str, Any]:
-        """Rows `start` to `stop` (excluded) of every array, as the types they were written as, in written order."""
+    def read(self, start: int, stop: int, names: Collection[str] | None = None) -> dict[str, Any]:
+        """Rows `start` to `stop` (excluded) of every array (or of those in `names` that the store has), as the
+        types they were written as, in written order."""
         out: dict[str, Any] = {}
         for col in self.index["columns"]:
+            if names is not None and col["name"] not in names:
+                continue
             parts = {p: np.load(self.folder / f"{col['file']}.{p}.npy", mmap_mode="r") for p in col["parts"]}
             out[col["name"]] = _join(col, parts, start, stop)
         return out

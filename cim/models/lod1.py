@@ -294,7 +294,7 @@ def implicit_root(out: Path, nodes: list[ImplicitNode], tiles: dict[str, Tile], 
 
 
 @contextlib.contextmanager
-def _scratch(folder: Path, run: Runner) -> Iterator[None]:
+def scratch_rows(folder: Path, run: Runner) -> Iterator[None]:
     """The build's row stores, removed when the tiles are written; kept when it fails inside a resumable build
     (the manifest lists the waves that wrote them, which a resumed build does not run again)."""
     try:
@@ -337,7 +337,7 @@ def build_buildings(
     t0 = time.perf_counter()
     out = Path(out_dir)
     scratch = out / ROWS_FOLDER
-    with runner_scope(runner, options.workers, progress) as run, _scratch(scratch, run):
+    with runner_scope(runner, options.workers, progress) as run, scratch_rows(scratch, run):
         fp = prepare_partitions(footprints, dem, runner=run, scratch=scratch / "footprints", dsm=dsm,
                                 options=options, crs=crs)
         stages = dict(fp.seconds)

@@ -19,12 +19,12 @@ other shapes one by one (straight skeleton); MultiPolygons get one solid per par
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,9 @@ import pandas as pd
 import shapely
 
 from cim.geodesy import enu_frame, region_of
-from cim.models.footprints import ROWS_FOLDER, BuildingOptions, prepare_footprints, take_column
-from cim.models.lod1 import implicit_root
+from cim.models.footprints import ROWS_FOLDER, BuildingOptions, take_column
+from cim.models.lod1 import implicit_root, scratch_rows
+from cim.models.partitioned import PartitionedFootprints, arrange_rows, prepare_partitions
 from cim.models.roofs import (
     MIN_ROOF_SAMPLES,
     ROOF_TYPES,
@@ -145,15 +146,22 @@ def _detect_block(idx: np.ndarray, d: dict[str, Any]) -> tuple[np.ndarray, RoofF
 
     g = d["geoms"][idx]
     frames = roof_frames(g)
+    # a partition's share of a block (`_roof_partition`): the window of the whole block's footprints, and the later
+    # partitions' footprints of the block drawn last, as the whole block draws them (a cell goes to the last one)
+    bounds, later = d.get("block_bounds"), d.get("later")
     with open_raster(d["dsm"]) as src:
-        window = window_over(src, d["crs"], d["crs"], tuple(shapely.total_bounds(g)))
+        window = window_over(src, d["crs"], d["crs"], tuple(bounds if bounds is not None else shapely.total_bounds(g)))
         if window is None:
             return idx, RoofFit.empty(len(idx))
         z = np.ma.filled(src.read(1, window=window, masked=True).astype(np.float64), np.nan)
         tf = rasterio.windows.transform(window, src.transform)
-    labels = rasterio.features.rasterize(list(zip(polygons_geojson(frames.parts), range(1, len(frames.parts) + 1))),
-                                         out_shape=z.shape, transform=tf, all_touched=False, fill=0,
+    shapes = list(zip(polygons_geojson(frames.parts), range(1, len(frames.parts) + 1)))
+    if later is not None and len(later):
+        parts = shapely.get_parts(later)
+        shapes += list(zip(polygons_geojson(parts), range(len(frames.parts) + 1, len(frames.parts) + len(parts) + 1)))
+    labels = rasterio.features.rasterize(shapes, out_shape=z.shape, transform=tf, all_touched=False, fill=0,
                                          dtype="int32")
+    labels[labels > len(frames.parts)] = 0  # cells the later partitions' footprints take
     rows, cols = np.nonzero(labels)
     values = z[rows, cols]
     ok = np.isfinite(values)
@@ -200,10 +208,7 @@ def detect_roofs(geoms: np.ndarray, crs: crsmod.CRSLike, base: np.ndarray, dsm: 
     if not dsm_crs.equals(fp_crs):
         t = crsmod.transformer(fp_crs, dsm_crs)
         g = shapely.transform(geoms, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
-    c = shapely.centroid(g)
-    col, row = inv * (shapely.get_x(c), shapely.get_y(c))
-    key = np.floor(np.asarray(row) / block_px).astype(np.int64) * 1_000_003 + np.floor(
-        np.asarray(col) / block_px).astype(np.int64)
+    key = _block_keys(g, inv, block_px)
     order = np.argsort(key, kind="stable")
     cuts = np.flatnonzero(np.diff(key[order])) + 1
     jobs = np.split(order, cuts)
@@ -212,6 +217,148 @@ def detect_roofs(geoms: np.ndarray, crs: crsmod.CRSLike, base: np.ndarray, dsm: 
         for idx, fit in run.map(_detect_block, jobs, state, stage="roofs"):
             out.put(idx, fit)
     return out
+
+
+# --------------------------------------------------------------------------- roofs, partition by partition
+ROOF_COLUMNS = ("roof_type", "eave_height", "ridge_height")
+BLOCK_PX = 1024  # the side of the DSM blocks roof detection groups footprints by (`detect_roofs`)
+
+
+def _roof_attrs(rows: dict[str, Any], n: int) -> pd.DataFrame:
+    """The roof attribute columns of a partition's prepared rows, as the frame `roof_heights` reads."""
+    data: dict[str, Any] = {}
+    for name in ROOF_COLUMNS:
+        values = rows.get(f"column/{name}")
+        if values is not None:
+            data[name] = pd.Series(values.to_list(), dtype=object) if isinstance(values, StringColumn) else \
+                pd.Series(values)
+    return pd.DataFrame(data, index=pd.RangeIndex(n))
+
+
+def _dsm_geoms(geoms: np.ndarray, d: dict[str, Any]) -> np.ndarray:
+    """Footprints in the DSM's CRS (as `detect_roofs` puts them)."""
+    if d["dsm_crs"].equals(d["crs"]):
+        return geoms
+    t = crsmod.transformer(d["crs"], d["dsm_crs"])
+    return shapely.transform(geoms, lambda xy: np.column_stack(t.transform(xy[:, 0], xy[:, 1])))
+
+
+def _roof_need(job: tuple[str], d: dict[str, Any]) -> dict[int, list[float]]:
+    """A partition's footprints that take their roof from the DSM, written (in the DSM's CRS, with their block)
+    for the earlier partitions' tasks; per block, their extent (a Dask task)."""
+    (store,) = job
+    rs = RowStore(store)
+    rows = rs.read(0, len(rs), names={"geometry", *(f"column/{c}" for c in ROOF_COLUMNS)})
+    need = ~roof_attributes_present(_roof_attrs(rows, len(rs)))
+    g = _dsm_geoms(rows["geometry"][need], d)
+    keys = _block_keys(g, d["inv"], BLOCK_PX)
+    RowStore.write(Path(store) / "roof-need", {"geometry": g, "key": keys})
+    out: dict[int, list[float]] = {}
+    for k in np.unique(keys).tolist():
+        out[k] = [float(v) for v in shapely.total_bounds(g[keys == k])]
+    return out
+
+
+def _roof_partition(job: tuple[str, str, str], d: dict[str, Any]) -> dict[str, Any]:
+    """A partition's roofs (attributes, else the DSM) and its rows as an LOD2 tile reads them, in a `RowStore`
+    beside its prepared rows (a Dask task). `job`: the prepared rows' folder, the folder to write, a digest of the
+    later partitions it draws (for resuming)."""
+    store, folder, _ = job
+    rs = RowStore(store)
+    n = len(rs)
+    rows = rs.read(0, n)
+    geoms = rows["geometry"]
+    base, height = np.load(Path(store) / "heights.npy").T.copy()
+    attrs = _roof_attrs(rows, n)
+    kinds, eave, ridge = roof_heights(attrs, height)
+    ridge_dir, up_dir = np.full((n, 2), np.nan), np.full((n, 2), np.nan)
+    azimuth = np.full(n, np.nan)
+    has_roof = roof_attributes_present(attrs)
+    roof_source = np.where(has_roof, "attribute", "default").astype(object)
+    counts = None
+    if d["dsm"] is not None and d["dem"] is not None and not has_roof.all():
+        need = np.flatnonzero(~has_roof)
+        g = _dsm_geoms(geoms[need], d)
+        keys = _block_keys(g, d["inv"], BLOCK_PX)
+        later = [RowStore(f).read(0, len(RowStore(f))) for f in d["later"].get(store, [])]
+        fit = RoofFit.empty(len(need))
+        state = dict(geoms=g, base=base[need], dsm=d["dsm"], crs=d["dsm_crs"], min_samples=MIN_ROOF_SAMPLES)
+        order = np.argsort(keys, kind="stable")
+        for idx in np.split(order, np.flatnonzero(np.diff(keys[order])) + 1):
+            k = int(keys[idx[0]])
+            drawn = [r["geometry"][r["key"] == k] for r in later]
+            state.update(block_bounds=d["blocks"][k], later=np.concatenate(drawn) if drawn else None)
+            fit.put(*_detect_block(idx, state))
+        got = fit.status != "no_samples"
+        at = need[got]
+        kinds[at] = fit.roof_type[got]
+        eave[at] = np.maximum(fit.eave[got], 0.5)
+        ridge[at] = np.maximum(fit.ridge[got], eave[at])
+        ridge_dir[at], up_dir[at], azimuth[at] = fit.ridge_dir[got], fit.up_dir[got], fit.ridge_azimuth[got]
+        roof_source[at] = np.where(fit.status[got] == "detected", "dsm", "dsm_median")
+        counts = {"footprints": len(need), **fit.counts()}
+    columns = {name: v for name, v in rows.items() if name.startswith("column/")}
+    columns.update({"column/roof_source": StringColumn.from_values(roof_source),
+                    "column/eave_height_built": np.round(eave, 3), "column/ridge_height_built": np.round(ridge, 3),
+                    "column/ridge_azimuth": np.round(azimuth, 1)})
+    RowStore.write(folder, {"geometry": geoms, "kinds": StringColumn.from_values(kinds), "ids": rows["column/id"],
+                            "base": base, "eave": eave, "ridge": ridge, "ridge_dir": ridge_dir, "up_dir": up_dir,
+                            **columns})
+    np.save(Path(folder) / "size.npy", np.maximum(ridge, np.sqrt(shapely.area(geoms))))
+    return {"store": folder, "kinds": list(Counter(kinds.tolist()).items()),
+            "sources": {s: int(np.sum(roof_source == s)) for s in ("attribute", "dsm", "dsm_median", "default")},
+            "detection": counts}
+
+
+def partitioned_roofs(fp: PartitionedFootprints, dem: Any, dsm: Any, runner: Runner, scratch: Path
+                      ) -> tuple[PartitionedFootprints, dict[str, Any]]:
+    """Every partition's roofs as Dask waves ("roofs-need", then "roofs": see `_roof_partition`); the footprints
+    with the partitions' LOD2 rows and each building's LOD2 size (ridge or footprint, the larger), and the report's
+    roof counts (as the whole city's)."""
+    d: dict[str, Any] = dict(dsm=None if dsm is None else str(dsm), dem=dem, crs=fp.crs, later={}, blocks={})
+    if dsm is not None and dem is not None:
+        with open_raster(dsm) as src:
+            d.update(dsm_crs=crsmod.parse_crs(src.crs.to_wkt(), what=str(dsm)), inv=~src.transform)
+        needs = runner.map(_roof_need, [(s,) for s in fp.stores], d, stage="roofs-need",
+                           cost=np.diff(fp.offsets).tolist())
+        for blocks in needs:  # each block's extent over every partition: the window the whole block reads
+            for k, b in blocks.items():
+                have = d["blocks"].get(k)
+                d["blocks"][k] = b if have is None else [min(have[0], b[0]), min(have[1], b[1]),
+                                                         max(have[2], b[2]), max(have[3], b[3])]
+        for i, store in enumerate(fp.stores):
+            mine = set(needs[i])
+            d["later"][store] = [str(Path(s) / "roof-need") for s, blocks in zip(fp.stores[i + 1:], needs[i + 1:])
+                                 if mine & set(blocks)]
+    jobs = [(s, str(scratch / f"p{i:05d}"), hashlib.blake2b(repr(d["later"].get(s, [])).encode(),
+                                                            digest_size=8).hexdigest())
+            for i, s in enumerate(fp.stores)]
+    results = runner.map(_roof_partition, jobs, d, stage="roofs", cost=np.diff(fp.offsets).tolist())
+    kinds: Counter[str] = Counter()
+    for r in results:
+        kinds.update(dict(r["kinds"]))
+    sources = {s: sum(r["sources"][s] for r in results) for s in ("attribute", "dsm", "dsm_median", "default")}
+    detection = None
+    found = [r["detection"] for r in results if r["detection"] is not None]
+    if found:
+        detected: Counter[str] = Counter()
+        for c in found:
+            detected.update(c["detected"])
+        detection = {"footprints": sum(c["footprints"] for c in found), "min_samples": MIN_ROOF_SAMPLES,
+                     "detected": {t: detected[t] for t in sorted(detected)},
+                     "fallback_flat": sum(c["fallback_flat"] for c in found),
+                     "no_samples": sum(c["no_samples"] for c in found)}
+    size = np.concatenate([np.load(Path(r["store"]) / "size.npy") for r in results])
+    report = {"roof_types": {k: int(v) for k, v in kinds.items()}, "roof_sources": sources, "roof_detection": detection}
+    return replace(fp, stores=[r["store"] for r in results], size=size), report
+
+
+def _block_keys(g: np.ndarray, inv: Any, block_px: int) -> np.ndarray:
+    """(k,) int64: the DSM block (`block_px` square, `inv` the DSM's inverse transform) of each footprint's centroid."""
+    c = shapely.centroid(g)
+    col, row = inv * (shapely.get_x(c), shapely.get_y(c))
+    return np.floor(np.asarray(row) / block_px).astype(np.int64) * 1_000_003 + np.floor(
+        np.asarray(col) / block_px).astype(np.int64)
 
 
 def _mesh_tile(sel: np.ndarray, j: dict[str, Any]
@@ -326,13 +473,13 @@ def _ortho_texture(bounds: tuple[float, float, float, float], j: dict[str, Any])
     return encode_texture(np.moveaxis(img, 0, -1).astype(np.uint8), j["glb"], 85)
 
 
-def _write_tile(job: tuple[str, int, int, float], shared: dict[str, Any]
+def _write_tile(job: tuple[str, int, int, int, float], shared: dict[str, Any]
                 ) -> tuple[str, Tile, int, list[str], list[str]]:
-    """Mesh, texture, encode and write one tile (a Dask task): its buildings are rows `start` to `stop` of the
-    build's `cim.partitions.RowStore` (rows in tile order); `shared` holds a few small values (the store's folder,
-    the CRS, options)."""
-    path, start, stop, error = job
-    rows = RowStore(shared["rows"]).read(start, stop)
+    """Mesh, texture, encode and write one tile (a Dask task): its buildings are rows `start` to `stop` of its
+    group's `cim.partitions.RowStore` (rows in tile order: `cim.models.partitioned.arrange_rows`); `shared` holds
+    a few small values (the stores' folder, the CRS, options)."""
+    path, group, start, stop, error = job
+    rows = RowStore(Path(shared["rows"]) / f"g{group:05d}").read(start, stop)
     j = {**shared, "geoms": rows.pop("geometry"), "kinds": np.asarray(rows.pop("kinds").to_list(), dtype=object),
          "ids": np.asarray(rows.pop("ids").to_list(), dtype=object), "base": rows.pop("base"),
          "eave": rows.pop("eave"), "ridge": rows.pop("ridge"), "ridge_dir": rows.pop("ridge_dir"),
@@ -404,65 +551,34 @@ def build_lod2_buildings(
     """
     options = options or BuildingOptions()
     t0 = time.perf_counter()
-    fp = prepare_footprints(footprints, dem, dsm=dsm, options=options, crs=crs, runner=runner,
-                            scratch=Path(out_dir) / ROWS_FOLDER)
-    stages = dict(fp.seconds)
-    geoms, ids, base, height, source = fp.geoms, fp.ids, fp.base, fp.height, fp.source
-    kinds, eave, ridge = roof_heights(fp.attrs, height)
-    n = len(geoms)
-    ridge_dir, up_dir = np.full((n, 2), np.nan), np.full((n, 2), np.nan)
-    azimuth = np.full(n, np.nan)
-    has_roof = roof_attributes_present(fp.attrs)
-    roof_source = np.where(has_roof, "attribute", "default").astype(object)
-    detection = None
-    if dsm is not None and dem is not None and not has_roof.all():
-        tick = time.perf_counter()
-        need = np.flatnonzero(~has_roof)
-        fit = detect_roofs(geoms[need], fp.crs, base[need], dsm, runner=runner)
-        got = fit.status != "no_samples"
-        at = need[got]
-        kinds[at] = fit.roof_type[got]
-        eave[at] = np.maximum(fit.eave[got], 0.5)
-        ridge[at] = np.maximum(fit.ridge[got], eave[at])
-        ridge_dir[at], up_dir[at], azimuth[at] = fit.ridge_dir[got], fit.up_dir[got], fit.ridge_azimuth[got]
-        roof_source[at] = np.where(fit.status[got] == "detected", "dsm", "dsm_median")
-        detection = {"footprints": len(need), "min_samples": MIN_ROOF_SAMPLES, **fit.counts()}
-        stages["roofs"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    size = np.maximum(ridge, np.sqrt(shapely.area(geoms)))
-    implicit = options.use_implicit(n)
-    if implicit:
-        inodes, root_cell = fp.implicit_quadtree(size, options.tile_capacity)
-        nodes = [(node, f"{node.level}/{node.x}/{node.y}") for node in inodes]
-    else:
-        nodes = fp.quadtree(size, options.tile_capacity)  # type: ignore[assignment]
     out = Path(out_dir)
-    (out / "buildings").mkdir(parents=True, exist_ok=True)
-    columns = fp.columns()
-    columns.update(roof_source=StringColumn.from_values(roof_source), eave_height_built=np.round(eave, 3),
-                   ridge_height_built=np.round(ridge, 3), ridge_azimuth=np.round(azimuth, 1))
-    stages["tiling"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    # every tile's rows side by side on disk, in tile order: a task reads its own rows, nothing else
-    order = np.concatenate([node.content for node, _ in nodes])
-    ends = np.cumsum([len(node.content) for node, _ in nodes])
     scratch = out / ROWS_FOLDER
-    RowStore.write(scratch / "lod2", {
-        "geometry": geoms, "kinds": StringColumn.from_values(kinds), "ids": StringColumn.from_values(ids),
-        "base": base, "eave": eave, "ridge": ridge, "ridge_dir": ridge_dir, "up_dir": up_dir,
-        **{f"column/{name}": v for name, v in columns.items()}}, order)
-    del order, columns
-    stages["partition"] = time.perf_counter() - tick
-    tick = time.perf_counter()
-    state = dict(rows=str(scratch / "lod2"), crs=fp.crs, out=out, ortho=None if ortho is None else str(ortho),
-                 texture_px=texture_px, color=options.color, roof_color=(0.62, 0.36, 0.30, 1.0),
-                 glb=options.glb, vertical=options.vertical_datum, implicit=implicit)
-    jobs = [(path, int(end - len(node.content)), int(end), node.error) for (node, path), end in zip(nodes, ends)]
-    try:
-        with runner_scope(runner, options.workers, progress) as run:
-            results = run.map(_write_tile, jobs, state, stage="lod2", cost=[j[2] - j[1] for j in jobs])
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with runner_scope(runner, options.workers, progress) as run, scratch_rows(scratch, run):
+        fp = prepare_partitions(footprints, dem, runner=run, scratch=scratch / "footprints", dsm=dsm,
+                                options=options, crs=crs)
+        stages = dict(fp.seconds)
+        tick = time.perf_counter()
+        fp, roofs = partitioned_roofs(fp, dem, dsm, run, scratch / "roofs")
+        stages["roofs"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        implicit = options.use_implicit(len(fp))
+        if implicit:
+            inodes, root_cell = fp.implicit_quadtree(options.tile_capacity)
+            nodes = [(node, f"{node.level}/{node.x}/{node.y}") for node in inodes]
+        else:
+            nodes = fp.quadtree(options.tile_capacity)  # type: ignore[assignment]
+        stages["tiling"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        (out / "buildings").mkdir(parents=True, exist_ok=True)
+        # every tile's rows side by side on disk, in tile order: a task reads its own rows, nothing else
+        spans = arrange_rows(fp, nodes, run, scratch / "lod2", stage="lod2-rows")
+        stages["partition"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        state = dict(rows=str(scratch / "lod2"), crs=fp.crs, out=out, ortho=None if ortho is None else str(ortho),
+                     texture_px=texture_px, color=options.color, roof_color=(0.62, 0.36, 0.30, 1.0),
+                     glb=options.glb, vertical=options.vertical_datum, implicit=implicit)
+        jobs = [(path, *span, node.error) for (node, path), span in zip(nodes, spans)]
+        results = run.map(_write_tile, jobs, state, stage="lod2", cost=[j[3] - j[2] for j in jobs])
     tiles = {path: tile for path, tile, _, _, _ in results}
     triangles = sum(r[2] for r in results)
     reasons: Counter[str] = Counter()
@@ -476,14 +592,10 @@ def build_lod2_buildings(
         root, schema = implicit_root(out, inodes, tiles, root_cell)
     else:
         root = nest_tiles(nodes, tiles)  # type: ignore[arg-type]
-    skipped = fp.skipped
     return Lod2Result(
-        root=root, buildings=len(geoms), skipped=skipped,
-        roof_types={k: int(v) for k, v in Counter(kinds.tolist()).items()},
-        fallbacks=dict(reasons), fallback_ids=fallback_ids,
-        height_sources={s: int(np.sum(source == s)) for s in ("attribute", "floors", "dsm", "default")},
-        roof_sources={s: int(np.sum(roof_source == s)) for s in ("attribute", "dsm", "dsm_median", "default")},
-        roof_detection=detection,
+        root=root, buildings=len(fp), skipped=fp.skipped, roof_types=roofs["roof_types"],
+        fallbacks=dict(reasons), fallback_ids=fallback_ids, height_sources=fp.height_sources,
+        roof_sources=roofs["roof_sources"], roof_detection=roofs["roof_detection"],
         tiles=len(nodes), triangles=triangles, textured=ortho is not None,
         seconds=time.perf_counter() - t0, stage_seconds=stages, footprints=fp.describe(), notes=fp.notes,
         schema=schema)

@@ -268,6 +268,7 @@ def _prepare(job: tuple[FootprintPartition, str], plan: dict[str, Any]) -> dict[
     np.save(folder / "summary.npy", np.column_stack([shapely.get_x(cent), shapely.get_y(cent), size,
                                                      shapely.bounds(geoms)])
             if len(geoms) else np.zeros((0, 7)))
+    np.save(folder / "heights.npy", np.column_stack([base, height]) if len(geoms) else np.zeros((0, 2)))  # LOD2
     return {"store": str(folder), "clean": k, "kept": len(geoms), "skipped": list(skipped.reasons.items()),
             "outside": out_ids, "bounds": _total_bounds(geoms), "clean_bounds": clean_bounds, "masked": masked,
             "sources": {s: int(np.sum(source == s)) for s in HEIGHT_SOURCES},

@@ -183,5 +183,6 @@ def test_lod2_tiles_read_their_rows(city, tmp_path, monkeypatch):
         res = build_lod2_buildings(city.buildings, city.dem, tmp_path / "out", options=OPTIONS, runner=runner)
     assert res.tiles >= 10 and len(list((tmp_path / "out" / "buildings").glob("*.glb"))) == res.tiles
     assert not (tmp_path / "out" / ".rows").exists()
-    assert {s for s, _, _ in states} == {"heights", "lod2"}
+    # footprints prepared and roofs made partition by partition, like LOD1's (tests/cim/models/test_partitioned.py)
+    assert {s for s, _, _ in states} == {"footprints-scan", "footprints-prepare", "roofs", "lod2-rows", "lod2"}
     assert all(size < 10_000 for _, size, _ in states), states
