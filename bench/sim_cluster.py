@@ -95,10 +95,11 @@ def lod1_waves(costs: dict, target: int, workers: int, speedup: float, rng: np.r
 
 
 def oblique_waves(target_gb: float, mb_per_task: float, costs: dict | None, cpu_s_per_mb: float,
-                  merge_s: float, speedup: float, rng: np.random.Generator
+                  merge_s: float, speedup: float, rng: np.random.Generator, workers: int = 1, batched: bool = True
                   ) -> tuple[list[tuple[str, np.ndarray]], dict[str, float]]:
-    """A ContextCapture production of `target_gb`: one task per `mb_per_task` of OSGB (a `Tile_*` folder: its
-    files run as one batch), then the merged coarse levels (a node per four children, a wave per level).
+    """A ContextCapture production of `target_gb`: `mb_per_task` of OSGB per `Tile_*` folder, the folders' files
+    batched into Dask tasks as the build batches them (`batched`), then the merged coarse levels (a node per four
+    children, a wave per level).
 
     With `costs` (bench_scale.py --oblique --costs-out) a folder's CPU is its size times CPU-per-MB ratios drawn
     from the measured file tasks, a merged node's CPU is drawn from the measured merge tasks, and the driver's
@@ -124,6 +125,10 @@ def oblique_waves(target_gb: float, mb_per_task: float, costs: dict | None, cpu_
         level = max(1, -(-level // 4))
         levels.append(level)
     merges = [(f"oblique-merge ({k:,} nodes)", rng.choice(merge_pool, k) / speedup) for k in levels]
+    if batched:  # consecutive folders' files run as one Dask task (`cim.tiling.batches`)
+        from cim.tiling import batches
+
+        files = np.array([files[g].sum() for g in batches(files, workers)])
     return [("oblique files", files), *merges], serial
 
 
@@ -137,13 +142,15 @@ def main() -> None:
     ap.add_argument("--cpu-s-per-mb", type=float, default=0.043,
                     help="CPU seconds per MB of OSGB without --costs (benchmarks.md: 31.8 MB in 0.69 s on 2 workers)")
     ap.add_argument("--merge-s", type=float, default=0.25, help="CPU seconds per merged node without --costs")
-    ap.add_argument("--fs-mb-s", type=float, default=1000.0, help="shared file system bandwidth (oblique input)")
+    ap.add_argument("--fs-mb-s", type=float, default=1000.0,
+                    help="shared file system bandwidth, reads and writes together (oblique)")
     ap.add_argument("--machines", type=int, default=8)
     ap.add_argument("--cores", type=int, default=16)
     ap.add_argument("--speedup", type=float, default=1.0, help="a cluster core's speed over one here")
     ap.add_argument("--compress", type=float, default=1.0, help="simulated time scale (see above)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--unbatched", action="store_true", help="lod1: one tile a Dask task (before batching)")
+    ap.add_argument("--unbatched", action="store_true",
+                    help="one tile (lod1) or one folder (oblique) a Dask task: no batching")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     workers = args.machines * args.cores
@@ -160,7 +167,7 @@ def main() -> None:
             with open(args.costs) as fh:
                 costs = json.load(fh)
         waves, serial = oblique_waves(args.target_gb, args.mb_per_task, costs, args.cpu_s_per_mb, args.merge_s,
-                                      args.speedup, rng)
+                                      args.speedup, rng, workers, batched=not args.unbatched)
         what = f"a {args.target_gb:,.0f} GB oblique production ({args.mb_per_task:g} MB per task)"
     t0 = time.perf_counter()
     result = run_waves(waves, workers, args.compress, serial)
@@ -174,10 +181,11 @@ def main() -> None:
         print(f"| `{name}` | {r['tasks']:,} | {r['task_s']:,.0f} | {r['projected_s']:,.1f} | {r['efficiency']:.2f} | "
               f"{r['driver_s']:,.1f} |")
     if args.build == "oblique":
-        read = args.target_gb * 1024 / args.fs_mb_s
-        print(f"| reading {args.target_gb:,.0f} GB at {args.fs_mb_s:,.0f} MB/s (bound if slower than the tasks) "
-              f"| | | {read:,.0f} | | |")
-        total = max(total, read)
+        ratio = costs["output_mb"] * 2**20 / 1e6 / costs["input_mb"] if costs else 0.7
+        io = args.target_gb * 1024 * (1 + ratio) / args.fs_mb_s
+        print(f"| reading {args.target_gb:,.0f} GB and writing {ratio * args.target_gb:,.0f} GB of tiles at "
+              f"{args.fs_mb_s:,.0f} MB/s in all (bound if slower than the tasks) | | | {io:,.0f} | | |")
+        total = max(total, io)
     print(f"| **total** | | | **{total:,.0f} ({total / 60:.1f} min)** | | |")
 
 
