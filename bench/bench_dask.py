@@ -16,6 +16,10 @@ With `--oblique` it also converts the oblique production (../shared/data/oblique
     python bench/bench_dask.py                  # 100k buildings
     python bench/bench_dask.py --sizes 20000    # a quick run
     python bench/bench_dask.py --sizes 1000000 --oblique
+    python bench/bench_dask.py --sizes 1000000 --trees explicit auto   # the explicit tree too (as before 3b)
+
+`--trees` builds each size as an explicit tile tree, an implicit quadtree, or as `cim build` does (auto: implicit
+from 500,000 buildings); each run writes into a fresh folder.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -55,14 +60,17 @@ def _digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def run(footprints: Path, dem: Path, out: Path, runner) -> dict:
+def run(footprints: Path, dem: Path, out: Path, runner, tree: str = "auto") -> dict:
+    from cim.models.footprints import BuildingOptions
     from cim.models.lod1 import build_buildings
 
+    shutil.rmtree(out, ignore_errors=True)  # a fresh folder: no tiles of an earlier run (or tree) in the digest
     stop, peak = threading.Event(), []
     t = threading.Thread(target=_pss, args=(stop, peak), daemon=True)
     t.start()
     t0 = time.perf_counter()
-    res = build_buildings(footprints, dem, out, runner=runner)
+    options = BuildingOptions(implicit={"auto": None, "explicit": False, "implicit": True}[tree])
+    res = build_buildings(footprints, dem, out, runner=runner, options=options)
     seconds = time.perf_counter() - t0
     stop.set()
     t.join()
@@ -107,6 +115,20 @@ def bench_oblique(production: Path, work: Path, clusters: dict, repeat: int) -> 
     return row
 
 
+def _row(res: dict, same: bool, tree: str) -> dict:
+    """One size and tree's JSON row: seconds, tile-stage seconds, memory, efficiencies, stage seconds per run."""
+    row = {"buildings": res["sync"]["buildings"], "tree": tree, "tiles": res["sync"]["tiles"], "same_bytes": same,
+           **{f"{k}_s": round(v["seconds"], 2) for k, v in res.items()},
+           **{f"{k}_tiles_s": round(v["tiles_s"], 2) for k, v in res.items()},
+           **{f"{k}_peak_mb": round(v["peak_mb"]) for k, v in res.items()},
+           **{f"{k}_worker_mb": round(v["worker_mb"]) for k, v in res.items() if k != "sync"},
+           "efficiency_tiles": round(res[1]["tiles_s"] / (2 * res[2]["tiles_s"]), 2),
+           "efficiency_build": round(res[1]["seconds"] / (2 * res[2]["seconds"]), 2),
+           "one_worker_over_sync": round(res[1]["seconds"] / res["sync"]["seconds"], 2),
+           "stages_s": {str(k): v["stages"] for k, v in res.items()}}
+    return row
+
+
 def main() -> None:
     from cim.sample import generate, load
     from cim.tiling import SYNCHRONOUS, Runner, start_local_cluster
@@ -117,6 +139,8 @@ def main() -> None:
     ap.add_argument("--oblique", type=Path, nargs="?", const=PRODUCTION, default=None,
                     help="also the oblique production (default: ../shared/data/oblique_osgb/zhongshan)")
     ap.add_argument("--repeat", type=int, default=3, help="oblique runs (best and worst reported)")
+    ap.add_argument("--trees", nargs="+", choices=["auto", "explicit", "implicit"], default=["auto"],
+                    help="tile trees to build each size as (auto: implicit from 500,000 buildings, as cim build)")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="cim-bench-dask-"))
     print(f"load average at start: {os.getloadavg()}", flush=True)
@@ -139,24 +163,16 @@ def main() -> None:
         city_dir = work / f"city-{size}"
         city = load(city_dir) if (city_dir / "sample.json").exists() else generate(
             city_dir, buildings=size, seed=1, footprint_format="parquet", ortho=False, layers=("buildings",))
-        res = {}
-        with Runner(scheduler=SYNCHRONOUS) as r:
-            res["sync"] = run(city.buildings, city.dem, work / f"out-{size}-sync", r)
-        for n, client in clusters.items():
-            with Runner(client=client) as r:
-                res[n] = run(city.buildings, city.dem, work / f"out-{size}-{n}", r)
-        same = res["sync"]["digest"] == res[1]["digest"] == res[2]["digest"]
-        row = {"buildings": res["sync"]["buildings"], "tiles": res["sync"]["tiles"], "same_bytes": same,
-               **{f"{k}_s": round(v["seconds"], 2) for k, v in res.items()},
-               **{f"{k}_tiles_s": round(v["tiles_s"], 2) for k, v in res.items()},
-               **{f"{k}_peak_mb": round(v["peak_mb"]) for k, v in res.items()},
-               **{f"{k}_worker_mb": round(v["worker_mb"]) for k, v in res.items() if k != "sync"},
-               "efficiency_tiles": round(res[1]["tiles_s"] / (2 * res[2]["tiles_s"]), 2),
-               "efficiency_build": round(res[1]["seconds"] / (2 * res[2]["seconds"]), 2),
-               "one_worker_over_sync": round(res[1]["seconds"] / res["sync"]["seconds"], 2),
-               "stages_s": {str(k): v["stages"] for k, v in res.items()}}
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        for tree in args.trees:
+            res = {}
+            with Runner(scheduler=SYNCHRONOUS) as r:
+                res["sync"] = run(city.buildings, city.dem, work / f"out-{size}-{tree}-sync", r, tree)
+            for n, client in clusters.items():
+                with Runner(client=client) as r:
+                    res[n] = run(city.buildings, city.dem, work / f"out-{size}-{tree}-{n}", r, tree)
+            same = res["sync"]["digest"] == res[1]["digest"] == res[2]["digest"]
+            rows.append(_row(res, same, tree))
+            print(json.dumps(rows[-1]), flush=True)
     obl = None
     if args.oblique is not None:
         obl = bench_oblique(args.oblique, work, clusters, args.repeat)
@@ -165,12 +181,12 @@ def main() -> None:
         c.cluster.close()
         c.close()
     print(f"load average at end: {os.getloadavg()}")
-    print("\n| buildings | tiles | sync s (tiles) | 1 worker s (tiles) | 2 workers s (tiles) | efficiency 1->2 tiles "
-          "(build) | 1 worker / sync | peak MB sync / 1 / 2 | worker peak RSS MB 1 / 2 | same bytes |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
+    print("\n| buildings | tree | tiles | sync s (tiles) | 1 worker s (tiles) | 2 workers s (tiles) | efficiency "
+          "1->2 tiles (build) | 1 worker / sync | peak MB sync / 1 / 2 | worker peak RSS MB 1 / 2 | same bytes |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|:---:|")
     for r in rows:
-        print(f"| {r['buildings']:,} | {r['tiles']} | {r['sync_s']} ({r['sync_tiles_s']}) | {r['1_s']} "
-              f"({r['1_tiles_s']}) | {r['2_s']} ({r['2_tiles_s']}) | {r['efficiency_tiles']} "
+        print(f"| {r['buildings']:,} | {r['tree']} | {r['tiles']} | {r['sync_s']} ({r['sync_tiles_s']}) | "
+              f"{r['1_s']} ({r['1_tiles_s']}) | {r['2_s']} ({r['2_tiles_s']}) | {r['efficiency_tiles']} "
               f"({r['efficiency_build']}) | {r['one_worker_over_sync']} | {r['sync_peak_mb']} / {r['1_peak_mb']} / "
               f"{r['2_peak_mb']} | {r['1_worker_mb']} / {r['2_worker_mb']} | {'yes' if r['same_bytes'] else 'NO'} |")
 
