@@ -20,11 +20,17 @@ With `--oblique` it also converts the oblique production (../shared/data/oblique
 
 `--trees` builds each size as an explicit tile tree, an implicit quadtree, or as `cim build` does (auto: implicit
 from 500,000 buildings); each run writes into a fresh folder.
+
+Where the time goes: each row also has the driver's CPU seconds (this process: the build's serial parts, and the
+local cluster's scheduler, which runs here), the worker processes' CPU seconds, and per stage of the 1- and 2-worker
+runs the wave from Dask's task stream (`waves`: tasks, span, compute seconds, efficiency, and the tail from the first
+worker out of work to the wave's end).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -32,9 +38,11 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import psutil
+from distributed import get_task_stream
 
 
 def _pss(stop: threading.Event, out: list[int]) -> None:
@@ -68,16 +76,64 @@ def run(footprints: Path, dem: Path, out: Path, runner, tree: str = "auto") -> d
     stop, peak = threading.Event(), []
     t = threading.Thread(target=_pss, args=(stop, peak), daemon=True)
     t.start()
-    t0 = time.perf_counter()
     options = BuildingOptions(implicit={"auto": None, "explicit": False, "implicit": True}[tree])
-    res = build_buildings(footprints, dem, out, runner=runner, options=options)
+    client = runner.client
+    stream = contextlib.nullcontext(None) if client is None else get_task_stream(client=client)
+    kids0, cpu0, t0 = _kids_cpu(), time.process_time(), time.perf_counter()
+    with stream as ts:
+        res = build_buildings(footprints, dem, out, runner=runner, options=options)
     seconds = time.perf_counter() - t0
+    driver_cpu, kids_cpu = time.process_time() - cpu0, _kids_cpu() - kids0
     stop.set()
     t.join()
+    n = len(client.scheduler_info(n_workers=-1)["workers"]) if client is not None else 1
     return {"seconds": seconds, "tiles_s": res.stage_seconds["tiles"], "peak_mb": peak[0] / 2**20,
-            "worker_mb": peak[1] / 2**20,
+            "worker_mb": peak[1] / 2**20, "driver_cpu_s": driver_cpu, "workers_cpu_s": kids_cpu,
             "buildings": res.buildings, "tiles": res.tiles, "digest": _digest(out),
-            "stages": {k: round(v, 2) for k, v in res.stage_seconds.items()}}
+            "stages": {k: round(v, 2) for k, v in res.stage_seconds.items()},
+            "waves": waves(ts.data, n) if ts is not None else {}}
+
+
+def _kids_cpu() -> float:
+    """CPU seconds (user + system) of this process's children so far (the local clusters' worker processes)."""
+    total = 0.0
+    for p in psutil.Process().children(recursive=True):
+        try:
+            c = p.cpu_times()
+            total += c.user + c.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def waves(stream: list[dict], workers: int) -> dict[str, dict[str, float]]:
+    """Where a run's worker time went, per stage, from Dask's task stream (`distributed.get_task_stream`).
+
+    A stage's tasks are keyed `<stage>-<uuid>-<first job>` (`cim.tiling.Runner`). Per stage: Dask tasks, the wave's
+    span (first compute start to last compute end), the compute seconds of all its tasks, its efficiency (compute /
+    (workers x span)) and its tail: from the moment the first worker ran out of tasks for good to the wave's end
+    (what a worker idles at the end of a wave).
+    """
+    computes: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
+    for task in stream:
+        key = task["key"]
+        stage = key.rsplit("-", 2)[0] if isinstance(key, str) and key.count("-") >= 2 else str(key)
+        for ss in task.get("startstops", ()):
+            if ss["action"] == "compute":
+                computes[stage].append((task["worker"], ss["start"], ss["stop"]))
+    out = {}
+    for stage, xs in computes.items():
+        start, end = min(x[1] for x in xs), max(x[2] for x in xs)
+        last = defaultdict(float)
+        for w, _, b in xs:
+            last[w] = max(last[w], b)
+        first_idle = min(last.values()) if len(last) == workers else start
+        busy = sum(b - a for _, a, b in xs)
+        span = end - start
+        out[stage] = {"tasks": len(xs), "span_s": round(span, 2), "compute_s": round(busy, 2),
+                      "efficiency": round(busy / (workers * span), 3) if span > 0 else 1.0,
+                      "tail_s": round(end - first_idle, 2)}
+    return out
 
 
 PRODUCTION = Path(__file__).resolve().parents[2] / "shared" / "data" / "oblique_osgb" / "zhongshan"
@@ -125,7 +181,10 @@ def _row(res: dict, same: bool, tree: str) -> dict:
            "efficiency_tiles": round(res[1]["tiles_s"] / (2 * res[2]["tiles_s"]), 2),
            "efficiency_build": round(res[1]["seconds"] / (2 * res[2]["seconds"]), 2),
            "one_worker_over_sync": round(res[1]["seconds"] / res["sync"]["seconds"], 2),
-           "stages_s": {str(k): v["stages"] for k, v in res.items()}}
+           "stages_s": {str(k): v["stages"] for k, v in res.items()},
+           "driver_cpu_s": {str(k): round(v["driver_cpu_s"], 2) for k, v in res.items()},
+           "workers_cpu_s": {str(k): round(v["workers_cpu_s"], 2) for k, v in res.items() if k != "sync"},
+           "waves": {str(k): v["waves"] for k, v in res.items() if k != "sync"}}
     return row
 
 
