@@ -13,6 +13,8 @@
 
     python bench/bench_flood.py                     # everything (the 4M-cell city is generated once, ~1 min)
     python bench/bench_flood.py --skip-big --steps 50
+    python bench/bench_flood.py --only storm --work W   # one part (each under 15 minutes here); --only lts
+                                                        # compares with the storm part's run kept in W
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from rasterio.enums import Resampling
 from cim.analysis.flood import FloodParams, ShallowWaterSolver, fill_depressions, fill_spill_merge, prepare_grid
 from cim.analysis.flood.rain import ChicagoStorm
 
+PARTS = ("solver", "big", "static", "storm", "lts")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -206,11 +209,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="solver steps timed per city")
     parser.add_argument("--skip-big", action="store_true", help="skip the generated 4M-cell city")
     parser.add_argument("--skip-storm", action="store_true", help="skip the 1-hour storm over 1 km²")
+    parser.add_argument("--only", action="append", choices=PARTS,
+                        help="run only this part (repeatable): solver (the sample city), big (the solver on the 4M-cell "
+                             "city), static, storm (global step), "
+                             "lts (the storm with local steps, compared with the storm part's run in --work)")
     parser.add_argument("--work", type=Path, help="where to keep generated data (default: a temp dir)")
     parser.add_argument("--local-levels", type=int, default=3,
                         help="also run the storm with local time stepping (this many levels; 0: not) and compare it "
                              "with the global step's run")
     args = parser.parse_args()
+    parts = set(args.only or PARTS)
+    if args.skip_big:
+        parts.discard("big")
+    if args.skip_storm:
+        parts -= {"storm", "lts"}
+    if not args.local_levels:
+        parts.discard("lts")
     from cim.sample import default_sample
 
     city = default_sample()
@@ -219,27 +233,35 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        out["solver_sample_city"] = solver_throughput(Path(city.dem), Path(city.buildings), args.steps)
-        print(json.dumps(out["solver_sample_city"]), flush=True)
-        if not args.skip_big:
+        if "solver" in parts:
+            out["solver_sample_city"] = solver_throughput(Path(city.dem), Path(city.buildings), args.steps)
+            print(json.dumps(out["solver_sample_city"]), flush=True)
+        if "big" in parts:
             dem, b = big_city(work) if not (work / "city4m").exists() else (work / "city4m/dem.tif",
                                                                            work / "city4m/buildings.gpkg")
             out["solver_4m_city"] = solver_throughput(dem, b, args.steps)
             print(json.dumps(out["solver_4m_city"]), flush=True)
-        out["static_sample_city"] = static_fill(Path(city.dem))
-        print(json.dumps(out["static_sample_city"]), flush=True)
+        if "static" in parts:
+            out["static_sample_city"] = static_fill(Path(city.dem))
+            print(json.dumps(out["static_sample_city"]), flush=True)
         delft = SHARED / "dem" / "delft_ahn3_dtm_0.5m.tif"
-        if delft.exists():
+        if "static" in parts and delft.exists():
             out["static_delft"] = static_fill(delft)
             print(json.dumps(out["static_delft"]), flush=True)
-        if not args.skip_storm:
+        if "storm" in parts:
             out["storm_1km2_1m"] = storm_run(work)
+            (work / "storm.json").write_text(json.dumps(out["storm_1km2_1m"]))
             print(json.dumps(out["storm_1km2_1m"]), flush=True)
-            if args.local_levels:
-                lts = storm_run(work, args.local_levels, "storm_lts")
-                lts["against_global_step"] = against_reference(out["storm_1km2_1m"], lts)
-                out["storm_1km2_1m_lts"] = lts
-                print(json.dumps(lts), flush=True)
+        if "lts" in parts:
+            if "storm_1km2_1m" not in out:
+                if not (work / "storm.json").exists():
+                    parser.error(f"--only lts compares with the storm part's run: none in {work}; "
+                                 "run --only storm --work with the same directory first")
+                out["storm_1km2_1m"] = json.loads((work / "storm.json").read_text())
+            lts = storm_run(work, args.local_levels, "storm_lts")
+            lts["against_global_step"] = against_reference(out["storm_1km2_1m"], lts)
+            out["storm_1km2_1m_lts"] = lts
+            print(json.dumps(lts), flush=True)
     out["load_end"] = os.getloadavg()
     print(json.dumps(out, indent=1))
 
