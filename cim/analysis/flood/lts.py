@@ -345,17 +345,6 @@ def _step_parallel(order, z, h, qx, qy, sa, wx, wy, n2, mult, pc, rain_arr, drai
 
 
 @njit(**_JIT)
-def _step_serial(order, z, h, qx, qy, sa, wx, wy, n2, mult, pc, rain_arr, drain, infil, hmax, t15,
-                 bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, cs, cn, fs, fn, nx, dx, dy, dt0,
-                 theta, hmin, rain_rate, t_sub, depth_mark, work, side_h, side_qx, side_qy, acc,
-                 chunk_hmax):  # pragma: no cover
-    for j in range(order.shape[0]):
-        _chunk(order[j], z, h, qx, qy, sa, wx, wy, n2, mult, pc, rain_arr, drain, infil, hmax, t15, bx_ptr, bx_i,
-               bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, cs, cn, fs, fn, nx, dx, dy, dt0, theta, hmin,
-               rain_rate, t_sub, depth_mark, work, side_h, side_qx, side_qy, True, acc, chunk_hmax)
-
-
-@njit(**_JIT)
 def block_max(h, qx, qy, bsz, hvel, row, bmax):  # pragma: no cover - compiled
     """For each block into bmax (nby, nbx) the largest "wave depth" of its cells, `(sqrt(g h) + |u|)^2 / g` (the
     depth whose gravity wave is as fast as the cell's fastest signal: the full shallow-water CFL; |u| from the mean
@@ -499,8 +488,8 @@ def cell_multipliers(lvb, bsz, mult):  # pragma: no cover - compiled
 def advance_lts(z, h, qx, qy, sa, wx, wy, n2, rain_arr, rain_sum, drain, infil, hmax, t15,
                 bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, order, nx, dx, dy, t, t_stop, cfl,
                 dt_max, theta, hmin, rain_rate, depth_mark, src_cell, src_rate, levels, bsz, hvel, lvb, lvb_old,
-                bmax, mult, cs, cn, fs, fn, ctot, work, side_h, side_qx, side_qy, acc, chunk_hmax, max_steps,
-                parallel):  # pragma: no cover
+                bmax, mult, cs, cn, fs, fn, ctot, work, side_h, side_qx, side_qy, acc, chunk_hmax,
+                max_steps):  # pragma: no cover
     """Advance from t to t_stop by macro steps of 2^L_max finest steps, in place; returns (t, finest steps,
     cell-steps in spans, last dt0); finest steps < 0: unstable. `lvb_old` holds the levels the spans were made for
     (-1: none yet)."""
@@ -542,16 +531,10 @@ def advance_lts(z, h, qx, qy, sa, wx, wy, n2, rain_arr, rain_sum, drain, infil, 
                 h[j, i] += src_rate[k] * dt0 / sa[j, i]
                 acc[0, 4] += src_rate[k] * dt0
             t_sub = t + sub * dt0
-            if parallel:
-                _step_parallel(order, z, h, qx, qy, sa, wx, wy, n2, mult, pc, rain_arr, drain, infil, hmax, t15,
-                               bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, cs[c], cn[c], fs[c],
-                               fn[c], nx, dx, dy, dt0, theta, hmin, rain_rate, t_sub, depth_mark, work, side_h,
-                               side_qx, side_qy, acc, chunk_hmax)
-            else:
-                _step_serial(order, z, h, qx, qy, sa, wx, wy, n2, mult, pc, rain_arr, drain, infil, hmax, t15,
-                             bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, cs[c], cn[c], fs[c],
-                             fn[c], nx, dx, dy, dt0, theta, hmin, rain_rate, t_sub, depth_mark, work, side_h,
-                             side_qx, side_qy, acc, chunk_hmax)
+            _step_parallel(order, z, h, qx, qy, sa, wx, wy, n2, mult, pc, rain_arr, drain, infil, hmax, t15, bx_ptr,
+                           bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, cs[c], cn[c], fs[c], fn[c], nx, dx,
+                           dy, dt0, theta, hmin, rain_rate, t_sub, depth_mark, work, side_h, side_qx, side_qy, acc,
+                           chunk_hmax)
             _write_back(bounds, cs[c], cn[c], h, qx, qy, side_h, side_qx, side_qy)
             steps += 1
             updates += ctot[c]

@@ -317,19 +317,8 @@ def _chunk(c, z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, inf
 def _step_parallel(z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15,
                    bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
                    rain_rate, t_end, depth_mark, work, acc, chunk_hmax):  # pragma: no cover
-    """One time step, the chunks shared among the cores."""
+    """One time step, the chunks shared among the caller's numba threads."""
     for c in prange(bounds.shape[0] - 1):
-        _chunk(c, z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr, bx_i,
-               bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin, rain_rate, t_end,
-               depth_mark, work, acc, chunk_hmax)
-
-
-@njit(**_JIT)
-def _step_serial(z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15,
-                 bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
-                 rain_rate, t_end, depth_mark, work, acc, chunk_hmax):  # pragma: no cover
-    """One time step, chunk after chunk on this thread (small grids: no thread to wake)."""
-    for c in range(bounds.shape[0] - 1):
         _chunk(c, z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr, bx_i,
                bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin, rain_rate, t_end,
                depth_mark, work, acc, chunk_hmax)
@@ -339,10 +328,13 @@ def _step_serial(z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, 
 def _advance(z, h, hn, qx, qy, qxb, qyb, sa, wx, wy, n2, rain_arr, rain_sum, drain, infil, hmax, t15,
              bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, t, t_stop, dt_first,
              cfl, dt_max, theta, hmin, rain_rate, depth_mark, src_cell, src_rate, work, acc, chunk_hmax,
-             max_steps, parallel):  # pragma: no cover
+             max_steps):  # pragma: no cover
     """Step from `t` to `t_stop` with constant forcing; returns (t, steps, next dt, parity); steps < 0: unstable.
 
-    `parallel` runs each step's chunks on all numba threads, else one after the other on this one.
+    Each step's chunks run on the numba threads of the caller (`numba.set_num_threads`; one thread runs them one
+    after the other). One thread or many run the same compiled step: a separate serial kernel was compiled in
+    another context (inlined into its loop, or loaded from numba's cache) and, with the fast-math flags, could
+    round differently from the parallel one.
     """
     steps = 0
     parity = 0
@@ -359,22 +351,13 @@ def _advance(z, h, hn, qx, qy, qxb, qyb, sa, wx, wy, n2, rain_arr, rain_sum, dra
             acc[0, 4] += src_rate[k] * dt
         acc[0, 0] += rain_rate * rain_sum * dt
         if parity == 0:
-            if parallel:
-                _step_parallel(z, h, hn, qx, qy, qxb, qyb, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr,
-                               bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
-                               rain_rate, t + dt, depth_mark, work, acc, chunk_hmax)
-            else:
-                _step_serial(z, h, hn, qx, qy, qxb, qyb, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr,
-                             bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
-                             rain_rate, t + dt, depth_mark, work, acc, chunk_hmax)
-        elif parallel:
-            _step_parallel(z, hn, h, qxb, qyb, qx, qy, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr,
+            _step_parallel(z, h, hn, qx, qy, qxb, qyb, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr,
                            bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
                            rain_rate, t + dt, depth_mark, work, acc, chunk_hmax)
         else:
-            _step_serial(z, hn, h, qxb, qyb, qx, qy, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr,
-                         bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
-                         rain_rate, t + dt, depth_mark, work, acc, chunk_hmax)
+            _step_parallel(z, hn, h, qxb, qyb, qx, qy, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr,
+                           bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
+                           rain_rate, t + dt, depth_mark, work, acc, chunk_hmax)
         parity = 1 - parity
         t += dt
         steps += 1
@@ -672,11 +655,18 @@ class ShallowWaterSolver:
                 walls (`FloodGrid.route`), for rain that varies in space.
             max_steps: stop after this many steps even before `t_stop` (benchmarks).
         """
-        g, s = self.grid, self.state
         threads = self.threads or (1 if self.ncells < SMALL_GRID else numba.config.NUMBA_NUM_THREADS)
         threads = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
-        if threads > 1:
-            numba.set_num_threads(threads)
+        before = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            return self._advance(float(t_stop), float(rain_rate), rain_volume, max_steps, threads)
+        finally:
+            numba.set_num_threads(before)
+
+    def _advance(self, t_stop: float, rain_rate: float, rain_volume: np.ndarray | None, max_steps: int,
+                 threads: int) -> int:
+        g, s = self.grid, self.state
         rain_arr, rain_sum = g.rain_area, self._rain_sum
         if rain_volume is not None:
             ny, nx = g.shape
@@ -695,7 +685,7 @@ class ShallowWaterSolver:
             g.z, s.h, self._hb, s.qx, s.qy, self._qxb, self._qyb, g.sa, g.wx, g.wy, g.n2, rain_arr, rain_sum,
             g.drain, g.infil, s.hmax, s.t15, *g.bx, *g.by, self._bounds, nx, g.dx, g.dy, s.t, float(t_stop), s.dt,
             self.cfl, self.dt_max, self.theta, self.h_min, float(rain_rate), self.depth_mark, self._src_cell,
-            self._src_rate, self._work, self._acc, self._chunk_hmax, max_steps, threads > 1)
+            self._src_rate, self._work, self._acc, self._chunk_hmax, max_steps)
         if parity:
             s.h, self._hb = self._hb, s.h
             s.qx, self._qxb = self._qxb, s.qx
@@ -744,7 +734,7 @@ class ShallowWaterSolver:
             self.h_min, rain_rate, self.depth_mark, self._src_cell, self._src_rate, levels, bsz,
             lts.VELOCITY_DEPTH, w["lvb"],
             w["lvb_old"], w["bmax"], w["mult"], w["cs"], w["cn"], w["fs"], w["fn"], w["ctot"], w["work"],
-            w["side_h"], w["side_qx"], w["side_qy"], w["acc"], w["chunk_hmax"], max_steps, threads > 1)
+            w["side_h"], w["side_qx"], w["side_qy"], w["acc"], w["chunk_hmax"], max_steps)
         if steps < 0:
             raise FloodError(f"the solver became unstable at t={t:.1f} s (a depth went non-finite or above 1 km); "
                              f"lower cfl (now {self.cfl}) or local_levels (now {self.local_levels})")
