@@ -99,7 +99,7 @@ def oblique_waves(target_gb: float, mb_per_task: float, costs: dict | None, cpu_
                   ) -> tuple[list[tuple[str, np.ndarray]], dict[str, float]]:
     """A ContextCapture production of `target_gb`: `mb_per_task` of OSGB per `Tile_*` folder, the folders' files
     batched into Dask tasks as the build batches them (`batched`), then the merged coarse levels (a node per four
-    children, a wave per level).
+    children, a wave per level, its nodes batched as well: `Runner.map` batches every wave).
 
     With `costs` (bench_scale.py --oblique --costs-out) a folder's CPU is its size times CPU-per-MB ratios drawn
     from the measured file tasks, a merged node's CPU is drawn from the measured merge tasks, and the driver's
@@ -125,10 +125,11 @@ def oblique_waves(target_gb: float, mb_per_task: float, costs: dict | None, cpu_
         level = max(1, -(-level // 4))
         levels.append(level)
     merges = [(f"oblique-merge ({k:,} nodes)", rng.choice(merge_pool, k) / speedup) for k in levels]
-    if batched:  # consecutive folders' files run as one Dask task (`cim.tiling.batches`)
+    if batched:  # consecutive folders' files, and a level's merged nodes, run as one Dask task (`cim.tiling.batches`)
         from cim.tiling import batches
 
         files = np.array([files[g].sum() for g in batches(files, workers)])
+        merges = [(name, np.array([d[g].sum() for g in batches(d, workers)])) for name, d in merges]
     return [("oblique files", files), *merges], serial
 
 
