@@ -45,18 +45,31 @@ import psutil
 from distributed import get_task_stream
 
 
+PSS_EVERY_S = 0.5  # PSS walks every page table (/proc/PID/smaps_rollup): at 0.05 s it took ~17 % of a core here
+RSS_EVERY_S = 0.05
+
+
 def _pss(stop: threading.Event, out: list[int]) -> None:
-    """Peak PSS of this process and its children together, and peak RSS of the largest child (a Dask worker)."""
+    """Peak PSS of this process and its children together (every `PSS_EVERY_S`), and peak RSS of the largest
+    child (a Dask worker; every `RSS_EVERY_S`: reading it is cheap).
+
+    The sampler runs in the driver, beside the local cluster's scheduler, on the cores the workers use: sampling PSS
+    every 0.05 s cost 4.4 CPU seconds in a 26.5 s 1-worker build of 200,000 buildings (measured per thread), time
+    the 2-worker runs lost on this 2-core machine and the 1-worker runs did not (a free core).
+    """
     me = psutil.Process()
     peak = worker = 0
+    last_pss = 0.0
     while not stop.is_set():
         try:
             kids = me.children(recursive=True)
-            peak = max(peak, sum(p.memory_full_info().pss for p in [me, *kids]))
             worker = max([worker, *(p.memory_info().rss for p in kids)])
+            if time.monotonic() - last_pss >= PSS_EVERY_S:
+                last_pss = time.monotonic()
+                peak = max(peak, sum(p.memory_full_info().pss for p in [me, *kids]))
         except psutil.Error:
             pass
-        time.sleep(0.05)
+        time.sleep(RSS_EVERY_S)
     out.extend([peak, worker])
 
 
