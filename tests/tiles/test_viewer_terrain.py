@@ -42,6 +42,9 @@ HOLE = (LON0 - 0.0015, LAT0 - 0.0005, 16)  # lon, lat of a nodata hole's centre 
 MARK = (LON0 + 0.002, LAT0 + 0.001, 12.0)  # lon, lat of a red square on the orthophoto, its half-size (m)
 HILL = (-330.0, 320.0, 25.0, 40.0)  # a Gaussian hill: centre east, north of the centre (m), sigma (m), height (m)
 RIDGE_N = 370.0  # a line 50 m north of the hill's top, from 400 to 200 m west of the centre
+PLOT = (-360.0, -240.0, RIDGE_N - 6, RIDGE_N + 6)  # a polygon around the ridge line: west, east, south, north (m)
+CAP = 40.0  # a square polygon of half-size 40 m centred on the hill's top
+OPAQUE = [20, 40, 230, 255]  # the two polygons' stored fill colour (the default fill is nearly transparent)
 
 
 @dataclass
@@ -106,9 +109,16 @@ def _layers(folder: Path) -> dict[str, Path]:
     wells = shapely.points([LON0 - 0.0015, LON0 + 0.001, LON0 + 0.002], [LAT0 + 0.0015, LAT0 - 0.001, LAT0 + 0.002])
     ridge = shapely.LineString([_lonlat(-400.0, RIDGE_N), _lonlat(-200.0, RIDGE_N)])  # behind the hill from the south
     block = shapely.box(LON0 - 0.0015, LAT0 - 0.0025, LON0 + 0.0015, LAT0)  # extruded (a height field), not draped
+
+    def square(west: float, east: float, south: float, north: float) -> shapely.Polygon:
+        return shapely.Polygon([_lonlat(west, south), _lonlat(east, south), _lonlat(east, north),
+                                _lonlat(west, north)])
+
+    plot = square(*PLOT)  # behind the hill from the south, like the ridge line
+    cap = square(HILL[0] - CAP, HILL[0] + CAP, HILL[1] - CAP, HILL[1] + CAP)  # over the hill: 40 m up in its middle
     out = {}
     for name, geoms in (("roads", [road]), ("parcels", [parcel]), ("wells", list(wells)), ("blocks", [block]),
-                        ("ridge", [ridge])):
+                        ("ridge", [ridge]), ("plot", [plot]), ("cap", [cap])):
         path = folder / f"{name}.gpkg"
         frame = gpd.GeoDataFrame({"name": [f"{name}{i}" for i in range(len(geoms))]}, geometry=geoms, crs="EPSG:4490")
         if name == "blocks":
@@ -128,6 +138,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     with LayerStore(root / "city.duckdb") as store:
         for name, path in _layers(root).items():
             store.import_file(path, name, theme="public_topics", security="public", title=name)
+    from layers.docstore import DocumentStore, docs_path
+    from layers.styles import LayerStyle
+
+    with DocumentStore(docs_path(root / "city.duckdb")) as docs:
+        for name in ("plot", "cap"):
+            docs.put_style(name, LayerStyle(layer=name, default_color=OPAQUE, stroke_color=OPAQUE).to_dict())
     ortho = _write_ortho(root / "ortho.tif")
     app = create_app(ServerSettings(store=root / "city.duckdb", maps={"dem": dem, "ortho": ortho}, title="terrain",
                                     log_requests=False))
@@ -350,6 +366,51 @@ def test_a_draped_line_behind_a_hill_is_hidden_by_it(site: Site, browser: Any) -
     hidden = [at(dx).max() for dx in (-345.0, -330.0, -315.0)]
     assert max(hidden) < 30, hidden
     assert at(-265.0).max() > 100  # in sight east of the hill: drawn
+    assert not browser.log.page_errors and not browser.log.console_errors, browser.log
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_draped_polygon_fill_is_hidden_behind_a_hill_and_lies_on_a_hill_inside_it(site: Site, browser: Any) -> None:
+    """A draped fill is depth-tested and follows the terrain inside its rings. Looking north over the hill at
+    pitch 84, the stretch of a polygon behind the hill is hidden (drawn without depth test it showed through the
+    hill), its stretch east of the hill is drawn; seen from above, a square over the hill is drawn over all of it
+    (one triangulation between its rings lies up to 40 m under the hill's top: depth-tested, it was hidden there)."""
+    from PIL import Image
+
+    page = browser.page
+    page.goto(f"{site.base}/")
+    page.wait_for_function("window.cimViewer && cimViewer.loaded()", timeout=120_000)
+    top_lon, top_lat = _lonlat(HILL[0], HILL[1])
+    top = float(_height(np.array(HILL[0]), np.array(HILL[1])))
+
+    def shot(layer: str | None, pitch: float, zoom: float) -> np.ndarray:
+        shown = repr(layer) if layer else "null"
+        page.evaluate("() => { const v = cimViewer.cim.viewer; for (const id of v.order) "
+                      f"v.setVisible(id, id === 'map:ortho' || id === {shown}); }}")
+        page.evaluate(f"cimViewer.cim.viewer.setViewState({{longitude: {top_lon}, latitude: {top_lat}, zoom: {zoom}, "
+                      f"pitch: {pitch}, bearing: 0, position: [0, 0, {top}]}})")
+        page.wait_for_function("cimViewer.loaded()", timeout=120_000)
+        page.wait_for_timeout(500)
+        return np.asarray(Image.open(io.BytesIO(page.locator("#map").screenshot())).convert("RGB")).astype(int)
+
+    def diff(on: np.ndarray, off: np.ndarray, dx: float, dy: float) -> int:
+        h, w = off.shape[:2]
+        lon, lat = _lonlat(dx, dy)
+        height = float(_height(np.array(dx), np.array(dy)))
+        x, y = page.evaluate(f"cimViewer.project({lon}, {lat}, {height})")[:2]
+        assert 3 <= x < w - 3 and 3 <= y < h - 3, (dx, dy, x, y)
+        xi, yi = int(round(x)), int(round(y))
+        return int(np.abs(on[yi - 2: yi + 3, xi - 2: xi + 3] - off[yi - 2: yi + 3, xi - 2: xi + 3]).sum(axis=-1).max())
+
+    off, on = shot(None, 84, 18), shot("layer:plot", 84, 18)
+    hidden = [diff(on, off, dx, RIDGE_N) for dx in (-345.0, -330.0, -315.0)]
+    assert max(hidden) < 30, hidden
+    assert diff(on, off, -265.0, RIDGE_N) > 100  # in sight east of the hill: drawn
+    off, on = shot(None, 0, 18.5), shot("layer:cap", 0, 18.5)
+    inner = [(HILL[0] + ex, HILL[1] + ny) for ex in (-30.0, -15.0, 0.0, 15.0, 30.0) for ny in (-30.0, 0.0, 30.0)]
+    drawn = [diff(on, off, dx, dy) for dx, dy in inner]
+    assert min(drawn) > 100, list(zip(inner, drawn, strict=True))
     assert not browser.log.page_errors and not browser.log.console_errors, browser.log
 
 

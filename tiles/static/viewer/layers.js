@@ -2,7 +2,7 @@
 
    Kinds here: `map` (XYZ image tiles: on meshes lying on the DEM, else BitmapLayers), `3dtiles` (a model's layer
    tileset), `vector` (MVT tiles of a store layer). Flat vector layers are drawn without writing depth, so they lie
-   under the buildings in 3D (draped lines and points depth-tested: a hill hides them). With a DEM on the server, base maps and vector layers lie on it (terrain.js: every
+   under the buildings in 3D (draped ones depth-tested: a hill hides them). With a DEM on the server, base maps and vector layers lie on it (terrain.js: every
    vertex at the terrain's height there); without one, at the terrain's mid height (`ctx.ground`), where they meet
    the 3D Tiles (which carry ellipsoidal heights). A feature adds a kind with
    `cim.layerKinds.mykind = {create(entry, ctx) {...}}`. */
@@ -204,15 +204,14 @@
   };
 
   /** A flat vector layer lying on the terrain (terrain.js): its MVT tiles with every vertex at the DEM's height,
-      drawn after the terrain and before the 3D models, without writing depth. Its lines and points are
-      depth-tested, so a hill hides what lies behind it; they beat the terrain surfaces they lie on through deck.gl's
-      per-layer polygon offset (drawn later: pulled towards the camera). Polygon fills are not: a fill is planar
-      between its densified rings and would sink under every hill inside it. */
+      drawn after the terrain and before the 3D models, without writing depth. Everything is depth-tested, so a
+      hill hides what lies behind it; it beats the terrain surfaces it lies on through deck.gl's per-layer polygon
+      offset (drawn later: pulled towards the camera). A polygon's fill is drawn from its pieces cut along a grid
+      (terrain.js `fillPieces`, a sub-layer `<tile>-fill` of its own), so it follows hills inside the polygon; its
+      outline from the rings as they are. */
   function drapedLayer(entry, props) {
     const {loaders, loadOptions, binary, renderSubLayers, data, ...rest} = props;
-    const TESTED = {depthCompare: 'less-equal', depthWriteEnabled: false};
-    rest.parameters = TESTED;
-    rest._subLayerProps = {'polygons-fill': {parameters: FLAT}};
+    rest.parameters = {depthCompare: 'less-equal', depthWriteEnabled: false};
     return new D.TileLayer(Object.assign(rest, {
       data: entry.url, tileSize: 512, maxRequests: 6, extent: entry.extent || undefined, zRange: drapedZRange(),
       getTileData: async ({index: {x, y, z}, signal}) => {
@@ -222,7 +221,12 @@
         if (!resp.ok) throw new Error(`${resp.status} ${url}`);
         return cim.terrain.drape(cim.mvt.parse(await resp.arrayBuffer()), z, x, y);
       },
-      renderSubLayers: sub => new D.GeoJsonLayer(sub)
+      renderSubLayers: sub => {
+        const fills = (sub.data || []).filter(f => f.fill && f.fill.coordinates.length)
+          .map(f => ({type: 'Feature', id: f.id, properties: f.properties, geometry: f.fill}));
+        return [new D.GeoJsonLayer(sub, {_subLayerProps: {'polygons-fill': {visible: false}}}),
+          fills.length ? new D.GeoJsonLayer(sub, {id: `${sub.id}-fill`, data: fills, stroked: false}) : null];
+      }
     }));
   }
 

@@ -8,7 +8,8 @@
    edges (a vector tile's buffer reaches into its neighbours' DEM tiles), plus the config's `offset`
    (the geoid undulation of a model built on EGM96 heights). Lines and polygon rings are densified first (a vertex
    at least every 1/64 of the tile: about two DEM pixels), so they follow valleys and ridges between their own
-   vertices; a polygon's fill is triangulated between its densified rings. A DEM tile is fetched once and shared by
+   vertices; a polygon's fill is cut along a grid of the same step into pieces (`fill` of the draped feature),
+   whose cell corners get heights as well, so the fill follows hills inside the polygon. A DEM tile is fetched once and shared by
    every layer. Outside the DEM's extent a vertex keeps the page's ground height. Inside, the server encodes the
    DEM's nodata as 0 m: a pixel of exactly 0 m is nodata when 0 m lies more than 10 m outside the DEM's valid
    heights (the config's `range`; a DEM reaching down to sea level keeps its 0 m pixels). The bilinear height then
@@ -118,6 +119,61 @@
     return out;
   }
 
+  /** `ring` (tile units) clipped to one side of the line u = bound (axis 0) or v = bound (axis 1): the side
+      >= bound when `above`, else <= bound (Sutherland-Hodgman; the result of a concave ring may run along the
+      line in zero-width bridges, which triangulate to nothing). */
+  function clipRing(ring, axis, bound, above) {
+    const out = [];
+    const inside = p => (above ? p[axis] >= bound : p[axis] <= bound);
+    for (let i = 0, n = ring.length; i < n; i++) {
+      const p = ring[i], q = ring[(i + 1) % n];
+      const pin = inside(p);
+      if (pin) out.push(p);
+      if (pin !== inside(q)) {
+        const t = (bound - p[axis]) / (q[axis] - p[axis]);
+        const r = [p[0] + (q[0] - p[0]) * t, p[1] + (q[1] - p[1]) * t];
+        r[axis] = bound;
+        out.push(r);
+      }
+    }
+    return out;
+  }
+
+  function area(ring) {
+    let a = 0;
+    for (let j = 0, n = ring.length, k = n - 1; j < n; k = j++) a += (ring[k][0] - ring[j][0]) * (ring[j][1] + ring[k][1]);
+    return Math.abs(a) / 2;
+  }
+
+  /** A polygon's fill (its densified rings in tile units, the first the outer) cut along the grid of STEP cells:
+      the pieces, each [outer, ...holes], with the cells' corners inside the polygon as vertices. Triangulated piece
+      by piece, the fill follows the terrain inside the polygon too (one triangulation between its rings is planar
+      across it and sinks under every hill inside it). */
+  function fillPieces(rings) {
+    const tiny = STEP * STEP * 1e-6;
+    let v0 = Infinity, v1 = -Infinity;
+    for (const p of rings[0]) { v0 = Math.min(v0, p[1]); v1 = Math.max(v1, p[1]); }
+    const pieces = [];
+    for (let r = Math.floor(v0 / STEP); r * STEP < v1; r++) {
+      const top = r * STEP, bottom = top + STEP;
+      const band = rings.map(ring => clipRing(clipRing(ring, 1, top, true), 1, bottom, false));
+      if (band[0].length < 3) continue;
+      let u0 = Infinity, u1 = -Infinity;
+      for (const p of band[0]) { u0 = Math.min(u0, p[0]); u1 = Math.max(u1, p[0]); }
+      for (let c = Math.floor(u0 / STEP); c * STEP < u1; c++) {
+        const left = c * STEP, right = left + STEP;
+        const cut = ring => (ring.length < 3 ? ring : clipRing(clipRing(ring, 0, left, true), 0, right, false));
+        const outer = cut(band[0]);
+        const outerArea = outer.length < 3 ? 0 : area(outer);
+        if (outerArea < tiny) continue;
+        const holes = band.slice(1).map(cut).filter(h => h.length >= 3 && area(h) >= tiny);
+        if (holes.some(h => area(h) >= outerArea - tiny)) continue;  // a hole covers the whole piece
+        pieces.push([outer, ...holes]);
+      }
+    }
+    return pieces;
+  }
+
   /** [lon, lat, h] of a line or ring's vertices [lon, lat, h or NaN, inside the DEM's extent, [u, v]]: outside
       the extent the page's ground; inside, a vertex without a height (nodata all around) gets one linearly along
       the line (tile-unit distance) between the nearest vertices with a height, or the nearest one's. */
@@ -153,9 +209,16 @@
       else c = g.coordinates.map(poly => poly.map(densify));
       return c;
     });
+    const fills = features.map((f, i) => {
+      const t = f.geometry.type;
+      if (t === 'Polygon') return fillPieces(flat[i]);
+      if (t === 'MultiPolygon') return flat[i].flatMap(fillPieces);
+      return null;
+    });
     const uv = [];
     const collect = c => { if (typeof c[0] === 'number') uv.push(c); else c.forEach(collect); };
     flat.forEach(collect);
+    fills.forEach(c => c && collect(c));
     const n = 2 ** z;
     const e = cfg && cfg.extent;
     const inside = (lon, lat) => !e || (lon >= e[0] && lon <= e[2] && lat >= e[1] && lat <= e[3]);
@@ -176,8 +239,31 @@
       if (type === 'MultiLineString' || type === 'Polygon') return c.map(line);
       return c.map(poly => poly.map(line));
     };
-    return features.map((f, i) => ({type: 'Feature', id: f.id, properties: f.properties,
-      geometry: {type: f.geometry.type, coordinates: place(f.geometry.type, flat[i])}}));
+    // a fill piece's vertex on nodata gets the mean height of the piece's others; a piece with none is left out
+    // (a gap over the DEM's nodata, as the terrain model and base maps leave one)
+    const fillPiece = rings => {
+      const placed = rings.map(ring => ring.map(c => {
+        const lon = lonOf(x + c[0], n), lat = latOf(y + c[1], n);
+        return [lon, lat, inside(lon, lat) ? h(c[0], c[1]) : ground()];
+      }));
+      const all = placed.flat(), known = all.filter(p => Number.isFinite(p[2]));
+      if (!known.length) return null;
+      if (known.length < all.length) {
+        const mean = known.reduce((a, p) => a + p[2], 0) / known.length;
+        for (const p of all) if (!Number.isFinite(p[2])) p[2] = mean;
+      }
+      return placed;
+    };
+    return features.map((f, i) => {
+      const out = {type: 'Feature', id: f.id, properties: f.properties,
+        geometry: {type: f.geometry.type, coordinates: place(f.geometry.type, flat[i])}};
+      if (fills[i]) {
+        const coordinates = fills[i].map(fillPiece).filter(Boolean);
+        // not enumerable: `drawn()` and picking hand out the features as they are, without their fill pieces
+        Object.defineProperty(out, 'fill', {value: {type: 'MultiPolygon', coordinates}});
+      }
+      return out;
+    });
   }
 
   /** A mesh of map tile z/x/y lying on the DEM, for a base map's image (layers.js): a grid of (n + 1)^2 vertices
@@ -230,7 +316,8 @@
     const deckgl = cim.viewer && cim.viewer.deck;
     if (!deckgl || !deckgl.layerManager) return [];
     return deckgl.layerManager.getLayers()
-      .filter(l => l.id.startsWith(`${id}-`) && l.parent && l.parent.id === id && l.props.visible && Array.isArray(l.props.data))
+      .filter(l => l.id.startsWith(`${id}-`) && !l.id.endsWith('-fill') && l.parent && l.parent.id === id
+        && l.props.visible && Array.isArray(l.props.data))
       .flatMap(l => l.props.data);
   }
 
