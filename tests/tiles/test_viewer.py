@@ -397,8 +397,9 @@ def tall(site: Site) -> dict[str, Any]:
 @pytest.mark.slow
 def test_section_cuts_the_models_by_a_plane_and_a_box(site: Site, tall: dict) -> None:
     """Section (剖切): looking straight down on a tall building (the buildings alone, no terrain under them), a
-    horizontal cut below its roof removes the roof so the background shows through the open block (and the ray no
-    longer picks the building), clearing the cut restores the picture; a box around the building keeps it, a box
+    horizontal cut below its roof removes the roof (the ray meets the floor below the cut) and the cut face shows
+    the cap colour (the block's lit floor without caps); a cut under its floor removes all of it (the background
+    shows, the ray picks nothing), clearing the cut restores the picture; a box around the building keeps it, a box
     beside it cuts it away; a vertical plane through it cuts away the half on the given side."""
     from tests.support.browser import chromium_page
 
@@ -435,6 +436,16 @@ def test_section_cuts_the_models_by_a_plane_and_a_box(site: Site, tall: dict) ->
         planes = page.evaluate(f"cimViewer.cim.section.horizontal({top - 10})")
         assert len(planes) == 1 and planes[0]["normal"] == [0, 0, 1]
         assert page.evaluate(f"{pick}.position[2]") < top - 10 and np.abs(centre() - roof).max() > 10
+        # the cut face is capped: looking down into the cut block, the cap's flat colour fills it; without caps
+        # one sees the block's floor, lit
+        cap = np.array(page.evaluate("cimViewer.cim.section.capColor"), float)
+        capped = centre()
+        assert np.abs(capped - cap).max() < 12, (capped, cap)
+        page.evaluate(f"cimViewer.cim.section.horizontal({top - 10}, {{caps: false}})")
+        opened = centre()
+        assert np.abs(opened - cap).max() > 30 and np.abs(opened - background).max() > 12, opened
+        page.evaluate(f"cimViewer.cim.section.horizontal({top - 10}, {{caps: true}})")
+        assert np.abs(centre() - cap).max() < 12
         # under the building's floor: all of it is cut away, the background shows
         page.evaluate(f"cimViewer.cim.section.horizontal({top - tall['height'] - 2})")
         assert np.abs(centre() - background).max() < 12 and picked() is None

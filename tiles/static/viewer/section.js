@@ -8,8 +8,16 @@
    tile's own sub-layer (`Layer.projectPosition` from lon/lat, float64 on the CPU), so they are exact to the float32
    precision of the tile's frame, not of the world. The terrain is cut only with `{terrain: true}`.
 
+   Cut faces are capped: while a section is on, a model's faces seen from behind (`!gl_FrontFacing`) are drawn in
+   one flat colour (`capColor`, RGB 0-255; `{caps: false}` turns it off). Through a cut, only the inside of a closed
+   mesh shows its back faces, so the cut opening is filled with that colour as a cap would fill it (the colour lies
+   on the inner walls and floor behind the plane, not on the plane itself: right on screen, not in the depth
+   buffer). An open mesh (an oblique-photography surface) seen from below shows the colour too while a section is
+   on.
+
    API: `cim.section.plane({lon, lat, height, normal})`, `cim.section.vertical(a, b, side)`, `cim.section.horizontal(
-   height)`, `cim.section.box({west, south, east, north, bottom, top})`, `cim.section.clear()`, `cim.section.planes`.
+   height)`, `cim.section.box({west, south, east, north, bottom, top})`, `cim.section.clear()`, `cim.section.planes`;
+   each takes options `{terrain, caps, capColor}` last.
    Tools: a vertical plane through two clicked points (the half on the camera's side is cut away), a horizontal cut
    at a height, a box around two clicked corners. */
 (function () {
@@ -21,14 +29,14 @@
   cim.addText({
     zh: {section: '剖切', sectionPlane: '竖切面', sectionHeight: '水平切', sectionBox: '剖切盒', sectionClear: '取消剖切',
       sectionHint: '单击两点定切面（剖去靠近视点的一侧）', sectionBoxHint: '单击两个对角点定剖切盒', sectionTerrain: '同时剖切地形',
-      sectionTop: '高程（米）', sectionApply: '切'},
+      sectionTop: '高程（米）', sectionApply: '切', sectionCaps: '剖面封闭着色'},
     en: {section: 'Section', sectionPlane: 'Vertical cut', sectionHeight: 'Horizontal cut', sectionBox: 'Section box',
       sectionClear: 'No section', sectionHint: 'Click two points for the cutting plane (the side towards the camera is cut away)',
       sectionBoxHint: 'Click two opposite corners of the box', sectionTerrain: 'cut the terrain too',
-      sectionTop: 'Height (m)', sectionApply: 'Cut'}
+      sectionTop: 'Height (m)', sectionApply: 'Cut', sectionCaps: 'fill the cut faces'}
   });
 
-  const decl = [...Array(MAX).keys()].map(i => `  vec4 p${i};`).join('\n');
+  const decl = [...Array(MAX).keys()].map(i => `  vec4 p${i};`).join('\n') + '\n  vec4 cap;';
   const tests = [...Array(MAX).keys()].map(i =>
     `  if (section.count > ${i}.5 && dot(section.p${i}.xyz, p) + section.p${i}.w > 0.0) return true;`).join('\n');
   const fs = `
@@ -44,13 +52,16 @@ ${tests}
 `;
   const uniformTypes = {};
   for (let i = 0; i < MAX; i++) uniformTypes[`p${i}`] = 'vec4<f32>';
+  uniformTypes.cap = 'vec4<f32>';  // rgb 0..1, a: 1 when cut faces are capped
   uniformTypes.count = 'f32';
   const shaderModule = {name: 'section', fs, uniformTypes};
   const inject = {
     'vs:#decl': 'out vec3 section_position;',
     'vs:DECKGL_FILTER_GL_POSITION': '  section_position = geometry.position.xyz;',
     'fs:#decl': 'in vec3 section_position;',
-    'fs:DECKGL_FILTER_COLOR': '  if (section_cut(section_position)) discard;'
+    // before the picking module's own filter (order 99): picking colours stay as they are
+    'fs:DECKGL_FILTER_COLOR': '  if (section_cut(section_position)) discard;\n'
+      + '  if (section.count > 0.5 && section.cap.a > 0.5 && !gl_FrontFacing) color = vec4(section.cap.rgb, color.a);'
   };
 
   // metres per degree of latitude / longitude on the GRS80 ellipsoid at a latitude (for directions only)
@@ -61,7 +72,8 @@ ${tests}
     getShaders() { return {modules: [shaderModule], inject}; }
     draw() {
       const planes = this.props.sectionPlanes || [];
-      const u = {count: Math.min(planes.length, MAX)};
+      const count = Math.min(planes.length, MAX);
+      const u = {count, cap: [capColor[0] / 255, capColor[1] / 255, capColor[2] / 255, caps && count ? 1 : 0]};
       const from = {fromCoordinateSystem: LNGLAT, fromCoordinateOrigin: [0, 0, 0], modelMatrix: null};
       for (let i = 0; i < MAX; i++) {
         const pl = planes[i];
@@ -85,6 +97,8 @@ ${tests}
 
   let planes = [];
   let withTerrain = false;
+  let caps = true;
+  let capColor = [232, 118, 74];
 
   function apply(list, opts) {
     if (list.length > MAX) throw new Error(`a section has at most ${MAX} planes, not ${list.length}`);
@@ -94,6 +108,12 @@ ${tests}
     }
     planes = list.map(pl => ({lon: pl.lon, lat: pl.lat, height: pl.height, normal: pl.normal.slice()}));
     if (opts && 'terrain' in opts) withTerrain = !!opts.terrain;
+    if (opts && 'caps' in opts) caps = !!opts.caps;
+    if (opts && opts.capColor) {
+      if (opts.capColor.length !== 3 || !opts.capColor.every(c => Number.isFinite(c) && c >= 0 && c <= 255))
+        throw new Error(`capColor must be [r, g, b] in 0-255, not ${JSON.stringify(opts.capColor)}`);
+      capColor = opts.capColor.slice();
+    }
     cim.viewer.refresh();
     cim.emit('section', planes);
     return planes;
@@ -160,7 +180,7 @@ ${tests}
 
   cim.section = {extension, plane, vertical, horizontal, box, clear, isCut, layerProps,
     get planes() { return planes.map(p => ({...p, normal: p.normal.slice()})); },
-    get terrain() { return withTerrain; }};
+    get terrain() { return withTerrain; }, get caps() { return caps; }, get capColor() { return capColor.slice(); }};
 
   cim.register({
     id: 'section', order: 75, title: {zh: '剖切', en: 'Section'},
@@ -174,8 +194,10 @@ ${tests}
         <button type="button" data-section="clear">${t('sectionClear')}</button></div>
         <label>${t('sectionHeight')} · ${t('sectionTop')} <input type="number" name="section-height" step="1" value="${ground + 10}">
         <button type="button" data-section="horizontal">${t('sectionApply')}</button></label>
-        <label><input type="checkbox" name="section-terrain"${withTerrain ? ' checked' : ''}> ${t('sectionTerrain')}</label>`;
-      const opts = () => ({terrain: el.querySelector('input[name=section-terrain]').checked});
+        <label><input type="checkbox" name="section-terrain"${withTerrain ? ' checked' : ''}> ${t('sectionTerrain')}</label>
+        <label><input type="checkbox" name="section-caps"${caps ? ' checked' : ''}> ${t('sectionCaps')}</label>`;
+      const opts = () => ({terrain: el.querySelector('input[name=section-terrain]').checked,
+        caps: el.querySelector('input[name=section-caps]').checked});
       el.querySelector('[data-section=vertical]').onclick = () =>
         pickPoints('sectionHint', (a, b) => vertical(a, b, null, opts()));
       el.querySelector('[data-section=horizontal]').onclick = () => horizontal(heightInput(), opts());
@@ -187,6 +209,7 @@ ${tests}
       });
       el.querySelector('[data-section=clear]').onclick = () => clear();
       el.querySelector('input[name=section-terrain]').onchange = () => apply(planes, opts());
+      el.querySelector('input[name=section-caps]').onchange = () => apply(planes, opts());
     }
   });
 })();
