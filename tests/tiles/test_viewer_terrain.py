@@ -223,8 +223,7 @@ def test_flat_layers_lie_on_the_dem_within_its_encoding_and_interpolation_error(
         vertices[name] = np.array(coords, dtype=np.float64)
         assert vertices[name].shape[1] == 3, name
 
-    # the road's last leg leaves the DEM: vertices beyond its extent keep the page's ground, which is the DEM's mid
-    # height when no model gives one (the camera turns around it)
+    # the page's ground (where no data is near) is the DEM's mid height when no model gives one
     ground = page.evaluate("cimViewer.config.ground")
     with rasterio.open(site.dem) as src:
         a = src.read(1, masked=True)
@@ -232,8 +231,13 @@ def test_flat_layers_lie_on_the_dem_within_its_encoding_and_interpolation_error(
     e = cfg["extent"]
     all_v = np.concatenate(list(vertices.values()))
     inside = (all_v[:, 0] > e[0]) & (all_v[:, 0] < e[2]) & (all_v[:, 1] > e[1]) & (all_v[:, 1] < e[3])
+    # the road's last leg leaves the DEM: vertices beyond its east edge take the edge's height at their latitude
+    # (the DEM 10 m inside the edge, within what 8 DEM pixels of the slopes allow), not the page's ground 68 m off
     outside = vertices["roads"][vertices["roads"][:, 0] > e[2]]
-    assert len(outside) and np.all(outside[:, 2] == ground)
+    assert len(outside)
+    edge_lon = np.full(len(outside), e[2] - 10 / (111_320 * math.cos(math.radians(LAT0))))
+    edge, _, _ = _dem_bilinear(site.dem, edge_lon, outside[:, 1])
+    assert np.abs(outside[:, 2] - edge).max() < 8 and np.abs(outside[:, 2] - ground).min() > 30, (outside, edge)
     # lines and rings are densified (a vertex at least every 1/64 tile): far more vertices than the 4 + 5 + 3 drawn
     assert inside.sum() > 60
     v = all_v[inside]
@@ -298,6 +302,40 @@ def test_the_base_map_lies_on_the_dem(site: Site, browser: Any) -> None:
     assert np.hypot(*(seen - draped)) < 6 and np.hypot(*(seen - flat)) > 25, (seen, draped, flat)
     assert not browser.log.page_errors and not browser.log.console_errors, browser.log
     assert not browser.log.off_host()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_base_map_goes_on_at_the_dems_edge_height_beyond_it(site: Site, browser: Any) -> None:
+    """The orthophoto's mesh over the z17 image tile across the DEM's west edge: no step between neighbouring grid
+    vertices larger than the steepest slope near the edge allows (0.8) over their spacing; the vertices beyond the
+    edge are drawn (they dropped to the page's ground, about 150 m above the edge there: a wall in 3D)."""
+    page = browser.page
+    page.goto(f"{site.base}/")
+    page.wait_for_function("window.cimViewer && cimViewer.loaded()", timeout=120_000)
+    e = page.evaluate("cimViewer.cim.terrain.config.extent")
+    z, n = 17, 32
+    x = int((e[0] + 180) / 360 * 2**z)
+    y = int((1 - math.asinh(math.tan(math.radians(LAT0))) / math.pi) / 2 * 2**z)
+    mesh = page.evaluate(f"""cimViewer.cim.terrain.tileMesh({z}, {x}, {y}, {n}).then(m => m && {{
+        origin: m.origin, position: Array.from(m.mesh.attributes.POSITION.value),
+        indices: Array.from(m.mesh.indices.value)}})""")
+    assert mesh is not None
+    pos = np.array(mesh["position"], dtype=np.float64).reshape(n + 1, n + 1, 3)
+    lon = pos[..., 0] + mesh["origin"][0]
+    beyond = lon < e[0]
+    assert 0.1 < beyond.mean() < 0.9, beyond.mean()  # the tile spans the edge
+    drawn = np.zeros((n + 1) * (n + 1), bool)
+    drawn[np.array(mesh["indices"], int)] = True
+    drawn = drawn.reshape(n + 1, n + 1)
+    assert drawn[beyond].all()
+    heights = np.where(drawn, pos[..., 2], np.nan)  # steps between drawn vertices only (a DEM hole is left out)
+    spacing = 2 * math.pi * 6378137 / 2**z / n * math.cos(math.radians(LAT0))  # metres between grid vertices
+    steps = np.concatenate([np.abs(np.diff(heights, axis=0)).ravel(), np.abs(np.diff(heights, axis=1)).ravel()])
+    steps = steps[np.isfinite(steps)]
+    assert len(steps) > 1000
+    assert steps.max() < 0.8 * spacing + 0.5, (steps.max(), spacing)
+    assert not browser.log.page_errors and not browser.log.console_errors, browser.log
 
 
 @pytest.mark.browser

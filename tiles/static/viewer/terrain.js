@@ -10,7 +10,9 @@
    at least every 1/64 of the tile: about two DEM pixels), so they follow valleys and ridges between their own
    vertices; a polygon's fill is cut along a grid of the same step into pieces (`fill` of the draped feature),
    whose cell corners get heights as well, so the fill follows hills inside the polygon. A DEM tile is fetched once and shared by
-   every layer. Outside the DEM's extent a vertex keeps the page's ground height. Inside, the server encodes the
+   every layer. Beyond the DEM's data (outside its extent, or on nodata near its edge) a vertex takes the height of
+   the nearest data inward from its place clamped into the extent (`surface`): the surface goes on at the edge's
+   heights, no wall down to the page's ground. Inside, the server encodes the
    DEM's nodata as 0 m: a pixel of exactly 0 m is nodata when 0 m lies more than 10 m outside the DEM's valid
    heights (the config's `range`; a DEM reaching down to sea level keeps its 0 m pixels). The bilinear height then
    uses the valid pixels among the four (weights renormalized); a vertex with none of the four valid gets its height
@@ -102,6 +104,51 @@
     };
   }
 
+  const EDGE_PX = 8;  // DEM pixels: how far inside its extent's edge a nodata place still takes an edge height
+
+  /** Like `sampler`, and beyond the DEM's data as well: a place outside the DEM's extent, or on nodata within
+      EDGE_PX DEM pixels of the extent's edge (the edge pixels of a warped DEM are nodata where the warp reads half
+      outside the data, and a DEM in another CRS does not fill its lon/lat box), takes the height at the place
+      clamped into the extent and then moved inward one DEM pixel at a time (at most EDGE_PX) until one has data.
+      So the surface goes on outward from the DEM's edge at the edge's heights instead of dropping to the page's
+      ground (a wall in 3D), and, being a function of the place only, neighbouring tiles meet. NaN: nodata further
+      inside (a hole), or no data found near the edge. */
+  async function surface(z, x, y, uv) {
+    const e = cfg && cfg.extent;
+    const h = await sampler(z, x, y, uv);
+    if (!e) return h;
+    const n = 2 ** z;
+    const uOf = lon => (lon + 180) / 360 * n - x;
+    const vOf = lat => (1 - Math.log(Math.tan(Math.PI / 4 + lat * Math.PI / 360)) / Math.PI) / 2 * n - y;
+    const [uw, ue, vn, vs] = [uOf(e[0]), uOf(e[2]), vOf(e[3]), vOf(e[1])];
+    const px = 2 ** (z - Math.min(z, cfg.maxzoom)) / 256;  // one DEM pixel in this tile's units
+    const reach = EDGE_PX * px;
+    const within = (u, v) => u >= uw && u <= ue && v >= vn && v <= vs;
+    /** The places to try for (u, v) beyond the data, or null for a hole further inside. */
+    const walk = (u, v) => {
+      const cu = Math.min(Math.max(u, uw), ue), cv = Math.min(Math.max(v, vn), vs);
+      const du = cu - uw < reach ? 1 : ue - cu < reach ? -1 : 0;
+      const dv = cv - vn < reach ? 1 : vs - cv < reach ? -1 : 0;
+      if (!du && !dv) return null;
+      const out = [];
+      for (let k = 0; k <= EDGE_PX; k++) out.push([cu + du * k * px, cv + dv * k * px]);
+      return out;
+    };
+    const need = uv.flatMap(([u, v]) => (within(u, v) && Number.isFinite(h(u, v)) ? [] : walk(u, v) || []));
+    const edge = need.length ? await sampler(z, x, y, need) : h;
+    return (u, v) => {
+      if (within(u, v)) {
+        const a = h(u, v);
+        if (Number.isFinite(a)) return a;
+      }
+      for (const [wu, wv] of walk(u, v) || []) {
+        const b = edge(wu, wv);
+        if (Number.isFinite(b)) return b;
+      }
+      return NaN;
+    };
+  }
+
   function densify(line) {
     const out = [];
     for (let i = 0; i < line.length; i++) {
@@ -185,8 +232,8 @@
     }
     let k = 0;
     return vs.map((v, i) => {
-      if (!v[3]) return [v[0], v[1], ground()];
       if (Number.isFinite(v[2])) return [v[0], v[1], v[2]];
+      if (!v[3]) return [v[0], v[1], ground()];
       if (!known.length) return [v[0], v[1], ground()];
       while (k < known.length && known[k] < i) k++;
       const before = k > 0 ? known[k - 1] : -1, after = k < known.length ? known[k] : -1;
@@ -222,15 +269,15 @@
     const n = 2 ** z;
     const e = cfg && cfg.extent;
     const inside = (lon, lat) => !e || (lon >= e[0] && lon <= e[2] && lat >= e[1] && lat <= e[3]);
-    const h = await sampler(z, x, y, uv.filter(([u, v]) => inside(lonOf(x + u, n), latOf(y + v, n))));
+    const h = await surface(z, x, y, uv);
     const point = c => {
       const lon = lonOf(x + c[0], n), lat = latOf(y + c[1], n);
-      const height = inside(lon, lat) ? h(c[0], c[1]) : NaN;
+      const height = h(c[0], c[1]);
       return [lon, lat, Number.isFinite(height) ? height : ground()];
     };
     const line = c => along(c.map(p => {
       const lon = lonOf(x + p[0], n), lat = latOf(y + p[1], n);
-      return [lon, lat, inside(lon, lat) ? h(p[0], p[1]) : NaN, inside(lon, lat), p];
+      return [lon, lat, h(p[0], p[1]), inside(lon, lat), p];
     }));
     const place = (type, c) => {
       if (type === 'Point') return point(c);
@@ -244,7 +291,8 @@
     const fillPiece = rings => {
       const placed = rings.map(ring => ring.map(c => {
         const lon = lonOf(x + c[0], n), lat = latOf(y + c[1], n);
-        return [lon, lat, inside(lon, lat) ? h(c[0], c[1]) : ground()];
+        const height = h(c[0], c[1]);
+        return [lon, lat, Number.isFinite(height) || inside(lon, lat) ? height : ground()];
       }));
       const all = placed.flat(), known = all.filter(p => Number.isFinite(p[2]));
       if (!known.length) return null;
@@ -267,8 +315,8 @@
   }
 
   /** A mesh of map tile z/x/y lying on the DEM, for a base map's image (layers.js): a grid of (n + 1)^2 vertices
-      over the tile, each at the DEM's height there as `drape` gives it (outside the DEM's extent the page's
-      ground), positions in degrees from `origin` (the tile's north-west corner; LNGLAT_OFFSETS keeps float32
+      over the tile, each at the DEM's height there as `drape` gives it (beyond the DEM's edge the edge's height,
+      far from any data the page's ground), positions in degrees from `origin` (the tile's north-west corner; LNGLAT_OFFSETS keeps float32
       offsets precise) and metres up, texture coordinates (0, 0) at the image's top left. Cells touching a vertex
       without a height (the DEM's nodata) are left out, as the terrain model leaves out its nodata. Returns
       {origin, mesh} (a loaders.gl mesh for deck.gl's SimpleMeshLayer) or null when no cell is left. */
@@ -279,18 +327,18 @@
     const uv = [];
     for (let j = 0; j <= n; j++) for (let i = 0; i <= n; i++) uv.push([i / n, j / n]);
     const lonlat = uv.map(([u, v]) => [lonOf(x + u, count), latOf(y + v, count)]);
-    const h = await sampler(z, x, y, uv.filter((p, k) => inside(...lonlat[k])));
+    const h = await surface(z, x, y, uv);
     const origin = [lonOf(x, count), latOf(y, count), 0];
     const position = new Float32Array(uv.length * 3), texCoords = new Float32Array(uv.length * 2);
     const valid = new Uint8Array(uv.length);
     let lo = Infinity, hi = -Infinity;
     uv.forEach(([u, v], k) => {
       const [lon, lat] = lonlat[k];
-      let height = ground();
+      let height = h(u, v);
       valid[k] = 1;
-      if (inside(lon, lat)) {
-        height = h(u, v);
-        if (!Number.isFinite(height)) { valid[k] = 0; height = ground(); }
+      if (!Number.isFinite(height)) {
+        valid[k] = inside(lon, lat) ? 0 : 1;  // a hole in the DEM is left out; far off it, the page's ground
+        height = ground();
       }
       position.set([lon - origin[0], lat - origin[1], height], 3 * k);
       texCoords.set([u, v], 2 * k);
