@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,8 @@ from rio_tiler.errors import TileOutsideBounds
 from rio_tiler.utils import render
 
 from tiles.errors import TileNotFoundError, TileRequestError
-from tiles.raster import (_NS, TILE_SIZE, TMS_IDS, RasterTile, _el, _Reader, check_tms_tile, get_tms,
-                          wmts_tile_matrix_set, wmts_tile_matrix_set_link)
+from tiles.raster import (TILE_SIZE, TMS_IDS, RasterTile, _el, _Reader, check_tms_tile, get_tms, wmts_document,
+                          wmts_layer, wmts_tile_matrix_set, wmts_tile_matrix_set_link, wmts_xml)
 
 #: colour ramps: (value, (r, g, b, a)) stops, linear in between; below the first stop transparent
 RAMPS: dict[str, tuple[tuple[float, tuple[int, int, int, int]], ...]] = {
@@ -171,34 +170,15 @@ def wmts_capabilities(tiles: FloodTiles, base: str, instants: list[str], *, titl
     RESTful templates: `{base}/{layer}/{Time}/{TileMatrixSet}/{TileMatrix}/{TileCol}/{TileRow}.png`; KVP GetTile at
     `{base}/wmts` takes TIME=. The default time of `depth` is `max` (the maximum), listed among the values.
     """
-    for prefix, uri in _NS.items():
-        ET.register_namespace(prefix, uri)
     q = ("?" + query) if query else ""
-    root = ET.Element(f"{{{_NS['']}}}Capabilities", {"version": "1.0.0"})
-    ident = _el(root, "ows:ServiceIdentification")
-    _el(ident, "ows:Title", title)
-    _el(ident, "ows:ServiceType", "OGC WMTS")
-    _el(ident, "ows:ServiceTypeVersion", "1.0.0")
-    ops = _el(root, "ows:OperationsMetadata")
-    for op in ("GetCapabilities", "GetTile"):
-        o = _el(ops, "ows:Operation", name=op)
-        get = _el(_el(_el(o, "ows:DCP"), "ows:HTTP"), "ows:Get", xlink__href=f"{base}/wmts{q}")
-        _el(_el(_el(get, "ows:Constraint", name="GetEncoding"), "ows:AllowedValues"), "ows:Value", "KVP")
-    contents = _el(root, "Contents")
+    root, contents = wmts_document(title, base, q, restful=False)
     b = tiles.bounds
     _, hi = tiles.zoom_range()
     for layer_id, label in (("depth", "Water depth (m)"), ("velocity", "Flow speed (m/s)"),
                             ("arrival", "Time to 0.15 m (s)")):
         if layer_id == "velocity" and not (tiles.root / "velocity").is_dir():
             continue
-        layer = _el(contents, "Layer")
-        _el(layer, "ows:Title", label)
-        bb = _el(layer, "ows:WGS84BoundingBox")
-        _el(bb, "ows:LowerCorner", f"{b[0]} {b[1]}")
-        _el(bb, "ows:UpperCorner", f"{b[2]} {b[3]}")
-        _el(layer, "ows:Identifier", layer_id)
-        style = _el(layer, "Style", isDefault="true")
-        _el(style, "ows:Identifier", "default")
+        layer = wmts_layer(contents, layer_id, label, b)
         _el(layer, "Format", "image/png")
         timed = layer_id != "arrival" and bool(tiles.times)
         if timed:
@@ -218,7 +198,7 @@ def wmts_capabilities(tiles: FloodTiles, base: str, instants: list[str], *, titl
             template=f"{base}/{layer_id}/{time_part}/{{TileMatrixSet}}/{{TileMatrix}}/{{TileCol}}/{{TileRow}}.png{q}")
     for tms_id in TMS_IDS:
         wmts_tile_matrix_set(contents, tms_id, hi + 2)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
+    return wmts_xml(root)
 
 
 @dataclass

@@ -451,6 +451,61 @@ def _crs_urn(tms: morecantile.TileMatrixSet) -> str:
     return f"urn:ogc:def:crs:EPSG::{code}"
 
 
+def wmts_document(title: str, base_url: str, q: str = "", *, abstract: str | None = None,
+                  restful: bool = True) -> tuple[ET.Element, ET.Element]:
+    """The frame of a WMTS 1.0.0 capabilities document, for the caller to fill its `<Contents>`.
+
+    Args:
+        title: service title.
+        base_url: the service's base URL, no trailing slash; KVP requests go to `{base_url}/wmts`.
+        q: the query part carried into every URL, with its `?` (or empty).
+        abstract: the service's `ows:Abstract`, when given.
+        restful: also list GetCapabilities at `{base_url}/wmts/1.0.0/WMTSCapabilities.xml` (RESTful).
+
+    Returns:
+        (root, contents): the `<Capabilities>` element, with its service identification and operations metadata,
+        and its empty `<Contents>`.
+    """
+    for prefix, uri in _NS.items():
+        ET.register_namespace(prefix, uri)
+    root = ET.Element(f"{{{_NS['']}}}Capabilities", {"version": "1.0.0"})
+    ident = _el(root, "ows:ServiceIdentification")
+    _el(ident, "ows:Title", title)
+    if abstract:
+        _el(ident, "ows:Abstract", abstract)
+    _el(ident, "ows:ServiceType", "OGC WMTS")
+    _el(ident, "ows:ServiceTypeVersion", "1.0.0")
+    ops = _el(root, "ows:OperationsMetadata")
+    for op in ("GetCapabilities", "GetTile"):
+        o = _el(ops, "ows:Operation", name=op)
+        get = _el(_el(_el(o, "ows:DCP"), "ows:HTTP"), "ows:Get", xlink__href=f"{base_url}/wmts{q}")
+        _el(_el(_el(get, "ows:Constraint", name="GetEncoding"), "ows:AllowedValues"), "ows:Value", "KVP")
+        if restful and op == "GetCapabilities":
+            rest = _el(_el(_el(o, "ows:DCP"), "ows:HTTP"), "ows:Get",
+                       xlink__href=f"{base_url}/wmts/1.0.0/WMTSCapabilities.xml{q}")
+            _el(_el(_el(rest, "ows:Constraint", name="GetEncoding"), "ows:AllowedValues"), "ows:Value", "RESTful")
+    return root, _el(root, "Contents")
+
+
+def wmts_layer(contents: ET.Element, identifier: str, title: str, bounds: Sequence[float]) -> ET.Element:
+    """A WMTS `<Layer>` in `contents` with its title, lon/lat bounds, identifier and default style; returns it for
+    the caller to add formats, dimensions, tile matrix set links and resource URLs."""
+    layer = _el(contents, "Layer")
+    _el(layer, "ows:Title", title)
+    bb = _el(layer, "ows:WGS84BoundingBox")
+    _el(bb, "ows:LowerCorner", f"{bounds[0]} {bounds[1]}")
+    _el(bb, "ows:UpperCorner", f"{bounds[2]} {bounds[3]}")
+    _el(layer, "ows:Identifier", identifier)
+    style = _el(layer, "Style", isDefault="true")
+    _el(style, "ows:Identifier", "default")
+    return layer
+
+
+def wmts_xml(root: ET.Element) -> str:
+    """A capabilities document's text, with its XML declaration."""
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
+
+
 def wmts_tile_matrix_set_link(layer: ET.Element, tms_id: str, bounds: Sequence[float], zooms: range) -> None:
     """A WMTS layer's `<TileMatrixSetLink>` to `tms_id` with the tile limits of `bounds` (lon/lat) at `zooms`."""
     tms = get_tms(tms_id)
@@ -500,36 +555,11 @@ def wmts_capabilities(maps: Sequence[RasterMap], base_url: str, *, title: str = 
         query: a query string appended to every URL (e.g. `api_key=...` for clients that cannot send headers).
         abstract: the service's `ows:Abstract` (what a client shows about the service, e.g. how to add a key).
     """
-    for prefix, uri in _NS.items():
-        ET.register_namespace(prefix, uri)
     q = ("?" + query) if query else ""
-    root = ET.Element(f"{{{_NS['']}}}Capabilities", {"version": "1.0.0"})
-    ident = _el(root, "ows:ServiceIdentification")
-    _el(ident, "ows:Title", title)
-    if abstract:
-        _el(ident, "ows:Abstract", abstract)
-    _el(ident, "ows:ServiceType", "OGC WMTS")
-    _el(ident, "ows:ServiceTypeVersion", "1.0.0")
-    ops = _el(root, "ows:OperationsMetadata")
-    for op in ("GetCapabilities", "GetTile"):
-        o = _el(ops, "ows:Operation", name=op)
-        get = _el(_el(_el(o, "ows:DCP"), "ows:HTTP"), "ows:Get", xlink__href=f"{base_url}/wmts{q}")
-        _el(_el(_el(get, "ows:Constraint", name="GetEncoding"), "ows:AllowedValues"), "ows:Value", "KVP")
-        if op == "GetCapabilities":
-            rest = _el(_el(_el(o, "ows:DCP"), "ows:HTTP"), "ows:Get",
-                       xlink__href=f"{base_url}/wmts/1.0.0/WMTSCapabilities.xml{q}")
-            _el(_el(_el(rest, "ows:Constraint", name="GetEncoding"), "ows:AllowedValues"), "ows:Value", "RESTful")
-    contents = _el(root, "Contents")
+    root, contents = wmts_document(title, base_url, q, abstract=abstract)
     for m in maps:
         info = m.info
-        layer = _el(contents, "Layer")
-        _el(layer, "ows:Title", m.title or m.name)
-        bb = _el(layer, "ows:WGS84BoundingBox")
-        _el(bb, "ows:LowerCorner", f"{info.bounds[0]} {info.bounds[1]}")
-        _el(bb, "ows:UpperCorner", f"{info.bounds[2]} {info.bounds[3]}")
-        _el(layer, "ows:Identifier", m.name)
-        style = _el(layer, "Style", isDefault="true")
-        _el(style, "ows:Identifier", "default")
+        layer = wmts_layer(contents, m.name, m.title or m.name, info.bounds)
         for fmt in m.formats:
             _el(layer, "Format", MEDIA_TYPES[fmt])
         for tms_id in TMS_IDS:
@@ -542,9 +572,9 @@ def wmts_capabilities(maps: Sequence[RasterMap], base_url: str, *, title: str = 
     for tms_id in TMS_IDS:
         wmts_tile_matrix_set(contents, tms_id)
     _el(root, "ServiceMetadataURL", xlink__href=f"{base_url}/wmts/1.0.0/WMTSCapabilities.xml{q}")
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
+    return wmts_xml(root)
 
 
 __all__ = ["MEDIA_TYPES", "TMS_IDS", "VIEW_CRS", "WarpGrid", "MapInfo", "RasterMap", "RasterTile", "check_tms_tile", "decode_terrain_rgb",
-           "get_tms", "guess_kind", "terrain_rgb", "wmts_capabilities", "wmts_tile_matrix_set",
-           "wmts_tile_matrix_set_link"]
+           "get_tms", "guess_kind", "terrain_rgb", "wmts_capabilities", "wmts_document", "wmts_layer",
+           "wmts_tile_matrix_set", "wmts_tile_matrix_set_link", "wmts_xml"]

@@ -1,14 +1,19 @@
-"""`tiles.raster`: the reader's tile-in-dataset test against rio-tiler's own, tile by tile around a COG's edges."""
+"""`tiles.raster`: the reader's tile-in-dataset test against rio-tiler's own, tile by tile around a COG's edges; the
+WMTS capabilities frame shared by the raster maps and the flood runs."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import morecantile
 from rio_tiler.io import Reader
 
 from tests.tiles.server_support import write_ortho_cog
-from tiles.raster import _Reader
+from tiles.raster import _Reader, wmts_document, wmts_layer, wmts_xml
+
+_OWS = {"w": "http://www.opengis.net/wmts/1.0", "ows": "http://www.opengis.net/ows/1.1",
+        "xlink": "http://www.w3.org/1999/xlink"}
 
 
 def test_tile_exists_agrees_with_rio_tiler_around_the_edges(tmp_path: Path) -> None:
@@ -86,3 +91,45 @@ def test_concurrent_tiles_share_at_most_max_views(tmp_path: Path) -> None:
     assert 1 <= shared._made[tms.id] <= MAX_VIEWS and len(shared._idle[tms.id]) == shared._made[tms.id]
     alone.close()
     shared.close()
+
+
+def _bindings(doc: ET.Element, op: str) -> list[tuple[str, str]]:
+    """(href, encoding) of each HTTP GET binding of the operation `op`."""
+    gets = doc.findall(f".//ows:Operation[@name='{op}']/ows:DCP/ows:HTTP/ows:Get", _OWS)
+    return [(g.get(f"{{{_OWS['xlink']}}}href", ""), g.findtext(".//ows:AllowedValues/ows:Value", "", _OWS))
+            for g in gets]
+
+
+def test_wmts_frame_lists_kvp_and_restful_bindings_and_a_layers_head() -> None:
+    root, contents = wmts_document("城市 maps", "http://h/base", "?api_key=k", abstract="how to add a key")
+    layer = wmts_layer(contents, "depth", "Water depth (m)", (113.1, 40.0, 113.25, 40.5))
+    doc = ET.fromstring(wmts_xml(root).encode())
+    assert wmts_xml(root).startswith('<?xml version="1.0" encoding="UTF-8"?>\n<')
+    assert doc.get("version") == "1.0.0" and layer in contents
+    ident = doc.find("ows:ServiceIdentification", _OWS)
+    assert ident is not None
+    assert [ident.findtext(f"ows:{t}", None, _OWS) for t in ("Title", "Abstract", "ServiceType")] == [
+        "城市 maps", "how to add a key", "OGC WMTS"]
+    assert _bindings(doc, "GetCapabilities") == [("http://h/base/wmts?api_key=k", "KVP"),
+                                                 ("http://h/base/wmts/1.0.0/WMTSCapabilities.xml?api_key=k",
+                                                  "RESTful")]
+    assert _bindings(doc, "GetTile") == [("http://h/base/wmts?api_key=k", "KVP")]
+    layers = doc.findall("w:Contents/w:Layer", _OWS)
+    assert len(layers) == 1
+    head = layers[0]
+    assert head.findtext("ows:Identifier", None, _OWS) == "depth"
+    assert head.findtext("ows:Title", None, _OWS) == "Water depth (m)"
+    assert head.findtext("ows:WGS84BoundingBox/ows:LowerCorner", None, _OWS) == "113.1 40.0"
+    assert head.findtext("ows:WGS84BoundingBox/ows:UpperCorner", None, _OWS) == "113.25 40.5"
+    style = head.find("w:Style", _OWS)
+    assert style is not None and style.get("isDefault") == "true"
+    assert style.findtext("ows:Identifier", None, _OWS) == "default"
+
+
+def test_wmts_frame_without_restful_capabilities_or_abstract() -> None:
+    root, _ = wmts_document("run", "http://h/flood/r1", restful=False)
+    doc = ET.fromstring(wmts_xml(root).encode())
+    assert _bindings(doc, "GetCapabilities") == [("http://h/flood/r1/wmts", "KVP")]
+    assert doc.find("ows:ServiceIdentification/ows:Abstract", _OWS) is None
+    contents = doc.find("w:Contents", _OWS)
+    assert contents is not None and len(contents) == 0
