@@ -181,11 +181,7 @@ def height_control(scene: CityScene, zones: gpd.GeoDataFrame, params: HeightCont
     names = z[params.name_field].astype(str).to_numpy() if params.name_field in z.columns else codes
     bs = scene.buildings
     if params.buildings:
-        known = bs.index()
-        unknown = [b for b in params.buildings if b not in known]
-        if unknown:
-            raise InputError(f"buildings {unknown[:5]} are not in the model")
-        idx = np.array([known[b] for b in params.buildings], np.int64)
+        idx = bs.rows(params.buildings)
     else:
         idx = np.arange(len(bs))
     if params.bbox is not None:

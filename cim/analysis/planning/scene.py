@@ -18,6 +18,7 @@ import json
 import math
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,18 @@ class BuildingSet:
 
     def index(self) -> dict[str, int]:
         return {str(i): k for k, i in enumerate(self.ids)}
+
+    def rows(self, ids: Sequence[str] | np.ndarray) -> np.ndarray:
+        """(n,) int64 row of each building ID in `ids`, in their order.
+
+        Raises:
+            InputError: an ID that is not a building of the set (the first five are named).
+        """
+        known = self.index()
+        unknown = [i for i in ids if str(i) not in known]
+        if unknown:
+            raise InputError(f"buildings {unknown[:5]} are not in the model; pass IDs of its buildings")
+        return np.array([known[str(i)] for i in ids], np.int64)
 
     def top(self, level: int) -> np.ndarray:
         """(k,) float64 absolute height of each building's highest point (LOD1 top at level 2, ridge at level 3)."""
@@ -432,12 +445,8 @@ class CityScene:
         Raises:
             InputError: an ID that is not a building of the scene.
         """
-        known = self.buildings.index()
-        unknown = [i for i in ids if str(i) not in known]
-        if unknown:
-            raise InputError(f"buildings {unknown[:5]} are not in the model")
         keep = np.ones(len(self.buildings), bool)
-        keep[[known[str(i)] for i in ids]] = False
+        keep[self.buildings.rows(ids)] = False
         return replace(self, buildings=self.buildings.take(np.flatnonzero(keep)), _tracer=None,
                        _lock=threading.Lock())
 

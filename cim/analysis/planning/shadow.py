@@ -197,8 +197,7 @@ def shadow(scene: CityScene, params: ShadowParams | None = None, *, progress: Pr
     if params.bbox is not None:
         bounds = scene.bbox_from_lonlat(params.bbox).bounds
     elif of:
-        known = bs.index()
-        bounds = shapely.total_bounds(shapely.buffer(bs.geoms[[known[i] for i in of]], params.margin))
+        bounds = shapely.total_bounds(shapely.buffer(bs.geoms[bs.rows(of)], params.margin))
     else:
         bounds = scene.bounds()
     x, y, transform = grid(tuple(float(v) for v in bounds), params.cell)  # type: ignore[arg-type]

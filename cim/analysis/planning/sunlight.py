@@ -269,11 +269,7 @@ def select_buildings(scene: CityScene, params: SunlightParams) -> tuple[np.ndarr
     """
     bs = scene.buildings
     if params.buildings:
-        known = bs.index()
-        unknown = [b for b in params.buildings if b not in known]
-        if unknown:
-            raise InputError(f"buildings {unknown[:5]} are not in the model; pass IDs of its buildings")
-        idx = np.array([known[b] for b in params.buildings], np.int64)
+        idx = bs.rows(params.buildings)
     else:
         uses = set(params.uses) | set(params.elderly_uses)
         idx = np.flatnonzero(np.isin(bs.use, list(uses)))
