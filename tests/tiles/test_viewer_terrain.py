@@ -182,6 +182,40 @@ def _surface(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     return _height(np.asarray(x) - cx, np.asarray(y) - cy)
 
 
+def _shot(page: Any, shown: str, view: str) -> np.ndarray:
+    """(h, w, 3) int RGB of the map once loaded, with the layers whose `id` the JS condition `shown` accepts
+    visible (the others hidden), seen from `view` (the JS text of a deck.gl view state)."""
+    from PIL import Image
+
+    page.evaluate(f"() => {{ const v = cimViewer.cim.viewer; for (const id of v.order) v.setVisible(id, {shown}); }}")
+    page.evaluate(f"cimViewer.cim.viewer.setViewState({view})")
+    page.wait_for_function("cimViewer.loaded()", timeout=120_000)
+    page.wait_for_timeout(500)
+    return np.asarray(Image.open(io.BytesIO(page.locator("#map").screenshot())).convert("RGB")).astype(int)
+
+
+def _hill_shot(page: Any, layer: str | None, pitch: float = 84, zoom: float = 18) -> np.ndarray:
+    """`_shot` looking north over the hill's top (the camera turning around it), the orthophoto and `layer` on."""
+    lon, lat = _lonlat(HILL[0], HILL[1])
+    top = float(_height(np.array(HILL[0]), np.array(HILL[1])))
+    shown = repr(layer) if layer else "null"
+    return _shot(page, f"id === 'map:ortho' || id === {shown}",
+                 f"{{longitude: {lon}, latitude: {lat}, zoom: {zoom}, pitch: {pitch}, bearing: 0, "
+                 f"position: [0, 0, {top}]}}")
+
+
+def _change_at(page: Any, on: np.ndarray, off: np.ndarray, dx: float, dy: float) -> int:
+    """The largest change (summed over RGB) between two shots in the 5 x 5 px around where the page projects the
+    terrain's point dx, dy metres east, north of the centre."""
+    h, w = off.shape[:2]
+    lon, lat = _lonlat(dx, dy)
+    height = float(_height(np.array(dx), np.array(dy)))
+    x, y = page.evaluate(f"cimViewer.project({lon}, {lat}, {height})")[:2]
+    assert 3 <= x < w - 3 and 3 <= y < h - 3, (dx, dy, x, y)
+    xi, yi = int(round(x)), int(round(y))
+    return int(np.abs(on[yi - 2: yi + 3, xi - 2: xi + 3] - off[yi - 2: yi + 3, xi - 2: xi + 3]).sum(axis=-1).max())
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_flat_layers_lie_on_the_dem_within_its_encoding_and_interpolation_error(site: Site, browser: Any) -> None:
@@ -276,18 +310,11 @@ def test_flat_layers_lie_on_the_dem_within_its_encoding_and_interpolation_error(
 def test_the_base_map_lies_on_the_dem(site: Site, browser: Any) -> None:
     """The orthophoto's red square, seen at pitch 60, is where its place at the DEM's height projects, not where
     the page's ground (the DEM's mid height, about 80 m lower there) would put it."""
-    from PIL import Image
-
     page = browser.page
     page.goto(f"{site.base}/")
     page.wait_for_function("window.cimViewer && cimViewer.loaded()", timeout=120_000)
-    page.evaluate("() => { const v = cimViewer.cim.viewer; "
-                  "for (const id of v.order) v.setVisible(id, id === 'map:ortho'); }")
-    page.evaluate(f"cimViewer.cim.viewer.setViewState({{longitude: {MARK[0]}, latitude: {MARK[1]}, zoom: 17, "
-                  "pitch: 60, bearing: 0})")
-    page.wait_for_function("cimViewer.loaded()", timeout=120_000)
-    page.wait_for_timeout(500)
-    shot = np.asarray(Image.open(io.BytesIO(page.locator("#map").screenshot())).convert("RGB")).astype(int)
+    shot = _shot(page, "id === 'map:ortho'", f"{{longitude: {MARK[0]}, latitude: {MARK[1]}, zoom: 17, pitch: 60, "
+                 "bearing: 0}")
     red = (shot[..., 0] > 180) & (shot[..., 1] < 80) & (shot[..., 2] < 80)
     assert red.sum() > 50, "the red square is not on screen"
     rows, cols = np.nonzero(red)
@@ -345,23 +372,11 @@ def test_flat_draped_and_extruded_layers_are_drawn_in_a_pitched_view(site: Site,
     """At pitch 60 over a city 1,000 m up, a draped, a base map and an extruded layer still draw: their tiles are
     culled by boxes at the DEM's heights or the ground (deck.gl's default, 0 m, culled every tile of the first two
     here, and all but the nearest of the demo's extruded buildings)."""
-    from PIL import Image
-
     page = browser.page
     page.goto(f"{site.base}/")
     page.wait_for_function("window.cimViewer && cimViewer.loaded()", timeout=120_000)
-
-    def shot(shown: str | None) -> np.ndarray:
-        target = repr(shown) if shown else "null"  # null: every layer off
-        page.evaluate("() => { const v = cimViewer.cim.viewer; "
-                      f"for (const id of v.order) v.setVisible(id, id === {target}); }}")
-        page.evaluate(f"cimViewer.cim.viewer.setViewState({{longitude: {LON0}, latitude: {LAT0 - 0.001}, zoom: 17, "
-                      "pitch: 60, bearing: 0})")
-        page.wait_for_function("cimViewer.loaded()", timeout=120_000)
-        page.wait_for_timeout(500)
-        return np.asarray(Image.open(io.BytesIO(page.locator("#map").screenshot())).convert("RGB")).astype(int)
-
-    empty, drawn = shot(None), shot(layer)
+    view = f"{{longitude: {LON0}, latitude: {LAT0 - 0.001}, zoom: 17, pitch: 60, bearing: 0}}"
+    empty, drawn = _shot(page, "false", view), _shot(page, f"id === {layer!r}", view)  # "false": every layer off
     changed = int((np.abs(drawn - empty).sum(axis=-1) > 30).sum())
     assert changed > 0.2 * empty.shape[0] * empty.shape[1], (layer, changed)
     assert not browser.log.page_errors and not browser.log.console_errors, browser.log
@@ -373,37 +388,13 @@ def test_a_draped_line_behind_a_hill_is_hidden_by_it(site: Site, browser: Any) -
     """Looking north over the hill at pitch 84 (the camera turning around its top), the stretch of the line behind
     the hill is hidden: the map's pixels there are the same with the line on and off; its stretch east of the hill,
     in sight, is drawn (drawn without depth test it showed through the hill everywhere)."""
-    from PIL import Image
-
     page = browser.page
     page.goto(f"{site.base}/")
     page.wait_for_function("window.cimViewer && cimViewer.loaded()", timeout=120_000)
-    top_lon, top_lat = _lonlat(HILL[0], HILL[1])
-    top = float(_height(np.array(HILL[0]), np.array(HILL[1])))
-
-    def shot(line: bool) -> np.ndarray:
-        page.evaluate("() => { const v = cimViewer.cim.viewer; for (const id of v.order) "
-                      f"v.setVisible(id, id === 'map:ortho' || (id === 'layer:ridge' && {str(line).lower()})); }}")
-        page.evaluate(f"cimViewer.cim.viewer.setViewState({{longitude: {top_lon}, latitude: {top_lat}, zoom: 18, "
-                      f"pitch: 84, bearing: 0, position: [0, 0, {top}]}})")
-        page.wait_for_function("cimViewer.loaded()", timeout=120_000)
-        page.wait_for_timeout(500)
-        return np.asarray(Image.open(io.BytesIO(page.locator("#map").screenshot())).convert("RGB")).astype(int)
-
-    off, on = shot(False), shot(True)
-    h, w = off.shape[:2]
-
-    def at(dx: float) -> np.ndarray:
-        lon, lat = _lonlat(dx, RIDGE_N)
-        height = float(_height(np.array(dx), np.array(RIDGE_N)))
-        x, y = page.evaluate(f"cimViewer.project({lon}, {lat}, {height})")[:2]
-        assert 3 <= x < w - 3 and 3 <= y < h - 3, (dx, x, y)
-        xi, yi = int(round(x)), int(round(y))
-        return np.abs(on[yi - 2: yi + 3, xi - 2: xi + 3] - off[yi - 2: yi + 3, xi - 2: xi + 3]).sum(axis=-1)
-
-    hidden = [at(dx).max() for dx in (-345.0, -330.0, -315.0)]
+    off, on = _hill_shot(page, None), _hill_shot(page, "layer:ridge")
+    hidden = [_change_at(page, on, off, dx, RIDGE_N) for dx in (-345.0, -330.0, -315.0)]
     assert max(hidden) < 30, hidden
-    assert at(-265.0).max() > 100  # in sight east of the hill: drawn
+    assert _change_at(page, on, off, -265.0, RIDGE_N) > 100  # in sight east of the hill: drawn
     assert not browser.log.page_errors and not browser.log.console_errors, browser.log
 
 
@@ -414,40 +405,16 @@ def test_a_draped_polygon_fill_is_hidden_behind_a_hill_and_lies_on_a_hill_inside
     pitch 84, the stretch of a polygon behind the hill is hidden (drawn without depth test it showed through the
     hill), its stretch east of the hill is drawn; seen from above, a square over the hill is drawn over all of it
     (one triangulation between its rings lies up to 40 m under the hill's top: depth-tested, it was hidden there)."""
-    from PIL import Image
-
     page = browser.page
     page.goto(f"{site.base}/")
     page.wait_for_function("window.cimViewer && cimViewer.loaded()", timeout=120_000)
-    top_lon, top_lat = _lonlat(HILL[0], HILL[1])
-    top = float(_height(np.array(HILL[0]), np.array(HILL[1])))
-
-    def shot(layer: str | None, pitch: float, zoom: float) -> np.ndarray:
-        shown = repr(layer) if layer else "null"
-        page.evaluate("() => { const v = cimViewer.cim.viewer; for (const id of v.order) "
-                      f"v.setVisible(id, id === 'map:ortho' || id === {shown}); }}")
-        page.evaluate(f"cimViewer.cim.viewer.setViewState({{longitude: {top_lon}, latitude: {top_lat}, zoom: {zoom}, "
-                      f"pitch: {pitch}, bearing: 0, position: [0, 0, {top}]}})")
-        page.wait_for_function("cimViewer.loaded()", timeout=120_000)
-        page.wait_for_timeout(500)
-        return np.asarray(Image.open(io.BytesIO(page.locator("#map").screenshot())).convert("RGB")).astype(int)
-
-    def diff(on: np.ndarray, off: np.ndarray, dx: float, dy: float) -> int:
-        h, w = off.shape[:2]
-        lon, lat = _lonlat(dx, dy)
-        height = float(_height(np.array(dx), np.array(dy)))
-        x, y = page.evaluate(f"cimViewer.project({lon}, {lat}, {height})")[:2]
-        assert 3 <= x < w - 3 and 3 <= y < h - 3, (dx, dy, x, y)
-        xi, yi = int(round(x)), int(round(y))
-        return int(np.abs(on[yi - 2: yi + 3, xi - 2: xi + 3] - off[yi - 2: yi + 3, xi - 2: xi + 3]).sum(axis=-1).max())
-
-    off, on = shot(None, 84, 18), shot("layer:plot", 84, 18)
-    hidden = [diff(on, off, dx, RIDGE_N) for dx in (-345.0, -330.0, -315.0)]
+    off, on = _hill_shot(page, None), _hill_shot(page, "layer:plot")
+    hidden = [_change_at(page, on, off, dx, RIDGE_N) for dx in (-345.0, -330.0, -315.0)]
     assert max(hidden) < 30, hidden
-    assert diff(on, off, -265.0, RIDGE_N) > 100  # in sight east of the hill: drawn
-    off, on = shot(None, 0, 18.5), shot("layer:cap", 0, 18.5)
+    assert _change_at(page, on, off, -265.0, RIDGE_N) > 100  # in sight east of the hill: drawn
+    off, on = _hill_shot(page, None, pitch=0, zoom=18.5), _hill_shot(page, "layer:cap", pitch=0, zoom=18.5)
     inner = [(HILL[0] + ex, HILL[1] + ny) for ex in (-30.0, -15.0, 0.0, 15.0, 30.0) for ny in (-30.0, 0.0, 30.0)]
-    drawn = [diff(on, off, dx, dy) for dx, dy in inner]
+    drawn = [_change_at(page, on, off, dx, dy) for dx, dy in inner]
     assert min(drawn) > 100, list(zip(inner, drawn, strict=True))
     assert not browser.log.page_errors and not browser.log.console_errors, browser.log
 
