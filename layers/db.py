@@ -15,8 +15,10 @@ as registered Arrow tables, and exports are written the same way.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +94,37 @@ def first_row(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
     """
     rows = result.fetchall()
     return rows[0] if rows else None
+
+
+class ThreadCursors:
+    """One cursor per thread on a connection, handed out again to the same thread and closed all together.
+
+    A cursor is its own autocommit transaction, so a read through it sees the latest commit; sharing one between
+    threads would serialise them. A thread asking with another connection than its cursor's (the store was closed
+    and opened again) gets a new cursor.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._all: list[duckdb.DuckDBPyConnection] = []
+        self._lock = threading.Lock()
+
+    def get(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor on `con` (made on first use)."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is None or getattr(self._local, "owner", None) is not con:
+            cur = self._local.cursor = con.cursor()
+            self._local.owner = con
+            with self._lock:
+                self._all.append(cur)
+        return cur
+
+    def close(self) -> None:
+        """Close every cursor handed out (one that fails to close is passed over); later calls of `get` make new
+        ones."""
+        with self._lock:
+            for cur in self._all:
+                with contextlib.suppress(duckdb.Error):
+                    cur.close()
+            self._all.clear()
+        self._local = threading.local()

@@ -44,7 +44,7 @@ from cim.files import user_path
 from cim.sources.crs import parse_crs, transformer
 from layers import themes as theme_registry
 from layers.cache import CachedLayer, LayerCache, budget_mb_from_env, estimate_bytes, load_layer
-from layers.db import ROW_GROUP_SIZE, connect, first_row
+from layers.db import ROW_GROUP_SIZE, ThreadCursors, connect, first_row
 from layers.errors import (
     LayerExistsError,
     LayerInputError,
@@ -198,9 +198,7 @@ class LayerStore:
         self.lock_timeout = lock_timeout
         self._con: duckdb.DuckDBPyConnection | None = None
         self._empty = False
-        self._local = threading.local()
-        self._readers: list[duckdb.DuckDBPyConnection] = []
-        self._readers_lock = threading.Lock()
+        self._readers = ThreadCursors()
         self._commit_lock = threading.Lock()  # one import commit at a time (version numbers)
         # (name, version) -> (info, table, cache key): the catalogue of a layer is read once and forgotten on every
         # write through this store, and when the file or its WAL changes (another store object of this process
@@ -263,13 +261,9 @@ class LayerStore:
     def close(self) -> None:
         """Close the file (idempotent)."""
         if self._con is not None:
-            with self._readers_lock:
-                for cur in self._readers:
-                    cur.close()
-                self._readers.clear()
+            self._readers.close()
             self._con.close()
             self._con = None
-            self._local = threading.local()
             self._meta.clear()
             self.cache.clear()
 
@@ -296,14 +290,7 @@ class LayerStore:
 
     def _reader(self) -> duckdb.DuckDBPyConnection:
         """This thread's reading cursor (autocommit: every statement sees the latest commit)."""
-        con = self.connection
-        cur = getattr(self._local, "cursor", None)
-        if cur is None or getattr(self._local, "owner", None) is not con:
-            cur = self._local.cursor = con.cursor()
-            self._local.owner = con
-            with self._readers_lock:
-                self._readers.append(cur)
-        return cur
+        return self._readers.get(self.connection)
 
     @contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -53,6 +53,7 @@ import pyarrow.compute as pc
 import shapely
 
 from layers.budget import bounded
+from layers.db import ThreadCursors
 from tiles import pbf
 from tiles.errors import ServerConfigError, TileRequestError
 
@@ -158,7 +159,7 @@ class MercatorWorkspace:
     def __init__(self) -> None:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
-        self._local = threading.local()
+        self._cursors = ThreadCursors()
         self._tables: dict[str, str] = {}
         self._building: dict[str, threading.Lock] = {}
         self._names: dict[str, str] = {}
@@ -177,12 +178,7 @@ class MercatorWorkspace:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """This thread's cursor on the workspace."""
-        con = self._connection()
-        cur = getattr(self._local, "cursor", None)
-        if cur is None or getattr(self._local, "owner", None) is not con:
-            cur = self._local.cursor = con.cursor()
-            self._local.owner = con
-        return cur
+        return self._cursors.get(self._connection())
 
     def table(self, layer: VectorTileLayer) -> str:
         """The workspace table of a layer version, projected on first use (other callers wait for it)."""
@@ -224,6 +220,7 @@ class MercatorWorkspace:
     def close(self) -> None:
         """Drop every projected table and in-memory index (the memory goes back)."""
         with self._lock:
+            self._cursors.close()
             if self._con is not None:
                 self._con.close()
             self._con = None
@@ -232,7 +229,6 @@ class MercatorWorkspace:
             self._tables.clear()
             self._building.clear()
             self._names.clear()
-            self._local = threading.local()
 
 
 def _quoted(name: str) -> str:

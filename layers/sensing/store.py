@@ -42,7 +42,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from layers.db import first_row
+from layers.db import ThreadCursors, first_row
 from layers.errors import StoreLockedError
 from layers.sensing.alerts import Alert, AlertEngine, AlertEvent, Reading, Thresholds, parse_thresholds
 from layers.sensing.entities import ENTITY_SETS, OM_MEASUREMENT, EntitySet
@@ -226,9 +226,7 @@ class SensingStore:
         self.hub = Hub()
         self.dispatcher = Dispatcher()
         self.stats = WriterStats()
-        self._local = threading.local()
-        self._cursors: list[duckdb.DuckDBPyConnection] = []
-        self._cursors_lock = threading.Lock()
+        self._cursors = ThreadCursors()
         self._write_lock = threading.RLock()
         self._id_lock = threading.Lock()
         self._ids: dict[str, int] = {}
@@ -293,14 +291,7 @@ class SensingStore:
         self.dispatcher.join()
         self.dispatcher.close()
         self.hub.close()
-        with self._cursors_lock:
-            for c in self._cursors:
-                try:
-                    c.close()
-                except duckdb.Error:
-                    pass
-            self._cursors.clear()
-        self._local = threading.local()
+        self._cursors.close()
         self._meta, self._latest, self._geojson = None, None, (None, {})
         if self._given is None:
             self._store.close()
@@ -328,14 +319,7 @@ class SensingStore:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """This thread's cursor (autocommit reads see the latest commit)."""
-        con = self.connection
-        cur = getattr(self._local, "cursor", None)
-        if cur is None or getattr(self._local, "owner", None) is not con:
-            cur = self._local.cursor = con.cursor()
-            self._local.owner = con
-            with self._cursors_lock:
-                self._cursors.append(cur)
-        return cur
+        return self._cursors.get(self.connection)
 
     def _require_writable(self) -> None:
         if self.read_only:

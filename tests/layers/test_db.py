@@ -1,4 +1,5 @@
-"""`layers.db.connect`: spatial loaded from the pinned wheel, and no further extension or file access through SQL."""
+"""`layers.db`: spatial loaded from the pinned wheel, no further extension or file access through SQL; per-thread
+cursors."""
 
 from __future__ import annotations
 
@@ -71,3 +72,33 @@ def test_library_code_reads_one_row_with_first_row_not_fetchone() -> None:
     found = [f"{p.relative_to(root)}:{n}" for top in ("cim", "layers", "tiles") for p in sorted((root / top).rglob("*.py"))
              for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if ".fetchone(" in line]
     assert found == []
+
+
+def test_thread_cursors_one_per_thread_new_after_close_or_another_connection() -> None:
+    import threading
+
+    from layers.db import ThreadCursors
+
+    con = duckdb.connect()
+    cursors = ThreadCursors()
+    mine = cursors.get(con)
+    assert cursors.get(con) is mine  # handed out again to the same thread
+    theirs: list[duckdb.DuckDBPyConnection] = []
+    t = threading.Thread(target=lambda: theirs.append(cursors.get(con)))
+    t.start()
+    t.join()
+    assert theirs[0] is not mine
+    con.execute("CREATE TABLE t AS SELECT 1 AS x")
+    assert mine.execute("SELECT x FROM t").fetchall() == [(1,)]  # an autocommit cursor sees the latest commit
+    cursors.close()
+    for cur in (mine, theirs[0]):  # every cursor handed out is closed, the other thread's too
+        with pytest.raises(duckdb.Error):
+            cur.execute("SELECT 1")
+    again = cursors.get(con)
+    assert again is not mine and again.execute("SELECT x FROM t").fetchall() == [(1,)]
+    other = duckdb.connect()
+    assert cursors.get(other) is not again  # the store was opened again: a cursor on the new connection
+    cursors.close()
+    cursors.close()  # idempotent
+    con.close()
+    other.close()
