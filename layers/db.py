@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,25 @@ def first_row(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
     """
     rows = result.fetchall()
     return rows[0] if rows else None
+
+
+def connect_sqlite(path: str | os.PathLike[str], ddl: str) -> sqlite3.Connection:
+    """Open a SQLite file kept beside the store (keys and audit, documents), creating it and its folder.
+
+    WAL mode and autocommit let every process write short transactions while a server holds the DuckDB store
+    read-only; a writer waits up to 10 s for another's. The connection may be used from any thread: callers
+    serialise their statements with a lock of their own.
+
+    Args:
+        path: the SQLite file.
+        ddl: statements that create its tables when missing (`CREATE TABLE IF NOT EXISTS ...`).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path, check_same_thread=False, timeout=10, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.executescript(ddl)
+    return con
 
 
 class ThreadCursors:

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from layers.db import connect_sqlite
 from layers.errors import LayerNotFoundError
 
 _DDL = """
@@ -64,11 +65,7 @@ class DocumentStore:
 
     def open(self) -> DocumentStore:
         if self._con is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(self.path, check_same_thread=False, timeout=10, isolation_level=None)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_DDL)
-            self._con = con
+            self._con = connect_sqlite(self.path, _DDL)
         return self
 
     def close(self) -> None:

@@ -102,3 +102,26 @@ def test_thread_cursors_one_per_thread_new_after_close_or_another_connection() -
     cursors.close()  # idempotent
     con.close()
     other.close()
+
+
+def test_sqlite_beside_the_store_is_created_in_wal_mode_and_writable_from_two_connections(tmp_path: Path) -> None:
+    import threading
+
+    from layers.db import connect_sqlite
+
+    path = tmp_path / "new" / "city.docs.sqlite"
+    ddl = "CREATE TABLE IF NOT EXISTS docs (name TEXT PRIMARY KEY, doc TEXT)"
+    a = connect_sqlite(path, ddl)
+    assert path.is_file()
+    assert a.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert a.isolation_level is None  # autocommit: each statement its own short transaction
+    a.execute("INSERT INTO docs VALUES ('x', '1')")
+    b = connect_sqlite(path, ddl)  # a second process's connection: the tables are kept, not created again
+    assert b.execute("SELECT doc FROM docs").fetchall() == [("1",)]
+    done: list[int] = []
+    t = threading.Thread(target=lambda: done.append(a.execute("INSERT INTO docs VALUES ('y', '2')").rowcount))
+    t.start()
+    t.join()
+    assert done == [1] and b.execute("SELECT count(*) FROM docs").fetchone()[0] == 2  # usable from another thread
+    a.close()
+    b.close()

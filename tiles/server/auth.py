@@ -34,6 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from layers.db import connect_sqlite
 from layers.types import SECURITY_LEVELS, security_rank
 from tiles.errors import InvalidKeyError, TileRequestError
 
@@ -172,11 +173,7 @@ class AccessStore:
         return self
 
     def _connect(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, check_same_thread=False, timeout=10, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.executescript(_DDL)
-        self._con = con
+        self._con = connect_sqlite(self.path, _DDL)
 
     def close(self) -> None:
         if self._con is not None:
