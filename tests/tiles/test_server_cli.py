@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -18,6 +20,34 @@ from tests.tiles.server_support import build_store, free_port
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
+
+
+@contextlib.contextmanager
+def _cim_serve(args: list[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None
+               ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`cim serve ARGS --port P` in a child process (the installed command, else this checkout's cli.py); yields its
+    base URL once /health answers, and the process, terminated when the block ends (its stderr left to read)."""
+    port = free_port()
+    exe = Path(sys.executable).with_name("cim")
+    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-c", "import cli; cli.main()"]
+    proc = subprocess.Popen([*cmd, "serve", *args, "--port", str(port)], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                            env={**(os.environ if env is None else env), "PYTHONPATH": str(Path(cli.__file__).parent)})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{base}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(proc.stderr.read().decode() if proc.stderr else "server did not start")
+                time.sleep(0.2)
+        yield base, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 def test_keys_create_list_revoke_audit(tmp_path: Path) -> None:
@@ -51,29 +81,11 @@ def test_serve_rejects_bad_configuration_with_exit_code_2(tmp_path: Path, capsys
 
 def test_cim_serve_process_answers_over_http(tmp_path: Path, box_tileset) -> None:  # type: ignore[no-untyped-def]
     store = build_store(tmp_path / "city.duckdb", tmp_path / "src")
-    port = free_port()
-    exe = Path(sys.executable).with_name("cim")
-    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-c", "import cli; cli.main()"]
-    proc = subprocess.Popen([*cmd, "serve", "--store", str(store), "--models", f"box={box_tileset.root}",
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parent)})
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(proc.stderr.read().decode() if proc.stderr else "server did not start")
-                time.sleep(0.2)
-        assert r.json() == {"status": "ok", "models": 1, "maps": 0, "layers": 3}
-        cat = httpx.get(f"http://127.0.0.1:{port}/catalog").json()
+    with _cim_serve(["--store", str(store), "--models", f"box={box_tileset.root}"]) as (base, proc):
+        assert httpx.get(f"{base}/health").json() == {"status": "ok", "models": 1, "maps": 0, "layers": 3}
+        cat = httpx.get(f"{base}/catalog").json()
         assert [m["name"] for m in cat["models"]] == ["box"] and [x["name"] for x in cat["layers"]] == ["shelters"]
-        assert httpx.get(f"http://127.0.0.1:{port}/3dtiles/box/tileset.json").status_code == 200
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        assert httpx.get(f"{base}/3dtiles/box/tileset.json").status_code == 200
     log = proc.stderr.read().decode() if proc.stderr else ""
     assert "GET /catalog 200" in log
 
@@ -83,31 +95,12 @@ def test_cim_serve_models_without_a_store(tmp_path: Path, box_tileset, capsys) -
     A --store that does not exist is refused with the command that creates one."""
     work = tmp_path / "work"
     work.mkdir()
-    port = free_port()
-    exe = Path(sys.executable).with_name("cim")
-    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-c", "import cli; cli.main()"]
     env = {k: v for k, v in os.environ.items() if k != "CIM_STORE"}
-    proc = subprocess.Popen([*cmd, "serve", "--models", str(box_tileset.root), "--port", str(port)], cwd=work,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**env, "PYTHONPATH": str(Path(cli.__file__).parent)})
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(proc.stderr.read().decode() if proc.stderr else "server did not start")
-                time.sleep(0.2)
-        assert r.json() == {"status": "ok", "models": 1, "maps": 0, "layers": 0}
-        cat = httpx.get(f"http://127.0.0.1:{port}/catalog", timeout=10).json()
+    with _cim_serve(["--models", str(box_tileset.root)], cwd=work, env=env) as (base, _):
+        assert httpx.get(f"{base}/health").json() == {"status": "ok", "models": 1, "maps": 0, "layers": 0}
+        cat = httpx.get(f"{base}/catalog", timeout=10).json()
         assert [m["name"] for m in cat["models"]] == [box_tileset.root.name] and cat["layers"] == []
-        assert httpx.get(f"http://127.0.0.1:{port}/3dtiles/{box_tileset.root.name}/tileset.json",
-                         timeout=10).status_code == 200
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        assert httpx.get(f"{base}/3dtiles/{box_tileset.root.name}/tileset.json", timeout=10).status_code == 200
     assert not list(work.iterdir())  # no store (nor key file) was created on the way
     with pytest.raises(SystemExit) as exc:
         cli.main(["serve", "--models", str(box_tileset.root), "--store", str(tmp_path / "none.duckdb"), "--port", "1"])
