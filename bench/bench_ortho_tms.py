@@ -42,7 +42,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_serve import free_port, guarded, process, wrk
+from bench_serve import guarded, process, wrk
+from tests.support.http import free_port
 
 LAUNCHER = '''
 import morecantile, pyproj

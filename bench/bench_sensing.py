@@ -63,6 +63,7 @@ from layers.sensing import SensingStore
 from layers.sensing.entities import OM_MEASUREMENT
 from layers.sensing.observations import ObsRow
 from layers.sensing.store import rows_table
+from tests.support.http import free_port
 from tests.support.mosquitto import MOSQUITTO
 from tiles.server.auth import AccessStore, access_path
 
@@ -100,14 +101,6 @@ def make_store(path: Path, n_datastreams: int, readings: int = 0) -> str:
             s.submit(rows_table(rows)).result()
     with AccessStore(access_path(path)) as acc:
         return acc.create("confidential,sensing:write").key
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -32,7 +32,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from tests.support.http import free_port  # noqa: E402
 
 LON0, LAT0, SPAN = 113.20, 40.00, 0.20  # the 1M points cover 0.2 x 0.2 degrees (about 17 x 22 km) near Datong
 
@@ -62,12 +63,6 @@ done = function(summary, latency, requests)
     summary.requests, e.connect + e.read + e.write + e.timeout, e.status))
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:

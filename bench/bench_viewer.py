@@ -26,6 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.support.http import free_port  # noqa: E402
+
 SERVE = """
 import sys, uvicorn
 sys.path.insert(0, {repo!r})
@@ -34,14 +36,6 @@ from tiles.server.settings import ServerSettings
 settings = ServerSettings.model_validate_json({settings!r})
 uvicorn.run(create_app(settings), host="127.0.0.1", port={port}, log_level="warning")
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve(settings: object, port: int) -> subprocess.Popen[bytes]:

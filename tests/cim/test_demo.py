@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.tiles.server_support import free_port
+from tests.support.http import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cim-demo")]
 REPO = Path(__file__).resolve().parents[2]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import socket
 import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping
@@ -43,6 +44,13 @@ CONTENT_TYPES = {
     ".svg": "image/svg+xml",
     ".xml": "application/xml",
 }
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server under test, or a benchmark's)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class LoggedRequest(NamedTuple):

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.http import free_port
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
@@ -31,12 +33,6 @@ class Broker:
         return f"{self.host}:{self.port}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def mosquitto_broker(workdir: Path) -> Iterator[Broker]:
     """Run mosquitto on 127.0.0.1 and a free port until the block ends (skips the test when it is missing).
@@ -47,7 +43,7 @@ def mosquitto_broker(workdir: Path) -> Iterator[Broker]:
         pytest.skip("Debian's mosquitto is not installed (bin/setup installs it)")
     workdir.mkdir(parents=True, exist_ok=True)
     for attempt in range(5):
-        port = _free_port()
+        port = free_port()
         conf, log = workdir / "mosquitto.conf", workdir / "mosquitto.log"
         conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
                         f"max_inflight_messages 1000\nmax_queued_messages 1000000\nlog_dest file {log}\n"

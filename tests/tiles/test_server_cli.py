@@ -16,7 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from tests.tiles.server_support import build_store, free_port
+from tests.support.http import free_port
+from tests.tiles.server_support import build_store
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import pytest
 
 from cim.sources.osgb import has_osgconv
-from tests.tiles.server_support import free_port
+from tests.support.http import free_port
 from tiles.check import check_tileset
 
 # one worker builds the two sample cities once (module fixtures), not once per worker
