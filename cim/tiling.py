@@ -243,6 +243,7 @@ def task_key(stage: str, job: Any) -> str:
 
 SYNCHRONOUS = "synchronous"
 TASKS_PER_WORKER = 8  # Dask tasks per worker in a wave of many small jobs (see `batches`)
+WORKER_ENV_UNSET = ("MALLOC_TRIM_THRESHOLD_",)  # distributed's worker environment left out (start_local_cluster)
 _shared: dict[int, Any] = {}
 _shared_lock = threading.Lock()
 
@@ -264,7 +265,14 @@ def start_local_cluster(n: int) -> Any:
     """A `distributed.LocalCluster` of `n` single-threaded worker processes on the loopback interface.
 
     Its dashboard (on a free port) is served when bokeh is installed. The caller closes it.
+
+    The workers keep glibc's own malloc settings: distributed sets `MALLOC_TRIM_THRESHOLD_=65536` in its workers'
+    environment by default, which also freezes glibc's mmap threshold at 128 KiB, so every array of a tile task
+    larger than that is a fresh mapping whose pages fault in again (20x the page faults of the same tiles built in
+    this process; docs/benchmarks.md "Against the fork pool"). A tile task's memory is set by its tile, so
+    memory given back at the end of each task is not needed.
     """
+    import dask.config
     from distributed import LocalCluster
 
     try:
@@ -273,8 +281,9 @@ def start_local_cluster(n: int) -> Any:
         dashboard: str | None = "127.0.0.1:0"
     except ImportError:
         dashboard = None
-    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                        dashboard_address=dashboard, silence_logs=logging.ERROR)
+    with dask.config.set({f"distributed.nanny.pre-spawn-environ.{name}": None for name in WORKER_ENV_UNSET}):
+        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                            dashboard_address=dashboard, silence_logs=logging.ERROR)
 
 
 def shared_clusters() -> list[Any]:

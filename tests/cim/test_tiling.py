@@ -21,6 +21,7 @@ from cim.models.lod2 import build_lod2_buildings
 from cim.tiling import SYNCHRONOUS, Runner, start_local_cluster
 
 OPTIONS = BuildingOptions(tile_capacity=40)  # the small city in a dozen tiles or more
+TRIM_GIVEN = "MALLOC_TRIM_THRESHOLD_" in os.environ  # before any cluster of this module started
 
 
 @pytest.fixture(scope="module")
@@ -213,6 +214,21 @@ def test_results_in_job_order_and_errors_raised(client):
         assert run.describe()["scheduler"] == SYNCHRONOUS and run.client is None
     with pytest.raises(BuildError, match="at least 1"):
         Runner(workers=0)
+
+
+def _malloc_env() -> tuple[str | None, str | None]:
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("PYTHONHASHSEED")
+
+
+def test_local_cluster_workers_keep_glibc_malloc_defaults(client):
+    # distributed's default worker environment (MALLOC_TRIM_THRESHOLD_=65536) fixes glibc's mmap threshold: every
+    # tile array of over 128 KiB would fault its pages in again; the rest of its environment stays
+    if TRIM_GIVEN:
+        pytest.skip("the tests' own environment sets MALLOC_TRIM_THRESHOLD_ (workers inherit it)")
+    seen = client.run(_malloc_env)
+    assert len(seen) == 2
+    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ  # nor set in this process (distributed's nanny does that)
+    assert all(trim is None and seed is not None for trim, seed in seen.values()), seen
 
 
 def test_batches_are_consecutive_balanced_and_cover_every_job():
