@@ -751,14 +751,21 @@ def _enum_column(raw: StringColumn) -> tuple[dict[str, Any], dict[str, bytes]] |
     if n == 0 or raw.missing.any() or np.any(np.diff(raw.offsets) == 0):
         return None
     arr = pa.LargeStringArray.from_buffers(n, pa.py_buffer(raw.offsets.astype(np.int64)), pa.py_buffer(raw.data))
-    names = pc.unique(arr).sort()
+    names = pc.unique(arr)
     k = len(names)
     if k > 2**16:
         return None
     width = 1 if k <= 2**8 else 2
+    string_bytes = len(raw.data) + (n + 1) * (2 if _string_offset_type(len(raw.data)) == "UINT16" else 4)
+    # The enum's JSON holds each name once as {"name":"<name>","value":<i>}, at least 21 bytes more than the name's
+    # own UTF-8 bytes (escapes only add), plus a comma each and the brackets: a bound on the bytes below that needs
+    # no Python object per name, so a column of mostly distinct strings (names, addresses, IDs) is let go early.
+    ends = np.frombuffer(names.buffers()[1], np.int64)[names.offset:names.offset + k + 1]
+    if n * width + int(ends[-1] - ends[0]) + 22 * k + 41 >= string_bytes:
+        return None
+    names = names.sort()
     values = [{"name": name, "value": i} for i, name in enumerate(names.to_pylist())]
     enum_bytes = n * width + len(json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode()) + 40
-    string_bytes = len(raw.data) + (n + 1) * (2 if _string_offset_type(len(raw.data)) == "UINT16" else 4)
     if enum_bytes >= string_bytes:
         return None
     index = pc.index_in(arr, value_set=names).to_numpy(zero_copy_only=False)

@@ -134,3 +134,47 @@ def test_further_feature_id_sets_and_tables_round_trip_in_every_compression(tmp_
     with pytest.raises(TilesError, match="property table 2"):
         MeshContent([Primitive(QUAD, TRIS, feature_ids=np.zeros(4), extra_feature_ids=[
             FeatureIdSet(np.zeros(4), table=2)])], content.properties, extra_tables=content.extra_tables).to_glb()
+
+
+def _enum_wins(strings: list[str]) -> bool:
+    """The rule of `_enum_column`, computed in full: an enum's bytes (indices + its JSON + 40) below a STRING's."""
+    import json
+
+    names = sorted(set(strings))
+    n, k = len(strings), len(names)
+    data = sum(len(s.encode()) for s in strings)
+    width = 1 if k <= 2**8 else 2
+    values = [{"name": s, "value": i} for i, s in enumerate(names)]
+    enum_bytes = n * width + len(json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode()) + 40
+    return k <= 2**16 and enum_bytes < data + (n + 1) * (2 if data < 2**16 else 4)
+
+
+def test_a_column_is_an_enum_exactly_when_that_takes_fewer_bytes():
+    from tiles.gltf import _enum_column
+
+    rng = np.random.default_rng(5)
+    alphabet = ["a", "街", "道", '"', "\\", "\n", "é", "𝄞", "7"]  # escapes and multi-byte names
+    decided = {True: 0, False: 0}
+
+    def column(n: int, k: int, length: int) -> list[str]:
+        names = ["".join(rng.choice(alphabet, length)) + str(i) for i in range(k)]
+        return [names[i % k] for i in rng.permutation(n)]
+
+    for n in (20, 300, 700, 3000):
+        for length in (1, 3, 8):
+            # the number of distinct names where the enum stops paying (bisected), and the columns around it
+            lo, hi = 1, n
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if _enum_wins(column(n, mid, length)) else (lo, mid)
+            for k in sorted({1, 2, n // 10 + 1, n, *range(max(1, lo - 3), min(n, hi + 3) + 1)}):
+                strings = column(n, k, length)
+                wins = _enum_wins(strings)
+                got = _enum_column(StringColumn.from_values(strings))
+                assert (got is not None) == wins, (n, k, length)
+                decided[wins] += 1
+                if got is not None:
+                    index = np.frombuffer(got[1]["values"], "<u1" if k <= 256 else "<u2")
+                    back = [v["name"] for v in got[0]["enum"]["values"]]
+                    assert [back[i] for i in index] == strings
+    assert min(decided.values()) >= 30  # both outcomes met, at the boundary of each size too
