@@ -91,27 +91,40 @@ class RowStore:
         for k, (name, values) in enumerate(arrays.items()):
             stem = f"a{k:04d}"
             kind, parts = _split(values, order)
+            layout = {}
             for part, arr in parts.items():
                 np.save(folder / f"{stem}.{part}.npy", arr, allow_pickle=False)
+                layout[part] = _layout(folder / f"{stem}.{part}.npy")
             rows = len(parts["offsets"]) - 1 if "offsets" in parts else len(parts["values"])
             if n is not None and rows != n:
                 raise ValueError(f"array {name!r} has {rows} rows, the others {n}")
             n = rows
             extra = {"dtype": str(values.dtype)} if kind == "masked" else {}
-            columns.append({"name": name, "file": stem, "kind": kind, "parts": sorted(parts), **extra})
+            columns.append({"name": name, "file": stem, "kind": kind, "parts": sorted(parts), "layout": layout,
+                            **extra})
         (folder / _INDEX).write_text(json.dumps({"rows": n or 0, "columns": columns}))
         return cls(folder)
 
     def read(self, start: int, stop: int, names: Collection[str] | None = None) -> dict[str, Any]:
         """Rows `start` to `stop` (excluded) of every array (or of those in `names` that the store has), as the
-        types they were written as, in written order."""
+        types they were written as, in written order.
+
+        Each array's rows are read from its file at their offset (a seek and a read): a tile's task reads a few
+        hundred rows of some forty files, and mapping each file (`numpy.load`) cost more than reading the rows.
+        """
         out: dict[str, Any] = {}
         for col in self.index["columns"]:
             if names is not None and col["name"] not in names:
                 continue
-            parts = {p: np.load(self.folder / f"{col['file']}.{p}.npy", mmap_mode="r") for p in col["parts"]}
-            out[col["name"]] = _join(col, parts, start, stop)
+            if "layout" not in col:  # a store of an earlier version (a resumed build's)
+                parts = {p: np.load(self._path(col, p), mmap_mode="r") for p in col["parts"]}
+                out[col["name"]] = _join(col, parts, start, stop)
+                continue
+            out[col["name"]] = _join(col, _Ranges(self, col), start, stop)
         return out
+
+    def _path(self, col: dict[str, Any], part: str) -> Path:
+        return self.folder / f"{col['file']}.{part}.npy"
 
     def take(self, index: np.ndarray) -> dict[str, Any]:
         """The rows at `index` ((m,) int, any order) of every array, as the types they were written as."""
@@ -156,6 +169,46 @@ class WindowPart:
 
     def __getitem__(self, index: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         return self.part[np.asarray(index[0]) - self.r0, np.asarray(index[1]) - self.c0]
+
+
+def _layout(path: Path) -> list[Any]:
+    """[data offset, dtype descr, shape] of an .npy file (C order), to read rows of it at their offset."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(fh)
+        if fortran:
+            raise ValueError(f"{path}: a Fortran-ordered array cannot be read by rows")
+        return [fh.tell(), np.lib.format.dtype_to_descr(dtype), list(shape)]
+
+
+class _Ranges:
+    """The parts of one stored array, read by row range (`parts[part][a:b]` reads rows a..b of that file)."""
+
+    def __init__(self, store: RowStore, col: dict[str, Any]) -> None:
+        self.store, self.col = store, col
+
+    def __getitem__(self, part: str) -> _RangeReader:
+        return _RangeReader(self.store._path(self.col, part), *self.col["layout"][part])
+
+
+class _RangeReader:
+    def __init__(self, path: Path, offset: int, descr: Any, shape: list[int]) -> None:
+        self.path, self.offset, self.shape = path, offset, shape
+        self.dtype = np.lib.format.descr_to_dtype(descr)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, step = rows.indices(self.shape[0])
+        if step != 1:
+            raise ValueError("rows are read as a contiguous range")
+        tail = self.shape[1:]
+        out = np.empty((max(stop - start, 0), *tail), self.dtype)
+        if out.nbytes:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset + start * (out.nbytes // len(out)))
+                if fh.readinto(memoryview(out).cast("B")) != out.nbytes:
+                    raise ValueError(f"{self.path} is shorter than its header says (cut short?)")
+        return out
 
 
 def _split(values: Any, order: np.ndarray | None) -> tuple[str, dict[str, np.ndarray]]:

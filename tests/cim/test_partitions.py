@@ -5,7 +5,9 @@ city's arrays; and no task is sent the city's arrays."""
 
 from __future__ import annotations
 
+import json
 import pickle
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -68,6 +70,35 @@ def test_rows_come_back_as_written(tmp_path):
     assert rows["ints"].dtype == ints.dtype and rows["ints"].equals(ints.take(sel))
     assert rows["words"].to_list() == words.take(sel).to_list()
     assert np.array_equal(rows["words"].offsets, words.take(sel).offsets)
+
+
+def test_rows_read_at_their_offsets_as_numpy_maps_them(tmp_path):
+    rng = np.random.default_rng(4)
+    n = 40
+    arrays = {"f": rng.normal(size=n), "xy": rng.normal(size=(n, 3)).astype(np.float32),
+              "words": StringColumn.from_values([f"门牌{i}号" * (i % 3) for i in range(n)]),
+              "geometry": shapely.buffer(shapely.points(rng.uniform(0, 50, (n, 2))), 2.0, quad_segs=2)}
+    store = RowStore.write(tmp_path / "rows", arrays)
+    index = json.loads((tmp_path / "rows" / "rows.json").read_text())
+    # a store written before rows were read at their offsets (a resumed build's) is read through numpy's maps
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "rows", old)
+    for col in index["columns"]:
+        col.pop("layout")
+    (old / "rows.json").write_text(json.dumps(index))
+    for a, b in ((0, n), (3, 17), (39, 40), (8, 8)):
+        new_rows, old_rows = store.read(a, b), RowStore(old).read(a, b)
+        for name in ("f", "xy"):
+            assert new_rows[name].dtype == old_rows[name].dtype and np.array_equal(new_rows[name], old_rows[name])
+            assert new_rows[name].flags.writeable
+        assert new_rows["words"].to_list() == old_rows["words"].to_list()
+        assert shapely.to_wkb(new_rows["geometry"]).tolist() == shapely.to_wkb(old_rows["geometry"]).tolist()
+    stem = next(c["file"] for c in index["columns"] if c["name"] == "f")
+    path = tmp_path / "rows" / f"{stem}.values.npy"
+    path.write_bytes(path.read_bytes()[:-8])  # the last row cut off
+    assert np.array_equal(store.read(0, n - 1)["f"], arrays["f"][:-1])
+    with pytest.raises(ValueError, match="shorter than its header"):
+        store.read(0, n)
 
 
 def test_spatial_order_keeps_neighbours_together():
