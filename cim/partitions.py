@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from tiles.gltf import StringColumn
+from tiles.gltf import StringColumn, take_binary
 
 _INDEX = "rows.json"
 
@@ -55,12 +56,33 @@ def spatial_order(x: np.ndarray, y: np.ndarray, bits: int = 16) -> np.ndarray:
     return np.argsort(code, kind="stable")
 
 
+@dataclass(frozen=True)
+class WkbColumn:
+    """Geometries as their WKB bytes plus offsets, moved from row store to row store without being parsed
+    (`RowStore.take(..., wkb=True)`, `concat_rows`, `RowStore.write`).
+
+    Attributes:
+        data: (b,) uint8 the geometries' WKB, one after the other.
+        offsets: (n + 1,) int64 start of each geometry's WKB in `data`.
+    """
+
+    data: np.ndarray
+    offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def take(self, index: np.ndarray) -> WkbColumn:
+        return WkbColumn(*take_binary(self.data, self.offsets, np.asarray(index, np.int64)))
+
+
 class RowStore:
     """Named arrays of equal length in a folder, read back by row range.
 
     Use `RowStore.write(folder, arrays, order)` in the driver and `RowStore(folder).read(start, stop)` in a task.
     Supported values, each (n,) long: numpy arrays (any dtype but object; 2-D ones by rows), pandas masked arrays
-    (`Int64`, `boolean`, `Float64`), `StringColumn`s, and object arrays of shapely geometries (stored as WKB).
+    (`Int64`, `boolean`, `Float64`), `StringColumn`s, and object arrays of shapely geometries (stored as WKB) or
+    their WKB as a `WkbColumn`.
     """
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
@@ -126,13 +148,14 @@ class RowStore:
     def _path(self, col: dict[str, Any], part: str) -> Path:
         return self.folder / f"{col['file']}.{part}.npy"
 
-    def take(self, index: np.ndarray) -> dict[str, Any]:
-        """The rows at `index` ((m,) int, any order) of every array, as the types they were written as."""
+    def take(self, index: np.ndarray, wkb: bool = False) -> dict[str, Any]:
+        """The rows at `index` ((m,) int, any order) of every array, as the types they were written as (geometries
+        as a `WkbColumn` of their WKB with `wkb`: rows going on to another store need not be parsed)."""
         index = np.asarray(index, np.int64)
         out: dict[str, Any] = {}
         for col in self.index["columns"]:
             parts = {p: np.load(self.folder / f"{col['file']}.{p}.npy", mmap_mode="r") for p in col["parts"]}
-            out[col["name"]] = _gather(col, parts, index)
+            out[col["name"]] = _gather(col, parts, index, wkb)
         return out
 
 
@@ -144,6 +167,11 @@ def concat_rows(pieces: list[dict[str, Any]]) -> dict[str, Any]:
         first = values[0]
         if len(values) == 1:
             out[name] = first
+        elif isinstance(first, WkbColumn):
+            sizes = np.cumsum([0] + [len(v.data) for v in values[:-1]])
+            out[name] = WkbColumn(np.concatenate([v.data for v in values]),
+                                  np.concatenate([values[0].offsets[:1]] + [v.offsets[1:] + s
+                                                                            for v, s in zip(values, sizes)]))
         elif isinstance(first, StringColumn):
             sizes = np.cumsum([0] + [len(v.data) for v in values[:-1]])
             offsets = np.concatenate([values[0].offsets[:1]] + [v.offsets[1:] + s for v, s in zip(values, sizes)])
@@ -212,6 +240,9 @@ class _RangeReader:
 
 
 def _split(values: Any, order: np.ndarray | None) -> tuple[str, dict[str, np.ndarray]]:
+    if isinstance(values, WkbColumn):
+        col = values.take(order) if order is not None else values
+        return "geometry", {"data": col.data, "offsets": col.offsets}
     if isinstance(values, StringColumn):
         col = values.take(order) if order is not None else values
         return "strings", {"data": col.data, "offsets": col.offsets, "missing": col.missing}
@@ -233,17 +264,14 @@ def _split(values: Any, order: np.ndarray | None) -> tuple[str, dict[str, np.nda
     return "array", {"values": values}
 
 
-def _gather(col: dict[str, Any], parts: dict[str, np.ndarray], index: np.ndarray) -> Any:
+def _gather(col: dict[str, Any], parts: dict[str, np.ndarray], index: np.ndarray, wkb: bool = False) -> Any:
     kind = col["kind"]
     if kind in ("strings", "geometry"):
-        starts = np.asarray(parts["offsets"][index], np.int64)
-        lengths = np.asarray(parts["offsets"][index + 1], np.int64) - starts
-        offsets = np.zeros(len(index) + 1, np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
-        data = np.asarray(parts["data"][gather]) if len(gather) else np.zeros(0, np.uint8)
+        data, offsets = take_binary(parts["data"], parts["offsets"], index)
         if kind == "strings":
             return StringColumn(data, offsets, np.asarray(parts["missing"][index]))
+        if wkb:
+            return WkbColumn(data, offsets)
         raw = data.tobytes()
         return shapely.from_wkb(np.array([raw[offsets[i]:offsets[i + 1]] for i in range(len(index))], object))
     if kind == "masked":
@@ -269,4 +297,4 @@ def _join(col: dict[str, Any], parts: dict[str, np.ndarray], start: int, stop: i
     return np.array(parts["values"][start:stop])
 
 
-__all__ = ["RowStore", "WindowPart", "concat_rows", "spatial_order"]
+__all__ = ["RowStore", "WindowPart", "WkbColumn", "concat_rows", "spatial_order"]

@@ -522,7 +522,7 @@ def _gather(job: tuple[int, int, int, str], state: dict[str, Any]) -> int:
     pieces = []
     for p in np.unique(part).tolist():
         sel = by_part[part[by_part] == p]
-        pieces.append(RowStore(state["stores"][p]).take(np.asarray(index[sel]) - offsets[p]))
+        pieces.append(RowStore(state["stores"][p]).take(np.asarray(index[sel]) - offsets[p], wkb=True))
     rows = concat_rows(pieces)
     for name in state["masked"]:  # an integer column with a missing value elsewhere: nullable in every tile
         key = f"column/{name}"

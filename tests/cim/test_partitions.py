@@ -18,7 +18,7 @@ import shapely
 import cim.models.footprints as footprints_mod
 from cim.models.footprints import BuildingOptions, prepare_footprints, take_column
 from cim.models.lod1 import build_buildings, lod1_primitive
-from cim.partitions import RowStore, concat_rows, spatial_order
+from cim.partitions import RowStore, WkbColumn, concat_rows, spatial_order
 from cim.sources.raster import bilinear, open_raster, read_on_grid, window_over
 from cim.tiling import SYNCHRONOUS, Runner
 from tiles.gltf import MeshContent, PropertyTable, StringColumn
@@ -70,6 +70,14 @@ def test_rows_come_back_as_written(tmp_path):
     assert rows["ints"].dtype == ints.dtype and rows["ints"].equals(ints.take(sel))
     assert rows["words"].to_list() == words.take(sel).to_list()
     assert np.array_equal(rows["words"].offsets, words.take(sel).offsets)
+    # geometries moved on as their WKB (not parsed) into another store, in another order: the same rows
+    raw = concat_rows([store.take(index[:9], wkb=True), store.take(index[9:], wkb=True)])
+    assert isinstance(raw["geometry"], WkbColumn) and len(raw["geometry"]) == len(index)
+    back = rng.permutation(len(index))
+    again = RowStore.write(tmp_path / "again", raw, back).read(0, len(index))
+    assert shapely.to_wkb(again["geometry"]).tolist() == shapely.to_wkb(geoms[sel[back]]).tolist()
+    assert again["words"].to_list() == words.take(sel[back]).to_list()
+    assert again["ints"].equals(ints.take(sel[back]))
 
 
 def test_rows_read_at_their_offsets_as_numpy_maps_them(tmp_path):
