@@ -221,7 +221,10 @@ def footprint_heights(
     bounds = tuple(shapely.total_bounds(geoms))
     with open_raster(dem) as src:
         dem_crs = crsmod.parse_crs(src.crs.to_wkt(), what=str(dem))
-        window = window_over(src, dem_crs, crs, bounds)
+        # without a DSM the bases are taken in the DEM's own grid (as `cim.models.partitioned`, which then needs
+        # no extent of the footprints before their bases): each task reads the part under its footprints only
+        window = (window_over(src, dem_crs, crs, bounds) if dsm is not None
+                  else rasterio.windows.Window(0, 0, src.width, src.height))
         if window is None:
             return base, dsm_h
         dem_tf = rasterio.windows.transform(window, src.transform)

@@ -4,10 +4,13 @@ The LOD1 builder's first half (`cim.models.lod1.build_buildings`) at city scale.
 by the build's `cim.tiling.Runner`; the driver keeps a few numbers per building (centroid, size, tile order):
 
     footprint file -> partitions (GeoParquet row groups or row ranges: `cim.sources.footprints.footprint_partitions`)
-      -> "footprints-scan", one task per partition: its extent, the columns holding nulls, hashes of the ID
-         candidate columns; when the working CRS is known up front, also the extent of its cleaned footprints
-      -> (driver) the working CRS, the ID column (unique over the whole file), the DEM window over every footprint
-      -> "footprints-clean" (only when the working CRS depends on the whole extent): the cleaned extents
+      -> "footprints-scan", one task per partition: the columns holding nulls, hashes of the ID candidate
+         columns; its extent unless the working CRS is known up front; with a DSM and a known working CRS, also
+         the extent of its cleaned footprints (without a DSM no geometry is parsed: bases are taken in the DEM's
+         own grid, which needs no extent)
+      -> (driver) the working CRS, the ID column (unique over the whole file), with a DSM the DEM window over
+         every footprint
+      -> "footprints-clean" (with a DSM, when the working CRS depends on the whole extent): the cleaned extents
       -> "footprints-prepare", one task per partition: read, reproject, clean, base on the DEM window, height
          (attribute, floors, DSM median, default), metadata columns -> the partition's rows in a `RowStore`,
          plus each building's centroid and size, and the counts the report needs
@@ -67,6 +70,7 @@ from cim.sources.footprints import (
     bounds_centre,
     clean_footprints,
     footprint_partitions,
+    read_footprint_attributes,
     read_footprints,
     reproject_footprints,
 )
@@ -184,10 +188,15 @@ def _clean_extent(part: FootprintPartition, plan: dict[str, Any], gdf: Any = Non
 
 
 def _scan(job: tuple[FootprintPartition], plan: dict[str, Any]) -> dict[str, Any]:
-    """What the driver must know of a partition before anything is built (a Dask task)."""
+    """What the driver must know of a partition before anything is built (a Dask task). With `plan["light"]`
+    (the working CRS is known and nothing needs the footprints' extent) no geometry is parsed."""
     (part,) = job
-    gdf = read_footprints(part.path, crs=plan["crs"], part=part)
-    frame = gdf.drop(columns=gdf.geometry.name)
+    if plan.get("light"):
+        frame = read_footprint_attributes(part.path, part=part)
+        gdf = None
+    else:
+        gdf = read_footprints(part.path, crs=plan["crs"], part=part)
+        frame = gdf.drop(columns=gdf.geometry.name)
     ids: dict[str, Any] = {}
     for col in plan["candidates"]:
         values = frame[col]
@@ -199,9 +208,9 @@ def _scan(job: tuple[FootprintPartition], plan: dict[str, Any]) -> dict[str, Any
         ids[col] = (present, str(path))
     # the nulls as the Arrow columns hold them (what decides pandas' type of the whole file's column)
     nulls = [c for c in frame.columns if frame[c].isna().any()]
-    result = {"rows": len(gdf), "crs": gdf.crs.to_wkt(), "bounds": [float(v) for v in gdf.total_bounds],
+    result = {"rows": len(frame), "bounds": [np.nan] * 4 if gdf is None else [float(v) for v in gdf.total_bounds],
               "columns": list(frame.columns), "nulls": nulls, "ids": ids, "clean": None}
-    if plan["working"] is not None:
+    if plan["working"] is not None and gdf is not None:
         result["clean"] = _clean_extent(part, plan, gdf)
     return result
 
@@ -361,26 +370,34 @@ def prepare_partitions(
     hfield, ffield = height_fields(pd.DataFrame(columns=names), options)  # a field not a column: refused now
     candidates = [options.id_field] if options.id_field is not None else [c for c in ID_FIELDS if c in names]
     known = _known_working(dem_crs, source_crs)
+    # Without a DSM, bases are taken in the DEM's own grid (`lowest_terrain` over the whole raster: the part under
+    # each partition's footprints is read), so no wave needs the footprints' extent first, and with a known
+    # working CRS the scan parses no geometry.
+    whole_grid = dem is not None and dsm is None
     plan: dict[str, Any] = dict(crs=crs, nulls=(), working=known, id_column=None, candidates=candidates,
                                 scratch=str(scratch), dsm=None if dsm is None else str(dsm), options=options,
-                                dem=None if dem is None else str(dem))
+                                dem=None if dem is None else str(dem), light=whole_grid and known is not None)
     scans = runner.map(_scan, [(p,) for p in parts], plan if dem is not None else dict(plan, working=None),
                        stage="footprints-scan", cost=[p.rows for p in parts])
     nulls = sorted({c for s in scans for c in s["nulls"]})
-    sb = np.array([s["bounds"] for s in scans], np.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN partitions (no readable geometry)
-        src_bounds = (np.nanmin(sb[:, 0]), np.nanmin(sb[:, 1]), np.nanmax(sb[:, 2]), np.nanmax(sb[:, 3]))
-    centre = bounds_centre(src_bounds, source_crs)
-    working = known or (crsmod.working_crs(dem_crs, source_crs, lon=centre.lon, lat=centre.lat,
-                                           like=dem_crs or source_crs)
-                        if np.isfinite(centre).all() else source_crs)
+    working = known
+    if working is None:
+        sb = np.array([s["bounds"] for s in scans], np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN partitions (no readable geometry)
+            src_bounds = (np.nanmin(sb[:, 0]), np.nanmin(sb[:, 1]), np.nanmax(sb[:, 2]), np.nanmax(sb[:, 3]))
+        centre = bounds_centre(src_bounds, source_crs)
+        working = (crsmod.working_crs(dem_crs, source_crs, lon=centre.lon, lat=centre.lat, like=dem_crs or source_crs)
+                   if np.isfinite(centre).all() else source_crs)
     id_column = _id_column(parts, scans, candidates, options, plan, runner, scratch)
     plan.update(nulls=tuple(nulls), working=working, id_column=id_column, hfield=hfield, ffield=ffield)
     t1 = time.perf_counter()
     window = tf = None
     later: dict[int, list[str]] = {}
-    if dem is not None:
+    if whole_grid:
+        with open_raster(dem) as src:
+            window, tf = rasterio.windows.Window(0, 0, src.width, src.height), src.transform
+    elif dem is not None:
         cleans = [s["clean"] for s in scans] if known is not None else runner.map(
             _clean, [(p,) for p in parts], plan, stage="footprints-clean", cost=[p.rows for p in parts])
         cb = np.array([c["bounds"] for c in cleans], np.float64)

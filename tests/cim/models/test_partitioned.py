@@ -157,6 +157,50 @@ def test_partitions_build_the_tiles_and_report_of_the_whole_file(inputs, tmp_pat
         assert (tmp_path / "out" / "buildings" / f"{path}.glb").read_bytes() == want, path
 
 
+@pytest.mark.parametrize("kind", ["parquet", "gpkg"])
+def test_without_a_dsm_the_scan_parses_no_geometry_and_bases_are_the_whole_files(inputs, tmp_path, kind,
+                                                                                  monkeypatch):
+    # the odd DEM: a base taken from another window's corner differs in the last bits, which the glbs would show
+    options = BuildingOptions(tile_capacity=25, partition_rows=37)
+    parsed = []
+    real_read = partitioned.read_footprints
+
+    def counted(path, **kw):
+        parsed.append(kw["part"].index)
+        return real_read(path, **kw)
+
+    monkeypatch.setattr(partitioned, "read_footprints", counted)
+    stages = []
+    real_map = Runner.map
+
+    def spy(self, fn, jobs, state=None, **kw):
+        stages.append((kw.get("stage"), len(parsed)))
+        return real_map(self, fn, jobs, state, **kw)
+
+    monkeypatch.setattr(Runner, "map", spy)
+    with Runner(scheduler=SYNCHRONOUS) as runner:
+        res = build_buildings(inputs[kind], inputs["odd_dem"], tmp_path / "out", options=options, runner=runner)
+    monkeypatch.setattr(Runner, "map", real_map)
+    names = [s for s, _ in stages]
+    assert names == ["footprints-scan", "footprints-ids", "footprints-prepare", "lod1-rows", "lod1"]
+    n_parts = len(footprint_partitions(inputs[kind], rows=37))
+    # the driver reads one row (the columns); scan: attributes only; ids (`code` repeats a value): a read a
+    # partition; prepare: a read a partition
+    at = dict(stages)
+    assert at["footprints-scan"] == at["footprints-ids"] == 1
+    assert at["footprints-prepare"] == 1 + n_parts and at["lod1-rows"] == 1 + 2 * n_parts
+    fp = prepare_footprints(inputs[kind], inputs["odd_dem"], options=options)
+    assert res.buildings == len(fp.geoms) and res.skipped.to_dict() == fp.skipped.to_dict()
+    columns = fp.columns()
+    for node, path in fp.quadtree(np.maximum(fp.height, np.sqrt(shapely.area(fp.geoms))), options.tile_capacity):
+        sel = node.content
+        prim, _, _ = lod1_primitive(fp.geoms[sel], fp.base[sel] - options.sink, fp.base[sel] + fp.height[sel],
+                                    fp.crs, color=options.color, vertical=options.vertical_datum)
+        props = PropertyTable("building", {c: take_column(v, sel) for c, v in columns.items()})
+        want = MeshContent([prim], props).to_glb(options.glb)
+        assert (tmp_path / "out" / "buildings" / f"{path}.glb").read_bytes() == want, path
+
+
 def test_ids_are_checked_value_by_value_when_hashes_meet(inputs, tmp_path, monkeypatch):
     # every value hashes alike: only the exact check can tell `code` (a repeat) from `id` (unique)
     monkeypatch.setattr(partitioned, "_hashes", lambda values: np.zeros(len(values), np.uint64))
