@@ -356,8 +356,31 @@ def take_column(column: Any, index: np.ndarray) -> Any:
 
 
 
+class FootprintReport:
+    """Where prepared footprints and their heights came from (`describe`), for the prepared footprints of a whole
+    file (`PreparedFootprints`) and of its partitions (`cim.models.partitioned.PartitionedFootprints`), which carry
+    `crs`, `source_crs`, `height_field`, `floors_field` and `on_dem`."""
+
+    crs: CRS
+    source_crs: CRS | None
+    height_field: str | None
+    floors_field: str | None
+    on_dem: float | None
+
+    @property
+    def reprojected(self) -> bool:
+        return self.source_crs is not None and not self.source_crs.equals(self.crs)
+
+    def describe(self) -> dict[str, Any]:
+        """Where the footprints and their heights came from, for build reports."""
+        return {"source_crs": None if self.source_crs is None else self.source_crs.name,
+                "working_crs": self.crs.name, "reprojected": self.reprojected,
+                "height_field": self.height_field, "floors_field": self.floors_field,
+                "on_dem": None if self.on_dem is None else round(self.on_dem, 4)}
+
+
 @dataclass
-class PreparedFootprints:
+class PreparedFootprints(FootprintReport):
     """Footprints ready to model: cleaned geometry, stable IDs, attributes, base and height per building.
 
     Attributes:
@@ -392,17 +415,6 @@ class PreparedFootprints:
     floors_field: str | None = None
     notes: list[str] = field(default_factory=list)
     on_dem: float | None = None
-
-    @property
-    def reprojected(self) -> bool:
-        return self.source_crs is not None and not self.source_crs.equals(self.crs)
-
-    def describe(self) -> dict[str, Any]:
-        """Where the footprints and their heights came from, for build reports."""
-        return {"source_crs": None if self.source_crs is None else self.source_crs.name,
-                "working_crs": self.crs.name, "reprojected": self.reprojected,
-                "height_field": self.height_field, "floors_field": self.floors_field,
-                "on_dem": None if self.on_dem is None else round(self.on_dem, 4)}
 
     def columns(self) -> dict[str, Any]:
         """The per-building metadata columns (see `attribute_columns`)."""

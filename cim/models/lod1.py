@@ -342,12 +342,8 @@ def build_buildings(
                                 options=options, crs=crs)
         stages = dict(fp.seconds)
         tick = time.perf_counter()
-        implicit = options.use_implicit(len(fp))
-        if implicit:
-            inodes, root_cell = fp.implicit_quadtree(options.tile_capacity)
-            nodes = [(n, f"{n.level}/{n.x}/{n.y}") for n in inodes]
-        else:
-            nodes = fp.quadtree(options.tile_capacity)  # type: ignore[assignment]
+        plan = fp.plan_tiles(options)
+        implicit, nodes = plan.implicit, plan.nodes
         stages["tiling"] = time.perf_counter() - tick
         tick = time.perf_counter()
         (out / "buildings").mkdir(parents=True, exist_ok=True)
@@ -364,7 +360,7 @@ def build_buildings(
     stages["tiles"] = time.perf_counter() - tick
     schema = None
     if implicit:
-        root, schema = implicit_root(out, inodes, tiles, root_cell)
+        root, schema = implicit_root(out, plan.inodes, tiles, plan.root_cell)  # type: ignore[arg-type]
     else:
         root = nest_tiles(nodes, tiles)  # type: ignore[arg-type]
     return BuildingsResult(

@@ -561,12 +561,8 @@ def build_lod2_buildings(
         fp, roofs = partitioned_roofs(fp, dem, dsm, run, scratch / "roofs")
         stages["roofs"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        implicit = options.use_implicit(len(fp))
-        if implicit:
-            inodes, root_cell = fp.implicit_quadtree(options.tile_capacity)
-            nodes = [(node, f"{node.level}/{node.x}/{node.y}") for node in inodes]
-        else:
-            nodes = fp.quadtree(options.tile_capacity)  # type: ignore[assignment]
+        plan = fp.plan_tiles(options)
+        implicit, nodes = plan.implicit, plan.nodes
         stages["tiling"] = time.perf_counter() - tick
         tick = time.perf_counter()
         (out / "buildings").mkdir(parents=True, exist_ok=True)
@@ -589,7 +585,7 @@ def build_lod2_buildings(
     stages["tiles"] = time.perf_counter() - tick
     schema = None
     if implicit:
-        root, schema = implicit_root(out, inodes, tiles, root_cell)
+        root, schema = implicit_root(out, plan.inodes, tiles, plan.root_cell)  # type: ignore[arg-type]
     else:
         root = nest_tiles(nodes, tiles)  # type: ignore[arg-type]
     return Lod2Result(

@@ -50,6 +50,7 @@ from cim.errors import BuildError, InputError
 from cim.models.footprints import (
     HEIGHT_SOURCES,
     BuildingOptions,
+    FootprintReport,
     attribute_columns,
     attribute_heights,
     height_facts,
@@ -85,7 +86,25 @@ OUTSIDE = "outside the DEM (no terrain height under the footprint)"
 
 
 @dataclass
-class PartitionedFootprints:
+class TilePlan:
+    """How a building layer is tiled (`PartitionedFootprints.plan_tiles`).
+
+    Attributes:
+        implicit: an implicit quadtree (3D Tiles 1.1 implicit tiling) rather than an explicit tree.
+        nodes: (node, path) of every tile, root first: `QuadNode`s and quadtree paths, or `ImplicitNode`s and
+            `level/x/y`.
+        inodes: the implicit tiles (empty for an explicit tree).
+        root_cell: the implicit root's cell [west, south, east, north] in radians (None for an explicit tree).
+    """
+
+    implicit: bool
+    nodes: list[tuple[Any, str]]
+    inodes: list[ImplicitNode]
+    root_cell: list[float] | None
+
+
+@dataclass
+class PartitionedFootprints(FootprintReport):
     """The prepared footprints of a build as the driver knows them: per building a centroid and a size; the rows
     themselves stay in the partitions' row stores (`stores`, `offsets`).
 
@@ -123,17 +142,6 @@ class PartitionedFootprints:
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
-    @property
-    def reprojected(self) -> bool:
-        return self.source_crs is not None and not self.source_crs.equals(self.crs)
-
-    def describe(self) -> dict[str, Any]:
-        """Where the footprints and their heights came from, for build reports (as `PreparedFootprints`)."""
-        return {"source_crs": None if self.source_crs is None else self.source_crs.name,
-                "working_crs": self.crs.name, "reprojected": self.reprojected,
-                "height_field": self.height_field, "floors_field": self.floors_field,
-                "on_dem": None if self.on_dem is None else round(self.on_dem, 4)}
-
     def quadtree(self, capacity: int) -> list[tuple[QuadNode, str]]:
         """ADD-refinement tiles over the centroids, largest first; (node, path) root first (as
         `PreparedFootprints.quadtree`)."""
@@ -142,6 +150,14 @@ class PartitionedFootprints:
         root = quadtree(self.cx, self.cy, self.size, np.arange(len(self)), (b[0], b[1], b[0] + side, b[1] + side),
                         max(1, capacity))
         return list(walk(root))
+
+    def plan_tiles(self, options: BuildingOptions) -> TilePlan:
+        """The building tiles as the options want them: an implicit quadtree (`options.use_implicit`) or an explicit
+        one, as (node, path) root first, paths `level/x/y` or quadtree paths."""
+        if options.use_implicit(len(self)):
+            inodes, root_cell = self.implicit_quadtree(options.tile_capacity)
+            return TilePlan(True, [(n, f"{n.level}/{n.x}/{n.y}") for n in inodes], inodes, root_cell)
+        return TilePlan(False, self.quadtree(options.tile_capacity), [], None)  # type: ignore[arg-type]
 
     def implicit_quadtree(self, capacity: int) -> tuple[list[ImplicitNode], list[float]]:
         """The tiles of an implicit quadtree over longitude and latitude (as
@@ -582,4 +598,4 @@ def arrange_rows(fp: PartitionedFootprints, nodes: list[tuple[QuadNode, str]], r
     return spans
 
 
-__all__ = ["GROUP_ROWS", "PartitionedFootprints", "arrange_rows", "prepare_partitions"]
+__all__ = ["GROUP_ROWS", "PartitionedFootprints", "TilePlan", "arrange_rows", "prepare_partitions"]
