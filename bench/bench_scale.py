@@ -38,6 +38,7 @@ per MB of input; `--costs-out` keeps them for `sim_cluster.py oblique --costs`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -45,7 +46,9 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -99,20 +102,6 @@ def main() -> None:
     if args.end_to_end:
         _end_to_end(city, work / f"out-{args.buildings}-e2e", args.end_to_end)
         return
-    cpu: dict[str, list[float]] = defaultdict(list)
-    real_map = Runner.map
-
-    def timed_map(self, fn, jobs, state=None, *, stage="tiles", cost=None):
-        def timed(job, st):
-            t = time.process_time()
-            try:
-                return fn(job, st)
-            finally:
-                cpu[stage].append(time.process_time() - t)
-
-        return real_map(self, timed, jobs, state, stage=stage, cost=cost)
-
-    Runner.map = timed_map
     out = work / f"out-{args.buildings}"
     me = psutil.Process()
     base_rss = me.memory_info().rss
@@ -126,12 +115,11 @@ def main() -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     t0, c0 = time.perf_counter(), time.process_time()
-    with Runner(scheduler=SYNCHRONOUS) as runner:
+    with timed_tasks() as cpu, Runner(scheduler=SYNCHRONOUS) as runner:
         res = build_buildings(city.buildings, city.dem, out, runner=runner)
     wall, total_cpu = time.perf_counter() - t0, time.process_time() - c0
     stop.set()
     sampler.join()
-    Runner.map = real_map
     n = res.buildings
     task_cpu = sum(sum(v) for v in cpu.values())
     serial = total_cpu - task_cpu
@@ -186,6 +174,33 @@ def main() -> None:
           f"driver's own growth with the city is measured by --end-to-end)")
 
 
+@contextlib.contextmanager
+def timed_tasks(size: Callable[[str, Any], float] | None = None) -> Iterator[dict[str, list]]:
+    """Every task that `Runner.map` runs meanwhile timed (CPU seconds of its process), per stage: a list of seconds,
+    or of (seconds, size(stage, job)) with `size`. Run synchronously, so the tasks run in this process."""
+    from cim.tiling import Runner
+
+    cpu: dict[str, list] = defaultdict(list)
+    real_map = Runner.map
+
+    def timed_map(self, fn, jobs, state=None, *, stage="tiles", cost=None):
+        def timed(job, st):
+            t = time.process_time()
+            try:
+                return fn(job, st)
+            finally:
+                used = time.process_time() - t
+                cpu[stage].append(used if size is None else (used, size(stage, job)))
+
+        return real_map(self, timed, jobs, state, stage=stage, cost=cost)
+
+    Runner.map = timed_map
+    try:
+        yield cpu
+    finally:
+        Runner.map = real_map
+
+
 def tiled_city(src: Path, copies: int, dest: Path) -> Path:
     """A city of `copies` x the sample city in `src`, side by side eastwards, streamed row group by row group
     (the generator holds a city in memory: 2M buildings took 5.8 GB here, so 10M cannot be generated in one
@@ -233,28 +248,13 @@ def _oblique_run(production: Path, out: Path) -> tuple[dict, np.ndarray, np.ndar
     from cim.models.oblique import convert_production
     from cim.tiling import SYNCHRONOUS, Runner
 
-    cpu: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    real_map = Runner.map
+    def file_bytes(stage: str, job) -> float:
+        return Path(job[0]).stat().st_size if stage == "oblique" else 0
 
-    def timed_map(self, fn, jobs, state=None, *, stage="tiles", cost=None):
-        def timed(job, st):
-            t = time.process_time()
-            try:
-                return fn(job, st)
-            finally:
-                size = Path(job[0]).stat().st_size if stage == "oblique" else 0
-                cpu[stage].append((time.process_time() - t, size))
-
-        return real_map(self, timed, jobs, state, stage=stage, cost=cost)
-
-    Runner.map = timed_map
-    try:
-        t0, c0 = time.perf_counter(), time.process_time()
-        with Runner(scheduler=SYNCHRONOUS) as runner:
-            res = convert_production(production, out, overwrite=True, runner=runner)
-        wall, total = time.perf_counter() - t0, time.process_time() - c0
-    finally:
-        Runner.map = real_map
+    t0, c0 = time.perf_counter(), time.process_time()
+    with timed_tasks(file_bytes) as cpu, Runner(scheduler=SYNCHRONOUS) as runner:
+        res = convert_production(production, out, overwrite=True, runner=runner)
+    wall, total = time.perf_counter() - t0, time.process_time() - c0
     files = np.array(cpu["oblique"])
     merges = np.array([c for c, _ in cpu["oblique-merge"]])
     mb = files[:, 1].sum() / 1e6
