@@ -358,9 +358,10 @@ class _Encoder:
         if normalized:
             acc["normalized"] = True
         if bounds is not None:
-            flat = bounds.reshape(len(bounds), -1)
+            # per component along contiguous rows: numpy's min(axis=0) over (n, 3) rows is ~10x slower
+            cols = np.ascontiguousarray(bounds.reshape(len(bounds), -1).T)
             cast = float if ctype == FLOAT else int
-            lo, hi = [cast(v) for v in flat.min(axis=0)], [cast(v) for v in flat.max(axis=0)]
+            lo, hi = [cast(v) for v in cols.min(axis=1)], [cast(v) for v in cols.max(axis=1)]
         if lo is not None:
             acc["min"], acc["max"] = lo, hi
         self.js["accessors"].append(acc)
@@ -480,7 +481,7 @@ class _Encoder:
         """The EXT_mesh_features entries of a primitive's feature ID sets (attribute k = `_FEATURE_ID_k`)."""
         assert s.feature_ids is not None
         # featureCount is the number of distinct features in this primitive (EXT_mesh_features)
-        info: dict[str, Any] = {"featureCount": int(len(np.unique(s.feature_ids))), "attribute": 0}
+        info: dict[str, Any] = {"featureCount": _distinct(s.feature_ids), "attribute": 0}
         if self.content.properties is not None and self.content.properties.columns:
             info["propertyTable"] = 0
         infos = [info]
@@ -719,6 +720,13 @@ def parse_glb(data: bytes) -> tuple[dict[str, Any], bytes]:
     if doc is None:
         raise TilesError("glb has no JSON chunk")
     return doc, blob
+
+
+def _distinct(ids: np.ndarray) -> int:
+    """How many distinct values `ids` holds (feature IDs: small non-negative integers counted by bincount)."""
+    if len(ids) and ids.dtype.kind in "iu" and ids.min() >= 0 and ids.max() < 4 * len(ids) + 1024:
+        return int(np.count_nonzero(np.bincount(ids)))
+    return int(len(np.unique(ids)))
 
 
 def _string_offset_type(nbytes: int) -> str:

@@ -178,3 +178,22 @@ def test_a_column_is_an_enum_exactly_when_that_takes_fewer_bytes():
                     back = [v["name"] for v in got[0]["enum"]["values"]]
                     assert [back[i] for i in index] == strings
     assert min(decided.values()) >= 30  # both outcomes met, at the boundary of each size too
+
+
+def test_feature_counts_and_accessor_bounds_are_exact():
+    from tiles.gltf import _distinct, parse_glb
+
+    rng = np.random.default_rng(6)
+    for ids in (rng.integers(0, 50, 400), rng.integers(0, 10**7, 300), np.array([-3, 5, 5, 0]),
+                np.zeros(0, np.int64), np.arange(7, dtype=np.uint16), rng.integers(0, 3, 9).astype(np.int32)):
+        assert _distinct(ids) == len(np.unique(ids))
+    positions = (rng.normal(size=(5000, 3)) * [1.0, 1000.0, 0.001]).astype(np.float32)
+    prim = Primitive(positions=positions, indices=np.arange(4998, dtype=np.uint32).reshape(-1, 3),
+                     feature_ids=rng.integers(0, 40, 5000))
+    doc, _ = parse_glb(MeshContent([prim]).to_glb(GlbOptions(compression="none")))
+    acc = doc["accessors"][doc["meshes"][0]["primitives"][0]["attributes"]["POSITION"]]
+    y_up = np.column_stack([positions[:, 0], positions[:, 2], -positions[:, 1]])  # glTF is y-up
+    assert acc["min"] == [float(v) for v in y_up.min(axis=0)]
+    assert acc["max"] == [float(v) for v in y_up.max(axis=0)]
+    ext = doc["meshes"][0]["primitives"][0]["extensions"]["EXT_mesh_features"]["featureIds"][0]
+    assert ext["featureCount"] == len(np.unique(prim.feature_ids))
