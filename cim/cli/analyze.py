@@ -76,6 +76,12 @@ def _scene(model: Optional[Path], buildings: Optional[Path], dem: Optional[Path]
     return scene.with_scheme(Scheme.read(scheme)) if scheme is not None else scene
 
 
+def _check_new(path: Optional[Path], overwrite: bool) -> None:
+    """Refuse to replace an existing output file without --overwrite."""
+    if path is not None and path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
 def _params(cls: type, **values: Any) -> Any:
     from cim.analysis.planning.sunlight import build_params
 
@@ -87,8 +93,7 @@ def _outputs(result: Any, as_json: bool, human: str, out: Optional[Path], overwr
     import json
 
     if out is not None:
-        if out.exists() and not overwrite:
-            raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+        _check_new(out, overwrite)
         doc = geojson() if geojson is not None else result.to_geojson()
         out.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
     if to_layer is not None:
@@ -171,8 +176,7 @@ def sunlight_cmd(
     params = _params(SunlightParams, year=year, climate_zone=zone, large_city=not small_city, kind=kind, day=day,
                      rule=rule, spacing=spacing, buildings=_ids(ids), bbox=_floats(bbox, 4, "--bbox"),
                      ground=None if ground_cell is None else GroundGrid(cell=ground_cell))
-    if raster is not None and raster.exists() and not overwrite:
-        raise OutputExistsError(f"{raster} exists; pass --overwrite to replace it")
+    _check_new(raster, overwrite)
     scene = _scene(model, buildings, dem, level, scheme)
     with progress_bar(as_json) as progress:
         r = sunlight(scene, params, progress=progress)
@@ -211,8 +215,7 @@ def shadow_cmd(
 
     params = _params(ShadowParams, at=at, on_date=on_date, day=day, year=year, of=_ids(of), cell=cell,
                      bbox=_floats(bbox, 4, "--bbox"))
-    if raster is not None and raster.exists() and not overwrite:
-        raise OutputExistsError(f"{raster} exists; pass --overwrite to replace it")
+    _check_new(raster, overwrite)
     scene = _scene(model, buildings, dem, level, scheme)
     with progress_bar(as_json) as progress:
         r = shadow(scene, params, progress=progress)
@@ -246,8 +249,7 @@ def viewshed_cmd(
 
     params = _params(ViewshedParams, observer=_floats(observer, 2, "--observer"), height=height, absolute=absolute,
                      radius=radius, cell=cell)
-    if raster is not None and raster.exists() and not overwrite:
-        raise OutputExistsError(f"{raster} exists; pass --overwrite to replace it")
+    _check_new(raster, overwrite)
     scene = _scene(model, buildings, dem, level, scheme)
     with progress_bar(as_json) as progress:
         r = viewshed(scene, params, progress=progress)

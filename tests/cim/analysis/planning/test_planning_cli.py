@@ -14,6 +14,7 @@ from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
 from cim.cli import app, main
+from cim.errors import OutputExistsError
 from cim.sources.crs import transformer
 
 X0, Y0 = transformer("EPSG:4326", "EPSG:4547").transform(114.0, 40.09)
@@ -88,6 +89,14 @@ def test_sunlight_shadow_skyline_viewshed_commands(town: dict[str, Path]) -> Non
     res = _run(["shadow", *_city(town), "--at", "10", "--of", "tower", "--cell", "4", "--raster", str(raster)])
     assert res.exit_code == 0, res.output
     assert res.stdout.startswith("2001-01-20 10 h: sun at ") and raster.exists()
+    written = raster.read_bytes()
+    # an existing --raster is refused before the analysis runs: ahead of the analysis' own refusal of these inputs
+    for cmd in (["shadow", "--at", "10", "--of", "nope"], ["viewshed", "--observer", _ll(90_000, 0)],
+                ["sunlight", "--ids", "nope"]):
+        res = _run([*cmd, *_city(town), "--raster", str(raster)])
+        assert isinstance(res.exception, OutputExistsError), (cmd, res.exception)
+        assert "--overwrite" in str(res.exception)
+    assert raster.read_bytes() == written
     res = _run(["skyline", *_city(town), "--viewpoint", _ll(40, -50), "--step", "1"])
     assert res.exit_code == 0, res.output
     assert res.stdout.splitlines()[1].startswith("  tower 塔: ")  # the widest building on it first
