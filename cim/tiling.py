@@ -468,9 +468,11 @@ class Runner:
             if self.progress:
                 self.progress(stage, done, total)
 
-        if len(todo) > 1 or (todo and self._client is not None):
+        if len(todo) > 1:
             self._connect()
-        if self._client is None:
+        # a wave of one task (a production's top merged node) runs here even on a cluster: sending its inputs to a
+        # worker and its result back is all a worker would add, and the other workers would wait on it anyway
+        if self._client is None or len(todo) == 1:
             for i in todo:
                 finished(i, fn(jobs[i], state))
         elif todo:

@@ -231,6 +231,17 @@ def test_local_cluster_workers_keep_glibc_malloc_defaults(client):
     assert all(trim is None and seed is not None for trim, seed in seen.values()), seen
 
 
+def _pid(job, state):
+    return os.getpid()
+
+
+def test_a_wave_of_one_task_runs_here_even_on_a_cluster(client):
+    with Runner(client=client) as run:
+        assert run.map(_pid, [0], stage="one") == [os.getpid()]
+        assert os.getpid() not in run.map(_pid, [0, 1], stage="two")
+        assert run.describe()["batches"] == {"two": 2}
+
+
 def test_batches_are_consecutive_balanced_and_cover_every_job():
     from cim.tiling import batches
 
