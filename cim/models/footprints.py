@@ -306,7 +306,7 @@ def height_notes(frame: pd.DataFrame, options: BuildingOptions, source: np.ndarr
 def height_facts(frame: pd.DataFrame, fields: tuple[str | None, ...]) -> dict[str, tuple[bool, list[str]]]:
     """Per height or floors column: whether any value is a positive number, and its first three values as text
     (what `notes_from_facts` needs; a partition's facts merge with the next's in file order)."""
-    return {f: (bool(np.isfinite(numeric_values(frame[f])).any()), frame[f].dropna().astype(str).head(3).tolist())
+    return {f: (bool(np.isfinite(numeric_values(frame[f])).any()), frame[f].dropna().head(3).astype(str).tolist())
             for f in fields if f is not None}
 
 
