@@ -115,7 +115,8 @@ class RowStore:
             kind, parts = _split(values, order)
             layout = {}
             for part, arr in parts.items():
-                np.save(folder / f"{stem}.{part}.npy", arr, allow_pickle=False)
+                # C order (a Fortran-ordered 2-D array is saved as such: rows could not be read at an offset)
+                np.save(folder / f"{stem}.{part}.npy", np.ascontiguousarray(arr), allow_pickle=False)
                 layout[part] = _layout(folder / f"{stem}.{part}.npy")
             rows = len(parts["offsets"]) - 1 if "offsets" in parts else len(parts["values"])
             if n is not None and rows != n:

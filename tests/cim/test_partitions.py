@@ -83,7 +83,7 @@ def test_rows_come_back_as_written(tmp_path):
 def test_rows_read_at_their_offsets_as_numpy_maps_them(tmp_path):
     rng = np.random.default_rng(4)
     n = 40
-    arrays = {"f": rng.normal(size=n), "xy": rng.normal(size=(n, 3)).astype(np.float32),
+    arrays = {"f": rng.normal(size=n), "xy": np.asfortranarray(rng.normal(size=(n, 3)).astype(np.float32)),
               "words": StringColumn.from_values([f"门牌{i}号" * (i % 3) for i in range(n)]),
               "geometry": shapely.buffer(shapely.points(rng.uniform(0, 50, (n, 2))), 2.0, quad_segs=2)}
     store = RowStore.write(tmp_path / "rows", arrays)
