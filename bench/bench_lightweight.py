@@ -83,6 +83,30 @@ def _peer(src: Path, dst: Path, command: str) -> float:
     return time.perf_counter() - t0
 
 
+# one glb's decoding, shared by the node and the browser runs: every EXT_meshopt_compression view with meshoptimizer's
+# decoder, every KHR_draco_mesh_compression primitive with Draco's (`json`: the glTF JSON, `bin`: its binary chunk)
+DECODE_ONE_JS = r"""
+function decodeOne(json, bin, MeshoptDecoder, draco) {
+  for (const v of json.bufferViews) {
+    const e = v.extensions && v.extensions.EXT_meshopt_compression;
+    if (!e) continue;
+    const out = new Uint8Array(e.count * e.byteStride);
+    MeshoptDecoder.decodeGltfBuffer(out, e.count, e.byteStride, bin.subarray(e.byteOffset, e.byteOffset + e.byteLength), e.mode, e.filter || "NONE");
+  }
+  for (const m of json.meshes) for (const p of m.primitives) {
+    const e = p.extensions && p.extensions.KHR_draco_mesh_compression;
+    if (!e) continue;
+    const v = json.bufferViews[e.bufferView];
+    const raw = bin.subarray(v.byteOffset || 0, (v.byteOffset || 0) + v.byteLength);
+    const dec = new draco.Decoder(), buf = new draco.DecoderBuffer(), mesh = new draco.Mesh();
+    buf.Init(new Int8Array(raw.buffer, raw.byteOffset, raw.byteLength), raw.byteLength);
+    const status = dec.DecodeBufferToMesh(buf, mesh);
+    if (!status.ok()) throw new Error("Draco: " + status.error_msg());
+    draco.destroy(mesh); draco.destroy(buf); draco.destroy(dec);
+  }
+}
+"""
+
 DECODE_JS = r"""
 import fs from "node:fs";
 import { createRequire } from "node:module";
@@ -99,26 +123,11 @@ for (const file of process.argv.slice(2)) {
   const bin = data.subarray(20 + jl + 8);
   bytes += data.length;
   const t0 = performance.now();
-  for (const v of json.bufferViews) {
-    const e = v.extensions && v.extensions.EXT_meshopt_compression;
-    if (!e) continue;
-    const out = new Uint8Array(e.count * e.byteStride);
-    MeshoptDecoder.decodeGltfBuffer(out, e.count, e.byteStride, bin.subarray(e.byteOffset, e.byteOffset + e.byteLength), e.mode, e.filter || "NONE");
-  }
-  for (const m of json.meshes) for (const p of m.primitives) {
-    const e = p.extensions && p.extensions.KHR_draco_mesh_compression;
-    if (!e) continue;
-    const v = json.bufferViews[e.bufferView];
-    const raw = bin.subarray(v.byteOffset || 0, (v.byteOffset || 0) + v.byteLength);
-    const dec = new draco.Decoder(), buf = new draco.DecoderBuffer(), mesh = new draco.Mesh();
-    buf.Init(new Int8Array(raw.buffer, raw.byteOffset, raw.byteLength), raw.byteLength);
-    dec.DecodeBufferToMesh(buf, mesh);
-    draco.destroy(mesh); draco.destroy(buf); draco.destroy(dec);
-  }
+  decodeOne(json, bin, MeshoptDecoder, draco);
   ms += performance.now() - t0;
 }
 console.log(JSON.stringify({ bytes, ms }));
-"""
+""" + DECODE_ONE_JS
 
 
 def _decode_ms_per_mb(folder: Path) -> float:
@@ -148,29 +157,13 @@ window.decodeAll = async (urls) => {
     const bin = data.subarray(20 + jl + 8);
     bytes += data.length;
     const t0 = performance.now();
-    for (const v of json.bufferViews) {
-      const e = v.extensions && v.extensions.EXT_meshopt_compression;
-      if (!e) continue;
-      const out = new Uint8Array(e.count * e.byteStride);
-      MeshoptDecoder.decodeGltfBuffer(out, e.count, e.byteStride, bin.subarray(e.byteOffset, e.byteOffset + e.byteLength), e.mode, e.filter || "NONE");
-    }
-    for (const m of json.meshes) for (const p of m.primitives) {
-      const e = p.extensions && p.extensions.KHR_draco_mesh_compression;
-      if (!e) continue;
-      const v = json.bufferViews[e.bufferView];
-      const raw = bin.subarray(v.byteOffset || 0, (v.byteOffset || 0) + v.byteLength);
-      const dec = new draco.Decoder(), buf = new draco.DecoderBuffer(), mesh = new draco.Mesh();
-      buf.Init(new Int8Array(raw.buffer, raw.byteOffset, raw.byteLength), raw.byteLength);
-      const status = dec.DecodeBufferToMesh(buf, mesh);
-      if (!status.ok()) throw new Error("Draco: " + status.error_msg());
-      draco.destroy(mesh); draco.destroy(buf); draco.destroy(dec);
-    }
+    decodeOne(json, bin, MeshoptDecoder, draco);
     ms += performance.now() - t0;
   }
   return {bytes, ms};
 };
 window.ready = true;
-</script>"""
+""" + DECODE_ONE_JS + "</script>"
 
 
 def _browser_decode_ms_per_mb(folder: Path) -> float:
