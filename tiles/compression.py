@@ -8,9 +8,10 @@ per node, dequantized by the node's `scale` (s) and `translation` (the grid's or
 bytes; texture coordinates in [0, 1] as normalized unsigned shorts; feature IDs as unsigned shorts (exact). A vertex
 moves at most s/2 per axis. The step is chosen so that s/2 <= `position_tolerance` (5 mm by default: a vertex stays
 within 5 mm x sqrt(3) < 1 cm of where the builder put it); content wider than 65535 steps is cut into parts along a
-grid, each part a node of its own with its own origin. The meshopt codec (meshoptimizer, through the `meshopt`
-binding) is lossless on the quantized bytes; vertices are put in vertex-cache order first, which is what makes the
-index codec small.
+grid, each part a node of its own with its own origin, or put on one grid of the same step whose integers are held
+in float32 (`Grid.wide`), whichever file is smaller (`tiles.gltf.MeshContent.to_glb`). The meshopt codec
+(meshoptimizer, through the `meshopt` binding) is lossless on the quantized bytes; vertices are put in vertex-cache
+order first, which is what makes the index codec small.
 
 Draco quantizes positions with as many bits as the same tolerance needs over the primitive's extent (up to 30) and
 keeps feature IDs as a lossless generic attribute.
@@ -40,6 +41,7 @@ COMPRESSIONS: tuple[str, ...] = ("none", "meshopt", "draco")
 BYTE, UNSIGNED_BYTE, SHORT, UNSIGNED_SHORT, UNSIGNED_INT, FLOAT = 5120, 5121, 5122, 5123, 5125, 5126
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
 _QMAX = 65535
+_FMAX = 2**24 - 1  # the largest integer range float32 holds exactly
 
 
 @dataclass(frozen=True)
@@ -138,26 +140,34 @@ def split_parts(positions: list[np.ndarray], indices: list[np.ndarray], toleranc
 
 @dataclass
 class Grid:
-    """A 16-bit position grid: glTF position = origin + step * q."""
+    """A position grid: glTF position = origin + step * q, q unsigned 16-bit integers, or (`wide`) integers held
+    exactly in float32 (any q below 2^24: one grid over up to 167 km at a 1 cm step, for content that one 16-bit
+    grid does not cover)."""
 
     origin: np.ndarray  # (3,) float64
     step: float
+    wide: bool = False
 
     @classmethod
-    def fit(cls, positions: np.ndarray, tolerance: float) -> Grid | None:
-        """The grid over `positions` (n, 3), or None when they are too wide for `tolerance` (kept as floats)."""
+    def fit(cls, positions: np.ndarray, tolerance: float, wide: bool = False) -> Grid | None:
+        """The grid over `positions` (n, 3), or None when they are too wide for `tolerance` (kept as floats): wider
+        than 65535 steps without `wide`, than 2^24 - 1 steps with it."""
         lo = positions.min(axis=0).astype(np.float64)
         extent = float((positions.max(axis=0) - lo).max())
-        if extent > max_part_extent(tolerance):
-            return None
         # the coarsest step within tolerance: a rounding error of at most step / 2 = tolerance per axis
-        return cls(lo, 2.0 * tolerance)
+        step = 2.0 * tolerance
+        if extent <= max_part_extent(tolerance):
+            return cls(lo, step)
+        if wide and extent / step < _FMAX:
+            return cls(lo, step, wide=True)
+        return None
 
     def quantize(self, positions: np.ndarray) -> np.ndarray:
+        """(n, 3) grid coordinates: uint16, or float32 integers when `wide`."""
         q = np.rint((positions.astype(np.float64) - self.origin) / self.step)
-        if q.min() < 0 or q.max() > _QMAX:
+        if q.min() < 0 or q.max() > (_FMAX if self.wide else _QMAX):
             raise TilesError("position outside its quantization grid (internal error)")
-        return q.astype(np.uint16)
+        return q.astype(np.float32 if self.wide else np.uint16)
 
 
 def quantize_normals(normals: np.ndarray) -> np.ndarray:

@@ -213,7 +213,17 @@ class MeshContent:
         Args:
             options: compression and texture encoding; None -> `GlbOptions()` (meshopt + quantization).
         """
-        return _Encoder(self, options or GlbOptions()).encode()
+        options = options or GlbOptions()
+        encoder = _Encoder(self, options)
+        glb = encoder.encode()
+        if encoder.parts > 1:
+            # cut into parts for 16-bit grids: one part on a float32 grid of the same step may take fewer bytes
+            # (coarse terrain: few vertices, large triangles, so each part's JSON outweighs its geometry)
+            one = _Encoder(self, options, one_grid=True, textures=encoder.texture_cache)
+            wide = one.encode()
+            if one.parts == 1 and len(wide) < len(glb):
+                return wide
+        return glb
 
     def vertex_count(self) -> int:
         return int(sum(len(p.positions) for p in self.primitives))
@@ -287,9 +297,13 @@ class _Source:
 class _Encoder:
     """Writes one glb: JSON dicts and one binary buffer (plus meshopt's fallback buffer, which holds no bytes)."""
 
-    def __init__(self, content: MeshContent, options: GlbOptions) -> None:
+    def __init__(self, content: MeshContent, options: GlbOptions, one_grid: bool = False,
+                 textures: dict[tuple[bytes, str], list[tuple[bytes, str]]] | None = None) -> None:
         self.content = content
         self.options = options
+        self.one_grid = one_grid  # meshopt: one part on a float32 grid instead of 16-bit parts (`Grid.wide`)
+        self.parts = 0
+        self.texture_cache = {} if textures is None else textures  # encoded texture variants, by source image
         self.chunks: list[bytes] = []
         self.offset = 0
         self.fallback = 0
@@ -378,7 +392,10 @@ class _Encoder:
     def _texture(self, m: Material) -> int:
         from tiles.textures import texture_variants
 
-        variants = texture_variants(m.texture, m.mime_type, self.options)  # type: ignore[arg-type]
+        key = (hashlib.blake2b(m.texture, digest_size=16).digest(), m.mime_type)  # type: ignore[arg-type]
+        if key not in self.texture_cache:
+            self.texture_cache[key] = texture_variants(m.texture, m.mime_type, self.options)  # type: ignore[arg-type]
+        variants = self.texture_cache[key]
         if not self.js.get("samplers"):
             self.js["samplers"] = [{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}]
         tex: dict[str, Any] = {"sampler": 0}
@@ -507,7 +524,10 @@ class _Encoder:
             s = s.reordered(indices, order)
             n = len(order)
         attrs: dict[str, int] = {}
-        if grid is not None:
+        if grid is not None and grid.wide:
+            q = grid.quantize(s.positions).astype("<f4")  # integers, exact in float32
+            attrs["POSITION"] = self._accessor(self._vertex_view(pad_rows(q)), FLOAT, n, "VEC3", bounds=q)
+        elif grid is not None:
             q = grid.quantize(s.positions)
             attrs["POSITION"] = self._accessor(self._vertex_view(pad_rows(q.astype("<u2"))), UNSIGNED_SHORT, n,
                                                "VEC3", bounds=q)
@@ -579,11 +599,18 @@ class _Encoder:
             self.js["scenes"][0]["nodes"].append(0)
             self._place()
             return
-        parts = split_parts([s.positions for s in sources], [s.indices for s in sources], opts.position_tolerance)
+        if self.one_grid:
+            parts = [[np.arange(len(s.indices)) for s in sources]]
+        else:
+            parts = split_parts([s.positions for s in sources], [s.indices for s in sources], opts.position_tolerance)
+        self.parts = len(parts)
         for part in parts:
             pieces = [(i, s if len(part) == 1 and len(tris) == len(s.indices) else s.take(tris))
                       for i, (s, tris) in enumerate(zip(sources, part)) if len(tris)]
-            grid = Grid.fit(np.concatenate([p.positions for _, p in pieces]), opts.position_tolerance)
+            grid = Grid.fit(np.concatenate([p.positions for _, p in pieces]), opts.position_tolerance,
+                            wide=self.one_grid)
+            if self.one_grid and grid is None:
+                self.parts = 0  # wider than a float32 grid holds: not an alternative (`MeshContent.to_glb`)
             prims = []
             for i, piece in pieces:
                 prim = self._plain_primitive(piece, grid)

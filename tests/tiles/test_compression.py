@@ -145,22 +145,40 @@ def test_more_features_than_uint16_stay_exact_as_float():
     assert np.array_equal(got["feature_ids"][order], fids[np.lexsort((pos[:, 1], pos[:, 0]))])
 
 
-def test_wide_content_is_cut_into_parts_each_within_tolerance(written):
+def test_wide_content_takes_the_smaller_of_16_bit_parts_and_one_float32_grid(written):
+    """Content wider than one 16-bit grid (655 m at 1 cm) is cut into parts, each a node with its own grid, or put
+    on one grid of the same step held in float32 (integers, exact), whichever file is smaller. Both keep every
+    vertex within the tolerance; for these 60 boxes over 2 km the parts' JSON outweighs what 16-bit coordinates save
+    (on the sample city's level 2, the coarse terrain tiles take one grid, the building tiles parts)."""
+    from tiles.gltf import _Decoder, _Encoder
+
     files, _ = written
     content, path = files[("meshopt", 2000.0)]
-    glb = read_glb(path.read_bytes())
-    nodes = glb["json"]["nodes"]
-    assert len(nodes) > 1 and all(n["scale"] == [2 * TOL] * 3 for n in nodes)
+    parts = _Encoder(content, GlbOptions()).encode()
+    one = _Encoder(content, GlbOptions(), one_grid=True).encode()
+    assert path.read_bytes() == one and len(one) < len(parts)
     limit = max_part_extent(TOL)
-    for node in nodes:
-        for prim in glb["json"]["meshes"][node["mesh"]]["primitives"]:
-            acc = glb["json"]["accessors"][prim["attributes"]["POSITION"]]
-            assert max(hi - lo for lo, hi in zip(acc["min"], acc["max"])) * node["scale"][0] <= limit
-    # parts come back joined: one entry per source primitive, every vertex within the tolerance
-    assert len(glb["primitives"]) == 2
-    for src, got in zip(content.primitives, glb["primitives"]):
-        dist, _ = cKDTree(got["positions"]).query(np.asarray(src.positions, np.float64))
-        assert dist.max() <= TOL * np.sqrt(3) + 1e-4
+    for data, cut in ((parts, True), (one, False)):
+        glb = read_glb(data)
+        doc = glb["json"]
+        nodes = doc["nodes"]
+        assert (len(nodes) > 1) == cut and all(n["scale"] == [2 * TOL] * 3 for n in nodes)
+        dec = _Decoder(doc, parse_glb(data)[1])
+        for node in nodes:
+            for prim in doc["meshes"][node["mesh"]]["primitives"]:
+                acc = doc["accessors"][prim["attributes"]["POSITION"]]
+                extent = max(hi - lo for lo, hi in zip(acc["min"], acc["max"]))
+                if cut:
+                    assert acc["componentType"] == 5123 and extent * node["scale"][0] <= limit
+                else:
+                    assert acc["componentType"] == 5126 and extent * node["scale"][0] > limit
+                    q = dec.accessor(prim["attributes"]["POSITION"])
+                    assert np.array_equal(q, np.rint(q)) and q.min() >= 0 and q.max() < 2**24
+        # parts come back joined: one entry per source primitive, every vertex within the tolerance
+        assert len(glb["primitives"]) == 2
+        for src, got in zip(content.primitives, glb["primitives"]):
+            dist, _ = cKDTree(got["positions"]).query(np.asarray(src.positions, np.float64))
+            assert dist.max() <= TOL * np.sqrt(3) + 1e-4
 
 
 def test_equal_textures_and_materials_are_stored_once():

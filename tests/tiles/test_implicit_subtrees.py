@@ -120,23 +120,26 @@ def test_read_subtree_refuses_broken_files(tmp_path):
         read_subtree(struct.pack("<IIQQ", 0x74627573, 1, len(js), len(blob)) + js + blob)
 
 
-@pytest.mark.parametrize("extent", [50.0, 3000.0])  # 3 km: meshopt quantization cuts the mesh into several nodes
-def test_placement_puts_every_part_in_ecef_within_1cm(extent):
+# 3 km: wider than one 16-bit grid, so meshopt quantization cuts the mesh into several nodes, or (`one_grid`, kept
+# when its file is smaller) puts it on one float32 grid
+@pytest.mark.parametrize("extent", [50.0, 3000.0])
+@pytest.mark.parametrize("one_grid", [False, True])
+def test_placement_puts_every_part_in_ecef_within_1cm(extent, one_grid):
     from cim.geodesy import enu_frame
-    from tiles.gltf import MeshContent, Primitive, read_glb
+    from tiles.compression import GlbOptions
+    from tiles.gltf import MeshContent, Primitive, _Encoder, read_glb
 
     frame = enu_frame(np.array([-2_200_000.0, 4_400_000.0, 4_100_000.0]))
     rng = np.random.default_rng(1)
     local = rng.uniform(-extent, extent, (3000, 3)) * [1, 1, 0.02]
     prim = Primitive(positions=local.astype(np.float32), indices=np.arange(3000, dtype=np.uint32).reshape(-1, 3))
-    glb = read_glb(MeshContent([prim], placement=frame.matrix).to_glb())
+    glb = read_glb(_Encoder(MeshContent([prim], placement=frame.matrix), GlbOptions(), one_grid=one_grid).encode())
     js = glb["json"]
     [top] = js["scenes"][0]["nodes"]
     parent = js["nodes"][top]
     assert "mesh" not in parent and len(parent["matrix"]) == 16 and parent["children"]
     assert all("mesh" in js["nodes"][c] and "matrix" not in js["nodes"][c] for c in parent["children"])
-    if extent > 1000:
-        assert len(parent["children"]) > 1
+    assert (len(parent["children"]) > 1) == (extent > 1000 and not one_grid)
     from scipy.spatial import cKDTree
 
     ecef = frame.to_ecef(local.astype(np.float32).astype(np.float64))
