@@ -294,6 +294,37 @@ class _Source:
                        pick(self.feature_ids), self.material, [(fs, ids[used]) for fs, ids in self.extra])
 
 
+def _welded(s: _Source, grid: Grid | None) -> _Source:
+    """`s` with the vertices that the quantized encoding stores identically (grid position, int8 normal, 16-bit UV,
+    feature IDs) merged into one, the triangles renumbered: a client decodes the same vertices as without it.
+    Builders write a vertex per face corner where shading needs it; faces that share a plane (roof triangles) then
+    repeat vertices whose every stored value agrees. Triangles are kept as they are."""
+    n = len(s.positions)
+    if grid is not None:
+        pos = grid.quantize(s.positions)
+    else:
+        pos = s.positions.astype("<f4")
+    cols = [np.ascontiguousarray(pos).view(np.uint8).reshape(n, -1)]
+    if s.normals is not None:
+        cols.append(quantize_normals(s.normals).view(np.uint8))
+    if s.texcoords is not None:
+        quv = quantize_uv(s.texcoords)
+        uv = quv if quv is not None else s.texcoords.astype("<f4")
+        cols.append(np.ascontiguousarray(uv).view(np.uint8).reshape(n, -1))
+    for ids in ([s.feature_ids] if s.feature_ids is not None else []) + [ids for _, ids in s.extra]:
+        cols.append(np.ascontiguousarray(ids.astype("<i8")).view(np.uint8).reshape(n, -1))
+    rows = np.ascontiguousarray(np.concatenate(cols, axis=1))
+    keys = rows.view(np.dtype((np.void, rows.shape[1]))).reshape(n)
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    if len(first) == n:
+        return s
+    # keep the vertices in their first-use order (vertex_cache_order reorders them anyway)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return s.reordered(rank[inverse.reshape(-1)][s.indices], first[order])
+
+
 class _Encoder:
     """Writes one glb: JSON dicts and one binary buffer (plus meshopt's fallback buffer, which holds no bytes)."""
 
@@ -517,6 +548,8 @@ class _Encoder:
 
     def _plain_primitive(self, s: _Source, grid: Grid | None) -> dict[str, Any]:
         """A primitive with plain (or meshopt-compressed) attribute views; quantized when `grid` is given."""
+        if self.options.compression == "meshopt":
+            s = _welded(s, grid)
         n = len(s.positions)
         indices = s.indices
         if self.options.compression == "meshopt":

@@ -354,3 +354,35 @@ def test_category_columns_are_enums_and_read_back_as_their_strings(tmp_path):
     plain.write_bytes(MeshContent(prims, PropertyTable("building", columns)).to_glb(GlbOptions(compression="none")))
     assert check_feature_metadata(plain) == []
     assert_valid(tmp_path, allow_warnings=False)  # both files; the metadata check too (meshopt: decompressed)
+
+
+def test_meshopt_stores_vertices_that_encode_alike_once():
+    """Flat-shaded faces in one plane repeat their shared corners (own vertices per triangle, as LOD2 roofs are
+    written); under meshopt the corners whose every stored value agrees (grid position, int8 normal, UV, feature ID)
+    are stored once, and each corner still decodes to its place and feature. Corners with another normal or feature
+    stay apart."""
+    quad = np.array([[0.0, 0, 5], [10, 0, 5], [10, 10, 5], [0, 10, 5]])
+    tris = np.array([[0, 1, 2], [0, 2, 3]])
+    corners = np.vstack([quad[t] for t in tris] + [quad[t] + (20, 0, 0) for t in tris])  # 2 quads, 12 corners
+    up = np.tile([0.0, 0.0, 1.0], (12, 1))
+    up[6:] = [0.0, 0.6, 0.8]  # the second quad is tilted: its own normal
+    fids = np.repeat([0, 1], 6)
+    fids[3:6] = 2  # the second triangle of the first quad is another feature: its corners cannot merge
+    uv = (corners[:, :2] - corners[:, :2].min(axis=0)) / 30.0
+    prim = Primitive(corners, np.arange(12).reshape(-1, 3), up, texcoords=uv, feature_ids=fids)
+    content = MeshContent([prim])
+    for compression, stored in (("none", 12), ("draco", None), ("meshopt", 10)):
+        glb = read_glb(content.to_glb(GlbOptions(compression=compression)))
+        got = glb["primitives"][0]
+        if stored is not None:
+            assert len(got["positions"]) == stored
+        assert len(got["indices"]) == 4
+        # every triangle decodes with its corners' places, normals and feature IDs (in any order)
+
+        def triangles(pos, nrm, ids, tri):
+            return sorted(tuple(sorted(zip(map(tuple, np.rint(pos[t] * 100).astype(int).tolist()),
+                                           map(tuple, np.rint(nrm[t] * 50).astype(int).tolist()), ids[t].tolist())))
+                          for t in tri)
+
+        assert triangles(got["positions"], got["normals"], got["feature_ids"], got["indices"]) == \
+            triangles(corners, up, fids, np.arange(12).reshape(-1, 3))

@@ -285,11 +285,12 @@ def test_vertices_georeferenced_to_the_centimetre(zhongshan):
         expected = src.nodes[k].geometries[0].positions
         pos = read_glb((out / uri).read_bytes())["primitives"][0]["positions"]
         back = geo.from_ecef(pos @ m[:3, :3].T + m[:3, 3])
-        assert back.shape == expected.shape
+        # meshopt stores vertices that encode alike once: as many as the source has, or fewer where it repeats some
+        assert len(np.unique(expected, axis=0)) <= len(back) <= len(expected)
         # meshopt puts vertices in vertex-cache order: match each source vertex to its nearest decoded one (both ways)
-        err = np.maximum(cKDTree(back).query(expected)[0], cKDTree(expected).query(back)[0])
+        err = np.concatenate([cKDTree(back).query(expected)[0], cKDTree(expected).query(back)[0]])
         assert err.max() < 0.01, f"{uri}: {err.max():.4f} m"
-        checked += len(err)
+        checked += len(expected)
     assert checked > 10_000
 
 
