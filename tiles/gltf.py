@@ -2,12 +2,13 @@
 
 A `MeshContent` holds one or more `Primitive`s in a local east-north-up frame (z up, metres, float32 relative to the
 tile's transform, or to `placement`, a parent node's matrix, for tiles of implicit trees) and, optionally, a
-`PropertyTable` of feature attributes. `to_glb()` writes glTF's y-up axes, a
-`_FEATURE_ID_0` vertex attribute (exact unsigned integers) described by EXT_mesh_features and the table as
-EXT_structural_metadata (8-byte aligned, uncompressed), so a client (CesiumJS, deck.gl) can pick a feature and read
-its attributes. `to_glb(GlbOptions)` compresses the geometry (`tiles.compression`: meshopt + quantization by default,
-Draco, or none) and encodes textures (`tiles.textures`); equal textures and materials are written once. `read_glb`
-decodes any of them. The JSON and binary chunks are written here directly (no glTF object model in between).
+`PropertyTable` of feature attributes. `to_glb()` writes glTF's y-up axes, a `_FEATURE_ID_0` vertex attribute (exact
+unsigned integers) described by EXT_mesh_features and the table as EXT_structural_metadata (8-byte aligned;
+meshopt-compressed where that pays, equal columns stored once), so a client (CesiumJS, deck.gl) can pick a feature
+and read its attributes. `to_glb(GlbOptions)` compresses the geometry (`tiles.compression`: meshopt + quantization
+by default, Draco, or none) and encodes textures (`tiles.textures`); equal textures and materials are written once.
+`read_glb` decodes any of them. The JSON and binary chunks are written here directly (no glTF object model in
+between).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ MimeType = Literal["image/jpeg", "image/png", "image/webp"]
 NODATA_INT = -2147483648
 NODATA_FLOAT = -3.4028234663852886e38
 NODATA_STRING = ""
+# bytes an EXT_meshopt_compression object adds to a buffer view's JSON (about 120): below that saving, stay plain
+_MESHOPT_VIEW_JSON = 128
 
 
 def take_binary(data: Any, offsets: Any, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -335,6 +338,7 @@ class _Encoder:
         self.one_grid = one_grid  # meshopt: one part on a float32 grid instead of 16-bit parts (`Grid.wide`)
         self.parts = 0
         self.texture_cache = {} if textures is None else textures  # encoded texture variants, by source image
+        self.table_views: dict[bytes, int] = {}
         self.chunks: list[bytes] = []
         self.offset = 0
         self.fallback = 0
@@ -378,14 +382,15 @@ class _Encoder:
         return self._meshopt_view(meshopt_encode_attribute(rows), n * k, ARRAY_BUFFER,
                                   {"byteStride": k, "count": n, "mode": "ATTRIBUTES"}, stride=k)
 
-    def _meshopt_view(self, encoded: bytes, length: int, target: int, ext: dict[str, Any],
+    def _meshopt_view(self, encoded: bytes, length: int, target: int | None, ext: dict[str, Any],
                       stride: int | None = None) -> int:
         self.fallback += (-self.fallback) % 8
         view: dict[str, Any] = {"buffer": 1, "byteOffset": self.fallback, "byteLength": length}
         self.fallback += length
         if stride is not None:
             view["byteStride"] = stride
-        view["target"] = target
+        if target is not None:
+            view["target"] = target
         start = self._append(encoded)
         view["extensions"] = {"EXT_meshopt_compression": {"buffer": 0, "byteOffset": start,
                                                           "byteLength": len(encoded), **ext}}
@@ -393,6 +398,33 @@ class _Encoder:
         self.required.add("EXT_meshopt_compression")
         self.js["bufferViews"].append(view)
         return len(self.js["bufferViews"]) - 1
+
+    def _table_view(self, data: bytes) -> int:
+        """The buffer view of a property-table column's values or offsets.
+
+        Equal bytes share one view (a column that repeats another, such as `id` and `code`). Under meshopt the
+        bytes are compressed with the ATTRIBUTES codec when their length is a multiple of a stride it takes (16, 8
+        or 4 bytes; the view must keep exactly the length its rows need) and that saves more than the extension's
+        JSON; the view's offset in the fallback buffer is 8-byte aligned like every other view.
+        """
+        key = hashlib.blake2b(data, digest_size=16).digest()
+        if key in self.table_views:
+            return self.table_views[key]
+        best: tuple[bytes, int] | None = None
+        if self.options.compression == "meshopt":
+            for stride in (16, 8, 4):
+                if data and len(data) % stride == 0:
+                    encoded = meshopt_encode_attribute(np.frombuffer(data, np.uint8).reshape(-1, stride))
+                    if best is None or len(encoded) < len(best[0]):
+                        best = (encoded, stride)
+        if best is not None and len(best[0]) + _MESHOPT_VIEW_JSON < len(data):
+            encoded, stride = best
+            index = self._meshopt_view(encoded, len(data), None, {"byteStride": stride, "count": len(data) // stride,
+                                                                  "mode": "ATTRIBUTES"})
+        else:
+            index = self._view(data)
+        self.table_views[key] = index
+        return index
 
     def _accessor(self, view: int | None, ctype: int, count: int, kind: str, *, normalized: bool = False,
                   bounds: np.ndarray | None = None, lo: list[float] | None = None,
@@ -714,9 +746,9 @@ class _Encoder:
                     # is the values' length). The column is left out of the table and the class gives its default.
                     schema_prop["default"] = ""
                     continue
-                entry: dict[str, Any] = {"values": self._view(views["values"])}
+                entry: dict[str, Any] = {"values": self._table_view(views["values"])}
                 if "stringOffsets" in views:
-                    entry["stringOffsets"] = self._view(views["stringOffsets"])
+                    entry["stringOffsets"] = self._table_view(views["stringOffsets"])
                     entry["stringOffsetType"] = _string_offset_type(len(views["values"]))
                 table_props[pid] = entry
             if table.class_name in classes:
