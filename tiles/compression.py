@@ -34,6 +34,12 @@ TEXTURE_FORMATS: tuple[str, ...] = ("auto", "original", "webp", "ktx2")
 # orthophotos of ../shared/data: PSNR 34.1 vs 32.1 dB at 81 % of the bytes (Bali drone), 30.0 vs 29.6 dB at 69 %
 # (Colorado HRO); on the sample city's synthetic orthophoto 37.3 dB at 59 %.
 WEBP_QUALITY = 80
+# WebP quality of a texture whose unsampled texels were filled (`tiles.textures.fill_unsampled`: LOD2 roof textures).
+# At 80 the roof texels came out 0.3-2.1 dB below WebP 80 of the whole window (the encoder spends its bits by
+# segment, and the flat fill changes the segments); at 90 they are 1.4-2.6 dB above that and 1.4-3.1 dB above JPEG 85
+# (the builders' JPEG before the lightweight work), SSIM higher too, on the sample city's five LOD2 tiles, at 0.34
+# of the whole window's WebP 80 bytes (docs/lightweight.md).
+WEBP_QUALITY_FILLED = 90
 KTX2_QUALITY = 85
 COMPRESSIONS: tuple[str, ...] = ("none", "meshopt", "draco")
 

@@ -118,7 +118,8 @@ def optimize_jpeg(image: bytes) -> bytes:
     return out if len(out) < len(image) else image
 
 
-def encode_texture(pixels: Any, options: GlbOptions, jpeg_quality: int = 85) -> tuple[bytes, str]:
+def encode_texture(pixels: Any, options: GlbOptions, jpeg_quality: int = 85,
+                   webp_quality: int | None = None) -> tuple[bytes, str]:
     """A texture the engine made (RGB or RGBA pixels) encoded for `options`: WebP under `auto`/`webp`, else JPEG
     (PNG with alpha) that `texture_variants` keeps or converts.
 
@@ -126,6 +127,7 @@ def encode_texture(pixels: Any, options: GlbOptions, jpeg_quality: int = 85) -> 
         pixels: (h, w, 3|4) uint8 array or a PIL image.
         options: the tile's encoding options.
         jpeg_quality: quality when the texture is written as JPEG.
+        webp_quality: WebP quality unless `options.texture_quality` sets one; None: `options.webp_quality`.
 
     Returns:
         (image bytes, MIME type).
@@ -135,13 +137,79 @@ def encode_texture(pixels: Any, options: GlbOptions, jpeg_quality: int = 85) -> 
     im = pixels if isinstance(pixels, Image.Image) else Image.fromarray(np.asarray(pixels, np.uint8))
     buf = io.BytesIO()
     if options.makes_webp:
-        im.save(buf, "WEBP", quality=options.webp_quality, method=4)
+        quality = webp_quality if webp_quality is not None and options.texture_quality is None else options.webp_quality
+        im.save(buf, "WEBP", quality=quality, method=4)
         return buf.getvalue(), "image/webp"
     if im.mode in ("RGBA", "LA"):
         im.save(buf, "PNG")
         return buf.getvalue(), "image/png"
     im.convert("RGB").save(buf, "JPEG", quality=jpeg_quality)
     return buf.getvalue(), "image/jpeg"
+
+
+def triangle_mask(uv: np.ndarray, triangles: np.ndarray, shape: tuple[int, int], margin: int = 2) -> np.ndarray:
+    """The texels a textured mesh can sample: its triangles rasterised in texture space, grown by `margin` texels.
+
+    Args:
+        uv: (n, 2) texture coordinates (glTF: origin at the image's top-left, v down).
+        triangles: (m, 3) int vertex indices.
+        shape: (height, width) of the texture.
+        margin: texels added around every triangle (bilinear filtering reads the neighbours; WebP and JPEG keep
+            colour at half resolution).
+
+    Returns:
+        (height, width) bool.
+    """
+    from PIL import Image, ImageDraw
+    from scipy import ndimage
+
+    h, w = shape
+    im = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(im)
+    corners = np.asarray(uv, np.float64)[np.asarray(triangles, np.int64)] * (w, h)
+    for tri in corners.tolist():
+        draw.polygon([tuple(c) for c in tri], fill=1, outline=1)
+    mask = np.asarray(im, bool)
+    return ndimage.binary_dilation(mask, iterations=margin) if margin > 0 else mask
+
+
+def fill_unsampled(pixels: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """A texture whose texels outside `keep` are filled from the kept ones (pull-push: the kept texels averaged
+    over ever coarser grids, each gap taking its finest available average), so the image encodes in few bytes and
+    its mipmaps blend kept colours, not what lay around them; kept texels are unchanged.
+
+    Args:
+        pixels: (h, w, c) uint8.
+        keep: (h, w) bool, the texels a mesh samples (`triangle_mask`).
+
+    Returns:
+        (h, w, c) uint8.
+    """
+    img = np.asarray(pixels, np.float32)
+    wgt = np.asarray(keep, np.float32)
+    if wgt.all() or not wgt.any():
+        return np.asarray(pixels, np.uint8).copy()
+    levels = []  # (weighted sums, weights) from fine to coarse
+    a, m = img * wgt[..., None], wgt
+    while True:
+        levels.append((a, m))
+        if min(m.shape) == 1 or m.all():
+            break
+        h, w = m.shape
+        ph, pw = h % 2, w % 2
+        a = np.pad(a, ((0, ph), (0, pw), (0, 0)))
+        m = np.pad(m, ((0, ph), (0, pw)))
+        a = a.reshape(a.shape[0] // 2, 2, a.shape[1] // 2, 2, -1).sum(axis=(1, 3))
+        m = m.reshape(m.shape[0] // 2, 2, m.shape[1] // 2, 2).sum(axis=(1, 3))
+    a, m = levels[-1]
+    colour = np.where(m[..., None] > 0, a / np.maximum(m, 1e-12)[..., None], (a.sum(axis=(0, 1)) / max(m.sum(),
+                                                                                                       1e-12)))
+    for a, m in reversed(levels[:-1]):
+        h, w = m.shape
+        up = np.repeat(np.repeat(colour, 2, axis=0), 2, axis=1)[:h, :w]
+        colour = np.where(m[..., None] > 0, a / np.maximum(m, 1e-12)[..., None], up)
+    out = np.where(np.asarray(keep, bool)[..., None], img, colour)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def _fallback(image: bytes, mime: str) -> tuple[bytes, str]:
@@ -184,5 +252,5 @@ def texture_variants(image: bytes, mime: str, options: GlbOptions) -> list[tuple
     return out
 
 
-__all__ = ["TextureEncoderMissing", "basisu_path", "encode_ktx2", "encode_texture", "encode_webp", "optimize_jpeg",
-           "texture_variants"]
+__all__ = ["TextureEncoderMissing", "basisu_path", "encode_ktx2", "encode_texture", "encode_webp", "fill_unsampled",
+           "optimize_jpeg", "texture_variants", "triangle_mask"]

@@ -53,8 +53,9 @@ from cim.sources import crs as crsmod
 from cim.sources.footprints import Skipped, numeric_field
 from cim.sources.raster import open_raster, polygons_geojson, window_over
 from cim.tiling import Runner, nest_tiles, runner_scope
+from tiles.compression import WEBP_QUALITY_FILLED
 from tiles.gltf import Material, MeshContent, Primitive, PropertyTable, StringColumn
-from tiles.textures import encode_texture
+from tiles.textures import encode_texture, fill_unsampled, triangle_mask
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 
 Progress = Callable[[str, int, int], None]
@@ -455,7 +456,12 @@ def _unindexed(pos: np.ndarray, tris: np.ndarray, owner: np.ndarray) -> tuple[np
     return corners, np.repeat(nrm, 3, axis=0), owner[tris.reshape(-1)], np.arange(len(corners)).reshape(-1, 3)
 
 
-def _ortho_texture(bounds: tuple[float, float, float, float], j: dict[str, Any]) -> tuple[bytes, str] | None:
+def _ortho_texture(bounds: tuple[float, float, float, float], j: dict[str, Any],
+                   uv: np.ndarray | None = None, triangles: np.ndarray | None = None) -> tuple[bytes, str] | None:
+    """The orthophoto under `bounds` as the roofs' texture. With the roofs' `uv` and `triangles`, texels no roof
+    samples are filled from the roof texels (`tiles.textures.fill_unsampled`; not under `textures="original"`,
+    which keeps the builder's texture as before) and a WebP is written at `WEBP_QUALITY_FILLED`: ground between
+    the buildings is never drawn on a roof, and left as it is it takes most of the texture's bytes."""
     path = j.get("ortho")
     if path is None:
         return None
@@ -470,7 +476,11 @@ def _ortho_texture(bounds: tuple[float, float, float, float], j: dict[str, Any])
         w = int(min(j["texture_px"], max(8, (bounds[2] - bounds[0]) / res)))
         h = int(min(j["texture_px"], max(8, (bounds[3] - bounds[1]) / res)))
         img = src.read([1, 2, 3], window=win, out_shape=(3, h, w), boundless=True, fill_value=160)
-    return encode_texture(np.moveaxis(img, 0, -1).astype(np.uint8), j["glb"], 85)
+    pixels = np.moveaxis(img, 0, -1).astype(np.uint8)
+    if uv is None or triangles is None or j["glb"].textures == "original":
+        return encode_texture(pixels, j["glb"], 85)
+    pixels = fill_unsampled(pixels, triangle_mask(uv, triangles, (h, w)))
+    return encode_texture(pixels, j["glb"], 85, webp_quality=WEBP_QUALITY_FILLED)
 
 
 def _write_tile(job: tuple[str, int, int, int, float], shared: dict[str, Any]
@@ -493,11 +503,11 @@ def _write_tile(job: tuple[str, int, int, int, float], shared: dict[str, Any]
     rp, rn, rf, rt = _unindexed(local, roof, owner)
     x0, y0, x1, y1 = (float(pos[:, 0].min()), float(pos[:, 1].min()), float(pos[:, 0].max()),
                       float(pos[:, 1].max()))
-    tex = _ortho_texture((x0, y0, x1, y1), j)
-    uv = None
-    if tex is not None:
-        src_xy = pos[roof.reshape(-1), :2]
-        uv = np.column_stack([(src_xy[:, 0] - x0) / max(x1 - x0, 1e-9), (y1 - src_xy[:, 1]) / max(y1 - y0, 1e-9)])
+    src_xy = pos[roof.reshape(-1), :2]
+    uv = np.column_stack([(src_xy[:, 0] - x0) / max(x1 - x0, 1e-9), (y1 - src_xy[:, 1]) / max(y1 - y0, 1e-9)])
+    tex = _ortho_texture((x0, y0, x1, y1), j, uv, rt)
+    if tex is None:
+        uv = None
     prims.append(Primitive(positions=rp.astype(np.float32), indices=rt.astype(np.uint32), normals=rn,
                            texcoords=uv, feature_ids=rf,
                            material=Material(texture=tex[0], mime_type=tex[1],  # type: ignore[arg-type]

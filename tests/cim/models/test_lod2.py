@@ -145,3 +145,56 @@ def test_bulk_flat_solids_are_closed_for_any_shape():
         assert (owner[tris[mine]] == b).all()
         closed, volume = _closed_and_volume(pos, tris[mine])
         assert closed and volume == pytest.approx(shapely.area(geoms[b]) * 7.0)
+
+
+def test_roof_texture_keeps_the_roofs_and_fills_the_ground_between_them(tmp_path):
+    """The roof texture is the orthophoto under the tile: the texels the roofs sample keep it (to WebP's error),
+    the ground between the buildings, which no roof shows, is filled from the roofs and so takes few bytes; under
+    `textures="original"` the builder's JPEG of the whole window is kept as before."""
+    import io
+
+    import rasterio
+    from PIL import Image
+    from rasterio.transform import from_origin
+
+    from cim.models.lod2 import _ortho_texture
+    from cim.sources.crs import parse_crs
+    from tiles.compression import GlbOptions
+    from tiles.textures import triangle_mask
+
+    rng = np.random.default_rng(5)
+    x0, y1, res, px = 440_000.0, 4_439_200.0, 0.5, 400
+    yy, xx = np.mgrid[0:px, 0:px]
+    smooth = (np.sin(xx / 9.0) * np.cos(yy / 13.0) * 60 + 120)
+    img = np.stack([smooth, smooth[::-1] * 0.8, smooth.T]) + rng.normal(0, 12, (3, px, px))
+    path = tmp_path / "ortho.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=px, height=px, count=3, dtype="uint8", crs="EPSG:4547",
+                       transform=from_origin(x0, y1, res, res)) as dst:
+        dst.write(np.clip(img, 0, 255).astype(np.uint8))
+    # two rectangular roofs (two triangles each) in a 200 m square tile; UVs as the builder makes them
+    bounds = (x0, y1 - 200.0, x0 + 200.0, y1)
+    roofs = [(20.0, 30.0, 60.0, 50.0), (120.0, 140.0, 170.0, 190.0)]
+    xy = np.array([[x0 + a, y1 - b] for r in roofs for a, b in ((r[0], r[1]), (r[2], r[1]), (r[2], r[3]),
+                                                                 (r[0], r[3]))])
+    tris = np.concatenate([np.array([[0, 1, 2], [0, 2, 3]]) + 4 * k for k in range(len(roofs))])
+    uv = np.column_stack([(xy[:, 0] - bounds[0]) / 200.0, (bounds[3] - xy[:, 1]) / 200.0])
+    j = {"ortho": str(path), "crs": parse_crs("EPSG:4547"), "texture_px": 1024, "glb": GlbOptions()}
+    whole, mime = _ortho_texture(bounds, j)
+    filled, mime_filled = _ortho_texture(bounds, j, uv, tris)
+    original, mime_original = _ortho_texture(bounds, {**j, "glb": GlbOptions(textures="original")}, uv, tris)
+    assert mime == mime_filled == "image/webp" and mime_original == "image/jpeg"
+    assert len(filled) < 0.5 * len(whole)
+    src = np.moveaxis(img, 0, -1).clip(0, 255).astype(np.uint8)  # the window is the whole raster here
+    roof = triangle_mask(uv, tris, (px, px), margin=0)
+    decoded = {k: np.asarray(Image.open(io.BytesIO(v)).convert("RGB"), np.float64)
+               for k, v in (("whole", whole), ("filled", filled), ("original", original))}
+
+    def psnr(a: np.ndarray, where: np.ndarray) -> float:
+        return float(10 * np.log10(255**2 / ((a - src)[where] ** 2).mean()))
+
+    # on the roofs, at least as good as WebP 80 and JPEG 85 of the whole window (WEBP_QUALITY_FILLED)
+    assert psnr(decoded["filled"], roof) >= max(psnr(decoded["whole"], roof), psnr(decoded["original"], roof))
+    # between the buildings, far from any roof, the ground is gone: the fill is smooth, the orthophoto is not
+    far = ~triangle_mask(uv, tris, (px, px), margin=20)
+    assert psnr(decoded["filled"], far) < 25 < psnr(decoded["whole"], far)
+    assert np.abs(np.diff(decoded["filled"][far.nonzero()[0][:1000], far.nonzero()[1][:1000]], axis=0)).mean() < 4
