@@ -13,12 +13,21 @@ Per tileset (the sample city's level 2 and level 3 LOD2 models, the real Zhongsh
   - CesiumJS (headless chromium, software WebGL): seconds until every tile of the tileset is loaded and drawn,
     uncompressed against meshopt and Draco (the first frame with the whole view);
   - quantized-mesh terrain of the sample DEM: tiles, bytes, seconds, and the finest level's TIN error against the
-    terrain's max error.
-Ratios are against our uncompressed build and against gltf-transform, all measured in this run.
+    terrain's max error;
+  - with `--before DIR` (a `git archive` of the code before the lightweight work, e.g. 4f8a7f6, the parent of issue
+    17's first commit): that code's build of the same sample city, its bytes and the ratio of ours against them
+    (sample tilesets only);
+  - the bytes of `none`, `meshopt` (and `before`) by part: per terrain / buildings, JSON, each vertex attribute,
+    indices, images, each property-table column (values and offsets; a view two columns share is counted once, under
+    the first), glb headers and padding.
+Ratios are against our uncompressed build, the code before (with `--before`) and gltf-transform, all measured in
+this run.
 
     python bench/bench_lightweight.py                  # all three tilesets (a few minutes on 2 quiet cores)
     python bench/bench_lightweight.py --only l2 --no-browser
     python bench/bench_lightweight.py --only oblique --sizes-only   # bytes alone (they do not depend on load)
+    git archive 4f8a7f6 | tar x -C /tmp/pre17
+    python bench/bench_lightweight.py --only l2 --only lod2 --before /tmp/pre17
 """
 
 from __future__ import annotations
@@ -70,6 +79,67 @@ def _build(which: str, out: Path, compression: str, textures: str = "auto") -> f
         build_city(out, level=2 if which == "l2" else 3, dem=city.dem, ortho=city.ortho, buildings=city.buildings,
                    dsm=city.dsm, glb=glb)
     return time.perf_counter() - t0
+
+
+BEFORE_PY = """
+import sys, time
+from cim.build import build_city
+from cim.sample import default_sample
+if __name__ == "__main__":
+    city = default_sample()
+    t0 = time.perf_counter()
+    build_city(sys.argv[2], level=int(sys.argv[1]), dem=city.dem, ortho=city.ortho, buildings=city.buildings,
+               dsm=city.dsm)
+    print(time.perf_counter() - t0)
+"""
+
+
+def _build_before(tree: Path, which: str, out: Path) -> float:
+    """The sample tileset built by the code in `tree` (its own defaults), in a process of its own; seconds."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    run = subprocess.run([sys.executable, "-c", BEFORE_PY, "2" if which == "l2" else "3", str(out)], cwd=tree,
+                         env=env, capture_output=True, text=True, check=True)
+    return float(run.stdout.strip().splitlines()[-1])
+
+
+def _parts(folder: Path) -> dict[str, dict[str, int]]:
+    """Bytes of a tileset's glb files by part, for terrain (files under terrain/) and buildings (the rest): "json",
+    each vertex attribute, "indices", "draco", "image <format>", "table <column>", "glb headers", "padding"."""
+    out: dict[str, dict[str, int]] = {"terrain": {}, "buildings": {}}
+    for f in sorted(folder.rglob("*.glb")):
+        data = f.read_bytes()
+        jl = int.from_bytes(data[12:16], "little")
+        doc = json.loads(data[20:20 + jl])
+        use: dict[int, str] = {}
+        for m in doc.get("meshes", []):
+            for p in m["primitives"]:
+                for sem, a in list(p["attributes"].items()) + [("indices", p.get("indices"))]:
+                    view = doc["accessors"][a].get("bufferView") if a is not None else None
+                    if view is not None:
+                        use.setdefault(view, sem)
+                d = (p.get("extensions") or {}).get("KHR_draco_mesh_compression")
+                if d:
+                    use.setdefault(d["bufferView"], "draco")
+        for im in doc.get("images", []):
+            use.setdefault(im["bufferView"], "image " + im["mimeType"].split("/")[1])
+        meta = (doc.get("extensions") or {}).get("EXT_structural_metadata") or {}
+        for table in meta.get("propertyTables", []):
+            for pid, entry in table["properties"].items():
+                for key in ("values", "stringOffsets", "arrayOffsets"):
+                    if key in entry:
+                        use.setdefault(entry[key], f"table {pid}")
+        parts = out["terrain" if "terrain" in f.relative_to(folder).parts else "buildings"]
+        counted = jl + 20 + (8 if len(data) > 20 + jl else 0)
+        parts["json"] = parts.get("json", 0) + jl
+        parts["glb headers"] = parts.get("glb headers", 0) + counted - jl
+        for i, v in enumerate(doc.get("bufferViews", [])):
+            ext = (v.get("extensions") or {}).get("EXT_meshopt_compression")
+            if ext or v.get("buffer", 0) == 0:  # meshopt's fallback buffer holds no bytes
+                n = ext["byteLength"] if ext else v["byteLength"]
+                parts[use.get(i, "other")] = parts.get(use.get(i, "other"), 0) + n
+                counted += n
+        parts["padding"] = parts.get("padding", 0) + len(data) - counted
+    return out
 
 
 def _peer(src: Path, dst: Path, command: str) -> float:
@@ -199,11 +269,17 @@ def _first_frame(folder: Path) -> float:
     return seconds
 
 
-def bench(which: str, work: Path, browser: bool, sizes_only: bool = False) -> dict:
+def bench(which: str, work: Path, browser: bool, sizes_only: bool = False, before: Path | None = None) -> dict:
     """One tileset's row; `sizes_only`: bytes alone (no decode or browser run, and no seconds: byte counts do not
-    depend on the machine's load, times do)."""
+    depend on the machine's load, times do); `before`: a tree of the code before the lightweight work, built too."""
     row: dict = {"tileset": which}
     outs = {}
+    if before is not None and which != "oblique":
+        out = work / f"{which}-before"
+        row["before_build_s"] = round(_build_before(before, which, out), 2)
+        n, size, gz = _bytes(out)
+        row.update({"before_files": n, "before_bytes": size, "before_gzip": gz})
+        outs["before"] = out
     # oblique: also every production image re-encoded as WebP (`--textures webp`; by default their pixels are kept,
     # re-coded losslessly; `meshopt_original` keeps them byte for byte)
     variants = ("none", "meshopt", "meshopt_original", "draco") + (("meshopt_webp",) if which == "oblique" else ())
@@ -231,6 +307,11 @@ def bench(which: str, work: Path, browser: bool, sizes_only: bool = False) -> di
         row["cesium_none_s"] = round(_first_frame(outs["none"]), 2)
         row["cesium_meshopt_s"] = round(_first_frame(outs["meshopt"]), 2)
         row["cesium_draco_s"] = round(_first_frame(outs["draco"]), 2)
+    if "before_bytes" in row:
+        for c in ("meshopt", "draco"):
+            row[f"ratio_before_over_{c}"] = round(row["before_bytes"] / row[f"{c}_bytes"], 3)
+        row["ratio_transfer_before_over_meshopt_gzip"] = round(row["before_bytes"] / row["meshopt_gzip"], 3)
+    row["parts"] = {c: _parts(outs[c]) for c in ("before", "none", "meshopt") if c in outs}
     row["ratio_none_over_meshopt"] = round(row["none_bytes"] / row["meshopt_bytes"], 2)
     row["ratio_none_over_draco"] = round(row["none_bytes"] / row["draco_bytes"], 2)
     # transfer: before this issue the server sent glb as it is; now gzip when the client accepts it
@@ -258,6 +339,8 @@ def main() -> None:
     ap.add_argument("--only", choices=["l2", "lod2", "oblique", "qm"], action="append")
     ap.add_argument("--no-browser", action="store_true", help="skip the CesiumJS load times")
     ap.add_argument("--keep", type=Path, help="keep the outputs in this folder")
+    ap.add_argument("--before", type=Path,
+                    help="a tree of the code before the lightweight work (git archive 4f8a7f6): build it too")
     ap.add_argument("--sizes-only", action="store_true",
                     help="bytes only: no decode or browser runs and no seconds (for a machine that is not quiet)")
     args = ap.parse_args()
@@ -271,7 +354,7 @@ def main() -> None:
                 print(json.dumps({"tileset": "oblique", "skipped": f"{PRODUCTION} is missing"}))
                 continue
             row = (bench_quantized_mesh(work) if which == "qm"
-                   else bench(which, work, not args.no_browser, args.sizes_only))
+                   else bench(which, work, not args.no_browser, args.sizes_only, args.before))
             print(json.dumps(row), flush=True)
     finally:
         if args.keep is None:
