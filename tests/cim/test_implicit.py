@@ -361,8 +361,8 @@ function local(node) {
   if (node.matrix && node.matrix.length === 16) return Float64Array.from(node.matrix);
   const [tx, ty, tz] = node.translation || [0, 0, 0], [sx, sy, sz] = node.scale || [1, 1, 1];
   return Float64Array.from([sx, 0, 0, 0, 0, sy, 0, 0, 0, 0, sz, 0, tx, ty, tz, 1]); }
-// every loaded tile's first vertices as deck.gl draws them: metres east/north/up of the content's
-// cartographicOrigin = content.modelMatrix x the node matrices x the (dequantized) position
+// every loaded tile's first vertices (up to 200 per primitive) as deck.gl draws them: metres east/north/up of
+// the content's cartographicOrigin = content.modelMatrix x the node matrices x the (dequantized) position
 window.vertices = () => { const out = [];
   for (const tile of window.ts.tiles) { const c = tile.content; if (!c || !c.gltf) continue;
     const g = c.gltf, at = (list, i) => (typeof i === "number" ? list[i] : i);
@@ -372,7 +372,7 @@ window.vertices = () => { const out = [];
         for (const p of at(g.meshes, node.mesh).primitives) { const acc = p.attributes.POSITION, v = acc.value;
           const k = !acc.normalized ? 1 : v instanceof Uint16Array ? 1 / 65535 : v instanceof Int16Array ? 1 / 32767
             : v instanceof Uint8Array ? 1 / 255 : 1 / 127;
-          for (let i = 0; i < Math.min(v.length / 3, 50); i++) { const x = v[3 * i] * k, y = v[3 * i + 1] * k,
+          for (let i = 0; i < Math.min(v.length / 3, 200); i++) { const x = v[3 * i] * k, y = v[3 * i + 1] * k,
             z = v[3 * i + 2] * k; out.push([...Array.from(c.cartographicOrigin),
             M[0] * x + M[4] * y + M[8] * z + M[12], M[1] * x + M[5] * y + M[9] * z + M[13],
             M[2] * x + M[6] * y + M[10] * z + M[14]]); } } }
