@@ -46,7 +46,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from cim.analysis.flood.solver import _JIT, _JIT_PARALLEL, G, _bits, _from_bits, _pow_m7_3
+from cim.analysis.flood.solver import (_JIT, _JIT_PARALLEL, G, _bits, _from_bits, _mark, _pow_m7_3, _settle,
+                                       _slot, side_rows)
 
 #: step multiplier of the outside ring: a face takes its inner cell's
 _MOUT = 1.0e300
@@ -260,24 +261,16 @@ def _chunk(c, z, h, qx, qy, sa, wx, wy, n2, mult, pc, rain_arr, drain, infil, hm
                 dtc = dt0 * mc if mc <= pc else 0.0
                 net = (ex[i] * wx[m, i] - ex[i + _U1] * wx[m, i + _U1]) * dy + (
                     ey[i] * wy[m, i] - ey_next[i] * wy[m + 1, i]) * dx
-                vol = hrow[i] * ar + net + dtc * rain_rate * rain_arr[m, i]
-                ld = drain[m, i] * dtc
-                li = infil[m, i] * dtc
-                f = min(1.0, max(vol, 0.0) / (ld + li)) if ld + li > 0.0 else 0.0
-                ld *= f
-                li *= f
-                vol -= ld + li
+                d, ld, li, neg = _settle(hrow[i] * ar + net + dtc * rain_rate * rain_arr[m, i], ar,
+                                         drain[m, i] * dtc, infil[m, i] * dtc)
                 v_drain += ld
                 v_infil += li
-                neg = min(vol, 0.0)
                 v_clamp += neg
-                vol -= neg
-                d = vol / ar if ar > 0.0 else 0.0
                 d = d if (dtc > 0.0) | (net != 0.0) else hrow[i]  # nothing fired: keep h, not h a / a
                 hrow[i] = d
-                old = hmax[m, i]
-                hmax[m, i] = max(old, d)
-                t15[m, i] = t_sub + max(dtc, dt0) if (old < depth_mark) & (d >= depth_mark) else t15[m, i]
+                hm, first = _mark(hmax[m, i], d, depth_mark)
+                hmax[m, i] = hm
+                t15[m, i] = t_sub + max(dtc, dt0) if first > 0.0 else t15[m, i]
                 top_bits = max(top_bits, _bits(d))
                 bad += not (d < 1.0e6)
             # boundary outflow through the fired open faces this row owns (x faces, the faces north of it; the
@@ -300,17 +293,6 @@ def _chunk(c, z, h, qx, qy, sa, wx, wy, n2, mult, pc, rain_arr, drain, infil, hm
     acc[c, 3] += v_out
     acc[c, 5] += v_clamp
     chunk_hmax[c] = _from_bits(top_bits) if bad == 0 else -1.0
-
-
-@njit(inline="always", **_JIT)
-def _slot(m, r0, r1):  # pragma: no cover - compiled
-    """The side row of row m in the chunk of rows r0..r1-1 (its first three rows: 0-2, its last two: 3-4), or -1:
-    the rows that the neighbour chunks read (the pipeline reads two rows beyond a chunk's edge, three for q)."""
-    if m < r0 + 3:
-        return m - r0
-    if m >= r1 - 2:
-        return 3 + m - (r1 - 2)
-    return -1
 
 
 @njit(**_JIT)
@@ -546,16 +528,6 @@ def advance_lts(z, h, qx, qy, sa, wx, wy, n2, rain_arr, rain_sum, drain, infil, 
     return t, steps, updates, dt0
 
 
-def chunk_bounds(ny: int, rows: int) -> np.ndarray:
-    """Row chunks of at least 5 rows (a chunk's first three and last two rows are its side rows), the last one
-    merged into the one before if it would be shorter."""
-    step = max(5, int(rows))
-    b = np.append(np.arange(1, ny + 1, step), ny + 1).astype(np.int64)
-    if b.size > 2 and b[-1] - b[-2] < 5:
-        b = np.delete(b, -2)
-    return b
-
-
 def chunk_order(nchunks: int, threads: int) -> np.ndarray:
     """Chunk indices interleaved by thread: numba hands each thread a contiguous share of a `prange`, and deep
     water (fine levels, more work) is not spread evenly over the rows."""
@@ -565,7 +537,7 @@ def chunk_order(nchunks: int, threads: int) -> np.ndarray:
 
 def work_buffers(nchunks: int, nx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Row buffers of the chunks (limiter rows start at 1: the rows around a span read a few outside it) and their
-    side rows for h, qx, qy."""
+    side rows for h, qx, qy (`solver.side_rows`)."""
     w = np.zeros((nchunks, _WORK_ROWS, nx + 3))
     w[:, 4 * _S:5 * _S] = 1.0
-    return w, np.zeros((nchunks, 5, nx + 2)), np.zeros((nchunks, 5, nx + 3)), np.zeros((nchunks, 5, nx + 2))
+    return (w, *side_rows(nchunks, nx))

@@ -28,13 +28,17 @@ open face lets water out only: a ghost cell beyond it continues the bed at the i
 cells without storage whose faces are closed; as porosity they shrink a cell's storage area and its faces' widths.
 
 Layout for speed: the grid is padded by one ring of outside cells (bed `_ZOUT`, so a face to the outside is dry in
-the vector code and the few open faces are done by a scalar loop); state in float64, fixed fields in float32; depths
-and discharges double-buffered. One step is one parallel pass: rows are split into chunks (`prange`, all cores;
-one thread for small grids), and each chunk (`_chunk`) walks its rows as a pipeline: faces of row k, limiter of row k-1, continuity of row k-2, with rows
-held in small per-chunk buffers and two rows past each chunk edge recomputed instead of shared. The inner loops are
-branch-free, so LLVM vectorises them (`error_model="numpy"`, `_pow_m7_3` instead of the scalar libm cbrt); this is what
-makes the solver reach a few times the memory-bandwidth floor (bench/bench_flood.py). A chunk reads only its own
-rows and two on each side, so the same kernel can run chunk by chunk elsewhere.
+the vector code and the few open faces are done by a scalar loop); state in float64, fixed fields in float32. One
+step is one parallel pass over the grid: rows are split into chunks (`prange`, all cores; one thread for small
+grids), and each chunk (`_chunk`) walks its rows as a pipeline: faces of row k, limiter of row k-1, continuity of
+row k-2, with rows held in small per-chunk buffers and two rows past each chunk edge recomputed instead of shared.
+The pipeline has read everything of row k-2 when it writes it, so depths and discharges are updated in place; the
+few rows a neighbour chunk reads go through side rows copied back after the pass. The step is bound by memory
+traffic, so it reads only what it needs: Manning's n per cell only if it varies, the loss fields only if a cell
+has losses, and the time to the depth mark is written only where a cell first reaches it (one pass touches each
+fixed field once and reads and rewrites h, qx, qy and the maximum depth once: `ShallowWaterSolver.step_arrays`).
+The inner loops are branch-free, so LLVM vectorises them (`error_model="numpy"`, `_pow_m7_3` instead of the scalar
+libm cbrt); the solver runs within a small factor of that pass's time (bench/bench_flood.py).
 """
 
 from __future__ import annotations
@@ -68,9 +72,10 @@ _JIT = {"cache": True, "error_model": "numpy", "fastmath": _FM}
 #: several processes at once; seen here as a SIGSEGV in `Solver.advance` of `cim demo` in a fresh clone whose test
 #: workers compiled the solver at the same time)
 _JIT_PARALLEL = {**_JIT, "cache": False}
-#: buffer rows per chunk: raw x faces (4), raw y faces (4), limiter (4), effective x faces, effective y (2)
+#: buffer rows per chunk: raw x faces (4), raw y faces (4), limiter (4), effective x faces, effective y (2),
+#: first times at the depth mark
 _SLOTS = 4
-_WORK_ROWS = 3 * _SLOTS + 3
+_WORK_ROWS = 3 * _SLOTS + 4
 #: grids with fewer cells run on one thread unless told otherwise
 SMALL_GRID = 65536
 
@@ -154,14 +159,16 @@ def _pow_m7_3(x):  # type: ignore[no-untyped-def]  # pragma: no cover - compiled
 
 
 @njit(inline="always", **_JIT)
-def _faces(k, ax, ay, z, h, qa, qb, wa, n2, b_ptr, b_i, b_dir, b_s, nx, d, dt, theta, hmin, out):  # pragma: no cover
+def _faces(k, ax, ay, z, h, qa, qb, wa, n2, n2u, uniform, b_ptr, b_i, b_dir, b_s, nx, d, dt, theta, hmin,
+           out):  # pragma: no cover
     """Raw (unlimited) discharges of one row of faces into `out[1..]`: the x faces of row k (`ax, ay = 1, 0`; face
     i between cells (k, i-1) | (k, i), `out[1..nx+1]`) or the faces north of row k (`ax, ay = 0, 1`; face (k, i)
     between cells (k-1, i) | (k, i), `out[1..nx]`).
 
     `qa`/`wa` are the discharges and widths of this direction's faces, `qb` the orthogonal ones, `d` the cell size
     along the flow. Called with literal `ax, ay`, so the index offsets fold to constants and the loop vectorises as
-    a loop written for one direction does.
+    a loop written for one direction does; likewise with a literal `uniform`: True when every cell with storage
+    has Manning's n² `n2u`, and the face loop then does not read `n2` (the same value: n² + n² is exact).
     """
     for i in range(1, nx + 1 + ax):
         zl = z[k - ay, i - ax]
@@ -176,7 +183,8 @@ def _faces(k, ax, ay, z, h, qa, qb, wa, n2, b_ptr, b_i, b_dir, b_s, nx, d, dt, t
         qp = qa[k + ay, i + ax] if wa[k + ay, i + ax] > 0.0 else q0
         qo = 0.25 * (qb[k - ay, i - ax] + qb[k - ay + ax, i - ax + ay] + qb[k, i] + qb[k + ax, i + ay])
         qbar = theta * q0 + 0.5 * (1.0 - theta) * (qm + qp)
-        den = 1.0 + G * dt * 0.5 * (n2[k - ay, i - ax] + n2[k, i]) * math.sqrt(q0 * q0 + qo * qo) * _pow_m7_3(hs)
+        ns = n2u + n2u if uniform else n2[k - ay, i - ax] + n2[k, i]
+        den = 1.0 + G * dt * 0.5 * ns * math.sqrt(q0 * q0 + qo * qo) * _pow_m7_3(hs)
         q = (qbar - G * hs * dt * (er - el) / d) / den
         out[i] = q if wet else 0.0
     # open boundary faces: ghost cell continuing the bed at the inner cell's outward slope, outflow only
@@ -203,14 +211,94 @@ def _limits(k, h, sa, wx, wy, qxr, qyr, qyr_s, nx, dx, dy, dt, s):  # pragma: no
         s[i] = have / out if out > have else 1.0
 
 
-@njit(**_JIT)
-def _chunk(c, z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15,
-           bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
-           rain_rate, t_end, depth_mark, work, acc, chunk_hmax):  # pragma: no cover
-    """One time step over chunk c (rows bounds[c]..bounds[c+1]): new discharges into `qxn`/`qyn` for the faces the
-    chunk owns, new depths into `hn`; volumes into `acc[c]`, the deepest water into `chunk_hmax[c]`.
+@njit(inline="always", **_JIT)
+def _settle(vol, a, ld, li):  # pragma: no cover - compiled
+    """The new depth of a cell holding `vol` (m³) over its storage area `a` (m²), after drainage and infiltration
+    of up to `ld` and `li` (m³), both scaled down together to what the cell holds; a volume a hair below zero
+    (rounding) is taken out. Returns (depth, drained, infiltrated, taken out (<= 0)).
 
-    Reads the chunk's rows and two rows on each side, writes only its own: chunks can run in any order or at once.
+    The continuity update of both the global step and local time stepping (`lts`); called with literal zeros
+    for a run without losses, whose loss terms then fold away."""
+    f = min(1.0, max(vol, 0.0) / (ld + li)) if ld + li > 0.0 else 0.0
+    ld *= f
+    li *= f
+    vol -= ld + li
+    neg = min(vol, 0.0)
+    vol -= neg
+    return (vol / a if a > 0.0 else 0.0), ld, li, neg
+
+
+@njit(inline="always", **_JIT)
+def _mark(old, d, depth_mark):  # pragma: no cover - compiled
+    """The deepest water of a cell after a step (`old` before, `d` now), and 1.0 if it first held `depth_mark`
+    in this step, else 0.0 (branch-free: the loop stays vectorised; the rare first times are written after it)."""
+    return max(old, d), 1.0 if (old < depth_mark) & (d >= depth_mark) else 0.0
+
+
+@njit(inline="always", **_JIT)
+def _row_faces(k, ax, ay, z, h, qa, qb, wa, n2, n2u, b_ptr, b_i, b_dir, b_s, nx, d, dt, theta, hmin,
+               out):  # pragma: no cover - compiled
+    """`_faces` of row k, with Manning's n² read per cell only if it varies (`n2u` < 0)."""
+    if n2u >= 0.0:
+        _faces(k, ax, ay, z, h, qa, qb, wa, n2, n2u, True, b_ptr, b_i, b_dir, b_s, nx, d, dt, theta, hmin, out)
+    else:
+        _faces(k, ax, ay, z, h, qa, qb, wa, n2, n2u, False, b_ptr, b_i, b_dir, b_s, nx, d, dt, theta, hmin, out)
+
+
+@njit(inline="always", **_JIT)
+def _row_depths(m, nx, hrow, ex, ey, ey_next, sa, wx, wy, rain_arr, drain, infil, losses, hmax, first, dx, dy, dt,
+                rain_rate, depth_mark):  # pragma: no cover - compiled
+    """Continuity of row m, in place: `hrow` (its depths) from the limited discharges of its faces (`ex` west
+    faces, `ey`/`ey_next` north/south faces), rain and, with a literal `losses` True, drainage and infiltration
+    (False: `drain` and `infil` are not read); the row's maximum depths, and 1.0 in `first` where a cell first
+    reached `depth_mark`. Returns (drained, infiltrated, taken out by `_settle`, cells first at the mark, the
+    largest depth's bits, non-finite or absurd depths)."""
+    v_drain = 0.0
+    v_infil = 0.0
+    v_clamp = 0.0
+    crossed = 0.0
+    top_bits = np.int64(0)
+    bad = 0
+    for i in range(1, nx + 1):
+        a = sa[m, i]
+        net = (ex[i] * wx[m, i] - ex[i + 1] * wx[m, i + 1]) * dy + (ey[i] * wy[m, i] - ey_next[i] * wy[m + 1, i]) * dx
+        d, ld, li, neg = _settle(hrow[i] * a + dt * (net + rain_rate * rain_arr[m, i]), a,
+                                 drain[m, i] * dt if losses else 0.0, infil[m, i] * dt if losses else 0.0)
+        v_drain += ld
+        v_infil += li
+        v_clamp += neg
+        hrow[i] = d
+        hm, first[i] = _mark(hmax[m, i], d, depth_mark)
+        hmax[m, i] = hm
+        crossed += first[i]
+        top_bits = max(top_bits, _bits(d))
+        bad += not (d < 1.0e6)
+    return v_drain, v_infil, v_clamp, crossed, top_bits, bad
+
+
+@njit(inline="always", **_JIT)
+def _slot(m, r0, r1):  # pragma: no cover - compiled
+    """The side row of row m in the chunk of rows r0..r1-1 (its first three rows: 0-2, its last two: 3-4), or -1:
+    the rows that the neighbour chunks read (the pipeline reads two rows beyond a chunk's edge, three for qy)."""
+    if m < r0 + 3:
+        return m - r0
+    if m >= r1 - 2:
+        return 3 + m - (r1 - 2)
+    return -1
+
+
+@njit(**_JIT)
+def _chunk(c, z, h, qx, qy, sa, wx, wy, n2, n2u, rain_arr, drain, infil, losses, hmax, t15,
+           bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
+           rain_rate, t_end, depth_mark, work, side_h, side_qx, side_qy, acc, chunk_hmax):  # pragma: no cover
+    """One time step over chunk c (rows bounds[c]..bounds[c+1]), in place: new discharges into `qx`/`qy` for the
+    faces the chunk owns, new depths into `h`; volumes into `acc[c]`, the deepest water into `chunk_hmax[c]`.
+
+    The pipeline writes row k-2 after it has read everything of it, so the rows the chunk owns are updated in
+    place; the rows its neighbour chunks read (its first three and last two, `_slot`) go to `side_*[c]` instead,
+    and `_write_back` copies them once every chunk is done. So chunks can run in any order or at once. `n2u`:
+    Manning's n² of every cell with storage if it is one value, else -1 (`_faces`); `losses`: whether any cell has
+    drainage or infiltration (without, `drain` and `infil` are not read).
     """
     ny = z.shape[0] - 2
     r0 = bounds[c]
@@ -219,6 +307,7 @@ def _chunk(c, z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, inf
     ex = wk[3 * _SLOTS]
     ey = wk[3 * _SLOTS + 1]
     ey_next = wk[3 * _SLOTS + 2]
+    mk = wk[3 * _SLOTS + 3]
     v_drain = 0.0
     v_infil = 0.0
     v_out = 0.0
@@ -230,11 +319,11 @@ def _chunk(c, z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, inf
         qxr = wk[k % _SLOTS]
         qyr = wk[_SLOTS + k % _SLOTS]
         if 1 <= k <= ny:
-            _faces(k, 1, 0, z, h, qxo, qyo, wx, n2, bx_ptr, bx_i, bx_dir, bx_s, nx, dx, dt, theta, hmin, qxr)
+            _row_faces(k, 1, 0, z, h, qx, qy, wx, n2, n2u, bx_ptr, bx_i, bx_dir, bx_s, nx, dx, dt, theta, hmin, qxr)
         else:
             qxr[:] = 0.0
         if 1 <= k <= ny + 1:
-            _faces(k, 0, 1, z, h, qyo, qxo, wy, n2, by_ptr, by_i, by_dir, by_s, nx, dy, dt, theta, hmin, qyr)
+            _row_faces(k, 0, 1, z, h, qy, qx, wy, n2, n2u, by_ptr, by_i, by_dir, by_s, nx, dy, dt, theta, hmin, qyr)
         else:
             qyr[:] = 0.0
         # stage 2: limiter of row k-1 (needs the faces north of row k, i.e. its south faces)
@@ -253,6 +342,16 @@ def _chunk(c, z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, inf
         s_m = wk[2 * _SLOTS + m % _SLOTS]
         s_dn = wk[2 * _SLOTS + (m + 1) % _SLOTS]
         qxm = wk[m % _SLOTS]
+        slot = _slot(m, r0, r1)
+        if slot >= 0:
+            hrow = side_h[c, slot]
+            qxrow = side_qx[c, slot]
+            qyrow = side_qy[c, slot]
+            hrow[1:nx + 1] = h[m, 1:nx + 1]
+        else:
+            hrow = h[m]
+            qxrow = qx[m]
+            qyrow = qy[m]
         if m == r0:  # the faces north of the chunk's first row: no previous row computed them
             qym = wk[_SLOTS + m % _SLOTS]
             for i in range(1, nx + 1):
@@ -265,37 +364,27 @@ def _chunk(c, z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, inf
         for i in range(1, nx + 2):
             q = qxm[i]
             ex[i] = q * (s_m[i - 1] if q > 0.0 else s_m[i])
-            qxn[m, i] = ex[i]
+            qxrow[i] = ex[i]
         for i in range(1, nx + 1):
-            qyn[m, i] = ey[i]
-        if m == ny:
+            qyrow[i] = ey[i]
+        if m == ny:  # the faces south of the last row (chunk_bounds: no other chunk reads them)
             for i in range(1, nx + 1):
-                qyn[m + 1, i] = ey_next[i]
-        for i in range(1, nx + 1):
-            a = sa[m, i]
-            net = (ex[i] * wx[m, i] - ex[i + 1] * wx[m, i + 1]) * dy + (
-                ey[i] * wy[m, i] - ey_next[i] * wy[m + 1, i]) * dx
-            vol = h[m, i] * a + dt * (net + rain_rate * rain_arr[m, i])
-            ld = drain[m, i] * dt
-            li = infil[m, i] * dt
-            f = min(1.0, max(vol, 0.0) / (ld + li)) if ld + li > 0.0 else 0.0
-            ld *= f
-            li *= f
-            vol -= ld + li
-            v_drain += ld
-            v_infil += li
-            neg = min(vol, 0.0)
-            v_clamp += neg
-            vol -= neg
-            d = vol / a if a > 0.0 else 0.0
-            hn[m, i] = d
-            # branch-free, so that the loop vectorises (with the stores under `if d > old` and a float max
-            # reduction it ran scalar and took ~60 % of a step); depths are >= 0, whose bits order as int64s
-            old = hmax[m, i]
-            hmax[m, i] = max(old, d)
-            t15[m, i] = t_end if (old < depth_mark) & (d >= depth_mark) else t15[m, i]
-            top_bits = max(top_bits, _bits(d))
-            bad += not (d < 1.0e6)
+                qy[m + 1, i] = ey_next[i]
+        if losses:
+            sums = _row_depths(m, nx, hrow, ex, ey, ey_next, sa, wx, wy, rain_arr, drain, infil, True, hmax, mk,
+                               dx, dy, dt, rain_rate, depth_mark)
+        else:
+            sums = _row_depths(m, nx, hrow, ex, ey, ey_next, sa, wx, wy, rain_arr, drain, infil, False, hmax, mk,
+                               dx, dy, dt, rain_rate, depth_mark)
+        v_drain += sums[0]
+        v_infil += sums[1]
+        v_clamp += sums[2]
+        top_bits = max(top_bits, sums[4])
+        bad += sums[5]
+        if sums[3] > 0.0:  # first times at the depth mark: a few cells per step at most, so not stored every step
+            for i in range(1, nx + 1):
+                if mk[i] > 0.0:
+                    t15[m, i] = t_end
         # boundary outflow through the faces this row owns (its x faces, the faces north of it; the last row
         # also owns the faces south of it)
         for b in range(bx_ptr[m], bx_ptr[m + 1]):
@@ -313,23 +402,39 @@ def _chunk(c, z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, inf
     chunk_hmax[c] = _from_bits(top_bits) if bad == 0 else -1.0
 
 
+@njit(**_JIT)
+def _write_back(bounds, h, qx, qy, side_h, side_qx, side_qy):  # pragma: no cover - compiled
+    """Copy the side rows of every chunk into h, qx, qy (after all chunks of a step are done)."""
+    nx = h.shape[1] - 2
+    for c in range(bounds.shape[0] - 1):
+        r0 = bounds[c]
+        r1 = bounds[c + 1]
+        for m in range(r0, r1):
+            slot = _slot(m, r0, r1)
+            if slot >= 0:
+                h[m, 1:nx + 1] = side_h[c, slot, 1:nx + 1]
+                qx[m, 1:nx + 2] = side_qx[c, slot, 1:nx + 2]
+                qy[m, 1:nx + 1] = side_qy[c, slot, 1:nx + 1]
+
+
 @njit(parallel=True, **_JIT_PARALLEL)
-def _step_parallel(z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15,
+def _step_parallel(z, h, qx, qy, sa, wx, wy, n2, n2u, rain_arr, drain, infil, losses, hmax, t15,
                    bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
-                   rain_rate, t_end, depth_mark, work, acc, chunk_hmax):  # pragma: no cover
+                   rain_rate, t_end, depth_mark, work, side_h, side_qx, side_qy, acc,
+                   chunk_hmax):  # pragma: no cover
     """One time step, the chunks shared among the caller's numba threads."""
     for c in prange(bounds.shape[0] - 1):
-        _chunk(c, z, h, hn, qxo, qyo, qxn, qyn, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr, bx_i,
+        _chunk(c, z, h, qx, qy, sa, wx, wy, n2, n2u, rain_arr, drain, infil, losses, hmax, t15, bx_ptr, bx_i,
                bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin, rain_rate, t_end,
-               depth_mark, work, acc, chunk_hmax)
+               depth_mark, work, side_h, side_qx, side_qy, acc, chunk_hmax)
 
 
 @njit(**_JIT_PARALLEL)
-def _advance(z, h, hn, qx, qy, qxb, qyb, sa, wx, wy, n2, rain_arr, rain_sum, drain, infil, hmax, t15,
+def _advance(z, h, qx, qy, sa, wx, wy, n2, n2u, rain_arr, rain_sum, drain, infil, losses, hmax, t15,
              bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, t, t_stop, dt_first,
-             cfl, dt_max, theta, hmin, rain_rate, depth_mark, src_cell, src_rate, work, acc, chunk_hmax,
-             max_steps):  # pragma: no cover
-    """Step from `t` to `t_stop` with constant forcing; returns (t, steps, next dt, parity); steps < 0: unstable.
+             cfl, dt_max, theta, hmin, rain_rate, depth_mark, src_cell, src_rate, work, side_h, side_qx, side_qy,
+             acc, chunk_hmax, max_steps):  # pragma: no cover
+    """Step from `t` to `t_stop` with constant forcing, in place; returns (t, steps, next dt); steps < 0: unstable.
 
     Each step's chunks run on the numba threads of the caller (`numba.set_num_threads`; one thread runs them one
     after the other). One thread or many run the same compiled step: a separate serial kernel was compiled in
@@ -337,39 +442,47 @@ def _advance(z, h, hn, qx, qy, qxb, qyb, sa, wx, wy, n2, rain_arr, rain_sum, dra
     round differently from the parallel one.
     """
     steps = 0
-    parity = 0
     dt = dt_first
     cell = min(dx, dy)
     while t < t_stop and steps < max_steps:
         if t_stop - t < dt * (1.0 + 1e-9):
             dt = t_stop - t
-        cur_h = h if parity == 0 else hn
         for k in range(src_cell.shape[0]):  # point inflows: adding water keeps depths >= 0
             j = src_cell[k] // (nx + 2)
             i = src_cell[k] - j * (nx + 2)
-            cur_h[j, i] += src_rate[k] * dt / sa[j, i]
+            h[j, i] += src_rate[k] * dt / sa[j, i]
             acc[0, 4] += src_rate[k] * dt
         acc[0, 0] += rain_rate * rain_sum * dt
-        if parity == 0:
-            _step_parallel(z, h, hn, qx, qy, qxb, qyb, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr,
-                           bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
-                           rain_rate, t + dt, depth_mark, work, acc, chunk_hmax)
-        else:
-            _step_parallel(z, hn, h, qxb, qyb, qx, qy, sa, wx, wy, n2, rain_arr, drain, infil, hmax, t15, bx_ptr,
-                           bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin,
-                           rain_rate, t + dt, depth_mark, work, acc, chunk_hmax)
-        parity = 1 - parity
+        _step_parallel(z, h, qx, qy, sa, wx, wy, n2, n2u, rain_arr, drain, infil, losses, hmax, t15, bx_ptr, bx_i,
+                       bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, dt, theta, hmin, rain_rate,
+                       t + dt, depth_mark, work, side_h, side_qx, side_qy, acc, chunk_hmax)
+        _write_back(bounds, h, qx, qy, side_h, side_qx, side_qy)
         t += dt
         steps += 1
         top = 0.0
         for c in range(chunk_hmax.shape[0]):
             if chunk_hmax[c] < 0.0 or chunk_hmax[c] != chunk_hmax[c]:
-                return t, -steps, dt, parity
+                return t, -steps, dt
             top = max(top, chunk_hmax[c])
         dt = dt_max
         if top > 0.0:
             dt = min(dt_max, cfl * cell / math.sqrt(G * top))
-    return t, steps, dt, parity
+    return t, steps, dt
+
+
+def chunk_bounds(ny: int, rows: int) -> np.ndarray:
+    """Row chunks of at least 5 rows (a chunk's first three and last two rows are its side rows, `_slot`), the
+    last one merged into the one before if it would be shorter."""
+    step = max(5, int(rows))
+    b = np.append(np.arange(1, ny + 1, step), ny + 1).astype(np.int64)
+    if b.size > 2 and b[-1] - b[-2] < 5:
+        b = np.delete(b, -2)
+    return b
+
+
+def side_rows(nchunks: int, nx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The side rows of every chunk for h, qx, qy (`_slot`)."""
+    return np.zeros((nchunks, 5, nx + 2)), np.zeros((nchunks, 5, nx + 3)), np.zeros((nchunks, 5, nx + 2))
 
 
 # ---------------------------------------------------------------------------------------------------------- grid
@@ -589,15 +702,15 @@ class ShallowWaterSolver:
         self.state = SolverState(np.zeros(cells), np.zeros((ny + 2, nx + 3)), np.zeros((ny + 3, nx + 2)),
                                  np.zeros(cells, np.float32), np.full(cells, np.nan, np.float32))
         self.balance = MassBalance()
-        step = max(1, int(self.chunk_rows))
-        self._bounds = np.append(np.arange(1, ny + 1, step), ny + 1).astype(np.int64)
+        self._bounds = chunk_bounds(ny, self.chunk_rows)
         nchunks = self._bounds.size - 1
         self._acc = np.zeros((nchunks, 6))
         self._chunk_hmax = np.zeros(nchunks)
         self._work = np.zeros((nchunks, _WORK_ROWS, nx + 3))
-        self._hb = np.zeros(cells)
-        self._qxb = np.zeros_like(self.state.qx)
-        self._qyb = np.zeros_like(self.state.qy)
+        self._side = side_rows(nchunks, nx)
+        self._losses = bool(self.grid.drain.any() or self.grid.infil.any())
+        n2 = np.unique(self.grid.n2[self.grid.sa > 0])
+        self._n2u = float(n2[0]) if n2.size == 1 else -1.0
         self._src_cell = np.zeros(0, np.int64)
         self._src_rate = np.zeros(0)
         self._rain_sum = float(self.grid.rain_area.sum(dtype=np.float64))
@@ -613,11 +726,20 @@ class ShallowWaterSolver:
         """Cells with storage."""
         return self._ncells
 
+    def step_arrays(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The arrays one global step reads whole (fixed fields) and those it reads and rewrites in place (state):
+        each once, in one pass. Manning's n² only if it varies, the loss fields only if a cell has losses; `t15` is
+        written only where a cell first reaches the depth mark."""
+        g, s = self.grid, self.state
+        fixed = [g.z, g.sa, g.wx, g.wy] + ([g.n2] if self._n2u < 0 else []) + [g.rain_area] + (
+            [g.drain, g.infil] if self._losses else [])
+        return fixed, [s.h, s.qx, s.qy, s.hmax]
+
     @property
     def nbytes(self) -> int:
-        """Bytes one step reads or writes at least once: the fixed arrays plus the state and its buffers."""
-        s = self.state
-        return self.grid.nbytes + sum(a.nbytes for a in (s.h, s.qx, s.qy, s.hmax, self._hb, self._qxb, self._qyb))
+        """Bytes one step reads (and rewrites, for the state) at least once: `step_arrays`."""
+        fixed, state = self.step_arrays()
+        return sum(a.nbytes for a in fixed + state)
 
     def set_depth(self, depth: np.ndarray) -> None:
         """Start from water depths (ny, nx), e.g. a still lake; they count as the initial volume."""
@@ -681,15 +803,11 @@ class ShallowWaterSolver:
         ny, nx = g.shape
         if self.local_levels > 0:
             return self._advance_lts(float(t_stop), float(rain_rate), rain_arr, rain_sum, threads, max_steps)
-        t, steps, dt, parity = _advance(
-            g.z, s.h, self._hb, s.qx, s.qy, self._qxb, self._qyb, g.sa, g.wx, g.wy, g.n2, rain_arr, rain_sum,
-            g.drain, g.infil, s.hmax, s.t15, *g.bx, *g.by, self._bounds, nx, g.dx, g.dy, s.t, float(t_stop), s.dt,
+        t, steps, dt = _advance(
+            g.z, s.h, s.qx, s.qy, g.sa, g.wx, g.wy, g.n2, self._n2u, rain_arr, rain_sum, g.drain, g.infil,
+            self._losses, s.hmax, s.t15, *g.bx, *g.by, self._bounds, nx, g.dx, g.dy, s.t, float(t_stop), s.dt,
             self.cfl, self.dt_max, self.theta, self.h_min, float(rain_rate), self.depth_mark, self._src_cell,
-            self._src_rate, self._work, self._acc, self._chunk_hmax, max_steps)
-        if parity:
-            s.h, self._hb = self._hb, s.h
-            s.qx, self._qxb = self._qxb, s.qx
-            s.qy, self._qyb = self._qyb, s.qy
+            self._src_rate, self._work, *self._side, self._acc, self._chunk_hmax, max_steps)
         if steps < 0:
             raise FloodError(f"the solver became unstable at t={t:.1f} s (a depth went non-finite or above 1 km); "
                              f"lower cfl (now {self.cfl}) or raise theta (now {self.theta})")
@@ -715,7 +833,7 @@ class ShallowWaterSolver:
         levels = int(self.local_levels)
         if self._lts is None:
             nby, nbx = -(-ny // bsz), -(-nx // bsz)
-            bounds = lts.chunk_bounds(ny, self.chunk_rows)
+            bounds = chunk_bounds(ny, self.chunk_rows)
             width = 2 * nbx + 2
             work, side_h, side_qx, side_qy = lts.work_buffers(bounds.size - 1, nx)
             self._lts = {"lvb": np.zeros((nby, nbx), np.int64), "lvb_old": np.full((nby, nbx), -1, np.int64),

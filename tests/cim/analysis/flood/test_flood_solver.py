@@ -161,14 +161,46 @@ def test_walls_and_porosity_hold_water_where_the_open_area_is():
     assert d[1, 1] == pytest.approx(d[0, 0], rel=1e-6)          # one water level over open and porous cells
 
 
+def _state(s):
+    st = s.state
+    return [s.depth().copy(), s.max_depth().copy(), s.time_to_mark().copy(), st.qx.copy(), st.qy.copy()]
+
+
 def test_chunks_and_threads_give_identical_results(rough_dem):
-    """The row chunks only share two halo rows each: any chunking and thread count gives the same bits."""
+    """The row chunks only share two halo rows each, and update in place through side rows: any chunking and
+    thread count gives the same bits (depths, maximum depths, times to the mark, discharges)."""
     runs = []
-    for chunk, threads in ((4, 1), (7, 2), (256, 1)):
-        s = _solver(rough_dem, open_boundary=True, chunk_rows=chunk, threads=threads)
-        s.advance(300.0, rain_rate=1e-5)
-        runs.append(s.depth().copy())
-    assert np.array_equal(runs[0], runs[1]) and np.array_equal(runs[0], runs[2])
+    for chunk, threads in ((5, 1), (7, 2), (5, 2), (256, 1)):
+        s = _solver(rough_dem, open_boundary=True, chunk_rows=chunk, threads=threads, depth_mark=0.01)
+        s.advance(300.0, rain_rate=1e-4)
+        runs.append(_state(s))
+    assert np.isfinite(runs[0][2]).sum() > 100  # cells reached the mark
+    for other in runs[1:]:
+        assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(runs[0], other, strict=True))
+
+
+def test_uniform_roughness_and_no_losses_agree_with_the_general_step(rough_dem):
+    """A grid with one Manning's n and no losses runs the step that reads neither n per cell nor the loss
+    fields. Forced through the general step instead: without losses the same bits (the loss terms are exact
+    zeros); with n per cell the same to rounding (the fast-math product of the friction term is associated
+    differently when n is one value)."""
+    runs = {}
+    for n_per_cell, loss_fields in ((False, False), (False, True), (True, True)):
+        s = _solver(rough_dem, open_boundary=True, threads=2, chunk_rows=9, depth_mark=0.01)
+        assert s._n2u == np.float32(0.03 ** 2) and not s._losses
+        if n_per_cell:
+            s._n2u = -1.0
+        s._losses = loss_fields
+        s.advance(300.0, rain_rate=1e-4)
+        runs[n_per_cell, loss_fields] = _state(s)
+    fast, losses, general = runs[False, False], runs[False, True], runs[True, True]
+    assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(fast, losses, strict=True))
+    for a, b in zip(fast, general, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert len(_solver(rough_dem, manning=np.full(rough_dem.shape, 0.03)).step_arrays()[0]) == 5
+    varied = _solver(rough_dem, manning=np.linspace(0.02, 0.04, rough_dem.size).reshape(rough_dem.shape),
+                     drainage=1e-6)
+    assert varied._n2u < 0 and varied._losses and len(varied.step_arrays()[0]) == 8
 
 
 def test_time_to_mark_and_maximum():
