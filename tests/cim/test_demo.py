@@ -128,7 +128,10 @@ def test_cim_demo_serves_the_viewer_and_prints_its_url(tmp_path: Path) -> None:
         assert links["building_code"] == item["building_code"], links
         assert set(links["counts"]) <= {"population", "organisations", "houses"}, links
         runs = httpx.get(f"http://127.0.0.1:{port}/flood", params={"api_key": url.split("=", 1)[1]}).json()
-        assert [r["id"] for r in runs["runs"]] == ["storm-50y"]
+        # the shipped storm, and a warning run for each red alert of the simulated gauges: their storms follow the
+        # wall clock (layers.sensing.simulate), so one may cross its threshold while this test runs
+        ids = [r["id"] for r in runs["runs"]]
+        assert "storm-50y" in ids and all(i == "storm-50y" or i.startswith("warning-") for i in ids), ids
         # the demo ships scenes; each is listed to callers who may see all its layers, and opens by URL
         assert {s["name"] for s in catalog["scenes"]} == {"planning", "emergency", "iot"}
         anonymous = httpx.get(f"http://127.0.0.1:{port}/catalog").json()["scenes"]
