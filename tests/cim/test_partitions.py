@@ -16,12 +16,13 @@ import rasterio.windows
 import shapely
 
 import cim.models.footprints as footprints_mod
-from cim.models.footprints import BuildingOptions, prepare_footprints, take_column
-from cim.models.lod1 import build_buildings, lod1_primitive
+from cim.models.footprints import BuildingOptions, prepare_footprints
+from cim.models.lod1 import build_buildings
 from cim.partitions import RowStore, WkbColumn, concat_rows, spatial_order
 from cim.sources.raster import bilinear, open_raster, read_on_grid, window_over
 from cim.tiling import SYNCHRONOUS, Runner
-from tiles.gltf import MeshContent, PropertyTable, StringColumn
+from tiles.gltf import StringColumn
+from tests.support.lod1 import assert_tiles_are_the_whole_file_build
 
 OPTIONS = BuildingOptions(tile_capacity=40)
 
@@ -195,16 +196,7 @@ def test_a_tile_from_its_rows_is_the_tile_from_the_whole_city(city, tmp_path, mo
     assert city_bytes > 50_000
     assert all(size < 10_000 for _, size in states), states
     # the reference: each tile meshed from the whole city's arrays, as the builder did before partitions
-    nodes = fp.quadtree(np.maximum(fp.height, np.sqrt(shapely.area(fp.geoms))), OPTIONS.tile_capacity)
-    columns = fp.columns()
-    assert len(nodes) == res.tiles
-    for node, path in nodes:
-        sel = node.content
-        prim, _, _ = lod1_primitive(fp.geoms[sel], fp.base[sel] - OPTIONS.sink, fp.base[sel] + fp.height[sel],
-                                    fp.crs, color=OPTIONS.color, vertical=OPTIONS.vertical_datum)
-        props = PropertyTable("building", {c: take_column(v, sel) for c, v in columns.items()})
-        want = MeshContent([prim], props).to_glb(OPTIONS.glb)
-        assert (tmp_path / "out" / "buildings" / f"{path}.glb").read_bytes() == want, path
+    assert assert_tiles_are_the_whole_file_build(fp, fp.columns(), OPTIONS, tmp_path / "out") == res.tiles
 
 
 def test_lod2_tiles_read_their_rows(city, tmp_path, monkeypatch):

@@ -19,11 +19,11 @@ from pyproj import CRS
 from rasterio.transform import from_origin
 
 import cim.models.partitioned as partitioned
-from cim.models.footprints import BuildingOptions, prepare_footprints, take_column
-from cim.models.lod1 import build_buildings, lod1_primitive
+from cim.models.footprints import BuildingOptions, prepare_footprints
+from cim.models.lod1 import build_buildings
 from cim.sources.footprints import footprint_partitions
 from cim.tiling import SYNCHRONOUS, Runner
-from tiles.gltf import MeshContent, PropertyTable
+from tests.support.lod1 import assert_tiles_are_the_whole_file_build
 
 X0, Y1, RES, PX = 500_000.0, 4_000_400.0, 2.0, 200  # DEM: 400 m square, 2 m cells, EPSG:4547
 N = 240
@@ -146,7 +146,7 @@ def test_partitions_build_the_tiles_and_report_of_the_whole_file(inputs, tmp_pat
     rows = [int(i.split("-")[1]) for i in fp.ids]
     assert 215 in rows and columns["heritage"].dtype == bool
     assert columns["heritage"].tolist() == [i % 3 != 0 and i != 215 for i in rows]
-    assert _assert_tiles_are_the_whole_file_build(fp, columns, options, tmp_path / "out") == res.tiles >= 8
+    assert assert_tiles_are_the_whole_file_build(fp, columns, options, tmp_path / "out") == res.tiles >= 8
 
 
 @pytest.mark.parametrize("kind", ["parquet", "gpkg"])
@@ -183,7 +183,7 @@ def test_without_a_dsm_the_scan_parses_no_geometry_and_bases_are_the_whole_files
     assert at["footprints-prepare"] == 1 + n_parts and at["lod1-rows"] == 1 + 2 * n_parts
     fp = prepare_footprints(inputs[kind], inputs["odd_dem"], options=options)
     assert res.buildings == len(fp.geoms) and res.skipped.to_dict() == fp.skipped.to_dict()
-    _assert_tiles_are_the_whole_file_build(fp, fp.columns(), options, tmp_path / "out")
+    assert_tiles_are_the_whole_file_build(fp, fp.columns(), options, tmp_path / "out")
 
 
 def test_ids_are_checked_value_by_value_when_hashes_meet(inputs, tmp_path, monkeypatch):
@@ -246,16 +246,3 @@ def test_lod2_partitions_build_what_one_partition_builds(inputs, tmp_path, kind)
     fb = {p.relative_to(tmp_path / str(10**6)): p.read_bytes() for p in (tmp_path / str(10**6)).rglob("*.glb")}
     assert fa == fb and len(fa) == many.tiles >= 8
 
-
-def _assert_tiles_are_the_whole_file_build(fp, columns, options, out):
-    """Every tile the partitioned build wrote under OUT/buildings is, byte for byte, the glb of the same node built
-    from the whole-file footprints FP; returns the number of tiles."""
-    nodes = fp.quadtree(np.maximum(fp.height, np.sqrt(shapely.area(fp.geoms))), options.tile_capacity)
-    for node, path in nodes:
-        sel = node.content
-        prim, _, _ = lod1_primitive(fp.geoms[sel], fp.base[sel] - options.sink, fp.base[sel] + fp.height[sel],
-                                    fp.crs, color=options.color, vertical=options.vertical_datum)
-        props = PropertyTable("building", {c: take_column(v, sel) for c, v in columns.items()})
-        want = MeshContent([prim], props).to_glb(options.glb)
-        assert (out / "buildings" / f"{path}.glb").read_bytes() == want, path
-    return len(nodes)
