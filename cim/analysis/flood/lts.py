@@ -46,8 +46,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from cim.analysis.flood.solver import (_JIT, _JIT_PARALLEL, G, _bits, _from_bits, _mark, _pow_m7_3, _settle,
-                                       _slot, side_rows)
+from cim.analysis.flood.solver import (_JIT, _JIT_ENTRY, _JIT_PARALLEL, G, _bits, _from_bits, _mark, _pow_m7_3,
+                                       _settle, _slot, side_rows)
 
 #: step multiplier of the outside ring: a face takes its inner cell's
 _MOUT = 1.0e300
@@ -466,7 +466,7 @@ def cell_multipliers(lvb, bsz, mult):  # pragma: no cover - compiled
             mult[k, i] = float(1 << lvb[bj, (i - 1) // bsz])
 
 
-@njit(**_JIT_PARALLEL)
+@njit(**_JIT_ENTRY)
 def advance_lts(z, h, qx, qy, sa, wx, wy, n2, rain_arr, rain_sum, drain, infil, hmax, t15,
                 bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, order, nx, dx, dy, t, t_stop, cfl,
                 dt_max, theta, hmin, rain_rate, depth_mark, src_cell, src_rate, levels, bsz, hvel, lvb, lvb_old,

@@ -8,8 +8,12 @@ them well). NaN is nodata: outside the DEM and on walls; dry cells are 0.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import queue
+import sys
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -39,6 +43,85 @@ def write_cog(path: str | os.PathLike[str], data: np.ndarray, transform: Affine,
         with mem.open() as src:
             rasterio.shutil.copy(src, str(path), driver="COG", compress="DEFLATE", predictor=3, blocksize=256,
                                  overview_resampling="average", num_threads="ALL_CPUS")
+
+
+class OutputWriter:
+    """Writes files on one background thread while the caller computes on: a dynamic run hands each output step's
+    rasters to it and steps on (`cim.analysis.flood.run`).
+
+    At most `backlog` jobs wait (`submit` blocks beyond that), so a slow disk holds the run back instead of filling
+    memory. The thread runs at the lowest priority (`nice` 19, on Linux, where nice is per thread): it takes what
+    the solver's threads leave idle between their parallel passes instead of taking turns with them. Use it as a
+    context manager: leaving the block normally waits for every job and raises the first job's error; leaving it by
+    an exception drops the waiting jobs and waits for the running one, so nothing is written after it (the run then
+    deletes its temporary folder).
+
+    Args:
+        backlog: jobs that may wait.
+        nice: the thread's niceness (Linux); None: the caller's.
+    """
+
+    def __init__(self, backlog: int = 4, nice: int | None = 19) -> None:
+        self._jobs: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]] | None] = queue.Queue(max(1, backlog))
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._nice = nice
+        self._thread = threading.Thread(target=self._work, name="flood-output-writer", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        if self._nice is not None and sys.platform.startswith("linux"):
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
+            except OSError:  # pragma: no cover - a sandbox without setpriority: run at the caller's priority
+                pass
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            if self._error is not None or self._stop.is_set():
+                continue
+            fn, args = job
+            try:
+                fn(*args)
+            except BaseException as exc:  # handed to the caller by submit/close
+                self._error = exc
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue `fn(*args)`; raises the error of an earlier job, if one failed."""
+        self._raise()
+        self._jobs.put((fn, args))
+
+    def close(self) -> None:
+        """Wait for every queued job; raise the first job's error."""
+        self._jobs.put(None)
+        self._thread.join()
+        self._raise()
+
+    def cancel(self) -> None:
+        """Drop the waiting jobs and wait for the running one (its error, if any, is dropped too)."""
+        self._stop.set()
+        while True:
+            try:
+                self._jobs.get_nowait()
+            except queue.Empty:
+                break
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> OutputWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.cancel()
 
 
 def class_labels(classes: Sequence[float]) -> list[tuple[float, float, str]]:

@@ -3,7 +3,8 @@
 The same `FloodParams` comes from `cim analyze flood`, an HTTP job body or a notebook; `run_flood` is the one library
 call behind all of them, reporting progress through one callback `(stage, done, total)`.
 
-Outputs (folder `out`, written beside it and renamed into place when complete; nothing is left behind on error):
+Outputs (folder `out`, written beside it and renamed into place when complete; nothing is left behind on error;
+a dynamic run writes each step's depth and velocity on a thread while the solver runs on, `OutputWriter`):
 
     run.json            the report: inputs, grid, rain, mass balance, times, statistics, output steps
     max_depth.tif       deepest water per cell (m)
@@ -37,6 +38,7 @@ from cim.analysis.flood.gauges import GaugeRain, GaugeSource, RecordedGauges
 from cim.analysis.flood.grid import FloodGrid, prepare_grid
 from cim.analysis.flood.outputs import (
     DEFAULT_CLASSES,
+    OutputWriter,
     class_labels,
     inundation_polygons,
     write_cog,
@@ -475,41 +477,47 @@ def _run_dynamic(params: FloodParams, grid: FloodGrid, rain: RainSeries | None, 
     k = 0
     total = int(math.ceil(t_end))
     progress("flood", 0, total)
-    for a, b in zip(events[:-1], events[1:], strict=True):
-        while k < len(rows) and rows[k][1] <= a:
-            k += 1
-        rate, fld = (rows[k][2], rows[k][3]) if k < len(rows) and rows[k][0] <= a < rows[k][1] else (0.0, None)
-        c0 = time.perf_counter()
-        if fld is None:
-            solver.advance(b, rain_rate=rate / 3.6e6)
-        else:
-            solver.advance(b, rain_volume=grid.route(fld / 3.6e6 * area))
-        t_solve += time.perf_counter() - c0
-        if b in outputs:
+
+    def write_speed(path: Path, flow: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        write_cog(path, np.where(grid.active, solver.speed(flow), np.nan), grid.transform, grid.crs)
+
+    # each output step's rasters are written on a thread while the solver runs on (`OutputWriter`); the
+    # `with` waits for them (or, on an error, for the one being written) before run_flood renames or deletes tmp
+    with OutputWriter() as writer:
+        for a, b in zip(events[:-1], events[1:], strict=True):
+            while k < len(rows) and rows[k][1] <= a:
+                k += 1
+            rate, fld = (rows[k][2], rows[k][3]) if k < len(rows) and rows[k][0] <= a < rows[k][1] else (0.0, None)
             c0 = time.perf_counter()
-            depth = np.where(grid.active, solver.depth(), np.nan)
-            name = f"{int(round(b)):06d}.tif"
-            write_cog(tmp / "depth" / name, depth, grid.transform, grid.crs)
-            if params.velocity:
-                write_cog(tmp / "velocity" / name, np.where(grid.active, solver.speed(), np.nan), grid.transform,
-                          grid.crs)
-            d = np.nan_to_num(depth)
-            steps.append({"t_s": b, "depth": f"depth/{name}",
-                          "velocity": f"velocity/{name}" if params.velocity else None,
-                          "stored_m3": solver.stored_volume(), "rain_m3": solver.balance.rain,
-                          "max_depth_m": round(float(d.max()), 4),
-                          "area_over_0.15m_m2": float((d >= 0.15).sum() * area)})
-            t_out += time.perf_counter() - c0
-        progress("flood", int(math.floor(b)), total)
-    c0 = time.perf_counter()
-    progress("outputs", 0, 1)
-    hmax = np.where(grid.active, solver.max_depth(), np.nan)
-    write_cog(tmp / "max_depth.tif", hmax, grid.transform, grid.crs)
-    write_cog(tmp / "time_to_0.15m.tif", np.where(grid.active, solver.time_to_mark(), np.nan), grid.transform,
-              grid.crs, decimals=1)
-    write_inundation(tmp / "inundation.gpkg", inundation_polygons(hmax, grid.transform, grid.crs,
-                                                                  params.depth_classes))
-    write_rain_csv(tmp / "rain.csv", [(a, b, r) for a, b, r, _ in rows])
+            if fld is None:
+                solver.advance(b, rain_rate=rate / 3.6e6)
+            else:
+                solver.advance(b, rain_volume=grid.route(fld / 3.6e6 * area))
+            t_solve += time.perf_counter() - c0
+            if b in outputs:
+                c0 = time.perf_counter()
+                depth = np.where(grid.active, solver.depth(), np.nan)
+                name = f"{int(round(b)):06d}.tif"
+                writer.submit(write_cog, tmp / "depth" / name, depth, grid.transform, grid.crs)
+                if params.velocity:
+                    writer.submit(write_speed, tmp / "velocity" / name, solver.flow())
+                d = np.nan_to_num(depth)
+                steps.append({"t_s": b, "depth": f"depth/{name}",
+                              "velocity": f"velocity/{name}" if params.velocity else None,
+                              "stored_m3": solver.stored_volume(), "rain_m3": solver.balance.rain,
+                              "max_depth_m": round(float(d.max()), 4),
+                              "area_over_0.15m_m2": float((d >= 0.15).sum() * area)})
+                t_out += time.perf_counter() - c0
+            progress("flood", int(math.floor(b)), total)
+        c0 = time.perf_counter()
+        progress("outputs", 0, 1)
+        hmax = np.where(grid.active, solver.max_depth(), np.nan)
+        write_cog(tmp / "max_depth.tif", hmax, grid.transform, grid.crs)
+        write_cog(tmp / "time_to_0.15m.tif", np.where(grid.active, solver.time_to_mark(), np.nan), grid.transform,
+                  grid.crs, decimals=1)
+        write_inundation(tmp / "inundation.gpkg", inundation_polygons(hmax, grid.transform, grid.crs,
+                                                                      params.depth_classes))
+        write_rain_csv(tmp / "rain.csv", [(a, b, r) for a, b, r, _ in rows])
     t_out += time.perf_counter() - c0
     st = solver.state
     report["rain"] = rain.to_dict() if rain is not None else gauge_rain.to_dict()  # type: ignore[union-attr]

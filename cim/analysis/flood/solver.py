@@ -72,6 +72,9 @@ _JIT = {"cache": True, "error_model": "numpy", "fastmath": _FM}
 #: several processes at once; seen here as a SIGSEGV in `Solver.advance` of `cim demo` in a fresh clone whose test
 #: workers compiled the solver at the same time)
 _JIT_PARALLEL = {**_JIT, "cache": False}
+#: the loops Python calls (`_advance`, `lts.advance_lts`) release the GIL: a run's output rasters are written on
+#: another thread while the solver runs on (`cim.analysis.flood.run`)
+_JIT_ENTRY = {**_JIT_PARALLEL, "nogil": True}
 #: buffer rows per chunk: raw x faces (4), raw y faces (4), limiter (4), effective x faces, effective y (2),
 #: first times at the depth mark
 _SLOTS = 4
@@ -429,7 +432,7 @@ def _step_parallel(z, h, qx, qy, sa, wx, wy, n2, n2u, rain_arr, drain, infil, lo
                depth_mark, work, side_h, side_qx, side_qy, acc, chunk_hmax)
 
 
-@njit(**_JIT_PARALLEL)
+@njit(**_JIT_ENTRY)
 def _advance(z, h, qx, qy, sa, wx, wy, n2, n2u, rain_arr, rain_sum, drain, infil, losses, hmax, t15,
              bx_ptr, bx_i, bx_dir, bx_s, by_ptr, by_i, by_dir, by_s, bounds, nx, dx, dy, t, t_stop, dt_first,
              cfl, dt_max, theta, hmin, rain_rate, depth_mark, src_cell, src_rate, work, side_h, side_qx, side_qy,
@@ -874,14 +877,25 @@ class ShallowWaterSolver:
         """(ny, nx) seconds until each cell first held `depth_mark` of water; NaN where it never did."""
         return self.state.t15[1:-1, 1:-1]
 
-    def velocity(self) -> tuple[np.ndarray, np.ndarray]:
+    def flow(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A copy of the flow now (padded h, qx, qy): `velocity` and `speed` of this moment later, or on another
+        thread while the solver runs on (`cim.analysis.flood.run` writes each output step's rasters so)."""
+        s = self.state
+        return s.h.copy(), s.qx.copy(), s.qy.copy()
+
+    def velocity(self, flow: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
         """(ny, nx) cell-centred velocity (u towards east, v towards north) in m/s; 0 where no face flows.
 
         Each face's velocity is its discharge over its own flow depth `h_f` (not the cell's depth, which can be far
         smaller beside a deeper neighbour); a cell takes the mean of its two faces in each direction.
+
+        Args:
+            flow: (h, qx, qy) from `flow()`: the velocity at that moment; default the state now.
         """
-        g, s = self.grid, self.state
-        eta = g.z + s.h
+        g = self.grid
+        h, qx, qy = flow if flow is not None else (self.state.h, self.state.qx, self.state.qy)
+        eta = g.z + h
 
         def face_velocity(q: np.ndarray, e0: np.ndarray, e1: np.ndarray, z0: np.ndarray, z1: np.ndarray
                           ) -> np.ndarray:
@@ -889,14 +903,14 @@ class ShallowWaterSolver:
             ok = hf > self.h_min
             return np.where(ok, q / np.where(ok, hf, 1.0), 0.0)
 
-        ux = face_velocity(s.qx[:, 1:-1], eta[:, :-1], eta[:, 1:], g.z[:, :-1], g.z[:, 1:])  # (ny+2, nx+1)
-        uy = face_velocity(s.qy[1:-1, :], eta[:-1, :], eta[1:, :], g.z[:-1, :], g.z[1:, :])  # (ny+1, nx+2)
+        ux = face_velocity(qx[:, 1:-1], eta[:, :-1], eta[:, 1:], g.z[:, :-1], g.z[:, 1:])  # (ny+2, nx+1)
+        uy = face_velocity(qy[1:-1, :], eta[:-1, :], eta[1:, :], g.z[:-1, :], g.z[1:, :])  # (ny+1, nx+2)
         u = 0.5 * (ux[1:-1, :-1] + ux[1:-1, 1:])
         v = -0.5 * (uy[:-1, 1:-1] + uy[1:, 1:-1])
-        dry = s.h[1:-1, 1:-1] <= 0
+        dry = h[1:-1, 1:-1] <= 0
         return np.where(dry, 0.0, u), np.where(dry, 0.0, v)
 
-    def speed(self) -> np.ndarray:
-        """(ny, nx) flow speed (m/s)."""
-        u, v = self.velocity()
+    def speed(self, flow: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """(ny, nx) flow speed (m/s), now or at the moment of `flow` (`velocity`)."""
+        u, v = self.velocity(flow)
         return np.hypot(u, v)

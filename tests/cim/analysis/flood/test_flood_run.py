@@ -136,6 +136,31 @@ def test_bad_input_gives_a_clear_error_and_no_output(tmp_path, case):
     assert _left_behind(tmp_path, "out") == []
 
 
+@pytest.mark.parametrize("fails", ["velocity/000600.tif", "velocity/001200.tif", "max_depth.tif"])
+def test_a_failed_write_fails_the_run_and_leaves_no_output(tmp_path, monkeypatch, fails):
+    """Step rasters are written on a thread while the solver runs on: a write failing there (at a middle step,
+    at the last step) or on the run's own thread (the maximum depth) fails the run with its error, and nothing is
+    left behind, not even the rasters written before it."""
+    import cim.analysis.flood.run as run_module
+
+    written = []
+
+    def write_cog(path, *args, **kwargs):
+        if str(path).endswith(fails):
+            raise OSError(f"disk full writing {path.name}")
+        run_module.write_cog.__wrapped__(path, *args, **kwargs)
+        written.append(f"{path.parent.name}/{path.name}")
+
+    write_cog.__wrapped__ = run_module.write_cog
+    monkeypatch.setattr(run_module, "write_cog", write_cog)
+    dem = _dem(tmp_path / "dem.tif", np.random.default_rng(0).uniform(1040, 1041, (20, 20)))
+    params = FloodParams(dem=dem, buildings="", duration_min=20.0, output_interval_min=5.0)
+    with pytest.raises(OSError, match="disk full writing " + fails.split("/")[-1]):
+        run_flood(params, tmp_path / "out")
+    assert "depth/000300.tif" in written and "velocity/000300.tif" in written
+    assert _left_behind(tmp_path, "out") == []
+
+
 def test_a_dem_in_lon_lat_runs_in_its_gauss_krueger_zone(tmp_path):
     """A DEM in CGCS2000 lon/lat (EPSG:4490) is reprojected to the Gauss-Krüger zone of its centre (EPSG:4547 at
     113.3E) on square cells; heights and places match the projected DEM it was warped from (GDAL, checked with
