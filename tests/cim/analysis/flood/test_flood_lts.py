@@ -10,15 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cim.analysis.flood.fill import fill_spill_merge
-from cim.analysis.flood.solver import ShallowWaterSolver, solver_grid
-
-
-def _solver(z, phi=None, *, manning=0.03, open_boundary=False, **kw):
-    phi = np.ones_like(z) if phi is None else phi
-    g = solver_grid(z, phi, 1.0, 1.0, manning=manning, open_boundary=open_boundary,
-                    **{k: kw.pop(k) for k in ("drainage", "infiltration", "boundary_slope") if k in kw})
-    return ShallowWaterSolver(g, threads=kw.pop("threads", 1), **kw)
+from cim.analysis.flood.solver import ShallowWaterSolver
+from tests.support.flood import (
+    assert_bowl_settles_at_the_static_level,
+    assert_rain_losses_and_outflow_balance,
+    bowl,
+)
+from tests.support.flood import small_solver as _solver
 
 
 def _saved(s: ShallowWaterSolver) -> float:
@@ -105,33 +103,14 @@ def test_lts_balances_rain_losses_and_outflow():
     z = rng.uniform(0.0, 0.5, (40, 50)) - 2.0 * np.exp(-((xx - 10) ** 2 + (yy - 10) ** 2) / 30.0)
     s = _solver(z, open_boundary=True, drainage=5e-6, infiltration=2e-6, local_levels=4, lts_block=8)
     s.set_depth(np.where(z < -1.0, -1.0 - z, 0.0))
-    for k in range(30):
-        s.advance((k + 1) * 60.0, rain_rate=60 / 1000 / 3600)
-    s.advance(3600.0)
-    b = s.balance
-    assert b.rain == pytest.approx(0.03 * z.size)
-    assert min(b.outflow, b.drainage, b.infiltration, b.stored) > 0
-    assert b.relative_error < 1e-12
-    assert (s.depth() >= 0).all()
+    assert_rain_losses_and_outflow_balance(s)
     assert _saved(s) < 0.9
 
 
 def test_lts_bowl_settles_at_the_static_level():
     """The bowl of test_flood_solver with local steps: a released column comes to rest at the analytic level."""
-    n, a = 61, 0.01
-    yy, xx = np.mgrid[0:n, 0:n]
-    z = a * ((xx - 30.0) ** 2 + (yy - 30.0) ** 2)
-    volume = 0.05 * z.size
-    static = fill_spill_merge(z, 0.05, cell_area=1.0, open_boundary=False)
-    s = _solver(z, h_min=1e-4, local_levels=2, lts_block=8)
-    h0 = np.zeros_like(z)
-    h0[25:35, 30:40] = volume / 100.0
-    s.set_depth(h0)
-    s.advance(900.0)
-    d = s.depth()
-    level = (z + d)[d > 0.01]
-    assert np.ptp(level) < 1e-3
-    assert level.mean() == pytest.approx(np.nanmax(static.level), abs=3e-3)
+    s = _solver(bowl(), h_min=1e-4, local_levels=2, lts_block=8)
+    assert_bowl_settles_at_the_static_level(s)
     assert s.balance.relative_error < 1e-12
 
 

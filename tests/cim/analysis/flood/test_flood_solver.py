@@ -12,14 +12,15 @@ from scipy.optimize import brentq
 
 from cim.analysis.flood.errors import FloodError
 from cim.analysis.flood.fill import fill_spill_merge
-from cim.analysis.flood.solver import G, ShallowWaterSolver, solver_grid
-
-
-def _solver(z, phi=None, *, manning=0.03, open_boundary=False, **kw):
-    phi = np.ones_like(z) if phi is None else phi
-    g = solver_grid(z, phi, 1.0, 1.0, manning=manning, open_boundary=open_boundary,
-                    **{k: kw.pop(k) for k in ("drainage", "infiltration", "boundary_slope", "rain_area") if k in kw})
-    return ShallowWaterSolver(g, threads=kw.pop("threads", 1), **kw)
+from cim.analysis.flood.solver import G
+from tests.support.flood import (
+    BOWL_A,
+    BOWL_WATER,
+    assert_bowl_settles_at_the_static_level,
+    assert_rain_losses_and_outflow_balance,
+    bowl,
+)
+from tests.support.flood import small_solver as _solver
 
 
 @pytest.fixture(scope="module")
@@ -66,30 +67,15 @@ def test_manning_flow_reaches_normal_depth():
     assert s.balance.relative_error < 1e-12
 
 
-@pytest.fixture(scope="module")
-def bowl():
-    n, a = 61, 0.01
-    yy, xx = np.mgrid[0:n, 0:n]
-    return a * ((xx - 30.0) ** 2 + (yy - 30.0) ** 2), a
-
-
-def test_bowl_fills_to_the_analytic_level(bowl):
+def test_bowl_fills_to_the_analytic_level():
     """A closed paraboloid z = a r² holding V settles at eta = sqrt(2 a V / pi), statically and dynamically."""
-    z, a = bowl
-    volume = 0.05 * z.size
-    eta = np.sqrt(2 * a * volume / np.pi)
-    static = fill_spill_merge(z, 0.05, cell_area=1.0, open_boundary=False)
+    z = bowl()
+    eta = np.sqrt(2 * BOWL_A * BOWL_WATER * z.size / np.pi)
+    static = fill_spill_merge(z, BOWL_WATER, cell_area=1.0, open_boundary=False)
     assert np.nanmax(static.level) == pytest.approx(eta, abs=2e-3)
     # dynamic: a column of water released on the bowl's side sloshes and comes to rest at the same level
     s = _solver(z, h_min=1e-4)
-    h0 = np.zeros_like(z)
-    h0[25:35, 30:40] = volume / 100.0
-    s.set_depth(h0)
-    s.advance(900.0)
-    d = s.depth()
-    level = (z + d)[d > 0.01]
-    assert np.ptp(level) < 1e-3
-    assert level.mean() == pytest.approx(np.nanmax(static.level), abs=3e-3)
+    assert_bowl_settles_at_the_static_level(s)
     assert s.speed().max() < 1e-3
 
 
@@ -135,15 +121,7 @@ def test_dam_break_against_stoker():
 
 def test_rain_losses_and_outflow_balance(rough_dem):
     """Rain, drainage, infiltration and outflow through open edges add up to the stored water to rounding."""
-    s = _solver(rough_dem, open_boundary=True, drainage=5e-6, infiltration=2e-6)
-    for k in range(30):
-        s.advance((k + 1) * 60.0, rain_rate=60 / 1000 / 3600)
-    s.advance(3600.0)
-    b = s.balance
-    assert b.rain == pytest.approx(0.03 * rough_dem.size)
-    assert min(b.outflow, b.drainage, b.infiltration, b.stored) > 0
-    assert b.relative_error < 1e-12
-    assert (s.depth() >= 0).all()
+    assert_rain_losses_and_outflow_balance(_solver(rough_dem, open_boundary=True, drainage=5e-6, infiltration=2e-6))
 
 
 def test_walls_and_porosity_hold_water_where_the_open_area_is():
