@@ -129,8 +129,38 @@ def _rings(geoms: np.ndarray) -> _Rings:
                   ring_end=open_ends, ring_part=ring_part)
 
 
+# earcut's triangles of a strictly convex quadrilateral ring (vertices 0-3): it cuts the ear at vertex 3, then at 0
+_QUAD_CCW = np.array([2, 3, 0, 2, 0, 1], np.int64)  # the ring counter-clockwise
+_QUAD_CW = np.array([1, 0, 3, 1, 3, 2], np.int64)  # the ring clockwise
+_CONVEX_SINE = 1e-9  # turns sharper than this (sine of the angle) count as strictly convex
+
+
+def _convex_quads(rel_xy: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which of the 4-vertex rings starting at `starts` are strictly convex, and which of those run
+    counter-clockwise. A corner turning by less than `_CONVEX_SINE` (or a repeated vertex) is not strict: such a
+    ring is left to earcut, whose collinear-point filter decides it.
+
+    Returns:
+        ((q,) bool strictly convex, (q,) bool counter-clockwise).
+    """
+    p = rel_xy[starts[:, None] + np.arange(4)]  # (q, 4, 2)
+    e = np.roll(p, -1, axis=1) - p  # edge i: vertex i -> i + 1
+    f = np.roll(e, -1, axis=1)  # edge i + 1
+    cross = e[..., 0] * f[..., 1] - e[..., 1] * f[..., 0]
+    length = np.hypot(e[..., 0], e[..., 1])
+    tol = _CONVEX_SINE * length * np.roll(length, -1, axis=1)
+    ccw = (cross > tol).all(axis=1)
+    cw = (cross < -tol).all(axis=1)
+    return ccw | cw, ccw
+
+
 def _roof_triangles(r: _Rings) -> np.ndarray:
-    """(t, 3) vertex indices of each footprint's triangulation, counter-clockwise seen from above."""
+    """(t, 3) vertex indices of each footprint's triangulation, counter-clockwise seen from above.
+
+    Every part is triangulated as earcut triangulates it; a strictly convex quadrilateral without holes (most
+    building footprints) gets earcut's two triangles without the call (`_QUAD_CCW`, `_QUAD_CW`: the same
+    indices, checked against earcut in tests/cim/models/test_lod1.py).
+    """
     n_parts = len(r.part_start)
     if n_parts == 0:
         return np.zeros((0, 3), np.int64)
@@ -138,23 +168,36 @@ def _roof_triangles(r: _Rings) -> np.ndarray:
     # and each part's ring ends relative to its start
     part_of_ring = r.ring_part
     rel_ends = (r.ring_end - r.part_start[part_of_ring]).astype(np.uint32)
-    ring_lo = np.searchsorted(part_of_ring, np.arange(n_parts), side="left").tolist()
-    ring_hi = np.searchsorted(part_of_ring, np.arange(n_parts), side="right").tolist()
-    part_of_vertex = np.repeat(np.arange(n_parts), r.part_end - r.part_start)
+    ring_lo = np.searchsorted(part_of_ring, np.arange(n_parts), side="left")
+    ring_hi = np.searchsorted(part_of_ring, np.arange(n_parts), side="right")
+    part_size = r.part_end - r.part_start
+    part_of_vertex = np.repeat(np.arange(n_parts), part_size)
     rel_xy = r.xy - r.xy[r.part_start[part_of_vertex]]
-    starts, ends = r.part_start.tolist(), r.part_end.tolist()
+    quad = np.flatnonzero((part_size == 4) & (ring_hi - ring_lo == 1))
+    convex, ccw = _convex_quads(rel_xy, r.part_start[quad])
+    fast = np.zeros(n_parts, bool)
+    fast[quad[convex]] = True
+    counts = np.zeros(n_parts, np.int64)  # indices (3 a triangle) of each part
+    counts[fast] = 6
+    slow = np.flatnonzero(~fast & (part_size >= 3))
     earcut = mapbox_earcut.triangulate_float64
     tris = []
-    counts = [0] * n_parts
-    for k in range(n_parts):
-        s, e = starts[k], ends[k]
-        if e - s >= 3:
-            t = earcut(rel_xy[s:e], rel_ends[ring_lo[k]:ring_hi[k]])
-            tris.append(t)
-            counts[k] = len(t)
-    if not tris:
+    starts, ends, lo, hi = (r.part_start[slow].tolist(), r.part_end[slow].tolist(), ring_lo[slow].tolist(),
+                            ring_hi[slow].tolist())
+    for k, (s, e, a, b) in enumerate(zip(starts, ends, lo, hi)):
+        t = earcut(rel_xy[s:e], rel_ends[a:b])
+        tris.append(t)
+        counts[slow[k]] = len(t)
+    if not counts.any():
         return np.zeros((0, 3), np.int64)
-    tri = (np.concatenate(tris).astype(np.int64) + np.repeat(r.part_start, counts)).reshape(-1, 3)
+    at = np.cumsum(counts) - counts  # where each part's indices go, in part order
+    flat = np.empty(int(counts.sum()), np.int64)
+    f = np.flatnonzero(fast)
+    flat[at[f][:, None] + np.arange(6)] = np.where(ccw[convex][:, None], _QUAD_CCW, _QUAD_CW)
+    if tris:
+        got = np.concatenate(tris).astype(np.int64)
+        flat[np.repeat(at[slow] - np.cumsum(counts[slow]) + counts[slow], counts[slow]) + np.arange(len(got))] = got
+    tri = (flat + np.repeat(r.part_start, counts)).reshape(-1, 3)
     a, b, c = r.xy[tri[:, 0]], r.xy[tri[:, 1]], r.xy[tri[:, 2]]
     area2 = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
     tri = tri[area2 != 0]

@@ -281,3 +281,47 @@ def test_delft_bgt_heights_from_dsm_are_plausible(tmp_path):
     fp = gpd.read_file(SHARED / "buildings/delft_bgt/bgt_pand.sqlite").to_crs("EPSG:4326")
     assert np.allclose(region, fp.total_bounds, atol=2e-6)  # ~15 cm: the 1 cm pad plus the datum method
     assert json.dumps(res.to_dict())  # serialisable report
+
+
+def _earcut_each_part(r):
+    """The reference: earcut called on every part, as the builder did before its quadrilateral shortcut."""
+    import mapbox_earcut
+
+    out = []
+    for k in range(len(r.part_start)):
+        s, e = int(r.part_start[k]), int(r.part_end[k])
+        ends = r.ring_end[r.ring_part == k] - s
+        t = mapbox_earcut.triangulate_float64(r.xy[s:e] - r.xy[s], ends.astype(np.uint32)).astype(np.int64) + s
+        out.append(t)
+    tri = np.concatenate(out).reshape(-1, 3)
+    a, b, c = r.xy[tri[:, 0]], r.xy[tri[:, 1]], r.xy[tri[:, 2]]
+    area2 = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    tri = tri[area2 != 0]
+    flip = area2[area2 != 0] < 0
+    tri[flip] = tri[flip][:, [0, 2, 1]]
+    return tri
+
+
+def test_roof_triangles_are_earcuts_own():
+    # quadrilaterals of every kind (convex either way round, concave, self-crossing, with a straight or a near-straight
+    # corner, a repeated vertex), rotated rectangles far from the origin, holes, multipolygons, an L-shape
+    from cim.models.lod1 import _rings, _roof_triangles
+
+    rng = np.random.default_rng(7)
+    geoms = []
+    for _ in range(3000):
+        p = rng.normal(size=(4, 2)) * rng.uniform(0.5, 80) + rng.uniform(-1, 1, 2) * 5e5
+        geoms.append(Polygon(p))
+    for _ in range(500):
+        c, w, h, a = rng.uniform(-1, 1, 2) * 5e5, rng.uniform(3, 40), rng.uniform(3, 40), rng.uniform(0, np.pi)
+        u, v = np.array([np.cos(a), np.sin(a)]), np.array([-np.sin(a), np.cos(a)])
+        ring = [c, c + w * u, c + w * u + h * v, c + h * v]
+        geoms.append(Polygon(ring if rng.random() < 0.5 else ring[::-1]))
+    geoms += [Polygon([(0, 0), (1, 0), (2, 0), (2, 2)]), Polygon([(0, 0), (1, 1e-12), (2, 0), (2, 2)]),
+              Polygon([(0, 0), (2, 0), (2, 0), (2, 2)]), Polygon([(0, 0), (4, 0), (1, 1), (0, 4)]),
+              box(0, 0, 10, 10).difference(box(4, 4, 6, 6)), MultiPolygon([box(0, 0, 1, 1), box(2, 2, 3, 3)]),
+              Polygon([(0, 0), (2, 0), (2, 1), (1, 1), (1, 2), (0, 2)])]
+    r = _rings(np.array(geoms, dtype=object))
+    got = _roof_triangles(r)
+    assert len(got) > 5000
+    np.testing.assert_array_equal(got, _earcut_each_part(r))
