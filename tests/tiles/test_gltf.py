@@ -197,3 +197,18 @@ def test_feature_counts_and_accessor_bounds_are_exact():
     assert acc["max"] == [float(v) for v in y_up.max(axis=0)]
     ext = doc["meshes"][0]["primitives"][0]["extensions"]["EXT_mesh_features"]["featureIds"][0]
     assert ext["featureCount"] == len(np.unique(prim.feature_ids))
+
+
+def test_numpy_columns_encode_as_their_pandas_series_do():
+    # plain numpy arrays skip the Series (_encode_numbers): the same property and bytes as the general path
+    from tiles.gltf import _encode_column
+
+    rng = np.random.default_rng(3)
+    floats = rng.normal(size=500) * 1e3
+    floats[rng.random(500) < 0.1] = np.nan
+    columns = [floats, np.full(4, np.nan), rng.normal(size=9).astype(np.float32), np.zeros(0),
+               rng.integers(-2**31 + 1, 2**31, 300), rng.integers(0, 255, 30).astype(np.uint8), np.zeros(0, np.int64),
+               np.array([-2**31, 5]), np.array([2**31, 5]), np.array([2**40, -7], np.int64),
+               np.array([2**63 + 5], np.uint64), np.array([1.5, np.inf, -np.inf])]
+    for col in columns:
+        assert _encode_column(col) == _encode_column(pd.Series(col)), col
