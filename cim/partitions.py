@@ -1,14 +1,16 @@
 """A build's per-building arrays laid out on disk in task order, so each Dask task reads its own rows only.
 
-The driver writes the arrays a wave of tasks needs (footprints as WKB, heights, metadata columns) once, with the
-rows in the order of the tasks (the first task's rows, then the second's, ...), one `.npy` file per array in a
-folder of the build's work folder. A task maps the files (`numpy.load(mmap_mode="r")`) and copies its row range
-`[start, stop)`. A worker's memory is then set by its task (a tile, a chunk of footprints), not by the city, and no
+The driver writes the arrays a wave of tasks needs (footprints, heights, metadata columns) once, with the
+rows in the order of the tasks (the first task's rows, then the second's, ...), all of them in one file of a
+folder of the build's work folder (`rows.bin`, each array's parts at an offset the index `rows.json` gives). A
+task opens the file once and reads its row range `[start, stop)` of each array at its offset. Polygons are stored
+as their coordinates plus ring, part and geometry offsets (`PolygonColumn`): a mesher reads them without parsing
+any geometry. A worker's memory is then set by its task (a tile, a chunk of footprints), not by the city, and no
 array of the whole city is sent to any worker: a task's job is its row range, and the folder is read by path (on
 a cluster, a file system every machine sees, like the output folder).
 
 Rows come back as the types they were written as (numpy arrays, pandas masked arrays such as `Int64`,
-`tiles.gltf.StringColumn`, shapely geometries through WKB), value for value, so a tile built from its rows is the
+`tiles.gltf.StringColumn`, shapely geometries through WKB or their coordinates), value for value, so a tile built from its rows is the
 same bytes as one built from the whole city's arrays.
 """
 
@@ -29,6 +31,8 @@ import shapely
 from tiles.gltf import StringColumn, take_binary
 
 _INDEX = "rows.json"
+_DATA = "rows.bin"
+_ALIGN = 64  # each part starts at a multiple of this in the file
 
 
 def spatial_order(x: np.ndarray, y: np.ndarray, bits: int = 16) -> np.ndarray:
@@ -59,7 +63,7 @@ def spatial_order(x: np.ndarray, y: np.ndarray, bits: int = 16) -> np.ndarray:
 @dataclass(frozen=True)
 class WkbColumn:
     """Geometries as their WKB bytes plus offsets, moved from row store to row store without being parsed
-    (`RowStore.take(..., wkb=True)`, `concat_rows`, `RowStore.write`).
+    (`RowStore.take(..., raw=True)`, `concat_rows`, `RowStore.write`).
 
     Attributes:
         data: (b,) uint8 the geometries' WKB, one after the other.
@@ -76,13 +80,99 @@ class WkbColumn:
         return WkbColumn(*take_binary(self.data, self.offsets, np.asarray(index, np.int64)))
 
 
+@dataclass(frozen=True)
+class PolygonColumn:
+    """(Multi)polygons as flat arrays (GeoArrow's layout): coordinates, then the offsets of each ring, part and
+    geometry. Moved from row store to row store and read by a mesher without any geometry object
+    (`cim.models.lod1.lod1_primitive` takes it as it is); `to_geometries` gives the shapely ones back, type for type.
+
+    Attributes:
+        coords: (v, 2) float64 every ring's vertices, each ring closed (its first vertex repeated at its end).
+        ring_offsets: (r + 1,) int64 first vertex of each ring (exterior first, then its holes).
+        part_offsets: (p + 1,) int64 first ring of each polygon part.
+        geom_offsets: (n + 1,) int64 first part of each geometry.
+        multi: (n,) bool the geometry is a MultiPolygon (else a Polygon, one part).
+    """
+
+    coords: np.ndarray
+    ring_offsets: np.ndarray
+    part_offsets: np.ndarray
+    geom_offsets: np.ndarray
+    multi: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.geom_offsets) - 1
+
+    @classmethod
+    def from_geometries(cls, geoms: np.ndarray) -> PolygonColumn | None:
+        """The column of an object array of shapely Polygons and MultiPolygons; None when it holds anything else
+        (an empty or missing geometry, another type, z coordinates)."""
+        geoms = np.asarray(geoms, dtype=object)
+        types = shapely.get_type_id(geoms)
+        if len(geoms) == 0 or not np.isin(types, (3, 6)).all() or shapely.is_empty(geoms).any() or \
+                shapely.has_z(geoms).any():
+            return None
+        # shapely.to_ragged_array's arrays, counted without a geometry object per part and ring where there is
+        # one part (Polygons) and one ring (no hole): three times faster on footprints
+        multi = types == 6
+        geom = _offsets(np.where(multi, shapely.get_num_geometries(geoms), 1))
+        parts = np.empty(geom[-1], dtype=object)
+        parts[geom[:-1][~multi]] = geoms[~multi]
+        if multi.any():
+            parts[_ranges(geom, np.flatnonzero(multi))[0]] = shapely.get_parts(geoms[multi])
+        holes = shapely.get_num_interior_rings(parts)
+        part = _offsets(holes + 1)
+        counts = np.empty(part[-1], np.int64)
+        plain = holes == 0
+        counts[part[:-1][plain]] = shapely.get_num_coordinates(parts[plain])
+        if not plain.all():
+            rings = shapely.get_rings(parts[~plain])
+            counts[_ranges(part, np.flatnonzero(~plain))[0]] = shapely.get_num_coordinates(rings)
+        coords = shapely.get_coordinates(geoms)
+        return cls(np.ascontiguousarray(coords, np.float64), _offsets(counts), part, geom, multi)
+
+    def to_geometries(self) -> np.ndarray:
+        """(n,) object array of shapely Polygons and MultiPolygons, as they were."""
+        out = shapely.from_ragged_array(shapely.GeometryType.MULTIPOLYGON, self.coords,
+                                        (self.ring_offsets, self.part_offsets, self.geom_offsets))
+        single = ~self.multi
+        if single.any():
+            out[single] = shapely.get_geometry(out[single], 0)
+        return out
+
+    def take(self, index: np.ndarray) -> PolygonColumn:
+        """The geometries at `index` ((m,) int, any order)."""
+        index = np.asarray(index, np.int64)
+        parts, geom = _ranges(self.geom_offsets, index)
+        rings, part = _ranges(self.part_offsets, parts)
+        verts, ring = _ranges(self.ring_offsets, rings)
+        return PolygonColumn(np.asarray(self.coords[verts]), ring, part, geom, np.asarray(self.multi[index]))
+
+
+def _offsets(counts: np.ndarray) -> np.ndarray:
+    out = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=out[1:])
+    return out
+
+
+def _ranges(offsets: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The items of groups `index` of a ragged array with `offsets`: ((k,) their positions, group after group;
+    (m + 1,) the groups' offsets in that list)."""
+    lo = np.asarray(offsets[index], np.int64)
+    count = np.asarray(offsets[index + 1], np.int64) - lo
+    new = np.zeros(len(index) + 1, np.int64)
+    np.cumsum(count, out=new[1:])
+    return np.repeat(lo - new[:-1], count) + np.arange(new[-1]), new
+
+
 class RowStore:
     """Named arrays of equal length in a folder, read back by row range.
 
     Use `RowStore.write(folder, arrays, order)` in the driver and `RowStore(folder).read(start, stop)` in a task.
     Supported values, each (n,) long: numpy arrays (any dtype but object; 2-D ones by rows), pandas masked arrays
-    (`Int64`, `boolean`, `Float64`), `StringColumn`s, and object arrays of shapely geometries (stored as WKB) or
-    their WKB as a `WkbColumn`.
+    (`Int64`, `boolean`, `Float64`), `StringColumn`s, object arrays of shapely geometries (stored as WKB) or
+    their WKB as a `WkbColumn`, and `PolygonColumn`s (read back as shapely geometries, or as they are with
+    `raw`).
     """
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
@@ -110,54 +200,74 @@ class RowStore:
         folder.mkdir(parents=True)
         columns = []
         n = None
-        for k, (name, values) in enumerate(arrays.items()):
-            stem = f"a{k:04d}"
-            kind, parts = _split(values, order)
-            layout = {}
-            for part, arr in parts.items():
-                # C order (a Fortran-ordered 2-D array is saved as such: rows could not be read at an offset)
-                np.save(folder / f"{stem}.{part}.npy", np.ascontiguousarray(arr), allow_pickle=False)
-                layout[part] = _layout(folder / f"{stem}.{part}.npy")
-            rows = len(parts["offsets"]) - 1 if "offsets" in parts else len(parts["values"])
-            if n is not None and rows != n:
-                raise ValueError(f"array {name!r} has {rows} rows, the others {n}")
-            n = rows
-            extra = {"dtype": str(values.dtype)} if kind == "masked" else {}
-            columns.append({"name": name, "file": stem, "kind": kind, "parts": sorted(parts), "layout": layout,
-                            **extra})
-        (folder / _INDEX).write_text(json.dumps({"rows": n or 0, "columns": columns}))
+        at = 0
+        with open(folder / _DATA, "wb") as fh:
+            for name, values in arrays.items():
+                kind, parts = _split(values, order)
+                layout = {}
+                for part, arr in parts.items():
+                    arr = np.ascontiguousarray(arr)  # C order: rows are read at an offset
+                    pad = (-at) % _ALIGN
+                    fh.write(b"\0" * pad)
+                    at += pad
+                    layout[part] = [at, np.lib.format.dtype_to_descr(arr.dtype), list(arr.shape)]
+                    fh.write(memoryview(arr).cast("B") if arr.nbytes else b"")
+                    at += arr.nbytes
+                rows = _rows(kind, parts)
+                if n is not None and rows != n:
+                    raise ValueError(f"array {name!r} has {rows} rows, the others {n}")
+                n = rows
+                extra = {"dtype": str(values.dtype)} if kind == "masked" else {}
+                columns.append({"name": name, "kind": kind, "parts": sorted(parts), "layout": layout, **extra})
+        (folder / _INDEX).write_text(json.dumps({"rows": n or 0, "data": _DATA, "columns": columns}))
         return cls(folder)
 
-    def read(self, start: int, stop: int, names: Collection[str] | None = None) -> dict[str, Any]:
+    def read(self, start: int, stop: int, names: Collection[str] | None = None, raw: bool = False
+             ) -> dict[str, Any]:
         """Rows `start` to `stop` (excluded) of every array (or of those in `names` that the store has), as the
-        types they were written as, in written order.
+        types they were written as, in written order; polygons as a `PolygonColumn` with `raw`.
 
-        Each array's rows are read from its file at their offset (a seek and a read): a tile's task reads a few
-        hundred rows of some forty files, and mapping each file (`numpy.load`) cost more than reading the rows.
+        The store's file is opened once and each array's rows are read at their offset (a seek and a read): a
+        tile's task reads a few hundred rows of some forty arrays, and mapping a file per array cost more than
+        reading the rows.
         """
         out: dict[str, Any] = {}
-        for col in self.index["columns"]:
-            if names is not None and col["name"] not in names:
-                continue
-            if "layout" not in col:  # a store of an earlier version (a resumed build's)
-                parts = {p: np.load(self._path(col, p), mmap_mode="r") for p in col["parts"]}
-                out[col["name"]] = _join(col, parts, start, stop)
-                continue
-            out[col["name"]] = _join(col, _Ranges(self, col), start, stop)
+        cols = [c for c in self.index["columns"] if names is None or c["name"] in names]
+        if "data" not in self.index:  # a store of an earlier version (a resumed build's): a file per array
+            for col in cols:
+                if "layout" not in col:
+                    parts = {p: np.load(self._path(col, p), mmap_mode="r") for p in col["parts"]}
+                else:
+                    parts = {p: _RangeReader(self._path(col, p), *col["layout"][p]) for p in col["parts"]}
+                out[col["name"]] = _join(col, parts, start, stop, raw)
+            return out
+        with open(self.folder / self.index["data"], "rb") as fh:
+            for col in cols:
+                parts = {p: _RangeReader(fh, *col["layout"][p]) for p in col["parts"]}
+                out[col["name"]] = _join(col, parts, start, stop, raw)
         return out
 
     def _path(self, col: dict[str, Any], part: str) -> Path:
         return self.folder / f"{col['file']}.{part}.npy"
 
-    def take(self, index: np.ndarray, wkb: bool = False) -> dict[str, Any]:
-        """The rows at `index` ((m,) int, any order) of every array, as the types they were written as (geometries
-        as a `WkbColumn` of their WKB with `wkb`: rows going on to another store need not be parsed)."""
-        index = np.asarray(index, np.int64)
-        out: dict[str, Any] = {}
-        for col in self.index["columns"]:
-            parts = {p: np.load(self.folder / f"{col['file']}.{p}.npy", mmap_mode="r") for p in col["parts"]}
-            out[col["name"]] = _gather(col, parts, index, wkb)
+    def _mapped(self, col: dict[str, Any]) -> dict[str, np.ndarray]:
+        """An array's parts mapped from the store's file(s)."""
+        if "data" not in self.index:
+            return {p: np.load(self._path(col, p), mmap_mode="r") for p in col["parts"]}
+        out = {}
+        for part in col["parts"]:
+            offset, descr, shape = col["layout"][part]
+            dtype = np.lib.format.descr_to_dtype(descr)
+            out[part] = (np.memmap(self.folder / self.index["data"], dtype, "r", offset, tuple(shape))
+                         if np.prod(shape) else np.zeros(shape, dtype))
         return out
+
+    def take(self, index: np.ndarray, raw: bool = False) -> dict[str, Any]:
+        """The rows at `index` ((m,) int, any order) of every array, as the types they were written as (geometries
+        as a `WkbColumn` of their WKB, or a `PolygonColumn`, with `raw`: rows going on to another store need not be
+        parsed)."""
+        index = np.asarray(index, np.int64)
+        return {col["name"]: _gather(col, self._mapped(col), index, raw) for col in self.index["columns"]}
 
 
 def concat_rows(pieces: list[dict[str, Any]]) -> dict[str, Any]:
@@ -165,6 +275,8 @@ def concat_rows(pieces: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in pieces[0]:
         values = [p[name] for p in pieces]
+        if any(isinstance(v, WkbColumn) for v in values):  # stores that hold WKB and coordinates: all as WKB
+            values = [_wkb_column(v.to_geometries()) if isinstance(v, PolygonColumn) else v for v in values]
         first = values[0]
         if len(values) == 1:
             out[name] = first
@@ -173,6 +285,12 @@ def concat_rows(pieces: list[dict[str, Any]]) -> dict[str, Any]:
             out[name] = WkbColumn(np.concatenate([v.data for v in values]),
                                   np.concatenate([values[0].offsets[:1]] + [v.offsets[1:] + s
                                                                             for v, s in zip(values, sizes)]))
+        elif isinstance(first, PolygonColumn):
+            out[name] = PolygonColumn(np.concatenate([v.coords for v in values]),
+                                      _concat_offsets([v.ring_offsets for v in values]),
+                                      _concat_offsets([v.part_offsets for v in values]),
+                                      _concat_offsets([v.geom_offsets for v in values]),
+                                      np.concatenate([v.multi for v in values]))
         elif isinstance(first, StringColumn):
             sizes = np.cumsum([0] + [len(v.data) for v in values[:-1]])
             offsets = np.concatenate([values[0].offsets[:1]] + [v.offsets[1:] + s for v, s in zip(values, sizes)])
@@ -183,6 +301,17 @@ def concat_rows(pieces: list[dict[str, Any]]) -> dict[str, Any]:
         else:
             out[name] = np.concatenate(values)
     return out
+
+
+def _wkb_column(geoms: np.ndarray) -> WkbColumn:
+    parts = _split(geoms, None)[1]
+    return WkbColumn(parts["data"], parts["offsets"])
+
+
+def _concat_offsets(offsets: list[np.ndarray]) -> np.ndarray:
+    """Offsets of ragged arrays one after the other (each starting at 0)."""
+    ends = np.cumsum([0] + [int(o[-1]) for o in offsets[:-1]])
+    return np.concatenate([offsets[0][:1]] + [o[1:] + e for o, e in zip(offsets, ends)])
 
 
 class WindowPart:
@@ -200,30 +329,12 @@ class WindowPart:
         return self.part[np.asarray(index[0]) - self.r0, np.asarray(index[1]) - self.c0]
 
 
-def _layout(path: Path) -> list[Any]:
-    """[data offset, dtype descr, shape] of an .npy file (C order), to read rows of it at their offset."""
-    with open(path, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(fh)
-        if fortran:
-            raise ValueError(f"{path}: a Fortran-ordered array cannot be read by rows")
-        return [fh.tell(), np.lib.format.dtype_to_descr(dtype), list(shape)]
-
-
-class _Ranges:
-    """The parts of one stored array, read by row range (`parts[part][a:b]` reads rows a..b of that file)."""
-
-    def __init__(self, store: RowStore, col: dict[str, Any]) -> None:
-        self.store, self.col = store, col
-
-    def __getitem__(self, part: str) -> _RangeReader:
-        return _RangeReader(self.store._path(self.col, part), *self.col["layout"][part])
-
-
 class _RangeReader:
-    def __init__(self, path: Path, offset: int, descr: Any, shape: list[int]) -> None:
-        self.path, self.offset, self.shape = path, offset, shape
+    """One stored part read by row range (`reader[a:b]` reads rows a..b): from an open file (a store's
+    `rows.bin`) or a file of its own (an .npy file of an earlier version's store), at the part's offset."""
+
+    def __init__(self, source: Any, offset: int, descr: Any, shape: list[int]) -> None:
+        self.source, self.offset, self.shape = source, offset, shape
         self.dtype = np.lib.format.descr_to_dtype(descr)
 
     def __getitem__(self, rows: slice) -> np.ndarray:
@@ -233,14 +344,30 @@ class _RangeReader:
         tail = self.shape[1:]
         out = np.empty((max(stop - start, 0), *tail), self.dtype)
         if out.nbytes:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.offset + start * (out.nbytes // len(out)))
-                if fh.readinto(memoryview(out).cast("B")) != out.nbytes:
-                    raise ValueError(f"{self.path} is shorter than its header says (cut short?)")
+            if isinstance(self.source, Path):
+                with open(self.source, "rb") as fh:
+                    self._read(fh, start, out)
+            else:
+                self._read(self.source, start, out)
         return out
+
+    def _read(self, fh: Any, start: int, out: np.ndarray) -> None:
+        fh.seek(self.offset + start * (out.nbytes // len(out)))
+        if fh.readinto(memoryview(out).cast("B")) != out.nbytes:
+            raise ValueError(f"{fh.name} is shorter than its index says (cut short?)")
+
+
+def _rows(kind: str, parts: dict[str, np.ndarray]) -> int:
+    if kind == "polygons":
+        return len(parts["geom_offsets"]) - 1
+    return len(parts["offsets"]) - 1 if "offsets" in parts else len(parts["values"])
 
 
 def _split(values: Any, order: np.ndarray | None) -> tuple[str, dict[str, np.ndarray]]:
+    if isinstance(values, PolygonColumn):
+        col = values.take(order) if order is not None else values
+        return "polygons", {"coords": col.coords, "ring_offsets": col.ring_offsets, "part_offsets": col.part_offsets,
+                            "geom_offsets": col.geom_offsets, "multi": col.multi}
     if isinstance(values, WkbColumn):
         col = values.take(order) if order is not None else values
         return "geometry", {"data": col.data, "offsets": col.offsets}
@@ -265,32 +392,43 @@ def _split(values: Any, order: np.ndarray | None) -> tuple[str, dict[str, np.nda
     return "array", {"values": values}
 
 
-def _gather(col: dict[str, Any], parts: dict[str, np.ndarray], index: np.ndarray, wkb: bool = False) -> Any:
+def _gather(col: dict[str, Any], parts: dict[str, np.ndarray], index: np.ndarray, raw: bool = False) -> Any:
     kind = col["kind"]
+    if kind == "polygons":
+        polys = PolygonColumn(parts["coords"], parts["ring_offsets"], parts["part_offsets"], parts["geom_offsets"],
+                              parts["multi"]).take(index)
+        return polys if raw else polys.to_geometries()
     if kind in ("strings", "geometry"):
         data, offsets = take_binary(parts["data"], parts["offsets"], index)
         if kind == "strings":
             return StringColumn(data, offsets, np.asarray(parts["missing"][index]))
-        if wkb:
+        if raw:
             return WkbColumn(data, offsets)
-        raw = data.tobytes()
-        return shapely.from_wkb(np.array([raw[offsets[i]:offsets[i + 1]] for i in range(len(index))], object))
+        buf = data.tobytes()
+        return shapely.from_wkb(np.array([buf[offsets[i]:offsets[i + 1]] for i in range(len(index))], object))
     if kind == "masked":
         dtype = pd.api.types.pandas_dtype(col["dtype"])
         return dtype.construct_array_type()(np.asarray(parts["values"][index]), np.asarray(parts["mask"][index]))
     return np.asarray(parts["values"][index])
 
 
-def _join(col: dict[str, Any], parts: dict[str, np.ndarray], start: int, stop: int) -> Any:
+def _join(col: dict[str, Any], parts: dict[str, Any], start: int, stop: int, raw: bool = False) -> Any:
     kind = col["kind"]
+    if kind == "polygons":
+        geom = np.array(parts["geom_offsets"][start:stop + 1], np.int64)
+        part = np.array(parts["part_offsets"][geom[0]:geom[-1] + 1], np.int64)
+        ring = np.array(parts["ring_offsets"][part[0]:part[-1] + 1], np.int64)
+        polys = PolygonColumn(parts["coords"][ring[0]:ring[-1]], ring - ring[0], part - part[0], geom - geom[0],
+                              parts["multi"][start:stop])
+        return polys if raw else polys.to_geometries()
     if kind in ("strings", "geometry"):
         offsets = np.array(parts["offsets"][start:stop + 1], np.int64)
         data = np.array(parts["data"][offsets[0]:offsets[-1]])
         offsets -= offsets[0]
         if kind == "strings":
             return StringColumn(data, offsets, np.array(parts["missing"][start:stop]))
-        raw = data.tobytes()
-        return shapely.from_wkb(np.array([raw[offsets[i]:offsets[i + 1]] for i in range(stop - start)], object))
+        buf = data.tobytes()
+        return shapely.from_wkb(np.array([buf[offsets[i]:offsets[i + 1]] for i in range(stop - start)], object))
     if kind == "masked":
         dtype = pd.api.types.pandas_dtype(col["dtype"])
         return dtype.construct_array_type()(np.array(parts["values"][start:stop]),
@@ -298,4 +436,4 @@ def _join(col: dict[str, Any], parts: dict[str, np.ndarray], start: int, stop: i
     return np.array(parts["values"][start:stop])
 
 
-__all__ = ["RowStore", "WindowPart", "WkbColumn", "concat_rows", "spatial_order"]
+__all__ = ["PolygonColumn", "RowStore", "WindowPart", "WkbColumn", "concat_rows", "spatial_order"]

@@ -26,7 +26,7 @@ from pyproj import CRS
 from cim.geodesy import LocalFrame, enu_frame
 from cim.models.footprints import ROWS_FOLDER, BuildingOptions
 from cim.models.partitioned import arrange_rows, prepare_partitions
-from cim.partitions import RowStore
+from cim.partitions import PolygonColumn, RowStore
 from cim.sources import crs as crsmod
 from cim.sources.footprints import Skipped
 from cim.sources.vertical import ELLIPSOIDAL, VerticalDatum
@@ -94,11 +94,18 @@ class _Rings:
     ring_part: np.ndarray
 
 
-def _rings(geoms: np.ndarray) -> _Rings:
-    parts, part_bld = shapely.get_parts(geoms, return_index=True)
-    rings, ring_part = shapely.get_rings(parts, return_index=True)
-    coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
-    n_rings = len(rings)
+def _rings(geoms: np.ndarray | PolygonColumn) -> _Rings:
+    if isinstance(geoms, PolygonColumn):  # the same arrays straight from the coordinates and offsets
+        n_parts, n_rings = len(geoms.part_offsets) - 1, len(geoms.ring_offsets) - 1
+        part_bld = np.repeat(np.arange(len(geoms)), np.diff(geoms.geom_offsets))
+        ring_part = np.repeat(np.arange(n_parts), np.diff(geoms.part_offsets))
+        coords = geoms.coords
+        coord_ring = np.repeat(np.arange(n_rings), np.diff(geoms.ring_offsets))
+    else:
+        parts, part_bld = shapely.get_parts(geoms, return_index=True)
+        rings, ring_part = shapely.get_rings(parts, return_index=True)
+        coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
+        n_parts, n_rings = len(parts), len(rings)
     counts = np.bincount(coord_ring, minlength=n_rings)
     ends = np.cumsum(counts)
     open_mask = np.ones(len(coords), bool)
@@ -122,7 +129,7 @@ def _rings(geoms: np.ndarray) -> _Rings:
     wrong = np.where(first_of_part, signed < 0, signed > 0)
     flip = wrong[ring_of]
     nxt = np.where(flip, prv, nxt)
-    part_counts = np.bincount(ring_part, weights=open_counts, minlength=len(parts)).astype(np.int64)
+    part_counts = np.bincount(ring_part, weights=open_counts, minlength=n_parts).astype(np.int64)
     part_end = np.cumsum(part_counts)
     part_start = part_end - part_counts
     return _Rings(xy=xy, bld=part_bld[ring_part[ring_of]], nxt=nxt, part_start=part_start, part_end=part_end,
@@ -218,7 +225,7 @@ def lod1_primitive(
     """Closed LOD1 prisms (roof, walls, floor) of a batch of footprints.
 
     Args:
-        geoms: (k,) (Multi)Polygons in `crs`, rings in any orientation.
+        geoms: (k,) (Multi)Polygons in `crs`, rings in any orientation, or their `PolygonColumn`.
         bottom, top: (k,) float64 heights of floor and roof in the CRS's vertical sense (ellipsoidal metres).
         crs: the footprints' projected CRS.
         frame: the local frame; by default an east-north-up frame at the batch's centre.
@@ -298,7 +305,7 @@ def _write_tile(job: tuple[str, int, int, int, float], j: dict[str, Any]) -> tup
     order: `cim.models.partitioned.arrange_rows`) and its geometric error; `j` is what every tile shares (a few
     small values: the stores' folder, the CRS, options)."""
     path, group, start, stop, error = job
-    rows = RowStore(Path(j["rows"]) / f"g{group:05d}").read(start, stop)
+    rows = RowStore(Path(j["rows"]) / f"g{group:05d}").read(start, stop, raw=True)
     prim, frame, region = lod1_primitive(rows.pop("geometry"), rows.pop("bottom"), rows.pop("top"), j["crs"],
                                          color=j["color"], vertical=j["vertical"])
     props = PropertyTable("building", {name[7:]: v for name, v in rows.items() if name.startswith("column/")})

@@ -60,7 +60,7 @@ from cim.models.footprints import (
     notes_from_facts,
     resolve_heights,
 )
-from cim.partitions import RowStore, concat_rows
+from cim.partitions import PolygonColumn, RowStore, concat_rows
 from cim.sources import crs as crsmod
 from cim.sources.footprints import (
     ID_FIELDS,
@@ -286,7 +286,10 @@ def _prepare(job: tuple[FootprintPartition, str], plan: dict[str, Any]) -> dict[
     columns = attribute_columns(attrs, ids, base, height, source)
     masked = [n for n, v in columns.items() if isinstance(v, pd.api.extensions.ExtensionArray)]
     folder = Path(plan["scratch"]) / "prepared" / f"p{part.index:05d}"
-    RowStore.write(folder, {"geometry": geoms, "bottom": base - options.sink, "top": base + height,
+    # polygons as coordinates + offsets: the tile tasks mesh them without parsing a geometry
+    polygons = PolygonColumn.from_geometries(geoms)
+    RowStore.write(folder, {"geometry": geoms if polygons is None else polygons, "bottom": base - options.sink,
+                            "top": base + height,
                             **{f"column/{n}": v for n, v in columns.items()}})
     size = np.maximum(height, np.sqrt(shapely.area(geoms)))
     cent = shapely.centroid(geoms)
@@ -555,7 +558,7 @@ def _gather(job: tuple[int, int, int, str], state: dict[str, Any]) -> int:
     pieces = []
     for p in np.unique(part).tolist():
         sel = by_part[part[by_part] == p]
-        pieces.append(RowStore(state["stores"][p]).take(np.asarray(index[sel]) - offsets[p], wkb=True))
+        pieces.append(RowStore(state["stores"][p]).take(np.asarray(index[sel]) - offsets[p], raw=True))
     rows = concat_rows(pieces)
     for name in state["masked"]:  # an integer column with a missing value elsewhere: nullable in every tile
         key = f"column/{name}"

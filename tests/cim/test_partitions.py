@@ -18,7 +18,7 @@ import shapely
 import cim.models.footprints as footprints_mod
 from cim.models.footprints import BuildingOptions, prepare_footprints
 from cim.models.lod1 import build_buildings
-from cim.partitions import RowStore, WkbColumn, concat_rows, spatial_order
+from cim.partitions import PolygonColumn, RowStore, WkbColumn, concat_rows, spatial_order
 from cim.sources.raster import bilinear, open_raster, read_on_grid, window_over
 from cim.tiling import SYNCHRONOUS, Runner
 from tiles.gltf import StringColumn
@@ -72,7 +72,7 @@ def test_rows_come_back_as_written(tmp_path):
     assert rows["words"].to_list() == words.take(sel).to_list()
     assert np.array_equal(rows["words"].offsets, words.take(sel).offsets)
     # geometries moved on as their WKB (not parsed) into another store, in another order: the same rows
-    raw = concat_rows([store.take(index[:9], wkb=True), store.take(index[9:], wkb=True)])
+    raw = concat_rows([store.take(index[:9], raw=True), store.take(index[9:], raw=True)])
     assert isinstance(raw["geometry"], WkbColumn) and len(raw["geometry"]) == len(index)
     back = rng.permutation(len(index))
     again = RowStore.write(tmp_path / "again", raw, back).read(0, len(index))
@@ -81,32 +81,101 @@ def test_rows_come_back_as_written(tmp_path):
     assert again["ints"].equals(ints.take(sel[back]))
 
 
-def test_rows_read_at_their_offsets_as_numpy_maps_them(tmp_path):
+def test_polygons_stored_as_coordinates_come_back_as_written(tmp_path):
+    # Polygons with holes, MultiPolygons, rings either way round: read back as the same geometries (type for type,
+    # vertex for vertex), as a PolygonColumn the mesher takes, by range, by index, joined and moved on unparsed
+    from cim.models.lod1 import _rings
+
+    rng = np.random.default_rng(5)
+    n = 41
+    geoms = shapely.buffer(shapely.points(rng.uniform(0, 100, (n, 2))), rng.uniform(1, 5, n), quad_segs=2)
+    geoms[3] = shapely.box(0, 0, 10, 10).difference(shapely.box(2, 2, 4, 4)).difference(shapely.box(6, 6, 8, 8))
+    geoms[4] = shapely.MultiPolygon([shapely.box(0, 0, 1, 1), shapely.box(2, 2, 3, 3)])
+    geoms[5] = shapely.MultiPolygon([shapely.box(5, 5, 6, 6)])  # one part, still a MultiPolygon
+    geoms[6] = shapely.Polygon([(0, 0), (0, 4), (4, 4), (4, 0)])  # clockwise
+    polys = PolygonColumn.from_geometries(geoms)
+    assert polys is not None and len(polys) == n and polys.multi.sum() == 2
+    kind, coords, (rings, parts, geom) = shapely.to_ragged_array(geoms)  # shapely's own arrays
+    for mine, theirs in ((polys.coords, coords), (polys.ring_offsets, rings), (polys.part_offsets, parts),
+                         (polys.geom_offsets, geom)):
+        assert np.array_equal(mine, theirs)
+    assert PolygonColumn.from_geometries(np.array([shapely.Point(0, 0)], object)) is None
+    assert PolygonColumn.from_geometries(np.array([shapely.Polygon([(0, 0, 1), (1, 0, 1), (1, 1, 1)])])) is None
+    order = rng.permutation(n)
+    store = RowStore.write(tmp_path / "rows", {"geometry": polys, "f": rng.normal(size=n)}, order)
+    for a, b in ((0, n), (0, 1), (7, 30), (40, 41), (9, 9)):
+        got = store.read(a, b)["geometry"]
+        assert shapely.to_wkb(got).tolist() == shapely.to_wkb(geoms[order[a:b]]).tolist()
+        raw = store.read(a, b, raw=True)["geometry"]
+        assert isinstance(raw, PolygonColumn)
+        ref, mine = _rings(geoms[order[a:b]]), _rings(raw)
+        for field in ("xy", "bld", "nxt", "part_start", "part_end", "ring_end", "ring_part"):
+            assert np.array_equal(getattr(ref, field), getattr(mine, field)), field
+    index = rng.permutation(n)[:17]
+    joined = concat_rows([store.take(index[:5], raw=True), store.take(index[5:], raw=True)])
+    assert isinstance(joined["geometry"], PolygonColumn)
+    back = rng.permutation(len(index))
+    again = RowStore.write(tmp_path / "again", joined, back).read(0, len(index))
+    assert shapely.to_wkb(again["geometry"]).tolist() == shapely.to_wkb(geoms[order[index][back]]).tolist()
+    # a store of WKB and one of coordinates joined: WKB
+    wkb = RowStore.write(tmp_path / "wkb", {"geometry": geoms, "f": np.zeros(n)}).take(index[:3], raw=True)
+    mixed = concat_rows([wkb, store.take(index[3:], raw=True)])
+    assert isinstance(mixed["geometry"], WkbColumn)
+    want = np.concatenate([geoms[index[:3]], geoms[order[index[3:]]]])
+    assert shapely.to_wkb(RowStore.write(tmp_path / "m", mixed).read(0, len(index))["geometry"]).tolist() == \
+        shapely.to_wkb(want).tolist()
+
+
+def _write_earlier(folder, arrays, layout):
+    """A store as earlier versions wrote it: an .npy file per part, with (`layout`) or without row offsets."""
+    from cim.partitions import _split
+
+    folder.mkdir(parents=True)
+    columns = []
+    for k, (name, values) in enumerate(arrays.items()):
+        kind, parts = _split(values, None)
+        col = {"name": name, "file": f"a{k:04d}", "kind": kind, "parts": sorted(parts)}
+        if layout:
+            col["layout"] = {}
+        for part, arr in parts.items():
+            path = folder / f"a{k:04d}.{part}.npy"
+            np.save(path, np.ascontiguousarray(arr))
+            if layout:
+                with open(path, "rb") as fh:
+                    np.lib.format.read_magic(fh)
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                    col["layout"][part] = [fh.tell(), np.lib.format.dtype_to_descr(dtype), list(shape)]
+        columns.append(col)
+    (folder / "rows.json").write_text(json.dumps({"rows": len(next(iter(arrays.values()))), "columns": columns}))
+
+
+def test_rows_read_at_their_offsets_from_one_file(tmp_path):
     rng = np.random.default_rng(4)
     n = 40
     arrays = {"f": rng.normal(size=n), "xy": np.asfortranarray(rng.normal(size=(n, 3)).astype(np.float32)),
               "words": StringColumn.from_values([f"门牌{i}号" * (i % 3) for i in range(n)]),
               "geometry": shapely.buffer(shapely.points(rng.uniform(0, 50, (n, 2))), 2.0, quad_segs=2)}
     store = RowStore.write(tmp_path / "rows", arrays)
-    index = json.loads((tmp_path / "rows" / "rows.json").read_text())
-    # a store written before rows were read at their offsets (a resumed build's) is read through numpy's maps
-    old = tmp_path / "old"
-    shutil.copytree(tmp_path / "rows", old)
-    for col in index["columns"]:
-        col.pop("layout")
-    (old / "rows.json").write_text(json.dumps(index))
-    for a, b in ((0, n), (3, 17), (39, 40), (8, 8)):
-        new_rows, old_rows = store.read(a, b), RowStore(old).read(a, b)
-        for name in ("f", "xy"):
-            assert new_rows[name].dtype == old_rows[name].dtype and np.array_equal(new_rows[name], old_rows[name])
-            assert new_rows[name].flags.writeable
-        assert new_rows["words"].to_list() == old_rows["words"].to_list()
-        assert shapely.to_wkb(new_rows["geometry"]).tolist() == shapely.to_wkb(old_rows["geometry"]).tolist()
-    stem = next(c["file"] for c in index["columns"] if c["name"] == "f")
-    path = tmp_path / "rows" / f"{stem}.values.npy"
-    path.write_bytes(path.read_bytes()[:-8])  # the last row cut off
-    assert np.array_equal(store.read(0, n - 1)["f"], arrays["f"][:-1])
-    with pytest.raises(ValueError, match="shorter than its header"):
+    assert sorted(p.name for p in (tmp_path / "rows").iterdir()) == ["rows.bin", "rows.json"]
+    # stores written by earlier versions (a resumed build's): a file per part, read at offsets or mapped
+    for layout in (True, False):
+        old = tmp_path / f"old-{layout}"
+        _write_earlier(old, arrays, layout)
+        for a, b in ((0, n), (3, 17), (39, 40), (8, 8)):
+            new_rows, old_rows = store.read(a, b), RowStore(old).read(a, b)
+            for name in ("f", "xy"):
+                assert new_rows[name].dtype == old_rows[name].dtype
+                assert np.array_equal(new_rows[name], old_rows[name])
+                assert np.array_equal(new_rows[name], arrays[name][a:b])
+                assert new_rows[name].flags.writeable
+            assert new_rows["words"].to_list() == old_rows["words"].to_list() == arrays["words"].to_list()[a:b]
+            assert shapely.to_wkb(new_rows["geometry"]).tolist() == shapely.to_wkb(old_rows["geometry"]).tolist()
+        index = np.array([5, 1, 33])
+        assert np.array_equal(RowStore(old).take(index)["xy"], store.take(index)["xy"])
+    path = tmp_path / "rows" / "rows.bin"
+    path.write_bytes(path.read_bytes()[:-8])  # the last row of the last array cut off
+    assert len(store.read(0, n - 1)["geometry"]) == n - 1
+    with pytest.raises(ValueError, match="shorter than its index"):
         store.read(0, n)
 
 
