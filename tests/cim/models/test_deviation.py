@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from cim.models.deviation import closest_on_triangles, hausdorff, surface_distance
 
@@ -36,3 +37,28 @@ def test_distances_between_a_plane_and_a_lifted_copy_are_the_lift():
     bent = lifted.copy()
     bent[60, 2] += 2.0  # one vertex 2.37 m above the plane
     assert abs(hausdorff(v, t, bent, t) - 2.37) < 1e-6
+
+
+@pytest.mark.parametrize("first_chunk", [256, 1])
+def test_hausdorff_is_the_largest_distance_of_every_vertex(monkeypatch, first_chunk):
+    # a bumpy surface against a coarse copy of it (and the other way round): the pruned measure gives exactly the
+    # largest of every vertex's distance both ways, whichever side is larger or holds the far point
+    from scipy.spatial import Delaunay
+
+    import cim.models.deviation as deviation
+
+    monkeypatch.setattr(deviation, "_FIRST_CHUNK", first_chunk)  # 1: many rounds
+    rng = np.random.default_rng(2)
+    for case in range(6):
+        xy = rng.uniform(0, 100, (1500, 2))
+        z = np.sin(xy[:, 0] / 7) * 3 + rng.normal(size=len(xy)) * 0.2
+        if case % 2:
+            z[rng.integers(len(z))] += 40.0  # one spike: the far point
+        fine = np.column_stack([xy, z]) + [4.0e6, 3.0e6, 2.0e6]
+        ft = Delaunay(xy).simplices
+        sub = rng.choice(len(xy), 120, replace=False)
+        coarse = fine[sub] + rng.normal(size=(120, 3)) * 0.5
+        ct = Delaunay(xy[sub]).simplices
+        want = max(surface_distance(fine, coarse, ct).max(), surface_distance(coarse, fine, ft).max())
+        assert hausdorff(fine, ft, coarse, ct) == want
+        assert hausdorff(coarse, ct, fine, ft) == want
