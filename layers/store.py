@@ -80,6 +80,7 @@ from layers.types import (
     LonLat,
     security_rank,
 )
+from layers.values import json_value
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -1198,17 +1199,7 @@ def geojson_features(table: pa.Table) -> Iterator[dict[str, Any]]:
     fids = table.column(FID).to_pylist()
     for fid, p, g in zip(fids, props, geoms, strict=True):
         yield {"type": "Feature", "id": fid, "geometry": None if g is None else json.loads(g),
-               "properties": {k: _jsonable(v) for k, v in p.items()}}
-
-
-def _jsonable(v: Any) -> Any:
-    if v is None or isinstance(v, (str, int, bool)):
-        return v
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, bytes):
-        return v.hex()
-    return v.isoformat() if hasattr(v, "isoformat") else str(v)
+               "properties": {k: json_value(v) for k, v in p.items()}}
 
 
 def open_read_only(path: str | os.PathLike[str] | None = None, *, clearance: str = "public",

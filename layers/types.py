@@ -8,6 +8,7 @@ SecurityLevel = Literal["public", "internal", "confidential"]
 LibraryLevel = Literal["base", "theme", "topic"]
 ExportFormat = Literal["geojson", "gpkg", "parquet", "csv"]
 Aggregate = Literal["count", "sum", "mean", "min", "max"]
+JsonValue = None | bool | int | float | str  # a property value as written to JSON (`layers.values.json_value`)
 
 SECURITY_LEVELS: tuple[SecurityLevel, ...] = ("public", "internal", "confidential")
 LIBRARY_LEVELS: tuple[LibraryLevel, ...] = ("base", "theme", "topic")

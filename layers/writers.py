@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 from cim.files import apply_umask
 from layers.errors import LayerInputError
 from layers.sources import GEOM
+from layers.values import json_value
 
 FORMATS = ("geojson", "gpkg", "parquet", "csv", "shp", "fgb")
 #: the files of one Shapefile (an export replaces them together)
@@ -222,32 +223,13 @@ def render_features(gdf: gpd.GeoDataFrame, fmt: str) -> str:
         for p, g in zip(props, shapely.to_geojson(gdf.geometry.values), strict=True):
             fid = p.pop("fid", None)
             feats.append({"type": "Feature", "id": fid, "geometry": None if g is None else json.loads(g),
-                          "properties": {k: _plain(v) for k, v in p.items()}})
-        return json.dumps({"type": "FeatureCollection", "features": feats}, ensure_ascii=False, default=str)
+                          "properties": {k: json_value(v) for k, v in p.items()}})
+        return json.dumps({"type": "FeatureCollection", "features": feats}, ensure_ascii=False, allow_nan=False)
     if fmt == "csv":
         df = gdf.drop(columns=[gdf.geometry.name]).copy()
         df["wkt"] = shapely.to_wkt(gdf.geometry.values, rounding_precision=-1)
         return df.to_csv(index=False)
     raise LayerInputError(f"--format {fmt!r} is not one of geojson, table, csv")
-
-
-def _plain(v: object) -> object:
-    if v is None:
-        return None
-    if isinstance(v, float) and not np.isfinite(v):
-        return None
-    if isinstance(v, np.generic):
-        return v.item()
-    if hasattr(v, "isoformat"):
-        return v.isoformat()  # type: ignore[union-attr]
-    try:
-        import pandas as pd
-
-        if pd.isna(v):  # type: ignore[arg-type]
-            return None
-    except (TypeError, ValueError):
-        pass
-    return v
 
 
 __all__ = ["FORMATS", "SHAPEFILE_PARTS", "Written", "dbf_field_names", "render_features", "write_table"]

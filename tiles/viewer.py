@@ -38,6 +38,7 @@ import shapely
 
 from cim.errors import OutputExistsError
 from cim.files import user_path
+from layers.values import json_value
 from tiles.decoders import available_decoders
 from tiles.errors import TileRequestError, TilesError
 from tiles.layertree import INITIALLY_VISIBLE_MAX, TOP_THEMES, LayerIndex
@@ -459,16 +460,7 @@ def write_viewer_html(out: str | os.PathLike[str], server: str, *, api_key: str 
 
 # ---------------------------------------------------------------------------------------------- identify & search
 def _props(row: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in row.items():
-        if k in ("geom", "geometry", "distance_m"):
-            continue
-        if isinstance(v, float) and not math.isfinite(v):
-            v = None
-        elif hasattr(v, "isoformat"):
-            v = v.isoformat()
-        out[k] = v
-    return out
+    return {k: json_value(v) for k, v in row.items() if k not in ("geom", "geometry", "distance_m")}
 
 
 def identify(store: Any, layers: Sequence[Any], lon: float, lat: float, *, radius_m: float = 30.0

@@ -27,6 +27,7 @@ import numpy as np
 import shapely
 from PIL import Image, ImageDraw
 
+from layers.values import json_value
 from tiles.errors import TileRequestError
 from tiles.styles import LayerStyle, Paint, feature_paint
 
@@ -448,17 +449,7 @@ def features_at(store: Any, layer: str, lon: float, lat: float, tolerance: float
     gdf = gdf.assign(_d=shapely.distance(gdf.geometry.values, point)).sort_values(["_d", "fid"]).head(count)
     out = []
     for _, row in gdf.iterrows():
-        props = {}
-        for k, v in row.items():
-            if k in ("geometry", "_d", "fid"):
-                continue
-            if isinstance(v, float) and not math.isfinite(v):
-                v = None
-            elif isinstance(v, np.generic):
-                v = v.item()
-            elif hasattr(v, "isoformat"):
-                v = v.isoformat()
-            props[k] = v
+        props = {k: json_value(v) for k, v in row.items() if k not in ("geometry", "_d", "fid")}
         out.append({"type": "Feature", "id": int(row["fid"]), "layer": layer,
                     "geometry": shapely.geometry.mapping(row.geometry), "properties": props})
     return out

@@ -14,8 +14,9 @@ import shapely
 from cim.errors import OutputExistsError
 from layers import LayerStore
 from layers.errors import LayerInputError
-from layers.writers import dbf_field_names
+from layers.writers import dbf_field_names, render_features
 from tests.layers.conftest import STEP, X0, Y0
+from tests.support.values import EXPECTED, STORE_EXPECTED, assert_json_properties, case_frame, every_type_layer
 
 ADMIN = "spatiotemporal_base/admin_division"
 
@@ -152,3 +153,15 @@ def test_cli_exports_a_gbk_shapefile_with_json(source, tmp_path, capsys) -> None
     with pytest.raises(SystemExit):
         main(["layers", "export", "parcels", str(out), "--store", str(root / "city.duckdb")])
     assert "exists; pass --overwrite" in capsys.readouterr().err
+
+
+def test_query_geojson_writes_every_value_as_json(tmp_path) -> None:
+    """`cim layers query --format geojson`: raw values of every kind, then every type a store column keeps."""
+    (feature,) = json.loads(render_features(case_frame(), "geojson"))["features"]
+    assert feature["id"] == 1
+    assert_json_properties(feature["properties"], EXPECTED)
+    with LayerStore(tmp_path / "city.duckdb") as store:
+        features = json.loads(render_features(store.query(every_type_layer(store, tmp_path)), "geojson"))["features"]
+    assert sorted(f["id"] for f in features) == [1, 2]
+    for f in features:
+        assert_json_properties(f["properties"], STORE_EXPECTED[f["id"]])

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import geopandas as gpd
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pyogrio
 import pytest
@@ -13,7 +15,7 @@ import shapely
 from pyproj import CRS
 
 from cim.errors import CRSError, InputNotFoundError, OutputExistsError
-from layers import LayerStore
+from layers import LayerStore, geojson_features
 from layers.errors import (
     GeometryRejectedError,
     LayerExistsError,
@@ -23,8 +25,10 @@ from layers.errors import (
     ThemeNotFoundError,
     VersionNotFoundError,
 )
-from layers.ingest import hilbert_keys
+from layers.ingest import FID, hilbert_keys
+from layers.sources import GEOM
 from tests.support.paths import SHARED_DATA
+from tests.support.values import STORE_EXPECTED, assert_json_properties, every_type_layer
 
 SOCIETY = "public_topics/society"
 ADMIN = "spatiotemporal_base/admin_division"
@@ -402,3 +406,24 @@ def test_multi_layer_gpkg_needs_source_layer(store, tmp_path, shelters_4490):
         store.import_file(p, "m", SOCIETY)
     assert store.import_file(p, "m", SOCIETY, source_layer="b").feature_count == 3
     assert pyogrio.list_layers(p).shape == (2, 2)
+
+
+def test_features_write_every_stored_type_as_json(store, tmp_path):
+    name = every_type_layer(store, tmp_path)
+    page = store.features(name)
+    assert sorted(f["id"] for f in page.features) == [1, 2]
+    for f in page.features:
+        assert_json_properties(f["properties"], STORE_EXPECTED[f["id"]])
+
+
+def test_geojson_features_write_arrow_values_as_json():
+    """Values as Arrow gives them before the store has normalised a table: decimals, NaN, bytes, lists."""
+    table = pa.table({
+        FID: [1], "price": pa.array([Decimal("1.25")], pa.decimal128(6, 2)), "nan": [float("nan")],
+        "blob": [b"\x01\xab"], "tags": [[1, 2]], "at": pa.array([None], pa.timestamp("us")),
+        GEOM: [shapely.to_wkb(shapely.Point(116.3, 39.9))],
+    })
+    (feature,) = geojson_features(table)
+    assert feature["id"] == 1
+    assert_json_properties(feature["properties"], {"price": 1.25, "nan": None, "blob": "01ab", "tags": "[1, 2]",
+                                                   "at": None})

@@ -16,6 +16,15 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.support.values import (
+    EXPECTED,
+    LAT,
+    LON,
+    STORE_EXPECTED,
+    FrameStore,
+    assert_json_properties,
+    every_type_layer,
+)
 from tests.tiles.server_support import running_server
 
 pytestmark = pytest.mark.xdist_group("viewer-demo-site")  # one demo site (levels 2, 3, oblique) for the module
@@ -71,6 +80,22 @@ def test_identify_lists_the_building_its_community_zone_and_nearest_shelter(site
     assert shelter["relation"] == "nearest" and shelter["distance_m"] > 0
     nearest = store.query("shelters", near=(building["lon"], building["lat"]), k=1).iloc[0]
     assert shelter["properties"]["name"] == nearest["name"]
+
+
+def test_identify_writes_every_value_as_json(tmp_path: Path) -> None:
+    """Raw values of every kind, then every type a store column keeps (the route would fail on bytes before)."""
+    from layers import LayerStore
+    from tiles.viewer import identify
+
+    cases = FrameStore()
+    (hit,) = identify(cases, [cases.info], LON, LAT)["results"]
+    assert_json_properties(hit["properties"], {"fid": 1, **EXPECTED})
+    with LayerStore(tmp_path / "city.duckdb") as store:
+        hits = identify(store, [store.info(every_type_layer(store, tmp_path))], LON, LAT)["results"]
+    assert sorted(h["properties"]["fid"] for h in hits) == [1, 2]
+    for h in hits:
+        props = dict(h["properties"])
+        assert_json_properties(props, {"fid": props["fid"], **STORE_EXPECTED[props["fid"]]})
 
 
 def test_identify_route_shows_only_what_the_key_may_see(site: Site, building: dict) -> None:
