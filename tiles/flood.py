@@ -169,9 +169,11 @@ def wmts_capabilities(tiles: FloodTiles, base: str, instants: list[str], *, titl
 
     RESTful templates: `{base}/{layer}/{Time}/{TileMatrixSet}/{TileMatrix}/{TileCol}/{TileRow}.png`; KVP GetTile at
     `{base}/wmts` takes TIME=. The default time of `depth` is `max` (the maximum), listed among the values.
+    GetCapabilities is listed both as KVP (`{base}/wmts`) and RESTful (`{base}/wmts/1.0.0/WMTSCapabilities.xml`,
+    also the `ServiceMetadataURL`), as in the maps' document.
     """
     q = ("?" + query) if query else ""
-    root, contents = wmts_document(title, base, q, restful=False)
+    root, contents = wmts_document(title, base, q)
     b = tiles.bounds
     _, hi = tiles.zoom_range()
     for layer_id, label in (("depth", "Water depth (m)"), ("velocity", "Flow speed (m/s)"),

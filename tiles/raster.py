@@ -460,7 +460,8 @@ def wmts_document(title: str, base_url: str, q: str = "", *, abstract: str | Non
         base_url: the service's base URL, no trailing slash; KVP requests go to `{base_url}/wmts`.
         q: the query part carried into every URL, with its `?` (or empty).
         abstract: the service's `ows:Abstract`, when given.
-        restful: also list GetCapabilities at `{base_url}/wmts/1.0.0/WMTSCapabilities.xml` (RESTful).
+        restful: also list GetCapabilities at `{base_url}/wmts/1.0.0/WMTSCapabilities.xml` (RESTful) and name
+            that document as the `<ServiceMetadataURL>`.
 
     Returns:
         (root, contents): the `<Capabilities>` element, with its service identification and operations metadata,
@@ -484,7 +485,10 @@ def wmts_document(title: str, base_url: str, q: str = "", *, abstract: str | Non
             rest = _el(_el(_el(o, "ows:DCP"), "ows:HTTP"), "ows:Get",
                        xlink__href=f"{base_url}/wmts/1.0.0/WMTSCapabilities.xml{q}")
             _el(_el(_el(rest, "ows:Constraint", name="GetEncoding"), "ows:AllowedValues"), "ows:Value", "RESTful")
-    return root, _el(root, "Contents")
+    contents = _el(root, "Contents")
+    if restful:  # after <Contents>, as the schema orders them; the caller fills <Contents> itself
+        _el(root, "ServiceMetadataURL", xlink__href=f"{base_url}/wmts/1.0.0/WMTSCapabilities.xml{q}")
+    return root, contents
 
 
 def wmts_layer(contents: ET.Element, identifier: str, title: str, bounds: Sequence[float]) -> ET.Element:
@@ -571,7 +575,6 @@ def wmts_capabilities(maps: Sequence[RasterMap], base_url: str, *, title: str = 
                 template=f"{base_url}/maps/{m.name}/{{TileMatrixSet}}/{{TileMatrix}}/{{TileCol}}/{{TileRow}}.{fmt}{q}")
     for tms_id in TMS_IDS:
         wmts_tile_matrix_set(contents, tms_id)
-    _el(root, "ServiceMetadataURL", xlink__href=f"{base_url}/wmts/1.0.0/WMTSCapabilities.xml{q}")
     return wmts_xml(root)
 
 

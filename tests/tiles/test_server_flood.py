@@ -16,6 +16,7 @@ import morecantile
 import numpy as np
 import pytest
 import rasterio
+import rasterio.windows
 import shapely
 from PIL import Image
 from rasterio.transform import from_origin
@@ -169,6 +170,36 @@ def test_wmts_has_a_time_dimension(flood_served):
                                                  "TILEMATRIXSET": "WebMercatorQuad", "TILEMATRIX": z,
                                                  "TILEROW": y, "TILECOL": x})
         assert rest.status_code == kvp.status_code == 200 and rest.content == kvp.content
+
+
+def test_wmts_is_advertised_restful_and_gdal_reads_it_there(flood_served, tmp_path):
+    """GetCapabilities is listed as KVP and RESTful, the RESTful document is the ServiceMetadataURL, and GDAL's WMTS
+    driver opened on that URL reads the depth layer's default time (the maximum) pixel for pixel as the tiles."""
+    rest = f"{flood_served.base}/flood/storm/wmts/1.0.0/WMTSCapabilities.xml"
+    ns = {"w": "http://www.opengis.net/wmts/1.0", "ows": "http://www.opengis.net/ows/1.1"}
+    href = "{http://www.w3.org/1999/xlink}href"
+    with flood_served.client() as c:
+        xml = c.get(rest).text
+        assert c.get("/flood/storm/wmts", params={"REQUEST": "GetCapabilities"}).text == xml
+        root = ET.fromstring(xml)
+        op = root.find("ows:OperationsMetadata/ows:Operation[@name='GetCapabilities']", ns)
+        gets = {g.findtext(".//ows:Value", "", ns): g.get(href) for g in op.iterfind(".//ows:Get", ns)}
+        assert gets == {"KVP": f"{flood_served.base}/flood/storm/wmts", "RESTful": rest}
+        assert root.find("w:ServiceMetadataURL", ns).get(href) == rest
+        top = max(int(m.findtext("w:TileMatrix", "", ns)) for m in root.iterfind(
+            ".//w:Layer/w:TileMatrixSetLink[w:TileMatrixSet='WebMercatorQuad']//w:TileMatrixLimits", ns))
+        z, x, y = _tile(flood_served.lonlat, top)
+        tile = np.asarray(Image.open(io.BytesIO(c.get(f"/flood/storm/depth/max/{z}/{x}/{y}.png").content))
+                          .convert("RGBA")).transpose(2, 0, 1)
+    assert (tile[3] > 0).sum() > 100
+    bounds = morecantile.tms.get("WebMercatorQuad").xy_bounds(morecantile.Tile(x, y, z))
+    with rasterio.Env(GDAL_HTTP_HEADERS=f"X-API-Key: {flood_served.keys['internal']}", GDAL_HTTP_TIMEOUT="60",
+                      GDAL_DEFAULT_WMS_CACHE_PATH=str(tmp_path / "gdal-wms-cache")):
+        with rasterio.open(f"WMTS:{rest},layer=depth,tilematrixset=WebMercatorQuad") as src:
+            assert src.count == 4 and src.crs.to_epsg() == 3857
+            window = rasterio.windows.from_bounds(*bounds, transform=src.transform).round_offsets().round_lengths()
+            assert (window.width, window.height) == (256, 256)
+            np.testing.assert_array_equal(src.read(window=window), tile)
 
 
 def test_inundation_vector_tiles(flood_served):
