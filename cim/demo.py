@@ -191,9 +191,16 @@ def _demo_key(root: Path, store: Path, file: str = KEY_FILE, scope: str = "confi
 DEMO_SCENARIO = {"period_minutes": 10.0, "storm_minutes": 4.0, "nash_k_minutes": 1.0}  # a storm every 10 minutes
 
 
-def prepare_sensors(store: Path, *, hours: float = 24.0, echo: Echo | None = None) -> list[Any]:
+def prepare_sensors(store: Path, *, hours: float = 24.0, echo: Echo | None = None,
+                    clock: Callable[[], datetime] | None = None) -> list[Any]:
     """Seed the sample city's sensors into the store (once) and write their readings of the last `hours` that are
     missing (every 5 minutes), so the viewer's charts and time slider have a history.
+
+    Args:
+        store: the layer store file.
+        hours: how much history.
+        echo: called with one line per step.
+        clock: what "now" is (naive UTC; default the wall clock), as for the simulator (`run_demo`).
 
     Returns:
         The simulated sensors (`layers.sensing.simulate.SimSensor`).
@@ -207,7 +214,7 @@ def prepare_sensors(store: Path, *, hours: float = 24.0, echo: Echo | None = Non
 
     with SensingStore(store) as s:
         sensors = seed_sample_city(s)
-        now = now_utc()
+        now = (clock or now_utc)()
         times = [r["phenomenonTime"] for r in s.latest() if r["phenomenonTime"]]
         last = max((datetime.fromisoformat(t.rstrip("Z")) for t in times), default=now - timedelta(hours=hours))
         missing = (now - max(last, now - timedelta(hours=hours))).total_seconds() / 3600
@@ -261,8 +268,10 @@ def prepare_addresses(city: SampleCity, store: Path, root: Path, *, echo: Echo |
     return made
 
 
-def _simulate_into(site: DemoSite, base: str, stop: threading.Event) -> None:
-    """Feed the running server simulated readings over HTTP until `stop` is set (every sensor every 5 s)."""
+def _simulate_into(site: DemoSite, base: str, stop: threading.Event,
+                   clock: Callable[[], datetime] | None = None) -> None:
+    """Feed the running server simulated readings over HTTP until `stop` is set (every sensor every 5 s), stamped
+    and valued by `clock` (default the wall clock)."""
     import logging
 
     import httpx
@@ -279,7 +288,7 @@ def _simulate_into(site: DemoSite, base: str, stop: threading.Event) -> None:
     publish, client = http_publisher(base, site.simulator_key)
     try:
         simulate(publish, site.sensors, Scenario(**DEMO_SCENARIO), rate=max(1.0, len(site.sensors) / 5),
-                 stop=stop.is_set, tick=1.0)
+                 stop=stop.is_set, tick=1.0, clock=clock)
     except Exception as exc:  # noqa: BLE001 - the demo server keeps serving when its simulator stops
         print(f"cim demo: the sensor simulator stopped: {exc}")
     finally:
@@ -297,6 +306,7 @@ def prepare_demo(
     flood: bool = True,
     flood_resolution: float = 8.0,
     echo: Echo | None = None,
+    clock: Callable[[], datetime] | None = None,
 ) -> DemoSite:
     """Make (or reuse) everything the demo serves: the sample city, its models, its layer store, its sensors and
     keys.
@@ -312,6 +322,7 @@ def prepare_demo(
         flood: also run the storm scenario into `root/flood` (the emergency map's flood; reused when done).
         flood_resolution: its cell size (m); 8 m takes seconds, the city's own 2 m a few minutes.
         echo: called with one line per step.
+        clock: what "now" is for the sensors' history (naive UTC; default the wall clock).
 
     Returns:
         The site; `site.settings()` serves it.
@@ -383,7 +394,7 @@ def prepare_demo(
         say(f"layer store {store}: imported {len(imported)} layer(s)")
     if {"streets", "communities"} <= set(city.layers):  # the divisions the registry needs
         prepare_addresses(city, store, root, echo=say)
-    sim = prepare_sensors(store, echo=say) if sensors else []
+    sim = prepare_sensors(store, echo=say, clock=clock) if sensors else []
     simulator_key = _demo_key(root, store, SIMULATOR_KEY_FILE, "confidential,sensing:write",
                               "cim demo simulator") if sensors else None
     runs = None
@@ -469,12 +480,17 @@ def run_demo(
     buildings: int | None = None,
     oblique: bool = False,
     echo: Echo = print,
+    clock: Callable[[], datetime] | None = None,
 ) -> None:
     """Prepare the demo, print the viewer's URL, open a browser when there is a display, and serve until
-    interrupted (the library function behind `cim demo`)."""
+    interrupted (the library function behind `cim demo`).
+
+    `clock` (naive UTC; default the wall clock) is the simulated sensors' time, for their history and their live
+    readings: the storms, the alerts they open and the warning runs those start follow it
+    (`layers.sensing.simulate.clock_from(start)` replays a chosen moment)."""
     from tiles.server import serve
 
-    site = prepare_demo(root, buildings=buildings, oblique=oblique, echo=echo)
+    site = prepare_demo(root, buildings=buildings, oblique=oblique, echo=echo, clock=clock)
     url = site.viewer_url(host, port)
     echo(f"viewer (every layer, with the demo's key): {url}")
     echo(f"viewer (anonymous, public layers only):    {site.viewer_url(host, port, with_key=False)}")
@@ -484,8 +500,8 @@ def run_demo(
     if site.sensors:
         echo(f"sensors: {len(site.sensors)} simulated, a storm every {DEMO_SCENARIO['period_minutes']:g} minutes "
              f"(alerts: http://{host}:{port}/alerts)")
-        threading.Thread(target=_simulate_into, args=(site, f"http://{host}:{port}", stop), name="cim-demo-simulator",
-                         daemon=True).start()
+        threading.Thread(target=_simulate_into, args=(site, f"http://{host}:{port}", stop, clock),
+                         name="cim-demo-simulator", daemon=True).start()
     try:
         serve(site.settings(host, port))
     finally:

@@ -18,10 +18,17 @@ def demo_cmd(
         "--buildings", help="Generate a city of this many buildings (default: the default sample city).")] = None,
     oblique: Annotated[bool, typer.Option("--oblique", help="Also build the synthetic oblique production.")
                        ] = False,
+    sensor_time: Annotated[Optional[str], typer.Option(
+        "--sensor-time", help="The simulated sensors' clock starts at this UTC time (ISO 8601, e.g. "
+                              "2026-09-09T19:06:00Z) and runs at wall speed; their storms, alerts and warning runs "
+                              "follow it (default: now).")] = None,
 ) -> None:
     """Sample city -> models -> layer store -> server -> viewer, in one command (docs/viewer.md)."""
     from cim.demo import run_demo
+    from layers.sensing.simulate import clock_from
+    from layers.sensing.values import parse_instant
 
+    clock = None if sensor_time is None else clock_from(parse_instant(sensor_time, "--sensor-time"))
     run_demo(folder, host=host, port=port, open_browser=not no_browser, buildings=buildings, oblique=oblique,
-             echo=typer.echo)
+             echo=typer.echo, clock=clock)
 

@@ -26,11 +26,13 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
+
+from layers.sensing.values import now_utc
 
 Kind = Literal["rainfall_rate", "water_level", "settlement"]
 EPOCH = datetime(2024, 7, 20)  # storms are counted from here (UTC); any fixed instant would do
@@ -182,7 +184,8 @@ def simulate(publish: Publisher, sensors: Sequence[SimSensor], scenario: Scenari
         scenario: the scenario (default `Scenario()`).
         rate: observations per second (all sensors together).
         duration: seconds to run (None: until `stop()` is true or interrupted).
-        clock: the time source (naive UTC; default now).
+        clock: the time source (naive UTC; default the wall clock, `now_utc`); `clock_from(start)` replays the
+            scenario from a chosen moment.
         stop: checked every tick.
         progress: called with the number of observations sent so far.
         tick: seconds between publications (default 1/rate, within 0.05..1): the readings due meanwhile go
@@ -194,7 +197,7 @@ def simulate(publish: Publisher, sensors: Sequence[SimSensor], scenario: Scenari
     if rate <= 0 or not sensors:
         return 0
     scenario = scenario or Scenario()
-    clock = clock or (lambda: datetime.now(UTC).replace(tzinfo=None))
+    clock = clock or now_utc
     tick = tick or max(0.05, min(1.0, 1.0 / rate))
     start, sent, turn = time.monotonic(), 0, 0
     while duration is None or time.monotonic() - start < duration:
@@ -215,6 +218,17 @@ def simulate(publish: Publisher, sensors: Sequence[SimSensor], scenario: Scenari
                 progress(sent)
         time.sleep(tick)
     return sent
+
+
+def clock_from(start: datetime) -> Callable[[], datetime]:
+    """A clock (naive UTC) that reads `start` now and then runs at wall speed: readings, storms and the alerts they
+    open happen as they did at `start`, whenever the simulation runs.
+
+    Args:
+        start: naive UTC.
+    """
+    origin = time.monotonic()
+    return lambda: start + timedelta(seconds=time.monotonic() - origin)
 
 
 def backfill_rows(sensors: Sequence[SimSensor], scenario: Scenario, end: datetime, hours: float = 24.0,
@@ -281,5 +295,5 @@ def store_publisher(sensing: Any) -> Publisher:
     return publish
 
 
-__all__ = ["EPOCH", "Scenario", "SimSensor", "backfill_rows", "http_publisher", "mqtt_publisher", "readings",
-           "seconds", "simulate", "store_publisher"]
+__all__ = ["EPOCH", "Scenario", "SimSensor", "backfill_rows", "clock_from", "http_publisher", "mqtt_publisher",
+           "readings", "seconds", "simulate", "store_publisher"]

@@ -19,7 +19,7 @@ from cli import app, main
 from layers import LayerStore
 from layers.sensing import SensingStore
 from layers.sensing.sample import seed_sample_city
-from layers.sensing.simulate import Scenario, SimSensor, readings, seconds
+from layers.sensing.simulate import Scenario, SimSensor, clock_from, readings, seconds, simulate
 from tests.support.mosquitto import mosquitto_broker
 from tests.tiles.server_support import running_server
 from tiles.server import ServerSettings, create_app
@@ -148,3 +148,21 @@ def test_simulate_through_a_server_by_http_and_by_mqtt(seeded: Path, tmp_path: P
             latest = {r["properties"]["observedProperty"] for r in c.get("/sensing/latest").json()["features"]
                       if r["properties"]["result"] is not None}
             assert {"water_level", "rainfall_rate", "settlement"} <= latest
+
+
+def test_a_pinned_clock_replays_its_moment_at_wall_speed() -> None:
+    """`simulate(..., clock=clock_from(start))` (what `cim demo --sensor-time` does): readings stamped from `start`
+    on, each the scenario's value at its stamp, whenever the simulation runs."""
+    start = datetime(2026, 9, 9, 19, 29, 30)
+    clock = clock_from(start)
+    assert timedelta(0) <= clock() - start < timedelta(seconds=1)
+    sc = Scenario(period_minutes=10, storm_minutes=4, nash_k_minutes=1)
+    sensors = [SimSensor(1, "rainfall_rate", 113.30, 40.09, index=100),
+               SimSensor(2, "water_level", 113.30, 40.09, index=0, base=1036.0, peak=1038.0, downstream_km=1.5)]
+    rows: list[tuple[int, datetime, float]] = []
+    sent = simulate(rows.extend, sensors, sc, rate=20, duration=0.5, clock=clock, tick=0.05)
+    assert sent == len(rows) >= 4
+    stamps = [t for _, t, _ in rows]
+    assert stamps == sorted(stamps) and start <= stamps[0] and stamps[-1] - start < timedelta(seconds=5)
+    by_id = {s.datastream_id: s for s in sensors}
+    assert all(v == readings(sc, [by_id[ds]], seconds([t]))[0, 0] for ds, t, v in rows)
