@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,9 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path) -> None:
     km = KernelManager(kernel_name="python3", transport="ipc", ip=str(tmp_path / "k"))
     client = nbclient.NotebookClient(nb, km=km, timeout=300, startup_timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()
+    # the notebooks keep their work folders (tempfile.mkdtemp) for the analyst to open: here they go to tmp_path
+    (tmp_path / "tmp").mkdir()
+    client.execute(env={**os.environ, "TMPDIR": str(tmp_path / "tmp")})
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert errors == []
     last = nb.cells[-1] if nb.cells[-1].cell_type == "code" else nb.cells[-2]

@@ -4,7 +4,8 @@ Run by Debian's own Python (`/usr/bin/python3`, where the `qgis` module lives), 
 
     /usr/bin/python3 tests/support/qgis_client.py < job.json > result.json
 
-The job: `{"base": URL, "key": API key, "out": folder for the rendered PNGs, "size": px}`. One QGIS process does
+The job: `{"base": URL, "key": API key, "out": folder for the rendered PNGs, "profile": folder for QGIS's settings
+(the caller's: this script leaves with `os._exit` and removes nothing), "size": px}`. One QGIS process does
 every check, since QGIS starts slowly: it stores the key in a Basic authentication config (QGIS's credential
 store, master password set headless), then adds
 
@@ -25,14 +26,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from typing import Any
 
 
 def main() -> None:
     job = json.load(sys.stdin)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    profile = tempfile.mkdtemp(prefix="cim-qgis-")
+    profile = job["profile"]
+    os.makedirs(profile, exist_ok=True)
     # QGIS keeps connections in QSettings under the user's config folder: give this run its own
     os.environ["XDG_CONFIG_HOME"] = os.environ["HOME"] = profile
     os.environ["XDG_RUNTIME_DIR"] = profile

@@ -154,8 +154,8 @@ def run_qgis(desktop: Desktop) -> dict[str, Any]:
         pytest.skip(reason)
     out = desktop.work / "qgis"
     out.mkdir()
-    job = {"base": desktop.base, "key": desktop.key, "out": str(out), "size": 256,
-           "collections": ["shelters", "sensors", "hazards"], "extents": desktop.extents}
+    job = {"base": desktop.base, "key": desktop.key, "out": str(out), "profile": str(desktop.work / "qgis-profile"),
+           "size": 256, "collections": ["shelters", "sensors", "hazards"], "extents": desktop.extents}
     start = len(desktop.log)
     r = subprocess.run([QGIS_PYTHON, str(SCRIPT)], input=json.dumps(job), capture_output=True, text=True,
                        check=False, timeout=600, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
@@ -243,12 +243,14 @@ def test_qgis_against_the_server(desktop: Desktop) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------- GDAL
-def _gdal(args: list[str], key: str | None = None, auth: str = "BASIC") -> subprocess.CompletedProcess[str]:
+def _gdal(args: list[str], work: Path, key: str | None = None, auth: str = "BASIC"
+          ) -> subprocess.CompletedProcess[str]:
     if shutil.which(args[0]) is None:
         pytest.skip(f"{args[0]} is missing: Debian's gdal-bin (bin/setup installs it as root)")
-    # GDAL's WMS/WMTS drivers cache tiles in ./gdalwmscache unless told otherwise: keep the checkout clean
+    # GDAL's WMS/WMTS drivers cache tiles in ./gdalwmscache unless told otherwise: each run gets its own cache (no
+    # tile of an earlier, differently keyed run) in the test's folder `work`, which pytest removes
     env = {**os.environ, "GDAL_HTTP_TIMEOUT": "60", "GDAL_DISABLE_READDIR_ON_OPEN": "YES",
-           "GDAL_DEFAULT_WMS_CACHE_PATH": tempfile.mkdtemp(prefix="cim-gdal-wms-cache-")}
+           "GDAL_DEFAULT_WMS_CACHE_PATH": tempfile.mkdtemp(prefix="gdal-wms-cache-", dir=work)}
     for k in ("GDAL_DATA", "PROJ_DATA", "PROJ_LIB"):  # the venv's rasterio data is not Debian GDAL's
         env.pop(k, None)
     if key:
@@ -257,13 +259,14 @@ def _gdal(args: list[str], key: str | None = None, auth: str = "BASIC") -> subpr
 
 
 def test_gdal_ogc_api_features_anonymous_and_keyed(desktop: Desktop) -> None:
-    anon = _gdal(["ogrinfo", "-ro", "-q", f"OAPIF:{desktop.base}"])
+    anon = _gdal(["ogrinfo", "-ro", "-q", f"OAPIF:{desktop.base}"], desktop.work)
     assert anon.returncode == 0, anon.stderr
     assert "shelters" in anon.stdout and "hazards" not in anon.stdout
-    keyed = _gdal(["ogrinfo", "-ro", "-q", f"OAPIF:{desktop.base}"], desktop.key)
+    keyed = _gdal(["ogrinfo", "-ro", "-q", f"OAPIF:{desktop.base}"], desktop.work, desktop.key)
     assert all(n in keyed.stdout for n in ("shelters", "sensors", "hazards")), keyed.stdout
     out = desktop.work / "hazards.geojson"
-    r = _gdal(["ogr2ogr", "-f", "GeoJSON", str(out), f"OAPIF:{desktop.base}", "hazards"], desktop.key)
+    r = _gdal(["ogr2ogr", "-f", "GeoJSON", str(out), f"OAPIF:{desktop.base}", "hazards"], desktop.work,
+              desktop.key)
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text())
     assert len(doc["features"]) == desktop.store.count("hazards")
@@ -276,10 +279,10 @@ def test_gdal_ogc_api_features_anonymous_and_keyed(desktop: Desktop) -> None:
 def test_gdal_sends_its_login_after_the_challenge_under_basic(desktop: Desktop) -> None:
     """The ArcGIS flow: a client that sends credentials only when challenged (curl's ANY: ask, get 401 Basic,
     answer) sees the keyed collections under /basic; anonymous at the root it would see the public one only."""
-    r = _gdal(["ogrinfo", "-ro", "-q", f"OAPIF:{desktop.base}/basic"], desktop.key, auth="ANY")
+    r = _gdal(["ogrinfo", "-ro", "-q", f"OAPIF:{desktop.base}/basic"], desktop.work, desktop.key, auth="ANY")
     assert r.returncode == 0, r.stderr
     assert all(n in r.stdout for n in ("shelters", "sensors", "hazards")), r.stdout
-    root = _gdal(["ogrinfo", "-ro", "-q", f"OAPIF:{desktop.base}"], desktop.key, auth="ANY")
+    root = _gdal(["ogrinfo", "-ro", "-q", f"OAPIF:{desktop.base}"], desktop.work, desktop.key, auth="ANY")
     assert "shelters" in root.stdout and "hazards" not in root.stdout
     challenged = [ln for ln in desktop.log if " /basic" in ln and " 401 " in ln]
     assert challenged, "GDAL was not challenged"
@@ -300,7 +303,7 @@ def test_gdal_wmts_on_both_tile_matrix_sets(desktop: Desktop, tms: str, crs: str
     for name, key in (("ortho", None), ("secret_ortho", desktop.key)):
         source = f"WMTS:{desktop.base}/wmts/1.0.0/WMTSCapabilities.xml,layer={name},tilematrixset={tms}"
         r = _gdal(["gdal_translate", "-q", "-of", "PNG", "-outsize", "200", "200", "-projwin", str(x0), str(y1),
-                   str(x1), str(y0), source, str(out)], key)
+                   str(x1), str(y0), source, str(out)], desktop.work, key)
         assert r.returncode == 0, r.stderr
         assert_gradient(_rgba(out), f"GDAL WMTS {tms} {name}", min_coverage=0.9)
 
@@ -310,6 +313,6 @@ def test_gdal_wms(desktop: Desktop) -> None:
     out = desktop.work / "gdal_wms.png"
     url = (f"WMS:{desktop.base}/wms?SERVICE=WMS&VERSION=1.3.0&REQUEST=GetMap&LAYERS=ortho&CRS=EPSG:4326"
            f"&BBOX={s},{w},{n},{e}&FORMAT=image/png")
-    r = _gdal(["gdal_translate", "-q", "-of", "PNG", "-outsize", "256", "256", url, str(out)])
+    r = _gdal(["gdal_translate", "-q", "-of", "PNG", "-outsize", "256", "256", url, str(out)], desktop.work)
     assert r.returncode == 0, r.stderr
     assert_gradient(_rgba(out), "GDAL WMS", min_coverage=0.5)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +28,6 @@ from tests.tiles.server_support import running_server
 
 pytestmark = pytest.mark.xdist_group("viewer-demo-site")  # one demo site (levels 2, 3, oblique) for the module
 REPO = Path(__file__).resolve().parents[2]
-# Screenshots go to a temp folder; `CIM_SCREENSHOT_DIR=docs/img` refreshes the README's pictures.
-IMG = Path(os.environ.get("CIM_SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="cim-viewer-shots-"))
 BACKGROUND = (0x2B, 0x30, 0x38)  # #map background in viewer.css
 VIEWPORT = (900, 600)
 
@@ -52,6 +49,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     app = create_app(demo.settings(log_requests=False))
     with running_server(app) as base:
         yield Site(base, demo.key, demo, app.state.catalog)
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where screenshots go: the module's temporary folder; `CIM_SCREENSHOT_DIR=docs/img` refreshes the README's
+    pictures."""
+    folder = os.environ.get("CIM_SCREENSHOT_DIR")
+    return Path(folder) if folder else tmp_path_factory.mktemp("viewer-shots")
 
 
 @pytest.fixture(scope="module")
@@ -202,13 +207,13 @@ def _wait_loaded(page: Any) -> None:
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_page_shows_the_city_without_errors_or_off_host_requests(site: Site) -> None:
+def test_page_shows_the_city_without_errors_or_off_host_requests(site: Site, shots: Path) -> None:
     from tests.support.browser import chromium_page
 
     with chromium_page(viewport=VIEWPORT, timeout_s=90) as bp:
         _open(bp.page, f"{site.base}/?api_key={site.key}")
         img = _pixels(bp.page)
-        _full(bp.page, IMG / "viewer-city.png")
+        _full(bp.page, shots / "viewer-city.png")
         h, w = img.shape[:2]
         centre = img[h // 4: 3 * h // 4, w // 4: 3 * w // 4]
         assert centre.std(axis=(0, 1)).max() > 15  # not a flat canvas
@@ -227,7 +232,7 @@ def test_page_shows_the_city_without_errors_or_off_host_requests(site: Site) -> 
         assert {"sensors", "planning"} <= set(sections), sections
         bp.page.evaluate("cimViewer.setMode('3d')")
         _wait_loaded(bp.page)
-        _full(bp.page, IMG / "viewer-3d.png")
+        _full(bp.page, shots / "viewer-3d.png")
         assert bp.log.console_errors == [] and bp.log.page_errors == []
         assert bp.log.off_host() == []
 
@@ -252,7 +257,7 @@ def test_toggling_a_layer_off_changes_the_picture(site: Site) -> None:
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_clicking_a_building_shows_its_code_and_height(site: Site, building: dict) -> None:
+def test_clicking_a_building_shows_its_code_and_height(site: Site, building: dict, shots: Path) -> None:
     from tests.support.browser import chromium_page
 
     with chromium_page(viewport=VIEWPORT, timeout_s=90) as bp:
@@ -274,7 +279,7 @@ def test_clicking_a_building_shows_its_code_and_height(site: Site, building: dic
         assert building["code"] in hit.inner_text()
         assert f"{building['height']:.2f}" in hit.inner_text()
         assert "社区" in info or "communities" in page.inner_html("#info")
-        _full(page, IMG / "viewer-identify.png")
+        _full(page, shots / "viewer-identify.png")
         assert bp.log.console_errors == [] and bp.log.page_errors == []
 
 
@@ -305,7 +310,7 @@ def _click(page: Any, x: float, y: float) -> None:
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_search_flies_to_an_address_and_tools_measure_and_compare(site: Site) -> None:
+def test_search_flies_to_an_address_and_tools_measure_and_compare(site: Site, shots: Path) -> None:
     from tests.support.browser import chromium_page
 
     shelter = site.catalog.store.query("shelters", limit=1, order=True).iloc[0]
@@ -339,7 +344,7 @@ def test_search_flies_to_an_address_and_tools_measure_and_compare(site: Site) ->
         assert page.evaluate("cimViewer.cim.compare.decks.length") == 2
         _wait_loaded(page)
         img = _pixels(page)
-        _full(page, IMG / "viewer-compare.png")
+        _full(page, shots / "viewer-compare.png")
         h, w = img.shape[:2]
         not_bg = np.abs(img - np.array(BACKGROUND)).sum(axis=2) > 30
         assert not_bg[:, : w // 2 - 5].mean() > 0.5  # the orthophoto fills the left
@@ -354,7 +359,7 @@ def test_search_flies_to_an_address_and_tools_measure_and_compare(site: Site) ->
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_picking_a_building_by_feature_id_in_l2_lod2_and_oblique(site: Site, building: dict) -> None:
+def test_picking_a_building_by_feature_id_in_l2_lod2_and_oblique(site: Site, building: dict, shots: Path) -> None:
     """A click on a building of each 3D model reads its feature ID from the mesh (EXT_mesh_features), its code from
     the tile's property table, highlights its triangles, and identify shows it beside what the layers say there.
     The tiles are built the default way: EXT_meshopt_compression + KHR_mesh_quantization (16-bit positions that the
@@ -403,7 +408,7 @@ def test_picking_a_building_by_feature_id_in_l2_lod2_and_oblique(site: Site, bui
             assert c[0] > 200 and c[1] > 170 and c[2] < 100, (lid, c)  # highlighted in the mesh
             b = before[h // 2 - 2: h // 2 + 3, w // 2 - 2: w // 2 + 3].reshape(-1, 3).mean(axis=0)
             assert np.abs(c - b).max() > 60, (lid, b, c)
-        _full(page, IMG / "viewer-pick.png")
+        _full(page, shots / "viewer-pick.png")
         assert bp.log.console_errors == [] and bp.log.page_errors == []
         assert bp.log.off_host() == []
 
@@ -420,7 +425,7 @@ def tall(site: Site) -> dict[str, Any]:
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_section_cuts_the_models_by_a_plane_and_a_box(site: Site, tall: dict) -> None:
+def test_section_cuts_the_models_by_a_plane_and_a_box(site: Site, tall: dict, shots: Path) -> None:
     """Section (剖切): looking straight down on a tall building (the buildings alone, no terrain under them), a
     horizontal cut below its roof removes the roof (the ray meets the floor below the cut) and the cut face shows
     the cap colour (the block's lit floor without caps); a cut under its floor removes all of it (the background
@@ -498,7 +503,7 @@ def test_section_cuts_the_models_by_a_plane_and_a_box(site: Site, tall: dict) ->
         changed = np.abs(px - whole).max(axis=2) > 40
         assert changed[:, : w // 2 - 20].mean() > 0.05 and changed[:, w // 2 + 20:].mean() < 0.01, \
             (changed[:, : w // 2 - 20].mean(), changed[:, w // 2 + 20:].mean())
-        _full(page, IMG / "viewer-section.png")
+        _full(page, shots / "viewer-section.png")
         assert bp.log.console_errors == [] and bp.log.page_errors == []
 @pytest.mark.browser
 @pytest.mark.slow
@@ -573,7 +578,8 @@ def _js_number(x: float) -> str:
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_planning_panel_runs_height_control_viewshed_and_sunlight_as_the_library_does(site: Site) -> None:
+def test_planning_panel_runs_height_control_viewshed_and_sunlight_as_the_library_does(site: Site, shots: Path
+                                                                                     ) -> None:
     """The planning panel (panels/planning.js, issue 15) on the demo: height control, a viewshed from an observer
     placed by a click on the map and the sunlight check of the map's view, each run from the panel's own controls
     (the long ones as jobs the panel polls). The numbers and names it shows equal what the library functions
@@ -652,14 +658,14 @@ def test_planning_panel_runs_height_control_viewshed_and_sunlight_as_the_library
         failing = [b for b in result["buildings"] if not b["passes"]][:20]
         assert [li.split(":")[0] for li in panel.locator(".planning-result li").all_inner_texts()] == \
             [b["name"] or b["id"] for b in failing]
-        _full(page, IMG / "viewer-planning.png")
+        _full(page, shots / "viewer-planning.png")
         assert bp.log.console_errors == [] and bp.log.page_errors == []
         assert bp.log.off_host() == []
 
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_section_cuts_the_models_of_every_comparison_screen(site: Site, tall: dict) -> None:
+def test_section_cuts_the_models_of_every_comparison_screen(site: Site, tall: dict, shots: Path) -> None:
     """Section in the comparison screens (each its own deck.gl Deck): side by side, both halves show the tall
     building's roof from straight above; a cut under its floor made during the comparison removes it from both
     halves (the background shows), clearing brings it back, and a comparison started with a cut shows it cut."""
@@ -698,7 +704,7 @@ def test_section_cuts_the_models_of_every_comparison_screen(site: Site, tall: di
         page.evaluate(f"cimViewer.cim.compare.stop(); cimViewer.cim.section.horizontal({floor});"
                       "cimViewer.cim.compare.start('side', [[], []])")
         assert all(np.abs(c - background).max() < 12 for c in halves())
-        _full(page, IMG / "viewer-compare-section.png")
+        _full(page, shots / "viewer-compare-section.png")
         assert bp.log.console_errors == [] and bp.log.page_errors == []
 
 
