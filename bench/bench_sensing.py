@@ -65,6 +65,7 @@ from layers.sensing.observations import ObsRow
 from layers.sensing.store import rows_table
 from tests.support.http import free_port
 from tests.support.mosquitto import MOSQUITTO
+from tests.support.processes import stop_process
 from tiles.server.auth import AccessStore, access_path
 
 T0 = datetime(2025, 1, 1)
@@ -126,8 +127,7 @@ def server(store: Path, **settings: object) -> Iterator[str]:
     try:
         yield base
     finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        stop_process(proc, timeout=60)
 
 
 @contextlib.contextmanager
@@ -141,8 +141,7 @@ def broker(work: Path) -> Iterator[int]:
     try:
         yield port
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_process(proc, timeout=10)
 
 
 def count_stored(store: Path) -> int:

@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support.http import free_port  # noqa: E402
+from tests.support.processes import stop_process  # noqa: E402
 
 LON0, LAT0, SPAN = 113.20, 40.00, 0.20  # the 1M points cover 0.2 x 0.2 degrees (about 17 x 22 km) near Datong
 
@@ -90,11 +91,7 @@ def process(cmd: list[str], health: str, env: dict[str, str] | None = None, cwd:
         wait_http(health, proc)
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout=20)
 
 
 def wrk(base: str, paths: list[str], work: Path, duration: int, connections: int, timeout: int = 2

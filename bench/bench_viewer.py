@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support.http import free_port  # noqa: E402
+from tests.support.processes import stop_process  # noqa: E402
 
 SERVE = """
 import sys, uvicorn
@@ -169,8 +170,7 @@ def main() -> None:
                         results["pan"] = {"3d": pan(browser, url, args.frames, True),
                                           "flat": pan(browser, url, args.frames, False)}
                 finally:
-                    proc.terminate()
-                    proc.wait(10)
+                    stop_process(proc, timeout=10)
         finally:
             browser.close()
     floor = results["open"][0]  # type: ignore[index]

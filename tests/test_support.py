@@ -254,3 +254,22 @@ def test_cesium_reports_tiles_that_fail(box_tileset: BoxTileset) -> None:
         info = client.load_tileset("/tiles/broken.json")
     assert info.tiles_loaded == 0
     assert [f["url"].rsplit("/", 1)[-1] for f in info.failures] == ["missing.glb"]
+
+
+# --- child processes ----------------------------------------------------------------------------------------------
+
+
+def test_stop_process_terminates_and_kills_what_ignores_sigterm() -> None:
+    import signal
+    import sys
+
+    from tests.support.processes import stop_process
+
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    assert stop_process(polite, timeout=20) == -signal.SIGTERM
+    code = ("import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+            "time.sleep(60)")
+    stubborn = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert stubborn.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+    assert stop_process(stubborn, timeout=0.5) == -signal.SIGKILL
+    assert stop_process(stubborn) == -signal.SIGKILL  # an ended process: its status again

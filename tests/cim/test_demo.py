@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.support.http import free_port
+from tests.support.processes import stop_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cim-demo")]
 REPO = Path(__file__).resolve().parents[2]
@@ -116,8 +117,7 @@ def _demo(folder: Path, sensor_time: str, deadline: float) -> Iterator[tuple[str
         yield f"http://127.0.0.1:{port}", url
     finally:
         watchdog.cancel()
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_process(proc, timeout=30)
 
 
 def test_cim_demo_serves_the_viewer_and_prints_its_url(tmp_path: Path) -> None:

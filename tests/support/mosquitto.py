@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.http import free_port
+from tests.support.processes import stop_process
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -61,9 +62,4 @@ def mosquitto_broker(workdir: Path) -> Iterator[Broker]:
     try:
         yield Broker("127.0.0.1", port, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=10)

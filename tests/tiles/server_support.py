@@ -22,6 +22,7 @@ from rasterio.transform import from_origin
 
 from cim.sources.crs import transformer
 from tests.support.http import free_port
+from tests.support.processes import stop_process
 
 LON0, LAT0 = 113.30, 40.09
 
@@ -186,9 +187,4 @@ def server_process(settings: object, timeout: float = 60.0) -> Iterator[str]:
             time.sleep(0.1)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)

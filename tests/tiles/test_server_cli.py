@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 import cli
 from tests.support.http import free_port
+from tests.support.processes import stop_process
 from tests.tiles.server_support import build_store
 
 pytestmark = pytest.mark.slow
@@ -47,8 +48,7 @@ def _cim_serve(args: list[str], *, cwd: Path | None = None, env: Mapping[str, st
                 time.sleep(0.2)
         yield base, proc
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        stop_process(proc, timeout=20)
 
 
 def test_keys_create_list_revoke_audit(tmp_path: Path) -> None:
