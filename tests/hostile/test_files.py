@@ -38,6 +38,16 @@ def error_message(err: str) -> str:
     return lines[-1]
 
 
+def assert_refused(case: Case, path: Path, code: int, err: str) -> None:
+    """A command refused `case`'s file at `path` as the case says: the exit code of its error (any non-zero one
+    for a plain CimError), an `error:` line matching `case.match` and, when the case asks, naming the file."""
+    assert code != 0 and (case.error is CimError or code == exit_code_for(case.error(""))), (code, err)
+    message = error_message(err)
+    assert re.search(case.match, message), message
+    if case.names_file:
+        assert (case.names or path.name) in message, message
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store that already holds a layer: a failed import must leave every byte of it as it was."""
@@ -66,11 +76,7 @@ def test_layer_import_of_a_broken_file(case: Case, store: Path, tmp_path: Path,
                                       "public_topics", "--store", str(store), "--json", *_options(case.kwargs)])
     assert not TRACEBACK.search(out + err), err
     if case.error is not None:
-        assert code != 0 and (case.error is CimError or code == exit_code_for(case.error(""))), (code, err)
-        message = error_message(err)
-        assert re.search(case.match, message), message
-        if case.names_file:
-            assert (case.names or path.name) in message, message
+        assert_refused(case, path, code, err)
         assert store_digest(store) == before, "a failed import changed the store"
         return
     assert code == 0, err
@@ -97,11 +103,7 @@ def test_build_from_a_broken_input(case: Case, tmp_path: Path, capsys: pytest.Ca
     code, out, err = run_cli(capsys, ["build", str(out_dir), "--json", *_options(kwargs)])
     assert not TRACEBACK.search(out + err), err
     if case.error is not None:
-        assert code != 0 and (case.error is CimError or code == exit_code_for(case.error(""))), (code, err)
-        message = error_message(err)
-        assert re.search(case.match, message), message
-        if case.names_file:
-            assert (case.names or path.name) in message, message
+        assert_refused(case, path, code, err)
         assert not out_dir.exists() or not any(out_dir.iterdir()), "a failed build left output behind"
         return
     assert code == 0, err
