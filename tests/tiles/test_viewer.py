@@ -423,6 +423,20 @@ def tall(site: Site) -> dict[str, Any]:
     return {"code": row["code"], "height": float(row["height"]), "lon": p.x, "lat": p.y}
 
 
+def _look_down_on(page: Any, tall: dict[str, Any]) -> tuple[int, int, str]:
+    """Only the city's buildings, straight down on `tall` at zoom 18, the info panel hidden; waits until the
+    map's centre pixel picks it. Returns the map's width and height (px) and the JS expression of the feature at
+    its centre."""
+    page.evaluate(f"""() => {{ const v = cimViewer.cim.viewer; for (const id of v.order) v.setVisible(id, false);
+        v.setVisible('model:city:buildings', true); document.getElementById('info').hidden = true;
+        v.setViewState({{longitude: {tall['lon']}, latitude: {tall['lat']}, zoom: 18, pitch: 0, bearing: 0}}); }}""")
+    w, h = page.evaluate("[document.getElementById('map').clientWidth, document.getElementById('map').clientHeight]")
+    pick = f"cimViewer.cim.picking.featureAtPixel({w / 2}, {h / 2})"
+    page.wait_for_function(f"(() => {{ const f = {pick}; return f && f.properties.code === '{tall['code']}'; }})()",
+                           timeout=150_000)
+    return w, h, pick
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_section_cuts_the_models_by_a_plane_and_a_box(site: Site, tall: dict, shots: Path) -> None:
@@ -436,13 +450,7 @@ def test_section_cuts_the_models_by_a_plane_and_a_box(site: Site, tall: dict, sh
     with chromium_page(viewport=VIEWPORT, timeout_s=120) as bp:
         page = bp.page
         _open(page, f"{site.base}/?api_key={site.key}")
-        page.evaluate(f"""() => {{ const v = cimViewer.cim.viewer; for (const id of v.order) v.setVisible(id, false);
-            v.setVisible('model:city:buildings', true); document.getElementById('info').hidden = true;
-            v.setViewState({{longitude: {tall['lon']}, latitude: {tall['lat']}, zoom: 18, pitch: 0, bearing: 0}}); }}""")
-        w, h = page.evaluate("[document.getElementById('map').clientWidth, document.getElementById('map').clientHeight]")
-        pick = f"cimViewer.cim.picking.featureAtPixel({w / 2}, {h / 2})"
-        page.wait_for_function(f"(() => {{ const f = {pick}; return f && f.properties.code === '{tall['code']}'; }})()",
-                               timeout=150_000)
+        w, h, pick = _look_down_on(page, tall)
         # the panels (live sensors, flood) add their layers once their data has come: only the buildings are shown
         page.wait_for_function("!cimViewer.cim.flood || cimViewer.cim.flood.available !== null")
         page.wait_for_timeout(1500)
@@ -676,13 +684,7 @@ def test_section_cuts_the_models_of_every_comparison_screen(site: Site, tall: di
         _open(page, f"{site.base}/?api_key={site.key}")
         page.wait_for_function("!cimViewer.cim.flood || cimViewer.cim.flood.available !== null")
         page.wait_for_timeout(1500)  # the panels' own layers (live sensors, flood) are added by then
-        page.evaluate(f"""() => {{ const v = cimViewer.cim.viewer; for (const id of v.order) v.setVisible(id, false);
-            v.setVisible('model:city:buildings', true); document.getElementById('info').hidden = true;
-            v.setViewState({{longitude: {tall['lon']}, latitude: {tall['lat']}, zoom: 18, pitch: 0, bearing: 0}}); }}""")
-        w, h = page.evaluate("[document.getElementById('map').clientWidth, document.getElementById('map').clientHeight]")
-        pick = f"cimViewer.cim.picking.featureAtPixel({w / 2}, {h / 2})"
-        page.wait_for_function(f"(() => {{ const f = {pick}; return f && f.properties.code === '{tall['code']}'; }})()",
-                               timeout=150_000)
+        w, h, pick = _look_down_on(page, tall)
         floor = page.evaluate(f"{pick}.position[2]") - tall["height"] - 2
         background = np.array(BACKGROUND, float)
 
