@@ -70,11 +70,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             yield Site(base, key, broker, start)
 
 
-def _open(page: Any, site: Site) -> None:
+def _open(page: Any, site: Site, lon: float, lat: float) -> None:
+    """The viewer with the site's key, its live sensors connected, flown to (lon, lat) at zoom 14 and loaded."""
     page.goto(f"{site.base}/?api_key={site.key}")
     page.wait_for_function("window.cimViewer && cimViewer.loaded() && window.cim && cim.sensors"
                            " && cim.sensors.connected && cim.sensors.count === 3", timeout=90_000)
     page.wait_for_timeout(300)
+    page.evaluate(f"cimViewer.flyTo({lon}, {lat}, 14)")
+    page.wait_for_function("cimViewer.loaded()", timeout=60_000)
+    page.wait_for_timeout(1500)
 
 
 def _pixel(page: Any, lon: float, lat: float) -> np.ndarray:
@@ -115,10 +119,7 @@ def test_a_published_reading_recolours_its_sensor_within_a_second_and_opens_an_a
     red = json.dumps([225, 20, 20], separators=(",", ":"))
     with chromium_page(viewport=VIEWPORT, timeout_s=90) as bp:
         page = bp.page
-        _open(page, site)
-        page.evaluate(f"cimViewer.flyTo({lon}, {lat}, 14)")
-        page.wait_for_function("cimViewer.loaded()", timeout=60_000)
-        page.wait_for_timeout(1500)
+        _open(page, site, lon, lat)
         # the last reading of the water-level station (an hour ago) is below blue: drawn as normal (green)
         assert page.evaluate("cim.sensors.levelOf(1)") == "none"
         before = _pixel(page, lon, lat)
@@ -150,10 +151,7 @@ def test_a_click_charts_the_last_day_and_the_time_slider_replays(site: Site) -> 
     lon, lat = THINGS[1][2], THINGS[1][3]
     with chromium_page(viewport=VIEWPORT, timeout_s=90) as bp:
         page = bp.page
-        _open(page, site)
-        page.evaluate(f"cimViewer.flyTo({lon}, {lat}, 14)")
-        page.wait_for_function("cimViewer.loaded()", timeout=60_000)
-        page.wait_for_timeout(1500)
+        _open(page, site, lon, lat)
         # a click on the rain gauge (identify) charts its last 24 h: the hourly readings of the last day
         box = page.locator("#map").bounding_box()
         x, y = page.evaluate(f"cimViewer.project({lon}, {lat})")[:2]
