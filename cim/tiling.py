@@ -426,7 +426,7 @@ class Runner:
                 "tasks": dict(self.counts), "batches": dict(self.batched), "resumed": dict(self.resumed)}
 
     def map(self, fn: Callable[[Any, Any], Any], jobs: Sequence[Any], state: Any = None, *, stage: str = "tiles",
-            cost: Sequence[float] | None = None) -> list[Any]:
+            cost: Sequence[float] | None = None, min_task_cost: float = 0.0) -> list[Any]:
         """`fn(job, state)` for every job, as Dask tasks; results in the order of `jobs`.
 
         On a cluster, a wave of more jobs than `tasks_per_worker` x workers runs as that many Dask tasks, each
@@ -435,8 +435,9 @@ class Runner:
         `state` (the build's shared arrays) is sent to every worker once, not once per task. `fn` must be a
         module-level function (workers import it) that writes the same bytes whenever it runs, so a task a dead
         worker left unfinished can be run again elsewhere (Dask does that by itself). `cost` starts the costliest
-        tasks first. With a `manifest`, jobs it lists as finished (`task_key`) are not run again: their recorded
-        results are used, and every result that arrives is recorded.
+        tasks first, and with `min_task_cost` (in the unit of `cost`) a wave of small total cost runs as fewer,
+        larger tasks (`batches`). With a `manifest`, jobs it lists as finished (`task_key`) are not run again: their
+        recorded results are used, and every result that arrives is recorded.
 
         Raises:
             whatever a task raised (the other tasks are cancelled);
@@ -476,7 +477,7 @@ class Runner:
             for i in todo:
                 finished(i, fn(jobs[i], state))
         elif todo:
-            self._map_distributed(fn, jobs, todo, state, stage, cost, finished)
+            self._map_distributed(fn, jobs, todo, state, stage, cost, finished, min_task_cost)
         return results
 
     def worker_count(self) -> int:
@@ -492,14 +493,16 @@ class Runner:
         return self.workers or os.cpu_count() or 1
 
     def _map_distributed(self, fn: Callable[[Any, Any], Any], jobs: list[Any], todo: list[int], state: Any,
-                         stage: str, cost: Sequence[float] | None, finished: Callable[[int, Any], None]) -> None:
+                         stage: str, cost: Sequence[float] | None, finished: Callable[[int, Any], None],
+                         min_task_cost: float = 0.0) -> None:
         from distributed import as_completed
         from distributed.scheduler import KilledWorker
 
         client = self._client
         [shared] = client.scatter([state], broadcast=True, hash=False)
         weights = [float(cost[i]) for i in todo] if cost is not None else [1.0] * len(todo)
-        groups = [[todo[k] for k in g] for g in batches(weights, self.worker_count(), self.tasks_per_worker)]
+        groups = [[todo[k] for k in g] for g in batches(weights, self.worker_count(), self.tasks_per_worker,
+                                                         min_task_cost if cost is not None else 0.0)]
         self.batched[stage] = self.batched.get(stage, 0) + len(groups)
         # the costliest batches first, so the wave does not end waiting on one of them
         order = sorted(groups, key=lambda g: -sum(float(cost[i]) for i in g)) if cost is not None else groups
@@ -526,7 +529,8 @@ class Runner:
 
 
 
-def batches(cost: Sequence[float], workers: int, per_worker: int = TASKS_PER_WORKER) -> list[list[int]]:
+def batches(cost: Sequence[float], workers: int, per_worker: int = TASKS_PER_WORKER,
+            min_cost: float = 0.0) -> list[list[int]]:
     """Consecutive jobs grouped into about `workers` x `per_worker` Dask tasks of equal summed cost.
 
     A task costs the scheduler about a millisecond whatever it does, and one scheduler dispatches a few thousand a
@@ -540,12 +544,19 @@ def batches(cost: Sequence[float], workers: int, per_worker: int = TASKS_PER_WOR
         cost: (n,) the jobs' costs (any unit; non-negative).
         workers: worker threads of the cluster.
         per_worker: tasks per worker wanted.
+        min_cost: the least cost a task should carry: a small wave (in total cost) runs as fewer tasks per worker,
+            down to one, so each task's work outweighs what Dask spends on it (the oblique conversion of a small
+            production: docs/benchmarks.md).
 
     Returns:
         The batches as lists of job indices, in job order; every job once.
     """
     n = len(cost)
-    want = max(1, int(workers)) * max(1, int(per_worker))
+    per = max(1, int(per_worker))
+    if min_cost > 0:
+        total = float(np.nansum(np.maximum(np.asarray(cost, np.float64), 0.0)))
+        per = max(1, min(per, int(total // (min_cost * max(1, int(workers))))))
+    want = max(1, int(workers)) * per
     if n <= want:
         return [[i] for i in range(n)]
     c = np.maximum(np.asarray(cost, np.float64), 0.0)

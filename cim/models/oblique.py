@@ -59,6 +59,9 @@ from tiles.tileset import BoundingVolume, Content, Tile, Tileset, relative_trans
 
 Progress = Callable[[str, int, int], None]
 
+# input bytes a conversion task should carry at least (about 0.1 s of work): a small production runs as a few tasks a
+# worker, not eight (the 31 MB Zhongshan production on 2 workers: 0.55 s instead of 0.63, docs/benchmarks.md)
+MIN_TASK_BYTES = 6_000_000
 MAX_SSE_PX = 16.0
 FOCAL_PX = 935.0  # 1080 px high, 60 degree vertical field of view
 
@@ -634,7 +637,7 @@ def build_oblique(
     # biggest files first so the workers do not end waiting on one large file
     sizes = [Path(j[0]).stat().st_size for j in jobs]
     with runner_scope(runner, options.workers, progress) as run:
-        done = run.map(_convert_file, jobs, state, stage="oblique", cost=sizes)
+        done = run.map(_convert_file, jobs, state, stage="oblique", cost=sizes, min_task_cost=MIN_TASK_BYTES)
     results: dict[str, _FileOut] = {res.path: res for res in done}
     stages["convert"] = time.perf_counter() - t0 - stages["prepare"]
 

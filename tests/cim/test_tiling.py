@@ -256,6 +256,12 @@ def test_batches_are_consecutive_balanced_and_cover_every_job():
     # a job costlier than a share fills its batch (with its neighbours at most); zero costs still advance
     assert batches([0, 0, 100, 0, 0, 0], workers=1, per_worker=3) == [[0, 1, 2], [3, 4, 5]]
     assert batches([float("nan")] * 10, workers=1, per_worker=5) == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    # a wave of small total cost: fewer tasks a worker (never fewer than one a worker), the same order
+    small = [1.0] * 40
+    assert len(batches(small, workers=2, per_worker=8, min_cost=10.0)) == 4  # 40 / (10 x 2) = 2 a worker
+    assert len(batches(small, workers=2, per_worker=8, min_cost=1000.0)) == 2
+    assert len(batches(small, workers=2, per_worker=8, min_cost=0.5)) == 16  # no more than per_worker
+    assert sum(batches(small, workers=2, per_worker=8, min_cost=10.0), []) == list(range(40))
 
 
 def test_many_jobs_run_as_batches_in_order_and_recorded_one_by_one(client, tmp_path):
