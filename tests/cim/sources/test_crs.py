@@ -128,3 +128,17 @@ def test_local_projected_crs_is_the_gauss_krueger_zone_for_cgcs2000_and_utm_othe
     x, _ = pyproj.Transformer.from_crs(pyproj.CRS.from_epsg(crs), got, always_xy=True).transform(lon, lat)
     half_width = (1.5 if want < 5000 else 3.0) * 111_320 * np.cos(np.radians(lat))
     assert abs(x - 500_000) <= half_width * 1.01  # (a spherical estimate of the width)
+
+
+def test_3d_form_is_pyprojs_and_remembered_per_crs_object():
+    from pyproj import CRS
+
+    from cim.sources.crs import to_3d
+
+    by_code = CRS.from_epsg(4547)
+    by_wkt = CRS.from_wkt(by_code.to_wkt())  # the same WKT, a 3D form without the conversion's identifier
+    for crs in (by_code, by_wkt, CRS.from_epsg(32650)):
+        assert to_3d(crs).to_wkt() == crs.to_3d().to_wkt()
+        assert to_3d(crs) is to_3d(crs)
+    assert to_3d(by_code).to_wkt() != to_3d(by_wkt).to_wkt()
+    assert to_3d(CRS.from_epsg(4978)).is_geocentric and len(to_3d("EPSG:4979").axis_info) == 3
