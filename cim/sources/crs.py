@@ -166,9 +166,25 @@ def _cached_transformer(src_wkt: str, dst_wkt: str) -> Transformer:
     return Transformer.from_crs(CRS.from_wkt(src_wkt), CRS.from_wkt(dst_wkt), always_xy=True)
 
 
+_PAIRS: dict[tuple[int, int], tuple[CRS, CRS, Transformer]] = {}  # by the CRS objects' ids (the objects are held)
+
+
 def transformer(src: CRSLike, dst: CRSLike) -> Transformer:
-    """A cached transformer from `src` to `dst` with x/y = east/north (lon/lat) order on both sides."""
-    return _cached_transformer(parse_crs(src).to_wkt(), parse_crs(dst).to_wkt())
+    """A cached transformer from `src` to `dst` with x/y = east/north (lon/lat) order on both sides.
+
+    Cached by the two CRSs' WKT, and for CRS objects also by the objects themselves (the last 64 pairs): a build
+    asks for the same pair once per tile or node, and writing two WKTs costs more than the transform of a small mesh.
+    """
+    key = (id(src), id(dst))
+    hit = _PAIRS.get(key) if isinstance(src, CRS) and isinstance(dst, CRS) else None
+    if hit is not None and hit[0] is src and hit[1] is dst:
+        return hit[2]
+    out = _cached_transformer(parse_crs(src).to_wkt(), parse_crs(dst).to_wkt())
+    if isinstance(src, CRS) and isinstance(dst, CRS):
+        if len(_PAIRS) >= 64:
+            _PAIRS.pop(next(iter(_PAIRS)), None)
+        _PAIRS[key] = (src, dst, out)
+    return out
 
 
 _3D: dict[int, tuple[CRS, CRS]] = {}  # id(crs) -> (crs, crs.to_3d()): the CRS is held, so its id is not reused

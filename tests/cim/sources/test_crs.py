@@ -142,3 +142,16 @@ def test_3d_form_is_pyprojs_and_remembered_per_crs_object():
         assert to_3d(crs) is to_3d(crs)
     assert to_3d(by_code).to_wkt() != to_3d(by_wkt).to_wkt()
     assert to_3d(CRS.from_epsg(4978)).is_geocentric and len(to_3d("EPSG:4979").axis_info) == 3
+
+
+def test_transformers_are_the_wkt_cached_ones_for_crs_objects_too():
+    from pyproj import CRS
+
+    from cim.sources import crs as crsmod
+
+    a, b = CRS.from_epsg(4547), crsmod.ECEF
+    first = transformer(a, b)
+    assert transformer(a, b) is first  # remembered for the objects
+    assert transformer(CRS.from_epsg(4547), b) is first  # an equal CRS: the same WKT, the same transformer
+    assert transformer("EPSG:4547", b) is first
+    assert transformer(b, a) is not first
