@@ -12,6 +12,7 @@ import functools
 import math
 import os
 import re
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,29 @@ def _cached_transformer(src_wkt: str, dst_wkt: str) -> Transformer:
     return Transformer.from_crs(CRS.from_wkt(src_wkt), CRS.from_wkt(dst_wkt), always_xy=True)
 
 
-_PAIRS: dict[tuple[int, int], tuple[CRS, CRS, Transformer]] = {}  # by the CRS objects' ids (the objects are held)
+class _ByObject:
+    """The last `size` values remembered by the identity of the objects they were made from (the objects are held,
+    so their ids are not reused); safe to share between threads."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._items: dict[tuple[int, ...], tuple[tuple[Any, ...], Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, *objects: Any) -> Any | None:
+        hit = self._items.get(tuple(map(id, objects)))
+        if hit is not None and all(a is b for a, b in zip(hit[0], objects, strict=True)):
+            return hit[1]
+        return None
+
+    def put(self, value: Any, *objects: Any) -> None:
+        with self._lock:
+            if len(self._items) >= self._size:
+                self._items.pop(next(iter(self._items)), None)
+            self._items[tuple(map(id, objects))] = (objects, value)
+
+
+_PAIRS = _ByObject()  # (src, dst) CRS objects -> their transformer
 
 
 def transformer(src: CRSLike, dst: CRSLike) -> Transformer:
@@ -175,19 +198,17 @@ def transformer(src: CRSLike, dst: CRSLike) -> Transformer:
     Cached by the two CRSs' WKT, and for CRS objects also by the objects themselves (the last 64 pairs): a build
     asks for the same pair once per tile or node, and writing two WKTs costs more than the transform of a small mesh.
     """
-    key = (id(src), id(dst))
-    hit = _PAIRS.get(key) if isinstance(src, CRS) and isinstance(dst, CRS) else None
-    if hit is not None and hit[0] is src and hit[1] is dst:
-        return hit[2]
+    objects = isinstance(src, CRS) and isinstance(dst, CRS)
+    hit = _PAIRS.get(src, dst) if objects else None
+    if hit is not None:
+        return hit
     out = _cached_transformer(parse_crs(src).to_wkt(), parse_crs(dst).to_wkt())
-    if isinstance(src, CRS) and isinstance(dst, CRS):
-        if len(_PAIRS) >= 64:
-            _PAIRS.pop(next(iter(_PAIRS)), None)
-        _PAIRS[key] = (src, dst, out)
+    if objects:
+        _PAIRS.put(out, src, dst)
     return out
 
 
-_3D: dict[int, tuple[CRS, CRS]] = {}  # id(crs) -> (crs, crs.to_3d()): the CRS is held, so its id is not reused
+_3D = _ByObject()  # CRS object -> crs.to_3d()
 
 
 def to_3d(crs: CRSLike) -> CRS:
@@ -200,13 +221,11 @@ def to_3d(crs: CRSLike) -> CRS:
     crs = parse_crs(crs)
     if len(crs.axis_info) >= 3 or crs.is_geocentric:
         return crs
-    hit = _3D.get(id(crs))
-    if hit is not None and hit[0] is crs:
-        return hit[1]
+    hit = _3D.get(crs)
+    if hit is not None:
+        return hit
     out = crs.to_3d()
-    if len(_3D) >= 64:
-        _3D.pop(next(iter(_3D)), None)
-    _3D[id(crs)] = (crs, out)
+    _3D.put(out, crs)
     return out
 
 

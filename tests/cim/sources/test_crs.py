@@ -155,3 +155,23 @@ def test_transformers_are_the_wkt_cached_ones_for_crs_objects_too():
     assert transformer(CRS.from_epsg(4547), b) is first  # an equal CRS: the same WKT, the same transformer
     assert transformer("EPSG:4547", b) is first
     assert transformer(b, a) is not first
+
+
+def test_remembered_by_object_keeps_the_last_entries_and_answers_only_for_the_same_objects():
+    import threading
+
+    from cim.sources.crs import _ByObject
+
+    memo = _ByObject(size=4)
+    keys = [object() for _ in range(6)]
+    for i, k in enumerate(keys):
+        memo.put(i, k, keys[0])
+    assert [memo.get(k, keys[0]) for k in keys] == [None, None, 2, 3, 4, 5]  # the oldest two went
+    assert memo.get(keys[5], keys[1]) is None and memo.get(keys[0], keys[5]) is None  # another pair: nothing
+    held = [object() for _ in range(400)]
+    threads = [threading.Thread(target=lambda j=j: [memo.put(j, o) for o in held[j::4]]) for j in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(memo._items) == 4 and all(memo.get(*objs) == v for objs, v in memo._items.values())
