@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -479,6 +480,36 @@ class Runner:
         elif todo:
             self._map_distributed(fn, jobs, todo, state, stage, cost, finished, min_task_cost)
         return results
+
+    def submit(self, fn: Callable[[Any, Any], Any], job: Any, state: Any = None, *, stage: str = "tiles"
+               ) -> Callable[[], Any]:
+        """`fn(job, state)` started now as one Dask task whose result is asked for later, so that this process
+        goes on meanwhile (with a wave of one task, which runs here: `map`). Without a cluster (synchronous, or
+        not started yet) it runs in this process when its result is asked for. Not recorded in a `manifest`.
+
+        Returns:
+            A function that waits for the result and returns it (raising what the task raised).
+
+        Raises:
+            (from the returned function) BuildError: the task killed its worker process too often.
+        """
+        self.counts[stage] = self.counts.get(stage, 0) + 1
+        if self._client is None:
+            return functools.partial(fn, job, state)
+        from distributed.scheduler import KilledWorker
+
+        future = self._client.submit(fn, job, state, pure=False, key=f"{stage}-{uuid.uuid4().hex}")
+
+        def result() -> Any:
+            try:
+                return future.result()
+            except KilledWorker as exc:
+                raise BuildError(f"stage {stage}: a task killed its worker process more often than the scheduler "
+                                 f"allows: {exc}") from exc
+            finally:
+                future.release()
+
+        return result
 
     def worker_count(self) -> int:
         """The worker threads tasks run on: the cluster's (connected), the local cluster's to be started, or 1

@@ -512,6 +512,11 @@ def _merge_task(job: tuple[str, list[_Coarse], float], state: dict[str, Any]
     return merged, region_of(merged.ecef, pad_m=0.01), frame.column_major(), uri, error
 
 
+def _describe(geo: Georeference, state: Any) -> str:
+    """A Dask task: `geo.describe()`."""
+    return geo.describe()
+
+
 def _merged_tree(roots: list[tuple[Tile, _Coarse]], out: Path, options: ObliqueOptions, run: Runner,
                  counter: list[int]) -> Tile:
     """A quadtree of merged coarse nodes over the production tiles' root tiles, one wave of Dask tasks per level
@@ -638,36 +643,38 @@ def build_oblique(
     sizes = [Path(j[0]).stat().st_size for j in jobs]
     with runner_scope(runner, options.workers, progress) as run:
         done = run.map(_convert_file, jobs, state, stage="oblique", cost=sizes, min_task_cost=MIN_TASK_BYTES)
-    results: dict[str, _FileOut] = {res.path: res for res in done}
-    stages["convert"] = time.perf_counter() - t0 - stages["prepare"]
+        results: dict[str, _FileOut] = {res.path: res for res in done}
+        stages["convert"] = time.perf_counter() - t0 - stages["prepare"]
+        # naming the SRS searches PROJ's database (~0.1 s holding the GIL): on a worker while this process merges
+        georeference = run.submit(_describe, geo, stage="oblique-describe")
 
-    tile_roots: list[tuple[Tile, _Coarse]] = []
-    warnings: list[str] = []
-    for t in tiles:
-        res = results[str(t.root_file)]
-        subtrees = _file_tiles(res, t.root_file.parent, results, set())
-        if not subtrees or res.coarse is None:
-            warnings.append(f"tile {t.name}: root file {t.root_file.name} has no triangles; left out")
-            continue
-        if len(subtrees) == 1:
-            root_tile = subtrees[0]
-        else:
-            root_tile = Tile(bounding_volume=BoundingVolume(region=union_regions(
-                [s.bounding_volume.region for s in subtrees])), geometric_error=max(
-                s.geometric_error for s in subtrees), refine="REPLACE", children=subtrees)
-        tile_roots.append((root_tile, res.coarse))
-    if not tile_roots:
-        raise BuildError(f"oblique production {prod}: no tile could be converted")
-    merged_count = [0]
-    with runner_scope(runner, options.workers, progress) as run:
+        tile_roots: list[tuple[Tile, _Coarse]] = []
+        warnings: list[str] = []
+        for t in tiles:
+            res = results[str(t.root_file)]
+            subtrees = _file_tiles(res, t.root_file.parent, results, set())
+            if not subtrees or res.coarse is None:
+                warnings.append(f"tile {t.name}: root file {t.root_file.name} has no triangles; left out")
+                continue
+            if len(subtrees) == 1:
+                root_tile = subtrees[0]
+            else:
+                root_tile = Tile(bounding_volume=BoundingVolume(region=union_regions(
+                    [s.bounding_volume.region for s in subtrees])), geometric_error=max(
+                    s.geometric_error for s in subtrees), refine="REPLACE", children=subtrees)
+            tile_roots.append((root_tile, res.coarse))
+        if not tile_roots:
+            raise BuildError(f"oblique production {prod}: no tile could be converted")
+        merged_count = [0]
         root = _merged_tree(tile_roots, out, options, run, merged_count)
+        described = georeference()
     stages["merge"] = time.perf_counter() - t0 - stages["prepare"] - stages["convert"]
 
     reg = root.bounding_volume.region
     levels = sorted({r.level for r in results.values() if r.level is not None})
     return ObliqueResult(
         root=root,
-        georeference=geo.describe(),
+        georeference=described,
         tiles=len(tile_roots),
         files=len(results),
         levels=levels,

@@ -111,6 +111,7 @@ def test_oblique_merged_levels_same_bytes_on_a_cluster(city, client, tmp_path):
     with Runner(client=client) as two:
         b = build_oblique(prod, tmp_path / "b", runner=two)
     assert a.root.model_dump() == b.root.model_dump()
+    assert a.georeference == b.georeference == "EPSG:4547"  # b's named on a worker while the driver merged
     fa, fb = _files(tmp_path / "a"), _files(tmp_path / "b")
     merged = [k for k in fa if "/merged/" in k]
     assert len(merged) == 5 and fa == fb
@@ -240,6 +241,29 @@ def test_a_wave_of_one_task_runs_here_even_on_a_cluster(client):
         assert run.map(_pid, [0], stage="one") == [os.getpid()]
         assert os.getpid() not in run.map(_pid, [0, 1], stage="two")
         assert run.describe()["batches"] == {"two": 2}
+
+
+def _slow_pid(job, state):
+    time.sleep(job)
+    return os.getpid(), state
+
+
+def test_submit_runs_on_a_worker_while_this_process_goes_on(client):
+    with Runner(client=client) as run:
+        t = time.perf_counter()
+        pending = run.submit(_slow_pid, 2.0, "s", stage="side")
+        assert time.perf_counter() - t < 1.5  # not waited for
+        assert run.map(_pid, [0], stage="one") == [os.getpid()]  # this process goes on meanwhile
+        pid, state = pending()
+        assert pid != os.getpid() and state == "s"
+        with pytest.raises(BuildError, match="job 3 failed on purpose"):
+            run.submit(_square, 3, {"add": 0, "fail": 3})()
+        assert run.describe()["tasks"]["side"] == 1
+    calls: list[int] = []
+    with Runner(scheduler=SYNCHRONOUS) as run:
+        pending = run.submit(lambda job, state: calls.append(job) or os.getpid(), 7)
+        assert calls == []  # run here, when its result is asked for
+        assert pending() == os.getpid() and calls == [7]
 
 
 def test_batches_are_consecutive_balanced_and_cover_every_job():
