@@ -442,9 +442,7 @@ def _merge(coarse: list[_Coarse], cell: float, atlas_size: int, quality: int, gl
     t = np.vstack(tris)
     frame = enu_at(e)
     local = frame.to_local(e)
-    key = np.floor(local / cell).astype(np.int64)
-    _, cluster, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
-    cluster = cluster.reshape(-1)
+    cluster, counts = _grid_cells(np.floor(local / cell).astype(np.int64))
     sums = np.zeros((len(counts), 3))
     np.add.at(sums, cluster, local)
     snapped = sums[cluster] / counts[cluster][:, None]
@@ -455,6 +453,22 @@ def _merge(coarse: list[_Coarse], cell: float, atlas_size: int, quality: int, gl
     merged = _Coarse(ecef=frame.to_ecef(snapped[used]), uv=np.vstack(uv)[used], tris=inv.reshape(-1, 3),
                      group=np.zeros(len(t), np.int64), images=[atlas_bytes])
     return merged, atlas_bytes, atlas_mime
+
+
+def _grid_cells(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 3) int64 grid cells -> ((n,) each row's cell number, (m,) rows per cell), cells numbered in the
+    lexicographic order of (x, y, z): what `np.unique(key, axis=0, return_inverse=True, return_counts=True)` gives,
+    from one int64 a row (np.unique of rows sorts them as records: 14 ms for a 20,000-vertex merged node, 0.5 ms)."""
+    if len(key):
+        lo = key.min(axis=0)
+        span = key.max(axis=0) - lo + 1
+        if float(span[0]) * float(span[1]) * float(span[2]) < 2.0**62:
+            k = key - lo
+            _, cluster, counts = np.unique((k[:, 0] * span[1] + k[:, 1]) * span[2] + k[:, 2], return_inverse=True,
+                                           return_counts=True)
+            return cluster.reshape(-1), counts
+    _, cluster, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    return cluster.reshape(-1), counts
 
 
 @dataclass

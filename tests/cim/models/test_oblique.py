@@ -227,6 +227,19 @@ def test_levels_errors_and_textures_match_the_source(zhongshan):
     assert all(out_jpegs[k] <= src[k] for k in src) and sum(out_jpegs.values()) < 0.93 * sum(src.values())
 
 
+def test_grid_cells_number_cells_as_unique_rows_does():
+    from cim.models.oblique import _grid_cells
+
+    rng = np.random.default_rng(5)
+    cases = [rng.integers(-40, 40, (5000, 3)), rng.integers(-3, 3, (800, 3)) * np.array([1, 1000, 7]),
+             np.array([[2**40, -(2**40), 0], [-(2**40), 2**40, 5], [0, 0, 0], [2**40, -(2**40), 0]]),  # span > 2**62
+             np.array([[1, 2, 3]]), np.zeros((0, 3), np.int64)]
+    for key in cases:
+        _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+        cluster, n = _grid_cells(key.astype(np.int64))
+        assert np.array_equal(cluster, inverse.reshape(-1)) and np.array_equal(n, counts)
+
+
 def test_merged_level_error_is_its_childrens_plus_the_measured_deviation(zhongshan):
     from cim.models.deviation import closest_on_triangles
 
