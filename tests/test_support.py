@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import urllib.error
 import urllib.request
@@ -215,6 +216,39 @@ def test_chromium_page_logs_requests_that_leave_the_host(tmp_path: Path) -> None
     assert log.off_host() == ["http://tiles.example.com/tileset.json"]
     assert any("boom" in e for e in log.page_errors)
     assert log.console_errors
+
+
+# A page with the viewer's interface that wait_viewer_drawn uses (cimViewer.loaded, .deck, .compare.decks, cim.on/off
+# 'render'): a layer that loads when the page says so, a deck that emits 'render' when it draws (or never draws).
+_VIEWER_FACE = """<!doctype html><link rel='icon' href='data:,'><script>
+const listeners = [];
+const layer = {id: 'model:city:buildings', parent: null, props: {visible: true}, isLoaded: %(loaded)s};
+const deck = {isInitialized: true, layerManager: {getLayers: () => [layer]},
+  redraw() { if (%(draws)s) for (const fn of listeners.slice()) fn(); }};
+window.cimViewer = {deck, compare: {decks: []}, loaded: () => layer.isLoaded,
+  cim: {on: (e, fn) => listeners.push(fn), off: (e, fn) => listeners.splice(listeners.indexOf(fn), 1)}};
+</script>"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(("loaded", "draws", "message"), [
+    ("true", "true", None),
+    ("false", "true", "still loading: model:city:buildings"),
+    ("true", "false", "still loading: (none at the end)"),  # loaded but never drawn: what the old wait took
+])
+def test_wait_viewer_drawn_needs_a_frame_drawn_with_every_layer_loaded(tmp_path: Path, loaded: str, draws: str,
+                                                                      message: str | None) -> None:
+    from tests.support.browser import wait_viewer_drawn
+
+    (tmp_path / "index.html").write_text(_VIEWER_FACE % {"loaded": loaded, "draws": draws}, encoding="utf-8")
+    with serve_directory(tmp_path) as base_url, chromium_page() as browser:
+        browser.page.goto(f"{base_url}/index.html")
+        if message is None:
+            wait_viewer_drawn(browser.page, timeout_s=5)
+        else:
+            with pytest.raises(AssertionError, match=re.escape(message)):
+                wait_viewer_drawn(browser.page, timeout_s=1)
+        assert browser.page.evaluate("listeners.length") == 0  # its 'render' listener removed either way
 
 
 @pytest.mark.browser

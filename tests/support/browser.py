@@ -113,6 +113,51 @@ def chromium_page(*, viewport: tuple[int, int] = (800, 600), timeout_s: float = 
             browser.close()
 
 
+# deck.gl's isLoaded counts a tile whose data arrived before its sub-layers were made, so `cimViewer.loaded()` can
+# be true while the canvas still shows the frame before: pixels are sampled only after a frame was drawn with every
+# visible layer loaded, on `frames` consecutive turns of deck.gl's own loop (a 3D tileset can report loaded for a
+# frame before it asks for the children its traversal has just chosen).
+_VIEWER_DRAWN_JS = """async ([timeoutMs, frames]) => {
+  const decks = () => [cimViewer.deck, ...cimViewer.compare.decks];
+  const turn = () => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  let drewLoaded = false;  // the map drew a frame (deck.gl onAfterRender) with every visible layer loaded
+  const onRender = () => { if (cimViewer.loaded()) drewLoaded = true; };
+  cimViewer.cim.on('render', onRender);
+  const deadline = performance.now() + timeoutMs;
+  let quiet = 0;  // turns in a row that ended so
+  try {
+    while (quiet < frames) {
+      if (performance.now() > deadline) {
+        const pending = decks().flatMap(d => !d.isInitialized || !d.layerManager ? ['(deck.gl not initialised)']
+          : d.layerManager.getLayers().filter(l => !l.parent && l.props.visible && !l.isLoaded).map(l => l.id));
+        return {quiet, pending};
+      }
+      drewLoaded = false;
+      await turn();  // deck.gl's loop: layers updated, tiles chosen and requested, drawn if anything changed
+      if (cimViewer.loaded()) for (const d of decks()) d.redraw('tests: sample pixels');
+      quiet = drewLoaded && cimViewer.loaded() ? quiet + 1 : 0;
+    }
+  } finally {
+    cimViewer.cim.off('render', onRender);
+  }
+  return {quiet, pending: []};
+}"""
+
+
+def wait_viewer_drawn(page: Any, *, timeout_s: float = 60.0, frames: int = 3) -> None:
+    """Wait until the viewer's map (and every screen of a comparison) drew `frames` consecutive frames with every
+    visible layer loaded: the moment its pixels show the city rather than the frame before.
+
+    Raises:
+        AssertionError: naming the layers still loading, when that did not happen within `timeout_s`.
+    """
+    page.wait_for_function("window.cimViewer && cimViewer.cim", timeout=timeout_s * 1000)
+    out = page.evaluate(_VIEWER_DRAWN_JS, [timeout_s * 1000, frames])
+    if out["quiet"] < frames:
+        raise AssertionError(f"the viewer drew no {frames} frames in a row with every visible layer loaded within "
+                             f"{timeout_s:g} s; still loading: {', '.join(out['pending']) or '(none at the end)'}")
+
+
 def require_cesium() -> None:
     """Skip the calling test when the CesiumJS build is missing."""
     if not (CESIUM_BUILD / "Cesium.js").is_file():

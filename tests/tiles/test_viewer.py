@@ -24,6 +24,7 @@ from tests.support.values import (
     assert_json_properties,
     every_type_layer,
 )
+from tests.support.browser import wait_viewer_drawn
 from tests.tiles.server_support import running_server
 
 pytestmark = pytest.mark.xdist_group("viewer-demo-site")  # one demo site (levels 2, 3, oblique) for the module
@@ -181,8 +182,7 @@ def test_write_viewer_html_points_at_the_running_server(site: Site, tmp_path: Pa
 # ------------------------------------------------------------------------------------------------ in the browser
 def _open(page: Any, url: str) -> None:
     page.goto(url)
-    page.wait_for_function("window.cimViewer && cimViewer.loaded()", timeout=60_000)
-    page.wait_for_timeout(500)  # let the last tiles draw
+    _wait_loaded(page)
 
 
 def _pixels(page: Any, path: Path | None = None) -> np.ndarray:
@@ -201,8 +201,8 @@ def _full(page: Any, path: Path) -> None:
 
 
 def _wait_loaded(page: Any) -> None:
-    page.wait_for_function("cimViewer.loaded()", timeout=60_000)
-    page.wait_for_timeout(500)
+    """Until the map drew its visible layers loaded (not just loaded them): then its pixels show them."""
+    wait_viewer_drawn(page, timeout_s=60)
 
 
 @pytest.mark.browser
@@ -387,7 +387,7 @@ def test_picking_a_building_by_feature_id_in_l2_lod2_and_oblique(site: Site, bui
             # the building's tile is loaded once the ray at the centre meets it (a whole model may load for longer)
             page.wait_for_function(f"(() => {{ const f = cimViewer.cim.picking.featureAtPixel({w / 2}, {h / 2}); "
                                    f"return f && f.properties.code === '{building['code']}'; }})()", timeout=150_000)
-            page.wait_for_timeout(800)
+            _wait_loaded(page)
             before = _pixels(page)
             page.evaluate("window.previousIdentify = cimViewer.cim.identify.last")
             _click(page, w / 2, h / 2)
@@ -402,7 +402,7 @@ def test_picking_a_building_by_feature_id_in_l2_lod2_and_oblique(site: Site, bui
             assert section.count() == 1 and building["code"] in section.inner_text()
             assert page.locator('#info .hit[data-layer="buildings"]').count() == 1  # what the layers say there
             page.evaluate("document.getElementById('info').hidden = true")
-            page.wait_for_timeout(400)
+            _wait_loaded(page)
             after = _pixels(page)
             c = after[h // 2 - 2: h // 2 + 3, w // 2 - 2: w // 2 + 3].reshape(-1, 3).mean(axis=0)
             assert c[0] > 200 and c[1] > 170 and c[2] < 100, (lid, c)  # highlighted in the mesh
@@ -456,11 +456,11 @@ def test_section_cuts_the_models_by_a_plane_and_a_box(site: Site, tall: dict, sh
         page.wait_for_timeout(1500)
         page.evaluate("""() => { const v = cimViewer.cim.viewer;
             for (const id of v.order) if (id !== 'model:city:buildings') v.setVisible(id, false); }""")
-        page.wait_for_timeout(800)
+        _wait_loaded(page)
         top = page.evaluate(f"{pick}.position[2]")
 
         def centre() -> np.ndarray:
-            page.wait_for_timeout(600)
+            _wait_loaded(page)
             px = _pixels(page)
             return px[h // 2 - 3: h // 2 + 4, w // 2 - 3: w // 2 + 4].reshape(-1, 3).mean(axis=0)
 
@@ -499,14 +499,14 @@ def test_section_cuts_the_models_by_a_plane_and_a_box(site: Site, tall: dict, sh
         assert np.abs(centre() - background).max() < 12 and picked() is None
         # a vertical north-south plane through the building, cutting away the west: the west of the view changes
         page.evaluate("cimViewer.cim.section.clear()")
-        page.wait_for_timeout(600)
+        _wait_loaded(page)
         whole = _pixels(page)
         page.evaluate(f"cimViewer.cim.section.vertical([{tall['lon']}, {tall['lat'] - d}], [{tall['lon']}, {tall['lat'] + d}], "
                       f"[{tall['lon'] - 0.01}, {tall['lat']}])")
         west, east = page.evaluate(f"""[cimViewer.cim.section.isCut({tall['lon'] - 1e-5}, {tall['lat']}, {top}),
                                          cimViewer.cim.section.isCut({tall['lon'] + 1e-5}, {tall['lat']}, {top})]""")
         assert west and not east
-        page.wait_for_timeout(600)
+        _wait_loaded(page)
         px = _pixels(page)
         changed = np.abs(px - whole).max(axis=2) > 40
         assert changed[:, : w // 2 - 20].mean() > 0.05 and changed[:, w // 2 + 20:].mean() < 0.01, \
@@ -690,7 +690,6 @@ def test_section_cuts_the_models_of_every_comparison_screen(site: Site, tall: di
 
         def halves() -> list[np.ndarray]:
             _wait_loaded(page)
-            page.wait_for_timeout(600)
             px = _pixels(page)
             return [px[h // 2 - 3: h // 2 + 4, x - 3: x + 4].reshape(-1, 3).mean(axis=0) for x in (w // 4, 3 * w // 4)]
 
@@ -756,7 +755,7 @@ def test_the_picked_building_is_highlighted_where_it_shows_not_through_what_is_i
             _wait_loaded(page)
             plain = _pixels(page)
             page.evaluate(f"cimViewer.cim.picking.setHighlight(cimViewer.cim.picking.featureAtPixel({w / 2}, {h / 2}))")
-            page.wait_for_timeout(400)
+            _wait_loaded(page)
             lit = _pixels(page)
             c = lit[h // 2 - 2: h // 2 + 3, w // 2 - 2: w // 2 + 3].reshape(-1, 3).mean(axis=0)
             assert c[0] > 200 and c[1] > 170 and c[2] < 100, (pair, c)  # seen from above: yellow
@@ -773,7 +772,7 @@ def test_the_picked_building_is_highlighted_where_it_shows_not_through_what_is_i
                 continue
             lit = _pixels(page)
             page.evaluate("cimViewer.cim.picking.setHighlight(null)")
-            page.wait_for_timeout(400)
+            _wait_loaded(page)
             plain = _pixels(page)
             xi, yi = int(round(x)), int(round(y))
             a = lit[yi - 2: yi + 3, xi - 2: xi + 3].reshape(-1, 3).mean(axis=0)

@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.support.browser import wait_viewer_drawn
 from tests.support.many_layers import COUNTS, LAT0, LON0, UNIQUE_NAME, quadrants
 from tests.tiles.server_support import running_server
 
@@ -84,8 +85,7 @@ def _open(bp: Any, url: str) -> float:
 
 
 def _settle(page: Any) -> None:
-    page.wait_for_function("cimViewer.loaded()", timeout=120_000)
-    page.wait_for_timeout(600)
+    wait_viewer_drawn(page, timeout_s=120)
 
 
 def _pixels(page: Any) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.support.browser import wait_viewer_drawn
 from tests.tiles.server_support import running_server
 
 VIEWPORT = (900, 600)
@@ -143,9 +144,7 @@ def test_viewer_draws_and_picks_draco_and_ktx2_tiles_with_nothing_off_the_host(s
         page.evaluate(f"""() => {{ const v = cimViewer.cim.viewer; for (const id of v.order) v.setVisible(id, false);
             v.setVisible('model:city:terrain', true);
             v.setViewState({{longitude: {b['lon']}, latitude: {b['lat']}, zoom: 15.5, pitch: 0, bearing: 0}}); }}""")
-        page.wait_for_timeout(1500)
-        page.wait_for_function("cimViewer.loaded()", timeout=180_000)
-        page.wait_for_timeout(1500)
+        wait_viewer_drawn(page, timeout_s=180)
         shot = np.asarray(Image.open(io.BytesIO(page.locator("#map").screenshot())).convert("RGB"), float)
         drawn = shot[40:-60, 40:-60].reshape(-1, 3)  # clear of the scale bar and the compass
         ratio = drawn.mean(axis=0) / served.ortho_mean  # lit by the viewer's lights: 0.65 seen, 0.26 when black

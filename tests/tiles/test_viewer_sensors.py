@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.support.browser import wait_viewer_drawn
 from tests.support.mosquitto import Broker, mosquitto_broker
 from tests.support.sensing import HOURS, THINGS, series, thing_doc
 from tests.tiles.server_support import running_server
@@ -77,8 +78,7 @@ def _open(page: Any, site: Site, lon: float, lat: float) -> None:
                            " && cim.sensors.connected && cim.sensors.count === 3", timeout=90_000)
     page.wait_for_timeout(300)
     page.evaluate(f"cimViewer.flyTo({lon}, {lat}, 14)")
-    page.wait_for_function("cimViewer.loaded()", timeout=60_000)
-    page.wait_for_timeout(1500)
+    wait_viewer_drawn(page, timeout_s=60)
 
 
 def _pixel(page: Any, lon: float, lat: float) -> np.ndarray:

@@ -31,6 +31,7 @@ from rasterio.transform import from_origin
 from scipy.ndimage import map_coordinates
 
 from cim.sources.crs import transformer
+from tests.support.browser import wait_viewer_drawn
 from tests.tiles.server_support import running_server
 
 LON0, LAT0 = 113.30, 40.09
@@ -189,8 +190,7 @@ def _shot(page: Any, shown: str, view: str) -> np.ndarray:
 
     page.evaluate(f"() => {{ const v = cimViewer.cim.viewer; for (const id of v.order) v.setVisible(id, {shown}); }}")
     page.evaluate(f"cimViewer.cim.viewer.setViewState({view})")
-    page.wait_for_function("cimViewer.loaded()", timeout=120_000)
-    page.wait_for_timeout(500)
+    wait_viewer_drawn(page, timeout_s=120)
     return np.asarray(Image.open(io.BytesIO(page.locator("#map").screenshot())).convert("RGB")).astype(int)
 
 
