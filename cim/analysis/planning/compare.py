@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cim.analysis.planning.exposure import Progress
 from cim.analysis.planning.height import HeightControlParams, HeightControlResult, height_control
-from cim.analysis.planning.output import geojson, write_layer
+from cim.analysis.planning.output import geojson, json_records, write_layer
 from cim.analysis.planning.scene import CityScene, Scheme
 from cim.analysis.planning.shadow import ShadowParams, ShadowResult, shadow
 from cim.analysis.planning.skyline import SkylineParams, SkylineResult, skyline
@@ -153,10 +153,7 @@ class SchemeComparison:
         def recs(df: pd.DataFrame | None, drop: tuple[str, ...] = ()) -> list[dict[str, Any]]:
             if df is None:
                 return []
-            df = df.drop(columns=[c for c in drop if c in df.columns])
-            return [{k: (None if isinstance(v, float) and not np.isfinite(v) else
-                         (v.item() if isinstance(v, np.generic) else v)) for k, v in r.items()}
-                    for r in df.to_dict("records")]
+            return json_records(df.drop(columns=[c for c in drop if c in df.columns]))
 
         nv = self.new_violations()
         return {"analysis": "compare", "summary": self.summary(), "params": self.params.model_dump(mode="json"),

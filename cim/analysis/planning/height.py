@@ -24,7 +24,7 @@ import pandas as pd
 import shapely
 from pydantic import BaseModel, ConfigDict, Field
 
-from cim.analysis.planning.output import geojson, write_layer
+from cim.analysis.planning.output import geojson, json_records, write_layer
 from cim.analysis.planning.scene import CityScene
 from cim.errors import InputError, InputNotFoundError
 
@@ -121,8 +121,7 @@ class HeightControlResult:
     def to_dict(self, all_checks: bool = False) -> dict[str, Any]:
         rows = self.checks if all_checks else self.violations()
         cols = [c for c in rows.columns if c != rows.geometry.name]
-        recs = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()}
-                for r in rows[cols].to_dict("records")]
+        recs = json_records(rows[cols])
         return {"analysis": "height-control", "summary": self.summary(), "level": self.level,
                 "params": self.params.model_dump(mode="json"), "violations" if not all_checks else "checks": recs}
 

@@ -15,23 +15,32 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import rasterio
 import shapely
 from rasterio.transform import from_origin
 
 from cim.errors import InputError, OutputExistsError
 from cim.files import apply_umask
+from layers.values import json_value
 
 DEFAULT_THEME = "planning_control/development_evaluation"  # 规划管控 / 开发评价
 
 
-def _clean(value: Any) -> Any:
-    """A JSON-ready value (NaN -> None, numpy scalars -> Python)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+def json_data(value: Any) -> Any:
+    """A result's value as JSON data: lists, tuples, arrays and dicts stay JSON arrays and objects (a building's
+    failing floors, a window's causes) with their items converted alike; every other value goes through
+    `layers.values.json_value`, the store's rule (None/NaN/NaT/NA -> null, numpy scalars -> Python, dates ISO 8601)."""
+    if isinstance(value, dict):
+        return {str(k): json_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_data(v) for v in value]
+    return json_value(value)
+
+
+def json_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows of a frame as JSON objects (`json_data` of every value)."""
+    return [{str(k): json_data(v) for k, v in rec.items()} for rec in df.to_dict("records")]
 
 
 def geojson(gdf: gpd.GeoDataFrame, precision: int = 7) -> dict[str, Any]:
@@ -43,7 +52,7 @@ def geojson(gdf: gpd.GeoDataFrame, precision: int = 7) -> dict[str, Any]:
     feats = []
     for g, rec in zip(geoms, records):
         feats.append({"type": "Feature", "geometry": shapely.geometry.mapping(g) if g is not None else None,
-                      "properties": {k: _clean(v) for k, v in rec.items()}})
+                      "properties": {str(k): json_data(v) for k, v in rec.items()}})
     return {"type": "FeatureCollection", "features": feats}
 
 

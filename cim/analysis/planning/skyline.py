@@ -24,7 +24,7 @@ import shapely
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cim.analysis.planning.exposure import Progress
-from cim.analysis.planning.output import geojson, write_layer
+from cim.analysis.planning.output import geojson, json_records, write_layer
 from cim.analysis.planning.scene import NOTHING, CityScene
 from cim.analysis.planning.viewshed import observer_point
 from cim.errors import InputError
@@ -105,15 +105,10 @@ class SkylineResult:
                 "buildings": int(len(self.formers())), "rays": self.rays}
 
     def to_dict(self, profile: bool = True) -> dict[str, Any]:
-        def recs(df: pd.DataFrame) -> list[dict[str, Any]]:
-            return [{k: (None if isinstance(v, float) and not math.isfinite(v) else
-                         (v.item() if isinstance(v, np.generic) else v)) for k, v in r.items()}
-                    for r in df.to_dict("records")]
-
         out = {"analysis": "skyline", "summary": self.summary(), "params": self.params.model_dump(mode="json"),
-               "buildings": recs(self.formers())}
+               "buildings": json_records(self.formers())}
         if profile:
-            out["profile"] = recs(self.profile[["azimuth", "elevation", "distance", "owner", "name", "scheme"]])
+            out["profile"] = json_records(self.profile[["azimuth", "elevation", "distance", "owner", "name", "scheme"]])
         return out
 
     def points(self) -> gpd.GeoDataFrame:

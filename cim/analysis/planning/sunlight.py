@@ -32,7 +32,7 @@ import shapely
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from cim.analysis.planning.exposure import Progress, Segments, SunTable, sunlit_segments
-from cim.analysis.planning.output import geojson, grid, write_layer, write_raster
+from cim.analysis.planning.output import geojson, grid, json_records, write_layer, write_raster
 from cim.analysis.planning.scene import TERRAIN, CityScene
 from cim.analysis.planning.standards import (
     DAY_NAMES,
@@ -204,11 +204,11 @@ class SunlightResult:
                          "requirement": v["requirement"], "basis": v["basis"], "window": list(v["window"]),
                          "sun": v["sun"]} for k, v in self.days.items()},
             "rule": self.params.rule.model_dump(), "params": self.params.model_dump(mode="json"),
-            "buildings": _records(self.buildings),
+            "buildings": json_records(self.buildings),
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }
         if windows:
-            out["windows"] = _records(self.windows.drop(columns=["x", "y"]))
+            out["windows"] = json_records(self.windows.drop(columns=["x", "y"]))
         return out
 
     def windows_frame(self, only_failing: bool = False) -> gpd.GeoDataFrame:
@@ -251,14 +251,6 @@ class SunlightResult:
         values, transform = self.ground
         return write_raster(path, values, transform, self.crs, overwrite=overwrite,
                             description="sunlight minutes (counted)")
-
-
-def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    out = []
-    for rec in df.to_dict("records"):
-        out.append({k: (None if isinstance(v, float) and not np.isfinite(v) else
-                        (v.item() if isinstance(v, np.generic) else v)) for k, v in rec.items()})
-    return out
 
 
 def select_buildings(scene: CityScene, params: SunlightParams) -> tuple[np.ndarray, np.ndarray]:

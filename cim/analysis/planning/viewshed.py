@@ -25,7 +25,7 @@ import shapely
 from pydantic import BaseModel, ConfigDict, Field
 
 from cim.analysis.planning.exposure import Progress
-from cim.analysis.planning.output import geojson, grid, write_layer, write_raster
+from cim.analysis.planning.output import geojson, grid, json_records, write_layer, write_raster
 from cim.analysis.planning.scene import NOTHING, TERRAIN, CityScene
 from cim.errors import InputError
 
@@ -125,8 +125,7 @@ class ViewshedResult:
                 "visible_buildings": int(len(self.buildings)), "rays": self.rays}
 
     def to_dict(self) -> dict[str, Any]:
-        recs = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()}
-                for r in self.buildings.to_dict("records")]
+        recs = json_records(self.buildings)
         return {"analysis": "viewshed", "summary": self.summary(), "params": self.params.model_dump(mode="json"),
                 "buildings": recs}
 

@@ -3,6 +3,7 @@ case), scheme comparison (the scheme is reported as the cause) and bad input."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -71,6 +72,17 @@ def test_height_control_hand_case(zoned: tuple[CityScene, gpd.GeoDataFrame]) -> 
     assert {f["properties"]["id"] for f in gj["features"]} == {"a", "b"}
     with pytest.raises(InputError, match="no 'limit' field"):
         height_control(scene, zones, HeightControlParams(limit_field="limit"))
+
+
+def test_height_control_of_a_zone_without_a_name_is_valid_json(zoned: tuple[CityScene, gpd.GeoDataFrame]) -> None:
+    """A zone whose name is missing: its violations name it null (it was NaN, which JSON cannot hold)."""
+    scene, zones = zoned
+    zones = zones.assign(name=[np.nan, "mid"])
+    r = height_control(scene, zones)
+    doc = r.to_dict()
+    assert [(v["id"], v["zone_name"]) for v in doc["violations"]] == [("b", None), ("a", None)]
+    json.dumps(doc, allow_nan=False)
+    json.dumps(r.to_geojson(), allow_nan=False)
 
 
 def test_height_control_of_a_scheme(zoned: tuple[CityScene, gpd.GeoDataFrame]) -> None:
