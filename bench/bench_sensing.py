@@ -61,8 +61,7 @@ sys.path.insert(0, str(REPO))
 
 from layers.sensing import SensingStore
 from layers.sensing.entities import OM_MEASUREMENT
-from layers.sensing.observations import ObsRow
-from layers.sensing.store import rows_table
+from layers.sensing.observations import ObsRow, rows_table
 from tests.support.http import free_port
 from tests.support.mosquitto import MOSQUITTO
 from tests.support.processes import stop_process

@@ -9,9 +9,10 @@
 
 Modules, in the order data flows: `entities` (the STA entity sets) -> `schema` (their tables) -> `odata` (query
 options, bounded) -> `query` (reads as SQL) / `write` (creates, updates, deletes) / `observations` (parsing of
-arriving readings) -> `store` (`SensingStore`: the batch writer, caches, frames) -> `alerts` (thresholds, alert state)
-and `events` (live stream, listeners); `mqtt` (broker subscription), `history` (file import), `simulate` (the
-sample city's readings). See docs/sensing.md.
+arriving readings) -> `store` (`SensingStore`; its batch writer in `batch`, frames and latest readings in
+`readings`, the writer's record in `writerlock`) -> `alerts` (thresholds, alert state) and `events` (live stream,
+listeners); `mqtt` (broker subscription), `history` (file import), `simulate` (the sample city's readings). See
+docs/sensing.md.
 
 Names are imported lazily so that `import layers.sensing.errors` stays cheap.
 """
