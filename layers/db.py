@@ -83,6 +83,11 @@ def connect(path: str | os.PathLike[str] | None = None, *, read_only: bool = Fal
     return con
 
 
+def quote(identifier: str) -> str:
+    """A SQL quoted identifier."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
 def first_row(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
     """The first row of an executed query, after reading its result to the end (None when it has no rows).
 

@@ -238,7 +238,7 @@ def graduated_classes(edges: list[float], colors: list[Color], sizes: list[float
 
 
 def _field(info: LayerInfo, field: str | None, numeric: bool) -> str:
-    from layers.store import _NUMERIC
+    from layers.queries import _NUMERIC
 
     if not field:
         raise LayerInputError(f"pass field=<one of {', '.join(info.field_names())}>")
