@@ -27,6 +27,9 @@ All paths keep the same features: those whose geometry meets the tile grown by `
 buffer's edge included), thinned to every n-th `fid` with n = ceil(count / max_features), less the lines and
 polygons that collapse once rounded to tile units.
 
+The geometry of lines and polygons in tile units is `tiles.mvt_geometry`, the protobuf encoding of a tile's layer
+`tiles.mvt_encode`; their public names are importable from here too.
+
 SQL is built from catalogue identifiers only (the layer's table name and field names, quoted); tile numbers and
 bounds are parameters.
 
@@ -49,13 +52,14 @@ import duckdb
 import morecantile
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import shapely
 
 from layers.budget import bounded
 from layers.db import ThreadCursors
 from tiles import pbf
 from tiles.errors import ServerConfigError, TileRequestError
+from tiles.mvt_encode import PropertyColumn, encode_features, encode_points
+from tiles.mvt_geometry import _LINESTRING, _POLYGON, Rings, _family_parts, tile_geometries
 
 if TYPE_CHECKING:
     from layers.models import FieldInfo, LayerInfo
@@ -385,178 +389,8 @@ class PointIndex:
         return inner
 
 
-@dataclass(frozen=True)
-class PropertyColumn:
-    """One property of many features, dictionary-encoded with each distinct value already written as a Layer
-    `values` entry, so a tile only gathers bytes.
-
-    Attributes:
-        name: the property (MVT key).
-        codes: (n,) int32 index of each feature's value in the dictionary, -1 for null.
-        entries: uint8 bytes of every distinct value's entry (field 4 of a Layer wrapping a Value message).
-        offsets: (k,) int64 start of each entry in `entries`.
-        lengths: (k,) int64 bytes of each entry.
-    """
-
-    name: str
-    codes: np.ndarray
-    entries: np.ndarray
-    offsets: np.ndarray
-    lengths: np.ndarray
-
-    @classmethod
-    def from_arrow(cls, name: str, column: pa.Array | pa.ChunkedArray) -> PropertyColumn:
-        """Encode an Arrow column of an MVT type (string, bool, integer, float32 or float64)."""
-        if isinstance(column, pa.ChunkedArray):
-            column = column.combine_chunks()
-        enc = pc.dictionary_encode(column)
-        codes = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int32)
-        entries, lengths = _value_entries(enc.dictionary)
-        return cls(name, codes, entries, np.cumsum(lengths) - lengths, lengths)
-
-    def take(self, rows: np.ndarray) -> PropertyColumn:
-        """The same dictionary with the codes of `rows` only."""
-        return PropertyColumn(self.name, self.codes[rows], self.entries, self.offsets, self.lengths)
-
-
-def _value_entries(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Layer `values` entries (field 4, each wrapping one Value message) of distinct, non-null values.
-
-    Returns:
-        (bytes uint8, lengths (k,) int64 of each entry).
-    """
-    n = len(values)
-    t = values.type
-    if n == 0:
-        return np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64)
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        width = np.int64 if pa.types.is_large_string(t) else np.int32
-        offsets = np.frombuffer(values.buffers()[1], dtype=width)[values.offset:values.offset + n + 1].astype(np.int64)
-        data = np.frombuffer(values.buffers()[2], dtype=np.uint8) if values.buffers()[2] else np.zeros(0, np.uint8)
-        body = pbf.strings(data, offsets)
-        inner = [pbf.const(b"\x0a", n), pbf.varints(body.lengths), body]  # string_value = 1
-    elif pa.types.is_boolean(t):
-        inner = [pbf.const(b"\x38", n), pbf.varints(values.to_numpy(zero_copy_only=False).astype(np.uint64))]
-    elif pa.types.is_integer(t):
-        inner = [pbf.const(b"\x20", n), pbf.varints(values.to_numpy().astype(np.int64))]  # int_value = 4
-    elif pa.types.is_float32(t):
-        inner = [pbf.const(b"\x15", n), pbf.fixed(values.to_numpy().astype(np.float32))]  # float_value = 2
-    else:
-        inner = [pbf.const(b"\x19", n), pbf.fixed(values.to_numpy().astype(np.float64))]  # double_value = 3
-    return pbf.assemble([pbf.const(b"\x22", n), pbf.varints(pbf.record_lengths(inner)), *inner])
-
-
-def encode_points(name: str, fid: np.ndarray, px: np.ndarray, py: np.ndarray,
-                  properties: pa.Table | Sequence[PropertyColumn], extent: int) -> bytes:
-    """One MVT tile (version 2) of a single layer of point features, encoded with numpy.
-
-    Args:
-        name: the layer name.
-        fid: (n,) int64 feature ids (non-negative).
-        px, py: (n,) int64 tile coordinates (y down), may reach into the buffer (negative or > extent).
-        properties: n rows of MVT-typed columns, as an Arrow table or as `PropertyColumn`s (see `encode_features`).
-        extent: tile extent in units.
-
-    Returns:
-        The tile bytes.
-    """
-    if isinstance(properties, pa.Table):
-        properties = [PropertyColumn.from_arrow(k, properties.column(k)) for k in properties.column_names]
-    n, k = len(fid), len(properties)
-    tags, present, values = _tags(properties, n)
-    # every field of a point feature is a varint: one (n, 13 + 2k) table written in one pass
-    cols = np.zeros((n, 13 + 2 * k), dtype=np.uint64)
-    mask = np.ones(cols.shape, dtype=bool)
-    cols[:, 0] = 0x12  # Layer.features
-    cols[:, 2] = 0x08  # id
-    cols[:, 3] = fid
-    cols[:, 4] = 0x12  # tags, packed
-    cols[:, 6:6 + 2 * k] = tags
-    mask[:, 6:6 + 2 * k] = present
-    tag_len = (pbf.varint_lengths(tags) * present).sum(axis=1) if k else np.zeros(n, dtype=np.int64)
-    cols[:, 5] = tag_len
-    mask[:, 4] = mask[:, 5] = tag_len > 0
-    g = 6 + 2 * k
-    cols[:, g:g + 3] = (0x18, 1, 0x22)  # type POINT; geometry, packed
-    cols[:, g + 4] = 0x09  # MoveTo(1)
-    cols[:, g + 5] = pbf.zigzag(px)
-    cols[:, g + 6] = pbf.zigzag(py)
-    lens = pbf.varint_lengths(cols) * mask
-    cols[:, g + 3] = lens[:, g + 4:].sum(axis=1)
-    inner = lens[:, 2:].sum(axis=1) - lens[:, g + 3] + pbf.varint_lengths(cols[:, g + 3])
-    cols[:, 1] = inner
-    features, _ = pbf.varint_rows(cols, mask)
-    return _layer(name, features, properties, values, extent)
-
-
-def _tags(properties: Sequence[PropertyColumn], n: int) -> tuple[np.ndarray, np.ndarray, list[pbf.Segment]]:
-    """Tags of n features: (n, 2k) int64 key/value indices, (n, 2k) bool presence (no tag for nulls), and the
-    Layer `values` entries of the values used, property by property."""
-    tags = np.zeros((n, 2 * len(properties)), dtype=np.int64)
-    present = np.zeros(tags.shape, dtype=bool)
-    values: list[pbf.Segment] = []
-    base = 0
-    for j, column in enumerate(properties):
-        valid = column.codes >= 0
-        used, local = np.unique(column.codes[valid], return_inverse=True)
-        tags[:, 2 * j] = j
-        tags[valid, 2 * j + 1] = local + base
-        present[:, 2 * j] = present[:, 2 * j + 1] = valid
-        base += len(used)
-        values.append(pbf.Segment(column.lengths[used], data=column.entries, offsets=column.offsets[used]))
-    return tags, present, values
-
-
-def _layer(name: str, features: np.ndarray, properties: Sequence[PropertyColumn], values: list[pbf.Segment],
-           extent: int) -> bytes:
-    """A tile of one layer from its encoded features (each already wrapped as a Layer `features` field)."""
-    layer = b"".join([
-        pbf.field_key(15, 0) + pbf.encode_varint(2),
-        pbf.length_delimited(1, name.encode()),
-        features.tobytes(),
-        *(pbf.length_delimited(3, c.name.encode()) for c in properties),
-        *(pbf.assemble([v])[0].tobytes() for v in values if len(v.lengths)),
-        pbf.field_key(5, 0) + pbf.encode_varint(extent),
-    ])
-    return pbf.length_delimited(3, layer)
-
-
-def encode_features(name: str, fid: np.ndarray, geom_type: int, geometry: list[pbf.Segment],
-                    properties: pa.Table | Sequence[PropertyColumn], extent: int) -> bytes:
-    """One MVT tile (version 2) of a single layer of features of one geometry type, encoded with numpy.
-
-    Args:
-        name: the layer name.
-        fid: (n,) int64 feature ids (non-negative).
-        geom_type: MVT GeomType of every feature: 1 POINT, 2 LINESTRING, 3 POLYGON.
-        geometry: segments whose concatenation is each feature's packed command stream (`tile_geometries`
-            returns it as one byte-string segment; points pass MoveTo and the two zigzag parameters).
-        properties: n rows of MVT-typed columns, as an Arrow table or as `PropertyColumn`s (whose dictionaries may
-            hold more values than the tile uses: only the used ones are written); nulls are left out of a
-            feature's tags.
-        extent: tile extent in units.
-
-    Returns:
-        The tile bytes.
-    """
-    if isinstance(properties, pa.Table):
-        properties = [PropertyColumn.from_arrow(k, properties.column(k)) for k in properties.column_names]
-    n = len(fid)
-    tag_values, present, values = _tags(properties, n)
-    tag_bytes, tag_len = pbf.varint_rows(tag_values, present)
-    tags = pbf.Segment(tag_len, data=tag_bytes, offsets=np.cumsum(tag_len) - tag_len)
-    has_tags = tag_len > 0
-    inner = [pbf.const(b"\x08", n), pbf.varints(fid),  # id = 1
-             pbf.const(b"\x12", n, has_tags), pbf.varints(tag_len, has_tags), tags,  # tags = 2, packed
-             pbf.const(bytes([0x18, geom_type, 0x22]), n),  # type = 3; geometry = 4, packed:
-             pbf.varints(pbf.record_lengths(geometry)), *geometry]
-    features, _ = pbf.assemble([pbf.const(b"\x12", n), pbf.varints(pbf.record_lengths(inner)), *inner])
-    return _layer(name, features, properties, values, extent)
-
-
 _LINEAL = ("LineString", "MultiLineString")
 _POLYGONAL = ("Polygon", "MultiPolygon")
-_LINESTRING, _POLYGON = 2, 3  # MVT GeomType
 
 
 def _shape_family(info: LayerInfo) -> int | None:
@@ -564,53 +398,6 @@ def _shape_family(info: LayerInfo) -> int | None:
     GeometryCollection and mixed `Geometry` layers)."""
     base = info.geometry_type.split()[0]
     return _LINESTRING if base in _LINEAL else _POLYGON if base in _POLYGONAL else None
-
-
-class Rings(NamedTuple):
-    """Lines or polygon rings of many features, back to back (the layout of `shapely.to_ragged_array`).
-
-    Attributes:
-        coords: (p, 2) float64 coordinates; polygon rings closed (last point = first).
-        offsets: (r + 1,) int64 first coordinate of each ring or line.
-        feature: (r,) int64 feature of each ring or line, non-decreasing.
-        exterior: (r,) bool the first ring of each polygon (for lines: every part).
-    """
-
-    coords: np.ndarray
-    offsets: np.ndarray
-    feature: np.ndarray
-    exterior: np.ndarray
-
-    @classmethod
-    def of(cls, geoms: np.ndarray) -> Rings:
-        """The rings of non-empty Polygons/MultiPolygons, or the parts of LineStrings/MultiLineStrings."""
-        if not len(geoms):
-            return cls(np.zeros((0, 2)), np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64),
-                       np.zeros(0, dtype=bool))
-        gtype, coords, offsets = shapely.to_ragged_array(geoms, include_z=False)
-        levels = [np.asarray(o, dtype=np.int64) for o in offsets]
-        exterior = np.ones(len(levels[0]) - 1, dtype=bool)
-        if gtype in (shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON):
-            exterior[:] = False
-            exterior[levels[1][:-1][np.diff(levels[1]) > 0]] = True
-        feature_rings = np.arange(len(levels[0]))
-        for level in levels[1:]:
-            feature_rings = feature_rings[level]
-        if len(levels) == 1:
-            feature_rings = np.arange(len(geoms) + 1)
-        feature = np.repeat(np.arange(len(geoms)), np.diff(feature_rings))
-        return cls(np.asarray(coords, dtype=np.float64), levels[0], feature, exterior)
-
-    def take(self, features: np.ndarray) -> Rings:
-        """The rings of some features (renumbered 0..k-1 in the given order)."""
-        features = np.asarray(features, dtype=np.int64)
-        lo, hi = np.searchsorted(self.feature, features), np.searchsorted(self.feature, features + 1)
-        count = hi - lo
-        rings = pbf.ranges(lo, count)
-        sizes = np.diff(self.offsets)[rings]
-        points = pbf.ranges(self.offsets[rings], sizes)
-        return Rings(self.coords[points], np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-                     np.repeat(np.arange(len(features)), count), self.exterior[rings])
 
 
 @dataclass(frozen=True)
@@ -711,218 +498,6 @@ def _cell_keys(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     col = np.clip(np.floor((x + _HALF_WORLD) / (2 * _HALF_WORLD) * cells), 0, cells - 1)
     row = np.clip(np.floor((_HALF_WORLD - y) / (2 * _HALF_WORLD) * cells), 0, cells - 1)
     return morton(col.astype(np.uint64), row.astype(np.uint64))
-
-
-def _family_parts(geoms: np.ndarray, kind: int) -> np.ndarray:
-    """Geometries reduced to their polygonal (kind 3) or lineal (kind 2) parts, as multi-geometries where mixed
-    (clipping and repairs can return collections with points or lines); empty where nothing is left."""
-    single, multi = (3, 6) if kind == _POLYGON else (1, 5)
-    types = shapely.get_type_id(geoms)
-    bad = np.flatnonzero((types != single) & (types != multi) & ~shapely.is_empty(geoms))
-    if not len(bad):
-        return geoms
-    out = geoms.copy()
-    parts, index = shapely.get_parts(geoms[bad], return_index=True)
-    while True:  # collections inside collections
-        t = shapely.get_type_id(parts)
-        nested = t >= 4
-        if not nested.any():
-            break
-        sub, sub_index = shapely.get_parts(parts[nested], return_index=True)
-        parts = np.concatenate([parts[~nested], sub])
-        index = np.concatenate([index[~nested], index[nested][sub_index]])
-    keep = (shapely.get_type_id(parts) == single) & ~shapely.is_empty(parts)
-    build = shapely.multipolygons if kind == _POLYGON else shapely.multilinestrings
-    fixed = np.full(len(bad), shapely.from_wkt("MULTIPOLYGON EMPTY" if kind == _POLYGON else "MULTILINESTRING EMPTY"),
-                    dtype=object)
-    if keep.any():
-        fixed[np.unique(index[keep])] = build(parts[keep], indices=index[keep])
-    out[bad] = fixed
-    return out
-
-
-class _Clean(NamedTuple):
-    """Rings in tile units after rounding: points without the closing repeat, every ring kept."""
-
-    points: np.ndarray  # (p, 2) int64
-    counts: np.ndarray  # (r,) int64 points of each ring
-    feature: np.ndarray  # (r,) int64 non-decreasing
-
-
-def _clean(rings: Rings, kind: int, origin: tuple[float, float], scale: tuple[float, float]
-           ) -> tuple[_Clean, np.ndarray]:
-    """Move rings to tile units ((x - origin) * scale per axis: a negative y scale for y down), round, drop repeated
-    points and collapsed rings, orient polygon rings.
-
-    Returns:
-        (the rings left, (r,) bool whether each ring left is a convex ring alone in its feature: such a polygon is
-        valid without asking GEOS).
-    """
-    c = rings.coords
-    xy = np.empty(c.shape, dtype=np.int64)
-    xy[:, 0] = np.floor((c[:, 0] - origin[0]) * scale[0] + 0.5)
-    xy[:, 1] = np.floor((c[:, 1] - origin[1]) * scale[1] + 0.5)
-    sizes = np.diff(rings.offsets)
-    part = np.repeat(np.arange(len(sizes)), sizes)
-    keep = np.ones(len(xy), dtype=bool)
-    if kind == _POLYGON:
-        keep[rings.offsets[1:][sizes > 0] - 1] = False  # the closing point: ClosePath draws it
-    keep[1:] &= ~((xy[1:] == xy[:-1]).all(axis=1) & (part[1:] == part[:-1]))
-    if kind == _POLYGON:  # the last point left equal to the first (a repeat just before the closing point)
-        idx = np.flatnonzero(keep)
-        last = idx[np.flatnonzero(np.diff(part[idx], append=-1) != 0)]
-        first = rings.offsets[:-1][part[last]]
-        keep[last[(xy[last] == xy[first]).all(axis=1) & (last != first)]] = False
-    counts = np.bincount(part[keep], minlength=len(sizes))
-    pts, ppart = xy[keep], part[keep]
-    ring_of_point = np.repeat(np.arange(len(sizes)), counts)
-    if kind == _LINESTRING:
-        good = counts >= 2
-        convex = np.zeros(len(sizes), dtype=bool)
-    else:
-        start = np.cumsum(counts) - counts
-        nxt = np.arange(len(pts)) + 1
-        wrap = nxt == np.repeat(start + counts, counts)
-        nxt[wrap] = np.repeat(start, counts)[wrap]
-        cross = pts[:, 0] * pts[nxt, 1] - pts[nxt, 0] * pts[:, 1]
-        area2 = np.bincount(ring_of_point, weights=cross, minlength=len(sizes))
-        ext = rings.exterior
-        polygon = np.cumsum(ext) - 1
-        alive_polygon = np.zeros(int(ext.sum()), dtype=bool)
-        alive_polygon[polygon[ext]] = (area2[ext] != 0) & (counts[ext] >= 3)
-        good = (counts >= 3) & (area2 != 0) & alive_polygon[polygon]
-        # exterior rings positive by the surveyor's formula in tile coordinates (y down), interior rings negative
-        flip = np.repeat(np.where(ext, area2 < 0, area2 > 0), counts)
-        if flip.any():
-            within = np.arange(len(pts)) - np.repeat(start, counts)
-            src = np.where(flip, np.repeat(start + counts - 1, counts) - within, np.arange(len(pts)))
-            pts = pts[src]
-        # a lone convex ring: every turn to the same side, no reversal, one full turn
-        prv = np.arange(len(pts)) - 1
-        first_pt = np.arange(len(pts)) == np.repeat(start, counts)
-        prv[first_pt] = np.repeat(start + counts - 1, counts)[first_pt]
-        nxt_pts = pts[nxt] - pts
-        prv_pts = pts - pts[prv]
-        turn = prv_pts[:, 0] * nxt_pts[:, 1] - prv_pts[:, 1] * nxt_pts[:, 0]
-        dot = (prv_pts * nxt_pts).sum(axis=1)
-        left_turns = np.bincount(ring_of_point, weights=(turn < 0) | ((turn == 0) & (dot < 0)),
-                                 minlength=len(sizes)) == 0
-        angle = np.bincount(ring_of_point, weights=np.arctan2(turn, dot), minlength=len(sizes))
-        lone = np.bincount(rings.feature, minlength=int(rings.feature[-1]) + 1 if len(sizes) else 0)[rings.feature] == 1
-        convex = lone & left_turns & (np.abs(angle - 2 * np.pi) < 1e-6)
-    keep_pts = good[ppart]
-    return _Clean(pts[keep_pts], counts[good], rings.feature[good]), convex[good]
-
-
-def tile_geometries(rings: Rings, kind: int, bounds: morecantile.commons.BoundingBox,
-                    extent: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lines or polygons (already clipped to the buffered tile and simplified, Web Mercator) as MVT geometry
-    command streams.
-
-    Coordinates go to tile units (y down) and are rounded, repeated points are dropped, lines left with fewer than
-    2 distinct points and polygon rings with no area are dropped (an exterior ring with its holes); exterior rings
-    get a positive surveyor's-formula area in tile coordinates and interior rings a negative one (MVT 2.1, 4.3.4.4).
-    Polygons that rounding made invalid (checked by GEOS unless they are a lone convex ring) are repaired: GEOS
-    make_valid, then snap-rounded to the unit grid.
-
-    Args:
-        rings: the rings of n features of one family (kind 2: lines, 3: polygons).
-        kind: MVT GeomType, 2 (LINESTRING) or 3 (POLYGON).
-        bounds: the tile's Web Mercator bounds.
-        extent: tile extent in units.
-
-    Returns:
-        (kept (m,) int64 features left (their positions in `rings`), data uint8 the varint-encoded command streams
-        back to back in that order, lengths (m,) int64 bytes of each feature's stream).
-    """
-    scale = extent / (bounds.right - bounds.left)
-    clean, convex = _clean(rings, kind, (bounds.left, bounds.top), (scale, -scale))
-    if kind == _POLYGON and len(clean.counts):
-        doubt = np.zeros(int(rings.feature[-1]) + 1, dtype=bool)
-        doubt[clean.feature[~convex]] = True
-        ring_doubt = doubt[clean.feature]
-        if ring_doubt.any():
-            suspects = np.flatnonzero(doubt)
-            geoms = _polygons(_Clean(clean.points[np.repeat(ring_doubt, clean.counts)], clean.counts[ring_doubt],
-                                     clean.feature[ring_doubt]), suspects)
-            bad = ~shapely.is_valid(geoms)
-            if bad.any():
-                fixed = _family_parts(shapely.set_precision(_family_parts(shapely.make_valid(geoms[bad]), kind), 1.0),
-                                      kind)
-                fixed_ids = suspects[bad]
-                live = ~shapely.is_empty(fixed)
-                repaired, _ = _clean(Rings.of(fixed[live]), kind, (0.0, 0.0), (1.0, 1.0))
-                drop = np.zeros(len(doubt), dtype=bool)
-                drop[fixed_ids] = True
-                ring_keep = ~drop[clean.feature]
-                ids = fixed_ids[live]
-                clean = _Clean(np.concatenate([clean.points[np.repeat(ring_keep, clean.counts)], repaired.points]),
-                               np.concatenate([clean.counts[ring_keep], repaired.counts]),
-                               np.concatenate([clean.feature[ring_keep], ids[repaired.feature]]))
-                order = np.argsort(clean.feature, kind="stable")
-                if np.any(np.diff(clean.feature) < 0):
-                    start = np.cumsum(clean.counts) - clean.counts
-                    clean = _Clean(clean.points[pbf.ranges(start[order], clean.counts[order])], clean.counts[order],
-                                   clean.feature[order])
-    return _commands(clean, closed=kind == _POLYGON)
-
-
-def _polygons(clean: _Clean, features: np.ndarray) -> np.ndarray:
-    """(k,) object MultiPolygons of cleaned rings (one per entry of `features`, the ids in `clean.feature`), in tile
-    units, for a validity check (rings re-closed; a positive ring starts a new polygon)."""
-    start = np.cumsum(clean.counts) - clean.counts
-    closed = pbf.ranges(start, clean.counts + 1)
-    within = closed - np.repeat(start, clean.counts + 1)
-    closed = np.where(within == np.repeat(clean.counts, clean.counts + 1), np.repeat(start, clean.counts + 1), closed)
-    coords = clean.points[closed].astype(np.float64)
-    ring_offsets = np.concatenate([[0], np.cumsum(clean.counts + 1)])
-    # exterior rings were oriented positive, holes negative
-    c = clean.points
-    nxt = np.arange(len(c)) + 1
-    wrap = nxt == np.repeat(start + clean.counts, clean.counts)
-    nxt[wrap] = np.repeat(start, clean.counts)[wrap]
-    ring_of_point = np.repeat(np.arange(len(clean.counts)), clean.counts)
-    area2 = np.bincount(ring_of_point, weights=c[:, 0] * c[nxt, 1] - c[nxt, 0] * c[:, 1], minlength=len(start))
-    exterior = np.flatnonzero(area2 > 0)
-    part_offsets = np.concatenate([exterior, [len(start)]])
-    local = np.searchsorted(features, clean.feature[exterior])
-    geom_offsets = np.searchsorted(local, np.arange(len(features) + 1))
-    return shapely.from_ragged_array(shapely.GeometryType.MULTIPOLYGON, coords,
-                                     (ring_offsets, part_offsets, geom_offsets))
-
-
-def _commands(clean: _Clean, closed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Encode cleaned rings (closed: polygon rings, MoveTo + LineTo + ClosePath) or line parts (MoveTo + LineTo).
-
-    Returns:
-        (features (m,) int64 ids having at least one ring, data uint8 their varint words back to back, lengths (m,)
-        int64 bytes per feature).
-    """
-    pts, counts, feature = clean
-    if not len(counts):
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64)
-    pfeature = np.repeat(feature, counts)
-    prev = np.zeros_like(pts)
-    prev[1:] = pts[:-1]
-    feature_start = np.ones(len(pts), dtype=bool)
-    feature_start[1:] = pfeature[1:] != pfeature[:-1]
-    prev[feature_start] = 0  # the cursor starts at (0, 0) in every feature and carries over between its parts
-    delta = pbf.zigzag(pts - prev)
-    words_per = 2 * counts + (3 if closed else 2)
-    word_start = np.cumsum(words_per) - words_per
-    words = np.empty(int(words_per.sum()), dtype=np.uint64)
-    words[word_start] = 9  # MoveTo, count 1
-    words[word_start + 3] = (2 | ((counts - 1) << 3)).astype(np.uint64)  # LineTo, count k - 1
-    if closed:
-        words[word_start + words_per - 1] = 15  # ClosePath, count 1
-    j = np.arange(len(pts)) - np.repeat(np.cumsum(counts) - counts, counts)
-    at = np.repeat(word_start, counts) + 1 + 2 * j + (j >= 1)
-    words[at], words[at + 1] = delta[:, 0], delta[:, 1]
-    data, word_lengths = pbf.assemble([pbf.varints(words)])
-    ids, first = np.unique(feature, return_index=True)
-    bytes_per_ring = np.add.reduceat(word_lengths, word_start)
-    lengths = np.add.reduceat(bytes_per_ring, first)
-    return ids, data, lengths.astype(np.int64)
 
 
 @dataclass
