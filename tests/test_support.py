@@ -290,6 +290,19 @@ def test_cesium_reports_tiles_that_fail(box_tileset: BoxTileset) -> None:
     assert [f["url"].rsplit("/", 1)[-1] for f in info.failures] == ["missing.glb"]
 
 
+@pytest.mark.browser
+def test_cesium_screenshot_waits_for_the_tiles_and_refuses_a_view_still_loading(box_tileset: BoxTileset,
+                                                                              tmp_path: Path) -> None:
+    with CesiumClient({"/tiles": box_tileset.root}) as client:
+        client.load_tileset("/tiles/tileset.json")
+        assert client.page.evaluate("harness.loading()") == {"tilesets": [False], "globe": False}
+        client.screenshot(tmp_path / "settled.png")
+        client.page.evaluate("harness.settle = async () => false")  # as if a tile never arrived
+        with pytest.raises(AssertionError, match="still loading tiles"):
+            client.screenshot(tmp_path / "loading.png")
+    assert (tmp_path / "settled.png").is_file() and not (tmp_path / "loading.png").exists()
+
+
 # --- child processes ----------------------------------------------------------------------------------------------
 
 

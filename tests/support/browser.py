@@ -175,7 +175,7 @@ class BoundingSphere(NamedTuple):
 class TilesetInfo(NamedTuple):
     """What CesiumJS reported after loading a tileset and rendering until nothing was pending."""
 
-    all_loaded: bool  # tileset.tilesLoaded became true before the timeout
+    all_loaded: bool  # tileset.tilesLoaded (and the globe's) became true before the timeout
     tiles_loaded: int  # tileLoad events (tiles whose content loaded)
     bounding_sphere: BoundingSphere
     failures: list[dict[str, str]]  # tileFailed events: url, message
@@ -293,7 +293,15 @@ class CesiumClient:
         self.page.evaluate("() => harness.clear()")
 
     def screenshot(self, path: str | os.PathLike[str]) -> Path:
-        """Render a frame and save the page as PNG."""
+        """Render until every tileset and the globe have loaded what the view needs (tilesLoaded on 5 frames in a
+        row), then save the page as PNG.
+
+        Raises:
+            AssertionError: they were still loading after `timeout_s`: the picture would show them half drawn.
+        """
+        if not self.page.evaluate("(t) => harness.settle(t)", self.timeout_s * 1000):
+            raise AssertionError(f"CesiumJS was still loading tiles after {self.timeout_s:g} s (tilesets: "
+                                 f"{self.page.evaluate('harness.loading()')}); no screenshot of a half-drawn view")
         self.page.evaluate("() => harness.frame()")
         self.page.screenshot(path=str(path))
         return Path(path)
