@@ -147,6 +147,98 @@ def encode_texture(pixels: Any, options: GlbOptions, jpeg_quality: int = 85,
     return buf.getvalue(), "image/jpeg"
 
 
+#: WebP qualities `webp_at_least` chooses from, lowest first (bisected: about 7 encodings per texture).
+WEBP_LADDER: tuple[int, ...] = tuple(range(20, 96))
+
+
+def magnify(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """An image resampled to `shape` (height, width) bilinearly with pixel centres aligned, as a GPU magnifies a
+    texture (glTF's LINEAR filter): (h, w, c) uint8 -> (height, width, c) uint8."""
+    from PIL import Image
+
+    a = np.asarray(pixels, np.uint8)
+    if a.shape[:2] == tuple(shape):
+        return a
+    return np.asarray(Image.fromarray(a).resize((shape[1], shape[0]), Image.Resampling.BILINEAR))
+
+
+def image_quality(reference: np.ndarray, image: np.ndarray) -> tuple[float, float]:
+    """PSNR (dB, over every channel) and SSIM (Wang et al. 2004, as scikit-image's default: a 7 x 7 uniform
+    window, K1 = 0.01, K2 = 0.03, sample covariances, the mean of the channels' means over the image less a 3-pixel
+    border) of `image` against `reference`.
+
+    Args:
+        reference: (h, w, c) uint8, the pixels the image should reproduce.
+        image: (h, w, c) uint8, or smaller: it is magnified to the reference's size first (`magnify`).
+
+    Returns:
+        (psnr, ssim); psnr is inf for identical images.
+    """
+    from scipy.ndimage import uniform_filter
+
+    ref = np.asarray(reference, np.uint8)
+    img = magnify(image, ref.shape[:2])
+    if img.shape != ref.shape:
+        raise TilesError(f"image of shape {img.shape} cannot be compared with a reference of shape {ref.shape}")
+    diff = ref.astype(np.float32) - img.astype(np.float32)
+    mse = float(np.mean(diff * diff, dtype=np.float64))
+    psnr = float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
+    win, c1, c2 = 7, (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    cov = win * win / (win * win - 1.0)
+    means = []
+    for c in range(ref.shape[2]):
+        x, y = ref[..., c].astype(np.float32), img[..., c].astype(np.float32)
+        ux, uy = uniform_filter(x, win), uniform_filter(y, win)
+        vx = cov * (uniform_filter(x * x, win) - ux * ux)
+        vy = cov * (uniform_filter(y * y, win) - uy * uy)
+        vxy = cov * (uniform_filter(x * y, win) - ux * uy)
+        s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+        means.append(float(s[3:-3, 3:-3].mean(dtype=np.float64)))
+    return psnr, float(np.mean(means))
+
+
+def webp_at_least(pixels: np.ndarray, reference: np.ndarray, floor: bytes,
+                  qualities: tuple[int, ...] = WEBP_LADDER) -> tuple[bytes, str, int | None]:
+    """The smallest-quality WebP of `pixels` at least as good as the image `floor` against `reference`: its PSNR
+    and its SSIM (`image_quality`, each image magnified to the reference's size) both at least the floor's.
+
+    The qualities are bisected (an encoder's quality is taken to grow with its quality setting); when none is good
+    enough, the floor itself is returned: the result is never worse than the floor by either measure.
+
+    Args:
+        pixels: (h, w, 3) uint8, the texture.
+        reference: (k*h, k*w, 3) uint8, what the texture stands for (the source pixels it was made from).
+        floor: an encoded image (JPEG, PNG, WebP) of the texture's size: the quality to match.
+        qualities: WebP qualities to choose from, lowest first.
+
+    Returns:
+        (image bytes, MIME type, WebP quality or None when the floor was kept).
+    """
+    from PIL import Image
+
+    def decoded(data: bytes) -> np.ndarray:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"))
+
+    want = image_quality(reference, decoded(floor))
+    best: tuple[bytes, int] | None = None
+    lo, hi = 0, len(qualities) - 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(pixels, np.uint8)).save(buf, "WEBP", quality=qualities[mid], method=4)
+        got = image_quality(reference, decoded(buf.getvalue()))
+        if got[0] >= want[0] and got[1] >= want[1]:
+            best, hi = (buf.getvalue(), qualities[mid]), mid - 1
+        else:
+            lo = mid + 1
+    if best is None:
+        with Image.open(io.BytesIO(floor)) as im:
+            mime = Image.MIME.get(im.format or "", "image/jpeg")
+        return floor, mime, None
+    return best[0], "image/webp", best[1]
+
+
 def triangle_mask(uv: np.ndarray, triangles: np.ndarray, shape: tuple[int, int], margin: int = 2) -> np.ndarray:
     """The texels a textured mesh can sample: its triangles rasterised in texture space, grown by `margin` texels.
 
@@ -252,5 +344,6 @@ def texture_variants(image: bytes, mime: str, options: GlbOptions) -> list[tuple
     return out
 
 
-__all__ = ["TextureEncoderMissing", "basisu_path", "encode_ktx2", "encode_texture", "encode_webp", "fill_unsampled",
-           "optimize_jpeg", "texture_variants", "triangle_mask"]
+__all__ = ["WEBP_LADDER", "TextureEncoderMissing", "basisu_path", "encode_ktx2", "encode_texture", "encode_webp",
+           "fill_unsampled", "image_quality", "magnify", "optimize_jpeg", "texture_variants", "triangle_mask",
+           "webp_at_least"]

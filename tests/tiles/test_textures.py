@@ -1,10 +1,15 @@
-"""Texture helpers of `tiles.textures`: the texels a mesh samples, and filling the ones it does not."""
+"""Texture helpers of `tiles.textures`: the texels a mesh samples, filling the ones it does not, image quality
+against a reference and the lowest WebP quality that matches a floor."""
 
 from __future__ import annotations
 
-import numpy as np
+import io
 
-from tiles.textures import fill_unsampled, triangle_mask
+import numpy as np
+import pytest
+
+from tiles.errors import TilesError
+from tiles.textures import WEBP_LADDER, fill_unsampled, image_quality, magnify, triangle_mask, webp_at_least
 
 
 def test_triangle_mask_covers_each_triangle_and_its_margin_only():
@@ -46,3 +51,88 @@ def test_fill_leaves_an_image_alone_when_all_or_nothing_is_kept():
     pixels = np.random.default_rng(4).integers(0, 256, (8, 8, 3), dtype=np.uint8)
     assert np.array_equal(fill_unsampled(pixels, np.ones((8, 8), bool)), pixels)
     assert np.array_equal(fill_unsampled(pixels, np.zeros((8, 8), bool)), pixels)
+
+
+def _direct_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM by its definition, window by window (7 x 7, sample covariances), for a check of the filtered form."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    means = []
+    for c in range(a.shape[2]):
+        wx = sliding_window_view(a[..., c].astype(np.float64), (7, 7)).reshape(-1, 49)
+        wy = sliding_window_view(b[..., c].astype(np.float64), (7, 7)).reshape(-1, 49)
+        ux, uy = wx.mean(1), wy.mean(1)
+        vx, vy = wx.var(1, ddof=1), wy.var(1, ddof=1)
+        vxy = ((wx - ux[:, None]) * (wy - uy[:, None])).sum(1) / 48
+        means.append((((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))).mean())
+    return float(np.mean(means))
+
+
+def _photo(h: int = 96, w: int = 128, seed: int = 5) -> np.ndarray:
+    """A photo-like image: smooth colour fields plus fine texture."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    smooth = gaussian_filter(rng.random((h, w, 3)) * 255, (6, 6, 0)) * 3 - 250
+    return np.clip(smooth + gaussian_filter(rng.normal(0, 25, (h, w, 3)), (0.7, 0.7, 0)), 0, 255).astype(np.uint8)
+
+
+def test_image_quality_is_psnr_and_the_windowed_ssim():
+    a = _photo()
+    b = np.clip(a + np.random.default_rng(6).normal(0, 6, a.shape), 0, 255).astype(np.uint8)
+    psnr, ssim = image_quality(a, b)
+    mse = np.mean((a.astype(float) - b) ** 2)
+    assert psnr == pytest.approx(10 * np.log10(255**2 / mse), abs=1e-9)
+    # the filtered form drops a 3-pixel border of window centres, as the direct form does by construction
+    assert ssim == pytest.approx(_direct_ssim(a, b), abs=1e-4)
+    assert image_quality(a, a) == (float("inf"), pytest.approx(1.0))
+    assert image_quality(a, b)[1] < 0.99
+
+
+def test_image_quality_magnifies_a_smaller_image_as_a_gpu_does():
+    a = _photo(64, 64)
+    half = a.reshape(32, 2, 32, 2, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+    assert magnify(half, (64, 64)).shape == (64, 64, 3)
+    psnr, _ = image_quality(a, half)
+    assert psnr == pytest.approx(image_quality(a, magnify(half, (64, 64)))[0])
+    assert np.array_equal(magnify(a, (64, 64)), a)
+    with pytest.raises(TilesError):
+        image_quality(a, np.zeros((64, 64, 1), np.uint8))
+
+
+def _encode(pixels: np.ndarray, fmt: str, **kw: object) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _decode(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def test_webp_at_least_is_the_lowest_webp_as_good_as_the_floor_by_both_measures():
+    reference = _photo(128, 128)
+    pixels = reference.reshape(64, 2, 64, 2, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+    floor = _encode(pixels, "JPEG", quality=85)
+    want = image_quality(reference, _decode(floor))
+    image, mime, quality = webp_at_least(pixels, reference, floor)
+    assert mime == "image/webp" and quality in WEBP_LADDER
+    got = image_quality(reference, _decode(image))
+    assert got[0] >= want[0] and got[1] >= want[1]
+    assert image == _encode(pixels, "WEBP", quality=quality, method=4)
+    i = WEBP_LADDER.index(quality)
+    if i > 0:  # the next lower quality of the ladder falls short on one measure (bisection tested it)
+        lower = image_quality(reference, _decode(_encode(pixels, "WEBP", quality=WEBP_LADDER[i - 1], method=4)))
+        assert lower[0] < want[0] or lower[1] < want[1]
+
+
+def test_webp_at_least_keeps_the_floor_when_no_webp_matches_it():
+    pixels = _photo(64, 64)
+    floor = _encode(pixels, "PNG")  # lossless: no lossy WebP reaches an infinite PSNR
+    image, mime, quality = webp_at_least(pixels, pixels, floor)
+    assert (image, mime, quality) == (floor, "image/png", None)
