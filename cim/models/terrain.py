@@ -46,7 +46,7 @@ from cim.tiling import Runner, runner_scope
 from tiles.compression import GlbOptions
 from tiles.gltf import Material, MeshContent, Primitive
 from tiles.implicit import SUBTREE_URI, ImplicitTile, write_quadtree
-from tiles.textures import encode_texture
+from tiles.textures import encode_texture, webp_at_least
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 
 Progress = Callable[[str, int, int], None]
@@ -59,8 +59,10 @@ class TerrainOptions:
     Attributes:
         max_error: metres, the leaf-level TIN tolerance against the DEM (coarser levels double it per level).
         tile_px: DEM samples per tile side at every level (leaves at full DEM resolution).
-        texture_px: orthophoto (or hillshade) texture size per tile (pixels per side).
-        jpeg_quality: JPEG quality of the textures (1-100).
+        texture_px: largest orthophoto (or hillshade) texture size per tile (pixels per side); a tile over which
+            the orthophoto has fewer pixels gets that many (`texture_size`).
+        jpeg_quality: JPEG quality of JPEG textures (1-100), and of the floor the WebP quality of orthophoto
+            textures is chosen against (`ortho_texture`).
         hillshade: shade the terrain by its relief where there is no orthophoto (none given, or outside it and
             under its transparent pixels), so hills and valleys show; False: one neutral colour there.
         crs: the DEM's CRS when the file declares none (overrides the file's otherwise).
@@ -559,19 +561,17 @@ def _write_tile(
     uv = np.column_stack([tin.verts[:, 0] / n, tin.verts[:, 1] / n])[index].astype(np.float32)
     all_tris = np.vstack([tris, skirt_tris])
 
-    size = options.texture_px
+    crs = grid.crs if not grid.crs.is_compound else tiling.horizontal
+    source_px = math.inf if reader is None else n * step * abs(grid.transform.a) / reader.pixel_size(crs)
+    size = texture_size(options.texture_px, source_px)
     shade = _hillshade(tiling, level, tx, ty, jac, size) if options.hillshade else None
-    rgb = shade
     if reader is not None:
-        tex_t = (
-            grid.transform
-            @ Affine.translation(tx * n * step + 0.5, ty * n * step + 0.5)
-            @ Affine.scale(n * step / size)
-        )
-        rgb = reader.texture(tex_t, grid.crs if not grid.crs.is_compound else tiling.horizontal, size, size,
-                             fill=shade)
-    if rgb is not None:
-        texture, mime = encode_texture(rgb, options.glb, options.jpeg_quality)
+        corner = grid.transform @ Affine.translation(tx * n * step + 0.5, ty * n * step + 0.5)
+        texture, mime = ortho_texture(reader, crs, corner @ Affine.scale(n * step), size, source_px, shade,
+                                      options.glb, options.jpeg_quality)
+        material = Material(texture=texture, mime_type=mime)  # type: ignore[arg-type]
+    elif shade is not None:
+        texture, mime = encode_texture(shade, options.glb, options.jpeg_quality)
         material = Material(texture=texture, mime_type=mime)  # type: ignore[arg-type]
     else:
         material = Material(base_color=(*(c / 255.0 for c in NEUTRAL_RGB), 1.0))
@@ -579,7 +579,7 @@ def _write_tile(
         positions=local.astype(np.float32),
         indices=all_tris.astype(np.uint32),
         normals=normals,
-        texcoords=uv if rgb is not None else None,
+        texcoords=uv if reader is not None or shade is not None else None,
         material=material,
     )
     ix, iy = (tx, ty) if implicit is None else _implicit_xy(level, tx, ty, implicit)
@@ -587,6 +587,57 @@ def _write_tile(
     content = MeshContent([prim], placement=None if implicit is None else frame.matrix)
     write_atomic(out / uri, content.to_glb(options.glb))
     return _Written(uri, frame.matrix, region_of(ecef, pad_m=0.01), skirt_depth, len(all_tris))
+
+
+def texture_size(largest: int, source_px: float) -> int:
+    """Texels per side of a tile's texture: `largest`, or fewer when the orthophoto has fewer pixels over the tile
+    (`source_px`, inf without one): a texel finer than the source's ground sample distance holds no information.
+    Rounded up to a multiple of 4 (KHR_texture_basisu needs one), at least 8."""
+    if not math.isfinite(source_px):
+        return largest
+    return int(min(largest, max(8, 4 * math.ceil(source_px / 4 - 1e-9))))
+
+
+def ortho_texture(reader: OrthoReader, crs: CRS, extent: Affine, size: int, source_px: float,
+                  shade: np.ndarray | None, glb: GlbOptions, jpeg_quality: int) -> tuple[bytes, str]:
+    """One tile's orthophoto texture, encoded.
+
+    Where the orthophoto has at least twice the texture's pixels over the tile, every texel is the mean of 2 x 2
+    pixels read at twice the resolution (from full resolution or the overview that fits that grid), not the pixel
+    of the overview that fits the texture: an orthophoto's overviews are often lossy copies of it (a JPEG COG's are
+    JPEG again), and reading the finer level leaves that second generation out (docs/lightweight.md).
+
+    Under `--textures auto|webp` without a set `texture_quality`, the WebP quality is chosen per texture
+    (`tiles.textures.webp_at_least`): the lowest at least as good, by PSNR and by SSIM against the pixels read at
+    twice the resolution, as JPEG at `jpeg_quality` of the texture read from the overview that fits it (what the
+    builds wrote before issue 17). Otherwise the texels are encoded by `encode_texture`.
+
+    Args:
+        reader: the orthophoto.
+        crs: the tile grid's CRS.
+        extent: affine from the unit square to the tile's extent (pixel corners) in `crs`.
+        size: texels per side.
+        source_px: orthophoto pixels per tile side.
+        shade: (size, size, 3) uint8 drawn where the orthophoto has no data, or None (the neutral colour).
+        glb: the encoding options.
+        jpeg_quality: quality of JPEG textures and of the floor the WebP quality is chosen against.
+
+    Returns:
+        (image bytes, MIME type).
+    """
+    floor_read = reader.texture(extent @ Affine.scale(1.0 / size), crs, size, size, fill=shade)
+    if source_px >= 2 * size:
+        fill = None if shade is None else np.repeat(np.repeat(shade, 2, axis=0), 2, axis=1)
+        reference = reader.texture(extent @ Affine.scale(0.5 / size), crs, 2 * size, 2 * size, fill=fill)
+        mean = reference.reshape(size, 2, size, 2, 3).mean(axis=(1, 3), dtype=np.float32)
+        pixels = np.floor(mean + 0.5).astype(np.uint8)
+    else:
+        reference = pixels = floor_read
+    if glb.makes_webp and glb.texture_quality is None:
+        floor, _ = encode_texture(floor_read, GlbOptions(textures="original"), jpeg_quality)
+        image, mime, _ = webp_at_least(pixels, reference, floor)
+        return image, mime
+    return encode_texture(pixels, glb, jpeg_quality)
 
 
 #: Light of the baked hillshade: from the north-west (azimuth 315 degrees), 45 degrees above the horizon, as GDAL's

@@ -338,6 +338,11 @@ class OrthoReader:
             self._overviews[best] = rasterio.open(self.path, overview_level=level)
         return self._overviews[best], float(best)
 
+    def pixel_size(self, crs: CRS) -> float:
+        """The orthophoto's pixel size (at full resolution) in the units of `crs`; nan when it cannot be told."""
+        self.open()
+        return self._pixel_size_in(self._src_crs(crs), crs)
+
     def texture(self, transform: Affine, crs: CRS, width: int, height: int,
                 fill: np.ndarray | None = None) -> np.ndarray:
         """The orthophoto on a target grid, read from the overview that fits the target's resolution.

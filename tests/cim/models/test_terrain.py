@@ -18,8 +18,15 @@ from PIL import Image
 from rasterio.transform import from_origin
 
 from cim.errors import CRSError, InputError
-from cim.models.terrain import DemSampler, TerrainOptions, TerrainResult, build_terrain, hillshade_factor
-from cim.sources.crs import from_ecef, transformer
+from cim.models.terrain import (
+    DemSampler,
+    TerrainOptions,
+    TerrainResult,
+    build_terrain,
+    hillshade_factor,
+    texture_size,
+)
+from cim.sources.crs import from_ecef, parse_crs, transformer
 from cim.sources.raster import NEUTRAL_RGB, OrthoReader
 from tests.support.gltf_validator import assert_valid
 from tests.support.paths import SHARED_DATA as SHARED
@@ -710,6 +717,76 @@ def test_ortho_reader_makes_alpha_and_uncovered_areas_neutral(ortho_gradient: Pa
         filled = reader.texture(tf, parse_crs(CRS), 40, 10, fill=fill)
     assert (filled[5, 20] == (0, 0, 200)).all() and (filled[5, 39] == (0, 0, 200)).all()
     assert (filled[5, 2] == rgb[5, 2]).all()  # where the ortho has data, the ortho
+
+
+def test_texture_size_stops_at_the_orthophotos_pixels():
+    assert texture_size(512, 1024.0) == 512  # the sample city's leaves: 1 m texels from a 0.5 m orthophoto
+    assert texture_size(512, 300.0) == 300 and texture_size(512, 301.0) == 304  # multiples of 4 (KTX2)
+    assert texture_size(512, float("inf")) == 512 and texture_size(512, 2.0) == 8
+
+
+def test_leaf_textures_hold_no_more_texels_than_the_orthophoto_has_there(hills: Built, ortho_gradient: Path) -> None:
+    with OrthoReader(ortho_gradient) as reader:
+        gsd = reader.pixel_size(parse_crs(CRS))
+    assert 0.8 < gsd < 0.9  # 1e-5 degrees of longitude, in metres
+    sizes = {}
+    for m in _meshes(hills):
+        img, _ = _texture_and_uv(m.glb)
+        sizes[m.level] = img.shape[:2]
+        assert img.shape[0] <= max(8, 4 * np.ceil(TILE_PX * m.step * RES / gsd / 4))
+    # leaves span 128 m: about 150 orthophoto pixels, not the 256 asked for; the root keeps 256
+    assert sizes[0] == (256, 256) and 148 <= sizes[hills.result.levels - 1][0] <= 156
+
+
+def _write_jpeg_cog(path: Path, size: int = 1024, res: float = 0.5) -> Path:
+    """An orthophoto as a JPEG COG with JPEG overviews (averaged), the way orthophotos usually come: colour fields
+    and fine texture, in the DEM's CRS."""
+    import rasterio.shutil
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(11)
+    fields = gaussian_filter(rng.random((size, size, 3)) * 255, (12, 12, 0)) * 4 - 380
+    rgb = np.clip(fields + gaussian_filter(rng.normal(0, 30, (size, size, 3)), (0.8, 0.8, 0)), 0, 255)
+    tmp = path.with_suffix(".plain.tif")
+    with rasterio.open(tmp, "w", driver="GTiff", width=size, height=size, count=3, dtype="uint8", crs=CRS,
+                       transform=from_origin(X0, Y0, res, res), photometric="RGB") as dst:
+        dst.write(np.moveaxis(rgb.astype(np.uint8), -1, 0))
+    rasterio.shutil.copy(tmp, path, driver="COG", compress="JPEG", quality=75, blocksize=128,
+                         overview_resampling="average", overviews="AUTO")
+    return path
+
+
+def test_ortho_texture_is_read_finer_than_the_overview_and_no_worse_than_jpeg_85_of_it(tmp_path: Path) -> None:
+    """Against the orthophoto's own pixels: texels averaged from twice the resolution beat the overview of the
+    texture's size (a second JPEG generation), and the WebP chosen is at least as good as JPEG 85 of that
+    overview's texture (what builds wrote before) by PSNR and SSIM, in fewer bytes."""
+    from affine import Affine
+
+    from cim.models.terrain import ortho_texture
+    from tiles.textures import image_quality
+
+    ortho = _write_jpeg_cog(tmp_path / "ortho.tif")
+    with rasterio.open(ortho) as src:
+        assert src.overviews(1) == [2, 4, 8]
+        source = np.moveaxis(src.read(), 0, -1)
+    extent = Affine.translation(X0, Y0) @ Affine.scale(512.0, -512.0)  # the whole orthophoto: 1024 pixels
+    crs = parse_crs(CRS)
+    with OrthoReader(ortho) as reader:
+        old = reader.texture(extent @ Affine.scale(1 / 512), crs, 512, 512)  # from the 2x overview
+        before = io.BytesIO()
+        Image.fromarray(old).save(before, "JPEG", quality=85)
+        jpeg_finer, mime = ortho_texture(reader, crs, extent, 512, 1024.0, None, GlbOptions(textures="original"), 85)
+        webp, webp_mime = ortho_texture(reader, crs, extent, 512, 1024.0, None, GlbOptions(), 85)
+    assert mime == "image/jpeg" and webp_mime == "image/webp"
+
+    def quality(data: bytes) -> tuple[float, float]:
+        return image_quality(source, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+
+    q_before, q_finer, q_webp = quality(before.getvalue()), quality(jpeg_finer), quality(webp)
+    assert q_finer[0] > q_before[0] + 0.3 and q_finer[1] > q_before[1]  # the same JPEG 85, from finer pixels
+    # chosen against the pixels read at twice the resolution: here the source itself
+    assert q_webp[0] >= q_before[0] and q_webp[1] >= q_before[1]
+    assert len(webp) < len(before.getvalue())
 
 
 # --- DemSampler --------------------------------------------------------------------------------------------
