@@ -19,7 +19,9 @@ Per tileset (the sample city's level 2 and level 3 LOD2 models, the real Zhongsh
     (sample tilesets only);
   - the bytes of `none`, `meshopt` (and `before`) by part: per terrain / buildings, JSON, each vertex attribute,
     indices, images, each property-table column (values and offsets; a view two columns share is counted once, under
-    the first), glb headers and padding.
+    the first), glb headers and padding;
+  - with `--before`, on level 2: every terrain texture of `before` and `meshopt` against the source orthophoto at
+    its own resolution (PSNR, SSIM), per tile and summarised (tiles at least as good as before by both measures).
 Ratios are against our uncompressed build, the code before (with `--before`) and gltf-transform, all measured in
 this run.
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import json
 import os
 import shutil
@@ -140,6 +143,66 @@ def _parts(folder: Path) -> dict[str, dict[str, int]]:
                 counted += n
         parts["padding"] = parts.get("padding", 0) + len(data) - counted
     return out
+
+
+def _terrain_quality(folder: Path, tile_px: int = 256) -> dict[str, list[float]]:
+    """Every terrain texture of a sample-city tileset against the SOURCE orthophoto at its own resolution: the
+    texture magnified bilinearly (pixel centres aligned, as a GPU does) onto the orthophoto's pixels over the tile,
+    PSNR and SSIM (`tiles.textures.image_quality`) where the orthophoto has data. Tiles are named level/x/y as the
+    explicit terrain tree names them; their extents follow the build's tiling of the DEM (`tile_px` samples)."""
+    import math
+
+    import numpy as np
+    import rasterio
+    from PIL import Image
+    from rasterio.windows import Window
+
+    from cim.sample import default_sample
+    from tiles.gltf import parse_glb
+    from tiles.textures import image_quality, magnify
+
+    city = default_sample()
+    with rasterio.open(city.dem) as dem:
+        dt, (rows, cols) = dem.transform, dem.shape
+    depth = (max(math.ceil((cols - 1) / tile_px), math.ceil((rows - 1) / tile_px), 1) - 1).bit_length()
+    out: dict[str, list[float]] = {}
+    with rasterio.open(city.ortho) as src:
+        gsd = src.res[0]
+        for f in sorted(folder.glob("terrain/*/*/*.glb")):
+            level, tx, ty = int(f.parts[-3]), int(f.parts[-2]), int(f.stem)
+            span = tile_px * 2 ** (depth - level)
+            left, top = dt * (tx * span + 0.5, ty * span + 0.5)
+            full = round(span * dt.a / gsd)
+            c0, r0 = round((left - src.bounds.left) / gsd), round((src.bounds.top - top) / gsd)
+            h, w = min(full, src.height - r0), min(full, src.width - c0)  # the part the orthophoto covers
+            ref = np.moveaxis(src.read([1, 2, 3], window=Window(c0, r0, w, h)), 0, -1)
+            doc, blob = parse_glb(f.read_bytes())
+            view = doc["bufferViews"][doc["images"][0]["bufferView"]]
+            start = view.get("byteOffset", 0)
+            with Image.open(io.BytesIO(blob[start:start + view["byteLength"]])) as im:
+                texture = np.asarray(im.convert("RGB"))
+            up = magnify(texture, (full, full))[:h, :w]
+            psnr, ssim = image_quality(ref, up)
+            out[f"{level}/{tx}/{ty}"] = [view["byteLength"], texture.shape[0], round(psnr, 3), round(ssim, 4)]
+    return out
+
+
+def _quality_summary(before: dict[str, list[float]], after: dict[str, list[float]]) -> dict[str, float]:
+    """Per tile, after against before: how many are at least as good by both measures, the smallest gains."""
+    import statistics
+
+    keys = sorted(before)
+    dp = [after[k][2] - before[k][2] for k in keys]
+    ds = [after[k][3] - before[k][3] for k in keys]
+    return {"tiles": len(keys), "no_worse_both": sum(p >= 0 and s >= 0 for p, s in zip(dp, ds)),
+            "psnr_before_median": statistics.median(before[k][2] for k in keys),
+            "psnr_after_median": statistics.median(after[k][2] for k in keys),
+            "ssim_before_median": statistics.median(before[k][3] for k in keys),
+            "ssim_after_median": statistics.median(after[k][3] for k in keys),
+            "psnr_gain_min": round(min(dp), 3), "psnr_gain_max": round(max(dp), 3),
+            "ssim_gain_min": round(min(ds), 4), "ssim_gain_max": round(max(ds), 4),
+            "texture_bytes_before": sum(before[k][0] for k in keys),
+            "texture_bytes_after": sum(after[k][0] for k in keys)}
 
 
 def _peer(src: Path, dst: Path, command: str) -> float:
@@ -312,6 +375,10 @@ def bench(which: str, work: Path, browser: bool, sizes_only: bool = False, befor
             row[f"ratio_before_over_{c}"] = round(row["before_bytes"] / row[f"{c}_bytes"], 3)
         row["ratio_transfer_before_over_meshopt_gzip"] = round(row["before_bytes"] / row["meshopt_gzip"], 3)
     row["parts"] = {c: _parts(outs[c]) for c in ("before", "none", "meshopt") if c in outs}
+    if which == "l2" and "before" in outs:  # the terrain of LOD2 is the same
+        quality = {c: _terrain_quality(outs[c]) for c in ("before", "meshopt")}
+        row["terrain_quality"] = quality
+        row["terrain_quality_summary"] = _quality_summary(quality["before"], quality["meshopt"])
     row["ratio_none_over_meshopt"] = round(row["none_bytes"] / row["meshopt_bytes"], 2)
     row["ratio_none_over_draco"] = round(row["none_bytes"] / row["draco_bytes"], 2)
     # transfer: before this issue the server sent glb as it is; now gzip when the client accepts it
