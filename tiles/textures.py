@@ -162,6 +162,48 @@ def magnify(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(a).resize((shape[1], shape[0]), Image.Resampling.BILINEAR))
 
 
+class _Reference:
+    """A reference image with its per-channel SSIM statistics computed once, for measuring many images against it."""
+
+    WIN, C1, C2 = 7, (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+    def __init__(self, reference: np.ndarray) -> None:
+        from scipy.ndimage import uniform_filter
+
+        self.ref = np.asarray(reference, np.uint8)
+        self.cov = self.WIN * self.WIN / (self.WIN * self.WIN - 1.0)
+        self.stats = []
+        for c in range(self.ref.shape[2]):
+            x = self.ref[..., c].astype(np.float32)
+            ux = uniform_filter(x, self.WIN)
+            self.stats.append((x, ux, self.cov * (uniform_filter(x * x, self.WIN) - ux * ux)))
+
+    def fitted(self, image: np.ndarray) -> np.ndarray:
+        img = magnify(image, self.ref.shape[:2])
+        if img.shape != self.ref.shape:
+            raise TilesError(f"image of shape {img.shape} cannot be compared with a reference of shape "
+                             f"{self.ref.shape}")
+        return img
+
+    def psnr(self, img: np.ndarray) -> float:
+        diff = self.ref.astype(np.float32) - img.astype(np.float32)
+        mse = float(np.mean(diff * diff, dtype=np.float64))
+        return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
+
+    def ssim(self, img: np.ndarray) -> float:
+        from scipy.ndimage import uniform_filter
+
+        means = []
+        for c, (x, ux, vx) in enumerate(self.stats):
+            y = img[..., c].astype(np.float32)
+            uy = uniform_filter(y, self.WIN)
+            vy = self.cov * (uniform_filter(y * y, self.WIN) - uy * uy)
+            vxy = self.cov * (uniform_filter(x * y, self.WIN) - ux * uy)
+            s = ((2 * ux * uy + self.C1) * (2 * vxy + self.C2)) / ((ux * ux + uy * uy + self.C1) * (vx + vy + self.C2))
+            means.append(float(s[3:-3, 3:-3].mean(dtype=np.float64)))
+        return float(np.mean(means))
+
+
 def image_quality(reference: np.ndarray, image: np.ndarray) -> tuple[float, float]:
     """PSNR (dB, over every channel) and SSIM (Wang et al. 2004, as scikit-image's default: a 7 x 7 uniform
     window, K1 = 0.01, K2 = 0.03, sample covariances, the mean of the channels' means over the image less a 3-pixel
@@ -174,27 +216,9 @@ def image_quality(reference: np.ndarray, image: np.ndarray) -> tuple[float, floa
     Returns:
         (psnr, ssim); psnr is inf for identical images.
     """
-    from scipy.ndimage import uniform_filter
-
-    ref = np.asarray(reference, np.uint8)
-    img = magnify(image, ref.shape[:2])
-    if img.shape != ref.shape:
-        raise TilesError(f"image of shape {img.shape} cannot be compared with a reference of shape {ref.shape}")
-    diff = ref.astype(np.float32) - img.astype(np.float32)
-    mse = float(np.mean(diff * diff, dtype=np.float64))
-    psnr = float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
-    win, c1, c2 = 7, (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    cov = win * win / (win * win - 1.0)
-    means = []
-    for c in range(ref.shape[2]):
-        x, y = ref[..., c].astype(np.float32), img[..., c].astype(np.float32)
-        ux, uy = uniform_filter(x, win), uniform_filter(y, win)
-        vx = cov * (uniform_filter(x * x, win) - ux * ux)
-        vy = cov * (uniform_filter(y * y, win) - uy * uy)
-        vxy = cov * (uniform_filter(x * y, win) - ux * uy)
-        s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
-        means.append(float(s[3:-3, 3:-3].mean(dtype=np.float64)))
-    return psnr, float(np.mean(means))
+    ref = _Reference(reference)
+    img = ref.fitted(image)
+    return ref.psnr(img), ref.ssim(img)
 
 
 def webp_at_least(pixels: np.ndarray, reference: np.ndarray, floor: bytes,
@@ -203,7 +227,8 @@ def webp_at_least(pixels: np.ndarray, reference: np.ndarray, floor: bytes,
     and its SSIM (`image_quality`, each image magnified to the reference's size) both at least the floor's.
 
     The qualities are bisected (an encoder's quality is taken to grow with its quality setting); when none is good
-    enough, the floor itself is returned: the result is never worse than the floor by either measure.
+    enough, the floor itself is returned: the result is never worse than the floor by either measure. A candidate
+    whose PSNR falls short is not measured by SSIM.
 
     Args:
         pixels: (h, w, 3) uint8, the texture.
@@ -218,17 +243,19 @@ def webp_at_least(pixels: np.ndarray, reference: np.ndarray, floor: bytes,
 
     def decoded(data: bytes) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im.convert("RGB"))
+            return ref.fitted(np.asarray(im.convert("RGB")))
 
-    want = image_quality(reference, decoded(floor))
+    ref = _Reference(reference)
+    floor_img = decoded(floor)
+    want_psnr, want_ssim = ref.psnr(floor_img), ref.ssim(floor_img)
     best: tuple[bytes, int] | None = None
     lo, hi = 0, len(qualities) - 1
     while lo <= hi:
         mid = (lo + hi) // 2
         buf = io.BytesIO()
         Image.fromarray(np.asarray(pixels, np.uint8)).save(buf, "WEBP", quality=qualities[mid], method=4)
-        got = image_quality(reference, decoded(buf.getvalue()))
-        if got[0] >= want[0] and got[1] >= want[1]:
+        img = decoded(buf.getvalue())
+        if ref.psnr(img) >= want_psnr and ref.ssim(img) >= want_ssim:
             best, hi = (buf.getvalue(), qualities[mid]), mid - 1
         else:
             lo = mid + 1
