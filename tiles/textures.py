@@ -162,21 +162,46 @@ def magnify(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(a).resize((shape[1], shape[0]), Image.Resampling.BILINEAR))
 
 
-class _Reference:
-    """A reference image with its per-channel SSIM statistics computed once, for measuring many images against it."""
+def _box7(a: np.ndarray) -> np.ndarray:
+    """Sums over every 7 x 7 window that lies inside `a` along its first two axes: (h, w, ...) float32 ->
+    (h - 6, w - 6, ...) float32 (a window at r, c covers rows r..r+6, columns c..c+6). Sums of 1, 2, 4 rows reused,
+    in contiguous slices: no padding (the windows SSIM keeps never cross the border) and no strided line buffers."""
+    for axis in (0, 1):
+        def cut(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
+            return x[lo:x.shape[0] - hi] if axis == 0 else x[:, lo:x.shape[1] - hi]
+        s2 = cut(a, 0, 1) + cut(a, 1, 0)          # a[i] + a[i+1]
+        s4 = cut(s2, 0, 2) + cut(s2, 2, 0)        # a[i..i+3]
+        a = cut(s4, 0, 3) + cut(s2, 4, 1) + cut(a, 6, 0)  # a[i..i+3] + a[i+4..i+5] + a[i+6]
+    return a
 
-    WIN, C1, C2 = 7, (0.01 * 255) ** 2, (0.03 * 255) ** 2
+
+class _Reference:
+    """A reference image with its SSIM window statistics computed once, for measuring many images against it.
+
+    SSIM as scikit-image's default (7 x 7 uniform window, sample covariances, K1 = 0.01, K2 = 0.03), kept over the
+    windows that lie inside the image (scikit-image's 3-pixel border crop), channels averaged; sums in float32 (a
+    window sums 49 values of at most 255^2: exact to about 1e-7 of the SSIM).
+    """
+
+    N, C1, C2 = 49, (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    STRIP = 32
 
     def __init__(self, reference: np.ndarray) -> None:
-        from scipy.ndimage import uniform_filter
-
         self.ref = np.asarray(reference, np.uint8)
-        self.cov = self.WIN * self.WIN / (self.WIN * self.WIN - 1.0)
-        self.stats = []
-        for c in range(self.ref.shape[2]):
-            x = self.ref[..., c].astype(np.float32)
-            ux = uniform_filter(x, self.WIN)
-            self.stats.append((x, ux, self.cov * (uniform_filter(x * x, self.WIN) - ux * ux)))
+        # values less 128: (co)variances do not change, and the window sums of squares lose 4x fewer bits
+        self.x = self.ref.astype(np.float32) - 128.0
+        h, w, c = self.x.shape
+        self.sx = np.empty((max(h - 6, 0), max(w - 6, 0), c), np.float32)  # window sums
+        self.vx = np.empty_like(self.sx)  # sample variances
+        for r in range(0, self.sx.shape[0], self.STRIP):
+            x = self.x[r:r + self.STRIP + 6]
+            sx = _box7(x)
+            self.sx[r:r + self.STRIP] = sx
+            self.vx[r:r + self.STRIP] = (_box7(x * x) - sx * sx / self.N) / (self.N - 1)
+        ux = self.sx / self.N + 128.0
+        self.a1 = 2.0 * ux  # the terms of the reference alone
+        self.a2 = ux * ux + self.C1
+        self.a3 = self.vx + self.C2
 
     def fitted(self, image: np.ndarray) -> np.ndarray:
         img = magnify(image, self.ref.shape[:2])
@@ -186,22 +211,24 @@ class _Reference:
         return img
 
     def psnr(self, img: np.ndarray) -> float:
-        diff = self.ref.astype(np.float32) - img.astype(np.float32)
-        mse = float(np.mean(diff * diff, dtype=np.float64))
+        diff = (self.ref.astype(np.int16) - img.astype(np.int16)).ravel().astype(np.float64)
+        mse = float(np.dot(diff, diff)) / diff.size  # integers below 2^53: exact
         return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
 
     def ssim(self, img: np.ndarray) -> float:
-        from scipy.ndimage import uniform_filter
-
-        means = []
-        for c, (x, ux, vx) in enumerate(self.stats):
-            y = img[..., c].astype(np.float32)
-            uy = uniform_filter(y, self.WIN)
-            vy = self.cov * (uniform_filter(y * y, self.WIN) - uy * uy)
-            vxy = self.cov * (uniform_filter(x * y, self.WIN) - ux * uy)
-            s = ((2 * ux * uy + self.C1) * (2 * vxy + self.C2)) / ((ux * ux + uy * uy + self.C1) * (vx + vy + self.C2))
-            means.append(float(s[3:-3, 3:-3].mean(dtype=np.float64)))
-        return float(np.mean(means))
+        total, n = 0.0, self.N
+        for r in range(0, self.sx.shape[0], self.STRIP):  # strips of rows: the temporaries stay in the CPU's cache
+            rows = slice(r, r + self.STRIP)
+            x = self.x[r:r + self.STRIP + 6]
+            y = np.subtract(img[r:r + self.STRIP + 6], np.float32(128.0), dtype=np.float32)
+            sy = _box7(y)
+            vy = (_box7(y * y) - sy * sy / n) / (n - 1)
+            vxy = (_box7(x * y) - self.sx[rows] * sy / n) / (n - 1)
+            uy = sy / n + 128.0
+            num = (self.a1[rows] * uy + self.C1) * (2.0 * vxy + self.C2)
+            den = (self.a2[rows] + uy * uy) * (self.a3[rows] + vy)
+            total += float((num / den).sum(dtype=np.float64))
+        return total / self.sx.size
 
 
 def image_quality(reference: np.ndarray, image: np.ndarray) -> tuple[float, float]:
@@ -222,19 +249,23 @@ def image_quality(reference: np.ndarray, image: np.ndarray) -> tuple[float, floa
 
 
 def webp_at_least(pixels: np.ndarray, reference: np.ndarray, floor: bytes,
-                  qualities: tuple[int, ...] = WEBP_LADDER) -> tuple[bytes, str, int | None]:
-    """The smallest-quality WebP of `pixels` at least as good as the image `floor` against `reference`: its PSNR
-    and its SSIM (`image_quality`, each image magnified to the reference's size) both at least the floor's.
+                  qualities: tuple[int, ...] = WEBP_LADDER, start: int | None = None) -> tuple[bytes, str, int | None]:
+    """A WebP of `pixels` at least as good as the image `floor` against `reference`: its PSNR and its SSIM
+    (`image_quality`, each image magnified to the reference's size) both at least the floor's.
 
-    The qualities are bisected (an encoder's quality is taken to grow with its quality setting); when none is good
-    enough, the floor itself is returned: the result is never worse than the floor by either measure. A candidate
-    whose PSNR falls short is not measured by SSIM.
+    Without `start`, the lowest such quality of `qualities` (bisected: about 7 encodings; an encoder's quality is
+    taken to grow with its quality setting). With `start` (a quality another texture of the same kind chose), that
+    quality is encoded and measured once and kept when it is good enough; only when it is not are the qualities
+    above it searched (2, 4, 8, ... steps above it until one is good, then the lowest good one in the last step,
+    bisected). Either way, when no quality is good enough the floor itself is returned: the result is never
+    worse than the floor by either measure. A candidate whose PSNR falls short is not measured by SSIM.
 
     Args:
         pixels: (h, w, 3) uint8, the texture.
         reference: (k*h, k*w, 3) uint8, what the texture stands for (the source pixels it was made from).
         floor: an encoded image (JPEG, PNG, WebP) of the texture's size: the quality to match.
         qualities: WebP qualities to choose from, lowest first.
+        start: a quality of `qualities` to try first, or None.
 
     Returns:
         (image bytes, MIME type, WebP quality or None when the floor was kept).
@@ -247,16 +278,40 @@ def webp_at_least(pixels: np.ndarray, reference: np.ndarray, floor: bytes,
 
     ref = _Reference(reference)
     floor_img = decoded(floor)
-    want_psnr, want_ssim = ref.psnr(floor_img), ref.ssim(floor_img)
-    best: tuple[bytes, int] | None = None
+    want_psnr, want_ssim = ref.psnr(floor_img), None
+
+    def good(q: int) -> bytes | None:
+        nonlocal want_ssim
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(pixels, np.uint8)).save(buf, "WEBP", quality=q, method=4)
+        img = decoded(buf.getvalue())
+        if ref.psnr(img) < want_psnr:
+            return None
+        if want_ssim is None:  # the floor's SSIM only once a candidate needs it
+            want_ssim = ref.ssim(floor_img)
+        return buf.getvalue() if ref.ssim(img) >= want_ssim else None
+
     lo, hi = 0, len(qualities) - 1
+    best: tuple[bytes, int] | None = None
+    if start is not None and start in qualities:
+        base = qualities.index(start)
+        image = good(start)
+        if image is not None:
+            return image, "image/webp", start
+        # 2, 4, 8, ... steps above the start until one is good; then the lowest good one inside that step
+        prev, step, lo, hi = base, 2, 1, 0  # (nothing left to bisect unless one is good)
+        while prev < len(qualities) - 1:
+            i = min(base + step, len(qualities) - 1)
+            image = good(qualities[i])
+            if image is not None:
+                best, lo, hi = (image, qualities[i]), prev + 1, i - 1
+                break
+            prev, step = i, 2 * step
     while lo <= hi:
         mid = (lo + hi) // 2
-        buf = io.BytesIO()
-        Image.fromarray(np.asarray(pixels, np.uint8)).save(buf, "WEBP", quality=qualities[mid], method=4)
-        img = decoded(buf.getvalue())
-        if ref.psnr(img) >= want_psnr and ref.ssim(img) >= want_ssim:
-            best, hi = (buf.getvalue(), qualities[mid]), mid - 1
+        image = good(qualities[mid])
+        if image is not None:
+            best, hi = (image, qualities[mid]), mid - 1
         else:
             lo = mid + 1
     if best is None:

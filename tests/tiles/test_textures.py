@@ -131,8 +131,45 @@ def test_webp_at_least_is_the_lowest_webp_as_good_as_the_floor_by_both_measures(
         assert lower[0] < want[0] or lower[1] < want[1]
 
 
+def test_webp_at_least_from_a_start_keeps_a_good_start_and_searches_above_a_bad_one(monkeypatch):
+    from PIL import Image
+
+    reference = _photo(128, 128, seed=7)
+    pixels = reference.reshape(64, 2, 64, 2, 3).mean(axis=(1, 3)).round().astype(np.uint8)
+    floor = _encode(pixels, "JPEG", quality=85)
+    want = image_quality(reference, _decode(floor))
+
+    def good(q: int) -> bool:
+        got = image_quality(reference, _decode(_encode(pixels, "WEBP", quality=q, method=4)))
+        return got[0] >= want[0] and got[1] >= want[1]
+
+    _, _, lowest = webp_at_least(pixels, reference, floor)
+    assert lowest is not None and lowest < 90
+    encodings: list[int] = []
+    save = Image.Image.save
+
+    def counted(self, fp, format=None, **params):  # noqa: A002 - PIL's own parameter name
+        if format == "WEBP":
+            encodings.append(params["quality"])
+        return save(self, fp, format, **params)
+
+    monkeypatch.setattr(Image.Image, "save", counted)
+    start = next(q for q in range(lowest + 4, 96) if good(q))
+    encodings.clear()
+    image, mime, quality = webp_at_least(pixels, reference, floor, start=start)
+    assert (quality, encodings) == (start, [start])  # one encoding, kept: no search below it
+    assert image == _encode(pixels, "WEBP", quality=start, method=4)
+    # from too low a start: 2, 4, 8 ... above it until one is good, then the lowest good one inside that step
+    encodings.clear()
+    _, _, quality = webp_at_least(pixels, reference, floor, start=20)
+    assert quality is not None and quality > 20 and good(quality) and encodings[0] == 20
+    tried = sorted(set(encodings))
+    assert all(not good(q) for q in tried if q < quality)
+
+
 def test_webp_at_least_keeps_the_floor_when_no_webp_matches_it():
     pixels = _photo(64, 64)
     floor = _encode(pixels, "PNG")  # lossless: no lossy WebP reaches an infinite PSNR
     image, mime, quality = webp_at_least(pixels, pixels, floor)
     assert (image, mime, quality) == (floor, "image/png", None)
+    assert webp_at_least(pixels, pixels, floor, start=60) == (floor, "image/png", None)
