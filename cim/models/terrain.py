@@ -46,7 +46,7 @@ from cim.tiling import Runner, runner_scope
 from tiles.compression import GlbOptions
 from tiles.gltf import Material, MeshContent, Primitive
 from tiles.implicit import SUBTREE_URI, ImplicitTile, write_quadtree
-from tiles.textures import encode_texture, webp_at_least
+from tiles.textures import WEBP_LADDER, encode_texture, webp_at_least
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 
 Progress = Callable[[str, int, int], None]
@@ -259,7 +259,8 @@ def build_terrain(
                      horizontal=tiling.horizontal, tile_px=n, depth=tiling.depth, vertical=tiling.vertical,
                      ortho=None if ortho is None else str(ortho), options=options, out=out,
                      implicit=_implicit_axes(grid) if implicit else None)
-        results = run.map(_write_task, jobs, state, stage="terrain", cost=[len(j[1].tris) for j in jobs])
+        results = _write_tiles(run, jobs, state, ortho is not None and options.glb.makes_webp
+                               and options.glb.texture_quality is None)
     written: dict[tuple[int, int, int], _Written] = {}
     level_triangles = [0] * (tiling.depth + 1)
     for job, w in zip(jobs, results):
@@ -299,6 +300,59 @@ def build_terrain(
         level_triangles=level_triangles,
         schema=schema,
     )
+
+
+#: Pilot tiles of a level (`_pilots`): one per this many of its tiles, at most `MAX_PILOTS`; a level of one
+#: tile has none (its tile chooses from the whole ladder beside the others).
+TILES_PER_PILOT, MAX_PILOTS = 16, 3
+#: How many qualities above the highest its pilots chose the other tiles of a level try first: fewer searches
+#: above the start (each an encoding and a measurement) for a few bytes more (docs/lightweight.md).
+START_MARGIN = 4
+
+
+def _pilots(keys: list[tuple[int, int, int]]) -> list[int]:
+    """Indices into `keys` (sorted) of the pilot tiles: per level of more than one tile, one per
+    `TILES_PER_PILOT` of its tiles (at least one, at most `MAX_PILOTS`), spread evenly over its tiles in key
+    order."""
+    by_level: dict[int, list[int]] = defaultdict(list)
+    for i, key in enumerate(keys):
+        by_level[key[0]].append(i)
+    picked = []
+    for idx in by_level.values():
+        if len(idx) < 2:
+            continue
+        k = min(MAX_PILOTS, -(-len(idx) // TILES_PER_PILOT))
+        picked += [idx[(2 * j + 1) * len(idx) // (2 * k)] for j in range(k)]
+    return sorted(picked)
+
+
+def _write_tiles(run: Runner, jobs: list[tuple[Any, ...]], state: dict[str, Any], choose: bool) -> list[_Written]:
+    """Every tile's glb (`_write_task`), in job order. When terrain textures choose their WebP quality (`choose`),
+    the pilot tiles of each level (`_pilots`) are written first, choosing theirs from the whole ladder; the other
+    tiles of a level then try the highest quality its pilots chose plus `START_MARGIN` first (one encoding and
+    one measurement each when it is good enough) and search above it only when it is not. The start depends on
+    the pilots alone, so a build writes the same bytes however its tasks are spread."""
+    def cost(js: list[tuple[Any, ...]]) -> list[int]:
+        return [len(j[1].tris) for j in js]
+
+    if not choose:
+        return run.map(_write_task, jobs, state, stage="terrain", cost=cost(jobs))
+    first = _pilots([j[0] for j in jobs])
+    rest = sorted(set(range(len(jobs))) - set(first))
+    results: list[_Written | None] = [None] * len(jobs)
+    for i, w in zip(first, run.map(_write_task, [jobs[i] for i in first], state, stage="terrain-pilots",
+                                   cost=cost([jobs[i] for i in first]))):
+        results[i] = w
+    start: dict[int, int] = {}
+    for i in first:
+        q = results[i].texture_quality  # type: ignore[union-attr]
+        if q is not None:
+            start[jobs[i][0][0]] = max(min(q + START_MARGIN, WEBP_LADDER[-1]), start.get(jobs[i][0][0], 0))
+    later = run.map(_write_task, [jobs[i] for i in rest], {**state, "start": start}, stage="terrain",
+                    cost=cost([jobs[i] for i in rest]))
+    for i, w in zip(rest, later):
+        results[i] = w
+    return results  # type: ignore[return-value]
 
 
 def _tiling(grid: DemGrid, tile_px: int) -> _Tiling:
@@ -371,7 +425,8 @@ def _write_task(job: tuple[Any, ...], state: dict[str, Any]) -> _Written:
     tiling = _Tiling(state["grid"], state["horizontal"], state["tile_px"], depth, pyramid, state["vertical"])
     reader = OrthoReader(state["ortho"]) if state["ortho"] is not None else None
     with reader if reader is not None else nullcontext():
-        return _write_tile(tiling, key, tin, skirt, reader, state["options"], state["out"], state.get("implicit"))
+        return _write_tile(tiling, key, tin, skirt, reader, state["options"], state["out"], state.get("implicit"),
+                           state.get("start", {}).get(key[0]))
 
 
 def _delatin(block: np.ndarray, tolerance: float) -> _Tin | None:
@@ -525,6 +580,7 @@ class _Written:
     region: list[float]
     skirt_depth: float
     triangles: int
+    texture_quality: int | None = None  # the WebP quality chosen for the tile's orthophoto texture, if one was
 
 
 def _write_tile(
@@ -536,9 +592,11 @@ def _write_tile(
     options: TerrainOptions,
     out: Path,
     implicit: tuple[bool, bool] | None = None,
+    start: int | None = None,
 ) -> _Written:
     """Write one tile's glb; `implicit`: the grid's axes flips of an implicit tree (its tile coordinates name
-    the file, and the glb places itself: no tile transform)."""
+    the file, and the glb places itself: no tile transform); `start`: the WebP quality to try first for its
+    orthophoto texture (`ortho_texture`)."""
     level, tx, ty = key
     n, step, grid = tiling.tile_px, tiling.step(level), tiling.grid
     gcol, grow = tx * n + tin.verts[:, 0], ty * n + tin.verts[:, 1]
@@ -564,16 +622,18 @@ def _write_tile(
     crs = grid.crs if not grid.crs.is_compound else tiling.horizontal
     source_px = math.inf if reader is None else n * step * abs(grid.transform.a) / reader.pixel_size(crs)
     size = texture_size(options.texture_px, source_px)
-    shade = _hillshade(tiling, level, tx, ty, jac, size) if options.hillshade else None
+    shade = _Shade(tiling, level, tx, ty, jac) if options.hillshade else None
     if reader is not None:
         corner = grid.transform @ Affine.translation(tx * n * step + 0.5, ty * n * step + 0.5)
-        texture, mime = ortho_texture(reader, crs, corner @ Affine.scale(n * step), size, source_px, shade,
-                                      options.glb, options.jpeg_quality)
+        texture, mime, quality = ortho_texture(reader, crs, corner @ Affine.scale(n * step), size, source_px,
+                                               shade, options.glb, options.jpeg_quality, start)
         material = Material(texture=texture, mime_type=mime)  # type: ignore[arg-type]
     elif shade is not None:
-        texture, mime = encode_texture(shade, options.glb, options.jpeg_quality)
+        quality = None
+        texture, mime = encode_texture(shade(size), options.glb, options.jpeg_quality)
         material = Material(texture=texture, mime_type=mime)  # type: ignore[arg-type]
     else:
+        quality = None
         material = Material(base_color=(*(c / 255.0 for c in NEUTRAL_RGB), 1.0))
     prim = Primitive(
         positions=local.astype(np.float32),
@@ -586,7 +646,7 @@ def _write_tile(
     uri = f"terrain/{level}/{ix}/{iy}.glb"
     content = MeshContent([prim], placement=None if implicit is None else frame.matrix)
     write_atomic(out / uri, content.to_glb(options.glb))
-    return _Written(uri, frame.matrix, region_of(ecef, pad_m=0.01), skirt_depth, len(all_tris))
+    return _Written(uri, frame.matrix, region_of(ecef, pad_m=0.01), skirt_depth, len(all_tris), quality)
 
 
 def texture_size(largest: int, source_px: float) -> int:
@@ -599,7 +659,8 @@ def texture_size(largest: int, source_px: float) -> int:
 
 
 def ortho_texture(reader: OrthoReader, crs: CRS, extent: Affine, size: int, source_px: float,
-                  shade: np.ndarray | None, glb: GlbOptions, jpeg_quality: int) -> tuple[bytes, str]:
+                  shade: Callable[[int], np.ndarray] | None, glb: GlbOptions, jpeg_quality: int,
+                  start: int | None = None) -> tuple[bytes, str, int | None]:
     """One tile's orthophoto texture, encoded.
 
     Where the orthophoto has at least twice the texture's pixels over the tile, every texel is the mean of 2 x 2
@@ -608,9 +669,11 @@ def ortho_texture(reader: OrthoReader, crs: CRS, extent: Affine, size: int, sour
     JPEG again), and reading the finer level leaves that second generation out (docs/lightweight.md).
 
     Under `--textures auto|webp` without a set `texture_quality`, the WebP quality is chosen per texture
-    (`tiles.textures.webp_at_least`): the lowest at least as good, by PSNR and by SSIM against the pixels read at
-    twice the resolution, as JPEG at `jpeg_quality` of the texture read from the overview that fits it (what the
-    builds wrote before issue 17). Otherwise the texels are encoded by `encode_texture`.
+    (`tiles.textures.webp_at_least`): at least as good, by PSNR and by SSIM against the pixels read at twice the
+    resolution, as JPEG at `jpeg_quality` of the texture read from the overview that fits it (what the builds wrote
+    before issue 17): `start` (the quality pilot tiles of the level chose) when it is good enough (one encoding),
+    else the lowest good one above it; without `start`, the lowest good one. Otherwise the texels are encoded by
+    `encode_texture`.
 
     Args:
         reader: the orthophoto.
@@ -618,26 +681,36 @@ def ortho_texture(reader: OrthoReader, crs: CRS, extent: Affine, size: int, sour
         extent: affine from the unit square to the tile's extent (pixel corners) in `crs`.
         size: texels per side.
         source_px: orthophoto pixels per tile side.
-        shade: (size, size, 3) uint8 drawn where the orthophoto has no data, or None (the neutral colour).
+        shade: `shade(size)` is the (size, size, 3) uint8 image drawn where the orthophoto has no data (called
+            only when some texel has none), or None (the neutral colour).
         glb: the encoding options.
         jpeg_quality: quality of JPEG textures and of the floor the WebP quality is chosen against.
+        start: the WebP quality to try first, or None.
 
     Returns:
-        (image bytes, MIME type).
+        (image bytes, MIME type, the chosen WebP quality or None when none was chosen).
     """
-    floor_read = reader.texture(extent @ Affine.scale(1.0 / size), crs, size, size, fill=shade)
-    if source_px >= 2 * size:
-        fill = None if shade is None else np.repeat(np.repeat(shade, 2, axis=0), 2, axis=1)
-        reference = reader.texture(extent @ Affine.scale(0.5 / size), crs, 2 * size, 2 * size, fill=fill)
-        mean = reference.reshape(size, 2, size, 2, 3).mean(axis=(1, 3), dtype=np.float32)
-        pixels = np.floor(mean + 0.5).astype(np.uint8)
+    def fill(k: int) -> Callable[[], np.ndarray] | None:  # at twice the size: every texel of the shade doubled
+        if shade is None:
+            return None
+        return lambda: shade(size) if k == size else np.repeat(np.repeat(shade(size), 2, axis=0), 2, axis=1)
+
+    choose = glb.makes_webp and glb.texture_quality is None
+    finer = source_px >= 2 * size
+    floor_read = None
+    if choose or not finer:  # the texture as read before issue 17: the floor of the choice
+        floor_read = reader.texture(extent @ Affine.scale(1.0 / size), crs, size, size, fill=fill(size))
+    if finer:
+        reference = reader.texture(extent @ Affine.scale(0.5 / size), crs, 2 * size, 2 * size, fill=fill(2 * size))
+        total = reference[0::2, 0::2].astype(np.uint16) + reference[1::2, 0::2] + reference[0::2, 1::2]
+        total += reference[1::2, 1::2]
+        pixels = ((total + 2) >> 2).astype(np.uint8)  # the mean of 2 x 2, rounded half up
     else:
         reference = pixels = floor_read
-    if glb.makes_webp and glb.texture_quality is None:
+    if choose:
         floor, _ = encode_texture(floor_read, GlbOptions(textures="original"), jpeg_quality)
-        image, mime, _ = webp_at_least(pixels, reference, floor)
-        return image, mime
-    return encode_texture(pixels, glb, jpeg_quality)
+        return webp_at_least(pixels, reference, floor, start=start)
+    return (*encode_texture(pixels, glb, jpeg_quality), None)
 
 
 #: Light of the baked hillshade: from the north-west (azimuth 315 degrees), 45 degrees above the horizon, as GDAL's
@@ -658,6 +731,20 @@ def hillshade_factor(normals: np.ndarray) -> np.ndarray:
     """
     cosine = np.clip(normals @ SUN_ENU, 0.0, 1.0)
     return SKY_LIGHT + (1.0 - SKY_LIGHT) * cosine / SUN_ENU[2]
+
+
+class _Shade:
+    """A tile's hillshade texture (`_hillshade`) of a size, computed when first asked for: a tile the
+    orthophoto covers never needs it."""
+
+    def __init__(self, tiling: _Tiling, level: int, tx: int, ty: int, jac: np.ndarray) -> None:
+        self.args: tuple[Any, ...] = (tiling, level, tx, ty, jac)
+        self.made: dict[int, np.ndarray] = {}
+
+    def __call__(self, size: int) -> np.ndarray:
+        if size not in self.made:
+            self.made[size] = _hillshade(*self.args, size)
+        return self.made[size]
 
 
 def _hillshade(tiling: _Tiling, level: int, tx: int, ty: int, jac: np.ndarray, size: int) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -344,7 +345,7 @@ class OrthoReader:
         return self._pixel_size_in(self._src_crs(crs), crs)
 
     def texture(self, transform: Affine, crs: CRS, width: int, height: int,
-                fill: np.ndarray | None = None) -> np.ndarray:
+                fill: np.ndarray | Callable[[], np.ndarray] | None = None) -> np.ndarray:
         """The orthophoto on a target grid, read from the overview that fits the target's resolution.
 
         Args:
@@ -352,8 +353,8 @@ class OrthoReader:
             crs: the target CRS.
             width: target columns.
             height: target rows.
-            fill: (height, width, 3) uint8 drawn where the ortho has no data (the terrain's hillshade); None:
-                `NEUTRAL_RGB` there.
+            fill: (height, width, 3) uint8 drawn where the ortho has no data (the terrain's hillshade), or a
+                function returning it (called only when some pixel has no data); None: `NEUTRAL_RGB` there.
 
         Returns:
             (height, width, 3) uint8 RGB, row 0 at the grid's first row; `fill` (or `NEUTRAL_RGB`) where the ortho
@@ -383,13 +384,19 @@ class OrthoReader:
         except rasterio.errors.RasterioError as exc:
             raise _read_failed("orthophoto", self.path, exc) from exc
         planes = {b: dst[i] for i, b in enumerate(indexes)}
-        rgb = np.stack([planes[b] for b in colour], axis=-1)
-        missing = ~np.isfinite(rgb).all(axis=-1)
+        finite = {b: np.isfinite(planes[b]) for b in set(colour)}
+        missing = ~np.logical_and.reduce([finite[b] for b in colour])
         if alpha:
             missing |= ~(planes[alpha] >= 128)
         scale = 1.0 / 257.0 if np.dtype(src.dtypes[colour[0] - 1]).itemsize == 2 else 1.0
-        out = np.clip(np.nan_to_num(rgb) * scale + 0.5, 0, 255).astype(np.uint8)
-        out[missing] = NEUTRAL_RGB if fill is None else fill[missing]
+        out = np.empty((height, width, 3), np.uint8)
+        for i, b in enumerate(colour):  # plane by plane (contiguous); a texel without data is drawn over below
+            v = (planes[b] * scale if scale != 1.0 else planes[b]) + np.float32(0.5)
+            v[~finite[b]] = 0.0
+            out[..., i] = np.clip(v, 0, 255, out=v)
+        if missing.any():
+            drawn = fill() if callable(fill) else fill
+            out[missing] = NEUTRAL_RGB if drawn is None else drawn[missing]
         return out
 
 

@@ -22,6 +22,7 @@ from cim.models.terrain import (
     DemSampler,
     TerrainOptions,
     TerrainResult,
+    _pilots,
     build_terrain,
     hillshade_factor,
     texture_size,
@@ -717,6 +718,28 @@ def test_ortho_reader_makes_alpha_and_uncovered_areas_neutral(ortho_gradient: Pa
         filled = reader.texture(tf, parse_crs(CRS), 40, 10, fill=fill)
     assert (filled[5, 20] == (0, 0, 200)).all() and (filled[5, 39] == (0, 0, 200)).all()
     assert (filled[5, 2] == rgb[5, 2]).all()  # where the ortho has data, the ortho
+    # a fill given as a function is made only when some pixel has no data, and draws the same
+    calls: list[int] = []
+
+    def made() -> np.ndarray:
+        calls.append(1)
+        return fill
+
+    with OrthoReader(ortho_gradient) as reader:
+        assert np.array_equal(reader.texture(tf, parse_crs(CRS), 40, 10, fill=made), filled) and len(calls) == 1
+        inside = Affine.translation(X0 + 100, Y0 - 100) @ Affine.scale(10, -10)
+        assert np.array_equal(reader.texture(inside, parse_crs(CRS), 4, 4, fill=made),
+                              reader.texture(inside, parse_crs(CRS), 4, 4)) and len(calls) == 1
+
+
+def test_pilots_are_spread_over_each_level_of_more_than_one_tile():
+    keys = sorted([(0, 0, 0)] + [(1, x, y) for x in range(2) for y in range(2)]
+                  + [(2, x, y) for x in range(4) for y in range(4)] + [(3, x, y) for x in range(8) for y in range(5)])
+    picked = [keys[i] for i in _pilots(keys)]
+    by_level = {lv: [k for k in picked if k[0] == lv] for lv in range(4)}
+    assert by_level[0] == []  # one tile: it chooses from the whole ladder beside the others
+    assert by_level[1] == [(1, 1, 0)] and by_level[2] == [(2, 2, 0)]  # one per 16 tiles, the middle one
+    assert by_level[3] == [(3, 1, 1), (3, 4, 0), (3, 6, 3)]  # 40 tiles: 3 (the most), spread evenly
 
 
 def test_texture_size_stops_at_the_orthophotos_pixels():
@@ -775,8 +798,13 @@ def test_ortho_texture_is_read_finer_than_the_overview_and_no_worse_than_jpeg_85
         old = reader.texture(extent @ Affine.scale(1 / 512), crs, 512, 512)  # from the 2x overview
         before = io.BytesIO()
         Image.fromarray(old).save(before, "JPEG", quality=85)
-        jpeg_finer, mime = ortho_texture(reader, crs, extent, 512, 1024.0, None, GlbOptions(textures="original"), 85)
-        webp, webp_mime = ortho_texture(reader, crs, extent, 512, 1024.0, None, GlbOptions(), 85)
+        jpeg_finer, mime, _ = ortho_texture(reader, crs, extent, 512, 1024.0, None, GlbOptions(textures="original"),
+                                            85)
+        webp, webp_mime, chosen = ortho_texture(reader, crs, extent, 512, 1024.0, None, GlbOptions(), 85)
+        # from a start below the quality it needs (a level's pilots chose less): searched above, as good
+        from_start, _, above = ortho_texture(reader, crs, extent, 512, 1024.0, None, GlbOptions(), 85, start=20)
+        # a set texture_quality skips the choice
+        fixed, _, none = ortho_texture(reader, crs, extent, 512, 1024.0, None, GlbOptions(texture_quality=50), 85)
     assert mime == "image/jpeg" and webp_mime == "image/webp"
 
     def quality(data: bytes) -> tuple[float, float]:
@@ -787,6 +815,10 @@ def test_ortho_texture_is_read_finer_than_the_overview_and_no_worse_than_jpeg_85
     # chosen against the pixels read at twice the resolution: here the source itself
     assert q_webp[0] >= q_before[0] and q_webp[1] >= q_before[1]
     assert len(webp) < len(before.getvalue())
+    assert chosen is not None and above is not None and above > 20
+    q_start = quality(from_start)
+    assert q_start[0] >= q_before[0] and q_start[1] >= q_before[1]
+    assert none is None and Image.open(io.BytesIO(fixed)).format == "WEBP"
 
 
 # --- DemSampler --------------------------------------------------------------------------------------------
