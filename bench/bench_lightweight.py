@@ -21,7 +21,10 @@ Per tileset (the sample city's level 2 and level 3 LOD2 models, the real Zhongsh
     indices, images, each property-table column (values and offsets; a view two columns share is counted once, under
     the first), glb headers and padding;
   - with `--before`, on level 2: every terrain texture of `before` and `meshopt` against the source orthophoto at
-    its own resolution (PSNR, SSIM), per tile and summarised (tiles at least as good as before by both measures).
+    its own resolution (PSNR, SSIM), per tile and summarised (tiles at least as good as before by both measures);
+  - with `--main DIR` (a `git archive` of the main branch): the default build's seconds by that code and by ours,
+    each in a process of its own, alternating, `--repeats` times, and the ratio of the medians; on level 2 also
+    the seconds the terrain textures' WebP choice costs per texture (`_choice_seconds`).
 Ratios are against our uncompressed build, the code before (with `--before`) and gltf-transform, all measured in
 this run.
 
@@ -30,6 +33,8 @@ this run.
     python bench/bench_lightweight.py --only oblique --sizes-only   # bytes alone (they do not depend on load)
     git archive 4f8a7f6 | tar x -C /tmp/pre17
     python bench/bench_lightweight.py --only l2 --only lod2 --before /tmp/pre17
+    git archive main | tar x -C /tmp/main      # default build seconds: main's against ours, 3 times each
+    python bench/bench_lightweight.py --only l2 --before /tmp/pre17 --main /tmp/main
 """
 
 from __future__ import annotations
@@ -98,11 +103,47 @@ if __name__ == "__main__":
 
 
 def _build_before(tree: Path, which: str, out: Path) -> float:
-    """The sample tileset built by the code in `tree` (its own defaults), in a process of its own; seconds."""
+    """The sample tileset built by the code in `tree` (its own defaults), in a process of its own (which starts
+    its own Dask cluster, as `cim build` does); seconds of `build_city`."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     run = subprocess.run([sys.executable, "-c", BEFORE_PY, "2" if which == "l2" else "3", str(out)], cwd=tree,
                          env=env, capture_output=True, text=True, check=True)
     return float(run.stdout.strip().splitlines()[-1])
+
+
+def _build_times(main: Path, which: str, work: Path, repeats: int) -> dict:
+    """The default build of the sample tileset by the code in `main` and by this checkout, each in processes of
+    their own (`_build_before`), alternating, `repeats` times each: seconds and the ratio of the medians."""
+    import statistics
+
+    times: dict[str, list[float]] = {"main": [], "ours": []}
+    for _ in range(repeats):
+        for name, tree in (("main", main), ("ours", ROOT)):
+            times[name].append(round(_build_before(tree, which, work / f"{which}-time-{name}"), 2))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"main_build_s": times["main"], "ours_build_s": times["ours"],
+            "ratio_build_ours_over_main": round(med["ours"] / med["main"], 3)}
+
+
+def _choice_seconds(work: Path) -> dict:
+    """What the terrain textures' WebP choice costs: the sample's terrain built in this process, one task after
+    another (no cluster), by default and with `texture_quality=80` (no choice; the same reads); seconds, and the
+    difference per textured tile (pilots included)."""
+    from cim.models.terrain import TerrainOptions, build_terrain
+    from cim.sample import default_sample
+    from cim.tiling import Runner
+    from tiles.compression import GlbOptions
+
+    city = default_sample()
+    out: dict[str, float] = {}
+    for name, glb in (("choice", GlbOptions()), ("fixed80", GlbOptions(texture_quality=80))):
+        t0 = time.perf_counter()
+        r = build_terrain(city.dem, city.ortho, work / f"terrain-{name}", TerrainOptions(glb=glb),
+                          runner=Runner(scheduler="synchronous"))
+        out[f"terrain_{name}_s"] = round(time.perf_counter() - t0, 2)
+    out["tiles"] = r.tiles
+    out["choice_s_per_texture"] = round((out["terrain_choice_s"] - out["terrain_fixed80_s"]) / r.tiles, 3)
+    return out
 
 
 def _parts(folder: Path) -> dict[str, dict[str, int]]:
@@ -332,10 +373,16 @@ def _first_frame(folder: Path) -> float:
     return seconds
 
 
-def bench(which: str, work: Path, browser: bool, sizes_only: bool = False, before: Path | None = None) -> dict:
+def bench(which: str, work: Path, browser: bool, sizes_only: bool = False, before: Path | None = None,
+          main: Path | None = None, repeats: int = 3) -> dict:
     """One tileset's row; `sizes_only`: bytes alone (no decode or browser run, and no seconds: byte counts do not
-    depend on the machine's load, times do); `before`: a tree of the code before the lightweight work, built too."""
+    depend on the machine's load, times do); `before`: a tree of the code before the lightweight work, built too;
+    `main`: a tree of the main branch, whose default build time is compared with ours (`repeats` times each)."""
     row: dict = {"tileset": which}
+    if main is not None and which != "oblique" and not sizes_only:
+        row.update(_build_times(main, which, work, repeats))
+        if which == "l2":
+            row["terrain_texture_choice"] = _choice_seconds(work)
     outs = {}
     if before is not None and which != "oblique":
         out = work / f"{which}-before"
@@ -408,6 +455,9 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="keep the outputs in this folder")
     ap.add_argument("--before", type=Path,
                     help="a tree of the code before the lightweight work (git archive 4f8a7f6): build it too")
+    ap.add_argument("--main", type=Path,
+                    help="a tree of the main branch (git archive main): its default build time against ours")
+    ap.add_argument("--repeats", type=int, default=3, help="default builds of --main and ours, each")
     ap.add_argument("--sizes-only", action="store_true",
                     help="bytes only: no decode or browser runs and no seconds (for a machine that is not quiet)")
     args = ap.parse_args()
@@ -421,7 +471,8 @@ def main() -> None:
                 print(json.dumps({"tileset": "oblique", "skipped": f"{PRODUCTION} is missing"}))
                 continue
             row = (bench_quantized_mesh(work) if which == "qm"
-                   else bench(which, work, not args.no_browser, args.sizes_only, args.before))
+                   else bench(which, work, not args.no_browser, args.sizes_only, args.before, args.main,
+                              args.repeats))
             print(json.dumps(row), flush=True)
     finally:
         if args.keep is None:
