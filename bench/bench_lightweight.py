@@ -117,9 +117,11 @@ def _build_times(main: Path, which: str, work: Path, repeats: int) -> dict:
     import statistics
 
     times: dict[str, list[float]] = {"main": [], "ours": []}
-    for _ in range(repeats):
+    for i in range(repeats):
         for name, tree in (("main", main), ("ours", ROOT)):
-            times[name].append(round(_build_before(tree, which, work / f"{which}-time-{name}"), 2))
+            out = work / f"{which}-time-{name}-{i}"
+            times[name].append(round(_build_before(tree, which, out), 2))
+            shutil.rmtree(out, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"main_build_s": times["main"], "ours_build_s": times["ours"],
             "ratio_build_ours_over_main": round(med["ours"] / med["main"], 3)}
