@@ -19,7 +19,7 @@ import pytest
 from tests.support.http import free_port
 from tests.support.processes import stop_process
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cim-demo")]
+pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -21,7 +21,6 @@ from tests.support.maplibre import evaluate_style
 from tests.tiles.server_support import Served, served  # noqa: F401
 from tiles.styles import feature_paint, layer_style, maplibre_style
 
-pytestmark = pytest.mark.xdist_group("tiles-styles")  # one server for the module
 
 RED, GREEN, BLUE = [230, 20, 20, 200], [20, 200, 40, 150], [30, 60, 220, 255]
 GREY = [160, 160, 160, 120]

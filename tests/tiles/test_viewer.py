@@ -27,7 +27,6 @@ from tests.support.values import (
 from tests.support.browser import wait_viewer_drawn
 from tests.tiles.server_support import running_server
 
-pytestmark = pytest.mark.xdist_group("viewer-demo-site")  # one demo site (levels 2, 3, oblique) for the module
 REPO = Path(__file__).resolve().parents[2]
 BACKGROUND = (0x2B, 0x30, 0x38)  # #map background in viewer.css
 VIEWPORT = (900, 600)

@@ -23,7 +23,6 @@ from tests.support.browser import wait_viewer_drawn
 from tests.support.many_layers import COUNTS, LAT0, LON0, UNIQUE_NAME, quadrants
 from tests.tiles.server_support import running_server
 
-pytestmark = pytest.mark.xdist_group("viewer-city")  # the two stores, their servers and the browser, once
 VIEWPORT = (900, 600)
 BACKGROUND = (0x2B, 0x30, 0x38)
 

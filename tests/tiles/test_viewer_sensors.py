@@ -27,7 +27,7 @@ from tests.support.mosquitto import Broker, mosquitto_broker
 from tests.support.sensing import HOURS, THINGS, series, thing_doc
 from tests.tiles.server_support import running_server
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("viewer-sensors")]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 VIEWPORT = (900, 600)
 

@@ -23,8 +23,7 @@ from cim.sources.osgb import has_osgconv
 from tests.support.http import free_port
 from tiles.check import check_tileset
 
-# one worker builds the two sample cities once (module fixtures), not once per worker
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("relative_paths")]
+pytestmark = pytest.mark.slow
 
 CIM = Path(sys.executable).with_name("cim")
 CITY = "样例 城市"
