@@ -488,8 +488,14 @@ class _Encoder:
         key = (tuple(m.base_color), digest, m.mime_type, m.metallic, m.roughness, m.double_sided, m.unlit)
         if key in self.materials:
             return self.materials[key]
-        pbr: dict[str, Any] = {"baseColorFactor": [float(v) for v in m.base_color], "metallicFactor": m.metallic,
-                               "roughnessFactor": m.roughness}
+        # glTF's defaults (baseColorFactor [1, 1, 1, 1], metallicFactor 1, roughnessFactor 1) are left out
+        pbr: dict[str, Any] = {"metallicFactor": m.metallic}
+        if tuple(m.base_color) != (1.0, 1.0, 1.0, 1.0):
+            pbr["baseColorFactor"] = [float(v) for v in m.base_color]
+        if m.metallic == 1.0:
+            del pbr["metallicFactor"]
+        if m.roughness != 1.0:
+            pbr["roughnessFactor"] = m.roughness
         if m.texture is not None:
             pbr["baseColorTexture"] = {"index": self._texture(m)}
         mat: dict[str, Any] = {"pbrMetallicRoughness": pbr}
@@ -625,7 +631,7 @@ class _Encoder:
                                       {"byteStride": size, "count": len(flat), "mode": "TRIANGLES"})
         else:
             view = self._view(flat.astype("<u2" if small else "<u4").tobytes(), ELEMENT_ARRAY_BUFFER)
-        prim: dict[str, Any] = {"attributes": attrs, "material": s.material, "mode": 4,
+        prim: dict[str, Any] = {"attributes": attrs, "material": s.material,  # mode: glTF's default, triangles
                                 "indices": self._accessor(view, UNSIGNED_SHORT if small else UNSIGNED_INT,
                                                           len(flat), "SCALAR")}
         if ext:
@@ -653,7 +659,7 @@ class _Encoder:
         self.required.add("KHR_draco_mesh_compression")
         indices = self._accessor(None, UNSIGNED_SHORT if d.count <= 0xFFFF else UNSIGNED_INT, d.index_count,
                                  "SCALAR")
-        return {"attributes": attrs, "indices": indices, "material": s.material, "mode": 4, "extensions": ext}
+        return {"attributes": attrs, "indices": indices, "material": s.material, "extensions": ext}
 
     def _meshes(self, sources: list[_Source]) -> None:
         opts = self.options

@@ -97,6 +97,19 @@ def test_khronos_validator_accepts_all_column_types_and_textures(tmp_path):
 
 
 @pytest.mark.parametrize("compression", ["none", "meshopt", "draco"])
+def test_materials_and_primitives_leave_gltf_defaults_out(compression):
+    white = Primitive(QUAD, TRIS, vertex_normals(QUAD, TRIS))
+    red = Primitive(QUAD + 20, TRIS, vertex_normals(QUAD, TRIS),
+                    material=Material(base_color=(1.0, 0.0, 0.0, 1.0), roughness=0.5))
+    doc = read_glb(MeshContent([white, red]).to_glb(GlbOptions(compression=compression)))["json"]
+    # baseColorFactor [1, 1, 1, 1], roughnessFactor 1 and mode 4 (triangles) are glTF's defaults
+    assert [m["pbrMetallicRoughness"] for m in doc["materials"]] == [
+        {"metallicFactor": 0.0},
+        {"metallicFactor": 0.0, "baseColorFactor": [1.0, 0.0, 0.0, 1.0], "roughnessFactor": 0.5}]
+    assert all("mode" not in p for m in doc["meshes"] for p in m["primitives"])
+
+
+@pytest.mark.parametrize("compression", ["none", "meshopt", "draco"])
 def test_further_feature_id_sets_and_tables_round_trip_in_every_compression(tmp_path, compression):
     from tests.support.gltf_validator import assert_valid
     from tiles.check import check_glb_metadata
