@@ -5,8 +5,9 @@ Data flow: `read_dem` -> small nodata holes filled -> a pyramid of the DEM (leve
 every `2**(L-l)` DEM samples, a masked [1/4, 1/2, 1/4] average of the level below) -> per tile, a TIN of its
 `(tile_px + 1)**2` samples from pydelatin at the level's tolerance -> neighbours' border vertices merged (no
 cracks) -> triangles touching nodata removed -> the deviation from the full-resolution DEM measured -> glb
-with skirts, smooth normals and the orthophoto as texture (the DEM's hillshade where it has no data, or without
-one), placed by a per-tile ENU transform.
+with skirts and the orthophoto as texture (the DEM's hillshade where it has no data, or without one), unlit
+(the photo and the hillshade carry their shading already), or the neutral colour with smooth normals when there
+is neither; placed by a per-tile ENU transform.
 
 Rules (see docs/architecture.md, "Terrain"):
 - A vertex is a DEM sample (pixel centre) of its level; leaf vertices carry the DEM height itself. Heights are
@@ -615,7 +616,6 @@ def _write_tile(
     ecef = np.vstack([surface, tiling.to_ecef(x[top], y[top], z[top] - skirt_depth)])
     local = frame.to_local(ecef)
     index = np.concatenate([np.arange(len(z)), top])
-    normals = _normals(tiling, level, grow, gcol, jac)[index]
     uv = np.column_stack([tin.verts[:, 0] / n, tin.verts[:, 1] / n])[index].astype(np.float32)
     all_tris = np.vstack([tris, skirt_tris])
 
@@ -627,18 +627,21 @@ def _write_tile(
         corner = grid.transform @ Affine.translation(tx * n * step + 0.5, ty * n * step + 0.5)
         texture, mime, quality = ortho_texture(reader, crs, corner @ Affine.scale(n * step), size, source_px,
                                                shade, options.glb, options.jpeg_quality, start)
-        material = Material(texture=texture, mime_type=mime)  # type: ignore[arg-type]
+        material = Material(texture=texture, mime_type=mime, unlit=True)  # type: ignore[arg-type]
     elif shade is not None:
         quality = None
         texture, mime = encode_texture(shade(size), options.glb, options.jpeg_quality)
-        material = Material(texture=texture, mime_type=mime)  # type: ignore[arg-type]
+        material = Material(texture=texture, mime_type=mime, unlit=True)  # type: ignore[arg-type]
     else:
         quality = None
         material = Material(base_color=(*(c / 255.0 for c in NEUTRAL_RGB), 1.0))
+    # A texture is drawn as it is (KHR_materials_unlit, no NORMAL): an orthophoto carries the sun of the day it was
+    # flown, a hillshade the light it was computed with; lighting it again by the mesh's normals shades it twice.
+    # The neutral colour has no shading of its own: it keeps the normals and the client's lighting.
     prim = Primitive(
         positions=local.astype(np.float32),
         indices=all_tris.astype(np.uint32),
-        normals=normals,
+        normals=None if material.unlit else _normals(tiling, level, grow, gcol, jac)[index],
         texcoords=uv if reader is not None or shade is not None else None,
         material=material,
     )

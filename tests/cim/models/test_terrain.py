@@ -424,8 +424,9 @@ def _normals(data: bytes) -> np.ndarray:
     return np.column_stack([n[:, 0], -n[:, 2], n[:, 1]])
 
 
-def test_smooth_normals_follow_the_surface(hills: Built) -> None:
-    for m in _meshes(hills):
+def test_smooth_normals_follow_the_surface(holes: Built) -> None:
+    """The neutral colour (no orthophoto, no hillshade) is lit by the client: its normals are the surface's."""
+    for m in _meshes(holes):
         glb = read_glb(m.glb)["primitives"][0]
         pos, tris = glb["positions"], glb["indices"]
         normals = _normals(m.glb)
@@ -670,6 +671,19 @@ def test_terrain_without_an_ortho_is_hillshaded(bare_hills: Built) -> None:
     glb = read_glb((bare_hills.out / "terrain/0/0/0.glb").read_bytes())["json"]
     assert "baseColorTexture" in glb["materials"][0]["pbrMetallicRoughness"]
     assert_valid(bare_hills.out / "terrain", allow_warnings=False)
+
+
+def test_textured_terrain_is_unlit_without_normals(hills: Built, bare_hills: Built, holes: Built) -> None:
+    """An orthophoto or a hillshade carries its shading: drawn unlit (KHR_materials_unlit), no NORMAL to store.
+    The neutral colour has none of its own: lit by the client, with normals."""
+    for built, textured in ((hills, True), (bare_hills, True), (holes, False)):
+        for m in _meshes(built):
+            glb = read_glb(m.glb)["json"]
+            (prim,) = glb["meshes"][0]["primitives"]
+            material = glb["materials"][prim["material"]]
+            unlit = "KHR_materials_unlit" in material.get("extensions", {})
+            assert unlit is textured and ("NORMAL" in prim["attributes"]) is not textured, m.tile.content.uri
+            assert ("KHR_materials_unlit" in glb.get("extensionsUsed", [])) is textured
 
 
 def test_hillshade_factor_is_lambert_with_sky_light() -> None:
