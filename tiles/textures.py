@@ -147,8 +147,9 @@ def encode_texture(pixels: Any, options: GlbOptions, jpeg_quality: int = 85,
     return buf.getvalue(), "image/jpeg"
 
 
-#: WebP qualities `webp_at_least` chooses from, lowest first (bisected: about 7 encodings per texture).
-WEBP_LADDER: tuple[int, ...] = tuple(range(20, 96))
+#: WebP qualities `webp_at_least` chooses from, lowest first (bisected: about 7 encodings per texture). Down to 5:
+#: a sharp texture of a coarse level can pass its floor below 20 (`halve_for_bilinear`; docs/lightweight.md).
+WEBP_LADDER: tuple[int, ...] = tuple(range(5, 96))
 
 
 def magnify(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -160,6 +161,40 @@ def magnify(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if a.shape[:2] == tuple(shape):
         return a
     return np.asarray(Image.fromarray(a).resize((shape[1], shape[0]), Image.Resampling.BILINEAR))
+
+
+def _magnify2(x: np.ndarray) -> np.ndarray:
+    """`magnify` to twice the size, in float32 without rounding: (h, w, c) -> (2h, 2w, c). Each new pixel is 3/4 of
+    the pixel it lies in and 1/4 of its neighbour on that side, per axis (edges clamped)."""
+    for axis in (0, 1):
+        n = x.shape[axis]
+        before = np.take(x, np.r_[0, 0:n - 1], axis=axis)
+        after = np.take(x, np.r_[1:n, n - 1], axis=axis)
+        pair = np.stack([0.75 * x + 0.25 * before, 0.75 * x + 0.25 * after], axis=axis + 1)
+        x = pair.reshape(*x.shape[:axis], 2 * n, *x.shape[axis + 1:])
+    return x
+
+
+def halve_for_bilinear(reference: np.ndarray) -> np.ndarray:
+    """A texture of half the size of `reference` that a GPU's bilinear magnification (`magnify`) brings closer to
+    `reference` than the mean of each 2 x 2 pixels does: that mean, plus the mean of what its magnification misses
+    over the same 2 x 2 pixels (one step of iterative back-projection, Irani & Peleg 1991; the box mean alone is
+    the blurrier solution: bilinear magnification blurs it a second time).
+
+    Args:
+        reference: (2h, 2w, c) uint8.
+
+    Returns:
+        (h, w, c) uint8.
+    """
+    r = np.asarray(reference, np.float32)
+
+    def mean2(a: np.ndarray) -> np.ndarray:
+        return 0.25 * (a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2])
+
+    x = mean2(r)
+    x += mean2(r - _magnify2(x))
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
 def _box7(a: np.ndarray) -> np.ndarray:
@@ -427,5 +462,5 @@ def texture_variants(image: bytes, mime: str, options: GlbOptions) -> list[tuple
 
 
 __all__ = ["WEBP_LADDER", "TextureEncoderMissing", "basisu_path", "encode_ktx2", "encode_texture", "encode_webp",
-           "fill_unsampled", "image_quality", "magnify", "optimize_jpeg", "texture_variants", "triangle_mask",
+           "fill_unsampled", "halve_for_bilinear", "image_quality", "magnify", "optimize_jpeg", "texture_variants", "triangle_mask",
            "webp_at_least"]

@@ -47,7 +47,7 @@ from cim.tiling import Runner, runner_scope
 from tiles.compression import GlbOptions
 from tiles.gltf import Material, MeshContent, Primitive
 from tiles.implicit import SUBTREE_URI, ImplicitTile, write_quadtree
-from tiles.textures import WEBP_LADDER, encode_texture, webp_at_least
+from tiles.textures import WEBP_LADDER, encode_texture, halve_for_bilinear, webp_at_least
 from tiles.tileset import BoundingVolume, Content, Tile, write_atomic
 
 Progress = Callable[[str, int, int], None]
@@ -666,10 +666,12 @@ def ortho_texture(reader: OrthoReader, crs: CRS, extent: Affine, size: int, sour
                   start: int | None = None) -> tuple[bytes, str, int | None]:
     """One tile's orthophoto texture, encoded.
 
-    Where the orthophoto has at least twice the texture's pixels over the tile, every texel is the mean of 2 x 2
-    pixels read at twice the resolution (from full resolution or the overview that fits that grid), not the pixel
-    of the overview that fits the texture: an orthophoto's overviews are often lossy copies of it (a JPEG COG's are
-    JPEG again), and reading the finer level leaves that second generation out (docs/lightweight.md).
+    Where the orthophoto has at least twice the texture's pixels over the tile, the texture is made from pixels
+    read at twice the resolution (from full resolution or the overview that fits that grid), not from the overview
+    that fits the texture: an orthophoto's overviews are often lossy copies of it (a JPEG COG's are JPEG again), and
+    reading the finer level leaves that second generation out (docs/lightweight.md). Each texel is the mean of its
+    2 x 2 finer pixels corrected by what bilinear magnification of those means misses there
+    (`tiles.textures.halve_for_bilinear`): drawn magnified, as a GPU does, it is closer to the finer pixels.
 
     Under `--textures auto|webp` without a set `texture_quality`, the WebP quality is chosen per texture
     (`tiles.textures.webp_at_least`): at least as good, by PSNR and by SSIM against the pixels read at twice the
@@ -705,9 +707,7 @@ def ortho_texture(reader: OrthoReader, crs: CRS, extent: Affine, size: int, sour
         floor_read = reader.texture(extent @ Affine.scale(1.0 / size), crs, size, size, fill=fill(size))
     if finer:
         reference = reader.texture(extent @ Affine.scale(0.5 / size), crs, 2 * size, 2 * size, fill=fill(2 * size))
-        total = reference[0::2, 0::2].astype(np.uint16) + reference[1::2, 0::2] + reference[0::2, 1::2]
-        total += reference[1::2, 1::2]
-        pixels = ((total + 2) >> 2).astype(np.uint8)  # the mean of 2 x 2, rounded half up
+        pixels = halve_for_bilinear(reference)
     else:
         reference = pixels = floor_read
     if choose:
