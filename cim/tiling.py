@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -23,7 +24,7 @@ import threading
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -238,8 +239,55 @@ def _read_records(path: Path) -> list[tuple[str, Any]]:
 
 
 def task_key(stage: str, job: Any) -> str:
-    """A task's name in a manifest: its stage and a digest of its job (the same job, the same key)."""
-    return f"{stage}/{hashlib.blake2b(pickle.dumps(job, protocol=4), digest_size=16).hexdigest()}"
+    """A task's name in a manifest: its stage and a digest of its job's content (equal jobs, the same key).
+
+    Not a digest of the job's pickle: pickle writes a sub-object shared by two parts once and refers to it after, so
+    equal jobs pickle differently when one was built in this run (two arrays sharing one dtype object) and the other
+    from results read back from the manifest (each array with a dtype of its own): a resumed build then found none
+    of the terrain's glb tasks its killed run had finished."""
+    h = hashlib.blake2b(digest_size=16)
+    _digest(h, job)
+    return f"{stage}/{h.hexdigest()}"
+
+
+def _digest(h: Any, obj: Any) -> None:
+    """Feed `obj`'s content, not its object identities, into the hash `h`: numbers, text, arrays (dtype, shape and
+    bytes), tuples, lists, dicts, paths and dataclasses by their parts; anything else by its pickle."""
+    if obj is None or isinstance(obj, (bool, int, float, complex, str)):
+        h.update(f"{type(obj).__name__}:{obj!r};".encode())
+    elif isinstance(obj, (bytes, bytearray)):
+        h.update(f"bytes:{len(obj)};".encode())
+        h.update(obj)
+    elif isinstance(obj, np.ndarray) and not obj.dtype.hasobject:
+        dtype = repr(obj.dtype.descr) if obj.dtype.fields else obj.dtype.str
+        h.update(f"ndarray:{dtype}:{obj.shape};".encode())
+        h.update(np.ascontiguousarray(obj).tobytes())
+    elif isinstance(obj, np.generic) and not obj.dtype.hasobject:
+        h.update(f"{type(obj).__name__}:{obj.dtype.str};".encode())
+        h.update(obj.tobytes())
+    elif isinstance(obj, (tuple, list)):
+        h.update(f"{type(obj).__name__}:{len(obj)}[".encode())
+        for item in obj:
+            _digest(h, item)
+        h.update(b"]")
+    elif isinstance(obj, dict):
+        h.update(f"dict:{len(obj)}{{".encode())
+        for key, value in obj.items():
+            _digest(h, key)
+            _digest(h, value)
+        h.update(b"}")
+    elif isinstance(obj, PurePath):
+        h.update(f"{type(obj).__name__}:{obj.as_posix()};".encode())
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        h.update(f"{type(obj).__module__}.{type(obj).__qualname__}(".encode())
+        names = sorted(vars(obj)) if hasattr(obj, "__dict__") else [f.name for f in dataclasses.fields(obj)]
+        for name in names:
+            _digest(h, name)
+            _digest(h, getattr(obj, name))
+        h.update(b")")
+    else:
+        h.update(b"pickle:")
+        h.update(pickle.dumps(obj, protocol=4))
 
 
 SYNCHRONOUS = "synchronous"

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -391,6 +392,78 @@ def test_a_killed_build_resumes_to_the_same_bytes(city, level2, tmp_path):
     assert 4 <= report.dask["resumed"]["lod1"] <= done_before < tiles  # finished tiles were not built again
     assert not work.exists() and not list(out.rglob(".*"))
     _same_tree(root / "sync", out)
+
+
+KILLED_TERRAIN = """
+import sys, time
+from pathlib import Path
+from cim.build import build_city
+from cim.models.footprints import BuildingOptions
+
+def hold(stage, done, total):
+    if stage == "terrain" and done == 2:  # the pilots and two of the other terrain tiles are recorded
+        Path(sys.argv[6]).touch()
+        time.sleep(120)  # the test kills the build here
+
+out, dem, ortho, buildings, dsm = sys.argv[1:6]
+build_city(out, dem=dem, ortho=ortho, buildings=buildings, dsm=dsm, building_options=BuildingOptions(tile_capacity=40),
+           scheduler="synchronous", progress=hold)
+"""
+
+
+def test_a_build_killed_after_the_terrain_pilots_resumes_to_the_same_bytes(city, level2, tmp_path):
+    """The terrain's other tiles start from the quality its pilot tiles chose (`_write_tiles`): killed after the
+    pilot wave, the resumed build takes the pilots' choices from the manifest and writes the bytes of a build never
+    killed (tiles written before and after the kill alike)."""
+    import subprocess
+    import sys
+
+    root, reports = level2
+    out, mark = tmp_path / "model", tmp_path / "killed-here"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_TERRAIN, str(out), str(city.dem), str(city.ortho),
+                             str(city.buildings), str(city.dsm), str(mark)])
+    deadline = time.monotonic() + 300
+    try:
+        while not mark.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the build ended before it could be killed"
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+    report = build_city(out, dem=city.dem, ortho=city.ortho, buildings=city.buildings, dsm=city.dsm,
+                        building_options=OPTIONS, scheduler=SYNCHRONOUS)
+    pilots = reports["sync"].dask["tasks"]["terrain-pilots"]
+    assert pilots >= 1 and report.dask["resumed"]["terrain-pilots"] == pilots
+    assert report.dask["resumed"]["terrain"] == 2 < reports["sync"].dask["tasks"]["terrain"]
+    _same_tree(root / "sync", out)
+
+
+@dataclass
+class Part:  # a job's part like the terrain's TINs (module level: pickled)
+    verts: np.ndarray
+    tris: np.ndarray
+    error: float
+
+
+def test_task_keys_name_a_jobs_content_not_how_it_was_built():
+    """A job made from results read back from a manifest gets the key of the equal job made in the run that was
+    killed: pickle's bytes differ between the two (two arrays sharing one dtype object, or each with its own), the
+    key must not; any change of content changes it."""
+    import pickle
+
+    from cim.tiling import task_key
+
+    verts, tris = np.arange(12).reshape(4, 3), np.arange(6).reshape(2, 3)
+    built = (("0", 1), Part(verts, tris, 0.5), Path("a/b"), {"q": np.int64(3)})
+    read_back = (("0", 1), Part(pickle.loads(pickle.dumps(verts)), pickle.loads(pickle.dumps(tris)), 0.5), Path("a/b"),
+                 {"q": np.int64(3)})
+    assert pickle.dumps(built, protocol=4) != pickle.dumps(read_back, protocol=4)
+    assert task_key("terrain", built) == task_key("terrain", read_back)
+    assert task_key("terrain", built) != task_key("lod1", built)
+    for other in [(("0", 2), *built[1:]), (built[0], Part(verts, tris, 0.25), *built[2:]),
+                  (built[0], Part(verts.astype(np.int32), tris, 0.5), *built[2:]),
+                  (built[0], Part(verts.reshape(3, 4), tris, 0.5), *built[2:]), (*built[:3], {"q": np.int32(3)})]:
+        assert task_key("terrain", other) != task_key("terrain", built)
 
 
 def test_a_manifest_of_another_build_or_torn_is_not_trusted(tmp_path):
