@@ -559,6 +559,103 @@ class Runner:
 
         return result
 
+    def graph(self, fn: Callable[[Any, list[Any], Any], Any], jobs: Sequence[Any], deps: Sequence[Sequence[int]],
+              state: Any = None, *, stage: str = "tiles", cost: Sequence[float] | None = None) -> list[Any]:
+        """`fn(job, inputs, state)` for every job, where `inputs` are the results of the jobs `deps[i]` names (in
+        that order): a dependency graph of Dask tasks in which a job starts as soon as the jobs it needs are done,
+        not when a whole wave is (the merged levels of an oblique production: a node waits for its own children).
+        Of the jobs ready at a time, the one heading the costliest chain of jobs that wait on it starts first.
+
+        The results stay on the workers until a job that needs them runs there; this process only collects them
+        (results in the order of `jobs`). Without a cluster (synchronous, or a graph of one job before the cluster
+        started) the jobs run here in order. `cost` is each job's own cost (any unit). With a `manifest`, a job's
+        key is its stage, its job and its dependencies' keys (`task_key`), so a resumed build runs only the jobs it
+        had not finished, fed with the recorded results of the others.
+
+        Args:
+            deps: for each job, the indices of the jobs whose results it takes; each index smaller than the job's
+                own (jobs in an order where every job comes after the ones it needs).
+
+        Raises:
+            BuildError: a dependency that does not come before its job; a task killed its worker too often.
+            whatever a task raised (the other tasks are cancelled).
+        """
+        jobs = list(jobs)
+        deps = [list(d) for d in deps]
+        if len(deps) != len(jobs) or any(not 0 <= j < i for i, d in enumerate(deps) for j in d):
+            raise BuildError(f"stage {stage}: every job's dependencies must be jobs listed before it")
+        self.counts[stage] = self.counts.get(stage, 0) + len(jobs)
+        results: list[Any] = [None] * len(jobs)
+        todo = list(range(len(jobs)))
+        keys: list[str] = []
+        if self.manifest is not None:
+            for i, job in enumerate(jobs):
+                keys.append(task_key(stage, (job, [keys[j] for j in deps[i]])))
+            todo = [i for i in todo if keys[i] not in self.manifest]
+            for i in set(range(len(jobs))) - set(todo):
+                results[i] = self.manifest.result(keys[i])
+            self.resumed[stage] = self.resumed.get(stage, 0) + len(jobs) - len(todo)
+        total, done = len(jobs), len(jobs) - len(todo)
+        if self.progress:
+            self.progress(stage, done, total)
+
+        def finished(i: int, value: Any) -> None:
+            nonlocal done
+            results[i] = value
+            if self.manifest is not None:
+                self.manifest.record(keys[i], value)
+            done += 1
+            if self.progress:
+                self.progress(stage, done, total)
+
+        if len(todo) > 1:
+            self._connect()
+        if self._client is None:
+            for i in todo:
+                finished(i, fn(jobs[i], [results[j] for j in deps[i]], state))
+        elif todo:
+            self._graph_distributed(fn, jobs, deps, todo, results, state, stage, cost, finished)
+        return results
+
+    def _graph_distributed(self, fn: Callable[[Any, list[Any], Any], Any], jobs: list[Any], deps: list[list[int]],
+                           todo: list[int], results: list[Any], state: Any, stage: str,
+                           cost: Sequence[float] | None, finished: Callable[[int, Any], None]) -> None:
+        from distributed import as_completed
+        from distributed.scheduler import KilledWorker
+
+        client = self._client
+        [shared] = client.scatter([state], broadcast=True, hash=False)
+        self.batched[stage] = self.batched.get(stage, 0) + len(todo)
+        # a ready job goes first when the chain of jobs waiting on it is the costliest (its own cost included)
+        weight = [max(float(cost[i]), 0.0) if cost is not None else 1.0 for i in range(len(jobs))]
+        chain = list(weight)
+        for i in reversed(range(len(jobs))):
+            for j in deps[i]:
+                chain[j] = max(chain[j], weight[j] + chain[i])
+        rank = {i: r for r, i in enumerate(sorted(todo, key=lambda i: (-chain[i], i)))}
+        futures: dict[int, Any] = {}
+        for i in todo:  # dependencies first: their futures exist when a job that needs them is submitted
+            inputs = [futures[j] if j in futures else results[j] for j in deps[i]]
+            futures[i] = client.submit(_run_node, fn, jobs[i], inputs, shared, pure=False,
+                                       priority=len(todo) - rank[i], key=f"{stage}-{uuid.uuid4().hex}-{i}")
+        index = {fut.key: i for i, fut in futures.items()}
+        try:
+            for fut in as_completed(list(futures.values()), loop=client.loop):
+                try:
+                    value = fut.result()
+                except KilledWorker as exc:
+                    raise BuildError(f"stage {stage}: a task killed its worker process more often than the "
+                                     f"scheduler allows (out of memory? a crash in a native library?): {exc}; "
+                                     f"run with fewer --workers") from exc
+                finished(index[fut.key], value)
+        except BaseException:
+            client.cancel(list(futures.values()))
+            raise
+        finally:
+            for fut in futures.values():
+                fut.release()
+            shared.release()
+
     def worker_count(self) -> int:
         """The worker threads tasks run on: the cluster's (connected), the local cluster's to be started, or 1
         (synchronous)."""
@@ -651,6 +748,12 @@ def batches(cost: Sequence[float], workers: int, per_worker: int = TASKS_PER_WOR
 def _run_batch(fn: Callable[[Any, Any], Any], jobs: list[Any], state: Any) -> list[Any]:
     """One Dask task: `fn(job, state)` for each job of a batch, in order."""
     return [fn(job, state) for job in jobs]
+
+
+def _run_node(fn: Callable[[Any, list[Any], Any], Any], job: Any, inputs: list[Any], state: Any) -> Any:
+    """One Dask task of `Runner.graph`: `fn(job, inputs, state)` (Dask has put the results of the job's dependencies
+    in place of their futures)."""
+    return fn(job, inputs, state)
 
 
 @contextlib.contextmanager

@@ -531,10 +531,19 @@ def _describe(geo: Georeference, state: Any) -> str:
     return geo.describe()
 
 
+def _merge_node(job: tuple[str, list[tuple[_Coarse, float] | int]], inputs: list[Any], state: dict[str, Any]
+                ) -> tuple[_Coarse, list[float], list[float], str, float]:
+    """A Dask task of the merged tree (`Runner.graph`): one merged node from its children in order, each a
+    production root's (coarse mesh, geometric error) or the index in `inputs` of a merged child's result."""
+    name, kids = job
+    parts = [(kid[0], kid[1]) if isinstance(kid, tuple) else (inputs[kid][0], inputs[kid][4]) for kid in kids]
+    return _merge_task((name, [c for c, _ in parts], max(e for _, e in parts)), state)
+
+
 def _merged_tree(roots: list[tuple[Tile, _Coarse]], out: Path, options: ObliqueOptions, run: Runner,
                  counter: list[int]) -> Tile:
-    """A quadtree of merged coarse nodes over the production tiles' root tiles, one wave of Dask tasks per level
-    of the tree (deepest first: a node merges its children's meshes)."""
+    """A quadtree of merged coarse nodes over the production tiles' root tiles, run as a dependency graph of Dask
+    tasks (`Runner.graph`): a node merges its children's meshes as soon as its own children are done."""
     centers = np.array([[(t.bounding_volume.region[0] + t.bounding_volume.region[2]) / 2,
                          (t.bounding_volume.region[1] + t.bounding_volume.region[3]) / 2] for t, _ in roots])
     plan = _plan_merge(list(range(len(roots))), centers, options.merge_fanout, "m")
@@ -544,22 +553,32 @@ def _merged_tree(roots: list[tuple[Tile, _Coarse]], out: Path, options: ObliqueO
         node = stack.pop()
         levels.setdefault(node.depth, []).append(node)
         stack.extend(c for c in node.children if isinstance(c, _MergePlan))
+    # deepest level first, by name within a level: every node comes after its merged children
+    nodes = [n for depth in sorted(levels, reverse=True) for n in sorted(levels[depth], key=lambda n: n.name)]
+    at = {n.name: i for i, n in enumerate(nodes)}
+    jobs, deps, cost = [], [], []
+    for node in nodes:
+        kids: list[tuple[_Coarse, float] | int] = []
+        need: list[int] = []
+        for c in node.children:
+            if isinstance(c, int):
+                kids.append((roots[c][1], roots[c][0].geometric_error))
+            else:
+                kids.append(len(need))
+                need.append(at[c.name])
+        jobs.append((node.name, kids))
+        deps.append(need)
+        cost.append(sum(len(k[0].tris) for k in kids if isinstance(k, tuple)))  # merged children's: not known yet
+    results = run.graph(_merge_node, jobs, deps, dict(out=out, options=options), stage="oblique-merge", cost=cost)
     done: dict[str, tuple[Tile, _Coarse]] = {}
-    for depth in sorted(levels, reverse=True):
-        nodes = sorted(levels[depth], key=lambda n: n.name)
-        items = [[roots[c] if isinstance(c, int) else done[c.name] for c in node.children] for node in nodes]
-        jobs = [(node.name, [c for _, c in kids], max(t.geometric_error for t, _ in kids))
-                for node, kids in zip(nodes, items)]
-        results = run.map(_merge_task, jobs, dict(out=out, options=options), stage="oblique-merge",
-                          cost=[sum(len(c.tris) for c in job[1]) for job in jobs])
-        for node, kids, (merged, region, transform, uri, error) in zip(nodes, items, results):
-            tiles = [t for t, _ in kids]
-            tile = Tile(bounding_volume=BoundingVolume(region=union_regions([region] + [
-                t.bounding_volume.region for t in tiles])), geometric_error=error, refine="REPLACE",
-                        content=Content(uri=uri, bounding_volume=BoundingVolume(region=region)),
-                        children=tiles, transform=transform)
-            done[node.name] = (tile, merged)
-            counter[0] += 1
+    for node, (merged, region, transform, uri, error) in zip(nodes, results):
+        tiles = [roots[c][0] if isinstance(c, int) else done[c.name][0] for c in node.children]
+        tile = Tile(bounding_volume=BoundingVolume(region=union_regions([region] + [
+            t.bounding_volume.region for t in tiles])), geometric_error=error, refine="REPLACE",
+                    content=Content(uri=uri, bounding_volume=BoundingVolume(region=region)),
+                    children=tiles, transform=transform)
+        done[node.name] = (tile, merged)
+        counter[0] += 1
     return done[plan.name][0]
 
 
@@ -659,7 +678,7 @@ def build_oblique(
         done = run.map(_convert_file, jobs, state, stage="oblique", cost=sizes, min_task_cost=MIN_TASK_BYTES)
         results: dict[str, _FileOut] = {res.path: res for res in done}
         stages["convert"] = time.perf_counter() - t0 - stages["prepare"]
-        # naming the SRS searches PROJ's database (~0.1 s holding the GIL): on a worker while this process merges
+        # naming the SRS searches PROJ's database (~0.1 s holding the GIL): a task of its own beside the merge tasks
         georeference = run.submit(_describe, geo, stage="oblique-describe")
 
         tile_roots: list[tuple[Tile, _Coarse]] = []

@@ -268,6 +268,47 @@ def test_submit_runs_on_a_worker_while_this_process_goes_on(client):
         assert pending() == os.getpid() and calls == [7]
 
 
+def _graph_job(job, inputs, state):
+    """A graph job: its name and its inputs' names; job "A" waits (up to 20 s) until job "C" has finished."""
+    folder = Path(state)
+    if job == "A":
+        deadline = time.monotonic() + 20
+        while not (folder / "C").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return "A" + ("(after C)" if (folder / "C").exists() else "(C not run)") + "".join(inputs)
+    (folder / job).write_text("done")
+    return job + "<" + ",".join(inputs) + ">"
+
+
+def test_graph_a_job_waits_for_its_own_dependencies_only(client, tmp_path):
+    """C needs only B, so it runs while A (of B's level) still works, and A sees C's file; with level waves, C
+    would wait for A, which waits 20 s for C. D needs both."""
+    jobs, deps = ["A", "B", "C", "D"], [[], [], [1], [2, 0]]
+    with Runner(client=client) as run:
+        out = run.graph(_graph_job, jobs, deps, str(tmp_path), stage="g", cost=[1, 1, 1, 1])
+        assert out == ["A(after C)", "B<>", "C<B<>>", "D<C<B<>>,A(after C)>"]
+        assert run.describe()["tasks"]["g"] == 4
+    (tmp_path / "C").unlink()
+    with Runner(scheduler=SYNCHRONOUS) as run:  # here, in job order
+        assert run.graph(_graph_job, ["B", "C"], [[], [0]], str(tmp_path)) == ["B<>", "C<B<>>"]
+        with pytest.raises(BuildError, match="listed before it"):
+            run.graph(_graph_job, ["B", "C"], [[1], []], str(tmp_path))
+
+
+def test_graph_resumes_from_a_manifest_with_the_recorded_results(tmp_path):
+    from cim.tiling import Manifest
+
+    folder = tmp_path / "marks"
+    folder.mkdir()
+    with Manifest(tmp_path / "m", "x") as m, Runner(scheduler=SYNCHRONOUS, manifest=m) as run:
+        assert run.graph(_graph_job, ["B", "C"], [[], [0]], str(folder)) == ["B<>", "C<B<>>"]
+    (folder / "B").unlink()
+    with Manifest(tmp_path / "m", "x") as m, Runner(scheduler=SYNCHRONOUS, manifest=m) as run:
+        # B and C recorded: not run again; D runs on C's recorded result
+        assert run.graph(_graph_job, ["B", "C", "D"], [[], [0], [1]], str(folder))[2] == "D<C<B<>>>"
+        assert run.describe()["resumed"] == {"tiles": 2} and not (folder / "B").exists()
+
+
 def test_batches_are_consecutive_balanced_and_cover_every_job():
     from cim.tiling import batches
 
