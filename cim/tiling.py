@@ -566,9 +566,10 @@ class Runner:
         not when a whole wave is (the merged levels of an oblique production: a node waits for its own children).
         Of the jobs ready at a time, the one heading the costliest chain of jobs that wait on it starts first.
 
-        The results stay on the workers until a job that needs them runs there; this process only collects them
-        (results in the order of `jobs`). Without a cluster (synchronous, or a graph of one job before the cluster
-        started) the jobs run here in order. `cost` is each job's own cost (any unit). With a `manifest`, a job's
+        The results stay on the workers until a job that needs them runs there; this process collects them
+        (results in the order of `jobs`) and runs the last job itself when no job needs it (the top of a tree: its
+        inputs are here by then; as a wave of one task in `map`). Without a cluster (synchronous, or a graph of
+        one job before the cluster started) the jobs run here in order. `cost` is each job's own cost (any unit). With a `manifest`, a job's
         key is its stage, its job and its dependencies' keys (`task_key`), so a resumed build runs only the jobs it
         had not finished, fed with the recorded results of the others.
 
@@ -610,11 +611,17 @@ class Runner:
 
         if len(todo) > 1:
             self._connect()
+        # the last job, when no job needs it (the top of a tree), runs here once the others are done: its inputs
+        # are collected here anyway, and a worker would add only their trip there and its result's back
+        last = len(jobs) - 1
+        here = [last] if todo and todo[-1] == last and not any(last in d for d in deps) else []
         if self._client is None:
-            for i in todo:
-                finished(i, fn(jobs[i], [results[j] for j in deps[i]], state))
-        elif todo:
-            self._graph_distributed(fn, jobs, deps, todo, results, state, stage, cost, finished)
+            here = todo
+        elif len(todo) > len(here):
+            self._graph_distributed(fn, jobs, deps, todo[:len(todo) - len(here)], results, state, stage, cost,
+                                    finished)
+        for i in here:
+            finished(i, fn(jobs[i], [results[j] for j in deps[i]], state))
         return results
 
     def _graph_distributed(self, fn: Callable[[Any, list[Any], Any], Any], jobs: list[Any], deps: list[list[int]],

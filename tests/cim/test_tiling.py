@@ -295,6 +295,19 @@ def test_graph_a_job_waits_for_its_own_dependencies_only(client, tmp_path):
             run.graph(_graph_job, ["B", "C"], [[1], []], str(tmp_path))
 
 
+def _graph_pid(job, inputs, state):
+    return os.getpid()
+
+
+def test_graph_runs_its_last_job_here_when_no_job_needs_it(client):
+    with Runner(client=client) as run:
+        first, second, top = run.graph(_graph_pid, [0, 1, 2], [[], [], [0, 1]], stage="tree")
+        assert top == os.getpid() and os.getpid() not in (first, second)
+        *_, last = run.graph(_graph_pid, [0, 1, 2], [[], [], []], stage="flat")
+        assert last == os.getpid()  # needed by none: here
+        assert run.describe()["batches"] == {"tree": 2, "flat": 2}
+
+
 def test_graph_resumes_from_a_manifest_with_the_recorded_results(tmp_path):
     from cim.tiling import Manifest
 
