@@ -21,10 +21,14 @@ from cim.models.terrain import TerrainOptions
 from cim.sources.crs import from_ecef, transformer
 from cim.tiling import SYNCHRONOUS, start_local_cluster
 from tiles.check import check_tileset
+from tiles.compression import GlbOptions
 from tiles.gltf import read_glb
 from tiles.implicit import expand, implied_region, read_subtree
 
-OPTS = dict(building_options=BuildingOptions(tile_capacity=12), terrain_options=TerrainOptions(tile_px=128))
+# one WebP quality for the terrain textures: nothing here checks their per-texture choice (tests/cim/test_tiling checks
+# its bytes on every scheduler, tests/cim/models/test_terrain its quality), and at 128 px tiles it was most of the time
+OPTS = dict(building_options=BuildingOptions(tile_capacity=12), terrain_options=TerrainOptions(tile_px=128),
+            glb=GlbOptions(texture_quality=80))
 
 
 @pytest.fixture(scope="module")
