@@ -18,7 +18,7 @@ from pyproj import CRS
 
 from cim.sources.crs import parse_crs, transformer
 from layers.budget import bounded
-from layers.cache import CachedLayer, estimate_bytes, load_layer
+from layers.cache import CachedLayer, LayerCache, estimate_bytes, load_layer
 from layers.db import quote
 from layers.errors import LayerInputError
 from layers.filters import compile_filter
@@ -38,6 +38,16 @@ _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "
 class LayerQueries:
     """The query part of `LayerStore` (a mixin: the store holds the catalogue reads, `_reader()` and the layer
     cache these methods use)."""
+
+    # what `LayerStore` gives these methods (declared here for readers and type checkers; the store sets them)
+    cache: LayerCache
+
+    if TYPE_CHECKING:
+        def _reader(self) -> duckdb.DuckDBPyConnection: ...
+        def _layer_entry(self, name: str, version: int | None) -> tuple[LayerInfo, str, str]: ...
+        def _layer_meta(self, name: str, version: int | None) -> tuple[LayerInfo, str]: ...
+        def info(self, name: str, version: int | None = None) -> LayerInfo: ...
+        def table_name(self, name: str, version: int | None = None) -> str: ...
 
     def _selection(
         self,

@@ -30,6 +30,8 @@ from layers.sensing.values import decode_result, iso
 from layers.sensing.write import LATEST_SELECT
 
 if TYPE_CHECKING:
+    from layers.sensing.alerts import AlertEngine
+    from layers.sensing.events import Dispatcher, Hub
     from layers.sensing.store import DatastreamMeta
 
 log = logging.getLogger("cim.sensing")
@@ -86,6 +88,31 @@ class WriterStats:
 class BatchWriter:
     """The batch writer's part of `SensingStore` (a mixin: the store holds the queue, the locks and the caches it
     works with, and `meta()`, `connection` and `_take_ids`)."""
+
+    # what `SensingStore` gives these methods (declared here for readers and type checkers; the store sets them)
+    read_only: bool
+    max_batch: int
+    max_pending: int
+    hub: Hub
+    dispatcher: Dispatcher
+    stats: WriterStats
+    _write_lock: threading.RLock
+    _foi: dict[int, int]
+    _pairs: set[tuple[int, int]] | None
+    _engine: AlertEngine
+    _latest_dirty: set[int]
+    _dirty_lock: threading.Lock
+    _queue: queue.Queue[_Job | None]
+    _pending: int
+    _pending_cv: threading.Condition
+    _thread: threading.Thread | None
+
+    if TYPE_CHECKING:
+        @property
+        def connection(self) -> duckdb.DuckDBPyConnection: ...
+        def meta(self) -> dict[int, DatastreamMeta]: ...
+        def _require_writable(self) -> None: ...
+        def _take_ids(self, table: str, count: int) -> list[int]: ...
 
     def submit(self, rows: Sequence[ObsRow] | pa.Table, ids: list[int] | None = None,
                on_done: Callable[[BaseException | None], None] | None = None) -> Future[list[int]]:

@@ -19,6 +19,8 @@ from layers.sensing.schema import SCHEMA
 from layers.sensing.values import LOCAL, Access, decode_result, iso
 
 if TYPE_CHECKING:
+    import threading
+
     import geopandas as gpd
     import pandas as pd
 
@@ -28,6 +30,19 @@ if TYPE_CHECKING:
 class ReadingQueries:
     """The reading part of `SensingStore` (a mixin: the store holds the caches it works with, `meta()` and
     `cursor()`)."""
+
+    # what `SensingStore` gives these methods (declared here for readers and type checkers; the store sets them)
+    empty: bool
+    _meta: dict[int, DatastreamMeta] | None
+    _latest: tuple[dict[int, DatastreamMeta], dict[int, dict[str, Any]]] | None
+    _latest_dirty: set[int]
+    _latest_lock: threading.Lock
+    _dirty_lock: threading.Lock
+    _geojson: tuple[dict[int, dict[str, Any]] | None, dict[tuple[Any, ...], bytes]]
+
+    if TYPE_CHECKING:
+        def cursor(self) -> duckdb.DuckDBPyConnection: ...
+        def meta(self) -> dict[int, DatastreamMeta]: ...
 
     def _visible_datastreams(self, access: Access, observed_property: str | None,
                              meta: dict[int, DatastreamMeta] | None = None) -> list[DatastreamMeta]:
