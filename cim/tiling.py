@@ -474,6 +474,32 @@ class Runner:
         return {"scheduler": kind, "address": address, "workers": n, "dashboard": self.dashboard,
                 "tasks": dict(self.counts), "batches": dict(self.batched), "resumed": dict(self.resumed)}
 
+    def _resume(self, stage: str, keys: list[str], n: int) -> tuple[list[Any], list[int],
+                                                                   Callable[[int, Any], None]]:
+        """The bookkeeping `map` and `graph` share: the results of `n` jobs (those the manifest lists by `keys`
+        filled in), the indices still to run, and `finished(i, value)`, which stores, records and reports a result."""
+        results: list[Any] = [None] * n
+        todo = list(range(n))
+        if self.manifest is not None:
+            todo = [i for i in todo if keys[i] not in self.manifest]
+            for i in set(range(n)) - set(todo):
+                results[i] = self.manifest.result(keys[i])
+            self.resumed[stage] = self.resumed.get(stage, 0) + n - len(todo)
+        done = n - len(todo)
+        if self.progress:
+            self.progress(stage, done, n)
+
+        def finished(i: int, value: Any) -> None:
+            nonlocal done
+            results[i] = value
+            if self.manifest is not None:
+                self.manifest.record(keys[i], value)
+            done += 1
+            if self.progress:
+                self.progress(stage, done, n)
+
+        return results, todo, finished
+
     def map(self, fn: Callable[[Any, Any], Any], jobs: Sequence[Any], state: Any = None, *, stage: str = "tiles",
             cost: Sequence[float] | None = None, min_task_cost: float = 0.0) -> list[Any]:
         """`fn(job, state)` for every job, as Dask tasks; results in the order of `jobs`.
@@ -496,27 +522,8 @@ class Runner:
         self.counts[stage] = self.counts.get(stage, 0) + len(jobs)
         if not jobs:
             return []
-        results: list[Any] = [None] * len(jobs)
-        todo = list(range(len(jobs)))
-        keys: list[str] = []
-        if self.manifest is not None:
-            keys = [task_key(stage, job) for job in jobs]
-            todo = [i for i in todo if keys[i] not in self.manifest]
-            for i in set(range(len(jobs))) - set(todo):
-                results[i] = self.manifest.result(keys[i])
-            self.resumed[stage] = self.resumed.get(stage, 0) + len(jobs) - len(todo)
-        total, done = len(jobs), len(jobs) - len(todo)
-        if self.progress:
-            self.progress(stage, done, total)
-
-        def finished(i: int, value: Any) -> None:
-            nonlocal done
-            results[i] = value
-            if self.manifest is not None:
-                self.manifest.record(keys[i], value)
-            done += 1
-            if self.progress:
-                self.progress(stage, done, total)
+        keys = [task_key(stage, job) for job in jobs] if self.manifest is not None else []
+        results, todo, finished = self._resume(stage, keys, len(jobs))
 
         if len(todo) > 1:
             self._connect()
@@ -586,28 +593,11 @@ class Runner:
         if len(deps) != len(jobs) or any(not 0 <= j < i for i, d in enumerate(deps) for j in d):
             raise BuildError(f"stage {stage}: every job's dependencies must be jobs listed before it")
         self.counts[stage] = self.counts.get(stage, 0) + len(jobs)
-        results: list[Any] = [None] * len(jobs)
-        todo = list(range(len(jobs)))
         keys: list[str] = []
         if self.manifest is not None:
             for i, job in enumerate(jobs):
                 keys.append(task_key(stage, (job, [keys[j] for j in deps[i]])))
-            todo = [i for i in todo if keys[i] not in self.manifest]
-            for i in set(range(len(jobs))) - set(todo):
-                results[i] = self.manifest.result(keys[i])
-            self.resumed[stage] = self.resumed.get(stage, 0) + len(jobs) - len(todo)
-        total, done = len(jobs), len(jobs) - len(todo)
-        if self.progress:
-            self.progress(stage, done, total)
-
-        def finished(i: int, value: Any) -> None:
-            nonlocal done
-            results[i] = value
-            if self.manifest is not None:
-                self.manifest.record(keys[i], value)
-            done += 1
-            if self.progress:
-                self.progress(stage, done, total)
+        results, todo, finished = self._resume(stage, keys, len(jobs))
 
         if len(todo) > 1:
             self._connect()
