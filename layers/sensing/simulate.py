@@ -175,7 +175,9 @@ def simulate(publish: Publisher, sensors: Sequence[SimSensor], scenario: Scenari
              tick: float | None = None) -> int:
     """Publish readings in real time: `rate` observations per second in total, the sensors in turn, each stamped
     with the time it is sent and valued by the scenario at that time (the library function behind
-    `cim sensors simulate`).
+    `cim sensors simulate`). A run of `duration` seconds publishes the ceil(duration x rate) readings due in it
+    (one at its start, one every 1/rate s): readings that fall due while a publication is slow go with the next one,
+    and those still due when the time is up go in one last publication, so a starved run sends as many.
 
     Args:
         publish: sends a list of (datastream id, phenomenon time, result); see `mqtt_publisher`, `http_publisher`,
@@ -199,24 +201,35 @@ def simulate(publish: Publisher, sensors: Sequence[SimSensor], scenario: Scenari
     scenario = scenario or Scenario()
     clock = clock or now_utc
     tick = tick or max(0.05, min(1.0, 1.0 / rate))
+    # readings due at k / rate for k = 0, 1, ... while k / rate < duration (the tolerance keeps 1.2 s x 30 at 36)
+    total = None if duration is None else max(1, math.ceil(duration * rate - 1e-9))
     start, sent, turn = time.monotonic(), 0, 0
+
+    def publish_due(due: int) -> None:
+        nonlocal sent, turn
+        now = clock()
+        batch = []
+        t = seconds([now])
+        for _ in range(due):
+            s = sensors[turn % len(sensors)]
+            turn += 1
+            batch.append((s.datastream_id, now, float(readings(scenario, [s], t)[0, 0])))
+        publish(batch)
+        sent += len(batch)
+        if progress is not None:
+            progress(sent)
+
     while duration is None or time.monotonic() - start < duration:
         if stop is not None and stop():
-            break
+            return sent
         due = int((time.monotonic() - start) * rate) + 1 - sent
+        if total is not None:
+            due = min(due, total - sent)
         if due > 0:
-            now = clock()
-            batch = []
-            t = seconds([now])
-            for _ in range(due):
-                s = sensors[turn % len(sensors)]
-                turn += 1
-                batch.append((s.datastream_id, now, float(readings(scenario, [s], t)[0, 0])))
-            publish(batch)
-            sent += len(batch)
-            if progress is not None:
-                progress(sent)
+            publish_due(due)
         time.sleep(tick)
+    if total is not None and sent < total and not (stop is not None and stop()):
+        publish_due(total - sent)
     return sent
 
 

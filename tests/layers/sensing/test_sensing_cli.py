@@ -132,12 +132,12 @@ def test_simulate_through_a_server_by_http_and_by_mqtt(seeded: Path, tmp_path: P
             code, out = cim("simulate", "--server", base, "--api-key", key, "--rate", "30", "--duration", "1.2",
                             "--json")
             http = json.loads(out)
-            assert code == 0 and http["to"] == base and http["observations"] >= 20
+            assert code == 0 and http["to"] == base and http["observations"] == 36  # ceil(1.2 s x 30 / s)
             assert stored() == before + http["observations"]  # the response came after the commit
             code, out = cim("simulate", "--server", base, "--api-key", key, "--mqtt", broker.address, "--rate", "30",
                             "--duration", "1.2", "--json")
             mq = json.loads(out)
-            assert code == 0 and mq["to"] == broker.address and mq["observations"] >= 20
+            assert code == 0 and mq["to"] == broker.address and mq["observations"] == 36
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline and stored() < before + http["observations"] + mq["observations"]:
                 time.sleep(0.1)
@@ -148,6 +148,26 @@ def test_simulate_through_a_server_by_http_and_by_mqtt(seeded: Path, tmp_path: P
             latest = {r["properties"]["observedProperty"] for r in c.get("/sensing/latest").json()["features"]
                       if r["properties"]["result"] is not None}
             assert {"water_level", "rainfall_rate", "settlement"} <= latest
+
+
+def test_a_starved_run_sends_every_reading_due_in_its_duration() -> None:
+    """A publisher slower than the rate (a loaded server, a starved process) gets the readings that fell due
+    meanwhile in its next call, and those due when the time is up in one last call: 0.5 s at 30 / s is 15 readings
+    whatever the speed, the sensors in turn; a stop ends the run without that last call."""
+    sensors = [SimSensor(k, "rainfall_rate", 113.30, 40.09, index=100 + k) for k in (1, 2, 3)]
+    batches: list[list[tuple[int, datetime, float]]] = []
+
+    def slow(batch: list[tuple[int, datetime, float]]) -> None:
+        batches.append(batch)
+        time.sleep(0.35)
+
+    assert simulate(slow, sensors, rate=30, duration=0.5) == 15
+    assert 2 <= len(batches) <= 3 and len(batches[0]) == 1  # the first reading at once, the rest caught up
+    assert [ds for b in batches for ds, _, _ in b] == [1, 2, 3] * 5
+    calls: list[int] = []
+    stopped = simulate(lambda b: calls.append(len(b)), sensors, rate=30, duration=5.0, stop=lambda: len(calls) >= 2,
+                       tick=0.05)
+    assert stopped == sum(calls) < 150 and len(calls) == 2
 
 
 def test_a_pinned_clock_replays_its_moment_at_wall_speed() -> None:
@@ -161,7 +181,7 @@ def test_a_pinned_clock_replays_its_moment_at_wall_speed() -> None:
                SimSensor(2, "water_level", 113.30, 40.09, index=0, base=1036.0, peak=1038.0, downstream_km=1.5)]
     rows: list[tuple[int, datetime, float]] = []
     sent = simulate(rows.extend, sensors, sc, rate=20, duration=0.5, clock=clock, tick=0.05)
-    assert sent == len(rows) >= 4
+    assert sent == len(rows) == 10
     stamps = [t for _, t, _ in rows]
     assert stamps == sorted(stamps) and start <= stamps[0] and stamps[-1] - start < timedelta(seconds=5)
     by_id = {s.datastream_id: s for s in sensors}
