@@ -84,6 +84,7 @@ class BuildReport:
     quantized_mesh: dict[str, Any] | None = None
     citymodel: dict[str, Any] | None = None
     coverage: dict[str, float] = field(default_factory=dict)
+    glb: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +104,7 @@ class BuildReport:
             "warnings": self.warnings,
             "dask": self.dask,
             "quantized_mesh": self.quantized_mesh,
+            "glb": self.glb,
         }
 
 
@@ -382,6 +384,7 @@ def build_city(
             dask=runner.describe(),
             quantized_mesh=qm_report,
             citymodel=cres.to_dict() if cres else None,
+            glb=dataclasses.asdict(glb) if glb is not None else None,
         )
         report.coverage = coverage
         report.warnings.extend(cover_warnings)

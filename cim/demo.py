@@ -25,6 +25,7 @@ settling buildings), so the city's sensors move on the map and open and close al
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from cim.errors import InputError
 from cim.files import user_path
 from cim.sample import SampleCity, default_sample, generate, is_complete, load
+from tiles.compression import GlbOptions
 
 if TYPE_CHECKING:
     from tiles.server.settings import ServerSettings
@@ -159,13 +161,15 @@ def load_sample_layers(city: SampleCity, store_path: str | os.PathLike[str], *, 
     return done
 
 
-def _built_from(model: Path, city: SampleCity) -> bool:
-    """True when `model` is a finished build of this city's inputs."""
+def _built_from(model: Path, city: SampleCity, glb: GlbOptions | None = None) -> bool:
+    """True when `model` is a finished build of this city's inputs with these glb options (None: the defaults)."""
     try:
         report = json.loads((model / "build.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return (model / "tileset.json").is_file() and report.get("inputs", {}).get("buildings") == str(city.buildings)
+    wanted = dataclasses.asdict(glb) if glb is not None else None
+    return ((model / "tileset.json").is_file() and report.get("inputs", {}).get("buildings") == str(city.buildings)
+            and report.get("glb") == wanted)
 
 
 def _demo_key(root: Path, store: Path, file: str = KEY_FILE, scope: str = "confidential",
@@ -305,6 +309,7 @@ def prepare_demo(
     sensors: bool = True,
     flood: bool = True,
     flood_resolution: float = 8.0,
+    texture_quality: int | None = None,
     echo: Echo | None = None,
     clock: Callable[[], datetime] | None = None,
 ) -> DemoSite:
@@ -321,6 +326,9 @@ def prepare_demo(
         sensors: seed the city's sensors into the store with their last 24 h of readings (`prepare_sensors`).
         flood: also run the storm scenario into `root/flood` (the emergency map's flood; reused when done).
         flood_resolution: its cell size (m); 8 m takes seconds, the city's own 2 m a few minutes.
+        texture_quality: build the models with every texture at this WebP quality (1-100), one encoding each
+            (`GlbOptions.texture_quality`, `cim build --texture-quality`): a faster build than the default
+            per-texture choice checked against the photo. A model built with other options is built again.
         echo: called with one line per step.
         clock: what "now" is for the sensors' history (naive UTC; default the wall clock).
 
@@ -339,6 +347,7 @@ def prepare_demo(
     root.mkdir(parents=True, exist_ok=True)
     if not set(levels) <= {2, 3}:
         raise InputError(f"levels={list(levels)}: the demo builds level 2 and/or 3")
+    glb = None if texture_quality is None else GlbOptions(texture_quality=texture_quality)
     if buildings is None:
         say("sample city: the default city (generated once into $CIM_CACHE when missing)")
         city = default_sample()
@@ -359,23 +368,23 @@ def prepare_demo(
         if level not in levels:
             continue
         out = root / f"l{level}"
-        if not _built_from(out, city):
+        if not _built_from(out, city, glb):
             say(f"building the level-{level} model into {out}")
             build_city(out, level=level, dem=city.dem, ortho=city.ortho, buildings=city.buildings, dsm=city.dsm,
-                       overwrite=True)
+                       glb=glb, overwrite=True)
         models[name] = out
         security[name] = building_security
     if oblique:
         from cim.sample import write_oblique
 
         src, out = root / "oblique-src", root / "oblique"
-        if not _built_from(out, city):
+        if not _built_from(out, city, glb):
             if not (src / "metadata.xml").is_file():
                 say(f"writing the synthetic oblique production into {src}")
                 write_oblique(city, src, overwrite=True)
             say(f"building the oblique model into {out}")
             build_city(out, level=3, dem=city.dem, ortho=city.ortho, buildings=city.buildings, oblique=src,
-                       overwrite=True)
+                       glb=glb, overwrite=True)
         models["oblique"] = out
         security["oblique"] = building_security
     # the builds' Dask workers are not needed for the storm run and the serving that follow
@@ -479,6 +488,7 @@ def run_demo(
     open_browser: bool = True,
     buildings: int | None = None,
     oblique: bool = False,
+    texture_quality: int | None = None,
     echo: Echo = print,
     clock: Callable[[], datetime] | None = None,
 ) -> None:
@@ -490,7 +500,8 @@ def run_demo(
     (`layers.sensing.simulate.clock_from(start)` replays a chosen moment)."""
     from tiles.server import serve
 
-    site = prepare_demo(root, buildings=buildings, oblique=oblique, echo=echo, clock=clock)
+    site = prepare_demo(root, buildings=buildings, oblique=oblique, texture_quality=texture_quality, echo=echo,
+                        clock=clock)
     url = site.viewer_url(host, port)
     echo(f"viewer (every layer, with the demo's key): {url}")
     echo(f"viewer (anonymous, public layers only):    {site.viewer_url(host, port, with_key=False)}")

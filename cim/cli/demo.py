@@ -22,6 +22,11 @@ def demo_cmd(
         "--sensor-time", help="The simulated sensors' clock starts at this UTC time (ISO 8601, e.g. "
                               "2026-09-09T19:06:00Z) and runs at wall speed; their storms, alerts and warning runs "
                               "follow it (default: now).")] = None,
+    texture_quality: Annotated[Optional[int], typer.Option(
+        "--texture-quality", min=1, max=100,
+        help="Build the models with every texture at this WebP quality, one encoding each: faster than the default "
+             "per-texture choice checked against the photo (as `cim build --texture-quality`). Models built with "
+             "other options are built again.")] = None,
 ) -> None:
     """Sample city -> models -> layer store -> server -> viewer, in one command (docs/viewer.md)."""
     from cim.demo import run_demo
@@ -30,5 +35,5 @@ def demo_cmd(
 
     clock = None if sensor_time is None else clock_from(parse_instant(sensor_time, "--sensor-time"))
     run_demo(folder, host=host, port=port, open_browser=not no_browser, buildings=buildings, oblique=oblique,
-             echo=typer.echo, clock=clock)
+             texture_quality=texture_quality, echo=typer.echo, clock=clock)
 

@@ -3,6 +3,7 @@ served with the viewer."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -30,7 +31,7 @@ def test_prepare_demo_builds_once_and_reuses_everything(tmp_path: Path) -> None:
     from tiles.server.auth import AccessStore, access_path
 
     before = shared_clusters()
-    site = prepare_demo(tmp_path / "demo", levels=(2,))
+    site = prepare_demo(tmp_path / "demo", levels=(2,), texture_quality=80)
     # the Dask cluster of its builds is closed before the storm run and the serving
     assert [c for c in shared_clusters() if not any(c is b for b in before)] == []
     manifest_layers = {e["layer"] for e in __import__("json").loads(site.city.manifest.read_text())["files"]
@@ -55,8 +56,16 @@ def test_prepare_demo_builds_once_and_reuses_everything(tmp_path: Path) -> None:
     assert site.settings().flood_runs == site.flood
     stamp = (site.models["city"] / "build.json").stat().st_mtime_ns
     storm_stamp = storm.stat().st_mtime_ns
-    again = prepare_demo(tmp_path / "demo", levels=(2,))
+    again = prepare_demo(tmp_path / "demo", levels=(2,), texture_quality=80)
     assert (again.models["city"] / "build.json").stat().st_mtime_ns == stamp
+    # the model records the encoding it was built with; other options (the defaults too) would build it again
+    from cim.demo import _built_from
+    from tiles.compression import GlbOptions
+
+    assert json.loads((site.models["city"] / "build.json").read_text())["glb"]["texture_quality"] == 80
+    assert _built_from(site.models["city"], site.city, GlbOptions(texture_quality=80))
+    assert not _built_from(site.models["city"], site.city, None)
+    assert not _built_from(site.models["city"], site.city, GlbOptions(texture_quality=81))
     assert storm.stat().st_mtime_ns == storm_stamp  # the storm scenario is reused too
     assert again.key == site.key
     with LayerStore(again.store, read_only=True) as store:
@@ -88,7 +97,7 @@ def _demo(folder: Path, sensor_time: str, deadline: float) -> Iterator[tuple[str
     port = free_port()
     # -X faulthandler: a demo killed by a fatal signal prints every thread's Python stack into the output below
     cmd = [sys.executable, "-X", "faulthandler", "-c", "import cli; cli.main()", "demo", "--dir", str(folder),
-           "--port", str(port), "--no-browser", "--sensor-time", sensor_time]
+           "--port", str(port), "--no-browser", "--sensor-time", sensor_time, "--texture-quality", "80"]
     env = {**os.environ, "DISPLAY": "", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     watchdog = threading.Timer(max(1.0, deadline - time.monotonic()), proc.kill)  # a hung demo cannot hold the suite
@@ -161,6 +170,7 @@ def test_cim_demo_serves_the_viewer_and_prints_its_url(tmp_path: Path) -> None:
         page = httpx.get(url + f"&scene={scene['name']}", headers={"Accept": "text/html"}, timeout=30)
         assert page.status_code == 200 and f'"name":"{scene["name"]}"' in page.text
     assert (tmp_path / "demo" / "l2" / "tileset.json").is_file() and (tmp_path / "demo" / "city.duckdb").is_file()
+    assert json.loads((tmp_path / "demo" / "l2" / "build.json").read_text())["glb"]["texture_quality"] == 80
 
     # the same demo again (everything reused) at a stormy moment: a gauge's alert starts a warning run
     deadline = time.monotonic() + 300

@@ -45,7 +45,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     from cim.demo import prepare_demo
     from tiles.server import create_app
 
-    demo = prepare_demo(tmp_path_factory.mktemp("viewer") / "demo", levels=(2, 3), oblique=True)
+    # one WebP quality for every texture (no per-texture choice): a faster build, same tiles to the viewer's code
+    demo = prepare_demo(tmp_path_factory.mktemp("viewer") / "demo", levels=(2, 3), oblique=True, texture_quality=80)
     app = create_app(demo.settings(log_requests=False))
     with running_server(app) as base:
         yield Site(base, demo.key, demo, app.state.catalog)
