@@ -363,6 +363,109 @@ def _close_shared() -> None:
     close_shared_clusters()
 
 
+PRIORITY_BAND = 1_000_000  # Dask priority of one level of `priority` (Runner.start, start_graph, submit)
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Job `index` of a started `Wave`: what a `Runner.start_graph` job lists to take that job's result."""
+
+    wave: Wave
+    index: int
+
+
+class Wave:
+    """Jobs started by `Runner.start` or `Runner.start_graph` whose results are asked for later: one job's
+    (`result`, as soon as its task is done) or all of them in job order (`results`). A failed task cancels the
+    others and raises from either."""
+
+    def __init__(self, stage: str, keys: list[str], values: list[Any], todo: list[int],
+                 finished: Callable[[int, Any], None]) -> None:
+        self.stage = stage
+        self.keys = keys  # manifest keys (none without a manifest)
+        self.values = values
+        self._pending = set(todo)
+        self._finished = finished
+        self._client: Any = None
+        self._futures: dict[Any, list[int]] = {}  # a task's future -> its jobs
+        self._where: dict[int, tuple[Any, int | None]] = {}  # a job -> its task's future, its place in a batch
+        self._shared: Any = None
+
+    def finished(self, i: int, value: Any) -> None:
+        self._pending.discard(i)
+        self._finished(i, value)
+
+    def running(self, client: Any, futures: dict[Any, list[int]], shared: Any, *, single: bool) -> None:
+        """The Dask tasks that run the pending jobs (`single`: one job each, else batches returning lists)."""
+        self._client, self._shared = client, shared
+        self._futures = dict(futures)
+        for fut, group in futures.items():
+            for k, i in enumerate(group):
+                self._where[i] = (fut, None if single else k)
+
+    @property
+    def pending(self) -> int:
+        """Jobs whose results are not here yet."""
+        return len(self._pending)
+
+    def ref(self, i: int) -> Ref:
+        return Ref(self, i)
+
+    def handle(self, i: int) -> tuple[Any, int | None]:
+        """What a task takes for job `i`: (its result, None) once it is here, else (its task's future, its place
+        in that task's list of results, or None for a task of one job)."""
+        if i not in self._pending:
+            return self.values[i], None
+        return self._where[i]
+
+    def result(self, i: int) -> Any:
+        """Job `i`'s result, waiting for its task only."""
+        if i in self._pending:
+            self._collect([self._where[i][0]])
+        return self.values[i]
+
+    def results(self) -> list[Any]:
+        """Every job's result in job order, waiting for all of them."""
+        try:
+            if self._pending:
+                from distributed import as_completed
+
+                self._collect(as_completed(list(self._futures), loop=self._client.loop))
+        finally:
+            self._release()
+        return self.values
+
+    def _collect(self, futures: Any) -> None:
+        from distributed.scheduler import KilledWorker
+
+        try:
+            for fut in futures:
+                group = self._futures.pop(fut, None)
+                if group is None:  # collected before (`result`)
+                    continue
+                try:
+                    value = fut.result()
+                except KilledWorker as exc:
+                    raise BuildError(f"stage {self.stage}: a task killed its worker process more often than the "
+                                     f"scheduler allows (out of memory? a crash in a native library?): {exc}; "
+                                     f"run with fewer --workers or smaller tiles") from exc
+                fut.release()  # a graph task started on it keeps its result on the cluster until it has run
+                for i, v in zip(group, value if self._where[group[0]][1] is not None else [value], strict=True):
+                    self.finished(i, v)
+        except BaseException:
+            self._client.cancel(list(self._futures))
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        for fut in self._futures:
+            fut.release()
+        self._futures = {}
+        if self._shared is not None:
+            self._shared.release()
+            self._shared = None
+
+
 class Runner:
     """Executes the tile tasks of a build with Dask.
 
@@ -518,29 +621,44 @@ class Runner:
             whatever a task raised (the other tasks are cancelled);
             BuildError: a task killed its worker process more often than the scheduler allows (out of memory?).
         """
+        return self.start(fn, jobs, state, stage=stage, cost=cost, min_task_cost=min_task_cost).results()
+
+    def start(self, fn: Callable[[Any, Any], Any], jobs: Sequence[Any], state: Any = None, *, stage: str = "tiles",
+              cost: Sequence[float] | None = None, min_task_cost: float = 0.0, first: Collection[int] = (),
+              priority: int = 0) -> Wave:
+        """`map` started now: the jobs' tasks are on the cluster when this returns, their results asked for later
+        from the `Wave` (one job's as soon as it is done, or all in job order), so this process goes on meanwhile
+        and a `start_graph` can take one job's result before the others are done (`Wave.ref`). Without a cluster
+        (synchronous), or with one task to run, the jobs run here before this returns.
+
+        Args:
+            first: jobs that run in tasks of their own (batched among themselves) ahead of the others: the ones
+                a graph started later waits for (an oblique production's tile roots).
+            priority: this wave's tasks run after those of a wave or graph of a higher `priority` that are ready
+                (Dask priorities); `first` jobs one above it.
+        """
         jobs = list(jobs)
         self.counts[stage] = self.counts.get(stage, 0) + len(jobs)
-        if not jobs:
-            return []
         keys = [task_key(stage, job) for job in jobs] if self.manifest is not None else []
         results, todo, finished = self._resume(stage, keys, len(jobs))
-
+        wave = Wave(stage, keys, results, todo, finished)
         if len(todo) > 1:
             self._connect()
-        # a wave of one task (a production's top merged node) runs here even on a cluster: sending its inputs to a
-        # worker and its result back is all a worker would add, and the other workers would wait on it anyway
+        # a wave of one task runs here even on a cluster: sending its inputs to a worker and its result back is all
+        # a worker would add, and the other workers would wait on it anyway
         if self._client is None or len(todo) == 1:
             for i in todo:
-                finished(i, fn(jobs[i], state))
+                wave.finished(i, fn(jobs[i], state))
         elif todo:
-            self._map_distributed(fn, jobs, todo, state, stage, cost, finished, min_task_cost)
-        return results
+            self._map_distributed(fn, jobs, todo, state, stage, cost, wave, min_task_cost, set(first), priority)
+        return wave
 
-    def submit(self, fn: Callable[[Any, Any], Any], job: Any, state: Any = None, *, stage: str = "tiles"
-               ) -> Callable[[], Any]:
+    def submit(self, fn: Callable[[Any, Any], Any], job: Any, state: Any = None, *, stage: str = "tiles",
+               priority: int = 0) -> Callable[[], Any]:
         """`fn(job, state)` started now as one Dask task whose result is asked for later, so that this process
         goes on meanwhile (with a wave of one task, which runs here: `map`). Without a cluster (synchronous, or
         not started yet) it runs in this process when its result is asked for. Not recorded in a `manifest`.
+        `priority` as in `start` (below 0: after every ready task of the waves and graphs of priority 0).
 
         Returns:
             A function that waits for the result and returns it (raising what the task raised).
@@ -553,7 +671,8 @@ class Runner:
             return functools.partial(fn, job, state)
         from distributed.scheduler import KilledWorker
 
-        future = self._client.submit(fn, job, state, pure=False, key=f"{stage}-{uuid.uuid4().hex}")
+        future = self._client.submit(fn, job, state, pure=False, key=f"{stage}-{uuid.uuid4().hex}",
+                                     priority=priority * PRIORITY_BAND)
 
         def result() -> Any:
             try:
@@ -566,60 +685,62 @@ class Runner:
 
         return result
 
-    def graph(self, fn: Callable[[Any, list[Any], Any], Any], jobs: Sequence[Any], deps: Sequence[Sequence[int]],
+    def graph(self, fn: Callable[[Any, list[Any], Any], Any], jobs: Sequence[Any], deps: Sequence[Sequence[int | Ref]],
               state: Any = None, *, stage: str = "tiles", cost: Sequence[float] | None = None) -> list[Any]:
         """`fn(job, inputs, state)` for every job, where `inputs` are the results of the jobs `deps[i]` names (in
         that order): a dependency graph of Dask tasks in which a job starts as soon as the jobs it needs are done,
         not when a whole wave is (the merged levels of an oblique production: a node waits for its own children).
         Of the jobs ready at a time, the one heading the costliest chain of jobs that wait on it starts first.
+        Results in the order of `jobs` (`start_graph(...).results()`).
 
-        The results stay on the workers until a job that needs them runs there; this process collects them
-        (results in the order of `jobs`) and runs the last job itself when no job needs it (the top of a tree: its
-        inputs are here by then; as a wave of one task in `map`). Without a cluster (synchronous, or a graph of
-        one job before the cluster started) the jobs run here in order. `cost` is each job's own cost (any unit). With a `manifest`, a job's
-        key is its stage, its job and its dependencies' keys (`task_key`), so a resumed build runs only the jobs it
-        had not finished, fed with the recorded results of the others.
+        The results stay on the workers until a job that needs them runs there; every job runs on the cluster.
+        Without a cluster (synchronous, or a graph of one job before the cluster started) the jobs run here in
+        order. `cost` is each job's own cost (any unit). With a `manifest`, a job's key is its stage, its job and
+        its dependencies' keys (`task_key`), so a resumed build runs only the jobs it had not finished, fed with
+        the recorded results of the others.
 
         Args:
-            deps: for each job, the indices of the jobs whose results it takes; each index smaller than the job's
-                own (jobs in an order where every job comes after the ones it needs).
+            deps: for each job, the indices of the jobs whose results it takes, each smaller than the job's own
+                (jobs in an order where every job comes after the ones it needs), or `Ref`s to jobs of a wave
+                started before (`Wave.ref`: the job starts when that one is done, without waiting for its wave).
 
         Raises:
             BuildError: a dependency that does not come before its job; a task killed its worker too often.
             whatever a task raised (the other tasks are cancelled).
         """
+        return self.start_graph(fn, jobs, deps, state, stage=stage, cost=cost).results()
+
+    def start_graph(self, fn: Callable[[Any, list[Any], Any], Any], jobs: Sequence[Any],
+                    deps: Sequence[Sequence[int | Ref]], state: Any = None, *, stage: str = "tiles",
+                    cost: Sequence[float] | None = None, priority: int = 0) -> Wave:
+        """`graph` started now: its tasks are on the cluster when this returns, the results asked for later from
+        the `Wave`. `priority` as in `start`. Without a cluster the jobs run here before this returns."""
         jobs = list(jobs)
         deps = [list(d) for d in deps]
-        if len(deps) != len(jobs) or any(not 0 <= j < i for i, d in enumerate(deps) for j in d):
+        if len(deps) != len(jobs) or any(not isinstance(j, Ref) and not 0 <= j < i
+                                         for i, d in enumerate(deps) for j in d):
             raise BuildError(f"stage {stage}: every job's dependencies must be jobs listed before it")
         self.counts[stage] = self.counts.get(stage, 0) + len(jobs)
         keys: list[str] = []
         if self.manifest is not None:
             for i, job in enumerate(jobs):
-                keys.append(task_key(stage, (job, [keys[j] for j in deps[i]])))
+                keys.append(task_key(stage, (job, [j.wave.keys[j.index] if isinstance(j, Ref) else keys[j]
+                                                   for j in deps[i]])))
         results, todo, finished = self._resume(stage, keys, len(jobs))
-
+        wave = Wave(stage, keys, results, todo, finished)
         if len(todo) > 1:
             self._connect()
-        # the last job, when no job needs it (the top of a tree), runs here once the others are done: its inputs
-        # are collected here anyway, and a worker would add only their trip there and its result's back
-        last = len(jobs) - 1
-        here = [last] if todo and todo[-1] == last and not any(last in d for d in deps) else []
         if self._client is None:
-            here = todo
-        elif len(todo) > len(here):
-            self._graph_distributed(fn, jobs, deps, todo[:len(todo) - len(here)], results, state, stage, cost,
-                                    finished)
-        for i in here:
-            finished(i, fn(jobs[i], [results[j] for j in deps[i]], state))
-        return results
+            for i in todo:
+                wave.finished(i, fn(jobs[i], [j.wave.result(j.index) if isinstance(j, Ref) else results[j]
+                                              for j in deps[i]], state))
+        elif todo:
+            self._graph_distributed(fn, jobs, deps, todo, wave, state, stage, cost, priority)
+        return wave
 
-    def _graph_distributed(self, fn: Callable[[Any, list[Any], Any], Any], jobs: list[Any], deps: list[list[int]],
-                           todo: list[int], results: list[Any], state: Any, stage: str,
-                           cost: Sequence[float] | None, finished: Callable[[int, Any], None]) -> None:
-        from distributed import as_completed
-        from distributed.scheduler import KilledWorker
-
+    def _graph_distributed(self, fn: Callable[[Any, list[Any], Any], Any], jobs: list[Any],
+                           deps: list[list[int | Ref]], todo: list[int], wave: Wave, state: Any, stage: str,
+                           cost: Sequence[float] | None, priority: int) -> None:
         client = self._client
         [shared] = client.scatter([state], broadcast=True, hash=False)
         self.batched[stage] = self.batched.get(stage, 0) + len(todo)
@@ -628,30 +749,24 @@ class Runner:
         chain = list(weight)
         for i in reversed(range(len(jobs))):
             for j in deps[i]:
-                chain[j] = max(chain[j], weight[j] + chain[i])
+                if not isinstance(j, Ref):
+                    chain[j] = max(chain[j], weight[j] + chain[i])
         rank = {i: r for r, i in enumerate(sorted(todo, key=lambda i: (-chain[i], i)))}
         futures: dict[int, Any] = {}
         for i in todo:  # dependencies first: their futures exist when a job that needs them is submitted
-            inputs = [futures[j] if j in futures else results[j] for j in deps[i]]
-            futures[i] = client.submit(_run_node, fn, jobs[i], inputs, shared, pure=False,
-                                       priority=len(todo) - rank[i], key=f"{stage}-{uuid.uuid4().hex}-{i}")
-        index = {fut.key: i for i, fut in futures.items()}
-        try:
-            for fut in as_completed(list(futures.values()), loop=client.loop):
-                try:
-                    value = fut.result()
-                except KilledWorker as exc:
-                    raise BuildError(f"stage {stage}: a task killed its worker process more often than the "
-                                     f"scheduler allows (out of memory? a crash in a native library?): {exc}; "
-                                     f"run with fewer --workers") from exc
-                finished(index[fut.key], value)
-        except BaseException:
-            client.cancel(list(futures.values()))
-            raise
-        finally:
-            for fut in futures.values():
-                fut.release()
-            shared.release()
+            inputs: list[Any] = []
+            picks: list[int | None] = []
+            for j in deps[i]:
+                if isinstance(j, Ref):
+                    value, pick = j.wave.handle(j.index)
+                else:
+                    value, pick = (futures[j], None) if j in futures else (wave.values[j], None)
+                inputs.append(value)
+                picks.append(pick)
+            futures[i] = client.submit(_run_node, fn, jobs[i], inputs, picks, shared, pure=False,
+                                       priority=priority * PRIORITY_BAND + len(todo) - rank[i],
+                                       key=f"{stage}-{uuid.uuid4().hex}-{i}")
+        wave.running(client, {fut: [i] for i, fut in futures.items()}, shared, single=True)
 
     def worker_count(self) -> int:
         """The worker threads tasks run on: the cluster's (connected), the local cluster's to be started, or 1
@@ -666,40 +781,30 @@ class Runner:
         return self.workers or os.cpu_count() or 1
 
     def _map_distributed(self, fn: Callable[[Any, Any], Any], jobs: list[Any], todo: list[int], state: Any,
-                         stage: str, cost: Sequence[float] | None, finished: Callable[[int, Any], None],
-                         min_task_cost: float = 0.0) -> None:
-        from distributed import as_completed
-        from distributed.scheduler import KilledWorker
-
+                         stage: str, cost: Sequence[float] | None, wave: Wave, min_task_cost: float = 0.0,
+                         first: Collection[int] = (), priority: int = 0) -> None:
         client = self._client
         [shared] = client.scatter([state], broadcast=True, hash=False)
-        weights = [float(cost[i]) for i in todo] if cost is not None else [1.0] * len(todo)
-        groups = [[todo[k] for k in g] for g in batches(weights, self.worker_count(), self.tasks_per_worker,
-                                                         min_task_cost if cost is not None else 0.0)]
+        groups: list[list[int]] = []
+        ranked: list[tuple[int, list[int]]] = []
+        for band, part in ((priority + 1, [i for i in todo if i in first]), (priority, [i for i in todo
+                                                                                       if i not in first])):
+            if not part:
+                continue
+            weights = [float(cost[i]) for i in part] if cost is not None else [1.0] * len(part)
+            these = [[part[k] for k in g] for g in batches(weights, self.worker_count(), self.tasks_per_worker,
+                                                            min_task_cost if cost is not None else 0.0)]
+            # the costliest batches first, so the wave does not end waiting on one of them
+            if cost is not None:
+                these = sorted(these, key=lambda g: -sum(float(cost[i]) for i in g))
+            groups += these
+            ranked += [(band * PRIORITY_BAND + len(these) - rank, g) for rank, g in enumerate(these)]
         self.batched[stage] = self.batched.get(stage, 0) + len(groups)
-        # the costliest batches first, so the wave does not end waiting on one of them
-        order = sorted(groups, key=lambda g: -sum(float(cost[i]) for i in g)) if cost is not None else groups
         futures = {}
-        for rank, group in enumerate(order):
-            futures[client.submit(_run_batch, fn, [jobs[i] for i in group], shared, pure=False,
-                                  priority=len(order) - rank, key=f"{stage}-{uuid.uuid4().hex}-{group[0]}")] = group
-        try:
-            for fut in as_completed(list(futures), loop=client.loop):
-                try:
-                    values = fut.result()
-                except KilledWorker as exc:
-                    raise BuildError(f"stage {stage}: a task killed its worker process more often than the "
-                                     f"scheduler allows (out of memory? a crash in a native library?): {exc}; "
-                                     f"run with fewer --workers or smaller tiles") from exc
-                fut.release()
-                for i, value in zip(futures[fut], values, strict=True):
-                    finished(i, value)
-        except BaseException:
-            client.cancel(list(futures))
-            raise
-        finally:
-            shared.release()
-
+        for prio, group in ranked:
+            futures[client.submit(_run_batch, fn, [jobs[i] for i in group], shared, pure=False, priority=prio,
+                                  key=f"{stage}-{uuid.uuid4().hex}-{group[0]}")] = group
+        wave.running(client, futures, shared, single=False)
 
 
 def batches(cost: Sequence[float], workers: int, per_worker: int = TASKS_PER_WORKER,
@@ -747,10 +852,11 @@ def _run_batch(fn: Callable[[Any, Any], Any], jobs: list[Any], state: Any) -> li
     return [fn(job, state) for job in jobs]
 
 
-def _run_node(fn: Callable[[Any, list[Any], Any], Any], job: Any, inputs: list[Any], state: Any) -> Any:
+def _run_node(fn: Callable[[Any, list[Any], Any], Any], job: Any, inputs: list[Any], picks: list[int | None],
+              state: Any) -> Any:
     """One Dask task of `Runner.graph`: `fn(job, inputs, state)` (Dask has put the results of the job's dependencies
-    in place of their futures)."""
-    return fn(job, inputs, state)
+    in place of their futures; a dependency on a job of a wave's batch takes that job's result, `picks`)."""
+    return fn(job, [v if k is None else v[k] for v, k in zip(inputs, picks, strict=True)], state)
 
 
 @contextlib.contextmanager

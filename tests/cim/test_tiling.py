@@ -110,8 +110,16 @@ def test_oblique_merged_levels_same_bytes_on_a_cluster(city, client, tmp_path):
     prod = write_oblique(city, tmp_path / "production", tile_size=500.0, fmt="obj")  # 16 tiles, 5 merged nodes
     with Runner(scheduler=SYNCHRONOUS) as sync:
         a = build_oblique(prod, tmp_path / "a", runner=sync)
-    with Runner(client=client) as two:
+    merged_early: list[bool] = []  # at each converted file's arrival: is a merged node's glb written yet?
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "oblique" and done:
+            merged_early.append(any((tmp_path / "b" / "oblique" / "merged").glob("*.glb")))
+
+    with Runner(client=client, progress=progress) as two:
         b = build_oblique(prod, tmp_path / "b", runner=two)
+    # the merged nodes need only the tile roots' files, which convert first: they run while other files convert
+    assert len(merged_early) == b.files == 80 and merged_early[-1], merged_early
     assert a.root.model_dump() == b.root.model_dump()
     assert a.georeference == b.georeference == "EPSG:4547"  # b's named on a worker while the driver merged
     fa, fb = _files(tmp_path / "a"), _files(tmp_path / "b")
@@ -121,6 +129,48 @@ def test_oblique_merged_levels_same_bytes_on_a_cluster(city, client, tmp_path):
     root = a.root
     kids = max(c.geometric_error for c in root.children)
     assert kids < root.geometric_error < 2 * kids
+
+
+def test_oblique_merged_nodes_run_again_when_a_child_file_outweighs_its_tile_root(city, client, tmp_path):
+    """The merged nodes start on the tile roots' own files (their errors and regions) before the other files are
+    converted. Here a child file of one tile has a child of its own and a mesh 8x coarser than before (twice its
+    root's edges), so its error exceeds the root file's: the nodes over that tile run again on the real error once
+    every file is in, and the files are those of the synchronous build (which merges after all files)."""
+    from cim.models.oblique import build_oblique
+    from cim.sample import write_oblique
+
+    prod = write_oblique(city, tmp_path / "production", tile_size=500.0, fmt="obj")
+    folder = sorted((prod / "Data").iterdir())[0]
+    coarse = folder / f"{folder.name}_L17_00.obj"
+    lines = coarse.read_text().splitlines()
+    xy = np.array([[float(v) for v in line.split()[1:3]] for line in lines if line.startswith("v ")])
+    mid = xy.mean(axis=0)
+    out = []
+    for line in lines:
+        if line.startswith("v "):
+            _, x, y, *rest = line.split()
+            x, y = (np.array([float(x), float(y)]) - mid) * 8.0 + mid
+            line = " ".join(["v", repr(float(x)), repr(float(y)), *rest])
+        out.append(line)
+    coarse.write_text("\n".join(out) + "\n")
+    (folder / f"{folder.name}_L18_000.obj").write_bytes((folder / f"{folder.name}_L17_01.obj").read_bytes())
+    with Runner(scheduler=SYNCHRONOUS) as sync:
+        a = build_oblique(prod, tmp_path / "a", runner=sync)
+    with Runner(client=client) as two:
+        b = build_oblique(prod, tmp_path / "b", runner=two)
+        ran = two.describe()["tasks"]["oblique-merge"]
+    assert ran > b.merged_contents == a.merged_contents  # some ran twice
+    assert a.root.model_dump() == b.root.model_dump()
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+    def find(tile):
+        if tile.content is not None and tile.content.uri.endswith(f"{folder.name}_L16_0.glb"):
+            return tile
+        return next((t for t in map(find, tile.children or []) if t is not None), None)
+
+    root = find(a.root)
+    kid = next(k for k in root.children if k.content.uri.endswith("_L17_00.glb"))
+    assert root.geometric_error == kid.geometric_error > max(k.geometric_error for k in root.children if k is not kid)
 
 
 def test_a_killed_worker_is_replaced_and_the_build_is_the_same(city, level2, tmp_path):
@@ -299,13 +349,39 @@ def _graph_pid(job, inputs, state):
     return os.getpid()
 
 
-def test_graph_runs_its_last_job_here_when_no_job_needs_it(client):
+def test_graph_runs_every_job_on_a_worker_the_top_included(client):
     with Runner(client=client) as run:
-        first, second, top = run.graph(_graph_pid, [0, 1, 2], [[], [], [0, 1]], stage="tree")
-        assert top == os.getpid() and os.getpid() not in (first, second)
-        *_, last = run.graph(_graph_pid, [0, 1, 2], [[], [], []], stage="flat")
-        assert last == os.getpid()  # needed by none: here
-        assert run.describe()["batches"] == {"tree": 2, "flat": 2}
+        pids = run.graph(_graph_pid, [0, 1, 2], [[], [], [0, 1]], stage="tree")
+        assert os.getpid() not in pids
+        assert run.describe()["batches"] == {"tree": 3}
+
+
+def _wave_job(job, state):
+    """A wave's job: "slow" waits (up to 20 s) until the graph job "node" has left its mark."""
+    folder = Path(state)
+    if job == "slow":
+        deadline = time.monotonic() + 20
+        while not (folder / "node").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return "slow" + ("(after node)" if (folder / "node").exists() else "(node not run)")
+    return job
+
+
+def test_a_graph_job_starts_when_the_wave_job_it_needs_is_done_not_the_wave(client, tmp_path):
+    """"node" needs only the wave's "root" (a job run first, in a task of its own), so it runs while "slow" still
+    works and "slow" sees its mark; a graph started after the whole wave would leave "slow" waiting 20 s."""
+    with Runner(client=client) as run:
+        wave = run.start(_wave_job, ["slow", "root"], str(tmp_path), stage="w", first=[1])
+        assert wave.result(1) == "root" and wave.pending == 1
+        node = run.start_graph(_graph_job, ["node"], [[wave.ref(1)]], str(tmp_path), stage="g")
+        assert wave.results() == ["slow(after node)", "root"]
+        assert node.results() == ["node<root>"]
+        assert run.describe()["batches"] == {"w": 2, "g": 1}
+    with Runner(scheduler=SYNCHRONOUS) as run:  # here, in order
+        (tmp_path / "node").unlink()
+        wave = run.start(_wave_job, ["root", "x"], str(tmp_path), stage="w", first=[0])
+        assert wave.pending == 0
+        assert run.graph(_graph_job, ["node"], [[wave.ref(1)]], str(tmp_path)) == ["node<x>"]
 
 
 def test_graph_resumes_from_a_manifest_with_the_recorded_results(tmp_path):
@@ -383,7 +459,8 @@ def test_batched_tiles_and_files_write_the_same_bytes(city, client, tmp_path):
         oa = build_oblique(prod, tmp_path / "oa", runner=sync)
     with Runner(client=client, tasks_per_worker=1) as two:
         ob = build_oblique(prod, tmp_path / "ob", runner=two)
-        assert two.describe()["batches"]["oblique"] == 2 < two.describe()["tasks"]["oblique"]
+        # the tiles' root files in tasks of their own (one a worker), the other files in one task a worker
+        assert two.describe()["batches"]["oblique"] == 2 + 2 < two.describe()["tasks"]["oblique"]
     assert oa.root.model_dump() == ob.root.model_dump()
     assert _files(tmp_path / "oa") == _files(tmp_path / "ob")
 
