@@ -409,6 +409,7 @@ def build_city(
         write_atomic(work / "build.json", json.dumps(report.to_dict(), ensure_ascii=False, indent=2).encode())
         manifest.close()
         (work / MANIFEST).unlink()
+        _remove_partial(work)  # a worker killed mid-write left its temp file; Dask wrote the tile again elsewhere
         replace_dir(work, out)
     except CimError:
         shutil.rmtree(work, ignore_errors=True)  # bad inputs or options fail the same way again: nothing to resume
@@ -449,12 +450,17 @@ def _build_lock(path: Path) -> Any:
 def _prepare_work(work: Path, manifest: Manifest, resume: bool) -> None:
     """Keep the work folder of a killed build of the same inputs (minus half-written files); else start empty."""
     if work.is_dir() and resume and manifest.matches():
-        for f in work.rglob(".*"):
-            if f.is_file() and f.name != MANIFEST:
-                f.unlink()  # a temporary file a killed task left before its rename
+        _remove_partial(work)
     else:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
+
+
+def _remove_partial(work: Path) -> None:
+    """Remove the temporary files (`.<name>.<random>`, `tiles.tileset.write_atomic`) killed tasks left in `work`."""
+    for f in work.rglob(".*"):
+        if f.is_file() and f.name != MANIFEST:
+            f.unlink()
 
 
 def _fingerprint(level: int, inputs: dict[str, str | None], crs: Any, *options: Any) -> str:

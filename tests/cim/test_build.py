@@ -220,6 +220,19 @@ def test_failed_build_leaves_nothing_behind(small_city, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_temp_file_a_killed_task_left_is_not_in_the_output(small_city, tmp_path):
+    """A worker killed while writing a tile leaves its temporary file (`.<name>.<random>`) in the work folder and the
+    tile is written again elsewhere: the finished build has no such file."""
+    out = tmp_path / "model"
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "lod1" and done == 1:
+            (tmp_path / ".model.building" / "buildings" / ".0.glb.x1y2z3").write_bytes(b"half a tile")
+
+    build_city(out, dem=small_city.dem, buildings=small_city.buildings, scheduler="synchronous", progress=progress)
+    assert (out / "buildings" / "0.glb").is_file() and not [p for p in out.rglob(".*")]
+
+
 @pytest.mark.realdata
 def test_delft_real_data_builds_end_to_end(tmp_path):
     from tests.support.gltf_validator import validate
