@@ -62,9 +62,6 @@ Progress = Callable[[str, int, int], None]
 # input bytes a conversion task should carry at least (about 0.1 s of work): a small production runs as a few tasks a
 # worker, not eight (the 31 MB Zhongshan production on 2 workers: 0.55 s instead of 0.63, docs/benchmarks.md)
 MIN_TASK_BYTES = 6_000_000
-# how far a tile's centre may move once its child files' regions are in, as a share of its size, for the merged plan
-# guessed from the root files alone to be kept (`_firm_plan`); Zhongshan's centres moved by 3 cm (tiles of 100 m)
-PLAN_SLACK = 0.01
 MAX_SSE_PX = 16.0
 FOCAL_PX = 935.0  # 1080 px high, 60 degree vertical field of view
 
@@ -503,13 +500,14 @@ def _plan_merge(idx: list[int], centers: np.ndarray, fanout: int, name: str, dep
 
 
 def _merge_task(job: tuple[str, list[_Coarse], float], state: dict[str, Any]
-                ) -> tuple[_Coarse, list[float], list[float], str, float]:
+                ) -> tuple[_Coarse, list[float], list[float], str, float, float]:
     """A Dask task: one merged node's mesh and atlas from its children's coarsest meshes (clustered on a grid of
     half `child_error`, their largest geometric error), written as its glb.
 
     Returns:
         (the merged mesh, its content region, its transform, its uri, its geometric error: `child_error` plus the
-        measured two-way distance between the merged mesh and the children's, rounded up to the centimetre).
+        measured two-way distance between the merged mesh and the children's, rounded up to the centimetre; that
+        distance so rounded).
     """
     name, coarse, child_error = job
     options = state["options"]
@@ -520,13 +518,14 @@ def _merge_task(job: tuple[str, list[_Coarse], float], state: dict[str, Any]
     offsets = np.cumsum([0] + [len(c.ecef) for c in coarse])
     deviation = hausdorff(np.vstack([c.ecef for c in coarse]),
                           np.vstack([c.tris + o for c, o in zip(coarse, offsets)]), merged.ecef, merged.tris)
-    error = child_error + math.ceil(deviation * 100.0) / 100.0
+    deviation_cm = math.ceil(deviation * 100.0) / 100.0
+    error = child_error + deviation_cm
     frame = enu_at(merged.ecef)
     prim = Primitive(positions=frame.to_local(merged.ecef).astype(np.float32), indices=merged.tris.astype(np.uint32),
                      texcoords=merged.uv, material=Material(texture=atlas, mime_type=mime, unlit=True))
     uri = f"{options.prefix}/merged/{name}.glb"
     write_atomic(state["out"] / uri, MeshContent([prim]).to_glb(options.glb))
-    return merged, region_of(merged.ecef, pad_m=0.01), frame.column_major(), uri, error
+    return merged, region_of(merged.ecef, pad_m=0.01), frame.column_major(), uri, error, deviation_cm
 
 
 def _describe(geo: Georeference, state: Any) -> str:
@@ -535,10 +534,10 @@ def _describe(geo: Georeference, state: Any) -> str:
 
 
 def _merge_node(job: tuple[str, list[tuple[int, float | None]]], inputs: list[Any], state: dict[str, Any]
-                ) -> tuple[_Coarse, list[float], list[float], str, float]:
-    """A Dask task of the merged tree (`Runner.graph`): one merged node from its children in order, each
-    `(k, error)`: `inputs[k]` is a tile root file's conversion (`_FileOut`, its coarse mesh) and `error` its tile's
-    geometric error, or (error None) a merged child's result."""
+                ) -> tuple[_Coarse, list[float], list[float], str, float, float]:
+    """A Dask task of the merged tree (`Runner.start_graph`): one merged node from its children in order, each
+    `(k, error)`: `inputs[k]` is a tile root file's conversion (`_FileOut`, its coarse mesh) and `error` its root
+    nodes' geometric error (`_root_of`), or (error None) a merged child's result."""
     name, kids = job
     parts = [(inputs[k].coarse, e) if e is not None else (inputs[k][0], inputs[k][4]) for k, e in kids]
     return _merge_task((name, [c for c, _ in parts], max(e for _, e in parts)), state)
@@ -546,18 +545,19 @@ def _merge_node(job: tuple[str, list[tuple[int, float | None]]], inputs: list[An
 
 @dataclass
 class _TileRoot:
-    """What the merged levels take from a production tile: its root file's job, its geometric error and region."""
+    """What the merged levels take from a production tile: its root file's job and that file's own geometric error
+    and region (its root nodes': known as soon as the file is converted, before the tile's other files)."""
 
     job: int
     error: float
     region: list[float]
 
 
-def _guess_root(res: _FileOut, job: int, converted: set[str]) -> _TileRoot:
-    """A tile root's error and region from its root file alone, taking its child files' (not converted yet) as no
-    larger: the error of its nodes that have children (as `_file_tiles` gives them), their regions' union."""
+def _root_of(res: _FileOut, job: int, files: set[str]) -> _TileRoot:
+    """A tile's root file's error and region: the error its nodes have as tiles with children (`_file_tiles`: 0 for
+    a node without child files among `files`), their regions' union."""
     folder = Path(res.path).parent
-    errors = [n.error if any(str(folder / c) in converted and str(folder / c) != res.path for c in n.child_files)
+    errors = [n.error if any(str(folder / c) in files and str(folder / c) != res.path for c in n.child_files)
               else 0.0 for n in res.nodes]
     return _TileRoot(job, max(errors), union_regions([n.region for n in res.nodes]))
 
@@ -576,45 +576,13 @@ def _merge_plan(roots: list[_TileRoot], fanout: int) -> tuple[_MergePlan, list[_
     return plan, [n for depth in sorted(levels, reverse=True) for n in sorted(levels[depth], key=lambda n: n.name)]
 
 
-def _firm_plan(roots: list[_TileRoot], fanout: int, slack: float = PLAN_SLACK) -> bool:
-    """Whether the merged plan over `roots` (`_plan_merge`) stays the same when each tile's centre moves by up to
-    `slack` of the largest tile's size: no centre that close to a split line, no coincident centres. A plan on
-    guessed roots that is not firm is likely to change once the real regions are in (tiles of one column of the
-    production, say), so the merged nodes then wait for them."""
-    centers = np.array([[(r.region[0] + r.region[2]) / 2, (r.region[1] + r.region[3]) / 2] for r in roots])
-    sizes = np.array([[r.region[2] - r.region[0], r.region[3] - r.region[1]] for r in roots])
-
-    def firm(idx: np.ndarray) -> bool:
-        if len(idx) <= fanout:
-            return True
-        c = centers[idx]
-        mid = (c.min(axis=0) + c.max(axis=0)) / 2
-        if (np.abs(c - mid) <= 2 * slack * sizes[idx].max(axis=0)).any():  # the mid moves by up to 1x the slack
-            return False
-        quad = (c[:, 0] > mid[0]).astype(int) + 2 * (c[:, 1] > mid[1]).astype(int)
-        if len(np.unique(quad)) == 1:
-            quad = np.arange(len(idx)) * 4 // len(idx)
-        return all(firm(idx[quad == q]) for q in range(4) if (quad == q).sum() > 1)
-
-    return firm(np.arange(len(roots)))
-
-
-def _signatures(nodes: list[_MergePlan], roots: list[_TileRoot]) -> dict[str, tuple[Any, ...]]:
-    """What each merged node's glb depends on besides its merged children's: its name, its children in order
-    (a tile root's file job and geometric error, or a merged child's name)."""
-    return {n.name: tuple((roots[c].job, roots[c].error) if isinstance(c, int) else c.name for c in n.children)
-            for n in nodes}
-
-
-def _start_merged(run: Runner, files: Wave, roots: list[_TileRoot], nodes: list[_MergePlan], state: dict[str, Any],
-                  done: dict[str, Ref] | None = None) -> tuple[Wave | None, list[_MergePlan]]:
+def _start_merged(run: Runner, files: Wave, roots: list[_TileRoot], nodes: list[_MergePlan], state: dict[str, Any]
+                  ) -> Wave:
     """The merged nodes' tasks started as one graph (`Runner.start_graph`), each as soon as its own children are
-    done: tile roots' files of the `files` wave, merged children of this graph or, in `done`, of an earlier one."""
-    done = done or {}
-    todo = [n for n in nodes if n.name not in done]
-    at = {n.name: i for i, n in enumerate(todo)}
+    done: tile roots' files of the `files` wave, or merged children of this graph."""
+    at = {n.name: i for i, n in enumerate(nodes)}
     jobs, deps, cost = [], [], []
-    for node in todo:
+    for node in nodes:
         kids: list[tuple[int, float | None]] = []
         need: list[int | Ref] = []
         size = 0
@@ -626,55 +594,27 @@ def _start_merged(run: Runner, files: Wave, roots: list[_TileRoot], nodes: list[
                 size += len(coarse.tris) if coarse is not None else 0
             else:
                 kids.append((len(need), None))
-                need.append(done[c.name] if c.name in done else at[c.name])
+                need.append(at[c.name])
         jobs.append((node.name, kids))
         deps.append(need)
         cost.append(size)  # merged children's: not known yet
-    if not todo:
-        return None, todo
     # above the files still to convert: a node starts as soon as its children are done
-    return run.start_graph(_merge_node, jobs, deps, state, stage="oblique-merge", cost=cost, priority=1), todo
+    return run.start_graph(_merge_node, jobs, deps, state, stage="oblique-merge", cost=cost, priority=1)
 
 
-def _merged_tree(run: Runner, files: Wave, tiles: list[Tile], roots: list[_TileRoot], out: Path,
-                 options: ObliqueOptions, started: tuple[Wave | None, list[_MergePlan], list[_TileRoot]] | None,
-                 counter: list[int]) -> Tile:
-    """A quadtree of merged coarse nodes over the production tiles' root tiles (`roots`: their real errors and
-    regions), run as a dependency graph of Dask tasks: a node merges its children's meshes as soon as its own
-    children are done. `started`: the graph started on guessed roots (`_guess_root`) before the other files were
-    converted; its nodes whose inputs are those of the real roots are kept, the others (and the nodes above them)
-    run again, so the glbs are those of a graph started on the real roots."""
-    state = dict(out=out, options=options)
-    plan, nodes = _merge_plan(roots, options.merge_fanout)
-    got: dict[str, Any] = {}
-    if started is None:
-        wave, todo = _start_merged(run, files, roots, nodes, state)
-    else:
-        guessed, guessed_nodes, guessed_roots = started
-        values = guessed.results() if guessed is not None else []
-        before = _signatures(guessed_nodes, guessed_roots)
-        now = _signatures(nodes, roots)
-        again: set[str] = set()
-        for n in nodes:  # children first
-            if before.get(n.name) != now[n.name] or any(isinstance(c, _MergePlan) and c.name in again
-                                                        for c in n.children):
-                again.add(n.name)
-        for n in guessed_nodes:
-            if n.name not in now:  # a node of the guessed plan only: its glb is not part of this tileset
-                (out / options.prefix / "merged" / f"{n.name}.glb").unlink(missing_ok=True)
-        keep = {n.name: guessed.ref(i) for i, n in enumerate(guessed_nodes) if n.name in now and n.name not in again}
-        got = {name: values[ref.index] for name, ref in keep.items()}
-        wave, todo = _start_merged(run, files, roots, nodes, state, keep)
-    if wave is not None:
-        got.update(zip((n.name for n in todo), wave.results()))
+def _merged_tree(graph: Wave, plan: _MergePlan, nodes: list[_MergePlan], tiles: list[Tile], counter: list[int]
+                 ) -> Tile:
+    """The tiles of the merged quadtree (`plan`, `nodes` as `_merge_plan` gives them, over `tiles`: the production
+    tiles' root tiles in the order of the plan's roots) from its graph's results. A merged tile's geometric error is
+    its children's largest (as the tile tree has them: a tile's error covers its child files') plus the deviation its
+    node measured, so every merged level declares at least its children's error."""
     done: dict[str, Tile] = {}
-    for node in nodes:
-        merged, region, transform, uri, error = got[node.name]
+    for node, (_, region, transform, uri, _, deviation_cm) in zip(nodes, graph.results()):
         kids = [tiles[c] if isinstance(c, int) else done[c.name] for c in node.children]
         done[node.name] = Tile(bounding_volume=BoundingVolume(region=union_regions([region] + [
-            t.bounding_volume.region for t in kids])), geometric_error=error, refine="REPLACE",
-            content=Content(uri=uri, bounding_volume=BoundingVolume(region=region)), children=kids,
-            transform=transform)
+            t.bounding_volume.region for t in kids])), geometric_error=max(t.geometric_error for t in kids)
+            + deviation_cm, refine="REPLACE", content=Content(uri=uri, bounding_volume=BoundingVolume(region=region)),
+            children=kids, transform=transform)
         counter[0] += 1
     return done[plan.name]
 
@@ -778,44 +718,38 @@ def build_oblique(
                          first=firsts)
         # naming the SRS searches PROJ's database (~0.1 s holding the GIL): a task of its own, after all others
         georeference = run.submit(_describe, geo, stage="oblique-describe", priority=-1)
-        converted = {j[0] for j in jobs}
-        started = None
+        # the merged levels are planned on the tiles' root files (their regions' centres, their nodes' errors for
+        # the clustering): they start as soon as those are converted, while the other files convert
+        names = {j[0] for j in jobs}
         for i in firsts:
             wave.result(i)
-        if wave.pending:
-            # the merged levels start now, on the root files' errors and regions; checked once all files are in
-            guessed = [_guess_root(wave.values[i], i, converted) for i in firsts
-                       if wave.values[i].nodes and wave.values[i].coarse is not None]
-            if guessed and _firm_plan(guessed, options.merge_fanout):
-                _, guessed_nodes = _merge_plan(guessed, options.merge_fanout)
-                graph, guessed_nodes = _start_merged(run, wave, guessed, guessed_nodes, dict(out=out, options=options))
-                started = (graph, guessed_nodes, guessed)
+        roots = [_root_of(wave.values[i], i, names) for i in firsts
+                 if wave.values[i].nodes and wave.values[i].coarse is not None]
+        if not roots:
+            wave.results()  # a file's error before the production's
+            raise BuildError(f"oblique production {prod}: no tile could be converted")
+        plan, nodes = _merge_plan(roots, options.merge_fanout)
+        graph = _start_merged(run, wave, roots, nodes, dict(out=out, options=options))
         results: dict[str, _FileOut] = {res.path: res for res in wave.results()}
         stages["convert"] = time.perf_counter() - t0 - stages["prepare"]
 
-        tile_roots: list[Tile] = []
-        roots: list[_TileRoot] = []
+        root_tiles: dict[int, Tile] = {}
         warnings: list[str] = []
-        root_job = {jobs[i][0]: i for i in firsts}
-        for t in tiles:
+        for i, t in zip(firsts, tiles):
             res = results[str(t.root_file)]
             subtrees = _file_tiles(res, t.root_file.parent, results, set())
             if not subtrees or res.coarse is None:
                 warnings.append(f"tile {t.name}: root file {t.root_file.name} has no triangles; left out")
                 continue
             if len(subtrees) == 1:
-                root_tile = subtrees[0]
+                root_tiles[i] = subtrees[0]
             else:
-                root_tile = Tile(bounding_volume=BoundingVolume(region=union_regions(
+                root_tiles[i] = Tile(bounding_volume=BoundingVolume(region=union_regions(
                     [s.bounding_volume.region for s in subtrees])), geometric_error=max(
                     s.geometric_error for s in subtrees), refine="REPLACE", children=subtrees)
-            tile_roots.append(root_tile)
-            roots.append(_TileRoot(root_job[str(t.root_file)], root_tile.geometric_error,
-                                   root_tile.bounding_volume.region))
-        if not tile_roots:
-            raise BuildError(f"oblique production {prod}: no tile could be converted")
+        tile_roots = [root_tiles[r.job] for r in roots]
         merged_count = [0]
-        root = _merged_tree(run, wave, tile_roots, roots, out, options, started, merged_count)
+        root = _merged_tree(graph, plan, nodes, tile_roots, merged_count)
         described = georeference()
     stages["merge"] = time.perf_counter() - t0 - stages["prepare"] - stages["convert"]
 

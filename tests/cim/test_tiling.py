@@ -131,15 +131,18 @@ def test_oblique_merged_levels_same_bytes_on_a_cluster(city, client, tmp_path):
     assert kids < root.geometric_error < 2 * kids
 
 
-def test_oblique_merged_nodes_run_again_when_a_child_file_outweighs_its_tile_root(city, client, tmp_path):
-    """The merged nodes start on the tile roots' own files (their errors and regions) before the other files are
-    converted. Here a child file of one tile has a child of its own and a mesh 8x coarser than before (twice its
-    root's edges), so its error exceeds the root file's: the nodes over that tile run again on the real error once
-    every file is in, and the files are those of the synchronous build (which merges after all files)."""
+def test_oblique_merged_levels_on_root_files_stay_above_a_child_file_that_outweighs_its_root(city, client,
+                                                                                            tmp_path):
+    """The merged levels are planned on the tile roots' own files (their regions' centres; their errors set the
+    clustering) and start before the other files are converted, also on a 3 x 3 grid of tiles, whose middle column
+    lies on the plan's split line. Here a child file of one tile has a child of its own and a mesh 8x coarser than
+    before (twice its root's edges), so its error exceeds the root file's: each merged node runs once, the tile
+    tree's errors still grow towards the root (the merged node over that tile declares that child's error plus its
+    own deviation), and the files are those of the synchronous build."""
     from cim.models.oblique import build_oblique
     from cim.sample import write_oblique
 
-    prod = write_oblique(city, tmp_path / "production", tile_size=500.0, fmt="obj")
+    prod = write_oblique(city, tmp_path / "production", tile_size=700.0, fmt="obj")
     folder = sorted((prod / "Data").iterdir())[0]
     coarse = folder / f"{folder.name}_L17_00.obj"
     lines = coarse.read_text().splitlines()
@@ -156,12 +159,24 @@ def test_oblique_merged_nodes_run_again_when_a_child_file_outweighs_its_tile_roo
     (folder / f"{folder.name}_L18_000.obj").write_bytes((folder / f"{folder.name}_L17_01.obj").read_bytes())
     with Runner(scheduler=SYNCHRONOUS) as sync:
         a = build_oblique(prod, tmp_path / "a", runner=sync)
-    with Runner(client=client) as two:
+    merged_early: list[bool] = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "oblique" and done:
+            merged_early.append(any((tmp_path / "b" / "oblique" / "merged").glob("*.glb")))
+
+    with Runner(client=client, progress=progress) as two:
         b = build_oblique(prod, tmp_path / "b", runner=two)
         ran = two.describe()["tasks"]["oblique-merge"]
-    assert ran > b.merged_contents == a.merged_contents  # some ran twice
+    assert b.tiles == 9 and ran == b.merged_contents == a.merged_contents  # each node once
+    assert merged_early[-1], merged_early  # a merged glb was written before the last file arrived
     assert a.root.model_dump() == b.root.model_dump()
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
+
+    def errors_grow(tile) -> bool:
+        return all(k.geometric_error <= tile.geometric_error and errors_grow(k) for k in tile.children or [])
+
+    assert errors_grow(a.root)
 
     def find(tile):
         if tile.content is not None and tile.content.uri.endswith(f"{folder.name}_L16_0.glb"):
@@ -171,6 +186,13 @@ def test_oblique_merged_nodes_run_again_when_a_child_file_outweighs_its_tile_roo
     root = find(a.root)
     kid = next(k for k in root.children if k.content.uri.endswith("_L17_00.glb"))
     assert root.geometric_error == kid.geometric_error > max(k.geometric_error for k in root.children if k is not kid)
+
+    def parent_of(tile, target):
+        if any(k is target for k in tile.children or []):
+            return tile
+        return next((p for p in (parent_of(k, target) for k in tile.children or []) if p is not None), None)
+
+    assert parent_of(a.root, root).geometric_error > kid.geometric_error  # the merged node over it declares more
 
 
 def test_a_killed_worker_is_replaced_and_the_build_is_the_same(city, level2, tmp_path):

@@ -240,24 +240,6 @@ def test_grid_cells_number_cells_as_unique_rows_does():
         assert np.array_equal(cluster, inverse.reshape(-1)) and np.array_equal(n, counts)
 
 
-def test_a_merged_plan_guessed_from_root_files_is_firm_only_far_from_its_split_lines():
-    """The merged plan guessed from the tile roots' own files is kept only if no tile's centre is within 1 % of a
-    tile's size of a split line: a grid of 4 x 4 tiles is firm, 3 x 3 is not (its middle column and row lie on the
-    lines), nor are coincident tiles (split by their order); up to `merge_fanout` tiles there is no split."""
-    from cim.models.oblique import _firm_plan, _TileRoot
-
-    def grid(nx, ny, copies=1, shift=0.0):
-        return [_TileRoot(0, 1.0, [x + shift, y, x + 1.0 + shift, y + 1.0, 0.0, 1.0])
-                for x in range(nx) for y in range(ny) for _ in range(copies)]
-
-    assert _firm_plan(grid(4, 4), 4) and _firm_plan(grid(8, 8), 4) and _firm_plan(grid(2, 2), 4)
-    assert not _firm_plan(grid(3, 3), 4) and not _firm_plan(grid(5, 4), 4)
-    assert _firm_plan(grid(1, 3, copies=1), 4) and not _firm_plan(grid(1, 3, copies=8), 4)  # x8: one column
-    tiles = grid(4, 4)
-    tiles[5] = _TileRoot(0, 1.0, [1.49, 1.0, 2.49, 2.0, 0.0, 1.0])  # a centre 1 % of a tile from x = 2 (the mid)
-    assert not _firm_plan(tiles, 4)
-
-
 def test_merged_level_error_is_its_childrens_plus_the_measured_deviation(zhongshan):
     from cim.models.deviation import closest_on_triangles
 
