@@ -12,6 +12,9 @@ Dask against the synchronous floor (t1 / t_sync), and checks that all three outp
 
 With `--oblique` it also converts the oblique production (../shared/data/oblique_osgb/zhongshan, one task per
 `.osgb` file, then the merged levels) the same three ways, best and worst of `--repeat` runs taken in turn.
+Both clusters stay up for the whole run, so the idle one takes CPU from the 2-worker runs on a 2-core machine:
+the oblique efficiency this prints reads low (0.77-0.78 against 0.83-0.84 here); `bench_oblique_scaling.py`
+measures it with one cluster at a time.
 
     python bench/bench_dask.py                  # 100k buildings
     python bench/bench_dask.py --sizes 20000    # a quick run
