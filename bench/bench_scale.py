@@ -41,7 +41,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -281,16 +280,9 @@ def _oblique_costs(production: Path, work: Path, copies: int, costs_out: Path | 
     print(json.dumps(one), flush=True)
     doc = dict(one, driver_ms_per_file=round(1000 * one["driver_serial_cpu_s"] / one["files"], 3))
     if copies > 1:
-        big = work / f"production-x{copies}"
-        data = big / "Data"
-        data.mkdir(parents=True, exist_ok=True)
-        shutil.copy(production / "metadata.xml", big / "metadata.xml")
-        tiles = sorted(p for p in (production / "Data").iterdir() if p.is_dir())
-        for k in range(copies):
-            for t in tiles:
-                link = data / f"{t.name}-copy{k:03d}"
-                if not link.exists():
-                    link.symlink_to(t.resolve(), target_is_directory=True)
+        from bench_oblique_scaling import copies_of  # bench/ is this script's folder, first on sys.path
+
+        big = copies_of(production, copies, work / f"production-x{copies}")
         many, files, merges = _oblique_run(big, work / f"out-{copies}")
         print(json.dumps(many), flush=True)
         slope = (many["driver_serial_cpu_s"] - one["driver_serial_cpu_s"]) / (many["files"] - one["files"])
