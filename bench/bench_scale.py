@@ -175,29 +175,36 @@ def main() -> None:
 
 @contextlib.contextmanager
 def timed_tasks(size: Callable[[str, Any], float] | None = None) -> Iterator[dict[str, list]]:
-    """Every task that `Runner.map` runs meanwhile timed (CPU seconds of its process), per stage: a list of seconds,
-    or of (seconds, size(stage, job)) with `size`. Run synchronously, so the tasks run in this process."""
+    """Every job that `Runner.start` (and so `Runner.map`) or `Runner.start_graph` (and `Runner.graph`) runs
+    meanwhile timed (CPU seconds of its process), per stage: a list of seconds, or of (seconds, size(stage, job))
+    with `size`. Run synchronously, so the jobs run in this process."""
     from cim.tiling import Runner
 
     cpu: dict[str, list] = defaultdict(list)
-    real_map = Runner.map
+    real_start, real_graph = Runner.start, Runner.start_graph
 
-    def timed_map(self, fn, jobs, state=None, *, stage="tiles", cost=None):
-        def timed(job, st):
+    def timing(fn, stage):
+        def timed(job, *rest):
             t = time.process_time()
             try:
-                return fn(job, st)
+                return fn(job, *rest)
             finally:
                 used = time.process_time() - t
                 cpu[stage].append(used if size is None else (used, size(stage, job)))
 
-        return real_map(self, timed, jobs, state, stage=stage, cost=cost)
+        return timed
 
-    Runner.map = timed_map
+    def timed_start(self, fn, jobs, state=None, *, stage="tiles", **kw):
+        return real_start(self, timing(fn, stage), jobs, state, stage=stage, **kw)
+
+    def timed_graph(self, fn, jobs, deps, state=None, *, stage="tiles", **kw):
+        return real_graph(self, timing(fn, stage), jobs, deps, state, stage=stage, **kw)
+
+    Runner.start, Runner.start_graph = timed_start, timed_graph
     try:
         yield cpu
     finally:
-        Runner.map = real_map
+        Runner.start, Runner.start_graph = real_start, real_graph
 
 
 def tiled_city(src: Path, copies: int, dest: Path) -> Path:
