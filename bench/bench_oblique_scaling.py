@@ -91,10 +91,13 @@ def measure(production: Path, work: Path, encoding: str, rounds: int, runs: int)
         med = {}
         for n in (2, 1):
             out = work / f"out-{production.name}-{encoding}-{n}"
-            line = subprocess.run(
+            proc = subprocess.run(
                 [sys.executable, __file__, "--child", str(n), str(runs), str(production), str(out), encoding],
-                check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-            res = json.loads(line)
+                check=False, capture_output=True, text=True)
+            if proc.returncode:
+                sys.exit(f"bench_oblique_scaling: the build of {production} on {n} worker(s) failed "
+                         f"(exit {proc.returncode}):\n" + "\n".join(proc.stderr.strip().splitlines()[-15:]))
+            res = json.loads(proc.stdout.strip().splitlines()[-1])
             times[n] += res["times"]
             med[n] = statistics.median(res["times"])
             digests.add(res["digest"])
